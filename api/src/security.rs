@@ -1,0 +1,347 @@
+//! Message authentication (keyed MD5 as in the seed, HMAC-SHA256 by default),
+//! key rotation and the replay window.
+
+use crate::header::{MessageType, HEADER_LEN};
+use crate::message::ServiceMessage;
+use crate::segment::SEGMENT_HEADER_LEN;
+use hmac::{Hmac, Mac};
+use md5::{Digest, Md5};
+use sha2::Sha256;
+use std::fmt;
+use subtle::ConstantTimeEq;
+
+/// Digest algorithms of the security segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum AuthAlgorithm {
+    /// MD5(key ‖ message ‖ key), 16 bytes: the seed's keyed MD5.
+    KeyedMd5 = 1,
+    /// HMAC-SHA256(key, message), 32 bytes: the default.
+    HmacSha256 = 2,
+}
+
+impl AuthAlgorithm {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(AuthAlgorithm::KeyedMd5),
+            2 => Some(AuthAlgorithm::HmacSha256),
+            _ => None,
+        }
+    }
+    pub fn digest_len(self) -> usize {
+        match self {
+            AuthAlgorithm::KeyedMd5 => 16,
+            AuthAlgorithm::HmacSha256 => 32,
+        }
+    }
+}
+
+/// A shared secret with its key id.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Key {
+    pub id: u16,
+    pub algorithm: AuthAlgorithm,
+    pub secret: Vec<u8>,
+    /// Accept messages signed with this key until this time (seconds, the
+    /// caller's clock); `None` = no end. Set when a newer key replaces it.
+    pub accept_until: Option<u64>,
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Key")
+            .field("id", &self.id)
+            .field("algorithm", &self.algorithm)
+            .field("secret", &"<redacted>")
+            .field("accept_until", &self.accept_until)
+            .finish()
+    }
+}
+
+impl Key {
+    pub fn new(id: u16, algorithm: AuthAlgorithm, secret: impl Into<Vec<u8>>) -> Key {
+        Key {
+            id,
+            algorithm,
+            secret: secret.into(),
+            accept_until: None,
+        }
+    }
+
+    /// Digest of `msg` with the bytes in `zeroed` treated as zero.
+    fn digest(&self, msg: &[u8], zeroed: std::ops::Range<usize>, out: &mut [u8; 32]) -> usize {
+        let zeros = [0u8; 64];
+        let parts = [
+            &msg[..zeroed.start],
+            &zeros[..zeroed.len()],
+            &msg[zeroed.end..],
+        ];
+        match self.algorithm {
+            AuthAlgorithm::KeyedMd5 => {
+                let mut h = Md5::new();
+                h.update(&self.secret);
+                for p in parts {
+                    h.update(p);
+                }
+                h.update(&self.secret);
+                out[..16].copy_from_slice(&h.finalize());
+                16
+            }
+            AuthAlgorithm::HmacSha256 => {
+                // HMAC accepts keys of any length.
+                let Ok(mut m) = Hmac::<Sha256>::new_from_slice(&self.secret) else {
+                    return 0;
+                };
+                for p in parts {
+                    m.update(p);
+                }
+                out.copy_from_slice(&m.finalize().into_bytes());
+                32
+            }
+        }
+    }
+
+    /// Fills in the digest of a complete message whose first segment is a
+    /// security segment for this key (as [`crate::MessageBuilder::signed`]
+    /// and [`crate::emit_prefix`] write it). Does nothing to a message
+    /// without room for it.
+    pub fn sign_in_place(&self, msg: &mut [u8]) {
+        let start = HEADER_LEN + SEGMENT_HEADER_LEN + 4;
+        let end = start + self.algorithm.digest_len();
+        if msg.len() < end {
+            return;
+        }
+        let mut d = [0u8; 32];
+        let n = self.digest(msg, start..end, &mut d);
+        msg[start..end].copy_from_slice(&d[..n]);
+    }
+}
+
+/// Keys a node accepts and the one it signs with.
+#[derive(Debug, Clone, Default)]
+pub struct KeyRing {
+    keys: Vec<Key>,
+    send: Option<u16>,
+}
+
+impl KeyRing {
+    /// Adds (or replaces) a key and makes it the signing key. The previous
+    /// signing key stays accepted for `overlap_secs` after `now`.
+    pub fn rotate_to(&mut self, key: Key, now: u64, overlap_secs: u64) {
+        if let Some(old) = self
+            .send
+            .and_then(|id| self.keys.iter_mut().find(|k| k.id == id))
+        {
+            if old.id != key.id {
+                old.accept_until = Some(now.saturating_add(overlap_secs));
+            }
+        }
+        self.send = Some(key.id);
+        self.keys.retain(|k| k.id != key.id);
+        self.keys.push(key);
+    }
+
+    /// Adds a key that is accepted but not used for signing.
+    pub fn add_accepted(&mut self, key: Key) {
+        self.keys.retain(|k| k.id != key.id);
+        self.keys.push(key);
+    }
+
+    /// Drops keys whose acceptance window has passed.
+    pub fn expire(&mut self, now: u64) {
+        self.keys
+            .retain(|k| k.accept_until.is_none_or(|t| now <= t));
+    }
+
+    pub fn signing_key(&self) -> Option<&Key> {
+        self.send
+            .and_then(|id| self.keys.iter().find(|k| k.id == id))
+    }
+
+    pub fn get(&self, id: u16) -> Option<&Key> {
+        self.keys.iter().find(|k| k.id == id)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// Why a message failed authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    /// Authentication is required and the message has no security segment.
+    Unsigned,
+    UnknownKey(u16),
+    /// The key's acceptance window has passed.
+    ExpiredKey(u16),
+    /// The algorithm byte is unknown or does not match the key.
+    BadAlgorithm(u8),
+    BadDigest,
+    /// The sequence number is old or was seen already.
+    Replay(u64),
+}
+
+impl AuthError {
+    /// Short stable name for counters.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Unsigned => "unsigned",
+            AuthError::UnknownKey(_) => "unknown-key",
+            AuthError::ExpiredKey(_) => "expired-key",
+            AuthError::BadAlgorithm(_) => "bad-algorithm",
+            AuthError::BadDigest => "bad-digest",
+            AuthError::Replay(_) => "replay",
+        }
+    }
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthError::Unsigned => write!(f, "message is not signed"),
+            AuthError::UnknownKey(id) => write!(f, "unknown key id {id}"),
+            AuthError::ExpiredKey(id) => write!(f, "key id {id} is no longer accepted"),
+            AuthError::BadAlgorithm(a) => write!(f, "algorithm {a} does not match the key"),
+            AuthError::BadDigest => write!(f, "digest does not match"),
+            AuthError::Replay(s) => write!(f, "sequence {s} replayed or too old"),
+        }
+    }
+}
+
+impl std::error::Error for AuthError {}
+
+/// What a receiver demands of incoming messages.
+#[derive(Debug, Clone, Default)]
+pub struct AuthPolicy {
+    pub keys: KeyRing,
+    /// Reject unsigned messages (true whenever a key is configured).
+    pub require: bool,
+    /// Accept unsigned IP-packet-only messages even when `require` is set (seed).
+    pub allow_unsigned_ip_packet_only: bool,
+}
+
+impl AuthPolicy {
+    /// No authentication.
+    pub fn open() -> Self {
+        Self::default()
+    }
+
+    /// Signs with and requires `key`.
+    pub fn with_key(key: Key) -> Self {
+        let mut keys = KeyRing::default();
+        keys.rotate_to(key, 0, 0);
+        AuthPolicy {
+            keys,
+            require: true,
+            allow_unsigned_ip_packet_only: true,
+        }
+    }
+
+    /// Checks the digest of a parsed message (not the replay window).
+    pub fn verify(&self, msg: &ServiceMessage<'_>, now: u64) -> Result<(), AuthError> {
+        let Some(sec) = msg.security() else {
+            let exempt =
+                self.allow_unsigned_ip_packet_only && msg.msg_type() == MessageType::IpPacketOnly;
+            return if self.require && !exempt {
+                Err(AuthError::Unsigned)
+            } else {
+                Ok(())
+            };
+        };
+        let key = self
+            .keys
+            .get(sec.key_id)
+            .ok_or(AuthError::UnknownKey(sec.key_id))?;
+        if key.accept_until.is_some_and(|t| now > t) {
+            return Err(AuthError::ExpiredKey(key.id));
+        }
+        if AuthAlgorithm::from_u8(sec.algorithm) != Some(key.algorithm)
+            || sec.digest.len() != key.algorithm.digest_len()
+        {
+            return Err(AuthError::BadAlgorithm(sec.algorithm));
+        }
+        let range = msg.digest_range().ok_or(AuthError::BadDigest)?;
+        let mut d = [0u8; 32];
+        let n = key.digest(msg.as_bytes(), range, &mut d);
+        if bool::from(d[..n].ct_eq(sec.digest)) {
+            Ok(())
+        } else {
+            Err(AuthError::BadDigest)
+        }
+    }
+}
+
+/// Sliding replay window over a sender's sequence numbers (as in IPsec):
+/// accepts each number once, and nothing older than 64 behind the highest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplayWindow {
+    highest: u64,
+    /// Bit i set: `highest - i` was seen.
+    seen: u64,
+    started: bool,
+}
+
+impl ReplayWindow {
+    pub const SIZE: u64 = 64;
+
+    /// Whether `seq` would be accepted, without recording it.
+    pub fn check(&self, seq: u64) -> bool {
+        if !self.started || seq > self.highest {
+            return true;
+        }
+        let age = self.highest - seq;
+        age < Self::SIZE && self.seen & (1 << age) == 0
+    }
+
+    /// Records `seq`; false if it is a replay or too old.
+    pub fn accept(&mut self, seq: u64) -> bool {
+        if !self.check(seq) {
+            return false;
+        }
+        if !self.started {
+            self.started = true;
+            self.highest = seq;
+            self.seen = 1;
+        } else if seq > self.highest {
+            let shift = seq - self.highest;
+            self.seen = if shift >= Self::SIZE {
+                0
+            } else {
+                self.seen << shift
+            };
+            self.seen |= 1;
+            self.highest = seq;
+        } else {
+            self.seen |= 1 << (self.highest - seq);
+        }
+        true
+    }
+}
+
+/// Sequence numbers for a sender: starts at the Unix time in the high 32
+/// bits so that a restarted sender keeps moving forward in its peers'
+/// replay windows.
+#[derive(Debug, Clone)]
+pub struct SequenceSource {
+    next: u64,
+}
+
+impl SequenceSource {
+    pub fn starting_at_unix_time(unix_secs: u64) -> Self {
+        SequenceSource {
+            next: unix_secs << 32,
+        }
+    }
+    pub fn from_system_clock() -> Self {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Self::starting_at_unix_time(secs)
+    }
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        self.next = self.next.wrapping_add(1);
+        self.next
+    }
+}
