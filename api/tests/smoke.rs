@@ -16,14 +16,20 @@ fn fixed_update_two_directions_signed_round_trip() {
         ..Default::default()
     };
     let mut b = MessageBuilder::signed(MessageType::AffinityUpdateFixed, 42, &key);
-    b.push(Segment::AffinityIdentifier(AffinityIdentifier { id: 1, reason: 0 }));
+    b.push(Segment::AffinityIdentifier(AffinityIdentifier {
+        id: 1,
+        reason: 0,
+    }));
     b.push(Segment::FixedAffinity(fwd));
     b.push(Segment::NatAction(NatAction {
         flags: NatAction::DST_ADDR,
         dst_addr: Ipv4Addr::new(198, 19, 0, 2),
         ..Default::default()
     }));
-    let rev = FixedAffinity { key: fwd.key.reversed(), ..fwd };
+    let rev = FixedAffinity {
+        key: fwd.key.reversed(),
+        ..fwd
+    };
     b.push(Segment::FixedAffinity(rev));
     let bytes = b.finish().unwrap();
     let msg = ServiceMessage::parse(&bytes).unwrap();
@@ -39,5 +45,8 @@ fn fixed_update_two_directions_signed_round_trip() {
     let n = tampered.len();
     tampered[n - 1] ^= 1;
     let msg = ServiceMessage::parse(&tampered).unwrap();
-    assert_eq!(AuthPolicy::with_key(key).verify(&msg, 0), Err(AuthError::BadDigest));
+    assert_eq!(
+        AuthPolicy::with_key(key).verify(&msg, 0),
+        Err(AuthError::BadDigest)
+    );
 }

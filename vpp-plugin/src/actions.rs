@@ -1,0 +1,361 @@
+//! What an affinity does to a packet, stored once and shared by index.
+//!
+//! Many flows share an action set (every client→backend flow of a service
+//! NATs to the same backend), so fixed entries hold a 32-bit index into this
+//! table instead of the actions themselves, keeping entries at 24 bytes.
+//! Slots are eight atomic words: workers read them without locks; the
+//! control thread writes a slot only while no entry refers to it, and a freed
+//! slot is reused only after a quarantine, so a worker that read an index
+//! just before its entry was deleted still reads the old, intact actions.
+
+use affinity_api::{InterestCriteria, NatAction, SeqAdjustAction};
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Everything an affinity applies to a matching packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ActionSet {
+    pub nat: Option<NatActionKey>,
+    pub seq_adjust: Option<SeqAdjustKey>,
+    pub interest: Option<InterestKey>,
+    pub dispatch_flags: u8,
+    pub info_flags: u8,
+    pub forward_addr: u32,
+    /// Manager-chosen affinity identifier (echoed in interest matches).
+    pub affinity_id: u32,
+    /// Index of the owning manager in the agent's manager list.
+    pub owner: u16,
+}
+
+/// `NatAction` in a hashable form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct NatActionKey {
+    pub flags: u8,
+    pub src_addr: u32,
+    pub dst_addr: u32,
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+impl From<NatAction> for NatActionKey {
+    fn from(n: NatAction) -> Self {
+        NatActionKey {
+            flags: n.flags,
+            src_addr: n.src_addr.into(),
+            dst_addr: n.dst_addr.into(),
+            src_port: n.src_port,
+            dst_port: n.dst_port,
+        }
+    }
+}
+
+impl From<NatActionKey> for NatAction {
+    fn from(n: NatActionKey) -> Self {
+        NatAction {
+            flags: n.flags,
+            src_addr: n.src_addr.into(),
+            dst_addr: n.dst_addr.into(),
+            src_port: n.src_port,
+            dst_port: n.dst_port,
+        }
+    }
+}
+
+/// `SeqAdjustAction` in a hashable form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct SeqAdjustKey(pub u32, pub u32, pub u32, pub u32);
+
+impl From<SeqAdjustAction> for SeqAdjustKey {
+    fn from(s: SeqAdjustAction) -> Self {
+        SeqAdjustKey(s.seq_delta, s.initial_seq, s.ack_delta, s.initial_ack)
+    }
+}
+
+impl From<SeqAdjustKey> for SeqAdjustAction {
+    fn from(s: SeqAdjustKey) -> Self {
+        SeqAdjustAction {
+            seq_delta: s.0,
+            initial_seq: s.1,
+            ack_delta: s.2,
+            initial_ack: s.3,
+        }
+    }
+}
+
+/// `InterestCriteria` in a hashable form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct InterestKey {
+    pub address: u32,
+    pub port: u16,
+    pub mask: u16,
+    pub flags: u8,
+}
+
+impl From<InterestCriteria> for InterestKey {
+    fn from(c: InterestCriteria) -> Self {
+        InterestKey {
+            address: c.address.into(),
+            port: c.port,
+            mask: c.mask,
+            flags: c.flags,
+        }
+    }
+}
+
+impl InterestKey {
+    pub fn address(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.address)
+    }
+}
+
+const PRESENT_NAT: u64 = 1;
+const PRESENT_SEQ: u64 = 2;
+const PRESENT_INTEREST: u64 = 4;
+
+impl ActionSet {
+    fn encode(&self) -> [u64; 8] {
+        let mut w = [0u64; 8];
+        let mut present = 0;
+        if let Some(n) = self.nat {
+            present |= PRESENT_NAT;
+            w[1] = (n.src_addr as u64) << 32 | n.dst_addr as u64;
+            w[2] = (n.src_port as u64) << 48 | (n.dst_port as u64) << 32 | (n.flags as u64) << 24;
+        }
+        if let Some(s) = self.seq_adjust {
+            present |= PRESENT_SEQ;
+            w[3] = (s.0 as u64) << 32 | s.1 as u64;
+            w[4] = (s.2 as u64) << 32 | s.3 as u64;
+        }
+        if let Some(i) = self.interest {
+            present |= PRESENT_INTEREST;
+            w[5] = (i.address as u64) << 32 | (i.port as u64) << 16 | i.mask as u64;
+            w[6] = i.flags as u64;
+        }
+        w[0] = present
+            | (self.dispatch_flags as u64) << 8
+            | (self.info_flags as u64) << 16
+            | (self.owner as u64) << 24;
+        w[7] = (self.forward_addr as u64) << 32 | self.affinity_id as u64;
+        w
+    }
+
+    fn decode(w: &[u64; 8]) -> ActionSet {
+        let present = w[0] & 0xff;
+        ActionSet {
+            nat: (present & PRESENT_NAT != 0).then(|| NatActionKey {
+                src_addr: (w[1] >> 32) as u32,
+                dst_addr: w[1] as u32,
+                src_port: (w[2] >> 48) as u16,
+                dst_port: (w[2] >> 32) as u16,
+                flags: (w[2] >> 24) as u8,
+            }),
+            seq_adjust: (present & PRESENT_SEQ != 0).then(|| {
+                SeqAdjustKey(
+                    (w[3] >> 32) as u32,
+                    w[3] as u32,
+                    (w[4] >> 32) as u32,
+                    w[4] as u32,
+                )
+            }),
+            interest: (present & PRESENT_INTEREST != 0).then(|| InterestKey {
+                address: (w[5] >> 32) as u32,
+                port: (w[5] >> 16) as u16,
+                mask: w[5] as u16,
+                flags: w[6] as u8,
+            }),
+            dispatch_flags: (w[0] >> 8) as u8,
+            info_flags: (w[0] >> 16) as u8,
+            owner: (w[0] >> 24) as u16,
+            forward_addr: (w[7] >> 32) as u32,
+            affinity_id: w[7] as u32,
+        }
+    }
+}
+
+#[repr(align(64))]
+#[derive(Default)]
+struct Slot([AtomicU64; 8]);
+
+/// Control-thread bookkeeping of the action table.
+struct Book {
+    index: HashMap<ActionSet, u32>,
+    refs: Vec<u32>,
+    /// Freed slots and the time (ns) after which they may be reused.
+    quarantine: std::collections::VecDeque<(u32, u64)>,
+    free: Vec<u32>,
+    next_unused: u32,
+}
+
+/// Deduplicated, refcounted action sets.
+pub struct ActionTable {
+    slots: Box<[Slot]>,
+    book: parking_lot::Mutex<Book>,
+}
+
+/// How long a freed slot waits before reuse: far longer than any batch.
+const QUARANTINE_NS: u64 = 1_000_000_000;
+
+impl ActionTable {
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.clamp(1, u32::MAX as usize);
+        ActionTable {
+            slots: (0..capacity).map(|_| Slot::default()).collect(),
+            book: parking_lot::Mutex::new(Book {
+                index: HashMap::new(),
+                refs: vec![0; capacity],
+                quarantine: Default::default(),
+                free: Vec::new(),
+                next_unused: 0,
+            }),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Reads a slot (workers; lock-free).
+    #[inline]
+    pub fn get(&self, idx: u32) -> ActionSet {
+        match self.slots.get(idx as usize) {
+            Some(s) => {
+                let w = std::array::from_fn(|i| s.0[i].load(Relaxed));
+                ActionSet::decode(&w)
+            }
+            None => ActionSet::default(),
+        }
+    }
+
+    /// Takes a reference on `set`, storing it if new. `None` when full.
+    pub fn acquire(&self, set: &ActionSet, now_ns: u64) -> Option<u32> {
+        let mut b = self.book.lock();
+        if let Some(&idx) = b.index.get(set) {
+            b.refs[idx as usize] += 1;
+            return Some(idx);
+        }
+        while let Some(&(idx, after)) = b.quarantine.front() {
+            if after > now_ns {
+                break;
+            }
+            b.quarantine.pop_front();
+            b.free.push(idx);
+        }
+        let idx = match b.free.pop() {
+            Some(i) => i,
+            None if (b.next_unused as usize) < self.slots.len() => {
+                b.next_unused += 1;
+                b.next_unused - 1
+            }
+            None => return None,
+        };
+        for (a, v) in self.slots[idx as usize].0.iter().zip(set.encode()) {
+            a.store(v, Relaxed);
+        }
+        // Publish the words before any entry can carry the index.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+        b.refs[idx as usize] = 1;
+        b.index.insert(*set, idx);
+        Some(idx)
+    }
+
+    /// Drops a reference; the slot is quarantined when unused.
+    pub fn release(&self, idx: u32, now_ns: u64) {
+        let mut b = self.book.lock();
+        let Some(r) = b.refs.get_mut(idx as usize) else {
+            return;
+        };
+        if *r == 0 {
+            return;
+        }
+        *r -= 1;
+        if *r == 0 {
+            let set = self.get(idx);
+            b.index.remove(&set);
+            b.quarantine.push_back((idx, now_ns + QUARANTINE_NS));
+        }
+    }
+
+    /// Number of distinct action sets in use.
+    pub fn in_use(&self) -> usize {
+        self.book.lock().index.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_decode_round_trip_and_sharing() {
+        let t = ActionTable::new(4);
+        let a = ActionSet {
+            nat: Some(NatActionKey {
+                flags: 3,
+                src_addr: 1,
+                dst_addr: 2,
+                src_port: 3,
+                dst_port: 4,
+            }),
+            seq_adjust: Some(SeqAdjustKey(5, 6, 7, 8)),
+            interest: Some(InterestKey {
+                address: 9,
+                port: 10,
+                mask: 11,
+                flags: 2,
+            }),
+            dispatch_flags: 1,
+            info_flags: 1,
+            forward_addr: 12,
+            affinity_id: 13,
+            owner: 14,
+        };
+        let i = t.acquire(&a, 0).unwrap();
+        assert_eq!(t.get(i), a);
+        assert_eq!(t.acquire(&a, 0), Some(i));
+        let b = ActionSet {
+            affinity_id: 99,
+            ..a
+        };
+        let j = t.acquire(&b, 0).unwrap();
+        assert_ne!(i, j);
+        t.release(j, 0);
+        // Quarantined: not reused before the quarantine ends.
+        let c = ActionSet {
+            affinity_id: 100,
+            ..a
+        };
+        let k = t.acquire(&c, 1).unwrap();
+        assert_ne!(k, j);
+        let d = ActionSet {
+            affinity_id: 101,
+            ..a
+        };
+        let l = t.acquire(&d, 1).unwrap();
+        assert!(
+            t.acquire(
+                &ActionSet {
+                    affinity_id: 102,
+                    ..a
+                },
+                2
+            )
+            .is_none(),
+            "full"
+        );
+        t.release(l, 2);
+        let m = t
+            .acquire(
+                &ActionSet {
+                    affinity_id: 103,
+                    ..a
+                },
+                2 + QUARANTINE_NS,
+            )
+            .unwrap();
+        assert!(
+            m == j || m == l,
+            "a quarantined slot is reused once its time has passed"
+        );
+    }
+}

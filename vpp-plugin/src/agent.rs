@@ -1,0 +1,871 @@
+//! The forwarding agent: configuration, shared state, control messages and
+//! introspection. Packet work is in [`crate::datapath`].
+
+use crate::actions::{ActionSet, ActionTable};
+use crate::counters::{Counter, LocalCounters, SharedCounters};
+use crate::fixed_affinity::{FixedTable, FixedValue, Inserted};
+use crate::wildcard_affinity::{Upsert, WildcardEntry, WildcardTable};
+use affinity_api::*;
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// Agent settings (from `startup.conf`, the host agent's flags, or tests).
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub fixed_capacity: usize,
+    pub action_capacity: usize,
+    pub wildcard_capacity: usize,
+    /// Held packets, all workers together.
+    pub hold_limit: usize,
+    pub hold_timeout_ms: u64,
+    /// Per worker: first-fragment decisions kept for later fragments.
+    pub fragment_cache: usize,
+    /// Address and name this agent puts in identity info.
+    pub agent_addr: Ipv4Addr,
+    pub agent_name: String,
+    /// Distinguishes this agent's interest data from others'.
+    pub instance_id: u32,
+    pub auth: AuthPolicy,
+    /// Action segment types treated as unsupported (tests, capability limits).
+    pub disabled_actions: Vec<u16>,
+    /// Drop (instead of pass) packets whose headers are malformed.
+    pub drop_malformed: bool,
+    /// Keep per-flow packet/byte counters.
+    pub per_flow_counters: bool,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            fixed_capacity: 1 << 20,
+            action_capacity: 1 << 18,
+            wildcard_capacity: 16384,
+            hold_limit: 1024,
+            hold_timeout_ms: 1000,
+            fragment_cache: 4096,
+            agent_addr: Ipv4Addr::UNSPECIFIED,
+            agent_name: String::from("affinity-agent"),
+            instance_id: 1,
+            auth: AuthPolicy::open(),
+            disabled_actions: Vec::new(),
+            drop_malformed: false,
+            per_flow_counters: true,
+        }
+    }
+}
+
+/// Actions this agent implements.
+pub const SUPPORTED_ACTIONS: [u16; 5] = [
+    seg::NAT_ACTION,
+    seg::ADVERTISE_ACTION,
+    seg::SEQ_ADJUST_ACTION,
+    seg::INTEREST_CRITERIA_ACTION,
+    seg::ACTION_LIST,
+];
+
+/// Converts the caller's monotonic nanoseconds to table time (deciseconds).
+#[inline]
+pub fn ds(now_ns: u64) -> u32 {
+    (now_ns / 100_000_000).min(u32::MAX as u64) as u32
+}
+
+/// A manager the agent has heard from.
+#[derive(Debug, Clone)]
+pub struct ManagerInfo {
+    pub address: Ipv4Addr,
+    pub name: String,
+    pub last_heard_ns: u64,
+    pub messages: u64,
+    pub replay: ReplayWindow,
+}
+
+/// The agent's interest data (opaque to managers, echoed back): who punted,
+/// the hold token, and the rank of the punting wildcard for chaining.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AgentInterestData {
+    pub instance_id: u32,
+    pub hold_token: u32,
+    pub search_first: bool,
+    pub service_precedence: u16,
+    pub wildcard_id: u32,
+}
+
+impl AgentInterestData {
+    pub const LEN: usize = 16;
+    pub fn encode(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[0..4].copy_from_slice(&self.instance_id.to_be_bytes());
+        b[4..8].copy_from_slice(&self.hold_token.to_be_bytes());
+        b[8] = self.search_first as u8;
+        b[10..12].copy_from_slice(&self.service_precedence.to_be_bytes());
+        b[12..16].copy_from_slice(&self.wildcard_id.to_be_bytes());
+        b
+    }
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        let b: &[u8; 16] = b.try_into().ok()?;
+        Some(AgentInterestData {
+            instance_id: u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+            hold_token: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+            search_first: b[8] != 0,
+            service_precedence: u16::from_be_bytes([b[10], b[11]]),
+            wildcard_id: u32::from_be_bytes([b[12], b[13], b[14], b[15]]),
+        })
+    }
+    /// Chaining rank of the punting wildcard (see `WildcardEntry::rank`).
+    pub fn rank(&self) -> (bool, u16) {
+        (!self.search_first, u16::MAX - self.service_precedence)
+    }
+}
+
+/// A packet the control plane hands back to the data path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReturnedPacket {
+    pub packet: Vec<u8>,
+    /// Wildcards at or above this rank must not match it (service chaining).
+    pub rank_limit: Option<(bool, u16)>,
+}
+
+/// What handling one control message produced.
+#[derive(Debug, Default)]
+pub struct ControlOutput {
+    /// Datagrams to send (denies), with their destination.
+    pub replies: Vec<(SocketAddrV4, Vec<u8>)>,
+    /// Packets to run through [`crate::Worker::process_returned`].
+    pub returned: Vec<ReturnedPacket>,
+}
+
+pub(crate) struct HeldPacket {
+    pub token: u32,
+    pub packet: Vec<u8>,
+    pub deadline_ns: u64,
+    pub manager: SocketAddrV4,
+    pub rank: (bool, u16),
+}
+
+pub(crate) struct ControlState {
+    pub managers: Vec<ManagerInfo>,
+    /// Fixed expiries: second → keys to check then.
+    pub wheel: BTreeMap<u32, Vec<AffinityKey>>,
+    pub counters: LocalCounters,
+}
+
+/// Per forward address statistics (information flag).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForwardStats {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// The agent's shared state. `Send + Sync`: share it in an `Arc` between the
+/// control thread and the workers.
+pub struct Agent {
+    pub config: AgentConfig,
+    pub(crate) fixed: FixedTable,
+    pub(crate) actions: ActionTable,
+    pub(crate) wildcards: WildcardTable,
+    pub(crate) flow_packets: Box<[AtomicU64]>,
+    pub(crate) flow_bytes: Box<[AtomicU64]>,
+    pub(crate) control: Mutex<ControlState>,
+    pub(crate) control_counters: SharedCounters,
+    pub(crate) worker_counters: Mutex<Vec<Arc<SharedCounters>>>,
+    pub(crate) hold: Mutex<VecDeque<HeldPacket>>,
+    pub(crate) next_token: AtomicU32,
+    pub(crate) sequence: AtomicU64,
+    pub(crate) forward_stats: Mutex<HashMap<Ipv4Addr, ForwardStats>>,
+}
+
+/// One row of `show affinity fixed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FixedRow {
+    pub key: AffinityKey,
+    pub actions: ActionSet,
+    pub owner: Ipv4Addr,
+    pub expires_in_ds: i64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// One row of `show affinity wildcard`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WildcardRow {
+    pub owner: Ipv4Addr,
+    pub id: u32,
+    pub key: AffinityKey,
+    pub src_mask: Ipv4Addr,
+    pub dst_mask: Ipv4Addr,
+    pub search_first: bool,
+    pub service_precedence: u16,
+    pub backup_precedence: u16,
+    pub actions: ActionSet,
+    pub expires_in_ds: i64,
+}
+
+impl Agent {
+    pub fn new(config: AgentConfig) -> Arc<Agent> {
+        let fixed = FixedTable::new(config.fixed_capacity);
+        let slots = if config.per_flow_counters {
+            fixed.slots()
+        } else {
+            0
+        };
+        Arc::new(Agent {
+            actions: ActionTable::new(config.action_capacity + config.wildcard_capacity),
+            wildcards: WildcardTable::new(config.wildcard_capacity),
+            flow_packets: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            flow_bytes: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            fixed,
+            control: Mutex::new(ControlState {
+                managers: Vec::new(),
+                wheel: BTreeMap::new(),
+                counters: LocalCounters::default(),
+            }),
+            control_counters: SharedCounters::default(),
+            worker_counters: Mutex::new(Vec::new()),
+            hold: Mutex::new(VecDeque::new()),
+            next_token: AtomicU32::new(1),
+            sequence: AtomicU64::new(SequenceSource::from_system_clock().next()),
+            forward_stats: Mutex::new(HashMap::new()),
+            config,
+        })
+    }
+
+    pub(crate) fn next_sequence(&self) -> u64 {
+        self.sequence.fetch_add(1, Relaxed)
+    }
+
+    pub(crate) fn manager_addr(&self, owner: u16) -> Ipv4Addr {
+        self.control
+            .lock()
+            .managers
+            .get(owner as usize)
+            .map_or(Ipv4Addr::UNSPECIFIED, |m| m.address)
+    }
+
+    fn owner_index(st: &mut ControlState, addr: Ipv4Addr, name: &str, now_ns: u64) -> u16 {
+        let i = match st.managers.iter().position(|m| m.address == addr) {
+            Some(i) => i,
+            None => {
+                st.managers.push(ManagerInfo {
+                    address: addr,
+                    name: String::new(),
+                    last_heard_ns: now_ns,
+                    messages: 0,
+                    replay: ReplayWindow::default(),
+                });
+                st.managers.len() - 1
+            }
+        };
+        let m = &mut st.managers[i];
+        if !name.is_empty() && m.name != name {
+            m.name = name.to_string();
+        }
+        i.min(u16::MAX as usize) as u16
+    }
+
+    /// Handles one service message from `from` (main/control thread only).
+    pub fn handle_control(&self, now_ns: u64, from: SocketAddrV4, bytes: &[u8]) -> ControlOutput {
+        let mut out = ControlOutput::default();
+        let mut st = self.control.lock();
+        st.counters.inc(Counter::CtlMessages);
+        let msg = match ServiceMessage::parse(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                st.counters.inc(Counter::CtlParseError);
+                // Only an unknown required segment in an otherwise readable
+                // message is worth a deny; garbage is just counted.
+                if let (
+                    ParseError::Segment {
+                        seg_type,
+                        kind: SegmentErrorKind::UnknownRequired,
+                        ..
+                    },
+                    Ok(h),
+                ) = (e, Header::parse(bytes))
+                {
+                    if self.config.auth.verify_unparsed_ok() {
+                        let deny = DenyReason {
+                            denied_type: seg_type & !REQUIRED_FLAG,
+                            code: DenyReason::UNKNOWN_REQUIRED_SEGMENT,
+                            denied_sequence: h.sequence,
+                        };
+                        out.replies.push((from, self.build_deny(deny, None, None)));
+                        st.counters.inc(Counter::DenySent);
+                    }
+                }
+                self.publish_control(&st);
+                return out;
+            }
+        };
+        if let Err(e) = self.config.auth.verify(&msg, now_ns / 1_000_000_000) {
+            st.counters.inc(Counter::CtlAuthFail);
+            let _ = e;
+            self.publish_control(&st);
+            return out;
+        }
+        let (owner_addr, name) = match msg.identity() {
+            Some(i) if !i.address.is_unspecified() => (i.address, i.host_name),
+            _ => (*from.ip(), ""),
+        };
+        let owner = Self::owner_index(&mut st, owner_addr, name, now_ns);
+        let signed = msg.security().is_some();
+        {
+            let m = &mut st.managers[owner as usize];
+            if signed && !m.replay.accept(msg.sequence()) {
+                st.counters.inc(Counter::CtlReplay);
+                self.publish_control(&st);
+                return out;
+            }
+            let m = &mut st.managers[owner as usize];
+            m.last_heard_ns = now_ns;
+            m.messages += 1;
+        }
+        let now = ds(now_ns);
+        match msg.msg_type() {
+            MessageType::AffinityUpdateWildcard => {
+                for e in msg.affinities() {
+                    if let AffinityRef::Wildcard(w) = e.affinity {
+                        self.apply_wildcard(
+                            &mut st, &mut out, from, &msg, owner, &e, w, now, now_ns,
+                        );
+                    }
+                }
+            }
+            MessageType::AffinityUpdateFixed => {
+                for e in msg.affinities() {
+                    if let AffinityRef::Fixed(f) = e.affinity {
+                        self.apply_fixed(&mut st, &mut out, from, &msg, owner, &e, f, now, now_ns);
+                    }
+                }
+                let data = msg
+                    .fa_interest_data()
+                    .and_then(AgentInterestData::decode)
+                    .filter(|d| d.instance_id == self.config.instance_id);
+                if let Some(d) = data {
+                    if d.hold_token != 0 {
+                        let mut hold = self.hold.lock();
+                        while let Some(pos) = hold.iter().position(|h| h.token == d.hold_token) {
+                            if let Some(h) = hold.remove(pos) {
+                                st.counters.inc(Counter::HoldReleased);
+                                out.returned.push(ReturnedPacket {
+                                    packet: h.packet,
+                                    rank_limit: Some(h.rank),
+                                });
+                            }
+                        }
+                    }
+                }
+                if let Some(p) = msg.ip_packet() {
+                    out.returned.push(ReturnedPacket {
+                        packet: p.to_vec(),
+                        rank_limit: data.map(|d| d.rank()),
+                    });
+                }
+            }
+            MessageType::IpPacketOnly => {
+                if let Some(p) = msg.ip_packet() {
+                    let data = msg
+                        .fa_interest_data()
+                        .and_then(AgentInterestData::decode)
+                        .filter(|d| d.instance_id == self.config.instance_id);
+                    out.returned.push(ReturnedPacket {
+                        packet: p.to_vec(),
+                        rank_limit: data.map(|d| d.rank()),
+                    });
+                }
+            }
+            MessageType::Keepalive => {}
+            _ => st.counters.inc(Counter::CtlUnexpected),
+        }
+        self.wildcards.commit();
+        self.publish_control(&st);
+        out
+    }
+
+    /// Checks the affinity's action list; the first unsupported required action.
+    fn unsupported_action(&self, e: &AffinityEntry<'_>) -> Option<u16> {
+        let list = e.action_list?;
+        list.entries()
+            .find(|&(t, required)| {
+                required
+                    && (!SUPPORTED_ACTIONS.contains(&t)
+                        || self.config.disabled_actions.contains(&t))
+            })
+            .map(|(t, _)| t)
+    }
+
+    fn action_set(
+        &self,
+        e: &AffinityEntry<'_>,
+        owner: u16,
+        dispatch_flags: u8,
+        info_flags: u8,
+        forward: Ipv4Addr,
+    ) -> ActionSet {
+        let enabled = |t: u16| !self.config.disabled_actions.contains(&t);
+        ActionSet {
+            nat: e.nat.filter(|_| enabled(seg::NAT_ACTION)).map(Into::into),
+            seq_adjust: e
+                .seq_adjust
+                .filter(|_| enabled(seg::SEQ_ADJUST_ACTION))
+                .map(Into::into),
+            interest: e
+                .interest
+                .filter(|_| enabled(seg::INTEREST_CRITERIA_ACTION))
+                .map(Into::into),
+            dispatch_flags,
+            info_flags,
+            forward_addr: forward.into(),
+            affinity_id: e.identifier.map_or(0, |i| i.id),
+            owner,
+        }
+    }
+
+    fn deny(
+        &self,
+        st: &mut ControlState,
+        out: &mut ControlOutput,
+        to: SocketAddrV4,
+        reason: DenyReason,
+        e: &AffinityEntry<'_>,
+    ) {
+        st.counters.inc(Counter::DenySent);
+        out.replies
+            .push((to, self.build_deny(reason, e.identifier, Some(e.affinity))));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply_wildcard(
+        &self,
+        st: &mut ControlState,
+        out: &mut ControlOutput,
+        from: SocketAddrV4,
+        msg: &ServiceMessage<'_>,
+        owner: u16,
+        e: &AffinityEntry<'_>,
+        w: WildcardAffinity,
+        now: u32,
+        now_ns: u64,
+    ) {
+        let id = e.identifier.map_or(0, |i| i.id);
+        if w.ttl == 0 {
+            if let Some(old) = self.wildcards.remove(owner, id) {
+                self.actions.release(old.action, now_ns);
+                st.counters.inc(Counter::WildcardDelete);
+            }
+            return;
+        }
+        if let Some(t) = self.unsupported_action(e) {
+            st.counters.inc(Counter::UnsupportedAction);
+            if let Some(old) = self.wildcards.remove(owner, id) {
+                self.actions.release(old.action, now_ns);
+            }
+            let r = DenyReason {
+                denied_type: t,
+                code: DenyReason::UNSUPPORTED_REQUIRED_ACTION,
+                denied_sequence: msg.sequence(),
+            };
+            return self.deny(st, out, from, r, e);
+        }
+        let actions = self.action_set(e, owner, w.dispatch_flags, w.info_flags, w.forward_addr);
+        let Some(action) = self.actions.acquire(&actions, now_ns) else {
+            st.counters.inc(Counter::ActionFull);
+            let r = DenyReason {
+                denied_type: seg::WILDCARD_AFFINITY,
+                code: DenyReason::TABLE_FULL,
+                denied_sequence: msg.sequence(),
+            };
+            return self.deny(st, out, from, r, e);
+        };
+        let sp = e.service_precedence.unwrap_or_default();
+        let entry = WildcardEntry {
+            owner,
+            id,
+            key: w.key,
+            src_mask: w.src_mask,
+            dst_mask: w.dst_mask,
+            search_first: sp.search_first,
+            service_precedence: sp.value,
+            backup_precedence: e.backup_precedence.map_or(0, |b| b.value),
+            action,
+            actions,
+            advertise: e
+                .advertise
+                .filter(|_| {
+                    !self
+                        .config
+                        .disabled_actions
+                        .contains(&seg::ADVERTISE_ACTION)
+                })
+                .map(|a| (a.address, a.mask.unwrap_or(Ipv4Addr::BROADCAST))),
+            expires_ds: AtomicU32::new(now.saturating_add(w.ttl.saturating_mul(10))),
+            ttl: w.ttl,
+        };
+        match self.wildcards.upsert(entry) {
+            Upsert::Refreshed => {
+                self.actions.release(action, now_ns);
+                st.counters.inc(Counter::WildcardRefresh);
+            }
+            Upsert::Changed(old) => {
+                if let Some(old) = old {
+                    self.actions.release(old.action, now_ns);
+                }
+                st.counters.inc(Counter::WildcardAdd);
+            }
+            Upsert::Full => {
+                self.actions.release(action, now_ns);
+                st.counters.inc(Counter::WildcardFull);
+                let r = DenyReason {
+                    denied_type: seg::WILDCARD_AFFINITY,
+                    code: DenyReason::TABLE_FULL,
+                    denied_sequence: msg.sequence(),
+                };
+                self.deny(st, out, from, r, e);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply_fixed(
+        &self,
+        st: &mut ControlState,
+        out: &mut ControlOutput,
+        from: SocketAddrV4,
+        msg: &ServiceMessage<'_>,
+        owner: u16,
+        e: &AffinityEntry<'_>,
+        f: FixedAffinity,
+        now: u32,
+        now_ns: u64,
+    ) {
+        if f.ttl == 0 {
+            if let Some(old) = self.fixed.remove(&f.key) {
+                self.actions.release(old.action, now_ns);
+                st.counters.inc(Counter::FixedDelete);
+            }
+            return;
+        }
+        if let Some(t) = self.unsupported_action(e) {
+            st.counters.inc(Counter::UnsupportedAction);
+            let r = DenyReason {
+                denied_type: t,
+                code: DenyReason::UNSUPPORTED_REQUIRED_ACTION,
+                denied_sequence: msg.sequence(),
+            };
+            return self.deny(st, out, from, r, e);
+        }
+        // Seed rule: a fixed affinity needs a live wildcard of its owner.
+        self.wildcards.commit();
+        let supported = self
+            .wildcards
+            .snapshot()
+            .entries()
+            .iter()
+            .any(|w| w.owner == owner && w.is_live(now) && w.matches(&f.key, true));
+        if !supported {
+            st.counters.inc(Counter::FixedNoWildcard);
+            let r = DenyReason {
+                denied_type: seg::FIXED_AFFINITY,
+                code: DenyReason::NO_SUPPORTING_WILDCARD,
+                denied_sequence: msg.sequence(),
+            };
+            return self.deny(st, out, from, r, e);
+        }
+        let actions = self.action_set(e, owner, f.dispatch_flags, f.info_flags, f.forward_addr);
+        let Some(action) = self.actions.acquire(&actions, now_ns) else {
+            st.counters.inc(Counter::ActionFull);
+            let r = DenyReason {
+                denied_type: seg::FIXED_AFFINITY,
+                code: DenyReason::TABLE_FULL,
+                denied_sequence: msg.sequence(),
+            };
+            return self.deny(st, out, from, r, e);
+        };
+        let expires = now.saturating_add(f.ttl.saturating_mul(10));
+        match self.fixed.insert(
+            &f.key,
+            FixedValue {
+                action,
+                expires_ds: expires,
+            },
+        ) {
+            Ok(Inserted::New(slot)) => {
+                if let (Some(p), Some(b)) = (self.flow_packets.get(slot), self.flow_bytes.get(slot))
+                {
+                    p.store(0, Relaxed);
+                    b.store(0, Relaxed);
+                }
+                st.wheel.entry(expires / 10 + 1).or_default().push(f.key);
+                st.counters.inc(Counter::FixedAdd);
+            }
+            Ok(Inserted::Replaced(_, old)) => {
+                self.actions.release(old.action, now_ns);
+                st.counters.inc(Counter::FixedRefresh);
+            }
+            Err(_) => {
+                self.actions.release(action, now_ns);
+                st.counters.inc(Counter::FixedFull);
+                let r = DenyReason {
+                    denied_type: seg::FIXED_AFFINITY,
+                    code: DenyReason::TABLE_FULL,
+                    denied_sequence: msg.sequence(),
+                };
+                self.deny(st, out, from, r, e);
+            }
+        }
+    }
+
+    /// Housekeeping (control thread, about every 100 ms): reclaims expired
+    /// entries via the expiry wheel (never a full scan), and sends packets
+    /// whose hold timed out to their manager. Returns datagrams to send.
+    pub fn tick(&self, now_ns: u64) -> Vec<(SocketAddrV4, Vec<u8>)> {
+        let now = ds(now_ns);
+        let mut st = self.control.lock();
+        let due: Vec<u32> = st.wheel.range(..=now / 10).map(|(k, _)| *k).collect();
+        for sec in due {
+            for key in st.wheel.remove(&sec).unwrap_or_default() {
+                match self.fixed.lookup(&key) {
+                    Some((v, _)) if v.expires_ds <= now => {
+                        if let Some(old) = self.fixed.remove(&key) {
+                            self.actions.release(old.action, now_ns);
+                            st.counters.inc(Counter::FixedReclaimed);
+                        }
+                    }
+                    Some((v, _)) => st.wheel.entry(v.expires_ds / 10 + 1).or_default().push(key),
+                    None => {}
+                }
+            }
+        }
+        for old in self.wildcards.reclaim(now) {
+            self.actions.release(old.action, now_ns);
+            st.counters.inc(Counter::WildcardReclaimed);
+        }
+        let mut sends = Vec::new();
+        let mut hold = self.hold.lock();
+        while hold.front().is_some_and(|h| h.deadline_ns <= now_ns) {
+            let Some(h) = hold.pop_front() else { break };
+            st.counters.inc(Counter::HoldTimeout);
+            let data = AgentInterestData {
+                instance_id: self.config.instance_id,
+                hold_token: 0,
+                search_first: !h.rank.0,
+                service_precedence: u16::MAX - h.rank.1,
+                wildcard_id: 0,
+            }
+            .encode();
+            let mut b = self.builder(MessageType::IpPacketOnly);
+            b.push(Segment::FaInterestData(&data));
+            b.push(Segment::IpPacket(&h.packet));
+            if let Ok(bytes) = b.finish() {
+                sends.push((h.manager, bytes));
+            }
+        }
+        drop(hold);
+        self.publish_control(&st);
+        sends
+    }
+
+    pub(crate) fn builder(&self, t: MessageType) -> MessageBuilder {
+        let seq = self.next_sequence();
+        let mut b = match self.config.auth.keys.signing_key() {
+            Some(k) => MessageBuilder::signed(t, seq, k),
+            None => MessageBuilder::new(t, seq),
+        };
+        b.push(Segment::IdentityInfo(IdentityInfo {
+            address: self.config.agent_addr,
+            host_name: &self.config.agent_name,
+        }));
+        b
+    }
+
+    /// An affinity update-deny.
+    pub fn build_deny(
+        &self,
+        reason: DenyReason,
+        id: Option<AffinityIdentifier>,
+        affinity: Option<AffinityRef>,
+    ) -> Vec<u8> {
+        let mut b = self.builder(MessageType::AffinityUpdateDeny);
+        b.push(Segment::DenyReason(reason));
+        if let Some(id) = id {
+            b.push(Segment::AffinityIdentifier(id));
+        }
+        match affinity {
+            Some(AffinityRef::Wildcard(w)) => b.push(Segment::WildcardAffinity(w)),
+            Some(AffinityRef::Fixed(f)) => b.push(Segment::FixedAffinity(f)),
+            None => &mut b,
+        };
+        b.finish().unwrap_or_default()
+    }
+
+    /// An agent hello announcing capabilities.
+    pub fn build_hello(&self) -> Vec<u8> {
+        let actions = SUPPORTED_ACTIONS
+            .iter()
+            .filter(|t| !self.config.disabled_actions.contains(t))
+            .fold(0u32, |m, &t| m | 1 << t);
+        let mut b = self.builder(MessageType::AgentHello);
+        b.push(Segment::Capabilities(Capabilities {
+            actions,
+            fixed_capacity: self.fixed.capacity() as u32,
+            wildcard_capacity: self.config.wildcard_capacity as u32,
+        }));
+        b.finish().unwrap_or_default()
+    }
+
+    fn publish_control(&self, st: &ControlState) {
+        self.control_counters.publish(&st.counters);
+    }
+
+    // ---- introspection -------------------------------------------------
+
+    /// Summed counters of the control thread and all workers.
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        let workers = self.worker_counters.lock();
+        Counter::ALL
+            .iter()
+            .map(|&c| {
+                (
+                    c.name(),
+                    self.control_counters.get(c) + workers.iter().map(|w| w.get(c)).sum::<u64>(),
+                )
+            })
+            .collect()
+    }
+
+    /// One counter, summed.
+    pub fn counter(&self, c: Counter) -> u64 {
+        self.control_counters.get(c)
+            + self
+                .worker_counters
+                .lock()
+                .iter()
+                .map(|w| w.get(c))
+                .sum::<u64>()
+    }
+
+    /// Fixed affinities matching `filter`, at most `limit`.
+    pub fn fixed_entries(
+        &self,
+        now_ns: u64,
+        limit: usize,
+        filter: impl Fn(&AffinityKey) -> bool,
+    ) -> Vec<FixedRow> {
+        let now = ds(now_ns) as i64;
+        let managers: Vec<Ipv4Addr> = self
+            .control
+            .lock()
+            .managers
+            .iter()
+            .map(|m| m.address)
+            .collect();
+        let mut rows = Vec::new();
+        self.fixed.for_each(|slot, key, v| {
+            if filter(&key) && (v.expires_ds as i64) > now {
+                let actions = self.actions.get(v.action);
+                rows.push(FixedRow {
+                    key,
+                    owner: managers
+                        .get(actions.owner as usize)
+                        .copied()
+                        .unwrap_or(Ipv4Addr::UNSPECIFIED),
+                    actions,
+                    expires_in_ds: v.expires_ds as i64 - now,
+                    packets: self.flow_packets.get(slot).map_or(0, |c| c.load(Relaxed)),
+                    bytes: self.flow_bytes.get(slot).map_or(0, |c| c.load(Relaxed)),
+                });
+            }
+            rows.len() < limit
+        });
+        rows
+    }
+
+    /// Live fixed affinities (entries past their TTL are not counted).
+    pub fn fixed_count(&self, now_ns: u64) -> usize {
+        let now = ds(now_ns);
+        let mut n = 0;
+        self.fixed.for_each(|_, _, v| {
+            n += (v.expires_ds > now) as usize;
+            true
+        });
+        n
+    }
+
+    pub fn fixed_capacity(&self) -> usize {
+        self.fixed.capacity()
+    }
+
+    /// Installed wildcards in search order.
+    pub fn wildcard_entries(&self, now_ns: u64) -> Vec<WildcardRow> {
+        let now = ds(now_ns) as i64;
+        let managers: Vec<Ipv4Addr> = self
+            .control
+            .lock()
+            .managers
+            .iter()
+            .map(|m| m.address)
+            .collect();
+        self.wildcards
+            .snapshot()
+            .entries()
+            .iter()
+            .filter(|w| w.expires_ds.load(Relaxed) as i64 > now)
+            .map(|w| WildcardRow {
+                owner: managers
+                    .get(w.owner as usize)
+                    .copied()
+                    .unwrap_or(Ipv4Addr::UNSPECIFIED),
+                id: w.id,
+                key: w.key,
+                src_mask: w.src_mask,
+                dst_mask: w.dst_mask,
+                search_first: w.search_first,
+                service_precedence: w.service_precedence,
+                backup_precedence: w.backup_precedence,
+                actions: w.actions,
+                expires_in_ds: w.expires_ds.load(Relaxed) as i64 - now,
+            })
+            .collect()
+    }
+
+    /// Managers heard from.
+    pub fn managers(&self) -> Vec<ManagerInfo> {
+        self.control.lock().managers.clone()
+    }
+
+    /// Statistics per forward address (information flag).
+    pub fn forward_stats(&self) -> Vec<(Ipv4Addr, ForwardStats)> {
+        let mut v: Vec<_> = self
+            .forward_stats
+            .lock()
+            .iter()
+            .map(|(a, s)| (*a, *s))
+            .collect();
+        v.sort_by_key(|(a, _)| *a);
+        v
+    }
+
+    /// Distinct action sets in use.
+    pub fn action_sets_in_use(&self) -> usize {
+        self.actions.in_use()
+    }
+
+    /// Packets waiting for their fixed affinity.
+    pub fn held_packets(&self) -> usize {
+        self.hold.lock().len()
+    }
+}
+
+trait VerifyUnparsed {
+    fn verify_unparsed_ok(&self) -> bool;
+}
+
+impl VerifyUnparsed for AuthPolicy {
+    /// A message that did not parse cannot be authenticated; answer it only
+    /// when authentication is off, so a forged packet cannot make us send.
+    fn verify_unparsed_ok(&self) -> bool {
+        !self.require
+    }
+}

@@ -1,0 +1,114 @@
+//! Named counters. Workers count into plain arrays and publish them once per
+//! batch; `show` sums the published values of all workers and the control
+//! thread.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! counters {
+    ($($name:ident => $text:literal,)*) => {
+        /// Every counter the agent keeps.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(usize)]
+        pub enum Counter { $($name,)* }
+        impl Counter {
+            pub const ALL: &'static [Counter] = &[$(Counter::$name,)*];
+            /// Stable name (used by `show affinity stats` and `show errors`).
+            pub fn name(self) -> &'static str {
+                match self { $(Counter::$name => $text,)* }
+            }
+        }
+    };
+}
+
+counters! {
+    Packets => "packets",
+    FixedHit => "fixed-hit",
+    FixedExpired => "fixed-expired-at-lookup",
+    WildcardHit => "wildcard-hit",
+    MissPassed => "miss-passed",
+    NatApplied => "nat-applied",
+    SeqAdjusted => "seq-adjusted",
+    Forwarded => "dispatched-to-forward-address",
+    DropForwardZero => "drop-forward-address-zero",
+    DropAdvertised => "drop-advertised-no-affinity",
+    DropMalformed => "drop-malformed",
+    MalformedPassed => "malformed-passed",
+    Punted => "punted",
+    PuntCopiedOut => "punt-no-headroom-copied",
+    PuntFailed => "punt-failed",
+    InterestCopy => "interest-copy-sent",
+    InterestNoData => "interest-sent-without-packet",
+    Held => "held",
+    HoldOverflow => "hold-queue-full",
+    HoldReleased => "hold-released",
+    HoldTimeout => "hold-timeout-sent-to-manager",
+    FragmentCacheHit => "fragment-followed-first",
+    FragmentNoState => "fragment-without-first",
+    Returned => "returned-packets",
+    ReturnedNotRepunted => "returned-not-repunted",
+    CtlMessages => "control-messages",
+    CtlParseError => "control-parse-error",
+    CtlAuthFail => "control-auth-failed",
+    CtlReplay => "control-replay",
+    CtlUnexpected => "control-unexpected-type",
+    WildcardAdd => "wildcard-added",
+    WildcardRefresh => "wildcard-refreshed",
+    WildcardDelete => "wildcard-deleted",
+    WildcardFull => "wildcard-table-full",
+    WildcardReclaimed => "wildcard-expired",
+    FixedAdd => "fixed-added",
+    FixedRefresh => "fixed-refreshed",
+    FixedDelete => "fixed-deleted",
+    FixedFull => "fixed-table-full",
+    FixedNoWildcard => "fixed-without-supporting-wildcard",
+    FixedReclaimed => "fixed-expired",
+    ActionFull => "action-table-full",
+    UnsupportedAction => "unsupported-required-action",
+    DenySent => "deny-sent",
+}
+
+pub const N_COUNTERS: usize = Counter::ALL.len();
+
+/// A worker's private counters.
+#[derive(Debug, Clone)]
+pub struct LocalCounters(pub [u64; N_COUNTERS]);
+
+impl Default for LocalCounters {
+    fn default() -> Self {
+        LocalCounters([0; N_COUNTERS])
+    }
+}
+
+impl LocalCounters {
+    #[inline]
+    pub fn inc(&mut self, c: Counter) {
+        self.0[c as usize] += 1;
+    }
+    #[inline]
+    pub fn add(&mut self, c: Counter, n: u64) {
+        self.0[c as usize] += n;
+    }
+}
+
+/// Published counters of one worker (or the control thread).
+pub struct SharedCounters(pub [AtomicU64; N_COUNTERS]);
+
+impl Default for SharedCounters {
+    fn default() -> Self {
+        SharedCounters(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl SharedCounters {
+    pub fn publish(&self, local: &LocalCounters) {
+        for (a, v) in self.0.iter().zip(local.0.iter()) {
+            a.store(*v, Relaxed);
+        }
+    }
+    pub fn inc(&self, c: Counter) {
+        self.0[c as usize].fetch_add(1, Relaxed);
+    }
+    pub fn get(&self, c: Counter) -> u64 {
+        self.0[c as usize].load(Relaxed)
+    }
+}

@@ -1,0 +1,314 @@
+//! Wildcard affinities: masked matches that attract new flows.
+//!
+//! Tuple-space search: wildcards are grouped by their mask pattern (source
+//! mask, destination mask, and which of protocol/ports are "any"); each group
+//! is a hash map from the masked key to the wildcards with that key, already
+//! sorted in search order. A lookup costs one hash probe per group, however
+//! many wildcards there are, and stops at the first group that cannot beat
+//! the best match found. The control thread rebuilds an immutable snapshot
+//! when the set changes and publishes it with an atomic pointer swap;
+//! refreshes only move an entry's atomic expiry, so periodic refreshes from
+//! managers never rebuild anything.
+
+use crate::actions::ActionSet;
+use affinity_api::AffinityKey;
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// One installed wildcard.
+#[derive(Debug)]
+pub struct WildcardEntry {
+    pub owner: u16,
+    pub id: u32,
+    pub key: AffinityKey,
+    pub src_mask: Ipv4Addr,
+    pub dst_mask: Ipv4Addr,
+    pub search_first: bool,
+    pub service_precedence: u16,
+    pub backup_precedence: u16,
+    /// Index into the action table.
+    pub action: u32,
+    pub actions: ActionSet,
+    /// Advertised prefix, if the wildcard carries an advertise action.
+    pub advertise: Option<(Ipv4Addr, Ipv4Addr)>,
+    /// Deciseconds since the agent epoch; refreshed in place.
+    pub expires_ds: AtomicU32,
+    pub ttl: u32,
+}
+
+impl WildcardEntry {
+    /// Sort key: smaller is searched first.
+    pub fn order(&self) -> (bool, u16, u16, u32, u16, u32) {
+        let mask_len =
+            u32::from(self.src_mask).count_ones() + u32::from(self.dst_mask).count_ones();
+        (
+            !self.search_first,
+            u16::MAX - self.service_precedence,
+            self.backup_precedence,
+            64 - mask_len,
+            self.owner,
+            self.id,
+        )
+    }
+
+    /// Whether a packet key matches (ports unknown: only port-any wildcards).
+    pub fn matches(&self, k: &AffinityKey, ports_known: bool) -> bool {
+        let m = |a: Ipv4Addr, b: Ipv4Addr, mask: Ipv4Addr| {
+            u32::from(a) & u32::from(mask) == u32::from(b) & u32::from(mask)
+        };
+        (self.key.protocol == 0 || self.key.protocol == k.protocol)
+            && m(k.src_addr, self.key.src_addr, self.src_mask)
+            && m(k.dst_addr, self.key.dst_addr, self.dst_mask)
+            && (self.key.src_port == 0 || (ports_known && self.key.src_port == k.src_port))
+            && (self.key.dst_port == 0 || (ports_known && self.key.dst_port == k.dst_port))
+    }
+
+    pub fn is_live(&self, now_ds: u32) -> bool {
+        self.expires_ds.load(Relaxed) > now_ds
+    }
+
+    /// Precedence rank for service chaining (smaller = searched earlier).
+    pub fn rank(&self) -> (bool, u16) {
+        (!self.search_first, u16::MAX - self.service_precedence)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Pattern {
+    src_mask: u32,
+    dst_mask: u32,
+    proto: bool,
+    sport: bool,
+    dport: bool,
+}
+
+impl Pattern {
+    fn of(e: &WildcardEntry) -> Self {
+        Pattern {
+            src_mask: e.src_mask.into(),
+            dst_mask: e.dst_mask.into(),
+            proto: e.key.protocol != 0,
+            sport: e.key.src_port != 0,
+            dport: e.key.dst_port != 0,
+        }
+    }
+    fn apply(&self, k: &AffinityKey) -> MaskedKey {
+        (
+            u32::from(k.src_addr) & self.src_mask,
+            u32::from(k.dst_addr) & self.dst_mask,
+            if self.proto { k.protocol } else { 0 },
+            if self.sport { k.src_port } else { 0 },
+            if self.dport { k.dst_port } else { 0 },
+        )
+    }
+}
+
+/// A key with a group's masks applied.
+type MaskedKey = (u32, u32, u8, u16, u16);
+
+struct Group {
+    pattern: Pattern,
+    /// Best order key of any member: groups are searched in this order.
+    best: (bool, u16, u16, u32, u16, u32),
+    map: HashMap<MaskedKey, Vec<Arc<WildcardEntry>>>,
+}
+
+/// An immutable snapshot of all wildcards.
+#[derive(Default)]
+pub struct WildcardSet {
+    groups: Vec<Group>,
+    all: Vec<Arc<WildcardEntry>>,
+    advertised: Vec<(u32, u32)>,
+}
+
+impl WildcardSet {
+    fn build(mut all: Vec<Arc<WildcardEntry>>) -> Self {
+        all.sort_by_key(|e| e.order());
+        let mut groups: Vec<Group> = Vec::new();
+        let mut index: HashMap<Pattern, usize> = HashMap::new();
+        for e in &all {
+            let p = Pattern::of(e);
+            let gi = *index.entry(p).or_insert_with(|| {
+                groups.push(Group {
+                    pattern: p,
+                    best: e.order(),
+                    map: HashMap::new(),
+                });
+                groups.len() - 1
+            });
+            // `all` is sorted, so each bucket's list stays sorted.
+            groups[gi]
+                .map
+                .entry(p.apply(&e.key))
+                .or_default()
+                .push(e.clone());
+        }
+        groups.sort_by_key(|g| g.best);
+        let advertised = all
+            .iter()
+            .filter_map(|e| e.advertise)
+            .map(|(a, m)| (u32::from(a) & u32::from(m), u32::from(m)))
+            .collect();
+        WildcardSet {
+            groups,
+            all,
+            advertised,
+        }
+    }
+
+    /// The first live wildcard in search order that matches `k` and that
+    /// `allow` accepts (used for service chaining of returned packets).
+    #[inline]
+    pub fn lookup(
+        &self,
+        k: &AffinityKey,
+        ports_known: bool,
+        now_ds: u32,
+        allow: impl Fn(&WildcardEntry) -> bool,
+    ) -> Option<&Arc<WildcardEntry>> {
+        let mut best: Option<&Arc<WildcardEntry>> = None;
+        for g in &self.groups {
+            if let Some(b) = best {
+                if b.order() <= g.best {
+                    break;
+                }
+            }
+            if !ports_known && (g.pattern.sport || g.pattern.dport) {
+                continue;
+            }
+            let Some(list) = g.map.get(&g.pattern.apply(k)) else {
+                continue;
+            };
+            if let Some(e) = list.iter().find(|e| e.is_live(now_ds) && allow(e)) {
+                if best.is_none_or(|b| e.order() < b.order()) {
+                    best = Some(e);
+                }
+            }
+        }
+        best
+    }
+
+    /// Whether `addr` is inside an advertised prefix.
+    pub fn is_advertised(&self, addr: Ipv4Addr) -> bool {
+        let a = u32::from(addr);
+        self.advertised.iter().any(|&(net, mask)| a & mask == net)
+    }
+
+    pub fn entries(&self) -> &[Arc<WildcardEntry>] {
+        &self.all
+    }
+
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+}
+
+/// The published wildcard set plus the control thread's master copy.
+pub struct WildcardTable {
+    current: ArcSwap<WildcardSet>,
+    master: parking_lot::Mutex<Master>,
+    capacity: usize,
+}
+
+/// The control thread's copy; `dirty` until the next [`WildcardTable::commit`].
+#[derive(Default)]
+struct Master {
+    map: HashMap<(u16, u32), Arc<WildcardEntry>>,
+    dirty: bool,
+}
+
+/// Outcome of an upsert.
+#[derive(Debug)]
+pub enum Upsert {
+    /// Only the expiry moved.
+    Refreshed,
+    /// New or changed; the replaced entry (its action reference must be released).
+    Changed(Option<Arc<WildcardEntry>>),
+    Full,
+}
+
+impl WildcardTable {
+    pub fn new(capacity: usize) -> Self {
+        WildcardTable {
+            current: ArcSwap::from_pointee(WildcardSet::default()),
+            master: Default::default(),
+            capacity,
+        }
+    }
+
+    /// The current snapshot (workers; lock-free).
+    #[inline]
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<WildcardSet>> {
+        self.current.load()
+    }
+
+    pub fn len(&self) -> usize {
+        self.master.lock().map.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Inserts, replaces or refreshes the wildcard (owner, id). Changes are
+    /// published by [`WildcardTable::commit`], once per control message.
+    pub fn upsert(&self, e: WildcardEntry) -> Upsert {
+        let mut m = self.master.lock();
+        if let Some(old) = m.map.get(&(e.owner, e.id)) {
+            let same = old.key == e.key
+                && old.src_mask == e.src_mask
+                && old.dst_mask == e.dst_mask
+                && old.actions == e.actions
+                && old.search_first == e.search_first
+                && old.service_precedence == e.service_precedence
+                && old.backup_precedence == e.backup_precedence
+                && old.advertise == e.advertise;
+            if same {
+                old.expires_ds.store(e.expires_ds.load(Relaxed), Relaxed);
+                return Upsert::Refreshed;
+            }
+        } else if m.map.len() >= self.capacity {
+            return Upsert::Full;
+        }
+        let old = m.map.insert((e.owner, e.id), Arc::new(e));
+        m.dirty = true;
+        Upsert::Changed(old)
+    }
+
+    /// Deletes (owner, id); the removed entry.
+    pub fn remove(&self, owner: u16, id: u32) -> Option<Arc<WildcardEntry>> {
+        let mut m = self.master.lock();
+        let old = m.map.remove(&(owner, id));
+        m.dirty |= old.is_some();
+        old
+    }
+
+    /// Drops entries expired for more than a second; the removed entries.
+    pub fn reclaim(&self, now_ds: u32) -> Vec<Arc<WildcardEntry>> {
+        let mut m = self.master.lock();
+        let dead: Vec<_> = m
+            .map
+            .iter()
+            .filter(|(_, e)| e.expires_ds.load(Relaxed).saturating_add(10) <= now_ds)
+            .map(|(k, _)| *k)
+            .collect();
+        let removed: Vec<_> = dead.iter().filter_map(|k| m.map.remove(k)).collect();
+        m.dirty |= !removed.is_empty();
+        drop(m);
+        self.commit();
+        removed
+    }
+
+    /// Publishes a new snapshot if anything changed since the last one.
+    pub fn commit(&self) {
+        let mut m = self.master.lock();
+        if m.dirty {
+            m.dirty = false;
+            self.current.store(Arc::new(WildcardSet::build(
+                m.map.values().cloned().collect(),
+            )));
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Internet checksum (RFC 1071) and incremental update (RFC 1624).
+
+use super::PacketInfo;
+
+/// One's complement partial sum of `data` (odd trailing byte padded with 0).
+pub fn sum16(data: &[u8]) -> u32 {
+    let mut sum = 0u32;
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        sum = sum.wrapping_add(u16::from_be_bytes([c[0], c[1]]) as u32);
+    }
+    if let [b] = chunks.remainder() {
+        sum = sum.wrapping_add((*b as u32) << 8);
+    }
+    sum
+}
+
+/// Folds a partial sum to 16 bits (not complemented).
+pub fn fold(mut sum: u32) -> u16 {
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// Full checksum of an IPv4 header (the checksum field is treated as zero).
+pub fn ipv4_header_checksum(hdr: &[u8]) -> u16 {
+    let sum = sum16(hdr.get(..10).unwrap_or(hdr)) + sum16(hdr.get(12..).unwrap_or(&[]));
+    !fold(sum)
+}
+
+/// Full recompute of the TCP or UDP checksum including the pseudo-header
+/// (the checksum field is treated as zero). `None` for other protocols,
+/// fragments and truncated transport headers.
+pub fn l4_checksum(pkt: &[u8], info: &PacketInfo) -> Option<u16> {
+    let off = info.l4_offset;
+    let seg = pkt.get(off..info.total_len)?;
+    let csum_at = match info.key.protocol {
+        super::TCP => 16,
+        super::UDP => 6,
+        _ => return None,
+    };
+    if info.fragment != super::Fragment::None || seg.len() < csum_at + 2 {
+        return None;
+    }
+    let mut sum = sum16(pkt.get(12..20)?);
+    sum += info.key.protocol as u32 + seg.len() as u32;
+    sum += sum16(&seg[..csum_at]) + sum16(&seg[csum_at + 2..]);
+    let c = !fold(sum);
+    // UDP transmits a computed 0 as 0xffff (0 means "no checksum").
+    Some(if info.key.protocol == super::UDP && c == 0 {
+        0xffff
+    } else {
+        c
+    })
+}
+
+/// RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m') for a field changing from `old` to `new`.
+pub fn update(old_csum: u16, old: &[u8], new: &[u8]) -> u16 {
+    let delta = delta(old, new);
+    apply(old_csum, delta)
+}
+
+/// The one's complement delta (~m + m') of a field change, to be applied to
+/// several checksums.
+pub fn delta(old: &[u8], new: &[u8]) -> u32 {
+    let mut d = 0u32;
+    let mut i = 0;
+    while i + 1 < old.len().min(new.len()) {
+        d += !u16::from_be_bytes([old[i], old[i + 1]]) as u32;
+        d += u16::from_be_bytes([new[i], new[i + 1]]) as u32;
+        i += 2;
+    }
+    d
+}
+
+/// Applies a delta from [`delta`] to a checksum.
+pub fn apply(csum: u16, delta: u32) -> u16 {
+    !fold((!csum as u32) + delta)
+}
+
+/// Whether the IPv4 header checksum verifies.
+pub fn verify_ipv4(pkt: &[u8]) -> bool {
+    let ihl = pkt.first().map_or(0, |b| (b & 0x0f) as usize * 4);
+    pkt.get(..ihl)
+        .is_some_and(|h| ihl >= 20 && fold(sum16(h)) == 0xffff)
+}
+
+/// Whether the TCP/UDP checksum verifies (a UDP checksum of 0 = not used).
+/// True for packets that carry no checksummed transport header.
+pub fn verify_l4(pkt: &[u8], info: &PacketInfo) -> bool {
+    let Some(expect) = l4_checksum(pkt, info) else {
+        return true;
+    };
+    let at = info.l4_offset
+        + if info.key.protocol == super::TCP {
+            16
+        } else {
+            6
+        };
+    let got = u16::from_be_bytes([pkt[at], pkt[at + 1]]);
+    if info.key.protocol == super::UDP && got == 0 {
+        return true;
+    }
+    got == expect || (got == 0xffff && expect == 0) || (got == 0 && expect == 0xffff)
+}

@@ -1,0 +1,257 @@
+//! A scripted manager for data-path tests: builds the service messages a
+//! real manager sends.
+#![allow(dead_code)]
+
+use affinity_api::*;
+use affinity_plugin::wire::{self, build};
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+pub const MGR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+pub const MGR2: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
+pub const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 5);
+pub const BACKEND: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+pub const SEC: u64 = 1_000_000_000;
+
+pub fn from(a: Ipv4Addr) -> SocketAddrV4 {
+    SocketAddrV4::new(a, MANAGER_PORT)
+}
+
+pub struct Wc {
+    pub id: u32,
+    pub key: AffinityKey,
+    pub src_mask: Ipv4Addr,
+    pub dst_mask: Ipv4Addr,
+    pub ttl: u32,
+    pub service: u16,
+    pub backup: u16,
+    pub interest: Option<InterestCriteria>,
+    pub nat: Option<NatAction>,
+    pub advertise: Option<AdvertiseAction>,
+    pub actions_required: Vec<u16>,
+    pub dispatch: u8,
+    pub info: u8,
+    pub forward: Ipv4Addr,
+}
+
+impl Wc {
+    /// clients → VIP:80/tcp, punting all packets with data to `mgr`.
+    pub fn to_vip(id: u32) -> Wc {
+        Wc {
+            id,
+            key: AffinityKey {
+                protocol: 6,
+                src_addr: Ipv4Addr::UNSPECIFIED,
+                dst_addr: VIP,
+                src_port: 0,
+                dst_port: 80,
+            },
+            src_mask: Ipv4Addr::UNSPECIFIED,
+            dst_mask: Ipv4Addr::BROADCAST,
+            ttl: 30,
+            service: 100,
+            backup: 0,
+            interest: Some(InterestCriteria {
+                address: Ipv4Addr::UNSPECIFIED,
+                port: 0,
+                mask: interest::ALL,
+                flags: InterestCriteria::DATA,
+            }),
+            nat: None,
+            advertise: None,
+            actions_required: vec![],
+            dispatch: 0,
+            info: 0,
+            forward: Ipv4Addr::UNSPECIFIED,
+        }
+    }
+    /// backends → clients (reverse direction).
+    pub fn from_backends(id: u32) -> Wc {
+        Wc {
+            key: AffinityKey {
+                protocol: 6,
+                src_addr: BACKEND,
+                dst_addr: Ipv4Addr::UNSPECIFIED,
+                src_port: 8080,
+                dst_port: 0,
+            },
+            src_mask: Ipv4Addr::new(255, 255, 255, 0),
+            dst_mask: Ipv4Addr::UNSPECIFIED,
+            ..Wc::to_vip(id)
+        }
+    }
+}
+
+pub fn wildcard_msg(mgr: Ipv4Addr, seq: u64, wcs: &[Wc], key: Option<&Key>) -> Vec<u8> {
+    let mut b = match key {
+        Some(k) => MessageBuilder::signed(MessageType::AffinityUpdateWildcard, seq, k),
+        None => MessageBuilder::new(MessageType::AffinityUpdateWildcard, seq),
+    };
+    b.push(Segment::IdentityInfo(IdentityInfo {
+        address: mgr,
+        host_name: "mgr",
+    }));
+    let lists: Vec<Vec<u8>> = wcs
+        .iter()
+        .map(|w| {
+            encode_action_list(
+                &w.actions_required
+                    .iter()
+                    .map(|&t| (t, true))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    for (w, list) in wcs.iter().zip(&lists) {
+        b.push(Segment::WildcardAffinity(WildcardAffinity {
+            key: w.key,
+            src_mask: w.src_mask,
+            dst_mask: w.dst_mask,
+            dispatch_flags: w.dispatch,
+            info_flags: w.info,
+            forward_addr: w.forward,
+            ttl: w.ttl,
+        }));
+        b.push(Segment::AffinityIdentifier(AffinityIdentifier {
+            id: w.id,
+            reason: 0,
+        }));
+        b.push(Segment::ServicePrecedence(ServicePrecedence {
+            search_first: false,
+            value: w.service,
+        }));
+        b.push(Segment::BackupPrecedence(BackupPrecedence {
+            value: w.backup,
+        }));
+        if let Some(c) = w.interest {
+            b.push(Segment::InterestCriteria(c));
+        }
+        if let Some(n) = w.nat {
+            b.push(Segment::NatAction(n));
+        }
+        if let Some(a) = w.advertise {
+            b.push(Segment::AdvertiseAction(a));
+        }
+        if !w.actions_required.is_empty() {
+            b.push(Segment::ActionList(ActionList::from_raw(list).unwrap()));
+        }
+    }
+    b.finish().unwrap()
+}
+
+/// The two fixed affinities of a NAT'ed flow client:cport → VIP:80 ⇒ BACKEND:8080.
+pub fn flow_msg(
+    mgr: Ipv4Addr,
+    seq: u64,
+    cport: u16,
+    ttl: u32,
+    echo: Option<&[u8]>,
+    packet: Option<&[u8]>,
+) -> Vec<u8> {
+    let fwd = AffinityKey {
+        protocol: 6,
+        src_addr: CLIENT,
+        dst_addr: VIP,
+        src_port: cport,
+        dst_port: 80,
+    };
+    let rev = AffinityKey {
+        protocol: 6,
+        src_addr: BACKEND,
+        dst_addr: CLIENT,
+        src_port: 8080,
+        dst_port: cport,
+    };
+    let mut b = MessageBuilder::new(MessageType::AffinityUpdateFixed, seq);
+    b.push(Segment::IdentityInfo(IdentityInfo {
+        address: mgr,
+        host_name: "mgr",
+    }));
+    if let Some(e) = echo {
+        b.push(Segment::FaInterestData(e));
+    }
+    let fin_rst = InterestCriteria {
+        address: Ipv4Addr::UNSPECIFIED,
+        port: 0,
+        mask: interest::FIN | interest::RST,
+        flags: InterestCriteria::COPY,
+    };
+    b.push(Segment::FixedAffinity(FixedAffinity {
+        key: fwd,
+        ttl,
+        ..Default::default()
+    }));
+    b.push(Segment::AffinityIdentifier(AffinityIdentifier {
+        id: 1,
+        reason: 0,
+    }));
+    b.push(Segment::NatAction(NatAction {
+        flags: NatAction::DST_ADDR | NatAction::DST_PORT,
+        dst_addr: BACKEND,
+        dst_port: 8080,
+        ..Default::default()
+    }));
+    b.push(Segment::InterestCriteria(fin_rst));
+    b.push(Segment::FixedAffinity(FixedAffinity {
+        key: rev,
+        ttl,
+        ..Default::default()
+    }));
+    b.push(Segment::AffinityIdentifier(AffinityIdentifier {
+        id: 2,
+        reason: 0,
+    }));
+    b.push(Segment::NatAction(NatAction {
+        flags: NatAction::SRC_ADDR | NatAction::SRC_PORT,
+        src_addr: VIP,
+        src_port: 80,
+        ..Default::default()
+    }));
+    b.push(Segment::InterestCriteria(fin_rst));
+    if let Some(p) = packet {
+        b.push(Segment::IpPacket(p));
+    }
+    b.finish().unwrap()
+}
+
+pub fn syn(cport: u16) -> Vec<u8> {
+    build::tcp(CLIENT, cport, VIP, 80, build::TCP_SYN, 1000, 0, &[])
+}
+
+pub fn data(cport: u16, flags: u8) -> Vec<u8> {
+    build::tcp(
+        CLIENT,
+        cport,
+        VIP,
+        80,
+        flags,
+        1001,
+        5000,
+        b"GET / HTTP/1.0\r\n\r\n",
+    )
+}
+
+pub fn reply(cport: u16, flags: u8) -> Vec<u8> {
+    build::tcp(
+        BACKEND,
+        8080,
+        CLIENT,
+        cport,
+        flags,
+        5000,
+        1019,
+        b"HTTP/1.0 200 OK\r\n\r\n",
+    )
+}
+
+/// A packet in a buffer with `headroom` bytes before it.
+pub fn buffer(pkt: &[u8], headroom: usize) -> Vec<u8> {
+    let mut b = vec![0xa5u8; headroom];
+    b.extend_from_slice(pkt);
+    b
+}
+
+pub fn checksums_ok(pkt: &[u8]) -> bool {
+    let info = wire::parse_ipv4(pkt).unwrap();
+    wire::checksum::verify_ipv4(pkt) && wire::checksum::verify_l4(pkt, &info)
+}
