@@ -115,7 +115,8 @@ fn malformed_inputs_give_the_right_error() {
         // Every truncation is rejected (the total length claims more).
         assert!(wire::parse_ipv4(&good[..n]).is_err(), "truncated at {n}");
     }
-    let cases: Vec<(Box<dyn Fn(&mut Vec<u8>)>, PacketError)> = vec![
+    type Mutation = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(Mutation, PacketError)> = vec![
         (Box::new(|p| p[0] = 0x65), PacketError::NotIpv4),
         (Box::new(|p| p[0] = 0x44), PacketError::BadHeaderLen),
         (Box::new(|p| p[0] = 0x4f), PacketError::BadHeaderLen),
