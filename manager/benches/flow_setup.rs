@@ -1,0 +1,154 @@
+//! New-flow setup rate on loopback: simulated agents send SYN interest
+//! matches (with the packet, as a real agent does) as fast as the manager
+//! answers; the manager runs its real daemon loop on one thread.
+//! Prints `name value unit` lines and appends them to target/bench-figures.txt.
+
+use affinity_api::*;
+use affinity_manager::daemon::Daemon;
+use affinity_manager::Config;
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const FLOWS: u32 = 200_000;
+const WINDOW: usize = 64;
+
+fn syn_packet(client: Ipv4Addr, port: u16) -> Vec<u8> {
+    let mut p = vec![0u8; 40];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&40u16.to_be_bytes());
+    p[8] = 64;
+    p[9] = 6;
+    p[12..16].copy_from_slice(&client.octets());
+    p[16..20].copy_from_slice(&[203, 0, 113, 10]);
+    p[20..22].copy_from_slice(&port.to_be_bytes());
+    p[22..24].copy_from_slice(&80u16.to_be_bytes());
+    p[32] = 0x50;
+    p[33] = 0x02;
+    p
+}
+
+fn interest_match(seq: u64, i: u32) -> Vec<u8> {
+    let client = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + (i >> 14));
+    let port = 1024 + (i & 0x3fff) as u16;
+    let key = AffinityKey {
+        protocol: 6,
+        src_addr: client,
+        dst_addr: Ipv4Addr::new(203, 0, 113, 10),
+        src_port: port,
+        dst_port: 80,
+    };
+    let mut b = MessageBuilder::new(MessageType::InterestMatchWildcard, seq);
+    b.push(Segment::AffinityIdentifier(AffinityIdentifier {
+        id: 1 << 16,
+        reason: interest::SYN | interest::ALL,
+    }));
+    b.push(Segment::FixedAffinity(FixedAffinity {
+        key,
+        ..Default::default()
+    }));
+    b.push(Segment::FaInterestData(&i.to_be_bytes()));
+    b.push(Segment::IdentityInfo(IdentityInfo {
+        address: Ipv4Addr::LOCALHOST,
+        host_name: "bench-agent",
+    }));
+    b.push(Segment::IpPacket(&syn_packet(client, port)));
+    b.finish().unwrap()
+}
+
+fn main() {
+    let sock = std::env::temp_dir().join(format!("affinity-bench-{}.sock", std::process::id()));
+    let cfg = Config::parse(&format!(
+        "[manager]\nlisten = \"127.0.0.1:0\"\ncontrol_socket = \"{}\"\nfixed_ttl = 300\n[agents]\nunicast = []\n[[service]]\nname = \"web\"\nvirtual = \"203.0.113.10:80\"\nalgorithm = \"maglev\"\n[[service.backend]]\naddress = \"198.51.100.1:80\"\n[[service.backend]]\naddress = \"198.51.100.2:80\"\n[[service.backend]]\naddress = \"198.51.100.3:80\"\n",
+        sock.display()
+    ))
+    .expect("bench config");
+    let mut cfg = cfg;
+    cfg.agents.multicast_group = None;
+    let mut daemon = Daemon::bind(cfg, None).expect("bind");
+    let addr = daemon.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let handle = std::thread::spawn(move || {
+        daemon.run(&s2, &reload);
+        daemon
+    });
+    let agent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    agent
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let msgs: Vec<Vec<u8>> = (0..FLOWS)
+        .map(|i| interest_match(i as u64 + 1, i))
+        .collect();
+    let mut sent_at = vec![Instant::now(); FLOWS as usize];
+    let mut lat: Vec<u64> = Vec::with_capacity(FLOWS as usize);
+    let mut buf = vec![0u8; 65536];
+    let (mut next, mut outstanding, mut lost) = (0usize, 0usize, 0u64);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(60);
+    while (next < msgs.len() || outstanding > 0) && Instant::now() < deadline {
+        while outstanding < WINDOW && next < msgs.len() {
+            sent_at[next] = Instant::now();
+            agent.send_to(&msgs[next], addr).unwrap();
+            next += 1;
+            outstanding += 1;
+        }
+        match agent.recv_from(&mut buf) {
+            Ok((n, _)) => {
+                let Ok(m) = ServiceMessage::parse(&buf[..n]) else {
+                    continue;
+                };
+                if let Some(d) = m.fa_interest_data() {
+                    let i = u32::from_be_bytes(d.try_into().unwrap_or([0; 4])) as usize;
+                    lat.push(sent_at[i].elapsed().as_nanos() as u64);
+                    outstanding -= 1;
+                }
+            }
+            Err(_) => {
+                lost += outstanding as u64;
+                outstanding = 0;
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let daemon = handle.join().unwrap();
+    let _ = std::fs::remove_file(&sock);
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    let rate = lat.len() as f64 / elapsed.as_secs_f64();
+    let figures = [
+        ("manager_flow_setup_rate", rate, "flows/s"),
+        ("manager_flow_setup_p50", pct(0.50), "us"),
+        ("manager_flow_setup_p99", pct(0.99), "us"),
+        ("manager_flow_setup_answered", lat.len() as f64, "flows"),
+        ("manager_flow_setup_lost", lost as f64, "flows"),
+        (
+            "manager_flows_installed",
+            daemon.core().flow_count() as f64,
+            "flows",
+        ),
+    ];
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-figures.txt");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .ok();
+    for (n, v, u) in figures {
+        let line = format!("{n} {v:.1} {u}");
+        println!("{line}");
+        if let Some(f) = f.as_mut() {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+    let _ = SocketAddr::V4;
+}

@@ -1,0 +1,243 @@
+//! The thin event loop around [`ManagerCore`]: a UDP socket, timers,
+//! signals, the control socket, metrics and health results.
+
+use crate::config::Config;
+use crate::core::{Command, ManagerCore, Outgoing};
+use crate::health::{self, parking_lot_free::Shared, HealthResult};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+enum Event {
+    Health(HealthResult),
+    Command(Command, mpsc::Sender<Result<String, String>>),
+}
+
+/// A bound manager, ready to run.
+pub struct Daemon {
+    core: ManagerCore,
+    socket: UdpSocket,
+    start: Instant,
+    tx: mpsc::Sender<Event>,
+    rx: mpsc::Receiver<Event>,
+    config_path: Option<PathBuf>,
+    shared_cfg: Arc<Shared<Config>>,
+    pub sent: u64,
+    send_errors: u64,
+}
+
+impl Daemon {
+    /// Binds the service-message socket (`listen` may use port 0).
+    pub fn bind(cfg: Config, config_path: Option<PathBuf>) -> std::io::Result<Daemon> {
+        let socket = UdpSocket::bind(cfg.manager.listen)?;
+        let ifaddr = cfg
+            .agents
+            .multicast_interface
+            .unwrap_or(*cfg.manager.listen.ip());
+        if cfg.agents.multicast_group.is_some() && !ifaddr.is_unspecified() {
+            let _ = socket2::SockRef::from(&socket).set_multicast_if_v4(&ifaddr);
+        }
+        socket_multicast_ttl(&socket);
+        let mut cfg = cfg;
+        if let Ok(SocketAddr::V4(a)) = socket.local_addr() {
+            cfg.manager.listen = SocketAddrV4::new(*cfg.manager.listen.ip(), a.port());
+        }
+        let (tx, rx) = mpsc::channel();
+        let start = Instant::now();
+        Ok(Daemon {
+            shared_cfg: Arc::new(Shared::new(cfg.clone())),
+            core: ManagerCore::new(cfg, 0),
+            socket,
+            start,
+            tx,
+            rx,
+            config_path,
+            sent: 0,
+            send_errors: 0,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    fn send(&mut self, out: Vec<Outgoing>) {
+        for (to, bytes) in out {
+            match self.socket.send_to(&bytes, to) {
+                Ok(_) => self.sent += 1,
+                Err(e) => {
+                    self.send_errors += 1;
+                    tracing::debug!(%to, error = %e, "send failed");
+                }
+            }
+        }
+    }
+
+    /// Starts the control socket, metrics and health threads.
+    pub fn start_services(&self, stop: &Arc<AtomicBool>) -> std::io::Result<()> {
+        let cfg = self.shared_cfg.get();
+        let path = cfg.manager.control_socket.clone();
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("control socket {}: {e}", path.display()))
+        })?;
+        let tx = self.tx.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let mut line = String::new();
+                let mut r = BufReader::new(&conn);
+                if r.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let answer = match Command::parse(line.trim()) {
+                    Ok(cmd) => {
+                        let (rtx, rrx) = mpsc::channel();
+                        if tx.send(Event::Command(cmd, rtx)).is_err() {
+                            return;
+                        }
+                        rrx.recv_timeout(Duration::from_secs(5))
+                            .unwrap_or_else(|_| Err("manager busy".into()))
+                    }
+                    Err(e) => Err(e),
+                };
+                let mut w = &conn;
+                let _ = match answer {
+                    Ok(s) => w.write_all(s.as_bytes()),
+                    Err(e) => w.write_all(format!("error: {e}\n").as_bytes()),
+                };
+            }
+        });
+        if let Some(addr) = cfg.manager.metrics {
+            let l = std::net::TcpListener::bind(addr)?;
+            let tx = self.tx.clone();
+            std::thread::spawn(move || {
+                for conn in l.incoming().flatten() {
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                    let mut line = String::new();
+                    let _ = BufReader::new(&conn).read_line(&mut line);
+                    let (rtx, rrx) = mpsc::channel();
+                    if tx.send(Event::Command(Command::Metrics, rtx)).is_err() {
+                        return;
+                    }
+                    let body = rrx
+                        .recv_timeout(Duration::from_secs(5))
+                        .ok()
+                        .and_then(Result::ok)
+                        .unwrap_or_default();
+                    let mut w = &conn;
+                    let _ = write!(w, "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{}", body.len(), body);
+                }
+            });
+        }
+        let (htx, hrx) = mpsc::channel();
+        let shared = self.shared_cfg.clone();
+        let s2 = stop.clone();
+        std::thread::spawn(move || health::run(shared, htx, s2));
+        let tx = self.tx.clone();
+        std::thread::spawn(move || {
+            for r in hrx {
+                if tx.send(Event::Health(r)).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Runs until `stop` is set; `reload` is checked and cleared each round.
+    pub fn run(&mut self, stop: &AtomicBool, reload: &AtomicBool) {
+        let mut buf = vec![0u8; 65536];
+        let _ = self
+            .socket
+            .set_read_timeout(Some(Duration::from_millis(20)));
+        let mut next_tick = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            if reload.swap(false, Ordering::Relaxed) {
+                self.reload();
+            }
+            while let Ok(ev) = self.rx.try_recv() {
+                match ev {
+                    Event::Health(r) => self.core.health(&r.service, r.backend, r.ok),
+                    Event::Command(c, reply) => {
+                        let now = self.now();
+                        let _ = reply.send(self.core.command(c, now));
+                    }
+                }
+            }
+            let now = self.now();
+            if now >= next_tick {
+                let out = self.core.tick(now);
+                self.send(out);
+                next_tick = now + 20_000_000;
+            }
+            // Drain what is queued before going back to timers.
+            for _ in 0..256 {
+                match self.socket.recv_from(&mut buf) {
+                    Ok((n, SocketAddr::V4(from))) => {
+                        let out = self.core.handle_datagram(self.now(), from, &buf[..n]);
+                        self.send(out);
+                        let _ = self.socket.set_nonblocking(true);
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = self.socket.set_nonblocking(false);
+        }
+        let out = self.core.shutdown();
+        self.send(out);
+        tracing::info!("stopped; wildcards deleted");
+    }
+
+    fn reload(&mut self) {
+        let Some(path) = self.config_path.clone() else {
+            return;
+        };
+        match Config::load(&path) {
+            Ok(mut cfg) => {
+                cfg.manager.listen = self.core.config().manager.listen;
+                self.shared_cfg.set(cfg.clone());
+                let now = self.now();
+                let out = self.core.reload(cfg, now);
+                self.send(out);
+                tracing::info!(path = %path.display(), flows = self.core.flow_count(), "configuration reloaded; established flows kept");
+            }
+            Err(errs) => {
+                for e in errs {
+                    tracing::error!(path = %path.display(), "reload refused: {e}");
+                }
+            }
+        }
+    }
+
+    pub fn core(&self) -> &ManagerCore {
+        &self.core
+    }
+}
+
+fn socket_multicast_ttl(s: &UdpSocket) {
+    let _ = s.set_multicast_ttl_v4(8);
+}
+
+/// Sends one command line to a running manager's control socket.
+pub fn client(path: &Path, line: &str) -> std::io::Result<String> {
+    let mut s = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("{}: {e} (is the manager running?)", path.display()),
+        )
+    })?;
+    s.write_all(format!("{line}\n").as_bytes())?;
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut s, &mut out)?;
+    Ok(out)
+}

@@ -1,0 +1,549 @@
+//! The manager core against simulated forwarding agents that run the real
+//! agent core (`affinity-plugin`): packets in, affinities and rewrites out.
+
+use affinity_api::*;
+use affinity_manager::{Command, Config, ManagerCore, Outgoing};
+use affinity_plugin::wire::{self, build};
+use affinity_plugin::{Agent, AgentConfig, Counter, Disposition, PacketBuf, Worker};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+
+const SEC: u64 = 1_000_000_000;
+const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+const B: [Ipv4Addr; 3] = [
+    Ipv4Addr::new(198, 51, 100, 1),
+    Ipv4Addr::new(198, 51, 100, 2),
+    Ipv4Addr::new(198, 51, 100, 3),
+];
+
+fn config(extra_service: &str, manager_extra: &str) -> Config {
+    let text = format!(
+        r#"
+[manager]
+listen = "192.0.2.10:1638"
+name = "mgr1"
+wildcard_ttl = 3
+fixed_ttl = 30
+{manager_extra}
+[agents]
+unicast = ["192.0.2.1:1637", "192.0.2.2:1637"]
+
+[[service]]
+name = "web"
+virtual = "203.0.113.10:80"
+protocol = "tcp"
+client_domain = "198.18.0.0/15"
+algorithm = "maglev"
+sticky_timeout_ms = 2000
+{extra_service}
+[[service.backend]]
+address = "198.51.100.1:8080"
+[[service.backend]]
+address = "198.51.100.2:8080"
+[[service.backend]]
+address = "198.51.100.3:8080"
+
+[[service]]
+name = "dns"
+virtual = "203.0.113.10:53"
+protocol = "udp"
+algorithm = "round-robin"
+[[service.backend]]
+address = "198.51.100.1:53"
+[[service.backend]]
+address = "198.51.100.2:53"
+"#
+    );
+    Config::parse(&text).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+struct Sim {
+    mgr: ManagerCore,
+    mgr_addr: SocketAddrV4,
+    agents: Vec<(SocketAddrV4, Arc<Agent>, Worker)>,
+    now: u64,
+    /// Packets the agents let through (after rewrite), per agent.
+    delivered: Vec<Vec<Vec<u8>>>,
+}
+
+impl Sim {
+    fn new(cfg: Config) -> Sim {
+        let mgr_addr = cfg.manager.listen;
+        let mut agents = Vec::new();
+        for i in 1..=2u8 {
+            let addr = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, i), AGENT_PORT);
+            let a = Agent::new(AgentConfig {
+                fixed_capacity: 4096,
+                agent_addr: *addr.ip(),
+                agent_name: format!("fa{i}"),
+                instance_id: i as u32,
+                ..Default::default()
+            });
+            let w = a.worker();
+            agents.push((addr, a, w));
+        }
+        let mut s = Sim {
+            mgr: ManagerCore::new(cfg, 0),
+            mgr_addr,
+            agents,
+            now: 0,
+            delivered: vec![vec![], vec![]],
+        };
+        s.tick(0);
+        s
+    }
+
+    /// Delivers manager output to agents (and agent replies back).
+    fn deliver(&mut self, out: Vec<Outgoing>) {
+        let mut queue = out;
+        while let Some((to, bytes)) = queue.pop() {
+            if to == self.mgr_addr {
+                continue;
+            }
+            let Some(i) = self.agents.iter().position(|(a, _, _)| *a == to) else {
+                continue;
+            };
+            let co = self.agents[i]
+                .1
+                .handle_control(self.now, self.mgr_addr, &bytes);
+            for (dst, reply) in co.replies {
+                let from = self.agents[i].0;
+                if dst == self.mgr_addr {
+                    queue.extend(self.mgr.handle_datagram(self.now, from, &reply));
+                }
+            }
+            for r in co.returned {
+                let mut buf = vec![0u8; 512 + r.packet.len()];
+                buf[512..].copy_from_slice(&r.packet);
+                let len = r.packet.len();
+                let now = self.now;
+                let d = self.agents[i].2.process_returned(
+                    now,
+                    &mut PacketBuf::new(&mut buf, 512, len),
+                    r.rank_limit,
+                );
+                if d == Disposition::Pass {
+                    self.delivered[i].push(buf[512..512 + len].to_vec());
+                }
+            }
+        }
+    }
+
+    fn tick(&mut self, now: u64) {
+        self.now = now;
+        let out = self.mgr.tick(now);
+        self.deliver(out);
+        for (_, a, _) in &self.agents {
+            a.tick(now);
+        }
+    }
+
+    /// Sends a packet through agent `i`; punts go to the manager and back.
+    fn send(&mut self, i: usize, pkt: &[u8]) -> Disposition {
+        let mut buf = vec![0u8; 512 + pkt.len()];
+        buf[512..].copy_from_slice(pkt);
+        let mut out = [Disposition::Pass];
+        let now = self.now;
+        self.agents[i].2.process_batch(
+            now,
+            &mut [PacketBuf::new(&mut buf, 512, pkt.len())],
+            &mut out,
+        );
+        let from = self.agents[i].0;
+        let mut to_mgr: Vec<Vec<u8>> = self.agents[i]
+            .2
+            .take_messages()
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect();
+        match out[0] {
+            Disposition::Punt { start, .. } => to_mgr.push(buf[start..].to_vec()),
+            Disposition::Pass => self.delivered[i].push(buf[512..].to_vec()),
+            _ => {}
+        }
+        for m in to_mgr {
+            let replies = self.mgr.handle_datagram(now, from, &m);
+            self.deliver(replies);
+        }
+        out[0]
+    }
+
+    fn last(&self, i: usize) -> (AffinityKey, Vec<u8>) {
+        let p = self.delivered[i]
+            .last()
+            .expect("a packet was delivered")
+            .clone();
+        assert!(wire::checksum::verify_ipv4(&p));
+        let info = wire::parse_ipv4(&p).unwrap();
+        assert!(wire::checksum::verify_l4(&p, &info));
+        (info.key, p)
+    }
+}
+
+fn client(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, n)
+}
+
+#[test]
+fn new_flow_is_nated_to_a_backend_both_ways_and_figure5() {
+    let mut s = Sim::new(config("", ""));
+    assert_eq!(
+        s.agents[0].1.wildcard_entries(0).len(),
+        7,
+        "web: 1 + 3 reverse, dns: 1 + 2 reverse"
+    );
+    let syn = build::tcp(client(1), 40000, VIP, 80, build::TCP_SYN, 1, 0, &[]);
+    assert!(matches!(s.send(0, &syn), Disposition::Punt { .. }));
+    let (k, _) = s.last(0);
+    assert!(
+        B.contains(&k.dst_addr) && k.dst_port == 8080,
+        "SYN returned and NAT'ed to a backend: {k:?}"
+    );
+    assert_eq!(k.src_addr, client(1), "backends see the client");
+    let backend = k.dst_addr;
+    // Later packets take the fast path on agent 1.
+    assert_eq!(
+        s.send(
+            0,
+            &build::tcp(client(1), 40000, VIP, 80, build::TCP_ACK, 2, 1, b"GET /")
+        ),
+        Disposition::Pass
+    );
+    assert_eq!(s.last(0).0.dst_addr, backend);
+    // The reply crosses agent 2 (FIGURE 5): punted once, then fixed there too.
+    let reply = build::tcp(
+        backend,
+        8080,
+        client(1),
+        40000,
+        build::TCP_ACK | build::TCP_SYN,
+        9,
+        2,
+        &[],
+    );
+    assert!(matches!(s.send(1, &reply), Disposition::Punt { .. }));
+    let (k, _) = s.last(1);
+    assert_eq!(
+        (k.src_addr, k.src_port, k.dst_addr),
+        (VIP, 80, client(1)),
+        "client only sees the VIP"
+    );
+    assert_eq!(s.send(1, &reply), Disposition::Pass);
+    assert_eq!(s.agents[1].1.fixed_count(s.now), 2);
+    // A duplicate SYN gets the same backend.
+    s.send(0, &syn);
+    assert_eq!(s.mgr.flow_count(), 1);
+}
+
+#[test]
+fn udp_maps_consistently_and_round_robin_spreads() {
+    let mut s = Sim::new(config("", ""));
+    let mut seen = std::collections::HashSet::new();
+    for c in 1..=4u8 {
+        s.send(0, &build::udp(client(c), 5000, VIP, 53, b"q"));
+        let (k, _) = s.last(0);
+        seen.insert(k.dst_addr);
+        s.send(0, &build::udp(client(c), 5000, VIP, 53, b"q2"));
+        assert_eq!(
+            s.last(0).0.dst_addr,
+            k.dst_addr,
+            "same client, same backend"
+        );
+    }
+    assert_eq!(seen.len(), 2);
+}
+
+#[test]
+fn close_deletes_after_sticky_timer_and_renewal_keeps_open_flows() {
+    let mut s = Sim::new(config("", ""));
+    s.send(
+        0,
+        &build::tcp(client(1), 1, VIP, 80, build::TCP_SYN, 1, 0, &[]),
+    );
+    let backend = s.last(0).0.dst_addr;
+    s.send(
+        0,
+        &build::tcp(client(2), 2, VIP, 80, build::TCP_SYN, 1, 0, &[]),
+    );
+    // Renewal: both flows outlive their 30 s TTL while open.
+    for t in 1..=40 {
+        s.tick(t * SEC);
+    }
+    assert_eq!(s.agents[0].1.fixed_count(s.now), 4);
+    // Close flow 1 with FINs from both sides (copies; packets still forwarded).
+    assert_eq!(
+        s.send(
+            0,
+            &build::tcp(
+                client(1),
+                1,
+                VIP,
+                80,
+                build::TCP_FIN | build::TCP_ACK,
+                5,
+                1,
+                &[]
+            )
+        ),
+        Disposition::Pass
+    );
+    let back = build::tcp(
+        backend,
+        8080,
+        client(1),
+        1,
+        build::TCP_FIN | build::TCP_ACK,
+        9,
+        6,
+        &[],
+    );
+    s.send(1, &back);
+    s.send(1, &back);
+    assert_eq!(s.agents[1].1.fixed_count(s.now), 2);
+    let closed_at = s.now;
+    s.tick(closed_at + SEC);
+    assert_eq!(
+        s.agents[0].1.fixed_count(s.now),
+        4,
+        "still within the sticky timer"
+    );
+    s.tick(closed_at + 2 * SEC + 1);
+    assert_eq!(
+        s.agents[0].1.fixed_count(s.now),
+        2,
+        "flow 1 deleted with TTL 0"
+    );
+    assert_eq!(s.agents[1].1.fixed_count(s.now), 0);
+    assert_eq!(s.mgr.flow_count(), 1);
+}
+
+#[test]
+fn source_nat_allocates_unique_ports_and_reports_exhaustion() {
+    let mut s = Sim::new(config(
+        "snat = { address = \"198.51.100.254\", ports = \"20000-20001\" }",
+        "",
+    ));
+    let mut ports = Vec::new();
+    for c in 1..=3u8 {
+        s.send(
+            0,
+            &build::tcp(client(c), 1000, VIP, 80, build::TCP_SYN, 1, 0, &[]),
+        );
+        if s.delivered[0].len() == ports.len() + 1 {
+            let (k, _) = s.last(0);
+            assert_eq!(
+                k.src_addr,
+                Ipv4Addr::new(198, 51, 100, 254),
+                "backends see the SNAT address"
+            );
+            ports.push(k.src_port);
+        }
+    }
+    assert_eq!(ports, vec![20000, 20001]);
+    assert_eq!(s.mgr.counters.get("snat-ports-exhausted"), Some(&1));
+    // The reply to the SNAT address is translated back to the client.
+    let (k, _) = (s.delivered[0][0].clone(), ());
+    let k = wire::parse_ipv4(&k).unwrap().key;
+    s.send(
+        1,
+        &build::tcp(
+            k.dst_addr,
+            8080,
+            k.src_addr,
+            k.src_port,
+            build::TCP_SYN | build::TCP_ACK,
+            1,
+            2,
+            &[],
+        ),
+    );
+    let (r, _) = s.last(1);
+    assert_eq!(
+        (r.src_addr, r.src_port, r.dst_addr, r.dst_port),
+        (VIP, 80, client(1), 1000)
+    );
+}
+
+#[test]
+fn maglev_backup_adopts_established_flows_to_the_same_backend() {
+    let mut primary = Sim::new(config("", ""));
+    primary.send(
+        0,
+        &build::tcp(client(7), 4242, VIP, 80, build::TCP_SYN, 1, 0, &[]),
+    );
+    let backend = primary.last(0).0.dst_addr;
+    let mut backup = Sim::new(config("backup_precedence = 100", ""));
+    let d = backup.send(
+        0,
+        &build::tcp(client(7), 4242, VIP, 80, build::TCP_ACK, 2, 1, b"more"),
+    );
+    assert!(matches!(d, Disposition::Punt { .. }));
+    assert_eq!(backup.last(0).0.dst_addr, backend);
+    assert_eq!(backup.mgr.counters.get("flow-adopted"), Some(&1));
+}
+
+#[test]
+fn unsupported_optional_advertise_is_retried_without_it() {
+    let cfg = config("advertise = true\noptional_actions = [\"advertise\"]", "");
+    let mgr_addr = cfg.manager.listen;
+    let mut mgr = ManagerCore::new(cfg, 0);
+    let agent = Agent::new(AgentConfig {
+        disabled_actions: vec![seg::ADVERTISE_ACTION],
+        ..Default::default()
+    });
+    let out = mgr.tick(0);
+    let mut retried = Vec::new();
+    for (to, m) in out
+        .iter()
+        .filter(|(to, _)| *to == SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), AGENT_PORT))
+    {
+        let co = agent.handle_control(0, mgr_addr, m);
+        for (_, deny) in co.replies {
+            retried.extend(mgr.handle_datagram(0, *to, &deny));
+        }
+    }
+    assert_eq!(mgr.counters.get("deny-unsupported-action"), Some(&1));
+    assert_eq!(
+        agent.wildcard_entries(0).len(),
+        6,
+        "all but the web forward wildcard"
+    );
+    for (to, m) in retried
+        .iter()
+        .filter(|(to, _)| *to == SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), AGENT_PORT))
+    {
+        assert!(
+            agent.handle_control(0, mgr_addr, m).replies.is_empty(),
+            "{to}"
+        );
+    }
+    assert_eq!(agent.wildcard_entries(0).len(), 7);
+    assert!(!mgr.status(0).contains("advertise\n"));
+}
+
+#[test]
+fn unhealthy_and_drained_backends_get_no_new_flows() {
+    let mut s = Sim::new(config("", ""));
+    for _ in 0..2 {
+        s.mgr.health("web", SocketAddrV4::new(B[0], 8080), false);
+    }
+    s.mgr
+        .command(Command::parse("drain web 198.51.100.2:8080").unwrap(), 0)
+        .unwrap();
+    for c in 1..=20u8 {
+        s.send(
+            0,
+            &build::tcp(
+                client(c),
+                1000 + c as u16,
+                VIP,
+                80,
+                build::TCP_SYN,
+                1,
+                0,
+                &[],
+            ),
+        );
+        assert_eq!(s.last(0).0.dst_addr, B[2]);
+    }
+    assert!(s.mgr.status(0).contains("UNHEALTHY"));
+    // Feedback weights through a load report.
+    let r = s
+        .mgr
+        .command(
+            Command::parse("load-report web 198.51.100.3:8080 75").unwrap(),
+            0,
+        )
+        .unwrap();
+    assert!(r.contains("effective weight 1"), "{r}");
+    assert!(Command::parse("bogus").is_err());
+}
+
+#[test]
+fn wrong_key_is_rejected_by_the_agent() {
+    let dir = std::env::temp_dir().join(format!("affinity-key-{}", std::process::id()));
+    std::fs::write(&dir, "manager-secret\n").unwrap();
+    let cfg = config("", "").clone();
+    let text = format!("{}\n", "");
+    let _ = text;
+    let mut cfg = cfg;
+    cfg.auth.keys.push(affinity_manager::config::KeyConfig {
+        id: 3,
+        file: dir.clone(),
+        algorithm: "hmac-sha256".into(),
+        send: true,
+    });
+    let mut mgr = ManagerCore::new(cfg, 0);
+    let out = mgr.tick(0);
+    let agent = Agent::new(AgentConfig {
+        auth: AuthPolicy::with_key(Key::new(3, AuthAlgorithm::HmacSha256, b"other".to_vec())),
+        ..Default::default()
+    });
+    for (_, m) in &out {
+        agent.handle_control(0, "192.0.2.10:1638".parse().unwrap(), m);
+    }
+    assert_eq!(agent.wildcard_entries(0).len(), 0);
+    assert!(agent.counter(Counter::CtlAuthFail) > 0);
+    let good = Agent::new(AgentConfig {
+        auth: AuthPolicy::with_key(Key::new(
+            3,
+            AuthAlgorithm::HmacSha256,
+            b"manager-secret".to_vec(),
+        )),
+        ..Default::default()
+    });
+    for (_, m) in &out {
+        good.handle_control(0, "192.0.2.10:1638".parse().unwrap(), m);
+    }
+    assert!(!good.wildcard_entries(0).is_empty());
+    let _ = std::fs::remove_file(dir);
+}
+
+#[test]
+fn check_config_explains_errors_with_places() {
+    let errs = Config::parse("[manager]\nlisten = \"192.0.2.10:1638\"\nfixed_ttl = 1\n[[service]]\nname = \"a\"\nvirtual = \"203.0.113.1:80\"\nprotocol = \"sctp\"\nclient_domain = \"198.18.0.0/40\"\n").unwrap_err();
+    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert!(
+        text.iter()
+            .any(|e| e.starts_with("3:") && e.contains("fixed_ttl")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|e| e.starts_with("7:") && e.contains("tcp or udp")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|e| e.starts_with("8:") && e.contains("client_domain")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter().any(|e| e.contains("no [[service.backend]]")),
+        "{text:?}"
+    );
+    let syntax = Config::parse("[manager]\nlisten = 12\n").unwrap_err();
+    assert_eq!(syntax[0].line, 2, "{syntax:?}");
+    let unknown = Config::parse("[manager]\nlisten = \"192.0.2.1:1\"\nbogus = 1\n").unwrap_err();
+    assert!(unknown[0].message.contains("bogus"), "{unknown:?}");
+}
+
+#[test]
+fn shutdown_deletes_wildcards_and_reload_keeps_flows() {
+    let mut s = Sim::new(config("", ""));
+    s.send(
+        0,
+        &build::tcp(client(1), 1, VIP, 80, build::TCP_SYN, 1, 0, &[]),
+    );
+    let out = s.mgr.reload(config("", ""), SEC);
+    s.deliver(out);
+    assert_eq!(s.mgr.flow_count(), 1);
+    let out = s.mgr.shutdown();
+    s.deliver(out);
+    assert_eq!(s.agents[0].1.wildcard_entries(s.now).len(), 0);
+    assert_eq!(
+        s.agents[0].1.fixed_count(s.now),
+        2,
+        "established flows stay on agents"
+    );
+}
