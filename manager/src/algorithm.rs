@@ -24,7 +24,12 @@ pub struct Selector {
 
 /// Smallest prime ≥ n.
 pub fn next_prime(n: usize) -> usize {
-    let is_prime = |k: usize| k >= 2 && (2..).take_while(|d| d * d <= k).all(|d| !k.is_multiple_of(d));
+    let is_prime = |k: usize| {
+        k >= 2
+            && (2..)
+                .take_while(|d| d * d <= k)
+                .all(|d| !k.is_multiple_of(d))
+    };
     (n.max(2)..).find(|&k| is_prime(k)).unwrap_or(n)
 }
 

@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Lab traffic: bounded in count and time.
+  client.py http HOST PORT COUNT           one GET per connection, prints each body
+  client.py udp HOST PORT COUNT [SPORT]    datagrams from one source port, prints replies
+  client.py hold HOST PORT GO_FILE OUT     one TCP connection: a line now, another once GO_FILE exists
+  client.py first-success HOST PORT SECS   seconds until a new connection succeeds
+"""
+import os
+import socket
+import sys
+import time
+
+cmd, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+
+def get():
+    with socket.create_connection((host, port), timeout=2) as s:
+        s.sendall(f"GET / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+        data = b""
+        while True:
+            b = s.recv(4096)
+            if not b:
+                break
+            data += b
+        peer = s.getpeername()
+    return data.split(b"\r\n\r\n", 1)[-1].decode().strip(), peer
+
+
+if cmd == "http":
+    for _ in range(int(sys.argv[4])):
+        try:
+            body, peer = get()
+            print(f"{body} peer={peer[0]}:{peer[1]}", flush=True)
+        except OSError as e:
+            print(f"ERROR {e}", flush=True)
+elif cmd == "udp":
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if len(sys.argv) > 5:
+        s.bind(("", int(sys.argv[5])))
+    s.settimeout(2)
+    for i in range(int(sys.argv[4])):
+        s.sendto(f"q{i}".encode(), (host, port))
+        try:
+            data, peer = s.recvfrom(2048)
+            print(f"{data.decode()} peer={peer[0]}:{peer[1]}", flush=True)
+        except OSError as e:
+            print(f"ERROR {e}", flush=True)
+elif cmd == "hold":
+    go, out = sys.argv[4], sys.argv[5]
+    with open(out, "w") as o:
+        try:
+            s = socket.create_connection((host, port), timeout=3)
+            f = s.makefile("rwb")
+            f.write(b"before\n"); f.flush()
+            o.write(f.readline().decode()); o.flush()
+            deadline = time.time() + 60
+            while not os.path.exists(go) and time.time() < deadline:
+                time.sleep(0.05)
+            f.write(b"after\n"); f.flush()
+            o.write(f.readline().decode()); o.flush()
+        except OSError as e:
+            o.write(f"ERROR {e}\n")
+elif cmd == "first-success":
+    start = time.time()
+    limit = float(sys.argv[4])
+    while time.time() - start < limit:
+        try:
+            s = socket.create_connection((host, port), timeout=0.2)
+            s.close()
+            print(f"{time.time() - start:.3f}")
+            sys.exit(0)
+        except OSError:
+            time.sleep(0.02)
+    print("never")
+    sys.exit(1)

@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# The network-namespace lab (seed FIGURES 4 and 5), sourced by run-e2e.sh
+# and demo.sh. Namespaces are prefixed aff-; lab_down removes them all.
+#
+#   clients aff-c1 198.18.0.11, aff-c2 198.18.0.12  (gateway: agent 1)
+#        |  client LAN 198.18.0.0/24
+#   agents aff-a1 (.1 on every LAN), aff-a2 (.2)    -- host agents on TUN
+#        |  server LAN 198.51.100.0/24
+#   backends aff-b1 .11 (gateway agent 1), aff-b2 .12, aff-b3 .13 (gateway
+#   agent 2: their replies cross the other agent, FIGURE 5)
+#   control LAN 192.0.2.0/24: agents .1 .2, managers aff-m1 .10 (primary),
+#   aff-m2 .11 (backup); wildcards by multicast 239.255.16.37.
+# Virtual address 203.0.113.10: web :80 -> :8080, echo :9000, udp :53 -> :5353.
+
+LAB_DIR=${LAB_DIR:-$(mktemp -d /tmp/affinity-lab.XXXXXX)}
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN=${BIN:-$ROOT/target/release}
+VIP=203.0.113.10
+NS_ALL="aff-sw aff-c1 aff-c2 aff-a1 aff-a2 aff-m1 aff-m2 aff-b1 aff-b2 aff-b3"
+
+nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+lab_down() {
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^aff-'); do
+        ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
+        ip netns del "$ns" 2>/dev/null
+    done
+    rm -f /run/affinity-agent-a?.sock /run/affinity-manager-m?.sock
+}
+
+# link HOST BRIDGE IFNAME ADDR/LEN
+link() {
+    local host=$1 br=$2 ifname=$3 addr=$4 peer="p-${1#aff-}-$2"
+    ip -n aff-sw link add "$peer" type veth peer name "$ifname" netns "$host"
+    ip -n aff-sw link set "$peer" master "$br" up
+    ip -n "$host" addr add "$addr" dev "$ifname"
+    ip -n "$host" link set "$ifname" up
+}
+
+lab_up() {
+    lab_down
+    mkdir -p "$LAB_DIR"
+    for ns in $NS_ALL; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+    for br in brc brs brm; do
+        ip -n aff-sw link add "$br" type bridge
+        ip -n aff-sw link set "$br" up
+    done
+    link aff-c1 brc eth0 198.18.0.11/24
+    link aff-c2 brc eth0 198.18.0.12/24
+    for i in 1 2; do
+        link aff-a$i brc ethc 198.18.0.$i/24
+        link aff-a$i brs eths 198.51.100.$i/24
+        link aff-a$i brm ethm 192.0.2.$i/24
+    done
+    link aff-b1 brs eth0 198.51.100.11/24
+    link aff-b2 brs eth0 198.51.100.12/24
+    link aff-b3 brs eth0 198.51.100.13/24
+    link aff-m1 brm eth0 192.0.2.10/24
+    link aff-m2 brm eth0 192.0.2.11/24
+    for c in c1 c2; do ip -n aff-$c route add default via 198.18.0.1; done
+    ip -n aff-b1 route add default via 198.51.100.1
+    ip -n aff-b2 route add default via 198.51.100.2
+    ip -n aff-b3 route add default via 198.51.100.2
+    for m in m1 m2; do
+        ip -n aff-$m route add 224.0.0.0/4 dev eth0
+        # Health checks reach the backends through agent 1 (not via its TUN).
+        ip -n aff-$m route add 198.51.100.0/24 via 192.0.2.1
+    done
+    for i in 1 2; do
+        local a=aff-a$i
+        nsx $a sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+            net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.default.send_redirects=0
+        ip -n $a route add 224.0.0.0/4 dev ethm
+        ip -n $a tuntap add dev afftun0 mode tun
+        nsx $a sysctl -qw net.ipv4.conf.afftun0.rp_filter=0 net.ipv6.conf.afftun0.disable_ipv6=1
+        ip -n $a link set afftun0 up
+        # Forwarded traffic from the client and server LANs goes through the agent.
+        ip -n $a route add default dev afftun0 table 100
+        ip -n $a rule add iif ethc lookup 100 pref 100
+        ip -n $a rule add iif eths lookup 100 pref 101
+    done
+    for b in 1 2 3; do
+        nsx aff-b$b python3 "$ROOT/test/backend.py" backend-$b 198.51.100.1$b >"$LAB_DIR/b$b.log" 2>&1 &
+    done
+}
+
+# start_agent N [extra args...]
+start_agent() {
+    local i=$1; shift
+    nsx aff-a$i "$BIN/affinity-agent" --tun afftun0 --address 192.0.2.$i --name agent-$i \
+        --multicast-group 239.255.16.37 --manager 192.0.2.10 --socket /run/affinity-agent-a$i.sock "$@" \
+        >"$LAB_DIR/a$i.log" 2>&1 &
+}
+
+agent_cmd() { local i=$1; shift; "$BIN/affinity-agent" --socket /run/affinity-agent-a$i.sock "$@"; }
+
+# manager_config N BACKUP_PRECEDENCE [extra [manager] lines] -> path
+manager_config() {
+    local i=$1 backup=$2 extra=${3:-} addr=192.0.2.1$(( $1 - 1 )) f="$LAB_DIR/m$1.toml"
+    cat >"$f" <<TOML
+[manager]
+listen = "$addr:1638"
+name = "manager-$i"
+control_socket = "/run/affinity-manager-m$i.sock"
+metrics = "$addr:9638"
+wildcard_ttl = 1
+fixed_ttl = ${FIXED_TTL:-12}
+$extra
+
+[agents]
+multicast_group = "239.255.16.37"
+multicast_interface = "$addr"
+
+[[service]]
+name = "web"
+virtual = "$VIP:80"
+protocol = "tcp"
+client_domain = "198.18.0.0/15"
+algorithm = "maglev"
+backup_precedence = $backup
+sticky_timeout_ms = 2000
+${WEB_EXTRA:-}
+health = { kind = "http", interval_ms = 300, timeout_ms = 200, rise = 2, fall = 2 }
+[[service.backend]]
+address = "198.51.100.11:8080"
+[[service.backend]]
+address = "198.51.100.12:8080"
+[[service.backend]]
+address = "198.51.100.13:8080"
+
+[[service]]
+name = "echo"
+virtual = "$VIP:9000"
+protocol = "tcp"
+algorithm = "maglev"
+backup_precedence = $backup
+[[service.backend]]
+address = "198.51.100.11:9000"
+[[service.backend]]
+address = "198.51.100.12:9000"
+[[service.backend]]
+address = "198.51.100.13:9000"
+
+[[service]]
+name = "dns"
+virtual = "$VIP:53"
+protocol = "udp"
+algorithm = "round-robin"
+backup_precedence = $backup
+[[service.backend]]
+address = "198.51.100.11:5353"
+[[service.backend]]
+address = "198.51.100.12:5353"
+[[service.backend]]
+address = "198.51.100.13:5353"
+TOML
+    echo "$f"
+}
+
+start_manager() {
+    local i=$1 cfg=$2
+    nsx aff-m$i env RUST_LOG=${RUST_LOG:-info} "$BIN/affinity-manager" --config "$cfg" >"$LAB_DIR/m$i.log" 2>&1 &
+}
+
+manager_cmd() { local i=$1; shift; "$BIN/affinity-manager" --socket /run/affinity-manager-m$i.sock "$@"; }
+
+# wait_for SECONDS COMMAND... : poll until the command succeeds.
+wait_for() {
+    local t=$1; shift
+    local end=$(( $(date +%s%N) + t * 1000000000 ))
+    while [ "$(date +%s%N)" -lt "$end" ]; do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+client() { local c=$1; shift; nsx aff-$c python3 "$ROOT/test/client.py" "$@"; }
