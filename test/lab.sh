@@ -59,6 +59,10 @@ lab_up() {
     link aff-m2 brm eth0 192.0.2.11/24
     for c in c1 c2; do ip -n aff-$c route add default via 198.18.0.1; done
     ip -n aff-b1 route add default via 198.51.100.1
+    # The source-NAT address lives behind the agents, like the clients.
+    ip -n aff-b1 route add 198.51.100.250/32 via 198.51.100.1
+    ip -n aff-b2 route add 198.51.100.250/32 via 198.51.100.2
+    ip -n aff-b3 route add 198.51.100.250/32 via 198.51.100.2
     ip -n aff-b2 route add default via 198.51.100.2
     ip -n aff-b3 route add default via 198.51.100.2
     for m in m1 m2; do
@@ -107,6 +111,7 @@ wildcard_ttl = 1
 fixed_ttl = ${FIXED_TTL:-12}
 $extra
 
+${AUTH_SECTION:-}
 [agents]
 multicast_group = "239.255.16.37"
 multicast_interface = "$addr"
@@ -140,6 +145,19 @@ address = "198.51.100.11:9000"
 address = "198.51.100.12:9000"
 [[service.backend]]
 address = "198.51.100.13:9000"
+
+[[service]]
+name = "web-snat"
+virtual = "$VIP:8080"
+protocol = "tcp"
+algorithm = "weighted-round-robin"
+backup_precedence = $backup
+snat = { address = "198.51.100.250", ports = "40000-40099" }
+[[service.backend]]
+address = "198.51.100.11:8080"
+[[service.backend]]
+address = "198.51.100.12:8080"
+weight = 2
 
 [[service]]
 name = "dns"

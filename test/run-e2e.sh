@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# End-to-end tests in the namespace lab: real TCP/HTTP and UDP through two
+# forwarding agents under a primary and a backup manager.
+set -u
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ] || ! ip netns list >/dev/null 2>&1; then
+    echo "e2e: skipped, needs root and network namespaces (ip netns)"
+    exit 0
+fi
+if [ ! -c /dev/net/tun ]; then
+    echo "e2e: skipped, /dev/net/tun is missing"
+    exit 0
+fi
+cargo build --release -q -p affinity-agent -p affinity-manager || exit 1
+source test/lab.sh
+trap 'lab_down; rm -rf "$LAB_DIR"' EXIT
+trap 'exit 130' INT TERM
+
+PASSED=0
+FAILED=0
+pass() { echo "PASS $1: $2"; PASSED=$((PASSED + 1)); }
+fail() { echo "FAIL $1: $2"; FAILED=$((FAILED + 1)); }
+ms() { echo $(( $(date +%s%N) / 1000000 )); }
+restart_agents() {
+    for i in 1 2; do ip netns pids aff-a$i | xargs -r kill 2>/dev/null; done
+    sleep 0.3
+    start_agent 1 "$@"
+    start_agent 2 "$@"
+    wait_for 5 test -S /run/affinity-agent-a1.sock && wait_for 5 test -S /run/affinity-agent-a2.sock
+}
+stop_managers() { for i in 1 2; do ip netns pids aff-m$i | xargs -r kill -9 2>/dev/null; done; sleep 0.2; }
+fixed_count() { agent_cmd "$1" fixed | awk '/^fixed affinities:/ {print $3}'; }
+wildcard_count() { agent_cmd "$1" wildcard | awk '/^wildcard affinities:/ {print $3}'; }
+counter() { agent_cmd "$1" stats | awk -v n="$2" '$2 == n {print $1}'; }
+healthy() { manager_cmd 1 status | grep -q "backend 198.51.100.1$1:8080 *healthy"; }
+
+lab_up
+restart_agents
+M1=$(manager_config 1 0)
+M2=$(manager_config 2 100)
+start_manager 1 "$M1"
+start_manager 2 "$M2"
+wait_for 10 sh -c "[ \"\$($BIN/affinity-agent --socket /run/affinity-agent-a1.sock wildcard | awk '/^wildcard/ {print \$3}')\" -ge 30 ]" \
+    && wait_for 5 healthy 1 && wait_for 5 healthy 2 && wait_for 5 healthy 3 \
+    || { echo "lab did not come up"; tail -5 "$LAB_DIR"/*.log; exit 1; }
+
+# 1. Load balancing with NAT both ways.
+out=$(client c1 http $VIP 80 15; client c2 http $VIP 80 15)
+n_ok=$(grep -c '^backend-' <<<"$out")
+n_backends=$(grep -o '^backend-[0-9]' <<<"$out" | sort -u | wc -l)
+bad_peer=$(grep '^backend-' <<<"$out" | grep -vc "peer=$VIP:80")
+bad_client=$(grep '^backend-' <<<"$out" | grep -vEc 'client=198\.18\.0\.1[12]:')
+if [ "$n_ok" = 30 ] && [ "$n_backends" -ge 2 ] && [ "$bad_peer" = 0 ] && [ "$bad_client" = 0 ]; then
+    pass load-balancing "30/30 HTTP requests over $n_backends backends; clients saw only $VIP:80, backends saw the client addresses"
+else
+    fail load-balancing "ok=$n_ok backends=$n_backends wrong-peer=$bad_peer wrong-client=$bad_client"; echo "$out" | head -5
+fi
+per_backend=$(grep -o '^backend-[0-9]' <<<"$out" | sort | uniq -c | tr '\n' ' ')
+
+# 2. FIGURE 5: backends 2 and 3 answer through agent 2, which learns the flow by punting.
+punts2=$(counter 2 punted)
+if grep -qE '^backend-[23]' <<<"$out" && [ "${punts2:-0}" -gt 0 ]; then
+    pass figure-5 "replies of flows to backend-2/3 crossed agent 2 (it punted ${punts2} packets and got the same fixed affinities); per backend: $per_backend"
+else
+    fail figure-5 "agent 2 punted ${punts2:-0}; per backend: $per_backend"
+fi
+
+# 3. UDP: one client port maps to one backend; different ports spread.
+u1=$(client c2 udp $VIP 53 5 40001)
+same=$(grep -o '^backend-[0-9]' <<<"$u1" | sort -u | wc -l)
+spread=$(for p in 40002 40003 40004; do client c2 udp $VIP 53 1 $p; done | grep -o '^backend-[0-9]' | sort -u | wc -l)
+if [ "$(grep -c "peer=$VIP:53" <<<"$u1")" = 5 ] && [ "$same" = 1 ] && [ "$spread" -ge 2 ] && grep -q 'client=198.18.0.12:40001' <<<"$u1"; then
+    pass udp "5/5 datagrams from one port answered by one backend from $VIP:53; 3 other ports spread over $spread backends"
+else
+    fail udp "replies=$(grep -c "peer=$VIP:53" <<<"$u1") backends-for-one-port=$same spread=$spread"; echo "$u1" | head -3
+fi
+
+# 4. Connection close: affinities deleted after the 2 s sticky timer.
+sleep 3
+before=$(fixed_count 1)
+t0=$(ms)
+client c1 http $VIP 80 1 >/dev/null
+sleep 0.5
+during=$(fixed_count 1)
+wait_for 6 sh -c "[ \"\$($BIN/affinity-agent --socket /run/affinity-agent-a1.sock fixed | awk '/^fixed affinities:/ {print \$3}')\" -le $before ]"
+gone=$(( $(ms) - t0 ))
+if [ "$during" -gt "$before" ] && [ "$gone" -ge 2000 ] && [ "$gone" -le 4500 ]; then
+    pass connection-close "flow's 2 affinities stayed through the sticky timer and were deleted ${gone} ms after the request"
+else
+    fail connection-close "before=$before during=$during deleted after ${gone} ms"
+fi
+
+# 5. Source NAT: backends see the SNAT address; clients still see the VIP.
+s_out=$(client c1 http $VIP 8080 6)
+if [ "$(grep -c 'client=198.51.100.250:4' <<<"$s_out")" = 6 ] && [ "$(grep -c "peer=$VIP:8080" <<<"$s_out")" = 6 ]; then
+    pass source-nat "6/6 requests reached backends from 198.51.100.250:40000-40099; weights 1:2 gave $(grep -o '^backend-[0-9]' <<<"$s_out" | sort | uniq -c | tr '\n' ' ')"
+else
+    fail source-nat "$(echo "$s_out" | head -3)"
+fi
+
+# 6. Health check failure and drain by weight 0.
+ip netns pids aff-b1 | xargs -r kill
+wait_for 5 sh -c "! $BIN/affinity-manager --socket /run/affinity-manager-m1.sock status | grep -q 'backend 198.51.100.11:8080 *healthy'"
+h_out=$(client c1 http $VIP 80 12)
+manager_cmd 1 drain web 198.51.100.12:8080 >/dev/null; manager_cmd 2 drain web 198.51.100.12:8080 >/dev/null
+d_out=$(client c2 http $VIP 80 12)
+if [ "$(grep -c '^backend-[23]' <<<"$h_out")" = 12 ] && [ "$(grep -c '^backend-3' <<<"$d_out")" = 12 ]; then
+    pass health-and-drain "backend-1 down: 12/12 new flows on backends 2-3; backend-2 drained (weight 0): 12/12 on backend-3"
+else
+    fail health-and-drain "$(echo "$h_out" | sort | uniq -c | head -3) / $(echo "$d_out" | sort | uniq -c | head -3)"
+fi
+nsx aff-b1 python3 test/backend.py backend-1 198.51.100.11 >"$LAB_DIR/b1.log" 2>&1 &
+manager_cmd 1 set-weight web 198.51.100.12:8080 1 >/dev/null; manager_cmd 2 set-weight web 198.51.100.12:8080 1 >/dev/null
+wait_for 5 healthy 1
+
+# 7. Failover: kill the primary; the held connection keeps working and new
+#    connections are served by the backup.
+GO="$LAB_DIR/go"; HOLD="$LAB_DIR/hold.out"
+client c1 hold $VIP 9000 "$GO" "$HOLD" &
+HOLD_PID=$!
+wait_for 5 grep -q before "$HOLD"
+ip netns pids aff-m1 | xargs -r kill -9
+takeover=$(client c2 first-success $VIP 80 5)
+touch "$GO"; wait $HOLD_PID
+after_ok=$(client c2 http $VIP 80 5 | grep -c '^backend-')
+b_before=$(grep before "$HOLD" | grep -o '^backend-[0-9]'); b_after=$(grep after "$HOLD" | grep -o '^backend-[0-9]')
+if [ -n "$b_before" ] && [ "$b_before" = "$b_after" ] && [ "$after_ok" = 5 ] && [ "$takeover" != never ] && awk -v t="$takeover" 'BEGIN{exit !(t <= 1.5)}'; then
+    pass failover "first new connection served by the backup ${takeover}s after the primary was killed; held connection kept working on $b_before; 5/5 later requests ok"
+else
+    fail failover "takeover=${takeover}s held: '$b_before' -> '$b_after' later ok=$after_ok"
+fi
+
+# 8. No refresh: with every manager gone, agents drop wildcards after their
+#    1 s TTL and fixed affinities after theirs (12 s), each within TTL + 2 s.
+stop_managers
+t0=$(ms)
+wait_for 4 sh -c "[ \"\$($BIN/affinity-agent --socket /run/affinity-agent-a1.sock wildcard | awk '/^wildcard/ {print \$3}')\" = 0 ]"
+w_gone=$(( $(ms) - t0 ))
+wait_for 16 sh -c "[ \"\$($BIN/affinity-agent --socket /run/affinity-agent-a1.sock fixed | awk '/^fixed/ {print \$3}')\" = 0 ] && [ \"\$($BIN/affinity-agent --socket /run/affinity-agent-a2.sock fixed | awk '/^fixed/ {print \$3}')\" = 0 ]"
+f_gone=$(( $(ms) - t0 ))
+if [ "$w_gone" -le 3000 ] && [ "$f_gone" -le 14000 ]; then
+    pass no-refresh "wildcards gone ${w_gone} ms and all fixed affinities gone ${f_gone} ms after the last manager stopped (TTLs 1 s and 12 s)"
+else
+    fail no-refresh "wildcards gone after ${w_gone} ms, fixed after ${f_gone} ms"
+fi
+
+# 9. Wrong auth key: rejected and counted, nothing installed; the right key works.
+printf 'agent-secret\n' >"$LAB_DIR/key"; printf 'wrong-secret\n' >"$LAB_DIR/badkey"
+restart_agents --key-file "$LAB_DIR/key" --key-id 7
+AUTH_SECTION="[auth]
+keys = [{ id = 7, file = \"$LAB_DIR/badkey\", send = true }]" start_manager 1 "$(AUTH_SECTION="[auth]
+keys = [{ id = 7, file = \"$LAB_DIR/badkey\", send = true }]" manager_config 1 0)"
+sleep 2
+rejected=$(counter 1 control-auth-failed); installed=$(wildcard_count 1)
+stop_managers
+start_manager 1 "$(AUTH_SECTION="[auth]
+keys = [{ id = 7, file = \"$LAB_DIR/key\", send = true }]" manager_config 1 0)"
+wait_for 5 sh -c "[ \"\$($BIN/affinity-agent --socket /run/affinity-agent-a1.sock wildcard | awk '/^wildcard/ {print \$3}')\" -gt 0 ]"
+good=$(client c1 http $VIP 80 3 | grep -c '^backend-')
+if [ "${rejected:-0}" -gt 0 ] && [ "$installed" = 0 ] && [ "$good" = 3 ]; then
+    pass wrong-auth-key "${rejected} messages signed with the wrong key rejected and counted, 0 affinities installed; with the right key 3/3 requests ok"
+else
+    fail wrong-auth-key "rejected=${rejected:-0} installed=$installed good=$good"
+fi
+
+# 10. Unsupported action: the agents refuse 'advertise'; the manager retries without it.
+stop_managers
+restart_agents --disable-action advertise
+WEB_EXTRA='advertise = true
+optional_actions = ["advertise"]' start_manager 1 "$(WEB_EXTRA='advertise = true
+optional_actions = ["advertise"]' manager_config 1 0)"
+wait_for 5 sh -c "$BIN/affinity-manager --socket /run/affinity-manager-m1.sock status | grep -q 'retry-without-optional-action'"
+denies=$(manager_cmd 1 status | awk '$2 == "deny-unsupported-action" {print $3}')
+retried=$(manager_cmd 1 status | awk '$2 == "retry-without-optional-action" {print $3}')
+wait_for 5 sh -c "$BIN/affinity-agent --socket /run/affinity-agent-a1.sock wildcard | grep -q '203.0.113.10/32:80 '"
+ok=$(client c1 http $VIP 80 3 | grep -c '^backend-')
+if [ "${denies:-0}" -gt 0 ] && [ "${retried:-0}" -gt 0 ] && [ "$ok" = 3 ]; then
+    pass unsupported-action "agents sent ${denies} denies for the advertise action; the manager retried without it and 3/3 requests were served"
+else
+    fail unsupported-action "denies=${denies:-0} retried=${retried:-0} ok=$ok"
+fi
+
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" = 0 ]
