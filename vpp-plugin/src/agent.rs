@@ -719,6 +719,47 @@ impl Agent {
         self.control_counters.publish(&st.counters);
     }
 
+    /// Installs a fixed affinity directly (the operator's local path: the
+    /// binary API, static configuration, benchmarks), bypassing the
+    /// manager-ownership rule. `actions.owner` should name a manager index
+    /// or be 0.
+    pub fn install_fixed_local(
+        &self,
+        now_ns: u64,
+        key: AffinityKey,
+        actions: &ActionSet,
+        ttl_secs: u32,
+    ) -> Result<(), Counter> {
+        let mut st = self.control.lock();
+        let action = self
+            .actions
+            .acquire(actions, now_ns)
+            .ok_or(Counter::ActionFull)?;
+        let expires = ds(now_ns).saturating_add(ttl_secs.saturating_mul(10));
+        match self.fixed.insert(
+            &key,
+            FixedValue {
+                action,
+                expires_ds: expires,
+            },
+        ) {
+            Ok(Inserted::New(_)) => {
+                st.wheel.entry(expires / 10 + 1).or_default().push(key);
+                st.counters.inc(Counter::FixedAdd);
+                Ok(())
+            }
+            Ok(Inserted::Replaced(_, old)) => {
+                self.actions.release(old.action, now_ns);
+                Ok(())
+            }
+            Err(_) => {
+                self.actions.release(action, now_ns);
+                st.counters.inc(Counter::FixedFull);
+                Err(Counter::FixedFull)
+            }
+        }
+    }
+
     // ---- introspection -------------------------------------------------
 
     /// Summed counters of the control thread and all workers.

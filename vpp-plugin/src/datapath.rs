@@ -105,6 +105,7 @@ impl Worker {
         out: &mut [Disposition],
     ) {
         let n = pkts.len().min(out.len());
+        let agent = self.agent.clone();
         for (chunk, outs) in pkts[..n].chunks_mut(BATCH).zip(out[..n].chunks_mut(BATCH)) {
             self.infos.clear();
             for p in chunk.iter_mut() {
@@ -120,7 +121,7 @@ impl Worker {
             }
             for i in 0..chunk.len() {
                 let info = self.infos[i];
-                outs[i] = self.process_one(now_ns, &mut chunk[i], info, Origin::Wire);
+                outs[i] = self.process_one(&agent, now_ns, &mut chunk[i], info, Origin::Wire);
             }
         }
         self.flush();
@@ -136,7 +137,8 @@ impl Worker {
     ) -> Disposition {
         self.counters.inc(Counter::Returned);
         let info = wire::parse_ipv4(pkt.packet());
-        let d = self.process_one(now_ns, pkt, info, Origin::Returned(rank_limit));
+        let agent = self.agent.clone();
+        let d = self.process_one(&agent, now_ns, pkt, info, Origin::Returned(rank_limit));
         self.flush();
         d
     }
@@ -161,6 +163,7 @@ impl Worker {
 
     fn process_one(
         &mut self,
+        agent: &Agent,
         now_ns: u64,
         p: &mut PacketBuf<'_>,
         info: Result<PacketInfo, wire::PacketError>,
@@ -179,7 +182,6 @@ impl Worker {
             }
         };
         let now = ds(now_ns);
-        let agent = self.agent.clone();
         // 1. Fixed affinity (later fragments: the first fragment's flow).
         let fixed_key = match info.fragment {
             Fragment::Later => {
