@@ -164,7 +164,7 @@ fn run(o: Opts) -> std::io::Result<()> {
             for conn in listener.incoming().flatten() {
                 let mut line = String::new();
                 let _ = BufReader::new(&conn).read_line(&mut line);
-                let text = show::render(&agent, now(), line.trim());
+                let text = affinity_plugin::show::render(&agent, now(), line.trim());
                 let _ = (&conn).write_all(text.as_bytes());
             }
         });

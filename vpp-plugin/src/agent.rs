@@ -175,6 +175,8 @@ pub struct Agent {
     pub(crate) next_token: AtomicU32,
     pub(crate) sequence: AtomicU64,
     pub(crate) forward_stats: Mutex<HashMap<Ipv4Addr, ForwardStats>>,
+    /// Replaceable at run time (binary API, CLI); starts as `config.auth`.
+    auth: parking_lot::RwLock<AuthPolicy>,
 }
 
 /// One row of `show affinity fixed`.
@@ -228,6 +230,7 @@ impl Agent {
             next_token: AtomicU32::new(1),
             sequence: AtomicU64::new(SequenceSource::from_system_clock().next()),
             forward_stats: Mutex::new(HashMap::new()),
+            auth: parking_lot::RwLock::new(config.auth.clone()),
             config,
         })
     }
@@ -285,7 +288,7 @@ impl Agent {
                     Ok(h),
                 ) = (e, Header::parse(bytes))
                 {
-                    if self.config.auth.verify_unparsed_ok() {
+                    if self.auth.read().verify_unparsed_ok() {
                         let deny = DenyReason {
                             denied_type: seg_type & !REQUIRED_FLAG,
                             code: DenyReason::UNKNOWN_REQUIRED_SEGMENT,
@@ -299,7 +302,8 @@ impl Agent {
                 return out;
             }
         };
-        if let Err(e) = self.config.auth.verify(&msg, now_ns / 1_000_000_000) {
+        let verified = self.auth.read().verify(&msg, now_ns / 1_000_000_000);
+        if let Err(e) = verified {
             st.counters.inc(Counter::CtlAuthFail);
             let _ = e;
             self.publish_control(&st);
@@ -669,7 +673,8 @@ impl Agent {
 
     pub(crate) fn builder(&self, t: MessageType) -> MessageBuilder {
         let seq = self.next_sequence();
-        let mut b = match self.config.auth.keys.signing_key() {
+        let auth = self.auth.read();
+        let mut b = match auth.keys.signing_key() {
             Some(k) => MessageBuilder::signed(t, seq, k),
             None => MessageBuilder::new(t, seq),
         };
@@ -713,6 +718,16 @@ impl Agent {
             wildcard_capacity: self.config.wildcard_capacity as u32,
         }));
         b.finish().unwrap_or_default()
+    }
+
+    /// The authentication policy in force.
+    pub fn auth(&self) -> parking_lot::RwLockReadGuard<'_, AuthPolicy> {
+        self.auth.read()
+    }
+
+    /// Replaces the authentication policy (e.g. a new key from the API).
+    pub fn set_auth(&self, policy: AuthPolicy) {
+        *self.auth.write() = policy;
     }
 
     fn publish_control(&self, st: &ControlState) {

@@ -75,6 +75,16 @@ pub struct Worker {
     forward: HashMap<Ipv4Addr, ForwardStats>,
     messages: Vec<(SocketAddrV4, Vec<u8>)>,
     infos: Vec<Result<PacketInfo, wire::PacketError>>,
+    /// What matched each packet of the last batch ([`Worker::matched`]).
+    matched: Vec<u8>,
+    cur: u8,
+}
+
+/// Bits of [`Worker::matched`].
+pub mod matched {
+    pub const FIXED: u8 = 1;
+    pub const WILDCARD: u8 = 2;
+    pub const NAT: u8 = 4;
 }
 
 impl Agent {
@@ -91,6 +101,8 @@ impl Agent {
             forward: HashMap::new(),
             messages: Vec::new(),
             infos: Vec::with_capacity(BATCH),
+            matched: Vec::with_capacity(BATCH),
+            cur: 0,
         }
     }
 }
@@ -106,6 +118,7 @@ impl Worker {
     ) {
         let n = pkts.len().min(out.len());
         let agent = self.agent.clone();
+        self.matched.clear();
         for (chunk, outs) in pkts[..n].chunks_mut(BATCH).zip(out[..n].chunks_mut(BATCH)) {
             self.infos.clear();
             for p in chunk.iter_mut() {
@@ -121,7 +134,9 @@ impl Worker {
             }
             for i in 0..chunk.len() {
                 let info = self.infos[i];
+                self.cur = 0;
                 outs[i] = self.process_one(&agent, now_ns, &mut chunk[i], info, Origin::Wire);
+                self.matched.push(self.cur);
             }
         }
         self.flush();
@@ -141,6 +156,12 @@ impl Worker {
         let d = self.process_one(&agent, now_ns, pkt, info, Origin::Returned(rank_limit));
         self.flush();
         d
+    }
+
+    /// Per packet of the last batch: which table matched and whether it
+    /// was translated ([`matched`] bits), for traces.
+    pub fn matched(&self) -> &[u8] {
+        &self.matched
     }
 
     /// Service messages produced out of line (interest copies, holds,
@@ -198,6 +219,7 @@ impl Worker {
             match agent.fixed.lookup(&k) {
                 Some((v, slot)) if v.expires_ds > now => {
                     self.counters.inc(Counter::FixedHit);
+                    self.cur |= matched::FIXED;
                     if info.fragment == Fragment::First {
                         self.remember_fragment(&info);
                     }
@@ -230,6 +252,7 @@ impl Worker {
         };
         if let Some(w) = found {
             self.counters.inc(Counter::WildcardHit);
+            self.cur |= matched::WILDCARD;
             let mut bits = wire::interest_bits(&info) | interest::ALL;
             // No flow state yet: this is the flow's first data (UDP: first packet).
             if bits & interest::DATA != 0 || info.key.protocol == wire::UDP {
@@ -312,6 +335,7 @@ impl Worker {
             match wire::apply_nat(p.packet(), &info, &n.into()) {
                 Ok(i) => {
                     info = i;
+                    self.cur |= matched::NAT;
                     self.counters.inc(Counter::NatApplied);
                 }
                 Err(_) => return self.malformed(),
@@ -494,7 +518,7 @@ impl Worker {
         }
         // In place: the service message goes into the headroom in front of
         // the packet, which becomes its last segment.
-        let key = self.agent.config.auth.keys.signing_key().cloned();
+        let key = self.agent.auth().keys.signing_key().cloned();
         let segs = self.match_segments(info, a, reason, &data);
         let identity = Segment::IdentityInfo(IdentityInfo {
             address: self.agent.config.agent_addr,

@@ -26,6 +26,7 @@ pub mod agent;
 pub mod counters;
 pub mod datapath;
 pub mod fixed_affinity;
+pub mod show;
 pub mod wildcard_affinity;
 pub mod wire;
 
@@ -34,4 +35,7 @@ pub use agent::{
     ReturnedPacket, WildcardRow,
 };
 pub use counters::Counter;
-pub use datapath::{Disposition, PacketBuf, Worker, BATCH};
+pub use datapath::{matched, Disposition, PacketBuf, Worker, BATCH};
+
+#[cfg(affinity_vpp)]
+pub mod ffi;

@@ -1,0 +1,135 @@
+//! Builds the VPP side of the plugin when VPP's headers are found: runs
+//! vppapigen on api/affinity.api, compiles the C shim with `cc`, and runs
+//! bindgen over the shim's header. Without VPP only the Rust library is
+//! built, and this says so in one line.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn find_vpp() -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("VPP_PREFIX").filter(|p| !p.is_empty()) {
+        candidates.push(p.into());
+    }
+    candidates.extend(["/opt/vpp", "/usr/local", "/usr"].map(PathBuf::from));
+    candidates
+        .into_iter()
+        .find(|p| p.join("include/vnet/vnet.h").exists())
+}
+
+fn vppapigen(prefix: &Path, args: &[&str]) -> bool {
+    let gen = [prefix.join("bin/vppapigen"), PathBuf::from("vppapigen")]
+        .into_iter()
+        .find(|p| p.exists() || p.as_os_str() == "vppapigen")
+        .unwrap_or_default();
+    // vppapigen needs Debian's python3 (with python3-ply), not pyenv's.
+    Command::new(gen)
+        .args(args)
+        .env("PATH", "/usr/bin:/bin")
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=VPP_PREFIX");
+    println!("cargo:rerun-if-changed=../c-shim/affinity.c");
+    println!("cargo:rerun-if-changed=../c-shim/affinity_shim.h");
+    println!("cargo:rerun-if-changed=../api/affinity.api");
+    println!("cargo:rustc-check-cfg=cfg(affinity_vpp)");
+    let Some(prefix) = find_vpp() else {
+        println!("cargo:warning=affinity_plugin.so skipped: VPP headers (include/vnet/vnet.h) not found under $VPP_PREFIX, /opt/vpp, /usr/local or /usr; built and tested the Rust library only");
+        return;
+    };
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    let gen_dir = out.join("affinity");
+    std::fs::create_dir_all(&gen_dir).expect("create OUT_DIR/affinity");
+    let inc = prefix.join("include");
+    let api = Path::new(env!("CARGO_MANIFEST_DIR")).join("../api/affinity.api");
+    let (inc_s, api_s, gen_s) = (
+        inc.to_string_lossy(),
+        api.to_string_lossy(),
+        gen_dir.to_string_lossy(),
+    );
+    let header = gen_dir.join("affinity.api.h");
+    if !vppapigen(
+        &prefix,
+        &[
+            "--includedir",
+            &inc_s,
+            "--input",
+            &api_s,
+            "--outputdir",
+            &gen_s,
+            "--output",
+            &header.to_string_lossy(),
+        ],
+    ) {
+        println!("cargo:warning=affinity_plugin.so skipped: vppapigen failed on api/affinity.api (it needs Debian's python3-ply)");
+        return;
+    }
+    // The .api.json for vpp_papi goes next to the built plugin (target/<profile>/).
+    let profile_dir = out
+        .ancestors()
+        .nth(3)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| out.clone());
+    let json = profile_dir.join("affinity.api.json");
+    if !vppapigen(
+        &prefix,
+        &[
+            "JSON",
+            "--includedir",
+            &inc_s,
+            "--input",
+            &api_s,
+            "--outputdir",
+            &gen_s,
+            "--output",
+            &json.to_string_lossy(),
+        ],
+    ) {
+        println!(
+            "cargo:warning=vppapigen JSON failed; the plugin builds without affinity.api.json"
+        );
+    }
+    let version = std::fs::read_to_string(inc.join("vpp/app/version.h"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.contains("VPP_BUILD_VER"))
+                .and_then(|l| l.split('"').nth(1))
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    println!("cargo:rustc-env=AFFINITY_VPP_BUILD_VER={version}");
+    cc::Build::new()
+        .file("../c-shim/affinity.c")
+        .include(&inc)
+        .include(&out)
+        .include("../c-shim")
+        .flag("-march=corei7")
+        .flag("-fno-common")
+        .flag_if_supported("-Wno-unused-parameter")
+        .flag_if_supported("-Wno-empty-body")
+        .flag_if_supported("-Wno-sign-compare")
+        .flag_if_supported("-Wno-address-of-packed-member")
+        .define("CLIB_DEBUG", "0")
+        .opt_level(2)
+        .link_lib_modifier("+whole-archive")
+        .compile("affinity_shim");
+    let bindings = bindgen::Builder::default()
+        .header("../c-shim/affinity_shim.h")
+        .allowlist_function("affinity_shim_.*")
+        .allowlist_type("affinity_.*")
+        .allowlist_var("AFFINITY_.*")
+        .generate()
+        .expect("bindgen over c-shim/affinity_shim.h");
+    bindings
+        .write_to_file(out.join("shim.rs"))
+        .expect("write shim.rs");
+    println!("cargo:rustc-cfg=affinity_vpp");
+    println!(
+        "cargo:warning=affinity_plugin.so: building the VPP plugin against {} (VPP {version})",
+        prefix.display()
+    );
+}

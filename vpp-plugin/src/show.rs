@@ -1,0 +1,194 @@
+//! The text of `show affinity ...` (vppctl) and `affinity-agent status`:
+//! one renderer, so both print the same tables.
+
+use crate::Agent;
+use affinity_api::{AffinityKey, NatAction};
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+fn proto(p: u8) -> String {
+    match p {
+        0 => "any".into(),
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        n => n.to_string(),
+    }
+}
+
+fn secs(ds: i64) -> String {
+    format!("{:.1}s", ds as f64 / 10.0)
+}
+
+fn nat_text(n: NatAction) -> String {
+    let mut s = String::from("nat");
+    if n.flags & NatAction::SRC_ADDR != 0 {
+        let _ = write!(s, " src {}", n.src_addr);
+    }
+    if n.flags & NatAction::SRC_PORT != 0 {
+        let _ = write!(s, " sport {}", n.src_port);
+    }
+    if n.flags & NatAction::DST_ADDR != 0 {
+        let _ = write!(s, " dst {}", n.dst_addr);
+    }
+    if n.flags & NatAction::DST_PORT != 0 {
+        let _ = write!(s, " dport {}", n.dst_port);
+    }
+    s
+}
+
+type KeyFilter = Box<dyn Fn(&AffinityKey) -> bool>;
+
+/// Filters of `show affinity fixed`: `proto P`, `src A`, `dst A`, `limit N`, `verbose`.
+fn fixed_filter(words: &[&str]) -> Result<(KeyFilter, usize, bool), String> {
+    let (mut proto, mut src, mut dst, mut limit, mut verbose) = (
+        None::<u8>,
+        None::<Ipv4Addr>,
+        None::<Ipv4Addr>,
+        100usize,
+        false,
+    );
+    let mut it = words.iter();
+    while let Some(w) = it.next() {
+        let mut arg = || it.next().copied().ok_or(format!("{w} needs a value"));
+        match *w {
+            "proto" => {
+                proto = Some(match arg()? {
+                    "tcp" => 6,
+                    "udp" => 17,
+                    "icmp" => 1,
+                    n => n.parse().map_err(|_| format!("bad protocol {n:?}"))?,
+                })
+            }
+            "src" => src = Some(arg()?.parse().map_err(|_| "bad src address")?),
+            "dst" => dst = Some(arg()?.parse().map_err(|_| "bad dst address")?),
+            "limit" => limit = arg()?.parse().map_err(|_| "bad limit")?,
+            "verbose" => verbose = true,
+            other => return Err(format!("unknown filter {other:?}")),
+        }
+    }
+    let f = move |k: &AffinityKey| {
+        proto.is_none_or(|p| p == k.protocol)
+            && src.is_none_or(|a| a == k.src_addr)
+            && dst.is_none_or(|a| a == k.dst_addr)
+    };
+    Ok((Box::new(f), limit, verbose))
+}
+
+/// Renders one command: `status` (everything), `fixed [filters]`,
+/// `wildcard`, `managers`, `stats`.
+pub fn render(agent: &Agent, now: u64, cmd: &str) -> String {
+    let words: Vec<&str> = cmd.split_whitespace().collect();
+    match words.first().copied().unwrap_or("status") {
+        "status" => ["fixed", "wildcard", "managers", "stats"].iter().map(|c| render(agent, now, c)).collect(),
+        "fixed" => fixed(agent, now, &words[1..]),
+        "wildcard" => wildcard(agent, now),
+        "managers" => managers(agent, now),
+        "stats" => stats(agent),
+        other => format!("error: unknown command {other:?} (status | fixed [proto P] [src A] [dst A] [limit N] [verbose] | wildcard | managers | stats)\n"),
+    }
+}
+
+fn fixed(agent: &Agent, now: u64, filters: &[&str]) -> String {
+    let (filter, limit, verbose) = match fixed_filter(filters) {
+        Ok(f) => f,
+        Err(e) => return format!("error: {e}\n"),
+    };
+    let rows = agent.fixed_entries(now, limit, filter);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "fixed affinities: {} of {} (showing {})",
+        agent.fixed_count(now),
+        agent.fixed_capacity(),
+        rows.len()
+    );
+    for r in &rows {
+        let k = r.key;
+        let nat = r
+            .actions
+            .nat
+            .map_or(String::from("-"), |n| nat_text(n.into()));
+        let _ = writeln!(
+            s,
+            "  {} {}:{} -> {}:{}  {}  owner {} ttl {} pkts {} bytes {}",
+            proto(k.protocol),
+            k.src_addr,
+            k.src_port,
+            k.dst_addr,
+            k.dst_port,
+            nat,
+            r.owner,
+            secs(r.expires_in_ds),
+            r.packets,
+            r.bytes
+        );
+        if verbose {
+            let a = &r.actions;
+            let _ = writeln!(s, "      affinity-id {} dispatch {:#x} info {:#x} forward {} seq-adjust {:?} interest {:?}", a.affinity_id, a.dispatch_flags, a.info_flags, Ipv4Addr::from(a.forward_addr), a.seq_adjust, a.interest);
+        }
+    }
+    s
+}
+
+fn wildcard(agent: &Agent, now: u64) -> String {
+    let rows = agent.wildcard_entries(now);
+    let mut s = String::new();
+    let _ = writeln!(s, "wildcard affinities: {}", rows.len());
+    for w in rows {
+        let k = w.key;
+        let _ = writeln!(
+            s,
+            "  id {} owner {} {} {}/{}:{} -> {}/{}:{} precedence {}{}/{} interest {:#06x} ttl {}",
+            w.id,
+            w.owner,
+            proto(k.protocol),
+            k.src_addr,
+            u32::from(w.src_mask).count_ones(),
+            k.src_port,
+            k.dst_addr,
+            u32::from(w.dst_mask).count_ones(),
+            k.dst_port,
+            if w.search_first { "first " } else { "" },
+            w.service_precedence,
+            w.backup_precedence,
+            w.actions.interest.map_or(0, |i| i.mask),
+            secs(w.expires_in_ds)
+        );
+    }
+    s
+}
+
+fn managers(agent: &Agent, now: u64) -> String {
+    let mut s = String::new();
+    let m = agent.managers();
+    let _ = writeln!(s, "managers: {}", m.len());
+    for m in m {
+        let _ = writeln!(
+            s,
+            "  {} {:?} last heard {:.1}s ago, {} messages",
+            m.address,
+            m.name,
+            now.saturating_sub(m.last_heard_ns) as f64 / 1e9,
+            m.messages
+        );
+    }
+    s
+}
+
+fn stats(agent: &Agent) -> String {
+    let mut s = String::from("counters:\n");
+    for (name, v) in agent.counters() {
+        if v != 0 {
+            let _ = writeln!(s, "  {v:>12}  {name}");
+        }
+    }
+    for (a, st) in agent.forward_stats() {
+        let _ = writeln!(
+            s,
+            "  forward {a}: {} packets {} bytes",
+            st.packets, st.bytes
+        );
+    }
+    s
+}
