@@ -7,7 +7,7 @@ CARGO ?= cargo
 VPP_PREFIX ?= $(firstword $(wildcard /opt/vpp /usr/local/include/vnet/.. /usr/include/vnet/..))
 export VPP_PREFIX
 # Debian packages the build, the tests and the lab need beyond the Rust toolchain.
-DEBS := iproute2 python3 procps psmisc
+DEBS := iproute2 python3 procps psmisc ethtool
 DEPS_STAMP := target/.debs-installed
 FUZZ_SECONDS ?= 60
 

@@ -2,6 +2,7 @@
 """A lab backend: HTTP on 8080, a line echo on 9000 (TCP) and a UDP echo on
 5353, each answering with the backend's name and the client address it saw."""
 import socket
+import socketserver
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,6 +49,14 @@ def echo_udp():
         s.sendto(f"{NAME} client={a[0]}:{a[1]} {data.decode(errors='replace')}".encode(), a)
 
 
+class Server(ThreadingHTTPServer):
+    def server_bind(self):
+        # HTTPServer.server_bind resolves the host name (getfqdn), which in
+        # a namespace without DNS stalls for seconds: skip it.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = NAME, 8080
+
+
 threading.Thread(target=echo_tcp, daemon=True).start()
 threading.Thread(target=echo_udp, daemon=True).start()
-ThreadingHTTPServer((ADDR, 8080), Handler).serve_forever()
+Server((ADDR, 8080), Handler).serve_forever()

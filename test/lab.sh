@@ -88,15 +88,64 @@ lab_up() {
     done
 }
 
+AGENT_KIND=${AGENT_KIND:-host}
+VPP_BIN=${VPP_PREFIX:-/opt/vpp}/bin
+VPP_PLUGIN_DIR=$ROOT/target/vpp-plugins
+
+# A VPP forwarding agent in aff-aN: af_packet host interfaces on the
+# namespace's veths (VPP owns their addresses), the affinity feature on the
+# client and server LANs, control on 192.0.2.N:1637. 4k pages, no hugepages.
+start_vpp_agent() {
+    local i=$1 a=aff-a$1 d="$LAB_DIR/vpp-a$1"
+    mkdir -p "$d"
+    for ifc in ethc eths ethm; do ip -n $a addr flush dev $ifc; done
+    ip -n $a rule del iif ethc lookup 100 pref 100 2>/dev/null
+    ip -n $a rule del iif eths lookup 100 pref 101 2>/dev/null
+    ip -n $a link del afftun0 2>/dev/null
+    cat >"$d/setup.vpp" <<VPP
+create host-interface name ethc
+create host-interface name eths
+create host-interface name ethm
+set interface state host-ethc up
+set interface state host-eths up
+set interface state host-ethm up
+set interface ip address host-ethc 198.18.0.$i/24
+set interface ip address host-eths 198.51.100.$i/24
+set interface ip address host-ethm 192.0.2.$i/24
+set interface affinity host-ethc
+set interface affinity host-eths
+VPP
+    cat >"$d/startup.conf" <<CONF
+unix { cli-listen $d/cli.sock log $d/vpp.log exec $d/setup.vpp poll-sleep-usec 100 }
+api-segment { prefix aff-a$i }
+socksvr { socket-name $d/api.sock }
+memory { main-heap-size 512M main-heap-page-size 4k }
+buffers { buffers-per-numa 16384 page-size 4k }
+statseg { size 32M page-size 4k socket-name $d/stats.sock }
+plugins { path ${VPP_PREFIX:-/opt/vpp}/lib/x86_64-linux-gnu/vpp_plugins:$VPP_PLUGIN_DIR
+  plugin default { disable } plugin af_packet_plugin.so { enable } plugin ping_plugin.so { enable }
+  plugin nat_plugin.so { enable } plugin affinity_plugin.so { enable } }
+affinity { agent-address 192.0.2.$i listen-port 1637 manager 192.0.2.10 fixed-table-size 65536 ${VPP_AFFINITY_EXTRA:-} }
+CONF
+    nsx $a "$VPP_BIN/vpp" -c "$d/startup.conf" >"$d/out.log" 2>&1 &
+}
+
+vppctl_a() { local i=$1; shift; "$VPP_BIN/vppctl" -s "$LAB_DIR/vpp-a$i/cli.sock" "$@"; }
+
 # start_agent N [extra args...]
 start_agent() {
+    if [ "$AGENT_KIND" = vpp ]; then start_vpp_agent "$1"; return; fi
     local i=$1; shift
     nsx aff-a$i "$BIN/affinity-agent" --tun afftun0 --address 192.0.2.$i --name agent-$i \
         --multicast-group 239.255.16.37 --manager 192.0.2.10 --socket /run/affinity-agent-a$i.sock "$@" \
         >"$LAB_DIR/a$i.log" 2>&1 &
 }
 
-agent_cmd() { local i=$1; shift; "$BIN/affinity-agent" --socket /run/affinity-agent-a$i.sock "$@"; }
+agent_cmd() {
+    local i=$1; shift
+    if [ "$AGENT_KIND" = vpp ]; then vppctl_a "$i" show affinity "$@" | tr -d '\r'; return; fi
+    "$BIN/affinity-agent" --socket /run/affinity-agent-a$i.sock "$@"
+}
 
 # manager_config N BACKUP_PRECEDENCE [extra [manager] lines] -> path
 manager_config() {
@@ -115,6 +164,7 @@ ${AUTH_SECTION:-}
 [agents]
 multicast_group = "239.255.16.37"
 multicast_interface = "$addr"
+${AGENTS_UNICAST:-}
 
 [[service]]
 name = "web"

@@ -36,6 +36,10 @@ fn main() {
     println!("cargo:rerun-if-changed=../c-shim/affinity_shim.h");
     println!("cargo:rerun-if-changed=../api/affinity.api");
     println!("cargo:rustc-check-cfg=cfg(affinity_vpp)");
+    if std::env::var_os("CARGO_FEATURE_VPP").is_none() {
+        // Plain builds (tests, the host agent) never link VPP code.
+        return;
+    }
     let Some(prefix) = find_vpp() else {
         println!("cargo:warning=affinity_plugin.so skipped: VPP headers (include/vnet/vnet.h) not found under $VPP_PREFIX, /opt/vpp, /usr/local or /usr; built and tested the Rust library only");
         return;
@@ -115,8 +119,13 @@ fn main() {
         .flag_if_supported("-Wno-address-of-packed-member")
         .define("CLIB_DEBUG", "0")
         .opt_level(2)
-        .link_lib_modifier("+whole-archive")
+        .cargo_metadata(false)
         .compile("affinity_shim");
+    // Only the cdylib gets the shim (whole, for its constructors); binaries
+    // that use the Rust library must not pull in VPP symbols.
+    println!("cargo:rustc-cdylib-link-arg=-Wl,--whole-archive");
+    println!("cargo:rustc-cdylib-link-arg={}", out.join("libaffinity_shim.a").display());
+    println!("cargo:rustc-cdylib-link-arg=-Wl,--no-whole-archive");
     let bindings = bindgen::Builder::default()
         .header("../c-shim/affinity_shim.h")
         .allowlist_function("affinity_shim_.*")

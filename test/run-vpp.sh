@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The end-to-end tests with VPP forwarding agents (the plugin) instead of
+# host agents. Needs VPP (VPP_PREFIX, default /opt/vpp) and `make plugin`.
+set -u
+cd "$(dirname "$0")/.."
+VPP_PREFIX=${VPP_PREFIX:-/opt/vpp}
+if [ ! -x "$VPP_PREFIX/bin/vpp" ] || [ ! -f "$VPP_PREFIX/include/vnet/vnet.h" ]; then
+    echo "vpp-test: skipped, no VPP install at $VPP_PREFIX (bin/vpp and include/vnet/vnet.h)"
+    exit 0
+fi
+VPP_PREFIX=$VPP_PREFIX cargo build --release -q -p affinity-plugin --features vpp || exit 1
+mkdir -p target/vpp-plugins
+cp target/release/libaffinity_plugin.so target/vpp-plugins/affinity_plugin.so
+AGENT_KIND=vpp VPP_PREFIX=$VPP_PREFIX exec test/run-e2e.sh
