@@ -102,10 +102,15 @@ start_vpp_agent() {
     ip -n $a rule del iif ethc lookup 100 pref 100 2>/dev/null
     ip -n $a rule del iif eths lookup 100 pref 101 2>/dev/null
     ip -n $a link del afftun0 2>/dev/null
+    # The veths' own MACs: a restarted VPP keeps its neighbours' ARP entries valid.
+    local mc ms mm
+    mc=$(ip -n $a -br link show ethc | awk '{print $3}')
+    ms=$(ip -n $a -br link show eths | awk '{print $3}')
+    mm=$(ip -n $a -br link show ethm | awk '{print $3}')
     cat >"$d/setup.vpp" <<VPP
-create host-interface name ethc
-create host-interface name eths
-create host-interface name ethm
+create host-interface name ethc hw-addr $mc
+create host-interface name eths hw-addr $ms
+create host-interface name ethm hw-addr $mm
 set interface state host-ethc up
 set interface state host-eths up
 set interface state host-ethm up

@@ -29,9 +29,10 @@ FAILED=0
 pass() { echo "PASS $1: $2"; PASSED=$((PASSED + 1)); }
 fail() { echo "FAIL $1: $2"; FAILED=$((FAILED + 1)); }
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
+ns_empty() { [ -z "$(ip netns pids "$1")" ]; }
 restart_agents() {
-    for i in 1 2; do ip netns pids aff-a$i | xargs -r kill 2>/dev/null; done
-    sleep 0.5
+    for i in 1 2; do ip netns pids aff-a$i | xargs -r kill -9 2>/dev/null; done
+    wait_for 5 ns_empty aff-a1; wait_for 5 ns_empty aff-a2
     if [ "$AGENT_KIND" = vpp ]; then
         start_agent 1; start_agent 2
         wait_for 10 vppctl_a 1 show version && wait_for 10 vppctl_a 2 show version
@@ -176,17 +177,20 @@ VPP_AFFINITY_EXTRA="auth-key-file $LAB_DIR/key auth-key-id 7" restart_agents --k
 AUTH_SECTION="[auth]
 keys = [{ id = 7, file = \"$LAB_DIR/badkey\", send = true }]" start_manager 1 "$(AUTH_SECTION="[auth]
 keys = [{ id = 7, file = \"$LAB_DIR/badkey\", send = true }]" manager_config 1 0)"
-sleep 2
+auth_failures() { [ "$(counter 1 control-auth-failed)" -gt 0 ] 2>/dev/null; }
+wait_for 8 auth_failures
+sleep 1
 rejected=$(counter 1 control-auth-failed); installed=$(wildcard_count 1)
 stop_managers
 start_manager 1 "$(AUTH_SECTION="[auth]
 keys = [{ id = 7, file = \"$LAB_DIR/key\", send = true }]" manager_config 1 0)"
-wait_for 5 wildcards_ge 1 1
+wait_for 10 wildcards_ge 1 1 && wait_for 10 healthy 1 && wait_for 10 healthy 2 && wait_for 10 healthy 3
 good=$(client c1 http $VIP 80 3 | grep -c '^backend-')
 if [ "${rejected:-0}" -gt 0 ] && [ "$installed" = 0 ] && [ "$good" = 3 ]; then
     pass wrong-auth-key "${rejected} messages signed with the wrong key rejected and counted, 0 affinities installed; with the right key 3/3 requests ok"
 else
     fail wrong-auth-key "rejected=${rejected:-0} installed=$installed good=$good"
+    agent_cmd 1 stats | head -8; tail -n 3 "$LAB_DIR"/m1.log; [ "$AGENT_KIND" = vpp ] && tail -n 5 "$LAB_DIR"/vpp-a1/out.log
 fi
 
 # 10. Unsupported action: the agents refuse 'advertise'; the manager retries without it.
