@@ -14,7 +14,7 @@ FUZZ_SECONDS ?= 60
 .PHONY: help build test demo plugin install bench fuzz clean deps lint unit e2e fuzz-build vpp-test
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 deps: $(DEPS_STAMP) ## Install the Debian packages the tests need (once, as root)
 $(DEPS_STAMP):
@@ -28,6 +28,7 @@ $(DEPS_STAMP):
 
 build: ## Build everything (the VPP plugin only where VPP is found)
 	$(CARGO) build --release --workspace
+	@$(MAKE) --no-print-directory plugin
 
 test: deps lint unit fuzz-build e2e vpp-test ## fmt, clippy, unit/property tests, fuzz build, lab end-to-end tests
 	@echo "make test: all stages passed"
@@ -42,20 +43,31 @@ unit:
 fuzz-build: ## Build the fuzz targets (plain cargo; `make fuzz` runs them)
 	$(CARGO) build --manifest-path fuzz/Cargo.toml --bins
 
-e2e: deps
-	@if [ -x test/run-e2e.sh ]; then test/run-e2e.sh; else echo "e2e: skipped, test/run-e2e.sh not present"; fi
+e2e: deps ## End-to-end tests in the namespace lab with host agents
+	test/run-e2e.sh
 
-vpp-test:
-	@if [ -x test/run-vpp.sh ]; then test/run-vpp.sh; else echo "vpp-test: skipped, test/run-vpp.sh not present"; fi
+vpp-test: deps ## The same tests with VPP agents (skipped without VPP)
+	test/run-vpp.sh
 
 demo: deps build ## Start the lab, drive traffic, show the result, clean up
-	@if [ -x test/demo.sh ]; then test/demo.sh; else echo "demo: test/demo.sh is not written yet; nothing to show" >&2; exit 1; fi
+	test/demo.sh
 
-plugin: ## Build affinity_plugin.so against VPP (VPP_PREFIX=/opt/vpp)
-	$(CARGO) build --release -p affinity-plugin
+plugin: ## Build affinity_plugin.so against VPP (VPP_PREFIX, default /opt/vpp)
+	@if [ -z "$(VPP_PREFIX)" ] || [ ! -f "$(VPP_PREFIX)/include/vnet/vnet.h" ]; then \
+	  echo "plugin: skipped, VPP headers not found (set VPP_PREFIX to a VPP install)"; \
+	else \
+	  $(CARGO) build --release -p affinity-plugin --features vpp && \
+	  mkdir -p target/vpp-plugins && cp target/release/libaffinity_plugin.so target/vpp-plugins/affinity_plugin.so && \
+	  echo "plugin: target/vpp-plugins/affinity_plugin.so, target/release/affinity.api.json"; \
+	fi
 
 install: plugin ## Install the plugin and its .api.json where VPP looks for them
-	@if [ -x vpp-plugin/install.sh ]; then vpp-plugin/install.sh; else echo "install: skipped, vpp-plugin/install.sh not present" >&2; exit 1; fi
+	@if [ -f target/vpp-plugins/affinity_plugin.so ]; then \
+	  d=$$(dirname $$(find $(VPP_PREFIX)/lib* -maxdepth 3 -type d -name vpp_plugins | head -1)); \
+	  install -D -m 0755 target/vpp-plugins/affinity_plugin.so $$d/vpp_plugins/affinity_plugin.so && \
+	  install -D -m 0644 target/release/affinity.api.json $(VPP_PREFIX)/share/vpp/api/plugins/affinity.api.json && \
+	  echo "install: $$d/vpp_plugins/affinity_plugin.so, $(VPP_PREFIX)/share/vpp/api/plugins/affinity.api.json"; \
+	else echo "install: nothing to install (no VPP)"; fi
 
 bench: ## Benchmarks; ends with one `name value unit` line per figure
 	@rm -f target/bench-figures.txt
