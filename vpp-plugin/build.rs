@@ -124,7 +124,10 @@ fn main() {
     // Only the cdylib gets the shim (whole, for its constructors); binaries
     // that use the Rust library must not pull in VPP symbols.
     println!("cargo:rustc-cdylib-link-arg=-Wl,--whole-archive");
-    println!("cargo:rustc-cdylib-link-arg={}", out.join("libaffinity_shim.a").display());
+    println!(
+        "cargo:rustc-cdylib-link-arg={}",
+        out.join("libaffinity_shim.a").display()
+    );
     println!("cargo:rustc-cdylib-link-arg=-Wl,--no-whole-archive");
     let bindings = bindgen::Builder::default()
         .header("../c-shim/affinity_shim.h")
