@@ -19,7 +19,7 @@ use std::sync::atomic::{fence, AtomicU64, Ordering::*};
 /// probing at ≤ 50 % load keeps clusters short, but over millions of keys
 /// the longest runs reach dozens of buckets.
 const MAX_PROBE: usize = 128;
-const WAYS: usize = 2;
+pub(crate) const WAYS: usize = 2;
 const VALID: u64 = 1;
 const TOMB: u64 = 2;
 
@@ -295,8 +295,9 @@ impl FixedTable {
     }
 }
 
+/// Hints the CPU to load the cache line at `p` (no effect on correctness).
 #[inline]
-fn prefetch_line(p: *const i8) {
+pub(crate) fn prefetch_line(p: *const i8) {
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: prefetch is a hint; it never faults, even on invalid
