@@ -68,13 +68,33 @@ fn pool(flows: u32) -> Vec<u8> {
     v
 }
 
+const BACKEND: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+
 fn nat() -> NatAction {
     NatAction {
         flags: NatAction::DST_ADDR | NatAction::DST_PORT,
-        dst_addr: Ipv4Addr::new(198, 51, 100, 2),
+        dst_addr: BACKEND,
         dst_port: 8080,
         ..Default::default()
     }
+}
+
+/// The flow's key after `nat()`, and the NAT that turns it back.
+fn flipped(k: &AffinityKey) -> (AffinityKey, NatAction) {
+    let back = NatAction {
+        flags: NatAction::DST_ADDR | NatAction::DST_PORT,
+        dst_addr: k.dst_addr,
+        dst_port: k.dst_port,
+        ..Default::default()
+    };
+    (
+        AffinityKey {
+            dst_addr: BACKEND,
+            dst_port: 8080,
+            ..*k
+        },
+        back,
+    )
 }
 
 /// ns per packet of `f` run over the pool batch by batch (packets flip
@@ -98,17 +118,26 @@ fn measure(pristine: &[u8], rounds_pkts: usize, mut f: impl FnMut(&mut [u8])) ->
 
 fn agent_with_flows(flows: u32) -> std::sync::Arc<Agent> {
     let agent = Agent::new(AgentConfig {
-        fixed_capacity: flows as usize,
+        fixed_capacity: 2 * flows as usize,
         action_capacity: 16,
         ..Default::default()
     });
-    let actions = ActionSet {
+    let forward = ActionSet {
         nat: Some(NatActionKey::from(nat())),
         ..Default::default()
     };
     for i in 0..flows {
+        let k = key(i);
+        let (k2, back) = flipped(&k);
+        let backward = ActionSet {
+            nat: Some(NatActionKey::from(back)),
+            ..Default::default()
+        };
         agent
-            .install_fixed_local(0, key(i), &actions, 3600)
+            .install_fixed_local(0, k, &forward, 3600)
+            .expect("capacity");
+        agent
+            .install_fixed_local(0, k2, &backward, 3600)
             .expect("capacity");
     }
     agent
