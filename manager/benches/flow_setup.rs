@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 const FLOWS: u32 = 200_000;
 const WINDOW: usize = 64;
+const LATENCY_FLOWS: usize = 20_000;
 
 fn syn_packet(client: Ipv4Addr, port: u16) -> Vec<u8> {
     let mut p = vec![0u8; 40];
@@ -58,6 +59,56 @@ fn interest_match(seq: u64, i: u32) -> Vec<u8> {
     b.finish().unwrap()
 }
 
+/// Sends `msgs` keeping `window` outstanding; (flows/s, latencies in ns, lost).
+fn run(
+    agent: &UdpSocket,
+    addr: SocketAddr,
+    msgs: &[Vec<u8>],
+    window: usize,
+) -> (f64, Vec<u64>, u64) {
+    let mut sent_at = vec![Instant::now(); msgs.len()];
+    let mut lat: Vec<u64> = Vec::with_capacity(msgs.len());
+    let mut buf = vec![0u8; 65536];
+    let (mut next, mut outstanding, mut lost) = (0usize, 0usize, 0u64);
+    let base = u32::from_be_bytes(
+        ServiceMessage::parse(&msgs[0])
+            .ok()
+            .and_then(|m| m.fa_interest_data())
+            .and_then(|d| d.try_into().ok())
+            .unwrap_or([0; 4]),
+    ) as usize;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(60);
+    while (next < msgs.len() || outstanding > 0) && Instant::now() < deadline {
+        while outstanding < window && next < msgs.len() {
+            sent_at[next] = Instant::now();
+            let _ = agent.send_to(&msgs[next], addr);
+            next += 1;
+            outstanding += 1;
+        }
+        match agent.recv_from(&mut buf) {
+            Ok((n, _)) => {
+                let Ok(m) = ServiceMessage::parse(&buf[..n]) else {
+                    continue;
+                };
+                if let Some(d) = m.fa_interest_data() {
+                    let i = (u32::from_be_bytes(d.try_into().unwrap_or([0; 4])) as usize)
+                        .wrapping_sub(base);
+                    if let Some(t) = sent_at.get(i) {
+                        lat.push(t.elapsed().as_nanos() as u64);
+                    }
+                    outstanding = outstanding.saturating_sub(1);
+                }
+            }
+            Err(_) => {
+                lost += outstanding as u64;
+                outstanding = 0;
+            }
+        }
+    }
+    (lat.len() as f64 / start.elapsed().as_secs_f64(), lat, lost)
+}
+
 fn main() {
     let sock = std::env::temp_dir().join(format!("affinity-bench-{}.sock", std::process::id()));
     let cfg = Config::parse(&format!(
@@ -83,37 +134,16 @@ fn main() {
     let msgs: Vec<Vec<u8>> = (0..FLOWS)
         .map(|i| interest_match(i as u64 + 1, i))
         .collect();
-    let mut sent_at = vec![Instant::now(); FLOWS as usize];
-    let mut lat: Vec<u64> = Vec::with_capacity(FLOWS as usize);
-    let mut buf = vec![0u8; 65536];
-    let (mut next, mut outstanding, mut lost) = (0usize, 0usize, 0u64);
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs(60);
-    while (next < msgs.len() || outstanding > 0) && Instant::now() < deadline {
-        while outstanding < WINDOW && next < msgs.len() {
-            sent_at[next] = Instant::now();
-            agent.send_to(&msgs[next], addr).unwrap();
-            next += 1;
-            outstanding += 1;
-        }
-        match agent.recv_from(&mut buf) {
-            Ok((n, _)) => {
-                let Ok(m) = ServiceMessage::parse(&buf[..n]) else {
-                    continue;
-                };
-                if let Some(d) = m.fa_interest_data() {
-                    let i = u32::from_be_bytes(d.try_into().unwrap_or([0; 4])) as usize;
-                    lat.push(sent_at[i].elapsed().as_nanos() as u64);
-                    outstanding -= 1;
-                }
-            }
-            Err(_) => {
-                lost += outstanding as u64;
-                outstanding = 0;
-            }
-        }
-    }
-    let elapsed = start.elapsed();
+    // Throughput: keep WINDOW interest matches outstanding.
+    let (rate, _, lost) = run(
+        &agent,
+        addr,
+        &msgs[..FLOWS as usize - LATENCY_FLOWS],
+        WINDOW,
+    );
+    // Added latency: one at a time, so queueing does not count.
+    let (_, mut lat, lost2) = run(&agent, addr, &msgs[FLOWS as usize - LATENCY_FLOWS..], 1);
+    let lost = lost + lost2;
     stop.store(true, Ordering::Relaxed);
     let daemon = handle.join().unwrap();
     let _ = std::fs::remove_file(&sock);
@@ -124,12 +154,15 @@ fn main() {
             .unwrap_or(0) as f64
             / 1000.0
     };
-    let rate = lat.len() as f64 / elapsed.as_secs_f64();
     let figures = [
         ("manager_flow_setup_rate", rate, "flows/s"),
         ("manager_flow_setup_p50", pct(0.50), "us"),
         ("manager_flow_setup_p99", pct(0.99), "us"),
-        ("manager_flow_setup_answered", lat.len() as f64, "flows"),
+        (
+            "manager_flow_setup_latency_samples",
+            lat.len() as f64,
+            "flows",
+        ),
         ("manager_flow_setup_lost", lost as f64, "flows"),
         (
             "manager_flows_installed",
@@ -150,5 +183,4 @@ fn main() {
             let _ = writeln!(f, "{line}");
         }
     }
-    let _ = SocketAddr::V4;
 }

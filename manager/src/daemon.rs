@@ -155,9 +155,9 @@ impl Daemon {
     /// Runs until `stop` is set; `reload` is checked and cleared each round.
     pub fn run(&mut self, stop: &AtomicBool, reload: &AtomicBool) {
         let mut buf = vec![0u8; 65536];
-        let _ = self
-            .socket
-            .set_read_timeout(Some(Duration::from_millis(20)));
+        // Non-blocking for good: a round drains everything queued, then
+        // waits in poll(2) for at most the next timer.
+        let _ = self.socket.set_nonblocking(true);
         let mut next_tick = 0u64;
         while !stop.load(Ordering::Relaxed) {
             if reload.swap(false, Ordering::Relaxed) {
@@ -178,19 +178,21 @@ impl Daemon {
                 self.send(out);
                 next_tick = now + 20_000_000;
             }
-            // Drain what is queued before going back to timers.
-            for _ in 0..256 {
+            let mut got = 0;
+            while got < 1024 {
                 match self.socket.recv_from(&mut buf) {
                     Ok((n, SocketAddr::V4(from))) => {
                         let out = self.core.handle_datagram(self.now(), from, &buf[..n]);
                         self.send(out);
-                        let _ = self.socket.set_nonblocking(true);
+                        got += 1;
                     }
-                    Ok(_) => {}
+                    Ok(_) => got += 1,
                     Err(_) => break,
                 }
             }
-            let _ = self.socket.set_nonblocking(false);
+            if got == 0 {
+                wait_readable(&self.socket, 20);
+            }
         }
         let out = self.core.shutdown();
         self.send(out);
@@ -221,6 +223,18 @@ impl Daemon {
     pub fn core(&self) -> &ManagerCore {
         &self.core
     }
+}
+
+/// Waits up to `ms` for the socket to become readable.
+fn wait_readable(s: &UdpSocket, ms: i32) {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: s.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: FFI poll(2) on one valid pollfd that outlives the call.
+    unsafe { libc::poll(&mut pfd, 1, ms) };
 }
 
 fn socket_multicast_ttl(s: &UdpSocket) {
