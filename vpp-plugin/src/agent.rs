@@ -213,11 +213,15 @@ impl Agent {
         } else {
             0
         };
+        let flow_packets: Box<[AtomicU64]> = (0..slots).map(|_| AtomicU64::new(0)).collect();
+        let flow_bytes: Box<[AtomicU64]> = (0..slots).map(|_| AtomicU64::new(0)).collect();
+        crate::fixed_affinity::advise_huge_pages(&flow_packets);
+        crate::fixed_affinity::advise_huge_pages(&flow_bytes);
         Arc::new(Agent {
             actions: ActionTable::new(config.action_capacity + config.wildcard_capacity),
             wildcards: WildcardTable::new(config.wildcard_capacity),
-            flow_packets: (0..slots).map(|_| AtomicU64::new(0)).collect(),
-            flow_bytes: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            flow_packets,
+            flow_bytes,
             fixed,
             control: Mutex::new(ControlState {
                 managers: Vec::new(),

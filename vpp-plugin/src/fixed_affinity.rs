@@ -116,8 +116,10 @@ impl FixedTable {
             .saturating_mul(2)
             .next_power_of_two()
             .max(MAX_PROBE);
+        let buckets: Box<[Bucket]> = (0..n).map(|_| Bucket::default()).collect();
+        advise_huge_pages(&buckets);
         FixedTable {
-            buckets: (0..n).map(|_| Bucket::default()).collect(),
+            buckets,
             mask: n - 1,
             capacity,
             len: AtomicU64::new(0),
@@ -292,6 +294,26 @@ impl FixedTable {
                 }
             }
         }
+    }
+}
+
+/// Asks the kernel to back a large table with transparent huge pages: at
+/// millions of entries every random lookup would otherwise also miss the
+/// TLB. A hint only; without THP nothing changes.
+pub(crate) fn advise_huge_pages<T>(table: &[T]) {
+    let len = std::mem::size_of_val(table);
+    const HUGE: usize = 2 << 20;
+    let start = table.as_ptr() as usize;
+    let aligned = start.next_multiple_of(HUGE);
+    if len < 2 * HUGE || aligned >= start + len {
+        return;
+    }
+    let n = (start + len - aligned) / HUGE * HUGE;
+    #[cfg(target_os = "linux")]
+    // SAFETY: FFI madvise(2) over a range inside a live allocation we own;
+    // MADV_HUGEPAGE only changes how the kernel backs the pages.
+    unsafe {
+        libc::madvise(aligned as *mut libc::c_void, n, libc::MADV_HUGEPAGE);
     }
 }
 
