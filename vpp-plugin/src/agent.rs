@@ -431,15 +431,24 @@ impl Agent {
         }
     }
 
+    /// Counts and queues an affinity update-deny naming `denied_type`.
+    #[allow(clippy::too_many_arguments)]
     fn deny(
         &self,
         st: &mut ControlState,
         out: &mut ControlOutput,
         to: SocketAddrV4,
-        reason: DenyReason,
+        msg: &ServiceMessage<'_>,
+        denied_type: u16,
+        code: u16,
         e: &AffinityEntry<'_>,
     ) {
         st.counters.inc(Counter::DenySent);
+        let reason = DenyReason {
+            denied_type,
+            code,
+            denied_sequence: msg.sequence(),
+        };
         out.replies
             .push((to, self.build_deny(reason, e.identifier, Some(e.affinity))));
     }
@@ -470,22 +479,28 @@ impl Agent {
             if let Some(old) = self.wildcards.remove(owner, id) {
                 self.actions.release(old.action, now_ns);
             }
-            let r = DenyReason {
-                denied_type: t,
-                code: DenyReason::UNSUPPORTED_REQUIRED_ACTION,
-                denied_sequence: msg.sequence(),
-            };
-            return self.deny(st, out, from, r, e);
+            return self.deny(
+                st,
+                out,
+                from,
+                msg,
+                t,
+                DenyReason::UNSUPPORTED_REQUIRED_ACTION,
+                e,
+            );
         }
         let actions = self.action_set(e, owner, w.dispatch_flags, w.info_flags, w.forward_addr);
         let Some(action) = self.actions.acquire(&actions, now_ns) else {
             st.counters.inc(Counter::ActionFull);
-            let r = DenyReason {
-                denied_type: seg::WILDCARD_AFFINITY,
-                code: DenyReason::TABLE_FULL,
-                denied_sequence: msg.sequence(),
-            };
-            return self.deny(st, out, from, r, e);
+            return self.deny(
+                st,
+                out,
+                from,
+                msg,
+                seg::WILDCARD_AFFINITY,
+                DenyReason::TABLE_FULL,
+                e,
+            );
         };
         let sp = e.service_precedence.unwrap_or_default();
         let entry = WildcardEntry {
@@ -525,12 +540,15 @@ impl Agent {
             Upsert::Full => {
                 self.actions.release(action, now_ns);
                 st.counters.inc(Counter::WildcardFull);
-                let r = DenyReason {
-                    denied_type: seg::WILDCARD_AFFINITY,
-                    code: DenyReason::TABLE_FULL,
-                    denied_sequence: msg.sequence(),
-                };
-                self.deny(st, out, from, r, e);
+                self.deny(
+                    st,
+                    out,
+                    from,
+                    msg,
+                    seg::WILDCARD_AFFINITY,
+                    DenyReason::TABLE_FULL,
+                    e,
+                );
             }
         }
     }
@@ -557,12 +575,15 @@ impl Agent {
         }
         if let Some(t) = self.unsupported_action(e) {
             st.counters.inc(Counter::UnsupportedAction);
-            let r = DenyReason {
-                denied_type: t,
-                code: DenyReason::UNSUPPORTED_REQUIRED_ACTION,
-                denied_sequence: msg.sequence(),
-            };
-            return self.deny(st, out, from, r, e);
+            return self.deny(
+                st,
+                out,
+                from,
+                msg,
+                t,
+                DenyReason::UNSUPPORTED_REQUIRED_ACTION,
+                e,
+            );
         }
         // Seed rule: a fixed affinity needs a live wildcard of its owner.
         self.wildcards.commit();
@@ -574,22 +595,28 @@ impl Agent {
             .any(|w| w.owner == owner && w.is_live(now) && w.matches(&f.key, true));
         if !supported {
             st.counters.inc(Counter::FixedNoWildcard);
-            let r = DenyReason {
-                denied_type: seg::FIXED_AFFINITY,
-                code: DenyReason::NO_SUPPORTING_WILDCARD,
-                denied_sequence: msg.sequence(),
-            };
-            return self.deny(st, out, from, r, e);
+            return self.deny(
+                st,
+                out,
+                from,
+                msg,
+                seg::FIXED_AFFINITY,
+                DenyReason::NO_SUPPORTING_WILDCARD,
+                e,
+            );
         }
         let actions = self.action_set(e, owner, f.dispatch_flags, f.info_flags, f.forward_addr);
         let Some(action) = self.actions.acquire(&actions, now_ns) else {
             st.counters.inc(Counter::ActionFull);
-            let r = DenyReason {
-                denied_type: seg::FIXED_AFFINITY,
-                code: DenyReason::TABLE_FULL,
-                denied_sequence: msg.sequence(),
-            };
-            return self.deny(st, out, from, r, e);
+            return self.deny(
+                st,
+                out,
+                from,
+                msg,
+                seg::FIXED_AFFINITY,
+                DenyReason::TABLE_FULL,
+                e,
+            );
         };
         let expires = now.saturating_add(f.ttl.saturating_mul(10));
         match self.fixed.insert(
@@ -615,12 +642,15 @@ impl Agent {
             Err(_) => {
                 self.actions.release(action, now_ns);
                 st.counters.inc(Counter::FixedFull);
-                let r = DenyReason {
-                    denied_type: seg::FIXED_AFFINITY,
-                    code: DenyReason::TABLE_FULL,
-                    denied_sequence: msg.sequence(),
-                };
-                self.deny(st, out, from, r, e);
+                self.deny(
+                    st,
+                    out,
+                    from,
+                    msg,
+                    seg::FIXED_AFFINITY,
+                    DenyReason::TABLE_FULL,
+                    e,
+                );
             }
         }
     }
