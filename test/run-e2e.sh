@@ -92,6 +92,29 @@ else
     fail figure-5 "agent 2 punted ${punts2:-0}; per backend: $per_backend"
 fi
 
+# VPP only: the binary API from vpp_papi, the node's error counters and trace.
+if [ "$AGENT_KIND" = vpp ]; then
+    if /usr/bin/python3 -c "import vpp_papi" 2>/dev/null; then
+        if api=$(/usr/bin/python3 test/papi_check.py "$LAB_DIR/vpp-a1/api.sock" "${VPP_PREFIX:-/opt/vpp}/share/vpp/api" target/release 2>&1); then
+            pass vpp-api "vpp_papi: $api"
+        else
+            fail vpp-api "$api"
+        fi
+    else
+        skip vpp-api "vpp_papi is not importable by /usr/bin/python3 (install it from VPP's src/vpp-api/python)"
+    fi
+    vppctl_a 1 clear trace >/dev/null
+    vppctl_a 1 trace add af-packet-input 500 >/dev/null
+    client c1 http $VIP 80 1 >/dev/null
+    trace=$(vppctl_a 1 show trace | tr -d '\r')
+    errors=$(vppctl_a 1 show errors | tr -d '\r')
+    if grep -q 'affinity: fixed nat' <<<"$trace" && grep -q 'before 198.18.0.11' <<<"$trace" && grep -q 'packets punted to a service manager' <<<"$errors"; then
+        pass vpp-cli "show trace: $(grep -m1 -A2 'affinity: fixed nat' <<<"$trace" | tr -s ' ' | tr '\n' ' '); show errors lists the node's counters"
+    else
+        fail vpp-cli "no affinity trace/counters"; echo "$trace" | grep -A3 affinity | head -8
+    fi
+fi
+
 # 3. UDP: one client port maps to one backend; different ports spread.
 u1=$(client c2 udp $VIP 53 5 40001)
 same=$(grep -o '^backend-[0-9]' <<<"$u1" | sort -u | wc -l)
