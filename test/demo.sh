@@ -10,15 +10,24 @@ trap 'lab_down; rm -rf "$LAB_DIR"' EXIT
 trap 'exit 130' INT TERM
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-if [ -x /opt/vpp/bin/vpp ] && [ -f /opt/vpp/lib/x86_64-linux-gnu/vpp_plugins/affinity_plugin.so ]; then
-    say "VPP found, but the lab runs host agents: the VPP lab is not wired up yet"
+if [ -x "$VPP_BIN/vpp" ] && [ -f "$VPP_PLUGIN_DIR/affinity_plugin.so" ]; then
+    AGENT_KIND=vpp
+    export AGENTS_UNICAST='unicast = ["192.0.2.1:1637", "192.0.2.2:1637"]'
+    KIND="VPP $("$VPP_BIN/vpp" --version 2>/dev/null | head -1 | awk '{print $2}') with affinity_plugin.so"
+else
+    KIND="host agents on TUN (no VPP found)"
 fi
-say "Building the lab: 2 clients, 2 forwarding agents (host agents on TUN), 2 managers, 3 backends"
+say "Building the lab: 2 clients, 2 forwarding agents ($KIND), 2 managers, 3 backends"
 lab_up
+if [ "$AGENT_KIND" = vpp ]; then
+    for ns in aff-c1 aff-c2 aff-b1 aff-b2 aff-b3 aff-m1 aff-m2; do nsx $ns ethtool -K eth0 tx off rx off >/dev/null 2>&1; done
+    for i in 1 2; do for ifc in ethc eths ethm; do nsx aff-a$i ethtool -K $ifc tx off rx off >/dev/null 2>&1; done; done
+fi
 start_agent 1; start_agent 2
 start_manager 1 "$(manager_config 1 0)"
 start_manager 2 "$(manager_config 2 100)"
-wait_for 10 sh -c "[ \"\$($BIN/affinity-agent --socket /run/affinity-agent-a1.sock wildcard | awk '/^wildcard/ {print \$3}')\" -ge 30 ]" || { echo "lab did not come up"; exit 1; }
+ready() { [ "$(agent_cmd 1 wildcard | awk '/^wildcard/ {print $3}')" -ge 30 ] 2>/dev/null && manager_cmd 1 status | grep -q '198.51.100.13:8080 *healthy'; }
+wait_for 30 ready || { echo "lab did not come up"; exit 1; }
 sleep 1
 
 say "Services (primary manager's view)"
