@@ -106,7 +106,7 @@ if [ "$AGENT_KIND" = vpp ]; then
     vppctl_a 1 clear trace >/dev/null
     vppctl_a 1 trace add af-packet-input 500 >/dev/null
     client c1 http $VIP 80 1 >/dev/null
-    trace=$(vppctl_a 1 show trace | tr -d '\r')
+    trace=$(vppctl_a 1 show trace max 1000 | tr -d '\r')
     errors=$(vppctl_a 1 show errors | tr -d '\r')
     if grep -q 'affinity: fixed nat' <<<"$trace" && grep -q 'before 198.18.0.11' <<<"$trace" && grep -q 'packets punted to a service manager' <<<"$errors"; then
         pass vpp-cli "show trace: $(grep -m1 -A2 'affinity: fixed nat' <<<"$trace" | tr -s ' ' | tr '\n' ' '); show errors lists the node's counters"
