@@ -673,6 +673,25 @@ affinity_main_loop_enter (vlib_main_t *vm)
   am->initialised = 1;
   am->ctl_node_index = affinity_ctl_node.index;
   udp_register_dst_port (vm, am->cfg.listen_port, affinity_ctl_node.index, 1);
+  if (am->cfg.multicast_group)
+    {
+      /* Join the wildcard group: accept it on any interface and deliver it
+	 locally, where udp4-local hands it to the control node. */
+      ip4_address_t g = { .as_u32 = am->cfg.multicast_group };
+      u8 *cmds[2] = {
+	format (0, "ip mroute add %U/32 AA%c", format_ip4_address, &g, 0),
+	format (0, "ip mroute add %U/32 via local Forward%c",
+		format_ip4_address, &g, 0),
+      };
+      for (int i = 0; i < 2; i++)
+	{
+	  unformat_input_t in;
+	  unformat_init_string (&in, (char *) cmds[i], strlen ((char *) cmds[i]));
+	  vlib_cli_input (vm, &in, 0, 0);
+	  unformat_free (&in);
+	  vec_free (cmds[i]);
+	}
+    }
   return 0;
 }
 

@@ -12,7 +12,6 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 if [ -x "$VPP_BIN/vpp" ] && [ -f "$VPP_PLUGIN_DIR/affinity_plugin.so" ]; then
     AGENT_KIND=vpp
-    export AGENTS_UNICAST='unicast = ["192.0.2.1:1637", "192.0.2.2:1637"]'
     KIND="VPP $("$VPP_BIN/vpp" --version 2>/dev/null | head -1 | awk '{print $2}') with affinity_plugin.so"
 else
     KIND="host agents on TUN (no VPP found)"

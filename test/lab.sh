@@ -130,7 +130,7 @@ statseg { size 32M page-size 4k socket-name $d/stats.sock }
 plugins { path ${VPP_PREFIX:-/opt/vpp}/lib/x86_64-linux-gnu/vpp_plugins:$VPP_PLUGIN_DIR
   plugin default { disable } plugin af_packet_plugin.so { enable } plugin ping_plugin.so { enable }
   plugin nat_plugin.so { enable } plugin affinity_plugin.so { enable } }
-affinity { agent-address 192.0.2.$i listen-port 1637 manager 192.0.2.10 fixed-table-size 65536 ${VPP_AFFINITY_EXTRA:-} }
+affinity { agent-address 192.0.2.$i listen-port 1637 multicast-group 239.255.16.37 manager 192.0.2.10 fixed-table-size 65536 ${VPP_AFFINITY_EXTRA:-} }
 CONF
     nsx $a "$VPP_BIN/vpp" -c "$d/startup.conf" >"$d/out.log" 2>&1 &
 }

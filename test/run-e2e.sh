@@ -18,8 +18,6 @@ if [ "$AGENT_KIND" = vpp ]; then
         echo "vpp e2e: skipped, needs $VPP_BIN/vpp and $VPP_PLUGIN_DIR/affinity_plugin.so (make plugin)"
         exit 0
     fi
-    # VPP agents do not join the multicast group: managers also send unicast.
-    export AGENTS_UNICAST='unicast = ["192.0.2.1:1637", "192.0.2.2:1637"]'
 fi
 trap 'lab_down; rm -rf "$LAB_DIR"' EXIT
 trap 'exit 130' INT TERM
