@@ -72,6 +72,7 @@ install: plugin ## Install the plugin and its .api.json where VPP looks for them
 bench: ## Benchmarks; ends with one `name value unit` line per figure
 	@rm -f target/bench-figures.txt
 	$(CARGO) bench --workspace
+	@test/vpp-runtime-bench.sh | tee -a target/bench-figures.txt
 	@echo "== figures =="; cat target/bench-figures.txt 2>/dev/null || echo "no figures recorded"
 
 fuzz: ## Run each fuzz target for FUZZ_SECONDS (needs cargo-fuzz; installed if missing)

@@ -499,6 +499,29 @@ VLIB_CLI_COMMAND (affinity_set_command, static) = {
   .function = affinity_set_command_fn,
 };
 
+static clib_error_t *
+affinity_test_fill_command_fn (vlib_main_t *vm, unformat_input_t *input,
+			       vlib_cli_command_t *cmd)
+{
+  ip4_address_t src, dst, nat;
+  u32 n_addrs = 0, n_ports = 1, port = 1024, dport = 80, nport = 8080;
+  if (!unformat (input, "%U %u ports %u %u dst %U %u nat %U %u",
+		 unformat_ip4_address, &src, &n_addrs, &port, &n_ports,
+		 unformat_ip4_address, &dst, &dport, unformat_ip4_address, &nat,
+		 &nport))
+    return clib_error_return (0, "usage: test affinity fill <src> <n-addrs> ports <first> <count> dst <addr> <port> nat <addr> <port>");
+  u32 n = affinity_rs_test_fill (vlib_time_now (vm), src.as_u32, n_addrs, port,
+				 n_ports, dst.as_u32, dport, nat.as_u32, nport);
+  vlib_cli_output (vm, "installed %u fixed affinities", n);
+  return 0;
+}
+
+VLIB_CLI_COMMAND (affinity_test_fill_command, static) = {
+  .path = "test affinity fill",
+  .short_help = "test affinity fill <src> <n-addrs> ports <first> <count> dst <addr> <port> nat <addr> <port>",
+  .function = affinity_test_fill_command_fn,
+};
+
 /* ---- binary API -------------------------------------------------------- */
 
 static void

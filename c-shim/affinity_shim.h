@@ -96,6 +96,13 @@ uint32_t affinity_rs_fixed_rows (double now, uint32_t max, affinity_fixed_cb cb,
 uint32_t affinity_rs_wildcard_rows (double now, affinity_wildcard_cb cb,
 				    void *ctx);
 void affinity_rs_set_agent_address (uint32_t address);
+/* Benchmark support: installs n_addrs * n_ports fixed affinities
+   proto tcp, src (src_base + i):(port_base + j) -> dst:dport, NAT to
+   nat_dst:nat_dport. Returns how many were installed. */
+uint32_t affinity_rs_test_fill (double now, uint32_t src_base, uint32_t n_addrs,
+				uint16_t port_base, uint32_t n_ports, uint32_t dst,
+				uint16_t dport, uint32_t nat_dst,
+				uint16_t nat_dport);
 uint32_t affinity_rs_counter_count (void);
 const char *affinity_rs_counter_name (uint32_t i);
 uint64_t affinity_rs_counter_value (uint32_t i);

@@ -477,6 +477,56 @@ pub unsafe extern "C" fn affinity_rs_wildcard_rows(
     rows.len() as u32
 }
 
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn affinity_rs_test_fill(
+    now: f64,
+    src_base: u32,
+    n_addrs: u32,
+    port_base: u16,
+    n_ports: u32,
+    dst: u32,
+    dport: u16,
+    nat_dst: u32,
+    nat_dport: u16,
+) -> u32 {
+    let Some(st) = STATE.get() else { return 0 };
+    catch_unwind(AssertUnwindSafe(|| {
+        let nat = affinity_api::NatAction {
+            flags: affinity_api::NatAction::DST_ADDR | affinity_api::NatAction::DST_PORT,
+            dst_addr: Ipv4Addr::from(u32::from_be(nat_dst)),
+            dst_port: nat_dport,
+            ..Default::default()
+        };
+        let actions = crate::actions::ActionSet {
+            nat: Some(nat.into()),
+            ..Default::default()
+        };
+        let mut n = 0;
+        for a in 0..n_addrs {
+            for p in 0..n_ports {
+                let key = affinity_api::AffinityKey {
+                    protocol: 6,
+                    src_addr: Ipv4Addr::from(u32::from_be(src_base).wrapping_add(a)),
+                    dst_addr: Ipv4Addr::from(u32::from_be(dst)),
+                    src_port: port_base.wrapping_add(p as u16),
+                    dst_port: dport,
+                };
+                if st
+                    .agent
+                    .install_fixed_local(ns(now), key, &actions, 86400)
+                    .is_err()
+                {
+                    return n;
+                }
+                n += 1;
+            }
+        }
+        n
+    }))
+    .unwrap_or(0)
+}
+
 /// Keeps the shim's object (its node, feature, CLI and API registrations,
 /// all constructors) linked into the cdylib.
 #[no_mangle]
