@@ -49,7 +49,19 @@ elif cmd == "hold":
     go, out = sys.argv[4], sys.argv[5]
     with open(out, "w") as o:
         try:
-            s = socket.create_connection((host, port), timeout=3)
+            # Establishing the connection is not what the caller tests (the
+            # hold is): retry a failed connect within a bounded time.
+            end = time.time() + 8
+            while True:
+                try:
+                    s = socket.create_connection((host, port), timeout=3)
+                    break
+                except OSError as e:
+                    if time.time() >= end:
+                        raise
+                    o.write(f"retry {e}\n"); o.flush()
+                    time.sleep(0.2)
+            s.settimeout(5)
             f = s.makefile("rwb")
             f.write(b"before\n"); f.flush()
             o.write(f.readline().decode()); o.flush()

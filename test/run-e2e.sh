@@ -159,14 +159,16 @@ else
 fi
 nsx aff-b1 python3 test/backend.py backend-1 198.51.100.11 >"$LAB_DIR/b1.log" 2>&1 &
 manager_cmd 1 set-weight web 198.51.100.12:8080 1 >/dev/null; manager_cmd 2 set-weight web 198.51.100.12:8080 1 >/dev/null
-wait_for 5 healthy 1
+wait_for 10 healthy 1
+echo_listening() { nsx aff-b1 ss -ltn | grep -q '198.51.100.11:9000 '; }
+wait_for 5 echo_listening
 
 # 7. Failover: kill the primary; the held connection keeps working and new
 #    connections are served by the backup.
 GO="$LAB_DIR/go"; HOLD="$LAB_DIR/hold.out"
 client c1 hold $VIP 9000 "$GO" "$HOLD" &
 HOLD_PID=$!
-wait_for 5 grep -q before "$HOLD"
+wait_for 12 grep -q before "$HOLD"
 ip netns pids aff-m1 | xargs -r kill -9
 takeover=$(client c2 first-success $VIP 80 5)
 touch "$GO"; wait $HOLD_PID
@@ -176,6 +178,7 @@ if [ -n "$b_before" ] && [ "$b_before" = "$b_after" ] && [ "$after_ok" = 5 ] && 
     pass failover "first new connection served by the backup ${takeover}s after the primary was killed; held connection kept working on $b_before; 5/5 later requests ok"
 else
     fail failover "takeover=${takeover}s held: '$b_before' -> '$b_after' later ok=$after_ok"
+    sed 's/^/  hold: /' "$HOLD"; tail -n 5 "$LAB_DIR"/m2.log | sed 's/^/  m2: /'
 fi
 
 # 8. No refresh: with every manager gone, agents drop wildcards after their
