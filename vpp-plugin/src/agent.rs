@@ -166,8 +166,6 @@ pub struct Agent {
     pub(crate) fixed: FixedTable,
     pub(crate) actions: ActionTable,
     pub(crate) wildcards: WildcardTable,
-    pub(crate) flow_packets: Box<[AtomicU64]>,
-    pub(crate) flow_bytes: Box<[AtomicU64]>,
     pub(crate) control: Mutex<ControlState>,
     pub(crate) control_counters: SharedCounters,
     pub(crate) worker_counters: Mutex<Vec<Arc<SharedCounters>>>,
@@ -208,20 +206,9 @@ pub struct WildcardRow {
 impl Agent {
     pub fn new(config: AgentConfig) -> Arc<Agent> {
         let fixed = FixedTable::new(config.fixed_capacity);
-        let slots = if config.per_flow_counters {
-            fixed.slots()
-        } else {
-            0
-        };
-        let flow_packets: Box<[AtomicU64]> = (0..slots).map(|_| AtomicU64::new(0)).collect();
-        let flow_bytes: Box<[AtomicU64]> = (0..slots).map(|_| AtomicU64::new(0)).collect();
-        crate::fixed_affinity::advise_huge_pages(&flow_packets);
-        crate::fixed_affinity::advise_huge_pages(&flow_bytes);
         Arc::new(Agent {
             actions: ActionTable::new(config.action_capacity + config.wildcard_capacity),
             wildcards: WildcardTable::new(config.wildcard_capacity),
-            flow_packets,
-            flow_bytes,
             fixed,
             control: Mutex::new(ControlState {
                 managers: Vec::new(),
@@ -626,12 +613,7 @@ impl Agent {
                 expires_ds: expires,
             },
         ) {
-            Ok(Inserted::New(slot)) => {
-                if let (Some(p), Some(b)) = (self.flow_packets.get(slot), self.flow_bytes.get(slot))
-                {
-                    p.store(0, Relaxed);
-                    b.store(0, Relaxed);
-                }
+            Ok(Inserted::New(_)) => {
                 st.wheel.entry(expires / 10 + 1).or_default().push(f.key);
                 st.counters.inc(Counter::FixedAdd);
             }
@@ -863,8 +845,8 @@ impl Agent {
                         .unwrap_or(Ipv4Addr::UNSPECIFIED),
                     actions,
                     expires_in_ds: v.expires_ds as i64 - now,
-                    packets: self.flow_packets.get(slot).map_or(0, |c| c.load(Relaxed)),
-                    bytes: self.flow_bytes.get(slot).map_or(0, |c| c.load(Relaxed)),
+                    packets: self.fixed.counters(slot).0,
+                    bytes: self.fixed.counters(slot).1,
                 });
             }
             rows.len() < limit

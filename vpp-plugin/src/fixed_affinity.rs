@@ -1,11 +1,15 @@
 //! The fixed affinity table: exact match on the 5-tuple.
 //!
-//! Design: bucketised open addressing, one 64-byte cache line per bucket
-//! holding a version word and two 24-byte entries, with per-bucket versions
-//! (a seqlock). Why: a lookup touches one cache line in the common case
-//! (prefetchable from the hash alone, which is how the batch loop hides
-//! memory latency at 16 M flows); workers never take a lock or write shared
-//! memory, so they scale with VPP's worker threads; and the single control
+//! Design: open addressing with linear probing, one 64-byte cache line per
+//! bucket holding a version word (a seqlock), one entry and that entry's
+//! packet and byte counters. Why: a packet touches exactly one cache line
+//! of the table in the common case — lookup and per-flow counting alike —
+//! and that line is prefetchable from the hash alone, which is how the batch
+//! loop hides memory latency at 16 M flows (with millions of flows every
+//! line is a cache *and* TLB miss, so lines per packet is what costs).
+//! Workers never take a lock; the only shared writes are the counters'
+//! atomic adds, outside the version check. They scale with VPP's worker
+//! threads; and the single control
 //! thread that writes bumps a bucket's version around each change, so a
 //! reader that raced with it retries instead of seeing a torn entry. All
 //! words are atomics, so this is safe Rust. Deletion leaves a tombstone that
@@ -18,17 +22,23 @@ use std::sync::atomic::{fence, AtomicU64, Ordering::*};
 /// Buckets probed before an insert is refused / a lookup gives up. Linear
 /// probing at ≤ 50 % load keeps clusters short, but over millions of keys
 /// the longest runs reach dozens of buckets.
-const MAX_PROBE: usize = 128;
-pub(crate) const WAYS: usize = 2;
+const MAX_PROBE: usize = 256;
 const VALID: u64 = 1;
 const TOMB: u64 = 2;
 
+/// One entry; its index in the table is the entry's slot.
 #[repr(align(64))]
 #[derive(Default)]
 struct Bucket {
     version: AtomicU64,
-    /// Per way: key word 0 (src<<32|dst), key word 1 (ports, proto, state), value.
-    words: [AtomicU64; 3 * WAYS],
+    /// src << 32 | dst.
+    key0: AtomicU64,
+    /// Ports, protocol, and the state bits (VALID, TOMB) in the low byte.
+    key1: AtomicU64,
+    value: AtomicU64,
+    /// Added to by workers, outside the seqlock.
+    packets: AtomicU64,
+    bytes: AtomicU64,
 }
 
 /// What a fixed entry maps to.
@@ -112,12 +122,10 @@ impl FixedTable {
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         let n = capacity
-            .div_ceil(WAYS)
             .saturating_mul(2)
             .next_power_of_two()
             .max(MAX_PROBE);
-        let buckets: Box<[Bucket]> = (0..n).map(|_| Bucket::default()).collect();
-        advise_huge_pages(&buckets);
+        let buckets = crate::huge_pages::huge_slice(n, Bucket::default);
         FixedTable {
             buckets,
             mask: n - 1,
@@ -135,13 +143,13 @@ impl FixedTable {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Number of slots (for per-slot counters).
+    /// Number of slots.
     pub fn slots(&self) -> usize {
-        self.buckets.len() * WAYS
+        self.buckets.len()
     }
-    /// Bytes of memory per entry slot.
+    /// Bytes of memory per entry slot, counters included.
     pub const fn bytes_per_slot() -> usize {
-        std::mem::size_of::<Bucket>() / WAYS
+        std::mem::size_of::<Bucket>()
     }
 
     /// Bucket index a key hashes to (for prefetching).
@@ -151,12 +159,31 @@ impl FixedTable {
         hash(w0, w1) as usize & self.mask
     }
 
-    /// Hints the CPU to load the bucket a key hashes to.
+    /// Hints the CPU to load the bucket a key hashes to, and the next one,
+    /// where a linear probe continues (same page: no second TLB walk).
     #[inline]
     pub fn prefetch(&self, bucket: usize) {
-        if let Some(b) = self.buckets.get(bucket) {
-            prefetch_line(b as *const Bucket as *const i8);
+        for i in [bucket, (bucket + 1) & self.mask] {
+            if let Some(b) = self.buckets.get(i) {
+                prefetch_line(b as *const Bucket as *const i8);
+            }
         }
+    }
+
+    /// Counts a packet of `bytes` for the entry at `slot` (workers).
+    #[inline]
+    pub fn count(&self, slot: usize, bytes: u64) {
+        if let Some(b) = self.buckets.get(slot) {
+            b.packets.fetch_add(1, Relaxed);
+            b.bytes.fetch_add(bytes, Relaxed);
+        }
+    }
+
+    /// Packets and bytes counted for the entry at `slot`.
+    pub fn counters(&self, slot: usize) -> (u64, u64) {
+        self.buckets
+            .get(slot)
+            .map_or((0, 0), |b| (b.packets.load(Relaxed), b.bytes.load(Relaxed)))
     }
 
     /// Lock-free lookup: the value and slot of the entry, if present.
@@ -168,54 +195,41 @@ impl FixedTable {
             let bi = (start + p) & self.mask;
             let b = &self.buckets[bi];
             // Bounded retries: a writer holds a bucket for nanoseconds.
-            let mut found = None;
-            let mut saw_empty = false;
-            let mut consistent = false;
+            let mut read = None;
             for _ in 0..64 {
                 let v1 = b.version.load(Acquire);
                 if v1 & 1 == 1 {
                     std::hint::spin_loop();
                     continue;
                 }
-                found = None;
-                saw_empty = false;
-                for way in 0..WAYS {
-                    let k0 = b.words[3 * way].load(Relaxed);
-                    let k1 = b.words[3 * way + 1].load(Relaxed);
-                    let val = b.words[3 * way + 2].load(Relaxed);
-                    if k1 & VALID != 0 && k0 == w0 && k1 & !0xff == w1 {
-                        found = Some((FixedValue::decode(val), bi * WAYS + way));
-                    } else if k1 & (VALID | TOMB) == 0 {
-                        saw_empty = true;
-                    }
-                }
+                let k0 = b.key0.load(Relaxed);
+                let k1 = b.key1.load(Relaxed);
+                let val = b.value.load(Relaxed);
                 fence(Acquire);
                 if b.version.load(Relaxed) == v1 {
-                    consistent = true;
+                    read = Some((k0, k1, val));
                     break;
                 }
             }
-            if !consistent {
-                return None;
+            let (k0, k1, val) = read?;
+            if k1 & VALID != 0 && k0 == w0 && k1 & !0xff == w1 {
+                return Some((FixedValue::decode(val), bi));
             }
-            if found.is_some() {
-                return found;
-            }
-            if saw_empty {
+            if k1 & (VALID | TOMB) == 0 {
                 return None;
             }
         }
         None
     }
 
-    fn write_way(&self, bi: usize, way: usize, k0: u64, k1: u64, val: u64) {
+    fn write(&self, bi: usize, k0: u64, k1: u64, val: u64) {
         let b = &self.buckets[bi];
         let v = b.version.load(Relaxed);
         b.version.store(v + 1, Relaxed);
         fence(Release);
-        b.words[3 * way].store(k0, Relaxed);
-        b.words[3 * way + 1].store(k1, Relaxed);
-        b.words[3 * way + 2].store(val, Relaxed);
+        b.key0.store(k0, Relaxed);
+        b.key1.store(k1, Relaxed);
+        b.value.store(val, Relaxed);
         b.version.store(v + 2, Release);
     }
 
@@ -223,35 +237,34 @@ impl FixedTable {
     pub fn insert(&self, key: &AffinityKey, value: FixedValue) -> Result<Inserted, InsertError> {
         let (w0, w1) = key_words(key);
         let start = hash(w0, w1) as usize;
-        let mut free: Option<(usize, usize)> = None;
+        let mut free: Option<usize> = None;
         for p in 0..MAX_PROBE {
             let bi = (start + p) & self.mask;
             let b = &self.buckets[bi];
-            let mut empty = false;
-            for way in 0..WAYS {
-                let k0 = b.words[3 * way].load(Relaxed);
-                let k1 = b.words[3 * way + 1].load(Relaxed);
-                if k1 & VALID != 0 && k0 == w0 && k1 & !0xff == w1 {
-                    let old = FixedValue::decode(b.words[3 * way + 2].load(Relaxed));
-                    self.write_way(bi, way, w0, w1 | VALID, value.encode());
-                    return Ok(Inserted::Replaced(bi * WAYS + way, old));
-                }
-                if k1 & VALID == 0 {
-                    free.get_or_insert((bi, way));
-                    empty |= k1 & TOMB == 0;
-                }
+            let k0 = b.key0.load(Relaxed);
+            let k1 = b.key1.load(Relaxed);
+            if k1 & VALID != 0 && k0 == w0 && k1 & !0xff == w1 {
+                let old = FixedValue::decode(b.value.load(Relaxed));
+                self.write(bi, w0, w1 | VALID, value.encode());
+                return Ok(Inserted::Replaced(bi, old));
             }
-            if empty {
-                break;
+            if k1 & VALID == 0 {
+                free.get_or_insert(bi);
+                if k1 & TOMB == 0 {
+                    break;
+                }
             }
         }
         if self.len() >= self.capacity {
             return Err(InsertError::Full);
         }
-        let (bi, way) = free.ok_or(InsertError::Full)?;
-        self.write_way(bi, way, w0, w1 | VALID, value.encode());
+        let bi = free.ok_or(InsertError::Full)?;
+        let b = &self.buckets[bi];
+        b.packets.store(0, Relaxed);
+        b.bytes.store(0, Relaxed);
+        self.write(bi, w0, w1 | VALID, value.encode());
         self.len.fetch_add(1, Relaxed);
-        Ok(Inserted::New(bi * WAYS + way))
+        Ok(Inserted::New(bi))
     }
 
     /// Removes an entry (single writer); its value if it was present.
@@ -261,19 +274,15 @@ impl FixedTable {
         for p in 0..MAX_PROBE {
             let bi = (start + p) & self.mask;
             let b = &self.buckets[bi];
-            let mut empty = false;
-            for way in 0..WAYS {
-                let k0 = b.words[3 * way].load(Relaxed);
-                let k1 = b.words[3 * way + 1].load(Relaxed);
-                if k1 & VALID != 0 && k0 == w0 && k1 & !0xff == w1 {
-                    let old = FixedValue::decode(b.words[3 * way + 2].load(Relaxed));
-                    self.write_way(bi, way, 0, TOMB, 0);
-                    self.len.fetch_sub(1, Relaxed);
-                    return Some(old);
-                }
-                empty |= k1 & (VALID | TOMB) == 0;
+            let k0 = b.key0.load(Relaxed);
+            let k1 = b.key1.load(Relaxed);
+            if k1 & VALID != 0 && k0 == w0 && k1 & !0xff == w1 {
+                let old = FixedValue::decode(b.value.load(Relaxed));
+                self.write(bi, 0, TOMB, 0);
+                self.len.fetch_sub(1, Relaxed);
+                return Some(old);
             }
-            if empty {
+            if k1 & (VALID | TOMB) == 0 {
                 return None;
             }
         }
@@ -283,37 +292,15 @@ impl FixedTable {
     /// Visits live entries (control thread; for show commands and dumps).
     pub fn for_each(&self, mut f: impl FnMut(usize, AffinityKey, FixedValue) -> bool) {
         for (bi, b) in self.buckets.iter().enumerate() {
-            for way in 0..WAYS {
-                let k1 = b.words[3 * way + 1].load(Relaxed);
-                if k1 & VALID != 0 {
-                    let k0 = b.words[3 * way].load(Relaxed);
-                    let v = FixedValue::decode(b.words[3 * way + 2].load(Relaxed));
-                    if !f(bi * WAYS + way, key_from_words(k0, k1), v) {
-                        return;
-                    }
+            let k1 = b.key1.load(Relaxed);
+            if k1 & VALID != 0 {
+                let k0 = b.key0.load(Relaxed);
+                let v = FixedValue::decode(b.value.load(Relaxed));
+                if !f(bi, key_from_words(k0, k1), v) {
+                    return;
                 }
             }
         }
-    }
-}
-
-/// Asks the kernel to back a large table with transparent huge pages: at
-/// millions of entries every random lookup would otherwise also miss the
-/// TLB. A hint only; without THP nothing changes.
-pub(crate) fn advise_huge_pages<T>(table: &[T]) {
-    let len = std::mem::size_of_val(table);
-    const HUGE: usize = 2 << 20;
-    let start = table.as_ptr() as usize;
-    let aligned = start.next_multiple_of(HUGE);
-    if len < 2 * HUGE || aligned >= start + len {
-        return;
-    }
-    let n = (start + len - aligned) / HUGE * HUGE;
-    #[cfg(target_os = "linux")]
-    // SAFETY: FFI madvise(2) over a range inside a live allocation we own;
-    // MADV_HUGEPAGE only changes how the kernel backs the pages.
-    unsafe {
-        libc::madvise(aligned as *mut libc::c_void, n, libc::MADV_HUGEPAGE);
     }
 }
 
@@ -407,6 +394,31 @@ mod tests {
             true
         });
         assert_eq!(n, 1000);
+    }
+
+    #[test]
+    fn counters_accumulate_and_restart_with_a_new_entry() {
+        let t = FixedTable::new(16);
+        let v = FixedValue {
+            action: 1,
+            expires_ds: 1,
+        };
+        let Ok(Inserted::New(slot)) = t.insert(&key(1), v) else {
+            panic!("not inserted")
+        };
+        t.count(slot, 60);
+        t.count(slot, 40);
+        assert_eq!(t.counters(slot), (2, 100));
+        // A refresh keeps them; a new entry in the same slot starts at zero.
+        assert!(matches!(t.insert(&key(1), v), Ok(Inserted::Replaced(s, _)) if s == slot));
+        assert_eq!(t.counters(slot), (2, 100));
+        t.remove(&key(1));
+        let Ok(Inserted::New(again)) = t.insert(&key(1), v) else {
+            panic!("not inserted")
+        };
+        assert_eq!(again, slot, "the tombstone is reused");
+        assert_eq!(t.counters(slot), (0, 0));
+        assert_eq!(t.counters(usize::MAX), (0, 0));
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod agent;
 pub mod counters;
 pub mod datapath;
 pub mod fixed_affinity;
+pub mod huge_pages;
 pub mod show;
 pub mod wildcard_affinity;
 pub mod wire;
