@@ -26,6 +26,7 @@ typedef struct
   u16 msg_id_base;
   affinity_config_t cfg;
   u8 *key_file;
+  u8 *disabled_actions; /* NUL-separated names */
   u8 initialised;
   u32 ctl_node_index;
 } affinity_main_t;
@@ -342,6 +343,7 @@ affinity_config_fn (vlib_main_t *vm, unformat_input_t *input)
   affinity_main_t *am = &affinity_main;
   ip4_address_t a;
   u32 v;
+  u8 *word = 0;
   while (unformat_check_input (input) != UNFORMAT_END_OF_INPUT)
     {
       if (unformat (input, "agent-address %U", unformat_ip4_address, &a))
@@ -364,6 +366,13 @@ affinity_config_fn (vlib_main_t *vm, unformat_input_t *input)
 	vec_add1 (am->key_file, 0);
       else if (unformat (input, "auth-key-id %u", &v))
 	am->cfg.auth_key_id = v;
+      else if (unformat (input, "disable-action %s", &word))
+	{
+	  /* Checked by Rust at init (unknown names fail the start). */
+	  vec_append (am->disabled_actions, word);
+	  vec_add1 (am->disabled_actions, 0);
+	  vec_free (word);
+	}
       else
 	return clib_error_return (0, "affinity: unknown input '%U'",
 				  format_unformat_error, input);
@@ -691,8 +700,18 @@ affinity_main_loop_enter (vlib_main_t *vm)
   affinity_main_t *am = &affinity_main;
   am->cfg.n_threads = vlib_num_workers () + 1;
   am->cfg.auth_key_file = (const char *) am->key_file;
-  if (affinity_rs_init (&am->cfg) != 0)
-    return clib_error_return (0, "affinity: initialisation failed");
+  vec_add1 (am->disabled_actions, 0);
+  am->cfg.disabled_actions = (const char *) am->disabled_actions;
+  int rv = affinity_rs_init (&am->cfg);
+  if (rv == -2)
+    return clib_error_return (0, "affinity: cannot read auth-key-file %s",
+			      am->key_file);
+  if (rv == -5)
+    return clib_error_return (0,
+			      "affinity: unknown disable-action name (known: "
+			      "nat, advertise, seq-adjust, interest)");
+  if (rv != 0)
+    return clib_error_return (0, "affinity: initialisation failed (%d)", rv);
   am->initialised = 1;
   am->ctl_node_index = affinity_ctl_node.index;
   udp_register_dst_port (vm, am->cfg.listen_port, affinity_ctl_node.index, 1);

@@ -55,6 +55,8 @@ typedef struct affinity_config
   uint32_t n_threads;
   const char *auth_key_file; /* NULL = no authentication */
   uint16_t auth_key_id;
+  /* `disable-action NAME`: NUL-separated names, ending with an empty one */
+  const char *disabled_actions;
 } affinity_config_t;
 
 /* ---- implemented in Rust (vpp-plugin/src/ffi) -------------------------- */

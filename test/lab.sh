@@ -127,6 +127,7 @@ socksvr { socket-name $d/api.sock }
 memory { main-heap-size 512M main-heap-page-size 4k }
 buffers { buffers-per-numa 16384 page-size 4k }
 statseg { size 32M page-size 4k socket-name $d/stats.sock }
+${VPP_CPU:-}
 plugins { path ${VPP_PREFIX:-/opt/vpp}/lib/x86_64-linux-gnu/vpp_plugins:$VPP_PLUGIN_DIR
   plugin default { disable } plugin af_packet_plugin.so { enable } plugin ping_plugin.so { enable }
   plugin nat_plugin.so { enable } plugin affinity_plugin.so { enable } }

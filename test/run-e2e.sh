@@ -48,7 +48,7 @@ wildcards_ge() { [ "$(wildcard_count "$1")" -ge "$2" ]; }
 wildcards_zero() { [ "$(wildcard_count "$1")" = 0 ]; }
 manager_status_has() { manager_cmd "$1" status | grep -q "$2"; }
 not_healthy() { ! healthy "$1"; }
-web_wildcard_present() { agent_cmd 1 wildcard | grep -q '203.0.113.10/32:80 '; }
+web_wildcard_present() { agent_cmd "$1" wildcard | grep -q '203.0.113.10/32:80 '; }
 skip() { echo "SKIP $1: $2"; }
 wildcard_count() { agent_cmd "$1" wildcard | awk '/^wildcard affinities:/ {print $3}'; }
 counter() { agent_cmd "$1" stats | awk -v n="$2" '$2 == n {print $1}'; }
@@ -103,13 +103,17 @@ if [ "$AGENT_KIND" = vpp ]; then
     fi
     vppctl_a 1 clear trace >/dev/null
     vppctl_a 1 trace add af-packet-input 500 >/dev/null
+    before_clear=$(counter 1 packets)
+    vppctl_a 1 clear affinity stats >/dev/null
     client c1 http $VIP 80 1 >/dev/null
+    after_clear=$(counter 1 packets)
     trace=$(vppctl_a 1 show trace max 1000 | tr -d '\r')
     errors=$(vppctl_a 1 show errors | tr -d '\r')
-    if grep -q 'affinity: fixed nat' <<<"$trace" && grep -q 'before 198.18.0.11' <<<"$trace" && grep -q 'packets punted to a service manager' <<<"$errors"; then
-        pass vpp-cli "show trace: $(grep -m1 -A2 'affinity: fixed nat' <<<"$trace" | tr -s ' ' | tr '\n' ' '); show errors lists the node's counters"
+    if grep -q 'affinity: fixed nat' <<<"$trace" && grep -q 'before 198.18.0.11' <<<"$trace" && grep -q 'packets punted to a service manager' <<<"$errors" \
+        && [ "${after_clear:-0}" -gt 0 ] && [ "${after_clear:-0}" -lt "${before_clear:-0}" ]; then
+        pass vpp-cli "show trace: $(grep -m1 -A2 'affinity: fixed nat' <<<"$trace" | tr -s ' ' | tr '\n' ' '); show errors lists the node's counters; clear affinity stats: packets $before_clear -> $after_clear after one request"
     else
-        fail vpp-cli "no affinity trace/counters"; echo "$trace" | grep -A3 affinity | head -8
+        fail vpp-cli "trace/counters missing or clear failed (packets $before_clear -> $after_clear)"; echo "$trace" | grep -A3 affinity | head -8
     fi
 fi
 
@@ -218,26 +222,47 @@ else
 fi
 
 # 10. Unsupported action: the agents refuse 'advertise'; the manager retries without it.
-if [ "$AGENT_KIND" = vpp ]; then
-    skip unsupported-action "the VPP plugin has no setting to disable an action; covered by the host-agent run"
-    echo "$PASSED passed, $FAILED failed"
-    [ "$FAILED" = 0 ]
-    exit
-fi
 stop_managers
-restart_agents --disable-action advertise
+VPP_AFFINITY_EXTRA="disable-action advertise" restart_agents --disable-action advertise
 WEB_EXTRA='advertise = true
 optional_actions = ["advertise"]' start_manager 1 "$(WEB_EXTRA='advertise = true
 optional_actions = ["advertise"]' manager_config 1 0)"
 wait_for 5 manager_status_has 1 retry-without-optional-action
 denies=$(manager_cmd 1 status | awk '$2 == "deny-unsupported-action" {print $3}')
 retried=$(manager_cmd 1 status | awk '$2 == "retry-without-optional-action" {print $3}')
-wait_for 5 web_wildcard_present
-ok=$(client c1 http $VIP 80 3 | grep -c '^backend-')
+wait_for 5 web_wildcard_present 1 && wait_for 5 web_wildcard_present 2
+wait_for 10 healthy 1 && wait_for 10 healthy 2 && wait_for 10 healthy 3
+u_out=$(client c1 http $VIP 80 3)
+ok=$(grep -c '^backend-' <<<"$u_out")
 if [ "${denies:-0}" -gt 0 ] && [ "${retried:-0}" -gt 0 ] && [ "$ok" = 3 ]; then
     pass unsupported-action "agents sent ${denies} denies for the advertise action; the manager retried without it and 3/3 requests were served"
 else
     fail unsupported-action "denies=${denies:-0} retried=${retried:-0} ok=$ok"
+    echo "$u_out" | sed 's/^/  client: /'; agent_cmd 1 wildcard | head -12 | sed 's/^/  a1: /'
+    agent_cmd 1 stats | awk '$1 > 0' | sed 's/^/  a1: /'; grep -i 'deny\|retry' "$LAB_DIR"/m1.log | tail -n 4 | sed 's/^/  m1: /' 
+fi
+
+# 11. VPP only: the same traffic with a worker thread (`cpu { workers 1 }`):
+#     packets are processed on the worker, control updates arrive meanwhile,
+#     and the per-thread counters are summed in `show affinity stats`.
+if [ "$AGENT_KIND" = vpp ]; then
+    stop_managers
+    VPP_CPU="cpu { main-core 0 corelist-workers 1 }" restart_agents
+    for i in 1 2; do for ifc in ethc eths ethm; do vppctl_a $i set interface rx-mode host-$ifc interrupt >/dev/null 2>&1; done; done
+    start_manager 1 "$M1"; start_manager 2 "$M2"
+    wait_for 20 wildcards_ge 1 30 && wait_for 15 healthy 1 && wait_for 10 healthy 2 && wait_for 10 healthy 3
+    w_out=$(client c1 http $VIP 80 10; client c2 http $VIP 80 10)
+    w_ok=$(grep -c '^backend-' <<<"$w_out")
+    workers=$(vppctl_a 1 show threads | tr -d '\r' | grep -c 'vpp_wk_')
+    # Vectors our node handled on the worker thread.
+    on_worker=$(vppctl_a 1 show runtime | tr -d '\r' | awk '/^Thread [0-9]+ vpp_wk_/ {w=1} /^Thread 0 / {w=0} w && $1 == "affinity" {print $4; exit}')
+    summed=$(counter 1 packets)
+    if [ "$w_ok" = 20 ] && [ "$workers" -ge 1 ] && [ "${on_worker:-0}" -gt 0 ] && [ "${summed:-0}" -ge "${on_worker:-0}" ]; then
+        pass vpp-workers "with 1 worker thread: 20/20 HTTP requests served; agent 1's worker processed ${on_worker} packets in our node, show affinity stats sums ${summed}"
+    else
+        fail vpp-workers "ok=$w_ok workers=$workers on-worker=${on_worker:-0} summed=${summed:-0}"
+        echo "$w_out" | sort | uniq -c | head -4
+    fi
 fi
 
 echo "$PASSED passed, $FAILED failed"

@@ -78,13 +78,9 @@ fn parse_args(args: &[String]) -> Result<(Opts, Vec<String>), String> {
                 o.cfg.fixed_capacity = val(a)?.parse().map_err(|_| "bad --fixed-capacity")?
             }
             "--disable-action" => {
-                let t = match val(a)?.as_str() {
-                    "nat" => seg::NAT_ACTION,
-                    "advertise" => seg::ADVERTISE_ACTION,
-                    "seq-adjust" => seg::SEQ_ADJUST_ACTION,
-                    "interest" => seg::INTEREST_CRITERIA_ACTION,
-                    other => return Err(format!("unknown action {other:?}")),
-                };
+                let name = val(a)?;
+                let t = affinity_plugin::actions::action_segment_by_name(&name)
+                    .ok_or_else(|| format!("unknown action {name:?}"))?;
                 o.cfg.disabled_actions.push(t);
             }
             "-h" | "--help" => return Err(USAGE.into()),

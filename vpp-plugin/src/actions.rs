@@ -38,6 +38,24 @@ pub struct NatActionKey {
     pub dst_port: u16,
 }
 
+/// Actions an operator can turn off by name (`--disable-action`, the
+/// `affinity { disable-action ... }` startup section), as segment types; an
+/// affinity that requires one is then denied as unsupported.
+pub const DISABLEABLE_ACTIONS: [(&str, u16); 4] = [
+    ("nat", affinity_api::seg::NAT_ACTION),
+    ("advertise", affinity_api::seg::ADVERTISE_ACTION),
+    ("seq-adjust", affinity_api::seg::SEQ_ADJUST_ACTION),
+    ("interest", affinity_api::seg::INTEREST_CRITERIA_ACTION),
+];
+
+/// The segment type of a disableable action's name.
+pub fn action_segment_by_name(name: &str) -> Option<u16> {
+    DISABLEABLE_ACTIONS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|&(_, t)| t)
+}
+
 impl From<NatAction> for NatActionKey {
     fn from(n: NatAction) -> Self {
         NatActionKey {
@@ -357,5 +375,19 @@ mod tests {
             m == j || m == l,
             "a quarantined slot is reused once its time has passed"
         );
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    #[test]
+    fn action_names_map_to_their_segments() {
+        use affinity_api::seg;
+        assert_eq!(super::action_segment_by_name("nat"), Some(seg::NAT_ACTION));
+        assert_eq!(
+            super::action_segment_by_name("advertise"),
+            Some(seg::ADVERTISE_ACTION)
+        );
+        assert_eq!(super::action_segment_by_name("dispatch"), None);
     }
 }

@@ -169,6 +169,9 @@ pub struct Agent {
     pub(crate) control: Mutex<ControlState>,
     pub(crate) control_counters: SharedCounters,
     pub(crate) worker_counters: Mutex<Vec<Arc<SharedCounters>>>,
+    /// Sums at the last `clear stats`, subtracted when shown (the threads'
+    /// own counters only ever grow: no reset races a worker's publish).
+    cleared: Mutex<[u64; crate::counters::N_COUNTERS]>,
     pub(crate) hold: Mutex<VecDeque<HeldPacket>>,
     pub(crate) next_token: AtomicU32,
     pub(crate) sequence: AtomicU64,
@@ -217,6 +220,7 @@ impl Agent {
             }),
             control_counters: SharedCounters::default(),
             worker_counters: Mutex::new(Vec::new()),
+            cleared: Mutex::new([0; crate::counters::N_COUNTERS]),
             hold: Mutex::new(VecDeque::new()),
             next_token: AtomicU32::new(1),
             sequence: AtomicU64::new(SequenceSource::from_system_clock().next()),
@@ -793,29 +797,43 @@ impl Agent {
 
     // ---- introspection -------------------------------------------------
 
-    /// Summed counters of the control thread and all workers.
+    /// A counter summed over the control thread and all workers, since start.
+    fn raw_counter(&self, workers: &[Arc<SharedCounters>], c: Counter) -> u64 {
+        self.control_counters.get(c) + workers.iter().map(|w| w.get(c)).sum::<u64>()
+    }
+
+    /// Summed counters of the control thread and all workers, since the
+    /// last [`Agent::clear_counters`].
     pub fn counters(&self) -> Vec<(&'static str, u64)> {
         let workers = self.worker_counters.lock();
+        let cleared = self.cleared.lock();
         Counter::ALL
             .iter()
             .map(|&c| {
-                (
-                    c.name(),
-                    self.control_counters.get(c) + workers.iter().map(|w| w.get(c)).sum::<u64>(),
-                )
+                let base = cleared.get(c as usize).copied().unwrap_or(0);
+                (c.name(), self.raw_counter(&workers, c).saturating_sub(base))
             })
             .collect()
     }
 
-    /// One counter, summed.
+    /// One counter, summed, since the last [`Agent::clear_counters`].
     pub fn counter(&self, c: Counter) -> u64 {
-        self.control_counters.get(c)
-            + self
-                .worker_counters
-                .lock()
-                .iter()
-                .map(|w| w.get(c))
-                .sum::<u64>()
+        let workers = self.worker_counters.lock();
+        let base = self.cleared.lock().get(c as usize).copied().unwrap_or(0);
+        self.raw_counter(&workers, c).saturating_sub(base)
+    }
+
+    /// `clear affinity stats`: counters and per forward address statistics
+    /// start again from zero (per-flow counters stay with their flows).
+    pub fn clear_counters(&self) {
+        let workers = self.worker_counters.lock();
+        let mut cleared = self.cleared.lock();
+        for &c in Counter::ALL {
+            if let Some(b) = cleared.get_mut(c as usize) {
+                *b = self.raw_counter(&workers, c);
+            }
+        }
+        self.forward_stats.lock().clear();
     }
 
     /// Fixed affinities matching `filter`, at most `limit`.

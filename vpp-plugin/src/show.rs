@@ -85,7 +85,11 @@ pub fn render(agent: &Agent, now: u64, cmd: &str) -> String {
         "wildcard" => wildcard(agent, now),
         "managers" => managers(agent, now),
         "stats" => stats(agent),
-        other => format!("error: unknown command {other:?} (status | fixed [proto P] [src A] [dst A] [limit N] [verbose] | wildcard | managers | stats)\n"),
+        "clear" if words.get(1) == Some(&"stats") && words.len() == 2 => {
+            agent.clear_counters();
+            "affinity: counters cleared\n".into()
+        }
+        other => format!("error: unknown command {other:?} (status | fixed [proto P] [src A] [dst A] [limit N] [verbose] | wildcard | managers | stats | clear stats)\n"),
     }
 }
 

@@ -148,6 +148,21 @@ fn fixed_affinities_nat_both_directions_with_valid_checksums() {
     let rows = a.fixed_entries(2 * SEC, 10, |k| k.src_addr == CLIENT);
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].packets, 2);
+
+    // `clear affinity stats`: the summed counters restart from zero while
+    // the threads' own keep growing; per-flow counters stay with the flow.
+    let text = affinity_plugin::show::render(&a, 2 * SEC, "clear stats");
+    assert!(text.contains("cleared"), "{text}");
+    assert_eq!(a.counter(Counter::FixedHit), 0);
+    let (d, _) = run(&mut w, 2 * SEC, &reply(40000, build::TCP_ACK), 64);
+    assert_eq!(d, Disposition::Pass);
+    assert_eq!(a.counter(Counter::FixedHit), 1);
+    assert!(a
+        .counters()
+        .iter()
+        .any(|&(n, v)| n == Counter::NatApplied.name() && v == 1));
+    let rows = a.fixed_entries(2 * SEC, 10, |k| k.src_addr == CLIENT);
+    assert_eq!(rows[0].packets, 2);
 }
 
 #[test]

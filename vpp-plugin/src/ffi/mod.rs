@@ -149,7 +149,27 @@ pub unsafe extern "C" fn affinity_rs_init(cfg: *const sys::affinity_config_t) ->
                 Err(_) => return -2,
             }
         }
+        let mut disabled_actions = Vec::new();
+        if !c.disabled_actions.is_null() {
+            let mut p = c.disabled_actions;
+            loop {
+                // SAFETY: the shim passes NUL-separated names ending with an
+                // empty one, in a vector it keeps for the process's life.
+                let name = unsafe { CStr::from_ptr(p) };
+                if name.is_empty() {
+                    break;
+                }
+                match crate::actions::action_segment_by_name(&name.to_string_lossy()) {
+                    Some(t) => disabled_actions.push(t),
+                    None => return -5,
+                }
+                // SAFETY: `name` is followed by at least its NUL and the
+                // terminating empty name, inside the same vector.
+                p = unsafe { p.add(name.to_bytes().len() + 1) };
+            }
+        }
         let config = AgentConfig {
+            disabled_actions,
             fixed_capacity: c.fixed_table_size.max(1024) as usize,
             action_capacity: (c.fixed_table_size as usize / 4).max(65536),
             wildcard_capacity: c.wildcard_table_size.max(16) as usize,
@@ -337,12 +357,17 @@ pub extern "C" fn affinity_rs_tick(now: f64) {
 #[no_mangle]
 pub unsafe extern "C" fn affinity_rs_show(now: f64, args: *const c_char) -> *mut c_char {
     let text = catch_unwind(AssertUnwindSafe(|| {
-        let Some(st) = STATE.get() else { return String::from("affinity: not initialised\n") };
+        let Some(st) = STATE.get() else {
+            return String::from("affinity: not initialised\n");
+        };
         // SAFETY: the shim passes a NUL-terminated vector.
-        let args = if args.is_null() { String::new() } else { unsafe { CStr::from_ptr(args) }.to_string_lossy().into_owned() };
-        if args.trim() == "clear stats" {
-            return String::from("affinity: counters are cumulative; `show affinity stats` before and after shows the difference\n");
-        }
+        let args = if args.is_null() {
+            String::new()
+        } else {
+            unsafe { CStr::from_ptr(args) }
+                .to_string_lossy()
+                .into_owned()
+        };
         crate::show::render(&st.agent, ns(now), &args)
     }))
     .unwrap_or_else(|_| String::from("affinity: internal error\n"));
