@@ -11,6 +11,10 @@
 #include <vnet/ip/ip4_packet.h>
 #include <vnet/udp/udp_local.h>
 #include <vnet/feature/feature.h>
+#include <vnet/fib/ip4_fib.h>
+#include <vnet/dpo/load_balance.h>
+#include <vnet/adj/adj.h>
+#include <vnet/ip-neighbor/ip_neighbor.h>
 #include <vpp/app/version.h>
 #include <vlibapi/api.h>
 #include <vlibmemory/api.h>
@@ -56,6 +60,8 @@ affinity_shim_version (void)
   _ (PUNT, "packets punted to a service manager")                             \
   _ (DROP, "packets dropped by affinity rule")                                \
   _ (CONSUMED, "packets held or copied out")                                  \
+  _ (FORWARD, "dispatched to a forward address")                             \
+  _ (FORWARD_UNRESOLVED, "forward address unresolved, ARPed")                 \
   _ (CONTROL, "service messages received")                                    \
   _ (CONTROL_BAD, "control packets without a usable IPv4/UDP header")
 
@@ -78,6 +84,7 @@ enum
 {
   AFFINITY_SLOT_DROP = 0,
   AFFINITY_SLOT_LOOKUP = 1,
+  AFFINITY_SLOT_LOAD_BALANCE = 2,
 };
 
 typedef struct
@@ -131,6 +138,48 @@ affinity_trace_addrs (u8 *p, u32 len, ip4_address_t *src, ip4_address_t *dst,
 
 /* ---- the data node ----------------------------------------------------- */
 
+/* Dispatch without translation: route the packet as if its destination
+   were the forward address (the next hop), in the FIB the packet would have
+   been looked up in, and hand it to ip4-load-balance as ip4-lookup would.
+   A forward address on a connected subnet whose neighbour is not yet known
+   resolves to the subnet's glean adjacency, which would ARP for the
+   packet's own destination: ARP for the forward address instead, rate
+   limited, and drop the packet (counted) until the neighbour is known. */
+static_always_inline u16
+affinity_forward (vlib_main_t *vm, vlib_node_runtime_t *node,
+		  vlib_buffer_t *b, u32 forward_address, u32 *counts)
+{
+  static __thread f64 last_probe;
+  ip4_address_t nh = { .as_u32 = forward_address };
+  u32 rx = vnet_buffer (b)->sw_if_index[VLIB_RX];
+  u32 fib_index = vnet_buffer (b)->sw_if_index[VLIB_TX];
+  if (fib_index == (u32) ~0)
+    fib_index = rx < vec_len (ip4_main.fib_index_by_sw_if_index) ?
+		  ip4_main.fib_index_by_sw_if_index[rx] :
+		  0;
+  u32 lbi = ip4_fib_forwarding_lookup (fib_index, &nh);
+  const load_balance_t *lb = load_balance_get (lbi);
+  const dpo_id_t *dpo = load_balance_get_bucket_i (lb, 0);
+  if (PREDICT_FALSE (dpo->dpoi_type == DPO_ADJACENCY_GLEAN))
+    {
+      f64 now = vlib_time_now (vm);
+      if (now - last_probe > 0.1)
+	{
+	  last_probe = now;
+	  ip46_address_t dst = { .ip4 = nh };
+	  ip_neighbor_probe_dst (adj_get (dpo->dpoi_index)->rewrite_header.sw_if_index,
+				 vm->thread_index, AF_IP4, &dst);
+	}
+      /* error-drop counts it under this reason. */
+      b->error = node->errors[AFFINITY_ERROR_FORWARD_UNRESOLVED];
+      return AFFINITY_SLOT_DROP;
+    }
+  vnet_buffer (b)->ip.adj_index[VLIB_TX] = lbi;
+  vnet_buffer (b)->ip.flow_hash = 0;
+  counts[AFFINITY_ERROR_FORWARD]++;
+  return AFFINITY_SLOT_LOAD_BALANCE;
+}
+
 vlib_node_registration_t affinity_node;
 
 VLIB_NODE_FN (affinity_node)
@@ -162,6 +211,7 @@ VLIB_NODE_FN (affinity_node)
       p->next = AFFINITY_NEXT_CONTINUE;
       p->flags = 0;
       p->new_len = p->len;
+      p->forward_address = 0;
       if (PREDICT_FALSE (tracing && (b[i]->flags & VLIB_BUFFER_IS_TRACED)))
 	{
 	  clib_memset (&before[i], 0, sizeof (before[i]));
@@ -192,15 +242,21 @@ VLIB_NODE_FN (affinity_node)
 	  b[i]->flags |= VNET_BUFFER_F_LOCALLY_ORIGINATED;
 	  nexts[i] = AFFINITY_SLOT_LOOKUP;
 	}
+      else if (next == AFFINITY_NEXT_FORWARD)
+	nexts[i] = affinity_forward (vm, node, b[i], p->forward_address, counts);
       else
-	nexts[i] = AFFINITY_SLOT_DROP;
+	{
+	  /* error-drop counts it under this reason. */
+	  b[i]->error = node->errors[p->flags & AFFINITY_TRACE_CONSUMED ?
+				       AFFINITY_ERROR_CONSUMED :
+				       AFFINITY_ERROR_DROP];
+	  nexts[i] = AFFINITY_SLOT_DROP;
+	}
       counts[AFFINITY_ERROR_PROCESSED]++;
       counts[AFFINITY_ERROR_FIXED] += !!(p->flags & AFFINITY_TRACE_FIXED);
       counts[AFFINITY_ERROR_WILDCARD] += !!(p->flags & AFFINITY_TRACE_WILDCARD);
       counts[AFFINITY_ERROR_NAT] += !!(p->flags & AFFINITY_TRACE_NAT);
       counts[AFFINITY_ERROR_PUNT] += !!(p->flags & AFFINITY_TRACE_PUNT);
-      counts[AFFINITY_ERROR_DROP] += !!(p->flags & AFFINITY_TRACE_DROP);
-      counts[AFFINITY_ERROR_CONSUMED] += !!(p->flags & AFFINITY_TRACE_CONSUMED);
       if (PREDICT_FALSE (b[i]->flags & VLIB_BUFFER_IS_TRACED))
 	{
 	  affinity_trace_t *t = vlib_add_trace (vm, node, b[i], sizeof (*t));
@@ -229,10 +285,11 @@ VLIB_REGISTER_NODE (affinity_node) = {
   .n_errors = AFFINITY_N_ERROR,
   .error_strings = affinity_error_strings,
   /* CONTINUE is not a slot: it follows the feature arc. */
-  .n_next_nodes = 2,
+  .n_next_nodes = 3,
   .next_nodes = {
     [AFFINITY_SLOT_DROP] = "error-drop",
     [AFFINITY_SLOT_LOOKUP] = "ip4-lookup",
+    [AFFINITY_SLOT_LOAD_BALANCE] = "ip4-load-balance",
   },
 };
 
@@ -512,22 +569,24 @@ static clib_error_t *
 affinity_test_fill_command_fn (vlib_main_t *vm, unformat_input_t *input,
 			       vlib_cli_command_t *cmd)
 {
-  ip4_address_t src, dst, nat;
-  u32 n_addrs = 0, n_ports = 1, port = 1024, dport = 80, nport = 8080;
-  if (!unformat (input, "%U %u ports %u %u dst %U %u nat %U %u",
-		 unformat_ip4_address, &src, &n_addrs, &port, &n_ports,
-		 unformat_ip4_address, &dst, &dport, unformat_ip4_address, &nat,
-		 &nport))
-    return clib_error_return (0, "usage: test affinity fill <src> <n-addrs> ports <first> <count> dst <addr> <port> nat <addr> <port>");
+  ip4_address_t src, dst, nat = { 0 }, fwd = { 0 };
+  u32 n_addrs = 0, n_ports = 1, port = 1024, dport = 80, nport = 0;
+  if (!unformat (input, "%U %u ports %u %u dst %U %u", unformat_ip4_address,
+		 &src, &n_addrs, &port, &n_ports, unformat_ip4_address, &dst,
+		 &dport) ||
+      !(unformat (input, "nat %U %u", unformat_ip4_address, &nat, &nport) ||
+	unformat (input, "forward %U", unformat_ip4_address, &fwd)))
+    return clib_error_return (0, "usage: test affinity fill <src> <n-addrs> ports <first> <count> dst <addr> <port> (nat <addr> <port> | forward <addr>)");
   u32 n = affinity_rs_test_fill (vlib_time_now (vm), src.as_u32, n_addrs, port,
-				 n_ports, dst.as_u32, dport, nat.as_u32, nport);
+				 n_ports, dst.as_u32, dport, nat.as_u32, nport,
+				 fwd.as_u32);
   vlib_cli_output (vm, "installed %u fixed affinities", n);
   return 0;
 }
 
 VLIB_CLI_COMMAND (affinity_test_fill_command, static) = {
   .path = "test affinity fill",
-  .short_help = "test affinity fill <src> <n-addrs> ports <first> <count> dst <addr> <port> nat <addr> <port>",
+  .short_help = "test affinity fill <src> <n-addrs> ports <first> <count> dst <addr> <port> (nat <addr> <port> | forward <addr>)",
   .function = affinity_test_fill_command_fn,
 };
 

@@ -14,7 +14,8 @@ enum affinity_next
   AFFINITY_NEXT_CONTINUE = 0, /* next feature on the arc (ip4-lookup) */
   AFFINITY_NEXT_DROP = 1,
   AFFINITY_NEXT_LOOKUP = 2,   /* a punt: IPv4/UDP service message built in place */
-  AFFINITY_N_NEXT = 3,
+  AFFINITY_NEXT_FORWARD = 3,  /* dispatch, untranslated, via forward_address */
+  AFFINITY_N_NEXT = 4,
 };
 
 /* Trace flags (what the agent did). */
@@ -40,6 +41,7 @@ typedef struct affinity_pkt
   uint32_t next;     /* enum affinity_next */
   uint32_t flags;    /* enum affinity_action_flag */
   uint32_t new_len;  /* packet length after processing (punts grow it) */
+  uint32_t forward_address; /* AFFINITY_NEXT_FORWARD: next hop, network order */
 } affinity_pkt_t;
 
 /* startup.conf `affinity { ... }`, set before affinity_rs_init. */
@@ -98,13 +100,14 @@ uint32_t affinity_rs_fixed_rows (double now, uint32_t max, affinity_fixed_cb cb,
 uint32_t affinity_rs_wildcard_rows (double now, affinity_wildcard_cb cb,
 				    void *ctx);
 void affinity_rs_set_agent_address (uint32_t address);
-/* Benchmark support: installs n_addrs * n_ports fixed affinities
+/* Benchmark and test support: installs n_addrs * n_ports fixed affinities
    proto tcp, src (src_base + i):(port_base + j) -> dst:dport, NAT to
-   nat_dst:nat_dport. Returns how many were installed. */
+   nat_dst:nat_dport, or when forward is not 0 dispatched untranslated to
+   that forward address. Returns how many were installed. */
 uint32_t affinity_rs_test_fill (double now, uint32_t src_base, uint32_t n_addrs,
 				uint16_t port_base, uint32_t n_ports, uint32_t dst,
 				uint16_t dport, uint32_t nat_dst,
-				uint16_t nat_dport);
+				uint16_t nat_dport, uint32_t forward);
 uint32_t affinity_rs_counter_count (void);
 const char *affinity_rs_counter_name (uint32_t i);
 uint64_t affinity_rs_counter_value (uint32_t i);

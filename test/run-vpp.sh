@@ -11,4 +11,6 @@ fi
 VPP_PREFIX=$VPP_PREFIX cargo build --release -q -p affinity-plugin --features vpp || exit 1
 mkdir -p target/vpp-plugins
 cp target/release/libaffinity_plugin.so target/vpp-plugins/affinity_plugin.so
-AGENT_KIND=vpp VPP_PREFIX=$VPP_PREFIX exec test/run-e2e.sh
+VPP_PREFIX=$VPP_PREFIX test/vpp-forward-check.sh; fwd=$?
+AGENT_KIND=vpp VPP_PREFIX=$VPP_PREFIX test/run-e2e.sh; e2e=$?
+[ "$fwd" = 0 ] && [ "$e2e" = 0 ]

@@ -117,6 +117,7 @@ fn main() {
         .flag_if_supported("-Wno-empty-body")
         .flag_if_supported("-Wno-sign-compare")
         .flag_if_supported("-Wno-address-of-packed-member")
+        .flag_if_supported("-Wno-ignored-qualifiers")
         .define("CLIB_DEBUG", "0")
         .opt_level(2)
         .cargo_metadata(false)

@@ -256,10 +256,9 @@ pub unsafe extern "C" fn affinity_rs_process(
             );
             match out[i] {
                 Disposition::Pass => d.next = sys::affinity_next_AFFINITY_NEXT_CONTINUE,
-                Disposition::Forward(_) => {
-                    // Next-hop override is not implemented in the node: the
-                    // packet is routed normally (flagged in the trace).
-                    d.next = sys::affinity_next_AFFINITY_NEXT_CONTINUE;
+                Disposition::Forward(to) => {
+                    d.next = sys::affinity_next_AFFINITY_NEXT_FORWARD;
+                    d.forward_address = u32::from(to).to_be();
                     d.flags |= sys::affinity_action_flag_AFFINITY_TRACE_FORWARD;
                 }
                 Disposition::Drop(_) => {
@@ -514,18 +513,27 @@ pub extern "C" fn affinity_rs_test_fill(
     dport: u16,
     nat_dst: u32,
     nat_dport: u16,
+    forward: u32,
 ) -> u32 {
     let Some(st) = STATE.get() else { return 0 };
     catch_unwind(AssertUnwindSafe(|| {
-        let nat = affinity_api::NatAction {
-            flags: affinity_api::NatAction::DST_ADDR | affinity_api::NatAction::DST_PORT,
-            dst_addr: Ipv4Addr::from(u32::from_be(nat_dst)),
-            dst_port: nat_dport,
-            ..Default::default()
-        };
-        let actions = crate::actions::ActionSet {
-            nat: Some(nat.into()),
-            ..Default::default()
+        let actions = if forward != 0 {
+            crate::actions::ActionSet {
+                dispatch_flags: affinity_api::dispatch::FORWARD,
+                forward_addr: u32::from_be(forward),
+                ..Default::default()
+            }
+        } else {
+            let nat = affinity_api::NatAction {
+                flags: affinity_api::NatAction::DST_ADDR | affinity_api::NatAction::DST_PORT,
+                dst_addr: Ipv4Addr::from(u32::from_be(nat_dst)),
+                dst_port: nat_dport,
+                ..Default::default()
+            };
+            crate::actions::ActionSet {
+                nat: Some(nat.into()),
+                ..Default::default()
+            }
         };
         let mut n = 0;
         for a in 0..n_addrs {
