@@ -414,8 +414,12 @@ pub struct MessageBuilder {
 
 impl MessageBuilder {
     pub fn new(msg_type: MessageType, sequence: u64) -> Self {
+        // Room for a typical message (a flow's two fixed affinities and a
+        // returned SYN) without growing the buffer segment by segment.
+        let mut buf = Vec::with_capacity(512);
+        buf.resize(HEADER_LEN, 0);
         MessageBuilder {
-            buf: vec![0; HEADER_LEN],
+            buf,
             msg_type,
             sequence,
             key: None,

@@ -70,15 +70,9 @@ impl Daemon {
     }
 
     fn send(&mut self, out: Vec<Outgoing>) {
-        for (to, bytes) in out {
-            match self.socket.send_to(&bytes, to) {
-                Ok(_) => self.sent += 1,
-                Err(e) => {
-                    self.send_errors += 1;
-                    tracing::debug!(%to, error = %e, "send failed");
-                }
-            }
-        }
+        let (sent, failed) = crate::batch_io::send_all(&self.socket, &out);
+        self.sent += sent;
+        self.send_errors += failed;
     }
 
     /// Starts the control socket, metrics and health threads.
@@ -154,7 +148,8 @@ impl Daemon {
 
     /// Runs until `stop` is set; `reload` is checked and cleared each round.
     pub fn run(&mut self, stop: &AtomicBool, reload: &AtomicBool) {
-        let mut buf = vec![0u8; 65536];
+        let mut batch = crate::batch_io::RecvBatch::default();
+        let mut out = Vec::new();
         // Non-blocking for good: a round drains everything queued, then
         // waits in poll(2) for at most the next timer.
         let _ = self.socket.set_nonblocking(true);
@@ -180,13 +175,18 @@ impl Daemon {
             }
             let mut got = 0;
             while got < 1024 {
-                match self.socket.recv_from(&mut buf) {
-                    Ok((n, SocketAddr::V4(from))) => {
-                        let out = self.core.handle_datagram(self.now(), from, &buf[..n]);
-                        self.send(out);
-                        got += 1;
+                match batch.recv(&self.socket) {
+                    Ok(n) => {
+                        let now = self.now();
+                        for (from, bytes) in batch.iter() {
+                            if let Some(from) = from {
+                                out.extend(self.core.handle_datagram(now, from, bytes));
+                            }
+                        }
+                        // The answers to a batch go out together.
+                        self.send(std::mem::take(&mut out));
+                        got += n.max(1);
                     }
-                    Ok(_) => got += 1,
                     Err(_) => break,
                 }
             }

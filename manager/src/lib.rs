@@ -2,6 +2,7 @@
 //! decision core (no I/O) and the daemon around it.
 
 pub mod algorithm;
+pub mod batch_io;
 pub mod config;
 pub mod core;
 pub mod daemon;
