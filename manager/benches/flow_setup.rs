@@ -4,7 +4,7 @@
 //! Prints `name value unit` lines and appends them to target/bench-figures.txt.
 
 use affinity_api::*;
-use affinity_manager::batch_io::{send_all, RecvBatch};
+use affinity_manager::batch_io::{send_all, wait_readable, RecvBatch};
 use affinity_manager::daemon::Daemon;
 use affinity_manager::Config;
 use std::io::Write;
@@ -119,7 +119,7 @@ fn run(
                 outstanding = 0;
                 idle_since = Instant::now();
             }
-            Err(_) => wait_readable(agent),
+            Err(_) => wait_readable(agent, 20),
         }
     }
     (lat.len() as f64 / start.elapsed().as_secs_f64(), lat, lost)
@@ -146,18 +146,6 @@ impl ThreadCpu {
         unsafe { libc::clock_gettime(self.0, &mut ts) };
         ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
     }
-}
-
-/// Waits up to 20 ms for a datagram.
-fn wait_readable(s: &UdpSocket) {
-    use std::os::fd::AsRawFd;
-    let mut pfd = libc::pollfd {
-        fd: s.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: FFI poll(2) on one valid pollfd that outlives the call.
-    unsafe { libc::poll(&mut pfd, 1, 20) };
 }
 
 fn main() {

@@ -39,10 +39,8 @@ impl RecvBatch {
     /// socket must be non-blocking); how many arrived. `WouldBlock` when none.
     pub fn recv(&mut self, sock: &UdpSocket) -> io::Result<usize> {
         self.n = 0;
-        // SAFETY: all-zero is a valid value for these plain C structs.
+        // SAFETY: all-zero is a valid value for this plain C struct.
         let mut addrs: [libc::sockaddr_in; BATCH] = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         let mut iovs: Vec<libc::iovec> = self
             .bufs
             .iter_mut()
@@ -51,12 +49,7 @@ impl RecvBatch {
                 iov_len: b.len(),
             })
             .collect();
-        for (i, h) in hdrs.iter_mut().enumerate() {
-            h.msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_in).cast();
-            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-            h.msg_hdr.msg_iov = &mut iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
-        }
+        let mut hdrs = headers(&mut addrs, &mut iovs);
         // SAFETY: FFI recvmmsg(2) on a valid fd. Every header points at an
         // address buffer and one iovec over a live buffer of the stated
         // length, all of which outlive the call; the kernel writes at most
@@ -111,16 +104,7 @@ pub fn send_all(sock: &UdpSocket, msgs: &[(SocketAddrV4, Vec<u8>)]) -> (u64, u64
                 iov_len: b.len(),
             })
             .collect();
-        // SAFETY: all-zero is a valid value for this plain C struct.
-        let mut hdrs: Vec<libc::mmsghdr> = (0..chunk.len())
-            .map(|_| unsafe { std::mem::zeroed() })
-            .collect();
-        for (i, h) in hdrs.iter_mut().enumerate() {
-            h.msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_in).cast();
-            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-            h.msg_hdr.msg_iov = &mut iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
-        }
+        let mut hdrs = headers(&mut addrs, &mut iovs);
         // SAFETY: FFI sendmmsg(2) on a valid fd; every header points at a
         // live address and one iovec over live bytes (only read by the
         // kernel), all outliving the call.
@@ -150,6 +134,23 @@ pub fn send_all(sock: &UdpSocket, msgs: &[(SocketAddrV4, Vec<u8>)]) -> (u64, u64
     (sent, failed)
 }
 
+/// One message header per (address, iovec) pair, pointing at them.
+fn headers(addrs: &mut [libc::sockaddr_in], iovs: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
+    addrs
+        .iter_mut()
+        .zip(iovs.iter_mut())
+        .map(|(a, iov)| {
+            // SAFETY: all-zero is a valid value for this plain C struct.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_name = (a as *mut libc::sockaddr_in).cast();
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect()
+}
+
 fn sockaddr(a: &SocketAddrV4) -> libc::sockaddr_in {
     // SAFETY: all-zero is a valid value for this plain C struct.
     let mut s: libc::sockaddr_in = unsafe { std::mem::zeroed() };
@@ -161,9 +162,18 @@ fn sockaddr(a: &SocketAddrV4) -> libc::sockaddr_in {
 
 /// Waits up to `ms` for the socket to accept more datagrams.
 fn wait_writable(s: &UdpSocket, ms: i32) {
+    wait(s, libc::POLLOUT, ms)
+}
+
+/// Waits up to `ms` for a datagram to arrive.
+pub fn wait_readable(s: &UdpSocket, ms: i32) {
+    wait(s, libc::POLLIN, ms)
+}
+
+fn wait(s: &UdpSocket, events: libc::c_short, ms: i32) {
     let mut pfd = libc::pollfd {
         fd: s.as_raw_fd(),
-        events: libc::POLLOUT,
+        events,
         revents: 0,
     };
     // SAFETY: FFI poll(2) on one valid pollfd that outlives the call.

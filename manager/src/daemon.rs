@@ -191,7 +191,7 @@ impl Daemon {
                 }
             }
             if got == 0 {
-                wait_readable(&self.socket, 20);
+                crate::batch_io::wait_readable(&self.socket, 20);
             }
         }
         let out = self.core.shutdown();
@@ -223,18 +223,6 @@ impl Daemon {
     pub fn core(&self) -> &ManagerCore {
         &self.core
     }
-}
-
-/// Waits up to `ms` for the socket to become readable.
-fn wait_readable(s: &UdpSocket, ms: i32) {
-    use std::os::fd::AsRawFd;
-    let mut pfd = libc::pollfd {
-        fd: s.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: FFI poll(2) on one valid pollfd that outlives the call.
-    unsafe { libc::poll(&mut pfd, 1, ms) };
 }
 
 fn socket_multicast_ttl(s: &UdpSocket) {
