@@ -1,12 +1,13 @@
 //! New-flow setup rate on loopback: simulated agents send SYN interest
 //! matches (with the packet, as a real agent does) as fast as the manager
-//! answers; the manager runs its real daemon loop on one thread.
+//! answers; the manager runs its real daemon loop on one thread. Also the
+//! decision core alone on the same messages, without sockets.
 //! Prints `name value unit` lines and appends them to target/bench-figures.txt.
 
 use affinity_api::*;
 use affinity_manager::batch_io::{send_all, wait_readable, RecvBatch};
 use affinity_manager::daemon::Daemon;
-use affinity_manager::Config;
+use affinity_manager::{Config, ManagerCore};
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -157,6 +158,22 @@ fn main() {
     .expect("bench config");
     let mut cfg = cfg;
     cfg.agents.multicast_group = None;
+    // The decision core alone (no sockets), on the same messages: what the
+    // manager costs per flow apart from the kernel's UDP path.
+    let core_ns = {
+        let msgs: Vec<Vec<u8>> = (0..FLOWS)
+            .map(|i| interest_match(i as u64 + 1, i))
+            .collect();
+        let mut core = ManagerCore::new(cfg.clone(), 0);
+        let from = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1637);
+        let t = Instant::now();
+        let mut answers = 0usize;
+        for (i, m) in msgs.iter().enumerate() {
+            answers += core.handle_datagram(i as u64 * 1000, from, m).len();
+        }
+        assert_eq!(answers, msgs.len(), "every interest match answered");
+        t.elapsed().as_nanos() as f64 / msgs.len() as f64
+    };
     let mut daemon = Daemon::bind(cfg, None).expect("bind");
     let addr = daemon.local_addr().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -207,6 +224,7 @@ fn main() {
             per_core,
             "flows/s",
         ),
+        ("manager_core_decision_ns_per_flow", core_ns, "ns"),
         (
             "manager_thread_cpu_busy",
             cpu * rate / answered.len().max(1) as f64,

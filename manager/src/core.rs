@@ -7,6 +7,7 @@ use crate::config::{parse_port_range, Config, ServiceConfig};
 use crate::snat::PortPool;
 use affinity_api::*;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 
 type FlowMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::fmt::Write as _;
@@ -50,6 +51,10 @@ impl Backend {
 #[derive(Debug)]
 pub struct Service {
     pub cfg: ServiceConfig,
+    /// `cfg.name`, shared with this service's flows (no copy per flow).
+    name: Arc<str>,
+    /// Scratch for the selector's candidates (no allocation per flow).
+    cands: Vec<Candidate>,
     /// Affinity identifiers: base + 0 forward, base + 1 + i reverse of backend i.
     pub id_base: u32,
     pub backends: Vec<Backend>,
@@ -63,7 +68,7 @@ pub struct Service {
 /// A flow the manager placed.
 #[derive(Debug, Clone)]
 pub struct Flow {
-    pub service: String,
+    pub service: Arc<str>,
     pub fwd: AffinityKey,
     pub rev: AffinityKey,
     pub vip: SocketAddrV4,
@@ -242,6 +247,8 @@ impl ManagerCore {
                 (_, n) => n,
             };
             self.services.push(Service {
+                name: Arc::from(cfg.name.as_str()),
+                cands: Vec::new(),
                 id_base: (i as u32 + 1) << 16,
                 names: cfg
                     .backends
@@ -662,15 +669,12 @@ impl ManagerCore {
             self.count("flow-adopted");
         }
         let s = &mut self.services[si];
-        let cands: Vec<Candidate> = s
-            .backends
-            .iter()
-            .map(|b| Candidate {
-                weight: b.effective_weight(),
-                active: b.active,
-            })
-            .collect();
-        let Some(bi) = s.selector.pick(&cands, &s.names, flow_hash(&key)) else {
+        s.cands.clear();
+        s.cands.extend(s.backends.iter().map(|b| Candidate {
+            weight: b.effective_weight(),
+            active: b.active,
+        }));
+        let Some(bi) = s.selector.pick(&s.cands, &s.names, flow_hash(&key)) else {
             self.count("no-backend-available");
             tracing::warn!(service = %self.services[si].cfg.name, "no healthy backend with weight > 0");
             return;
@@ -692,7 +696,7 @@ impl ManagerCore {
         s.backends[bi].total += 1;
         let (rdst, rport) = snat.map_or((key.src_addr, key.src_port), |a| (*a.ip(), a.port()));
         let flow = Flow {
-            service: s.cfg.name.clone(),
+            service: s.name.clone(),
             fwd: key,
             rev: AffinityKey {
                 protocol: key.protocol,
@@ -722,7 +726,7 @@ impl ManagerCore {
     fn sticky_ms(&self, f: &Flow) -> u64 {
         self.services
             .iter()
-            .find(|s| s.cfg.name == f.service)
+            .find(|s| *s.name == *f.service)
             .map_or(5000, |s| s.cfg.sticky_timeout_ms)
     }
 
@@ -752,7 +756,7 @@ impl ManagerCore {
 
     fn release_flow(&mut self, f: &Flow) {
         self.rev.remove(&f.rev);
-        if let Some(s) = self.services.iter_mut().find(|s| s.cfg.name == f.service) {
+        if let Some(s) = self.services.iter_mut().find(|s| *s.name == *f.service) {
             if let Some(b) = s.backends.iter_mut().find(|b| b.addr == f.backend) {
                 b.active = b.active.saturating_sub(1);
             }
