@@ -5,7 +5,7 @@
 //! Prints `name value unit` lines and appends them to target/bench-figures.txt.
 
 use affinity_api::*;
-use affinity_manager::batch_io::{send_all, wait_readable, RecvBatch};
+use affinity_manager::batch_io::{send_all, RecvBatch};
 use affinity_manager::daemon::Daemon;
 use affinity_manager::{Config, ManagerCore};
 use std::io::Write;
@@ -120,7 +120,9 @@ fn run(
                 outstanding = 0;
                 idle_since = Instant::now();
             }
-            Err(_) => wait_readable(agent, 20),
+            // Poll like a VPP worker's input node does (bounded by the idle
+            // timeout above and the run's deadline).
+            Err(_) => std::hint::spin_loop(),
         }
     }
     (lat.len() as f64 / start.elapsed().as_secs_f64(), lat, lost)

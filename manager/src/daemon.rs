@@ -30,6 +30,9 @@ pub struct Daemon {
     send_errors: u64,
 }
 
+/// How long the loop keeps polling after the last datagram before sleeping.
+const BUSY_POLL: Duration = Duration::from_micros(200);
+
 impl Daemon {
     /// Binds the service-message socket (`listen` may use port 0).
     pub fn bind(cfg: Config, config_path: Option<PathBuf>) -> std::io::Result<Daemon> {
@@ -147,6 +150,9 @@ impl Daemon {
     }
 
     /// Runs until `stop` is set; `reload` is checked and cleared each round.
+    /// After traffic it keeps polling the socket for [`BUSY_POLL`] before
+    /// sleeping in poll(2): under load, the next burst usually arrives within
+    /// that time, and sleeping and being woken costs more than the flow.
     pub fn run(&mut self, stop: &AtomicBool, reload: &AtomicBool) {
         let mut batch = crate::batch_io::RecvBatch::default();
         let mut out = Vec::new();
@@ -154,6 +160,7 @@ impl Daemon {
         // waits in poll(2) for at most the next timer.
         let _ = self.socket.set_nonblocking(true);
         let mut next_tick = 0u64;
+        let mut busy_until = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             if reload.swap(false, Ordering::Relaxed) {
                 self.reload();
@@ -190,8 +197,12 @@ impl Daemon {
                     Err(_) => break,
                 }
             }
-            if got == 0 {
+            if got > 0 {
+                busy_until = Instant::now() + BUSY_POLL;
+            } else if Instant::now() >= busy_until {
                 crate::batch_io::wait_readable(&self.socket, 20);
+            } else {
+                std::hint::spin_loop();
             }
         }
         let out = self.core.shutdown();
