@@ -67,6 +67,29 @@ fn syn_is_punted_in_place_with_interest_match() {
 }
 
 #[test]
+fn punt_in_place_leaves_link_padding_out() {
+    // Ethernet pads a 40-byte SYN to 46 bytes; the padding is not part of
+    // the IP packet, and the punt (which ends where the packet's buffer
+    // length now says) carries exactly the IP packet. Found by the fuzzer.
+    let (a, mut w) = agent(AgentConfig::default());
+    install_service(&a);
+    let pkt = syn(40000);
+    let mut padded = pkt.clone();
+    padded.extend_from_slice(&[0xee; 6]);
+    let mut buf = buffer(&padded, 256);
+    let mut pkts = [PacketBuf::new(&mut buf, 256, padded.len())];
+    let mut out = [Disposition::Pass];
+    w.process_batch(SEC, &mut pkts, &mut out);
+    let Disposition::Punt { start, .. } = out[0] else {
+        panic!("{:?}", out[0])
+    };
+    assert_eq!(pkts[0].len, pkt.len());
+    let end = pkts[0].start + pkts[0].len;
+    let msg = ServiceMessage::parse(&buf[start..end]).unwrap();
+    assert_eq!(msg.ip_packet().unwrap(), &pkt[..]);
+}
+
+#[test]
 fn punt_without_headroom_is_copied_out() {
     let (a, mut w) = agent(AgentConfig::default());
     install_service(&a);
