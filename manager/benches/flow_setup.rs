@@ -94,7 +94,7 @@ fn run(
             for t in &mut sent_at[next..next + room] {
                 *t = now;
             }
-            send_all(agent, &out);
+            send_all(agent, &out, false);
             next += room;
             outstanding += room;
         }
@@ -151,31 +151,9 @@ impl ThreadCpu {
     }
 }
 
-fn main() {
-    let sock = std::env::temp_dir().join(format!("affinity-bench-{}.sock", std::process::id()));
-    let cfg = Config::parse(&format!(
-        "[manager]\nlisten = \"127.0.0.1:0\"\ncontrol_socket = \"{}\"\nfixed_ttl = 300\n[agents]\nunicast = []\n[[service]]\nname = \"web\"\nvirtual = \"203.0.113.10:80\"\nalgorithm = \"maglev\"\n[[service.backend]]\naddress = \"198.51.100.1:80\"\n[[service.backend]]\naddress = \"198.51.100.2:80\"\n[[service.backend]]\naddress = \"198.51.100.3:80\"\n",
-        sock.display()
-    ))
-    .expect("bench config");
-    let mut cfg = cfg;
-    cfg.agents.multicast_group = None;
-    // The decision core alone (no sockets), on the same messages: what the
-    // manager costs per flow apart from the kernel's UDP path.
-    let core_ns = {
-        let msgs: Vec<Vec<u8>> = (0..FLOWS)
-            .map(|i| interest_match(i as u64 + 1, i))
-            .collect();
-        let mut core = ManagerCore::new(cfg.clone(), 0);
-        let from = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1637);
-        let t = Instant::now();
-        let mut answers = 0usize;
-        for (i, m) in msgs.iter().enumerate() {
-            answers += core.handle_datagram(i as u64 * 1000, from, m).len();
-        }
-        assert_eq!(answers, msgs.len(), "every interest match answered");
-        t.elapsed().as_nanos() as f64 / msgs.len() as f64
-    };
+/// Runs the real daemon loop on its own thread against the simulated
+/// agent: throughput, per manager core, latency percentiles.
+fn daemon_figures(cfg: Config) -> Vec<(&'static str, f64, &'static str)> {
     let mut daemon = Daemon::bind(cfg, None).expect("bind");
     let addr = daemon.local_addr().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -211,7 +189,6 @@ fn main() {
     let lost = lost + lost2;
     stop.store(true, Ordering::Relaxed);
     let daemon = handle.join().unwrap();
-    let _ = std::fs::remove_file(&sock);
     lat.sort_unstable();
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
@@ -219,14 +196,13 @@ fn main() {
             .unwrap_or(0) as f64
             / 1000.0
     };
-    let figures = [
+    vec![
         ("manager_flow_setup_rate", rate, "flows/s"),
         (
             "manager_flow_setup_per_manager_core_second",
             per_core,
             "flows/s",
         ),
-        ("manager_core_decision_ns_per_flow", core_ns, "ns"),
         (
             "manager_thread_cpu_busy",
             cpu * rate / answered.len().max(1) as f64,
@@ -234,18 +210,54 @@ fn main() {
         ),
         ("manager_flow_setup_p50", pct(0.50), "us"),
         ("manager_flow_setup_p99", pct(0.99), "us"),
-        (
-            "manager_flow_setup_latency_samples",
-            lat.len() as f64,
-            "flows",
-        ),
         ("manager_flow_setup_lost", lost as f64, "flows"),
         (
             "manager_flows_installed",
             daemon.core().flow_count() as f64,
             "flows",
         ),
-    ];
+    ]
+}
+
+fn main() {
+    let sock = std::env::temp_dir().join(format!("affinity-bench-{}.sock", std::process::id()));
+    let cfg = Config::parse(&format!(
+        "[manager]\nlisten = \"127.0.0.1:0\"\ncontrol_socket = \"{}\"\nfixed_ttl = 300\n[agents]\nunicast = []\n[[service]]\nname = \"web\"\nvirtual = \"203.0.113.10:80\"\nalgorithm = \"maglev\"\n[[service.backend]]\naddress = \"198.51.100.1:80\"\n[[service.backend]]\naddress = \"198.51.100.2:80\"\n[[service.backend]]\naddress = \"198.51.100.3:80\"\n",
+        sock.display()
+    ))
+    .expect("bench config");
+    let mut cfg = cfg;
+    cfg.agents.multicast_group = None;
+    // The decision core alone (no sockets), on the same messages: what the
+    // manager costs per flow apart from the kernel's UDP path.
+    let core_ns = {
+        let msgs: Vec<Vec<u8>> = (0..FLOWS)
+            .map(|i| interest_match(i as u64 + 1, i))
+            .collect();
+        let mut core = ManagerCore::new(cfg.clone(), 0);
+        let from = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1637);
+        let t = Instant::now();
+        let mut answers = 0usize;
+        for (i, m) in msgs.iter().enumerate() {
+            answers += core.handle_datagram(i as u64 * 1000, from, m).len();
+        }
+        assert_eq!(answers, msgs.len(), "every interest match answered");
+        t.elapsed().as_nanos() as f64 / msgs.len() as f64
+    };
+    let mut figures = vec![(
+        "manager_core_decision_ns_per_flow".to_string(),
+        core_ns,
+        "ns",
+    )];
+    // The daemon as configured by default, then with `udp_gso = true`.
+    for (suffix, gso) in [("", false), ("_udp_gso", true)] {
+        let mut cfg = cfg.clone();
+        cfg.manager.udp_gso = gso;
+        for (n, v, u) in daemon_figures(cfg) {
+            figures.push((format!("{n}{suffix}"), v, u));
+        }
+    }
+    let _ = std::fs::remove_file(&sock);
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-figures.txt");
     let mut f = std::fs::OpenOptions::new()
         .create(true)

@@ -42,6 +42,13 @@ pub struct ManagerSection {
     /// Open flows are forgotten after this long without a close (s).
     #[serde(default = "default_flow_lifetime")]
     pub flow_max_lifetime: u32,
+    /// Send runs of equal-sized datagrams to one agent with UDP segmentation
+    /// offload (one send, split by the kernel). Off by default: an agent
+    /// that captures from a veth with offloads on (VPP af_packet on the
+    /// manager's own host) would see one oversized frame instead of the
+    /// datagrams. Safe when agents are on other hosts or use kernel sockets.
+    #[serde(default)]
+    pub udp_gso: bool,
 }
 
 fn default_name() -> String {

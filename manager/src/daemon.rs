@@ -73,7 +73,8 @@ impl Daemon {
     }
 
     fn send(&mut self, out: Vec<Outgoing>) {
-        let (sent, failed) = crate::batch_io::send_all(&self.socket, &out);
+        let gso = self.core.config().manager.udp_gso;
+        let (sent, failed) = crate::batch_io::send_all(&self.socket, &out, gso);
         self.sent += sent;
         self.send_errors += failed;
     }
