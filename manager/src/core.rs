@@ -55,6 +55,8 @@ pub struct Service {
     name: Arc<str>,
     /// Scratch for the selector's candidates (no allocation per flow).
     cands: Vec<Candidate>,
+    /// `cfg.domain()`, parsed once (address, mask).
+    domain: (Ipv4Addr, Ipv4Addr),
     /// Affinity identifiers: base + 0 forward, base + 1 + i reverse of backend i.
     pub id_base: u32,
     pub backends: Vec<Backend>,
@@ -249,6 +251,7 @@ impl ManagerCore {
             self.services.push(Service {
                 name: Arc::from(cfg.name.as_str()),
                 cands: Vec::new(),
+                domain: cfg.domain(),
                 id_base: (i as u32 + 1) << 16,
                 names: cfg
                     .backends
@@ -304,7 +307,7 @@ impl ManagerCore {
         for si in 0..self.services.len() {
             let s = &self.services[si];
             let proto = s.cfg.protocol_number();
-            let domain = s.cfg.domain();
+            let domain = s.domain;
             let vip = s.cfg.virtual_addr;
             let sp = ServicePrecedence {
                 search_first: false,
@@ -604,7 +607,7 @@ impl ManagerCore {
             s.cfg.protocol_number() == k.protocol
                 && *s.cfg.virtual_addr.ip() == k.dst_addr
                 && s.cfg.virtual_addr.port() == k.dst_port
-                && in_prefix(k.src_addr, s.cfg.domain())
+                && in_prefix(k.src_addr, s.domain)
         })
     }
 
