@@ -348,10 +348,21 @@ VLIB_NODE_FN (affinity_ctl_node)
 	  continue;
 	}
       udp_header_t *udp = (udp_header_t *) ((u8 *) ip + ip4_header_bytes (ip));
-      /* Chained buffers are not expected for control messages: use the
-	 first segment only (the parser rejects a short message). */
-      affinity_rs_control (vlib_time_now (vm), vlib_buffer_get_current (b),
-			   b->current_length, ip->src_address.as_u32,
+      u8 *payload = vlib_buffer_get_current (b);
+      u32 len = b->current_length;
+      if (PREDICT_FALSE (b->flags & VLIB_BUFFER_NEXT_PRESENT))
+	{
+	  /* A large datagram (several messages back to back, as a manager's
+	     GSO burst arrives through af_packet) spans a buffer chain:
+	     linearise it. */
+	  static __thread u8 *linear;
+	  vec_reset_length (linear);
+	  vec_validate (linear, vlib_buffer_length_in_chain (vm, b) - 1);
+	  len = vlib_buffer_contents (vm, from[i], linear);
+	  payload = linear;
+	}
+      affinity_rs_control (vlib_time_now (vm), payload, len,
+			   ip->src_address.as_u32,
 			   clib_net_to_host_u16 (udp->src_port));
     }
   vlib_buffer_free (vm, from, n);

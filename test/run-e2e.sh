@@ -265,5 +265,23 @@ if [ "$AGENT_KIND" = vpp ]; then
     fi
 fi
 
+# 12. VPP only: a manager's UDP GSO burst reaches af_packet unsegmented when
+#     the sender's veth keeps its offloads; the agent applies every message.
+if [ "$AGENT_KIND" = vpp ]; then
+    returned() { counter 1 returned-packets; }
+    r0=$(returned)
+    nsx aff-m1 ethtool -K eth0 tx on >/dev/null 2>&1
+    nsx aff-m1 /usr/bin/python3 test/gso_burst.py 192.0.2.10 192.0.2.1 198.51.100.11 60
+    nsx aff-m1 ethtool -K eth0 tx off >/dev/null 2>&1
+    got_all() { [ $(( $(returned) - r0 )) -ge 60 ]; }
+    wait_for 3 got_all
+    r1=$(returned)
+    if [ $(( r1 - r0 )) = 60 ]; then
+        pass vpp-gso-burst "60 messages sent as one UDP GSO send through a veth with offloads on: all 60 applied (returned packets ${r0} -> ${r1})"
+    else
+        fail vpp-gso-burst "returned packets ${r0} -> ${r1}, expected +60"
+    fi
+fi
+
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" = 0 ]

@@ -18,8 +18,8 @@ mod segment;
 pub use error::{EmitError, ParseError, SegmentErrorKind};
 pub use header::{Header, MessageType, AF_INET, HEADER_LEN, VERSION};
 pub use message::{
-    emit_prefix, prefix_len, AffinityEntry, AffinityGroups, AffinityRef, MessageBuilder, Segments,
-    ServiceMessage,
+    datagram_messages, emit_prefix, prefix_len, AffinityEntry, AffinityGroups, AffinityRef,
+    DatagramMessages, MessageBuilder, Segments, ServiceMessage,
 };
 pub use security::{
     AuthAlgorithm, AuthError, AuthPolicy, Key, KeyRing, ReplayWindow, SequenceSource,

@@ -50,3 +50,43 @@ fn fixed_update_two_directions_signed_round_trip() {
         Err(AuthError::BadDigest)
     );
 }
+
+#[test]
+fn a_datagram_may_carry_messages_back_to_back() {
+    let one = |seq: u64, port: u16| {
+        let mut b = MessageBuilder::new(MessageType::IpPacketOnly, seq);
+        b.push(Segment::FaInterestData(&port.to_be_bytes()));
+        b.push(Segment::IpPacket(&[0x45; 20]));
+        b.finish().unwrap()
+    };
+    let (a, b) = (one(1, 80), one(2, 443));
+    let mut datagram = a.clone();
+    datagram.extend_from_slice(&b);
+    let msgs: Vec<_> = datagram_messages(&datagram).collect();
+    assert_eq!(msgs, vec![Ok(&a[..]), Ok(&b[..])]);
+    for (m, seq) in msgs.iter().zip([1, 2]) {
+        assert_eq!(ServiceMessage::parse(m.unwrap()).unwrap().sequence(), seq);
+    }
+    // One message alone is the usual case.
+    assert_eq!(datagram_messages(&a).collect::<Vec<_>>(), vec![Ok(&a[..])]);
+    // Trailing bytes shorter than a header, a length past the end, or a
+    // length below the header's end the walk with an error; what came
+    // before stands.
+    let mut short = a.clone();
+    short.extend_from_slice(&[1, 2, 3]);
+    let m: Vec<_> = datagram_messages(&short).collect();
+    assert_eq!(m[0], Ok(&a[..]));
+    assert_eq!(m[1], Err(ParseError::TooShort { have: 3 }));
+    let mut long = a.clone();
+    long.extend_from_slice(&b[..b.len() - 1]);
+    let m: Vec<_> = datagram_messages(&long).collect();
+    assert_eq!(m.len(), 2);
+    assert!(matches!(m[1], Err(ParseError::BadLength { .. })));
+    let mut zero = b.clone();
+    zero[2..4].copy_from_slice(&0u16.to_be_bytes());
+    assert!(matches!(
+        datagram_messages(&zero).collect::<Vec<_>>()[..],
+        [Err(ParseError::BadLength { claimed: 0, .. })]
+    ));
+    assert_eq!(datagram_messages(&[]).count(), 0);
+}

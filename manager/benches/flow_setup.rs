@@ -249,8 +249,8 @@ fn main() {
         core_ns,
         "ns",
     )];
-    // The daemon as configured by default, then with `udp_gso = true`.
-    for (suffix, gso) in [("", false), ("_udp_gso", true)] {
+    // The daemon as configured by default (UDP GSO on), then without it.
+    for (suffix, gso) in [("", true), ("_without_udp_gso", false)] {
         let mut cfg = cfg.clone();
         cfg.manager.udp_gso = gso;
         for (n, v, u) in daemon_figures(cfg) {

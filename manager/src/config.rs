@@ -43,11 +43,12 @@ pub struct ManagerSection {
     #[serde(default = "default_flow_lifetime")]
     pub flow_max_lifetime: u32,
     /// Send runs of equal-sized datagrams to one agent with UDP segmentation
-    /// offload (one send, split by the kernel). Off by default: an agent
-    /// that captures from a veth with offloads on (VPP af_packet on the
-    /// manager's own host) would see one oversized frame instead of the
-    /// datagrams. Safe when agents are on other hosts or use kernel sockets.
-    #[serde(default)]
+    /// offload (one send, split by the kernel). An agent that captures
+    /// before the kernel segments (VPP af_packet on a veth with offloads
+    /// on) sees the run as one datagram of messages back to back, which
+    /// the protocol allows and our agents handle. Falls back by itself
+    /// where the kernel refuses it.
+    #[serde(default = "default_true")]
     pub udp_gso: bool,
 }
 
@@ -62,6 +63,9 @@ fn default_wildcard_ttl() -> u32 {
 }
 fn default_fixed_ttl() -> u32 {
     30
+}
+fn default_true() -> bool {
+    true
 }
 fn default_flow_lifetime() -> u32 {
     3600

@@ -467,8 +467,20 @@ impl ManagerCore {
         b.finish().ok()
     }
 
-    /// Handles a datagram from `from`.
+    /// Handles a datagram from `from`: its message, or its messages back to
+    /// back (PROTOCOL.md); broken framing is counted as unparsable.
     pub fn handle_datagram(&mut self, now: u64, from: SocketAddrV4, bytes: &[u8]) -> Vec<Outgoing> {
+        if bytes.is_empty() {
+            return self.handle_message(now, from, bytes);
+        }
+        let mut out = Vec::new();
+        for m in datagram_messages(bytes) {
+            out.extend(self.handle_message(now, from, m.unwrap_or_default()));
+        }
+        out
+    }
+
+    fn handle_message(&mut self, now: u64, from: SocketAddrV4, bytes: &[u8]) -> Vec<Outgoing> {
         let mut out = Vec::new();
         let msg = match ServiceMessage::parse(bytes) {
             Ok(m) => m,

@@ -263,8 +263,25 @@ impl Agent {
         i.min(u16::MAX as usize) as u16
     }
 
-    /// Handles one service message from `from` (main/control thread only).
+    /// Handles the service messages of one datagram from `from` (one
+    /// control thread at a time).
     pub fn handle_control(&self, now_ns: u64, from: SocketAddrV4, bytes: &[u8]) -> ControlOutput {
+        let mut out = ControlOutput::default();
+        // Usually one message; several back to back (a coalesced or
+        // GSO-sent burst) are handled in order. Broken framing is handled
+        // as an unparsable message: counted, never answered.
+        if bytes.is_empty() {
+            return self.handle_message(now_ns, from, bytes);
+        }
+        for m in datagram_messages(bytes) {
+            let one = self.handle_message(now_ns, from, m.unwrap_or_default());
+            out.replies.extend(one.replies);
+            out.returned.extend(one.returned);
+        }
+        out
+    }
+
+    fn handle_message(&self, now_ns: u64, from: SocketAddrV4, bytes: &[u8]) -> ControlOutput {
         let mut out = ControlOutput::default();
         let mut st = self.control.lock();
         st.counters.inc(Counter::CtlMessages);

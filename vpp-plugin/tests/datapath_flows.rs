@@ -213,6 +213,35 @@ fn fin_on_fixed_affinity_sends_copy_and_forwards() {
 }
 
 #[test]
+fn messages_back_to_back_in_one_datagram_are_all_applied() {
+    // What a manager's UDP GSO burst looks like to an agent that captures
+    // before the kernel segments it.
+    let (a, mut w) = agent(AgentConfig::default());
+    install_service(&a);
+    let mut datagram = flow_msg(MGR, 2, 40000, 30, None, Some(&syn(40000)));
+    datagram.extend(flow_msg(MGR, 3, 40001, 30, None, Some(&syn(40001))));
+    let out = a.handle_control(SEC, from(MGR), &datagram);
+    assert!(out.replies.is_empty(), "{:?}", out.replies);
+    assert_eq!(out.returned.len(), 2);
+    assert_eq!(a.fixed_count(SEC), 4);
+    for r in &out.returned {
+        let mut buf = buffer(&r.packet, 64);
+        let len = r.packet.len();
+        let d = w.process_returned(SEC, &mut PacketBuf::new(&mut buf, 64, len), r.rank_limit);
+        assert_eq!(d, Disposition::Pass);
+        assert_eq!(&buf[64 + 16..64 + 20], &BACKEND.octets());
+    }
+    // A broken frame after a good message: the good one stands, the rest
+    // is counted as unparsable.
+    let errors = a.counter(Counter::CtlParseError);
+    let mut broken = flow_msg(MGR, 4, 40002, 30, None, None);
+    broken.extend_from_slice(&[1, 0, 0]);
+    a.handle_control(SEC, from(MGR), &broken);
+    assert_eq!(a.fixed_count(SEC), 6);
+    assert_eq!(a.counter(Counter::CtlParseError), errors + 1);
+}
+
+#[test]
 fn fixed_without_supporting_wildcard_is_denied() {
     let (a, _w) = agent(AgentConfig::default());
     let out = a.handle_control(SEC, from(MGR), &flow_msg(MGR, 2, 40000, 30, None, None));
