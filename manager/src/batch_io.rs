@@ -112,10 +112,17 @@ pub fn send_all(sock: &UdpSocket, msgs: &[(SocketAddrV4, Vec<u8>)], gso: bool) -
                     continue;
                 }
                 Err(e) => {
-                    // No UDP GSO here (old kernel, odd device): datagram
-                    // by datagram from now on.
-                    tracing::debug!(error = %e, "UDP segmentation offload unavailable");
-                    GSO_OK.store(false, Relaxed);
+                    // This run goes datagram by datagram below (where a
+                    // route error is counted per datagram). Errors that say
+                    // GSO itself is unavailable (old kernel, odd device)
+                    // turn it off for good.
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINVAL | libc::EIO | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
+                    ) {
+                        tracing::debug!(error = %e, "UDP segmentation offload unavailable");
+                        GSO_OK.store(false, Relaxed);
+                    }
                 }
             }
         }
@@ -168,6 +175,8 @@ const GSO_MAX_SEGMENTS: usize = 64;
 /// Segment size limit: within a 1500-byte path MTU, so the kernel never
 /// refuses a run for being larger than the route allows.
 const GSO_MAX_SIZE: usize = 1472;
+/// Bytes of one GSO send: the largest UDP payload of an IPv4 datagram.
+const GSO_MAX_BYTES: usize = 65507;
 const SOL_UDP: libc::c_int = 17;
 const UDP_SEGMENT: libc::c_int = 103;
 static GSO_OK: AtomicBool = AtomicBool::new(true);
@@ -180,8 +189,10 @@ fn same_size_run(msgs: &[(SocketAddrV4, Vec<u8>)]) -> usize {
     if first.is_empty() || first.len() > GSO_MAX_SIZE {
         return 1;
     }
+    // One UDP datagram's payload bounds the whole run.
+    let max = GSO_MAX_SEGMENTS.min(GSO_MAX_BYTES / first.len());
     msgs.iter()
-        .take(GSO_MAX_SEGMENTS)
+        .take(max)
         .take_while(|(t, b)| t == to && b.len() == first.len())
         .count()
 }
@@ -328,6 +339,9 @@ mod tests {
         // one segmented send and arrives as the same datagrams.
         let same: Vec<(SocketAddrV4, Vec<u8>)> = (0..70u8).map(|i| (to, vec![i; 200])).collect();
         assert_eq!(super::same_size_run(&same), super::GSO_MAX_SEGMENTS);
+        // Large messages: the run stops at one datagram's worth of bytes.
+        let big: Vec<(SocketAddrV4, Vec<u8>)> = (0..64).map(|_| (to, vec![0; 1400])).collect();
+        assert_eq!(super::same_size_run(&big), 65507 / 1400);
         assert_eq!(send_all(&a, &same, true), (70, 0));
         assert!(
             super::GSO_OK.load(Relaxed),
