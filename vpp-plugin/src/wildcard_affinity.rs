@@ -109,11 +109,29 @@ impl Pattern {
 /// A key with a group's masks applied.
 type MaskedKey = (u32, u32, u8, u16, u16);
 
+/// The wildcards of one masked key, in search order. Almost always one:
+/// kept inline, so a look-up goes from the map straight to the entry.
+enum Matches {
+    One(Arc<WildcardEntry>),
+    Many(Box<[Arc<WildcardEntry>]>),
+}
+
+impl Matches {
+    fn as_slice(&self) -> &[Arc<WildcardEntry>] {
+        match self {
+            Matches::One(e) => std::slice::from_ref(e),
+            Matches::Many(v) => v,
+        }
+    }
+}
+
 struct Group {
     pattern: Pattern,
     /// Best order key of any member: groups are searched in this order.
     best: (bool, u16, u16, u32, u16, u32),
-    map: HashMap<MaskedKey, Vec<Arc<WildcardEntry>>>,
+    // foldhash, seeded per process: a packet may probe every group, and
+    // SipHash over the 5-tuple was most of a wildcard look-up's cost.
+    map: HashMap<MaskedKey, Matches, foldhash::fast::RandomState>,
 }
 
 /// An immutable snapshot of all wildcards.
@@ -128,6 +146,7 @@ impl WildcardSet {
     fn build(mut all: Vec<Arc<WildcardEntry>>) -> Self {
         all.sort_by_key(|e| e.order());
         let mut groups: Vec<Group> = Vec::new();
+        let mut lists: Vec<HashMap<MaskedKey, Vec<Arc<WildcardEntry>>>> = Vec::new();
         let mut index: HashMap<Pattern, usize> = HashMap::new();
         for e in &all {
             let p = Pattern::of(e);
@@ -135,16 +154,26 @@ impl WildcardSet {
                 groups.push(Group {
                     pattern: p,
                     best: e.order(),
-                    map: HashMap::new(),
+                    map: HashMap::default(),
                 });
+                lists.push(HashMap::new());
                 groups.len() - 1
             });
             // `all` is sorted, so each bucket's list stays sorted.
-            groups[gi]
-                .map
+            lists[gi]
                 .entry(p.apply(&e.key))
                 .or_default()
                 .push(e.clone());
+        }
+        for (g, list) in groups.iter_mut().zip(lists) {
+            g.map.extend(list.into_iter().map(|(k, mut v)| {
+                let m = if v.len() == 1 {
+                    Matches::One(v.remove(0))
+                } else {
+                    Matches::Many(v.into_boxed_slice())
+                };
+                (k, m)
+            }));
         }
         groups.sort_by_key(|g| g.best);
         let advertised = all
@@ -182,7 +211,11 @@ impl WildcardSet {
             let Some(list) = g.map.get(&g.pattern.apply(k)) else {
                 continue;
             };
-            if let Some(e) = list.iter().find(|e| e.is_live(now_ds) && allow(e)) {
+            if let Some(e) = list
+                .as_slice()
+                .iter()
+                .find(|e| e.is_live(now_ds) && allow(e))
+            {
                 if best.is_none_or(|b| e.order() < b.order()) {
                     best = Some(e);
                 }
