@@ -559,23 +559,29 @@ pub fn emit_prefix(
 /// kernel segments it — VPP's `af_packet` on a veth — as one datagram).
 /// Yields each message's bytes for [`ServiceMessage::parse`]; a length
 /// that is too small or runs past the datagram ends the walk with an error
-/// (the messages before it stand).
+/// (the messages before it stand). An empty datagram is one such error:
+/// every datagram yields at least one item.
 pub fn datagram_messages(datagram: &[u8]) -> DatagramMessages<'_> {
-    DatagramMessages { rest: datagram }
+    DatagramMessages {
+        rest: datagram,
+        first: true,
+    }
 }
 
 /// Iterator of [`datagram_messages`].
 pub struct DatagramMessages<'a> {
     rest: &'a [u8],
+    first: bool,
 }
 
 impl<'a> Iterator for DatagramMessages<'a> {
     type Item = Result<&'a [u8], ParseError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.rest.is_empty() {
+        if self.rest.is_empty() && !std::mem::take(&mut self.first) {
             return None;
         }
+        self.first = false;
         let rest = std::mem::take(&mut self.rest);
         if rest.len() < HEADER_LEN {
             return Some(Err(ParseError::TooShort { have: rest.len() }));

@@ -7,11 +7,11 @@ use crate::config::{parse_port_range, Config, ServiceConfig};
 use crate::snat::PortPool;
 use affinity_api::*;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
 type FlowMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-use std::fmt::Write as _;
-use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// A datagram to send.
 pub type Outgoing = (SocketAddrV4, Vec<u8>);
@@ -470,9 +470,6 @@ impl ManagerCore {
     /// Handles a datagram from `from`: its message, or its messages back to
     /// back (PROTOCOL.md); broken framing is counted as unparsable.
     pub fn handle_datagram(&mut self, now: u64, from: SocketAddrV4, bytes: &[u8]) -> Vec<Outgoing> {
-        if bytes.is_empty() {
-            return self.handle_message(now, from, bytes);
-        }
         let mut out = Vec::new();
         for m in datagram_messages(bytes) {
             out.extend(self.handle_message(now, from, m.unwrap_or_default()));

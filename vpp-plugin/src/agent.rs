@@ -270,9 +270,6 @@ impl Agent {
         // Usually one message; several back to back (a coalesced or
         // GSO-sent burst) are handled in order. Broken framing is handled
         // as an unparsable message: counted, never answered.
-        if bytes.is_empty() {
-            return self.handle_message(now_ns, from, bytes);
-        }
         for m in datagram_messages(bytes) {
             let one = self.handle_message(now_ns, from, m.unwrap_or_default());
             out.replies.extend(one.replies);
