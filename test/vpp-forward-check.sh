@@ -8,26 +8,9 @@
 # target/vpp-plugins. Prints PASS/FAIL lines like run-e2e.sh; exit 1 on FAIL.
 set -u
 cd "$(dirname "$0")/.."
-P=${VPP_PREFIX:-/opt/vpp}
-D=$(mktemp -d /tmp/affinity-vppfwd.XXXXXX)
-NS=aff-vppfwd
-trap 'ip netns pids $NS 2>/dev/null | xargs -r kill -9; ip netns del $NS 2>/dev/null; rm -rf "$D"' EXIT
-cat >"$D/startup.conf" <<CONF
-unix { cli-listen $D/cli.sock log $D/vpp.log nodaemon poll-sleep-usec 100 }
-api-segment { prefix vppfwd }
-socksvr { socket-name $D/api.sock }
-memory { main-heap-size 256M main-heap-page-size 4k }
-buffers { buffers-per-numa 8192 page-size 4k }
-statseg { size 16M page-size 4k socket-name $D/stats.sock }
-plugins { path $P/lib/x86_64-linux-gnu/vpp_plugins:$PWD/target/vpp-plugins
-  plugin default { disable } plugin affinity_plugin.so { enable } }
-affinity { agent-address 192.0.2.1 fixed-table-size 4096 }
-CONF
-ip netns add $NS
-ip netns exec $NS "$P/bin/vpp" -c "$D/startup.conf" >"$D/out.log" 2>&1 &
-V() { "$P/bin/vppctl" -s "$D/cli.sock" "$@" | tr -d '\r'; }
-for _ in $(seq 50); do "$P/bin/vppctl" -s "$D/cli.sock" show version >/dev/null 2>&1 && break; sleep 0.2; done
-while read -r line; do [ -n "$line" ] && V $line; done <<CLI >/dev/null
+source test/vpp-pg.sh
+pg_vpp_start vppfwd 256M 8192 16M "" "agent-address 192.0.2.1 fixed-table-size 4096" "poll-sleep-usec 100"
+pg_vpp_cli >/dev/null <<CLI
 create packet-generator interface pg0
 create packet-generator interface pg1
 create packet-generator interface pg3
@@ -44,7 +27,7 @@ test affinity fill 198.18.0.20 1 ports 1024 1 dst 203.0.113.10 80 forward 198.51
 packet-generator new { name known limit 8 size 64-64 interface pg0 node ip4-input data { TCP: 198.18.0.10 - 198.18.0.13 -> 203.0.113.10 TCP: 1024 -> 80 ACK incrementing 24 } }
 packet-generator new { name unknown limit 3 size 64-64 interface pg0 node ip4-input data { TCP: 198.18.0.20 -> 203.0.113.10 TCP: 1024 -> 80 ACK incrementing 24 } }
 CLI
-V packet-generator capture pg1 pcap "$D/pg1.pcap" count 9 >/dev/null
+V packet-generator capture pg1 pcap "$PG_DIR/pg1.pcap" count 9 >/dev/null
 V packet-generator enable-stream known >/dev/null
 sleep 0.5
 V packet-generator enable-stream unknown >/dev/null
@@ -55,7 +38,7 @@ fwd=$(awk '/dispatched to a forward address/ {print $1; exit}' <<<"$errors")
 unres=$(awk '/forward address unresolved, ARPed/ {print $1; exit}' <<<"$errors")
 # Ethernet frames on pg1: IPv4 ones must be for 203.0.113.10 to 02:00:00:00:00:02;
 # an ARP request must ask for 198.51.100.3.
-summary=$(/usr/bin/python3 - "$D/pg1.pcap" <<'PY'
+summary=$(/usr/bin/python3 - "$PG_DIR/pg1.pcap" <<'PY'
 import struct, sys
 data = open(sys.argv[1], "rb").read()
 off, ok, bad, arp = 24, 0, 0, 0

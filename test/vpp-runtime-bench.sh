@@ -7,21 +7,9 @@ set -u
 cd "$(dirname "$0")/.."
 P=${VPP_PREFIX:-/opt/vpp}
 [ -x "$P/bin/vpp" ] && [ -f target/vpp-plugins/affinity_plugin.so ] || { echo "vpp-runtime-bench: skipped, needs $P/bin/vpp and make plugin"; exit 0; }
-D=$(mktemp -d /tmp/affinity-vppbench.XXXXXX)
-NS=aff-vppbench
-trap 'ip netns pids $NS 2>/dev/null | xargs -r kill -9; ip netns del $NS 2>/dev/null; rm -rf "$D"' EXIT
-cat >"$D/startup.conf" <<CONF
-unix { cli-listen $D/cli.sock log $D/vpp.log nodaemon }
-api-segment { prefix vppbench }
-socksvr { socket-name $D/api.sock }
-memory { main-heap-size 2G main-heap-page-size 4k }
-buffers { buffers-per-numa 32768 page-size 4k }
-statseg { size 64M page-size 4k socket-name $D/stats.sock }
-plugins { path $P/lib/x86_64-linux-gnu/vpp_plugins:$PWD/target/vpp-plugins
-  plugin default { disable } plugin nat_plugin.so { enable } plugin affinity_plugin.so { enable } }
-affinity { agent-address 192.0.2.1 fixed-table-size 2400000 }
-CONF
-cat >"$D/setup" <<'CLI'
+source test/vpp-pg.sh
+pg_vpp_start vppbench 2G 32768 64M "nat_plugin.so" "agent-address 192.0.2.1 fixed-table-size 2400000"
+pg_vpp_cli <<'CLI' | grep -v "^$" | sed "s/^/  vpp: /" >&2
 create packet-generator interface pg0
 create packet-generator interface pg1
 create packet-generator interface pg2
@@ -44,11 +32,6 @@ set interface nat44 in pg2 out pg3
 packet-generator new { name aff limit 4718592 size 64-64 interface pg0 node ip4-input data { TCP: 198.18.0.0 - 198.19.255.255 -> 203.0.113.10 TCP: 1024 - 1032 -> 80 ACK incrementing 24 } }
 packet-generator new { name nat limit 1179648 size 64-64 interface pg2 node ip4-input data { TCP: 198.18.0.0 - 198.19.255.255 -> 203.0.113.99 TCP: 1024 - 1032 -> 80 SYN incrementing 24 } }
 CLI
-ip netns add $NS
-ip netns exec $NS "$P/bin/vpp" -c "$D/startup.conf" >"$D/out.log" 2>&1 &
-V() { "$P/bin/vppctl" -s "$D/cli.sock" "$@" | tr -d '\r'; }
-for _ in $(seq 50); do "$P/bin/vppctl" -s "$D/cli.sock" show version >/dev/null 2>&1 && break; sleep 0.2; done
-while read -r line; do [ -n "$line" ] && V $line; done <"$D/setup" | grep -v "^$" | sed "s/^/  vpp: /" >&2
 done_stream() { V show packet-generator | awk -v s="$1" '$1 == s {print $2}' | grep -q No; }
 run() { V packet-generator enable-stream "$1"; for _ in $(seq 120); do sleep 0.25; done_stream "$1" && return; done; }
 # Warm-up: nat44-ed creates its 1.18 M sessions (slow path), both tables warm.

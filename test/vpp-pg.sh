@@ -1,0 +1,33 @@
+# Sourced by the packet-generator VPP scripts (vpp-forward-check.sh,
+# vpp-runtime-bench.sh): one VPP with our plugin in its own network
+# namespace, 4k pages, cleaned up on exit.
+#   pg_vpp_start NAME HEAP BUFFERS STATSEG "PLUGIN.so ..." "AFFINITY SECTION" ["UNIX EXTRA"]
+#   pg_vpp_cli < lines     one vppctl command per line, output on stdout
+#   V ARGS...              one vppctl command
+P=${VPP_PREFIX:-/opt/vpp}
+
+V() { "$P/bin/vppctl" -s "$PG_DIR/cli.sock" "$@" | tr -d '\r'; }
+
+pg_vpp_cli() { while read -r line; do [ -n "$line" ] && V $line; done; }
+
+pg_vpp_start() {
+    local name=$1 heap=$2 buffers=$3 statseg=$4 plugins="" p
+    for p in $5; do plugins="$plugins plugin $p { enable }"; done
+    PG_DIR=$(mktemp -d "/tmp/affinity-$name.XXXXXX")
+    PG_NS=aff-$name
+    trap 'ip netns pids $PG_NS 2>/dev/null | xargs -r kill -9; ip netns del $PG_NS 2>/dev/null; rm -rf "$PG_DIR"' EXIT
+    cat >"$PG_DIR/startup.conf" <<CONF
+unix { cli-listen $PG_DIR/cli.sock log $PG_DIR/vpp.log nodaemon ${7:-} }
+api-segment { prefix $name }
+socksvr { socket-name $PG_DIR/api.sock }
+memory { main-heap-size $heap main-heap-page-size 4k }
+buffers { buffers-per-numa $buffers page-size 4k }
+statseg { size $statseg page-size 4k socket-name $PG_DIR/stats.sock }
+plugins { path $P/lib/x86_64-linux-gnu/vpp_plugins:$PWD/target/vpp-plugins
+  plugin default { disable }$plugins plugin affinity_plugin.so { enable } }
+affinity { $6 }
+CONF
+    ip netns add "$PG_NS"
+    ip netns exec "$PG_NS" "$P/bin/vpp" -c "$PG_DIR/startup.conf" >"$PG_DIR/out.log" 2>&1 &
+    for _ in $(seq 50); do "$P/bin/vppctl" -s "$PG_DIR/cli.sock" show version >/dev/null 2>&1 && return; sleep 0.2; done
+}
