@@ -54,20 +54,26 @@ fn main() {
         api.to_string_lossy(),
         gen_dir.to_string_lossy(),
     );
-    let header = gen_dir.join("affinity.api.h");
-    if !vppapigen(
-        &prefix,
-        &[
+    // vppapigen over api/affinity.api; `JSON` selects the .api.json output.
+    let gen = |output: &Path, json: bool| {
+        let output = output.to_string_lossy();
+        let mut args = vec![
             "--includedir",
-            &inc_s,
+            &*inc_s,
             "--input",
-            &api_s,
+            &*api_s,
             "--outputdir",
-            &gen_s,
+            &*gen_s,
             "--output",
-            &header.to_string_lossy(),
-        ],
-    ) {
+            &*output,
+        ];
+        if json {
+            args.insert(0, "JSON");
+        }
+        vppapigen(&prefix, &args)
+    };
+    let header = gen_dir.join("affinity.api.h");
+    if !gen(&header, false) {
         println!("cargo:warning=affinity_plugin.so skipped: vppapigen failed on api/affinity.api (it needs Debian's python3-ply)");
         return;
     }
@@ -78,20 +84,7 @@ fn main() {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| out.clone());
     let json = profile_dir.join("affinity.api.json");
-    if !vppapigen(
-        &prefix,
-        &[
-            "JSON",
-            "--includedir",
-            &inc_s,
-            "--input",
-            &api_s,
-            "--outputdir",
-            &gen_s,
-            "--output",
-            &json.to_string_lossy(),
-        ],
-    ) {
+    if !gen(&json, true) {
         println!(
             "cargo:warning=vppapigen JSON failed; the plugin builds without affinity.api.json"
         );
