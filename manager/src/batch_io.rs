@@ -1,7 +1,7 @@
 //! Datagrams a batch per system call (`recvmmsg(2)`, `sendmmsg(2)`).
 //!
 //! At hundreds of thousands of flows per second the manager's own decision
-//! takes about a microsecond and a half per flow; one system call per
+//! takes over a microsecond per flow; one system call per
 //! datagram in and out would cost more than that. Agents send interest
 //! matches in bursts (a VPP frame punts many SYNs at once), so a receive
 //! usually finds several queued, and the answers go out together.

@@ -8,10 +8,10 @@
 //! loop hides memory latency at 16 M flows (with millions of flows every
 //! line is a cache *and* TLB miss, so lines per packet is what costs).
 //! Workers never take a lock; the only shared writes are the counters'
-//! atomic adds, outside the version check. They scale with VPP's worker
-//! threads; and the single control
-//! thread that writes bumps a bucket's version around each change, so a
-//! reader that raced with it retries instead of seeing a torn entry. All
+//! atomic adds, outside the version check, so they scale with VPP's worker
+//! threads. The single control thread that writes bumps a bucket's version
+//! around each change, so a reader that raced with it retries instead of
+//! seeing a torn entry. All
 //! words are atomics, so this is safe Rust. Deletion leaves a tombstone that
 //! inserts reuse; a probe sequence is bounded, so a full neighbourhood means
 //! the entry is refused (and counted), never unbounded work.
@@ -80,6 +80,12 @@ fn key_from_words(w0: u64, w1: u64) -> AffinityKey {
     }
 }
 
+/// Whether stored key words `k0`, `k1` are a live entry for key `w0`, `w1`.
+#[inline]
+fn holds(k0: u64, k1: u64, w0: u64, w1: u64) -> bool {
+    k1 & VALID != 0 && k0 == w0 && k1 & !0xff == w1
+}
+
 #[inline]
 fn hash(w0: u64, w1: u64) -> u64 {
     // murmur3's fmix64 over both words: every key bit reaches the low bits
@@ -142,10 +148,6 @@ impl FixedTable {
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-    /// Number of slots.
-    pub fn slots(&self) -> usize {
-        self.buckets.len()
     }
     /// Bytes of memory per entry slot, counters included.
     pub const fn bytes_per_slot() -> usize {
@@ -212,7 +214,7 @@ impl FixedTable {
                 }
             }
             let (k0, k1, val) = read?;
-            if k1 & VALID != 0 && k0 == w0 && k1 & !0xff == w1 {
+            if holds(k0, k1, w0, w1) {
                 return Some((FixedValue::decode(val), bi));
             }
             if k1 & (VALID | TOMB) == 0 {
@@ -243,7 +245,7 @@ impl FixedTable {
             let b = &self.buckets[bi];
             let k0 = b.key0.load(Relaxed);
             let k1 = b.key1.load(Relaxed);
-            if k1 & VALID != 0 && k0 == w0 && k1 & !0xff == w1 {
+            if holds(k0, k1, w0, w1) {
                 let old = FixedValue::decode(b.value.load(Relaxed));
                 self.write(bi, w0, w1 | VALID, value.encode());
                 return Ok(Inserted::Replaced(bi, old));
@@ -276,7 +278,7 @@ impl FixedTable {
             let b = &self.buckets[bi];
             let k0 = b.key0.load(Relaxed);
             let k1 = b.key1.load(Relaxed);
-            if k1 & VALID != 0 && k0 == w0 && k1 & !0xff == w1 {
+            if holds(k0, k1, w0, w1) {
                 let old = FixedValue::decode(b.value.load(Relaxed));
                 self.write(bi, 0, TOMB, 0);
                 self.len.fetch_sub(1, Relaxed);

@@ -89,12 +89,17 @@ fn ns(now: f64) -> u64 {
     }
 }
 
-/// Sends a UDP datagram from the agent's control address via ip4-lookup.
-fn send_udp(to: SocketAddrV4, payload: &[u8]) {
-    let src = SocketAddrV4::new(
+/// The agent's control address and port: the source of everything it sends.
+fn control_source() -> SocketAddrV4 {
+    SocketAddrV4::new(
         Ipv4Addr::from(u32::from_be(AGENT_ADDR.load(Relaxed))),
         LISTEN_PORT.load(Relaxed),
-    );
+    )
+}
+
+/// Sends a UDP datagram from the agent's control address via ip4-lookup.
+fn send_udp(to: SocketAddrV4, payload: &[u8]) {
+    let src = control_source();
     let mut pkt = vec![0u8; 28 + payload.len()];
     if !wire::write_ipv4_udp_header(
         &mut pkt,
@@ -271,10 +276,7 @@ pub unsafe extern "C" fn affinity_rs_process(
                 }
                 Disposition::Punt { to, start } => {
                     let end = p.start + p.len;
-                    let src = SocketAddrV4::new(
-                        Ipv4Addr::from(u32::from_be(AGENT_ADDR.load(Relaxed))),
-                        LISTEN_PORT.load(Relaxed),
-                    );
+                    let src = control_source();
                     if start >= 28
                         && wire::write_ipv4_udp_header(
                             &mut p.buf[start - 28..start],
