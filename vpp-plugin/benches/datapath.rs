@@ -6,7 +6,10 @@
 //! client→backend NATs back to the VIP), so a packet rewritten in place
 //! hits the other one on the next round: no copying in the timed loop.
 //! Prints `name value unit` lines (also appended to target/bench-figures.txt).
-//! `AFFINITY_BENCH_QUICK=1` skips the 16 M case.
+//! Packet buffers are on huge pages, as VPP's buffer pools are.
+//! `AFFINITY_BENCH_QUICK=1` skips the 16 M case; `AFFINITY_BENCH_ONLY=1k,16m`
+//! (names: 1k, 1m, 16m, wildcard) runs only those cases and
+//! `AFFINITY_BENCH_ROUNDS=n` sets the rounds (7), for profiling one case.
 
 use affinity_api::{AffinityKey, NatAction};
 use affinity_plugin::actions::{ActionSet, NatActionKey};
@@ -57,10 +60,15 @@ impl Rng {
     }
 }
 
+/// Packet buffer memory, on huge pages as VPP's buffer pools are.
+fn buffers() -> Vec<u8> {
+    affinity_plugin::huge_pages::huge_slice(POOL * SLOT, || 0u8).into_vec()
+}
+
 /// Packets for random installed flows, laid out as batches in buffers with headroom.
 fn pool(flows: u32) -> Vec<u8> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let mut v = vec![0u8; POOL * SLOT];
+    let mut v = buffers();
     for i in 0..POOL {
         let p = packet(&key((rng.next() % flows as u64) as u32));
         v[i * SLOT + HEAD..(i + 1) * SLOT].copy_from_slice(&p);
@@ -179,6 +187,11 @@ fn main() {
         return;
     }
     let quick = std::env::var_os("AFFINITY_BENCH_QUICK").is_some();
+    let only = std::env::var("AFFINITY_BENCH_ONLY").ok();
+    let rounds = std::env::var("AFFINITY_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(7);
     let pkts = 4 * POOL;
     let mut figures: Vec<(String, f64, &str)> = Vec::new();
 
@@ -186,6 +199,10 @@ fn main() {
     let sizes: Vec<(&str, u32)> = [("1k", 1_000u32), ("1m", 1_000_000), ("16m", 16_000_000)]
         .into_iter()
         .filter(|&(_, n)| !quick || n <= 1_000_000)
+        .filter(|&(name, _)| {
+            only.as_ref()
+                .is_none_or(|o| o.split(',').any(|x| x == name))
+        })
         .collect();
     let mut agents = Vec::new();
     let mut cases = Vec::new();
@@ -219,7 +236,7 @@ fn main() {
             }
         }),
     });
-    let ns = measure_interleaved(&mut cases, pkts, 7);
+    let ns = measure_interleaved(&mut cases, pkts, rounds);
     drop(cases);
     drop(agents);
     let by = |name: &str| sizes.iter().position(|s| s.0 == name).map(|i| ns[i]);
@@ -239,7 +256,8 @@ fn main() {
     // (no action, so packets are unchanged between rounds), over 10 mask
     // groups: N/10 destinations for each of 10 source masks.
     let mut wc = Vec::new();
-    for n in [10u32, 10_000] {
+    let wildcards = only.as_ref().is_none_or(|o| o.contains("wildcard"));
+    for n in [10u32, 10_000].into_iter().filter(|_| wildcards) {
         let agent = Agent::new(AgentConfig {
             fixed_capacity: 1024,
             wildcard_capacity: 20_000,
@@ -275,7 +293,7 @@ fn main() {
             agent.handle_control(0, mgr, &b.finish().unwrap());
         }
         let mut rng = Rng(7);
-        let mut pristine = vec![0u8; POOL * SLOT];
+        let mut pristine = buffers();
         for i in 0..POOL {
             let d = (rng.next() % n as u64) as u32;
             let k = AffinityKey {
@@ -289,10 +307,12 @@ fn main() {
         }
         wc.push(agent_case(&agent, pristine));
     }
-    let ns = measure_interleaved(&mut wc, pkts, 7);
-    figures.push(("wildcard_10_ns_per_pkt".into(), ns[0], "ns"));
-    figures.push(("wildcard_10000_ns_per_pkt".into(), ns[1], "ns"));
-    figures.push(("ratio_wildcard_10k_vs_10".into(), ns[1] / ns[0], "x"));
+    if wildcards {
+        let ns = measure_interleaved(&mut wc, pkts, rounds);
+        figures.push(("wildcard_10_ns_per_pkt".into(), ns[0], "ns"));
+        figures.push(("wildcard_10000_ns_per_pkt".into(), ns[1], "ns"));
+        figures.push(("ratio_wildcard_10k_vs_10".into(), ns[1] / ns[0], "x"));
+    }
 
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-figures.txt");
     let mut f = std::fs::OpenOptions::new()
