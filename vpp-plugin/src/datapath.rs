@@ -9,8 +9,9 @@
 //! group's walks overlap each other, and a group's acting hides its
 //! successor's cache misses. Measured at 16 M flows: prefetching the whole
 //! batch first 123 ns per packet; one packet ahead, far worse; groups of
-//! 16, one group ahead, 97–103 ns. Packets are rewritten in place; punts are
-//! written into the packet's own headroom.
+//! 16, one group ahead, 93–98 ns (the first group's prefetch goes out
+//! during parsing). Packets are rewritten in place; punts are written into
+//! the packet's own headroom.
 
 use crate::actions::ActionSet;
 use crate::agent::{ds, Agent, AgentInterestData, ForwardStats, HeldPacket};
@@ -148,9 +149,15 @@ impl Worker {
                 };
                 self.infos.push(info);
                 self.buckets.push(bucket);
+                // The first group's lines come in while the rest is parsed.
+                if self.buckets.len() == GROUP {
+                    self.prefetch(&agent, 0..GROUP);
+                }
             }
             let m = chunk.len();
-            self.prefetch(&agent, 0..GROUP.min(m));
+            if m < GROUP {
+                self.prefetch(&agent, 0..m);
+            }
             for start in (0..m).step_by(GROUP) {
                 let end = (start + GROUP).min(m);
                 self.prefetch(&agent, end..(end + GROUP).min(m));
