@@ -16,6 +16,7 @@
 use crate::actions::ActionSet;
 use crate::agent::{ds, Agent, AgentInterestData, ForwardStats, HeldPacket};
 use crate::counters::{Counter, LocalCounters, SharedCounters};
+use crate::wildcard_affinity::WildcardSet;
 use crate::wire::{self, Fragment, PacketInfo};
 use affinity_api::*;
 use std::collections::{HashMap, VecDeque};
@@ -155,6 +156,9 @@ impl Worker {
                 }
             }
             let m = chunk.len();
+            // One snapshot for the chunk: a wildcard change shows from the
+            // next batch on.
+            let wild = agent.wildcards.snapshot();
             if m < GROUP {
                 self.prefetch(&agent, 0..m);
             }
@@ -173,8 +177,15 @@ impl Worker {
                     let info = self.infos[i];
                     let pre = pre[i - start];
                     self.cur = 0;
-                    outs[i] =
-                        self.process_one(&agent, now_ns, &mut chunk[i], info, pre, Origin::Wire);
+                    outs[i] = self.process_one(
+                        &agent,
+                        now_ns,
+                        &mut chunk[i],
+                        info,
+                        &wild,
+                        pre,
+                        Origin::Wire,
+                    );
                     self.matched.push(self.cur);
                 }
             }
@@ -193,11 +204,13 @@ impl Worker {
         self.counters.inc(Counter::Returned);
         let info = wire::parse_ipv4(pkt.packet());
         let agent = self.agent.clone();
+        let wild = agent.wildcards.snapshot();
         let d = self.process_one(
             &agent,
             now_ns,
             pkt,
             info,
+            &wild,
             Lookup::Later,
             Origin::Returned(rank_limit),
         );
@@ -237,12 +250,14 @@ impl Worker {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn process_one(
         &mut self,
         agent: &Agent,
         now_ns: u64,
         p: &mut PacketBuf<'_>,
         info: Result<PacketInfo, wire::PacketError>,
+        wild: &WildcardSet,
         pre: Lookup,
         origin: Origin,
     ) -> Disposition {
@@ -296,15 +311,11 @@ impl Worker {
         }
         // 2. Wildcards.
         let rank_ok = |limit: Option<(bool, u16)>, r: (bool, u16)| limit.is_some_and(|l| r > l);
-        let snapshot = agent.wildcards.snapshot();
+        let ports_known = info.fragment != Fragment::Later;
         let found = match origin {
-            Origin::Wire => {
-                snapshot.lookup(&info.key, info.fragment != Fragment::Later, now, |_| true)
-            }
+            Origin::Wire => wild.lookup(&info.key, ports_known, now, |_| true),
             Origin::Returned(limit) => {
-                snapshot.lookup(&info.key, info.fragment != Fragment::Later, now, |w| {
-                    rank_ok(limit, w.rank())
-                })
+                wild.lookup(&info.key, ports_known, now, |w| rank_ok(limit, w.rank()))
             }
         };
         if let Some(w) = found {
@@ -320,11 +331,9 @@ impl Worker {
                 id: w.id,
             };
             let actions = w.actions;
-            drop(snapshot);
             return self.act(now_ns, p, &info, &actions, bits, Some(ctx), origin);
         }
-        let advertised = snapshot.is_advertised(info.key.dst_addr);
-        drop(snapshot);
+        let advertised = wild.is_advertised(info.key.dst_addr);
         if let Origin::Returned(_) = origin {
             self.counters.inc(Counter::ReturnedNotRepunted);
         }
