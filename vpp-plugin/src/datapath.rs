@@ -18,7 +18,7 @@
 use crate::actions::ActionSet;
 use crate::agent::{ds, Agent, AgentInterestData, ForwardStats, HeldPacket};
 use crate::counters::{Counter, LocalCounters, SharedCounters};
-use crate::wildcard_affinity::WildcardSet;
+use crate::wildcard_affinity::{WildcardEntry, WildcardSet};
 use crate::wire::{self, Fragment, PacketInfo};
 use affinity_api::*;
 use std::collections::{HashMap, VecDeque};
@@ -328,12 +328,8 @@ impl Worker {
             if bits & interest::DATA != 0 || info.key.protocol == wire::UDP {
                 bits |= interest::FIRST_DATA;
             }
-            let ctx = WildcardCtx {
-                rank: w.rank(),
-                id: w.id,
-            };
-            let actions = w.actions;
-            return self.act(now_ns, p, &info, &actions, bits, Some(ctx), origin);
+            let actions = agent.actions.get(w.action);
+            return self.act(now_ns, p, &info, &actions, bits, Some(&w.entry), origin);
         }
         let advertised = wild.is_advertised(info.key.dst_addr);
         if let Origin::Returned(_) = origin {
@@ -371,7 +367,7 @@ impl Worker {
         info: &PacketInfo,
         a: &ActionSet,
         bits: u16,
-        wc: Option<WildcardCtx>,
+        wc: Option<&WildcardEntry>,
         origin: Origin,
     ) -> Disposition {
         if a.info_flags & info::STATISTICS != 0 {
@@ -447,8 +443,12 @@ impl Worker {
         SocketAddrV4::new(addr, if c.port == 0 { MANAGER_PORT } else { c.port })
     }
 
-    fn interest_data(&self, wc: Option<WildcardCtx>, token: u32) -> [u8; AgentInterestData::LEN] {
-        let (rank, id) = wc.map_or(((true, u16::MAX), 0), |w| (w.rank, w.id));
+    fn interest_data(
+        &self,
+        wc: Option<&WildcardEntry>,
+        token: u32,
+    ) -> [u8; AgentInterestData::LEN] {
+        let (rank, id) = wc.map_or(((true, u16::MAX), 0), |w| (w.rank(), w.id));
         AgentInterestData {
             instance_id: self.agent.config.instance_id,
             hold_token: token,
@@ -504,7 +504,7 @@ impl Worker {
         info: &PacketInfo,
         a: &ActionSet,
         reason: u16,
-        wc: Option<WildcardCtx>,
+        wc: Option<&WildcardEntry>,
     ) {
         let t = if wc.is_some() {
             MessageType::InterestMatchWildcard
@@ -534,7 +534,7 @@ impl Worker {
         info: &PacketInfo,
         a: &ActionSet,
         reason: u16,
-        wc: Option<WildcardCtx>,
+        wc: Option<&WildcardEntry>,
     ) -> Disposition {
         let to = self.destination(a);
         let c = a.interest.unwrap_or_default();
@@ -557,7 +557,7 @@ impl Worker {
                     token,
                     deadline_ns: now_ns + self.agent.config.hold_timeout_ms * 1_000_000,
                     manager: to,
-                    rank: wc.map_or((true, u16::MAX), |w| w.rank),
+                    rank: wc.map_or((true, u16::MAX), |w| w.rank()),
                     packet,
                 });
                 drop(hold);
@@ -641,12 +641,6 @@ impl Worker {
 enum Lookup {
     Done(Option<(crate::fixed_affinity::FixedValue, usize)>),
     Later,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct WildcardCtx {
-    rank: (bool, u16),
-    id: u32,
 }
 
 fn frag_key(info: &PacketInfo) -> FragKey {

@@ -386,6 +386,43 @@ fn backup_precedence_orders_and_primary_expiry_fails_over() {
 }
 
 #[test]
+fn wildcard_refresh_moves_its_expiry_either_way_without_a_rebuild() {
+    let (a, mut w) = agent(AgentConfig::default());
+    let mut primary = Wc::to_vip(10);
+    primary.ttl = 1;
+    let mut backup = Wc::to_vip(10);
+    backup.backup = 100;
+    a.handle_control(0, from(MGR2), &wildcard_msg(MGR2, 1, &[backup], None));
+    a.handle_control(
+        0,
+        from(MGR),
+        &wildcard_msg(MGR, 1, &[primary.clone()], None),
+    );
+    // Refreshed at 0.5 s for 3 s: still the primary at 2 s.
+    primary.ttl = 3;
+    a.handle_control(
+        SEC / 2,
+        from(MGR),
+        &wildcard_msg(MGR, 2, &[primary.clone()], None),
+    );
+    assert_eq!(a.counter(Counter::WildcardRefresh), 1);
+    let (d, _) = run(&mut w, 2 * SEC, &syn(1), 256);
+    assert!(matches!(d, Disposition::Punt { to, .. } if *to.ip() == MGR));
+    // Refreshed at 2.5 s for 1 s: the backup's from 3.5 s on.
+    primary.ttl = 1;
+    a.handle_control(
+        5 * SEC / 2,
+        from(MGR),
+        &wildcard_msg(MGR, 3, &[primary], None),
+    );
+    let (d, _) = run(&mut w, 3 * SEC, &syn(2), 256);
+    assert!(matches!(d, Disposition::Punt { to, .. } if *to.ip() == MGR));
+    let (d, _) = run(&mut w, 7 * SEC / 2 + 1, &syn(3), 256);
+    assert!(matches!(d, Disposition::Punt { to, .. } if *to.ip() == MGR2));
+    assert_eq!(a.counter(Counter::WildcardRefresh), 2);
+}
+
+#[test]
 fn service_chaining_returned_packet_goes_to_next_precedence_only() {
     let (a, mut w) = agent(AgentConfig::default());
     let mut high = Wc::to_vip(10);

@@ -17,6 +17,7 @@ pub fn from(a: Ipv4Addr) -> SocketAddrV4 {
     SocketAddrV4::new(a, MANAGER_PORT)
 }
 
+#[derive(Clone)]
 pub struct Wc {
     pub id: u32,
     pub key: AffinityKey,
