@@ -8,7 +8,9 @@ VPP_PREFIX ?= $(firstword $(wildcard /opt/vpp /usr/local/include/vnet/.. /usr/in
 export VPP_PREFIX
 # Debian packages the build, the tests and the lab need beyond the Rust toolchain.
 DEBS := iproute2 python3 procps psmisc ethtool
-DEPS_STAMP := target/.debs-installed
+# With VPP found, bindgen (over VPP's headers) needs libclang too.
+DEBS += $(if $(VPP_PREFIX),libclang-dev)
+DEPS_STAMP := target/.debs-installed$(if $(VPP_PREFIX),-vpp)
 FUZZ_SECONDS ?= 60
 
 .PHONY: help build test demo plugin install bench fuzz clean deps lint unit e2e fuzz-build vpp-test
