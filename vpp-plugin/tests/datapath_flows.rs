@@ -370,24 +370,9 @@ fn ttl_expiry_refresh_and_delete() {
     assert_eq!(a.wildcard_entries(8 * SEC).len(), 1);
 }
 
-#[test]
-fn backup_precedence_orders_and_primary_expiry_fails_over() {
-    let (a, mut w) = agent(AgentConfig::default());
-    let mut primary = Wc::to_vip(10);
-    primary.ttl = 1;
-    let mut backup = Wc::to_vip(10);
-    backup.backup = 100;
-    a.handle_control(0, from(MGR2), &wildcard_msg(MGR2, 1, &[backup], None));
-    a.handle_control(0, from(MGR), &wildcard_msg(MGR, 1, &[primary], None));
-    let (d, _) = run(&mut w, SEC / 2, &syn(1), 256);
-    assert!(matches!(d, Disposition::Punt { to, .. } if *to.ip() == MGR));
-    let (d, _) = run(&mut w, SEC + 1, &syn(2), 256);
-    assert!(matches!(d, Disposition::Punt { to, .. } if *to.ip() == MGR2));
-}
-
-#[test]
-fn wildcard_refresh_moves_its_expiry_either_way_without_a_rebuild() {
-    let (a, mut w) = agent(AgentConfig::default());
+/// Installs at 0 s a wildcard for the VIP from MGR2 with backup precedence
+/// 100, and the same from MGR as primary with a 1 s TTL; the primary.
+fn primary_with_backup(a: &Agent) -> Wc {
     let mut primary = Wc::to_vip(10);
     primary.ttl = 1;
     let mut backup = Wc::to_vip(10);
@@ -398,6 +383,23 @@ fn wildcard_refresh_moves_its_expiry_either_way_without_a_rebuild() {
         from(MGR),
         &wildcard_msg(MGR, 1, &[primary.clone()], None),
     );
+    primary
+}
+
+#[test]
+fn backup_precedence_orders_and_primary_expiry_fails_over() {
+    let (a, mut w) = agent(AgentConfig::default());
+    primary_with_backup(&a);
+    let (d, _) = run(&mut w, SEC / 2, &syn(1), 256);
+    assert!(matches!(d, Disposition::Punt { to, .. } if *to.ip() == MGR));
+    let (d, _) = run(&mut w, SEC + 1, &syn(2), 256);
+    assert!(matches!(d, Disposition::Punt { to, .. } if *to.ip() == MGR2));
+}
+
+#[test]
+fn wildcard_refresh_moves_its_expiry_either_way_without_a_rebuild() {
+    let (a, mut w) = agent(AgentConfig::default());
+    let mut primary = primary_with_backup(&a);
     // Refreshed at 0.5 s for 3 s: still the primary at 2 s.
     primary.ttl = 3;
     a.handle_control(
