@@ -3,9 +3,12 @@
 //! bindgen over the shim's header. Without VPP only the Rust library is
 //! built, and this says so in one line.
 
+#[cfg(feature = "vpp")]
 use std::path::{Path, PathBuf};
+#[cfg(feature = "vpp")]
 use std::process::Command;
 
+#[cfg(feature = "vpp")]
 fn find_vpp() -> Option<PathBuf> {
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(p) = std::env::var_os("VPP_PREFIX").filter(|p| !p.is_empty()) {
@@ -17,6 +20,7 @@ fn find_vpp() -> Option<PathBuf> {
         .find(|p| p.join("include/vnet/vnet.h").exists())
 }
 
+#[cfg(feature = "vpp")]
 fn vppapigen(prefix: &Path, args: &[&str]) -> bool {
     let gen = [prefix.join("bin/vppapigen"), PathBuf::from("vppapigen")]
         .into_iter()
@@ -36,10 +40,15 @@ fn main() {
     println!("cargo:rerun-if-changed=../c-shim/affinity_shim.h");
     println!("cargo:rerun-if-changed=../api/affinity.api");
     println!("cargo:rustc-check-cfg=cfg(affinity_vpp)");
-    if std::env::var_os("CARGO_FEATURE_VPP").is_none() {
-        // Plain builds (tests, the host agent) never link VPP code.
-        return;
-    }
+    // Plain builds (tests, the host agent) never link VPP code, and do not
+    // even compile bindgen and cc: they are optional build dependencies.
+    #[cfg(feature = "vpp")]
+    build_plugin();
+}
+
+/// vppapigen, the C shim and bindgen, against the VPP install found.
+#[cfg(feature = "vpp")]
+fn build_plugin() {
     let Some(prefix) = find_vpp() else {
         println!("cargo:warning=affinity_plugin.so skipped: VPP headers (include/vnet/vnet.h) not found under $VPP_PREFIX, /opt/vpp, /usr/local or /usr; built and tested the Rust library only");
         return;

@@ -4,8 +4,8 @@
 //! service messages), the rest are packets. Nothing may panic, and every
 //! rewritten packet that verified before must still verify.
 use affinity_api::*;
-use affinity_plugin::wire::{self, checksum};
-use affinity_plugin::{Agent, AgentConfig, Disposition, PacketBuf};
+use affinity_forwarding_agent::wire::{self, checksum};
+use affinity_forwarding_agent::{Agent, AgentConfig, Disposition, PacketBuf};
 use libfuzzer_sys::fuzz_target;
 use std::net::{Ipv4Addr, SocketAddrV4};
 

@@ -1,10 +1,10 @@
 //! The manager core against simulated forwarding agents that run the real
-//! agent core (`affinity-plugin`): packets in, affinities and rewrites out.
+//! agent core (`affinity-forwarding-agent`): packets in, affinities and rewrites out.
 
 use affinity_api::*;
 use affinity_manager::{Command, Config, ManagerCore, Outgoing};
-use affinity_plugin::wire::{self, build};
-use affinity_plugin::{Agent, AgentConfig, Counter, Disposition, PacketBuf, Worker};
+use affinity_forwarding_agent::wire::{self, build};
+use affinity_forwarding_agent::{Agent, AgentConfig, Counter, Disposition, PacketBuf, Worker};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 

@@ -15,10 +15,10 @@ mod sys {
     include!(concat!(env!("OUT_DIR"), "/shim.rs"));
 }
 
-use crate::agent::{Agent, AgentConfig};
-use crate::counters::Counter;
-use crate::datapath::{matched, Disposition, PacketBuf, Worker};
-use crate::wire;
+use affinity_forwarding_agent::agent::{Agent, AgentConfig};
+use affinity_forwarding_agent::counters::Counter;
+use affinity_forwarding_agent::datapath::{matched, Disposition, PacketBuf, Worker};
+use affinity_forwarding_agent::wire;
 use affinity_api::{AuthAlgorithm, AuthPolicy, Key, AGENT_PORT};
 use once_cell::sync::OnceCell;
 use parking_lot::Mutex;
@@ -164,7 +164,7 @@ pub unsafe extern "C" fn affinity_rs_init(cfg: *const sys::affinity_config_t) ->
                 if name.is_empty() {
                     break;
                 }
-                match crate::actions::action_segment_by_name(&name.to_string_lossy()) {
+                match affinity_forwarding_agent::actions::action_segment_by_name(&name.to_string_lossy()) {
                     Some(t) => disabled_actions.push(t),
                     None => return -5,
                 }
@@ -369,7 +369,7 @@ pub unsafe extern "C" fn affinity_rs_show(now: f64, args: *const c_char) -> *mut
                 .to_string_lossy()
                 .into_owned()
         };
-        crate::show::render(&st.agent, ns(now), &args)
+        affinity_forwarding_agent::show::render(&st.agent, ns(now), &args)
     }))
     .unwrap_or_else(|_| String::from("affinity: internal error\n"));
     CString::new(text.replace('\0', " ")).map_or(std::ptr::null_mut(), CString::into_raw)
@@ -520,7 +520,7 @@ pub extern "C" fn affinity_rs_test_fill(
     let Some(st) = STATE.get() else { return 0 };
     catch_unwind(AssertUnwindSafe(|| {
         let actions = if forward != 0 {
-            crate::actions::ActionSet {
+            affinity_forwarding_agent::actions::ActionSet {
                 dispatch_flags: affinity_api::dispatch::FORWARD,
                 forward_addr: u32::from_be(forward),
                 ..Default::default()
@@ -532,7 +532,7 @@ pub extern "C" fn affinity_rs_test_fill(
                 dst_port: nat_dport,
                 ..Default::default()
             };
-            crate::actions::ActionSet {
+            affinity_forwarding_agent::actions::ActionSet {
                 nat: Some(nat.into()),
                 ..Default::default()
             }

@@ -13,9 +13,9 @@
 //! case, and the best of 7 still moved ±8 % between runs on a shared VM).
 
 use affinity_api::{AffinityKey, NatAction};
-use affinity_plugin::actions::{ActionSet, NatActionKey};
-use affinity_plugin::wire::{self, build};
-use affinity_plugin::{Agent, AgentConfig, Disposition, PacketBuf};
+use affinity_forwarding_agent::actions::{ActionSet, NatActionKey};
+use affinity_forwarding_agent::wire::{self, build};
+use affinity_forwarding_agent::{Agent, AgentConfig, Disposition, PacketBuf};
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::io::Write;
@@ -63,7 +63,7 @@ impl Rng {
 
 /// Packet buffer memory, on huge pages as VPP's buffer pools are.
 fn buffers() -> Vec<u8> {
-    affinity_plugin::huge_pages::huge_slice(POOL * SLOT, || 0u8).into_vec()
+    affinity_forwarding_agent::huge_pages::huge_slice(POOL * SLOT, || 0u8).into_vec()
 }
 
 /// Packets for random installed flows, laid out as batches in buffers with headroom.

@@ -2,7 +2,7 @@
 //! tests checking every incremental checksum against a full recompute.
 
 use affinity_api::{NatAction, SeqAdjustAction};
-use affinity_plugin::wire::{self, build, checksum, Fragment, PacketError};
+use affinity_forwarding_agent::wire::{self, build, checksum, Fragment, PacketError};
 use proptest::prelude::*;
 use std::net::Ipv4Addr;
 

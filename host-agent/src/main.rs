@@ -2,7 +2,7 @@
 //!
 //! Policy routing (set up by the operator, e.g. the lab) sends forwarded
 //! traffic into a TUN device; this process runs each packet through the same
-//! `affinity-plugin` core as the VPP plugin and writes it back for the kernel
+//! `affinity-forwarding-agent` core as the VPP plugin and writes it back for the kernel
 //! to route. Service messages use UDP 1637; `affinity-agent status` reads the
 //! tables over a Unix socket.
 
@@ -10,7 +10,7 @@ mod show;
 mod tun;
 
 use affinity_api::*;
-use affinity_plugin::{Agent, AgentConfig, Disposition, PacketBuf};
+use affinity_forwarding_agent::{Agent, AgentConfig, Disposition, PacketBuf};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::unix::net::UnixListener;
@@ -79,7 +79,7 @@ fn parse_args(args: &[String]) -> Result<(Opts, Vec<String>), String> {
             }
             "--disable-action" => {
                 let name = val(a)?;
-                let t = affinity_plugin::actions::action_segment_by_name(&name)
+                let t = affinity_forwarding_agent::actions::action_segment_by_name(&name)
                     .ok_or_else(|| format!("unknown action {name:?}"))?;
                 o.cfg.disabled_actions.push(t);
             }
@@ -160,7 +160,7 @@ fn run(o: Opts) -> std::io::Result<()> {
             for conn in listener.incoming().flatten() {
                 let mut line = String::new();
                 let _ = BufReader::new(&conn).read_line(&mut line);
-                let text = affinity_plugin::show::render(&agent, now(), line.trim());
+                let text = affinity_forwarding_agent::show::render(&agent, now(), line.trim());
                 let _ = (&conn).write_all(text.as_bytes());
             }
         });

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use affinity_api::*;
-use affinity_plugin::wire::{self, build};
+use affinity_forwarding_agent::wire::{self, build};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 pub const MGR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);

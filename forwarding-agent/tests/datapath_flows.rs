@@ -3,8 +3,8 @@
 
 mod common;
 use affinity_api::*;
-use affinity_plugin::wire::{self, build};
-use affinity_plugin::*;
+use affinity_forwarding_agent::wire::{self, build};
+use affinity_forwarding_agent::*;
 use common::*;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -174,7 +174,7 @@ fn fixed_affinities_nat_both_directions_with_valid_checksums() {
 
     // `clear affinity stats`: the summed counters restart from zero while
     // the threads' own keep growing; per-flow counters stay with the flow.
-    let text = affinity_plugin::show::render(&a, 2 * SEC, "clear stats");
+    let text = affinity_forwarding_agent::show::render(&a, 2 * SEC, "clear stats");
     assert!(text.contains("cleared"), "{text}");
     assert_eq!(a.counter(Counter::FixedHit), 0);
     let (d, _) = run(&mut w, 2 * SEC, &reply(40000, build::TCP_ACK), 64);

@@ -1,5 +1,5 @@
 //! Talks to a running agent's status socket; the text itself comes from
-//! `affinity_plugin::show`, the renderer `vppctl show affinity` uses too.
+//! `affinity_forwarding_agent::show`, the renderer `vppctl show affinity` uses too.
 
 use std::path::Path;
 
