@@ -2,9 +2,9 @@
 //! agent core (`affinity-forwarding-agent`): packets in, affinities and rewrites out.
 
 use affinity_api::*;
-use affinity_manager::{Command, Config, ManagerCore, Outgoing};
 use affinity_forwarding_agent::wire::{self, build};
 use affinity_forwarding_agent::{Agent, AgentConfig, Counter, Disposition, PacketBuf, Worker};
+use affinity_manager::{Command, Config, ManagerCore, Outgoing};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 

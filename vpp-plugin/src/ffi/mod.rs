@@ -15,11 +15,11 @@ mod sys {
     include!(concat!(env!("OUT_DIR"), "/shim.rs"));
 }
 
+use affinity_api::{AuthAlgorithm, AuthPolicy, Key, AGENT_PORT};
 use affinity_forwarding_agent::agent::{Agent, AgentConfig};
 use affinity_forwarding_agent::counters::Counter;
 use affinity_forwarding_agent::datapath::{matched, Disposition, PacketBuf, Worker};
 use affinity_forwarding_agent::wire;
-use affinity_api::{AuthAlgorithm, AuthPolicy, Key, AGENT_PORT};
 use once_cell::sync::OnceCell;
 use parking_lot::Mutex;
 use std::ffi::{c_char, c_void, CStr, CString};
@@ -164,7 +164,9 @@ pub unsafe extern "C" fn affinity_rs_init(cfg: *const sys::affinity_config_t) ->
                 if name.is_empty() {
                     break;
                 }
-                match affinity_forwarding_agent::actions::action_segment_by_name(&name.to_string_lossy()) {
+                match affinity_forwarding_agent::actions::action_segment_by_name(
+                    &name.to_string_lossy(),
+                ) {
                     Some(t) => disabled_actions.push(t),
                     None => return -5,
                 }
