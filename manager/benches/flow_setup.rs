@@ -4,7 +4,10 @@
 //! decision core alone on the same messages, without sockets.
 //! Prints `name value unit` lines and appends them to target/bench-figures.txt.
 
-use affinity_api::*;
+use affinity_api::{
+    interest, AffinityIdentifier, AffinityKey, FixedAffinity, IdentityInfo, MessageBuilder,
+    MessageType, Segment, ServiceMessage,
+};
 use affinity_manager::batch_io::{send_all, RecvBatch};
 use affinity_manager::daemon::Daemon;
 use affinity_manager::{Config, ManagerCore};

@@ -283,6 +283,19 @@ pub fn wait_readable(s: &UdpSocket, ms: i32) {
     wait(s, libc::POLLIN, ms)
 }
 
+/// Waits up to `ms` for a datagram on `s` or for `other` to become
+/// readable (the daemon's wake-up stream), whichever comes first.
+pub fn wait_readable_either(s: &UdpSocket, other: &impl AsRawFd, ms: i32) {
+    let mut pfds = [s.as_raw_fd(), other.as_raw_fd()].map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    // SAFETY: FFI poll(2) on an array of two valid pollfds that outlives
+    // the call; the count is the array's length.
+    unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+}
+
 fn wait(s: &UdpSocket, events: libc::c_short, ms: i32) {
     let mut pfd = libc::pollfd {
         fd: s.as_raw_fd(),

@@ -1,12 +1,17 @@
 //! The thin event loop around [`ManagerCore`]: a UDP socket, timers,
 //! signals, the control socket, metrics and health results.
+//!
+//! The loop sleeps in poll(2) until the core's next timer
+//! ([`ManagerCore::poll_timeout`]), a datagram, or a wake-up: the threads
+//! that queue events (control socket, metrics, health) and the signals
+//! write a byte to a Unix stream pair the loop polls with the UDP socket.
 
 use crate::config::Config;
 use crate::core::{Command, ManagerCore, Outgoing};
 use crate::health::{self, parking_lot_free::Shared, HealthResult};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -17,13 +22,60 @@ enum Event {
     Command(Command, mpsc::Sender<Result<String, String>>),
 }
 
+/// Wakes the daemon's loop from its sleep (one byte on the wake-up stream).
+/// Cheap to clone; safe to use from any thread.
+#[derive(Clone)]
+pub struct Waker(Arc<UnixStream>);
+
+impl Waker {
+    /// Wakes the loop. The stream is non-blocking: when it is full, a
+    /// wake-up is already pending and this one is not needed.
+    pub fn wake(&self) {
+        let _ = (&*self.0).write(&[1]);
+    }
+}
+
+/// Queues events for the loop and wakes it.
+#[derive(Clone)]
+struct EventSender {
+    tx: mpsc::Sender<Event>,
+    waker: Waker,
+}
+
+impl EventSender {
+    /// False when the loop is gone.
+    fn send(&self, ev: Event) -> bool {
+        let ok = self.tx.send(ev).is_ok();
+        self.waker.wake();
+        ok
+    }
+}
+
+/// Longest sleep (ms) without a datagram, an event or a due timer: bounds
+/// how late a timer can run should the core's clock and ours disagree.
+const MAX_SLEEP_MS: u64 = 1000;
+/// Shortest sleep (ms), poll(2)'s resolution: a timer due sooner is run
+/// up to this late rather than spun for.
+const MIN_SLEEP_MS: u64 = 1;
+
+/// How long to sleep (ms) from `now` until the core's next timer
+/// `deadline` (both ns), within [`MIN_SLEEP_MS`, `MAX_SLEEP_MS`].
+fn sleep_ms(deadline: u64, now: u64) -> i32 {
+    deadline
+        .saturating_sub(now)
+        .div_ceil(1_000_000)
+        .clamp(MIN_SLEEP_MS, MAX_SLEEP_MS) as i32
+}
+
 /// A bound manager, ready to run.
 pub struct Daemon {
     core: ManagerCore,
     socket: UdpSocket,
     start: Instant,
-    tx: mpsc::Sender<Event>,
+    events: EventSender,
     rx: mpsc::Receiver<Event>,
+    /// The read end of the wake-up stream (non-blocking).
+    wake_rx: UnixStream,
     config_path: Option<PathBuf>,
     shared_cfg: Arc<Shared<Config>>,
     pub sent: u64,
@@ -50,14 +102,21 @@ impl Daemon {
             cfg.manager.listen = SocketAddrV4::new(*cfg.manager.listen.ip(), a.port());
         }
         let (tx, rx) = mpsc::channel();
+        let (wake_rx, wake_tx) = UnixStream::pair()?;
+        wake_rx.set_nonblocking(true)?;
+        wake_tx.set_nonblocking(true)?;
         let start = Instant::now();
         Ok(Daemon {
             shared_cfg: Arc::new(Shared::new(cfg.clone())),
             core: ManagerCore::new(cfg, 0),
             socket,
             start,
-            tx,
+            events: EventSender {
+                tx,
+                waker: Waker(Arc::new(wake_tx)),
+            },
             rx,
+            wake_rx,
             config_path,
             sent: 0,
             send_errors: 0,
@@ -66,6 +125,35 @@ impl Daemon {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.socket.local_addr()
+    }
+
+    /// A handle that wakes [`Self::run`] from its sleep, e.g. after setting
+    /// its `stop` flag from another thread.
+    pub fn waker(&self) -> Waker {
+        self.events.waker.clone()
+    }
+
+    /// Wakes the loop on each of `signals` (after their flag handlers,
+    /// which must be registered first so the loop sees the flag).
+    pub fn wake_on_signals(&self, signals: &[libc::c_int]) -> std::io::Result<()> {
+        for &sig in signals {
+            let w = self.events.waker.0.try_clone()?;
+            signal_hook::low_level::pipe::register(sig, w)?;
+        }
+        Ok(())
+    }
+
+    /// Empties the wake-up stream (before the loop looks at flags and
+    /// events, so a wake-up arriving meanwhile is not lost).
+    fn drain_wakes(&mut self) {
+        let mut buf = [0u8; 64];
+        // Bounded: the stream holds at most its buffer; 64 reads is plenty.
+        for _ in 0..64 {
+            match self.wake_rx.read(&mut buf) {
+                Ok(n) if n == buf.len() => continue,
+                _ => break,
+            }
+        }
     }
 
     fn now(&self) -> u64 {
@@ -87,7 +175,7 @@ impl Daemon {
         let listener = UnixListener::bind(&path).map_err(|e| {
             std::io::Error::new(e.kind(), format!("control socket {}: {e}", path.display()))
         })?;
-        let tx = self.tx.clone();
+        let tx = self.events.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
                 let mut line = String::new();
@@ -98,7 +186,7 @@ impl Daemon {
                 let answer = match Command::parse(line.trim()) {
                     Ok(cmd) => {
                         let (rtx, rrx) = mpsc::channel();
-                        if tx.send(Event::Command(cmd, rtx)).is_err() {
+                        if !tx.send(Event::Command(cmd, rtx)) {
                             return;
                         }
                         rrx.recv_timeout(Duration::from_secs(5))
@@ -115,14 +203,14 @@ impl Daemon {
         });
         if let Some(addr) = cfg.manager.metrics {
             let l = std::net::TcpListener::bind(addr)?;
-            let tx = self.tx.clone();
+            let tx = self.events.clone();
             std::thread::spawn(move || {
                 for conn in l.incoming().flatten() {
                     let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
                     let mut line = String::new();
                     let _ = BufReader::new(&conn).read_line(&mut line);
                     let (rtx, rrx) = mpsc::channel();
-                    if tx.send(Event::Command(Command::Metrics, rtx)).is_err() {
+                    if !tx.send(Event::Command(Command::Metrics, rtx)) {
                         return;
                     }
                     let body = rrx
@@ -139,10 +227,10 @@ impl Daemon {
         let shared = self.shared_cfg.clone();
         let s2 = stop.clone();
         std::thread::spawn(move || health::run(shared, htx, s2));
-        let tx = self.tx.clone();
+        let tx = self.events.clone();
         std::thread::spawn(move || {
             for r in hrx {
-                if tx.send(Event::Health(r)).is_err() {
+                if !tx.send(Event::Health(r)) {
                     return;
                 }
             }
@@ -154,13 +242,16 @@ impl Daemon {
     /// After traffic it keeps polling the socket for [`BUSY_POLL`] before
     /// sleeping in poll(2): under load, the next burst usually arrives within
     /// that time, and sleeping and being woken costs more than the flow.
+    /// The sleep lasts until the core's next timer (see [`sleep_ms`] for the
+    /// bounds), a datagram, or a [`Waker`]; whoever sets `stop` or `reload`
+    /// from elsewhere wakes the loop (signals: [`Self::wake_on_signals`])
+    /// or waits up to [`MAX_SLEEP_MS`].
     pub fn run(&mut self, stop: &AtomicBool, reload: &AtomicBool) {
         let mut batch = crate::batch_io::RecvBatch::default();
         let mut out = Vec::new();
         // Non-blocking for good: a round drains everything queued, then
         // waits in poll(2) for at most the next timer.
         let _ = self.socket.set_nonblocking(true);
-        let mut next_tick = 0u64;
         let mut busy_until = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             if reload.swap(false, Ordering::Relaxed) {
@@ -176,10 +267,9 @@ impl Daemon {
                 }
             }
             let now = self.now();
-            if now >= next_tick {
+            if now >= self.core.poll_timeout() {
                 let out = self.core.tick(now);
                 self.send(out);
-                next_tick = now + 20_000_000;
             }
             let mut got = 0;
             while got < 1024 {
@@ -201,7 +291,9 @@ impl Daemon {
             if got > 0 {
                 busy_until = Instant::now() + BUSY_POLL;
             } else if Instant::now() >= busy_until {
-                crate::batch_io::wait_readable(&self.socket, 20);
+                let ms = sleep_ms(self.core.poll_timeout(), self.now());
+                crate::batch_io::wait_readable_either(&self.socket, &self.wake_rx, ms);
+                self.drain_wakes();
             } else {
                 std::hint::spin_loop();
             }
@@ -254,4 +346,18 @@ pub fn client(path: &Path, line: &str) -> std::io::Result<String> {
     let mut out = String::new();
     std::io::Read::read_to_string(&mut s, &mut out)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{sleep_ms, MAX_SLEEP_MS, MIN_SLEEP_MS};
+
+    #[test]
+    fn sleeps_until_the_next_timer_within_bounds() {
+        let ms = 1_000_000;
+        assert_eq!(sleep_ms(250 * ms, 0), 250);
+        assert_eq!(sleep_ms(250 * ms + 1, 0), 251, "rounded up: never early");
+        assert_eq!(sleep_ms(5, 10), MIN_SLEEP_MS as i32, "overdue: shortest");
+        assert_eq!(sleep_ms(u64::MAX, 0), MAX_SLEEP_MS as i32);
+    }
 }

@@ -117,6 +117,15 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let signals = [
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ];
+    if let Err(e) = d.wake_on_signals(&signals) {
+        eprintln!("affinity-manager: signals: {e}");
+        return ExitCode::from(1);
+    }
     if let Err(e) = d.start_services(&stop) {
         eprintln!("affinity-manager: {e}");
         return ExitCode::from(1);

@@ -60,7 +60,7 @@ impl PortPool {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::PortPool;
 
     #[test]
     fn never_hands_out_a_port_in_use_and_reports_exhaustion() {

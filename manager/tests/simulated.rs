@@ -1,7 +1,7 @@
 //! The manager core against simulated forwarding agents that run the real
 //! agent core (`affinity-forwarding-agent`): packets in, affinities and rewrites out.
 
-use affinity_api::*;
+use affinity_api::{seg, AffinityKey, AuthAlgorithm, AuthPolicy, Key, AGENT_PORT};
 use affinity_forwarding_agent::wire::{self, build};
 use affinity_forwarding_agent::{Agent, AgentConfig, Counter, Disposition, PacketBuf, Worker};
 use affinity_manager::{Command, Config, ManagerCore, Outgoing};

@@ -1,0 +1,79 @@
+//! The command language of the local control socket (`affinity-manager
+//! status`, `set-weight`, ...): one line in, one [`Command`] out. The core
+//! executes it ([`super::ManagerCore::command`]).
+
+use std::net::SocketAddrV4;
+
+/// A command from the local control socket.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Human-readable services, backends, agents and counters.
+    Status,
+    /// Prometheus text exposition.
+    Metrics,
+    /// A backend's configured weight (0 drains: existing flows stay).
+    SetWeight {
+        service: String,
+        backend: SocketAddrV4,
+        weight: u32,
+    },
+    /// Feedback algorithm: the backend's load in percent (0-100).
+    LoadReport {
+        service: String,
+        backend: SocketAddrV4,
+        load: u32,
+    },
+}
+
+impl Command {
+    /// Parses one line: `status`, `metrics`, `set-weight SERVICE ADDR:PORT
+    /// W`, `drain SERVICE ADDR:PORT` (weight 0), `load-report SERVICE
+    /// ADDR:PORT LOAD` (clamped to 100). The error names the bad word, or
+    /// lists the commands.
+    pub fn parse(line: &str) -> Result<Command, String> {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let backend = |s: &str| {
+            s.parse::<SocketAddrV4>()
+                .map_err(|_| format!("{s:?} is not ADDR:PORT"))
+        };
+        match w.as_slice() {
+            ["status"] => Ok(Command::Status),
+            ["metrics"] => Ok(Command::Metrics),
+            ["set-weight", s, b, n] => Ok(Command::SetWeight { service: s.to_string(), backend: backend(b)?, weight: n.parse().map_err(|_| format!("bad weight {n:?}"))? }),
+            ["drain", s, b] => Ok(Command::SetWeight { service: s.to_string(), backend: backend(b)?, weight: 0 }),
+            ["load-report", s, b, n] => Ok(Command::LoadReport { service: s.to_string(), backend: backend(b)?, load: n.parse::<u32>().map_err(|_| format!("bad load {n:?}"))?.min(100) }),
+            _ => Err(format!("unknown command {line:?}; try: status | metrics | set-weight SERVICE BACKEND W | drain SERVICE BACKEND | load-report SERVICE BACKEND LOAD(0-100)")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Command;
+
+    #[test]
+    fn lines_parse_to_commands_and_bad_words_are_named() {
+        let b = "198.51.100.1:80".parse().unwrap();
+        assert_eq!(Command::parse(" status "), Ok(Command::Status));
+        assert_eq!(
+            Command::parse("drain web 198.51.100.1:80"),
+            Ok(Command::SetWeight {
+                service: "web".into(),
+                backend: b,
+                weight: 0
+            })
+        );
+        assert_eq!(
+            Command::parse("load-report web 198.51.100.1:80 250"),
+            Ok(Command::LoadReport {
+                service: "web".into(),
+                backend: b,
+                load: 100
+            })
+        );
+        assert!(Command::parse("set-weight web nowhere 1")
+            .unwrap_err()
+            .contains("\"nowhere\""));
+        assert!(Command::parse("").unwrap_err().contains("try:"));
+    }
+}

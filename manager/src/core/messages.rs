@@ -1,0 +1,261 @@
+//! Message builders: the service messages the manager sends (wildcard
+//! updates, fixed-affinity installs, renewals and deletions), each signed
+//! when a sending key is configured and carrying the manager's identity.
+//! Layouts and exchanges: `api/EXCHANGES.md`.
+
+use super::flows::Flow;
+use super::services::Service;
+use crate::config::Config;
+use affinity_api::{
+    encode_action_list, interest, seg, ActionList, AdvertiseAction, AffinityIdentifier,
+    AffinityKey, AuthPolicy, BackupPrecedence, FixedAffinity, IdentityInfo, InterestCriteria, Key,
+    MessageBuilder, MessageType, NatAction, Segment, SequenceSource, ServicePrecedence,
+    WildcardAffinity,
+};
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+/// Flows per renewal message (two affinities each) to stay under ~1400 bytes.
+pub(super) const FLOWS_PER_MESSAGE: usize = 8;
+
+/// The sending side: sequence numbers, the signing key and the identity
+/// every message carries.
+pub struct Messages {
+    seq: SequenceSource,
+    /// The configured sending key; unsigned messages without one.
+    signing: Option<Key>,
+    /// Where agents send interest matches (the manager's listen address).
+    listen: SocketAddrV4,
+    /// Host name in identity info.
+    name: String,
+}
+
+impl Messages {
+    /// Sequence numbers start from the system clock (so a restarted manager
+    /// stays ahead of agents' replay windows).
+    pub fn new(cfg: &Config, auth: &AuthPolicy) -> Self {
+        Messages {
+            seq: SequenceSource::from_system_clock(),
+            signing: auth.keys.signing_key().cloned(),
+            listen: cfg.manager.listen,
+            name: cfg.manager.name.clone(),
+        }
+    }
+
+    /// Takes a reloaded configuration's identity and key; the sequence
+    /// continues.
+    pub fn reconfigure(&mut self, cfg: &Config, auth: &AuthPolicy) {
+        self.signing = auth.keys.signing_key().cloned();
+        self.listen = cfg.manager.listen;
+        self.name = cfg.manager.name.clone();
+    }
+
+    /// A message of type `t` with the next sequence number and identity info.
+    fn builder(&mut self, t: MessageType) -> MessageBuilder {
+        let seq = self.seq.next();
+        let mut b = match &self.signing {
+            Some(k) => MessageBuilder::signed(t, seq, k),
+            None => MessageBuilder::new(t, seq),
+        };
+        b.push(Segment::IdentityInfo(IdentityInfo {
+            address: *self.listen.ip(),
+            host_name: &self.name,
+        }));
+        b
+    }
+
+    /// Interest criteria sending matches to this manager.
+    fn interest(&self, mask: u16, flags: u8) -> InterestCriteria {
+        InterestCriteria {
+            address: *self.listen.ip(),
+            port: self.listen.port(),
+            mask,
+            flags,
+        }
+    }
+
+    /// Copies of FIN and RST on a flow's fixed affinities (close tracking).
+    fn tracking(&self) -> InterestCriteria {
+        self.interest(interest::FIN | interest::RST, InterestCriteria::COPY)
+    }
+
+    /// One wildcard update per service (forward + one reverse per backend),
+    /// with time to live `ttl` (s; 0 deletes).
+    pub fn wildcards(&mut self, services: &[Service], ttl: u32) -> Vec<Vec<u8>> {
+        let mut msgs = Vec::new();
+        for s in services {
+            if let Some(m) = self.wildcard(s, ttl) {
+                msgs.push(m);
+            }
+        }
+        msgs
+    }
+
+    fn wildcard(&mut self, s: &Service, ttl: u32) -> Option<Vec<u8>> {
+        let proto = s.cfg.protocol_number();
+        let domain = s.domain;
+        let vip = s.cfg.virtual_addr;
+        let sp = ServicePrecedence {
+            search_first: false,
+            value: s.cfg.service_precedence,
+        };
+        let bp = BackupPrecedence {
+            value: s.cfg.backup_precedence,
+        };
+        let punt = self.interest(interest::ALL, InterestCriteria::DATA);
+        let advertise = s.advertise;
+        let (dst_rev, dst_rev_mask) = match &s.cfg.snat {
+            Some(n) => (n.address, Ipv4Addr::BROADCAST),
+            None => domain,
+        };
+        let id_base = s.id_base;
+        let mut required = vec![(seg::INTEREST_CRITERIA_ACTION, true)];
+        if advertise {
+            required.push((seg::ADVERTISE_ACTION, true));
+        }
+        let list = encode_action_list(&required);
+        let rev_list = encode_action_list(&[(seg::INTEREST_CRITERIA_ACTION, true)]);
+        let mut b = self.builder(MessageType::AffinityUpdateWildcard);
+        b.push(Segment::ServicePrecedence(sp));
+        b.push(Segment::BackupPrecedence(bp));
+        b.push(Segment::InterestCriteria(punt));
+        b.push(Segment::WildcardAffinity(WildcardAffinity {
+            key: AffinityKey {
+                protocol: proto,
+                src_addr: domain.0,
+                dst_addr: *vip.ip(),
+                src_port: 0,
+                dst_port: vip.port(),
+            },
+            src_mask: domain.1,
+            dst_mask: Ipv4Addr::BROADCAST,
+            dispatch_flags: 0,
+            info_flags: 0,
+            forward_addr: Ipv4Addr::UNSPECIFIED,
+            ttl,
+        }));
+        b.push(Segment::AffinityIdentifier(AffinityIdentifier {
+            id: id_base,
+            reason: 0,
+        }));
+        b.push(Segment::ActionList(ActionList::from_raw(&list).unwrap_or(
+            ActionList::from_raw(&[]).expect("empty list is valid"),
+        )));
+        if advertise {
+            b.push(Segment::AdvertiseAction(AdvertiseAction {
+                address: *vip.ip(),
+                mask: None,
+            }));
+        }
+        for (i, be) in s.backends.iter().enumerate() {
+            b.push(Segment::WildcardAffinity(WildcardAffinity {
+                key: AffinityKey {
+                    protocol: proto,
+                    src_addr: *be.addr.ip(),
+                    dst_addr: dst_rev,
+                    src_port: be.addr.port(),
+                    dst_port: 0,
+                },
+                src_mask: Ipv4Addr::BROADCAST,
+                dst_mask: dst_rev_mask,
+                dispatch_flags: 0,
+                info_flags: 0,
+                forward_addr: Ipv4Addr::UNSPECIFIED,
+                ttl,
+            }));
+            b.push(Segment::AffinityIdentifier(AffinityIdentifier {
+                id: id_base + 1 + i as u32,
+                reason: 0,
+            }));
+            if let Some(l) = ActionList::from_raw(&rev_list) {
+                b.push(Segment::ActionList(l));
+            }
+        }
+        b.finish().ok()
+    }
+
+    /// A flow's two fixed affinities with time to live `ttl` (s; 0
+    /// deletes), echoing the agent's interest data and returning the punted
+    /// packet when given.
+    pub fn flow(
+        &mut self,
+        f: &Flow,
+        ttl: u32,
+        echo: Option<&[u8]>,
+        packet: Option<&[u8]>,
+    ) -> Option<Vec<u8>> {
+        let tracking = self.tracking();
+        let mut b = self.builder(MessageType::AffinityUpdateFixed);
+        if let Some(e) = echo {
+            b.push(Segment::FaInterestData(e));
+        }
+        push_flow(&mut b, f, ttl, tracking);
+        if let Some(p) = packet {
+            b.push(Segment::IpPacket(p));
+        }
+        b.finish().ok()
+    }
+
+    /// One renewal of `flows` (at most [`FLOWS_PER_MESSAGE`] keep a
+    /// message under ~1400 bytes) with time to live `ttl` (s).
+    pub fn renewal<'f>(
+        &mut self,
+        flows: impl IntoIterator<Item = &'f Flow>,
+        ttl: u32,
+    ) -> Option<Vec<u8>> {
+        let tracking = self.tracking();
+        let mut b = self.builder(MessageType::AffinityUpdateFixed);
+        for f in flows {
+            push_flow(&mut b, f, ttl, tracking);
+        }
+        b.finish().ok()
+    }
+}
+
+/// The two fixed affinities of a flow, appended to `b`: forward with the
+/// NAT to the backend, reverse with the NAT back to the virtual address
+/// (both ways rewritten with source NAT), each with close tracking for TCP
+/// while installed.
+fn push_flow(b: &mut MessageBuilder, f: &Flow, ttl: u32, tracking: InterestCriteria) {
+    let all = NatAction::SRC_ADDR | NatAction::SRC_PORT | NatAction::DST_ADDR | NatAction::DST_PORT;
+    let fwd_nat = match f.snat {
+        Some(s) => NatAction {
+            flags: all,
+            src_addr: *s.ip(),
+            src_port: s.port(),
+            dst_addr: *f.backend.ip(),
+            dst_port: f.backend.port(),
+        },
+        None => NatAction {
+            flags: NatAction::DST_ADDR | NatAction::DST_PORT,
+            dst_addr: *f.backend.ip(),
+            dst_port: f.backend.port(),
+            ..Default::default()
+        },
+    };
+    let rev_nat = match f.snat {
+        Some(_) => NatAction {
+            flags: all,
+            src_addr: *f.vip.ip(),
+            src_port: f.vip.port(),
+            dst_addr: f.fwd.src_addr,
+            dst_port: f.fwd.src_port,
+        },
+        None => NatAction {
+            flags: NatAction::SRC_ADDR | NatAction::SRC_PORT,
+            src_addr: *f.vip.ip(),
+            src_port: f.vip.port(),
+            ..Default::default()
+        },
+    };
+    for (key, nat) in [(f.fwd, fwd_nat), (f.rev, rev_nat)] {
+        b.push(Segment::FixedAffinity(FixedAffinity {
+            key,
+            ttl,
+            ..Default::default()
+        }));
+        b.push(Segment::NatAction(nat));
+        if ttl > 0 && f.is_tcp() {
+            b.push(Segment::InterestCriteria(tracking));
+        }
+    }
+}
