@@ -162,6 +162,7 @@ fn daemon_figures(cfg: Config) -> Vec<(&'static str, f64, &'static str)> {
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
+    let waker = daemon.waker();
     let handle = std::thread::spawn(move || {
         daemon.run(&s2, &reload);
         daemon
@@ -191,6 +192,7 @@ fn daemon_figures(cfg: Config) -> Vec<(&'static str, f64, &'static str)> {
     let (_, mut lat, lost2) = run(&agent, addr, &msgs[FLOWS as usize - LATENCY_FLOWS..], 1);
     let lost = lost + lost2;
     stop.store(true, Ordering::Relaxed);
+    waker.wake();
     let daemon = handle.join().unwrap();
     lat.sort_unstable();
     let pct = |p: f64| {

@@ -179,7 +179,7 @@ impl Selector {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{maglev_table, next_prime, Algorithm, Candidate, Selector};
 
     fn names(n: usize) -> Vec<Vec<u8>> {
         (0..n)

@@ -308,7 +308,10 @@ fn wait(s: &UdpSocket, events: libc::c_short, ms: i32) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{send_all, RecvBatch, BATCH};
+    use std::io;
+    use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+    use std::sync::atomic::Ordering::Relaxed;
 
     #[test]
     fn a_burst_goes_out_and_comes_back_in_batches() {
@@ -378,6 +381,4 @@ mod tests {
             io::ErrorKind::WouldBlock
         );
     }
-
-    use std::net::SocketAddr;
 }

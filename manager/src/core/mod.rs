@@ -536,3 +536,6 @@ struct Interest<'m> {
     /// The punted packet, returned with the answer.
     packet: Option<&'m [u8]>,
 }
+
+#[cfg(test)]
+mod tests;
