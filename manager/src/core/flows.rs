@@ -105,10 +105,13 @@ pub struct FlowTable {
 }
 
 impl FlowTable {
+    /// Flows placed and not yet deleted (open, or closed within their
+    /// sticky time).
     pub fn len(&self) -> usize {
         self.flows.len()
     }
 
+    /// No flows.
     pub fn is_empty(&self) -> bool {
         self.flows.is_empty()
     }

@@ -481,6 +481,7 @@ impl ManagerCore {
         out
     }
 
+    /// Flows placed and not yet deleted.
     pub fn flow_count(&self) -> usize {
         self.flows.len()
     }
@@ -495,6 +496,7 @@ impl ManagerCore {
         self.services.as_slice()
     }
 
+    /// The configuration in force (the last reload's).
     pub fn config(&self) -> &Config {
         &self.cfg
     }
