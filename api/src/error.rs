@@ -1,4 +1,8 @@
-use crate::header::MessageType;
+//! What can be wrong with a received datagram ([`ParseError`]) and why a
+//! message could not be written ([`EmitError`]). Uses only the assigned
+//! numbers, so every other module may use it.
+
+use crate::numbers::{MessageType, REQUIRED_FLAG};
 use std::fmt;
 
 /// What was wrong with one segment.
@@ -103,7 +107,7 @@ impl fmt::Display for ParseError {
                 write!(
                     f,
                     "segment #{index} (type {}): ",
-                    seg_type & !crate::segment::REQUIRED_FLAG
+                    seg_type & !REQUIRED_FLAG
                 )?;
                 match kind {
                     SegmentErrorKind::BadLength { claimed, remaining } => {

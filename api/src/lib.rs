@@ -8,23 +8,64 @@
 //! fail and never allocates. Emitting goes through [`MessageBuilder`] (owned
 //! `Vec`) or [`emit_prefix`] (in place, in front of a packet that is already in
 //! a buffer, for punting from the data path).
+//!
+//! # Rooms
+//! Files are named by the path a message takes; a module uses the ones
+//! listed before it, never one after it.
+//! - `numbers.rs`: the assigned numbers — version, lengths, message types,
+//!   segment types, flag bits (a leaf).
+//! - `codec.rs`: the big-endian reader and writer every layout is read and
+//!   written with (a leaf).
+//! - `error.rs`: [`ParseError`], [`SegmentErrorKind`], [`EmitError`].
+//! - `header.rs`: the 16-byte message header.
+//! - `segment/`: each segment type's body layout, declared once with parse,
+//!   emit and length side by side (one file per family: `affinity.rs`,
+//!   `action.rs`, `envelope.rs`, `report.rs`), the [`Segment`] enum and
+//!   the [`Segments`] iterator.
+//! - `rules.rs`: the one table of which segment types each message type
+//!   may, must or must not carry, which appear once, and which are marked
+//!   Required when emitted.
+//! - `security.rs`: keys, digests, signing, replay window, sequence numbers.
+//!
+//! Receive path: `datagram.rs` (split a datagram into messages) →
+//! `message.rs` ([`ServiceMessage::parse`]) → `auth.rs`
+//! ([`AuthPolicy::verify`]) → `affinities.rs` (segments grouped by the
+//! affinity they apply to). Send path: `emit.rs` ([`MessageBuilder`],
+//! [`emit_prefix`]).
+//!
+//! Every public name is re-exported here, at the crate root.
 
+mod affinities;
+mod auth;
+mod codec;
+mod datagram;
+mod emit;
 mod error;
 mod header;
 mod message;
+mod numbers;
+mod rules;
 mod security;
 mod segment;
 
+pub use affinities::{AffinityEntry, AffinityGroups, AffinityRef};
+pub use auth::{AuthError, AuthPolicy};
+pub use datagram::{datagram_messages, DatagramMessages};
+pub use emit::{emit_prefix, prefix_len, MessageBuilder};
 pub use error::{EmitError, ParseError, SegmentErrorKind};
-pub use header::{Header, MessageType, AF_INET, HEADER_LEN, VERSION};
-pub use message::{
-    datagram_messages, emit_prefix, prefix_len, AffinityEntry, AffinityGroups, AffinityRef,
-    DatagramMessages, MessageBuilder, Segments, ServiceMessage,
+pub use header::Header;
+pub use message::ServiceMessage;
+pub use numbers::{
+    dispatch, info, interest, seg, MessageType, AF_INET, HEADER_LEN, REQUIRED_FLAG,
+    SEGMENT_HEADER_LEN, VERSION,
 };
-pub use security::{
-    AuthAlgorithm, AuthError, AuthPolicy, Key, KeyRing, ReplayWindow, SequenceSource,
+pub use security::{AuthAlgorithm, Key, KeyRing, ReplayWindow, SequenceSource};
+pub use segment::{
+    encode_action_list, ActionList, AdvertiseAction, AffinityIdentifier, AffinityKey,
+    BackupPrecedence, Capabilities, DenyReason, FixedAffinity, IdentityInfo, InterestCriteria,
+    NatAction, Segment, Segments, SeqAdjustAction, ServicePrecedence, Statistics, WildcardAffinity,
+    Security,
 };
-pub use segment::*;
 
 /// UDP port forwarding agents listen on (the port Cisco's CASA used).
 pub const AGENT_PORT: u16 = 1637;

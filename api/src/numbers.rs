@@ -1,0 +1,129 @@
+//! The protocol's assigned numbers: version, lengths, message types, segment
+//! types and flag bits (`api/PROTOCOL.md`, "Message header", "Message types",
+//! "Segment header" and the per-segment tables). A leaf: every other module
+//! may use it, it uses none of them.
+
+/// Protocol version this crate speaks (header byte 0).
+pub const VERSION: u8 = 1;
+/// Length of the fixed message header, bytes.
+pub const HEADER_LEN: usize = 16;
+/// Address family value for IPv4 (header byte 4; the only one defined in
+/// version 1).
+pub const AF_INET: u8 = 1;
+
+/// Bit 15 of the segment type field: the receiver must understand this
+/// segment (PROTOCOL.md, "Segment header").
+pub const REQUIRED_FLAG: u16 = 0x8000;
+/// Length of a segment header (type and length, both u16 network order), bytes.
+pub const SEGMENT_HEADER_LEN: usize = 4;
+
+/// Service message types (header byte 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum MessageType {
+    AffinityUpdateWildcard = 1,
+    AffinityUpdateFixed = 2,
+    AffinityUpdateDeny = 3,
+    InterestMatchWildcard = 4,
+    InterestMatchFixed = 5,
+    IpPacketOnly = 6,
+    /// Extension: agent announces itself and its capabilities.
+    AgentHello = 16,
+    /// Extension: liveness, no segments required.
+    Keepalive = 17,
+    /// Extension: a manager asks an agent to resend what it holds.
+    AffinityDumpRequest = 18,
+    /// Extension: an agent reports counters.
+    StatisticsReport = 19,
+}
+
+impl MessageType {
+    /// Every message type, in the order of the columns of the placement
+    /// table (`rules.rs`).
+    pub const ALL: [MessageType; 10] = [
+        MessageType::AffinityUpdateWildcard,
+        MessageType::AffinityUpdateFixed,
+        MessageType::AffinityUpdateDeny,
+        MessageType::InterestMatchWildcard,
+        MessageType::InterestMatchFixed,
+        MessageType::IpPacketOnly,
+        MessageType::AgentHello,
+        MessageType::Keepalive,
+        MessageType::AffinityDumpRequest,
+        MessageType::StatisticsReport,
+    ];
+
+    /// The message type of header byte 1, `None` for a number no message
+    /// type has.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| *t as u8 == v)
+    }
+
+    /// Position in [`MessageType::ALL`].
+    pub(crate) const fn column(self) -> usize {
+        let mut i = 0;
+        while i < Self::ALL.len() {
+            if Self::ALL[i] as u8 == self as u8 {
+                return i;
+            }
+            i += 1;
+        }
+        // Unreachable: ALL lists every variant (the rules tests walk it).
+        0
+    }
+}
+
+/// Segment type numbers (low 15 bits of the segment type field).
+pub mod seg {
+    pub const WILDCARD_AFFINITY: u16 = 1;
+    pub const FIXED_AFFINITY: u16 = 2;
+    pub const AFFINITY_IDENTIFIER: u16 = 3;
+    pub const SERVICE_PRECEDENCE: u16 = 4;
+    pub const BACKUP_PRECEDENCE: u16 = 5;
+    pub const SECURITY: u16 = 6;
+    pub const SM_INTEREST_DATA: u16 = 7;
+    pub const FA_INTEREST_DATA: u16 = 8;
+    pub const IDENTITY_INFO: u16 = 9;
+    pub const NAT_ACTION: u16 = 10;
+    pub const ADVERTISE_ACTION: u16 = 11;
+    pub const SEQ_ADJUST_ACTION: u16 = 12;
+    pub const INTEREST_CRITERIA_ACTION: u16 = 13;
+    pub const ACTION_LIST: u16 = 14;
+    pub const IP_PACKET: u16 = 15;
+    pub const DENY_REASON: u16 = 16;
+    pub const CAPABILITIES: u16 = 17;
+    pub const STATISTICS: u16 = 18;
+}
+
+/// Dispatch flags of an affinity.
+pub mod dispatch {
+    /// Send the packet to the forward address as next hop, untranslated.
+    pub const FORWARD: u8 = 0x01;
+}
+
+/// Information flags of an affinity.
+pub mod info {
+    /// Count packets and bytes per forward address.
+    pub const STATISTICS: u8 = 0x01;
+}
+
+/// Interest mask bits: why a packet interests a manager.
+pub mod interest {
+    pub const FIN: u16 = 0x0001;
+    pub const SYN: u16 = 0x0002;
+    pub const RST: u16 = 0x0004;
+    pub const PSH: u16 = 0x0008;
+    pub const ACK: u16 = 0x0010;
+    pub const URG: u16 = 0x0020;
+    /// The packet carries transport payload (TCP or UDP).
+    pub const DATA: u16 = 0x0040;
+    /// First payload-carrying packet of the flow seen by this affinity
+    /// (for UDP: the first packet).
+    pub const FIRST_DATA: u16 = 0x0080;
+    /// The packet is an IP fragment.
+    pub const FRAGMENT: u16 = 0x0100;
+    /// Every packet.
+    pub const ALL: u16 = 0x8000;
+    /// All bits defined in version 1.
+    pub const DEFINED: u16 = 0x81ff;
+}

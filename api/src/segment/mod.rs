@@ -1,0 +1,311 @@
+//! Segments: each segment type's body layout, declared once with its parse,
+//! emit and length side by side ([`SegmentBody`]), and the [`Segment`] enum
+//! that dispatches to them.
+//!
+//! Every segment starts with a 4-byte segment header: type (bit 15 =
+//! Required) and total length (PROTOCOL.md, "Segment header"). The bodies
+//! live in one file per family:
+//! - `affinity.rs`: the affinity key, wildcard and fixed affinities and the
+//!   per-affinity identifier and precedences (types 1–5);
+//! - `action.rs`: the action segments (types 10–14);
+//! - `envelope.rs`: what frames or rides along with a message — security,
+//!   identity, interest data, the IP packet (types 6–9, 15);
+//! - `report.rs`: what an agent reports — deny reason, capabilities,
+//!   statistics (types 16–18).
+//!
+//! A body with a fixed list of fields is declared with `fixed_layout!`,
+//! which derives parse, emit and length from that one list; the others
+//! implement [`SegmentBody`] by hand, in the same place.
+
+mod action;
+mod affinity;
+mod envelope;
+mod report;
+
+pub use action::{encode_action_list, ActionList, AdvertiseAction, InterestCriteria, NatAction, SeqAdjustAction};
+pub use affinity::{
+    AffinityIdentifier, AffinityKey, BackupPrecedence, FixedAffinity, ServicePrecedence,
+    WildcardAffinity,
+};
+pub use envelope::{IdentityInfo, Security};
+pub use report::{Capabilities, DenyReason, Statistics};
+
+use crate::codec::Writer;
+use crate::error::SegmentErrorKind;
+use crate::numbers::{REQUIRED_FLAG, SEGMENT_HEADER_LEN};
+use envelope::{FaInterestDataBody, IpPacketBody, SmInterestDataBody};
+
+/// One segment type's body: its number, its length bounds and how it is
+/// read and written. `Value` is what the [`Segment`] variant carries (the
+/// implementing type itself, except for the opaque byte bodies).
+pub(crate) trait SegmentBody<'a> {
+    type Value;
+    /// Segment type number (without the Required flag).
+    const TYPE: u16;
+    /// Shortest body a receiver accepts, bytes (the whole body when fixed).
+    const MIN_LEN: usize;
+    /// Longest body a receiver accepts, bytes.
+    const MAX_LEN: usize;
+    /// Reads a body of `MIN_LEN..=MAX_LEN` bytes. Shorter input is reported
+    /// as [`SegmentErrorKind::BodyTooShort`], never trusted away.
+    fn parse(body: &'a [u8]) -> Result<Self::Value, SegmentErrorKind>;
+    /// Writes exactly `len(value)` bytes.
+    fn emit(value: &Self::Value, w: &mut Writer<'_>);
+    /// Emitted body length, bytes.
+    fn len(value: &Self::Value) -> usize;
+}
+
+/// The error for a body shorter than its type's fixed part.
+pub(crate) fn too_short<'a, B: SegmentBody<'a>>(body: &[u8]) -> SegmentErrorKind {
+    SegmentErrorKind::BodyTooShort {
+        need: B::MIN_LEN,
+        have: body.len(),
+    }
+}
+
+/// A field holding a value the protocol does not define.
+pub(crate) fn bad(field: &'static str, value: u32) -> SegmentErrorKind {
+    SegmentErrorKind::BadValue { field, value }
+}
+
+/// Bytes of one field kind of a `fixed_layout!` list.
+macro_rules! layout_field_len {
+    (zero($n:literal)) => {
+        $n
+    };
+    (u8($($f:tt)*)) => {
+        1
+    };
+    (u16($($f:tt)*)) => {
+        2
+    };
+    (u32($($f:tt)*)) => {
+        4
+    };
+    (addr($($f:tt)*)) => {
+        4
+    };
+    (u64($($f:tt)*)) => {
+        8
+    };
+}
+
+/// Implements [`SegmentBody`] for a struct whose body is a fixed list of
+/// network-order fields: `kind(path.to.field)` for a field, `zero(n)` for
+/// `n` reserved bytes (ignored on receipt, written as zero). Parse, emit and
+/// the length all follow the one list. `check` names a function that
+/// rejects undefined flag bits after parsing.
+macro_rules! fixed_layout {
+    ($ty:ident = $seg_type:expr $(, check $check:path)?;
+     $($kind:ident($($field:tt)*)),+ $(,)?) => {
+        impl<'a> $crate::segment::SegmentBody<'a> for $ty {
+            type Value = Self;
+            const TYPE: u16 = $seg_type;
+            const MIN_LEN: usize = 0 $(+ $crate::segment::layout_field_len!($kind($($field)*)))+;
+            const MAX_LEN: usize = Self::MIN_LEN;
+
+            fn parse(body: &'a [u8]) -> Result<Self, $crate::error::SegmentErrorKind> {
+                let mut r = $crate::codec::Reader::new(body);
+                let mut v = Self::default();
+                $($crate::segment::fixed_layout!(@read r v $kind($($field)*));)+
+                if r.is_short() {
+                    return Err($crate::segment::too_short::<Self>(body));
+                }
+                $($check(&v)?;)?
+                Ok(v)
+            }
+
+            fn emit(v: &Self, w: &mut $crate::codec::Writer<'_>) {
+                $($crate::segment::fixed_layout!(@write w v $kind($($field)*));)+
+            }
+
+            fn len(_: &Self) -> usize {
+                Self::MIN_LEN
+            }
+        }
+    };
+    (@read $r:ident $v:ident zero($n:literal)) => {
+        $r.zero($n)
+    };
+    (@read $r:ident $v:ident $kind:ident($($f:ident).+)) => {
+        $v.$($f).+ = $r.$kind()
+    };
+    (@write $w:ident $v:ident zero($n:literal)) => {
+        $w.zero($n)
+    };
+    (@write $w:ident $v:ident $kind:ident($($f:ident).+)) => {
+        $w.$kind($v.$($f).+)
+    };
+}
+pub(crate) use fixed_layout;
+pub(crate) use layout_field_len;
+
+/// Declares [`Segment`] from one list of `Variant(carried value) = body
+/// type`, and derives from it the type number, length, parse and emit
+/// dispatch.
+macro_rules! segments {
+    ($($(#[$doc:meta])* $variant:ident($value:ty) = $body:ty,)+) => {
+        /// One parsed segment. Variable-length payloads borrow the datagram.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Segment<'a> {
+            $($(#[$doc])* $variant($value),)+
+            /// An optional segment of a type this implementation does not know.
+            Unknown { seg_type: u16, body: &'a [u8] },
+        }
+
+        impl<'a> Segment<'a> {
+            /// The segment type number (without the Required flag).
+            pub fn seg_type(&self) -> u16 {
+                match self {
+                    $(Segment::$variant(_) => <$body as SegmentBody<'a>>::TYPE,)+
+                    Segment::Unknown { seg_type, .. } => *seg_type & !REQUIRED_FLAG,
+                }
+            }
+
+            /// Length of the body when emitted, bytes.
+            pub fn body_len(&self) -> usize {
+                match self {
+                    $(Segment::$variant(v) => <$body as SegmentBody<'a>>::len(v),)+
+                    Segment::Unknown { body, .. } => body.len(),
+                }
+            }
+
+            /// Body length bounds (minimum, maximum) of a known segment
+            /// type, `None` for a type this implementation does not know.
+            pub(crate) fn body_bounds(seg_type: u16) -> Option<(usize, usize)> {
+                $(if seg_type == <$body as SegmentBody<'a>>::TYPE {
+                    return Some((
+                        <$body as SegmentBody<'a>>::MIN_LEN,
+                        <$body as SegmentBody<'a>>::MAX_LEN,
+                    ));
+                })+
+                None
+            }
+
+            /// Parses a body of type `seg_type` (Required flag cleared); an
+            /// unknown type becomes [`Segment::Unknown`]. The caller has
+            /// checked [`Segment::body_bounds`].
+            pub(crate) fn parse_body(
+                seg_type: u16,
+                body: &'a [u8],
+            ) -> Result<Segment<'a>, SegmentErrorKind> {
+                $(if seg_type == <$body as SegmentBody<'a>>::TYPE {
+                    return <$body as SegmentBody<'a>>::parse(body).map(Segment::$variant);
+                })+
+                Ok(Segment::Unknown { seg_type, body })
+            }
+
+            fn emit_body(&self, w: &mut Writer<'_>) {
+                match self {
+                    $(Segment::$variant(v) => <$body as SegmentBody<'a>>::emit(v, w),)+
+                    Segment::Unknown { body, .. } => w.bytes(body),
+                }
+            }
+        }
+    };
+}
+
+segments! {
+    WildcardAffinity(WildcardAffinity) = WildcardAffinity,
+    FixedAffinity(FixedAffinity) = FixedAffinity,
+    AffinityIdentifier(AffinityIdentifier) = AffinityIdentifier,
+    ServicePrecedence(ServicePrecedence) = ServicePrecedence,
+    BackupPrecedence(BackupPrecedence) = BackupPrecedence,
+    Security(Security<'a>) = Security<'a>,
+    SmInterestData(&'a [u8]) = SmInterestDataBody,
+    FaInterestData(&'a [u8]) = FaInterestDataBody,
+    IdentityInfo(IdentityInfo<'a>) = IdentityInfo<'a>,
+    NatAction(NatAction) = NatAction,
+    AdvertiseAction(AdvertiseAction) = AdvertiseAction,
+    SeqAdjustAction(SeqAdjustAction) = SeqAdjustAction,
+    InterestCriteria(InterestCriteria) = InterestCriteria,
+    ActionList(ActionList<'a>) = ActionList<'a>,
+    IpPacket(&'a [u8]) = IpPacketBody,
+    DenyReason(DenyReason) = DenyReason,
+    Capabilities(Capabilities) = Capabilities,
+    Statistics(Statistics) = Statistics,
+}
+
+impl Segment<'_> {
+    /// Total emitted length including the segment header, bytes.
+    pub fn wire_len(&self) -> usize {
+        SEGMENT_HEADER_LEN + self.body_len()
+    }
+
+    /// Writes header and body into `out[..self.wire_len()]`. The caller has
+    /// checked the buffer size.
+    pub(crate) fn emit(&self, required: bool, out: &mut [u8]) {
+        let t = self.seg_type() | if required { REQUIRED_FLAG } else { 0 };
+        let len = self.wire_len();
+        let mut w = Writer::new(&mut out[..len]);
+        w.u16(t);
+        w.u16(len as u16);
+        self.emit_body(&mut w);
+    }
+}
+
+/// One segment's framing at the front of a message's remaining bytes.
+pub(crate) struct Framed<'a> {
+    /// The type field, Required flag included.
+    pub(crate) raw_type: u16,
+    pub(crate) body: &'a [u8],
+    /// Header plus body, bytes: where the next segment starts.
+    pub(crate) len: usize,
+}
+
+/// The type field of the segment at the front of `rest` (0 when fewer than
+/// two bytes remain), for naming a segment in an error.
+pub(crate) fn peek_type(rest: &[u8]) -> u16 {
+    rest.first_chunk::<2>().map_or(0, |t| u16::from_be_bytes(*t))
+}
+
+/// Splits off the segment at the front of `rest`, checking its length field
+/// (at least a header, not past the end).
+pub(crate) fn frame(rest: &[u8]) -> Result<Framed<'_>, SegmentErrorKind> {
+    let Some(header) = rest.first_chunk::<SEGMENT_HEADER_LEN>() else {
+        return Err(SegmentErrorKind::BadLength {
+            claimed: 0,
+            remaining: rest.len(),
+        });
+    };
+    let len = u16::from_be_bytes([header[2], header[3]]) as usize;
+    if len < SEGMENT_HEADER_LEN || len > rest.len() {
+        return Err(SegmentErrorKind::BadLength {
+            claimed: len,
+            remaining: rest.len(),
+        });
+    }
+    Ok(Framed {
+        raw_type: u16::from_be_bytes([header[0], header[1]]),
+        body: &rest[SEGMENT_HEADER_LEN..len],
+        len,
+    })
+}
+
+/// Iterator over a validated message's segments, with their Required flag.
+#[derive(Debug, Clone)]
+pub struct Segments<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Segments<'a> {
+    /// The segments in `bytes` (a message without its header).
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Segments { rest: bytes }
+    }
+}
+
+impl<'a> Iterator for Segments<'a> {
+    type Item = (Segment<'a>, bool);
+    fn next(&mut self) -> Option<Self::Item> {
+        // The message was validated by `ServiceMessage::parse`; these checks
+        // only keep the iterator total (it stops instead of panicking).
+        let Ok(f) = frame(self.rest) else {
+            self.rest = &[];
+            return None;
+        };
+        self.rest = &self.rest[f.len..];
+        let seg = Segment::parse_body(f.raw_type & !REQUIRED_FLAG, f.body).ok()?;
+        Some((seg, f.raw_type & REQUIRED_FLAG != 0))
+    }
+}

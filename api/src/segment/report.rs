@@ -1,0 +1,73 @@
+//! Segments an agent reports with: deny reason (type 16), capabilities (17)
+//! and statistics (18). Layouts: PROTOCOL.md, "Segments".
+
+use super::fixed_layout;
+use crate::numbers::seg;
+use std::net::Ipv4Addr;
+
+/// Deny reason segment (type 16, 12 bytes), carried by affinity update-deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DenyReason {
+    /// The segment or action type refused (low 15 bits).
+    pub denied_type: u16,
+    pub code: u16,
+    /// Sequence number of the refused message.
+    pub denied_sequence: u64,
+}
+
+impl DenyReason {
+    pub const UNKNOWN_REQUIRED_SEGMENT: u16 = 1;
+    pub const UNSUPPORTED_REQUIRED_ACTION: u16 = 2;
+    pub const NO_SUPPORTING_WILDCARD: u16 = 3;
+    pub const TABLE_FULL: u16 = 4;
+    pub const MALFORMED: u16 = 5;
+}
+
+fixed_layout! {
+    DenyReason = seg::DENY_REASON;
+    u16(denied_type),
+    u16(code),
+    u64(denied_sequence),
+}
+
+/// Capabilities segment (type 17, 12 bytes), carried by agent hello.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capabilities {
+    /// Bit n set: action segment type n is supported.
+    pub actions: u32,
+    pub fixed_capacity: u32,
+    pub wildcard_capacity: u32,
+}
+
+fixed_layout! {
+    Capabilities = seg::CAPABILITIES;
+    u32(actions),
+    u32(fixed_capacity),
+    u32(wildcard_capacity),
+}
+
+/// Statistics segment (type 18, 20 bytes): one counter pair for a forward
+/// address (or for the agent as a whole when the address is 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Statistics {
+    pub forward_addr: Ipv4Addr,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl Default for Statistics {
+    fn default() -> Self {
+        Statistics {
+            forward_addr: Ipv4Addr::UNSPECIFIED,
+            packets: 0,
+            bytes: 0,
+        }
+    }
+}
+
+fixed_layout! {
+    Statistics = seg::STATISTICS;
+    addr(forward_addr),
+    u64(packets),
+    u64(bytes),
+}
