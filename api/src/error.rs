@@ -104,11 +104,7 @@ impl fmt::Display for ParseError {
                 seg_type,
                 kind,
             } => {
-                write!(
-                    f,
-                    "segment #{index} (type {}): ",
-                    seg_type & !REQUIRED_FLAG
-                )?;
+                write!(f, "segment #{index} (type {}): ", seg_type & !REQUIRED_FLAG)?;
                 match kind {
                     SegmentErrorKind::BadLength { claimed, remaining } => {
                         write!(f, "claims {claimed} bytes, {remaining} remain (minimum 4)")

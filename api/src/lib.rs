@@ -63,8 +63,8 @@ pub use security::{AuthAlgorithm, Key, KeyRing, ReplayWindow, SequenceSource};
 pub use segment::{
     encode_action_list, ActionList, AdvertiseAction, AffinityIdentifier, AffinityKey,
     BackupPrecedence, Capabilities, DenyReason, FixedAffinity, IdentityInfo, InterestCriteria,
-    NatAction, Segment, Segments, SeqAdjustAction, ServicePrecedence, Statistics, WildcardAffinity,
-    Security,
+    NatAction, Security, Segment, Segments, SeqAdjustAction, ServicePrecedence, Statistics,
+    WildcardAffinity,
 };
 
 /// UDP port forwarding agents listen on (the port Cisco's CASA used).

@@ -14,6 +14,12 @@ use crate::segment::{frame, peek_type, DenyReason, IdentityInfo, Security, Segme
 pub struct ServiceMessage<'a> {
     pub header: Header,
     raw: &'a [u8],
+    once: Singletons<'a>,
+}
+
+/// The segments a message carries at most once, as parsing found them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Singletons<'a> {
     /// Security segment and the byte offset of its digest in `raw`.
     security: Option<(Security<'a>, usize)>,
     identity: Option<IdentityInfo<'a>>,
@@ -31,12 +37,7 @@ impl<'a> ServiceMessage<'a> {
         let mut msg = ServiceMessage {
             header,
             raw: datagram,
-            security: None,
-            identity: None,
-            sm_interest_data: None,
-            fa_interest_data: None,
-            ip_packet: None,
-            deny: None,
+            once: Singletons::default(),
         };
         // Bit n set: segment type n seen (types 1..=31 are tracked).
         let mut seen: u32 = 0;
@@ -77,7 +78,7 @@ impl<'a> ServiceMessage<'a> {
                         return Err(err(SegmentErrorKind::Duplicate));
                     }
                     seen |= bit;
-                    if msg.ip_packet.is_some() {
+                    if msg.once.ip_packet.is_some() {
                         return Err(ParseError::Segment {
                             index: index - 1,
                             seg_type: seg::IP_PACKET,
@@ -90,13 +91,13 @@ impl<'a> ServiceMessage<'a> {
                                 return Err(err(SegmentErrorKind::SecurityNotFirst));
                             }
                             let digest_at = offset + SEGMENT_HEADER_LEN + Security::DIGEST_OFFSET;
-                            msg.security = Some((s, digest_at));
+                            msg.once.security = Some((s, digest_at));
                         }
-                        Segment::IdentityInfo(i) => msg.identity = Some(i),
-                        Segment::SmInterestData(d) => msg.sm_interest_data = Some(d),
-                        Segment::FaInterestData(d) => msg.fa_interest_data = Some(d),
-                        Segment::IpPacket(p) => msg.ip_packet = Some(p),
-                        Segment::DenyReason(d) => msg.deny = Some(d),
+                        Segment::IdentityInfo(i) => msg.once.identity = Some(i),
+                        Segment::SmInterestData(d) => msg.once.sm_interest_data = Some(d),
+                        Segment::FaInterestData(d) => msg.once.fa_interest_data = Some(d),
+                        Segment::IpPacket(p) => msg.once.ip_packet = Some(p),
+                        Segment::DenyReason(d) => msg.once.deny = Some(d),
                         _ => {}
                     }
                 }
@@ -124,26 +125,26 @@ impl<'a> ServiceMessage<'a> {
         self.raw
     }
     pub fn security(&self) -> Option<Security<'a>> {
-        self.security.map(|s| s.0)
+        self.once.security.map(|s| s.0)
     }
     /// Byte range of the digest inside [`ServiceMessage::as_bytes`].
     pub fn digest_range(&self) -> Option<std::ops::Range<usize>> {
-        self.security.map(|(s, off)| off..off + s.digest.len())
+        self.once.security.map(|(s, off)| off..off + s.digest.len())
     }
     pub fn identity(&self) -> Option<IdentityInfo<'a>> {
-        self.identity
+        self.once.identity
     }
     pub fn sm_interest_data(&self) -> Option<&'a [u8]> {
-        self.sm_interest_data
+        self.once.sm_interest_data
     }
     pub fn fa_interest_data(&self) -> Option<&'a [u8]> {
-        self.fa_interest_data
+        self.once.fa_interest_data
     }
     pub fn ip_packet(&self) -> Option<&'a [u8]> {
-        self.ip_packet
+        self.once.ip_packet
     }
     pub fn deny_reason(&self) -> Option<DenyReason> {
-        self.deny
+        self.once.deny
     }
 
     /// All segments in order, with their Required flag. Unknown optional

@@ -69,7 +69,12 @@ impl Key {
     }
 
     /// Digest of `msg` with the bytes in `zeroed` treated as zero.
-    pub(crate) fn digest(&self, msg: &[u8], zeroed: std::ops::Range<usize>, out: &mut [u8; 32]) -> usize {
+    pub(crate) fn digest(
+        &self,
+        msg: &[u8],
+        zeroed: std::ops::Range<usize>,
+        out: &mut [u8; 32],
+    ) -> usize {
         let zeros = [0u8; Security::MAX_DIGEST_LEN];
         let parts = [
             &msg[..zeroed.start],

@@ -3,7 +3,12 @@
 //! the same bytes (into a buffer pre-filled with 0xA5, so any byte the
 //! emitter forgot to write shows).
 
-use affinity_api::*;
+use affinity_api::{
+    emit_prefix, interest, prefix_len, AffinityIdentifier, AffinityKey, AuthAlgorithm,
+    Capabilities, DenyReason, EmitError, FixedAffinity, IdentityInfo, InterestCriteria, Key,
+    MessageBuilder, MessageType, NatAction, ParseError, Segment, ServiceMessage, ServicePrecedence,
+    Statistics, WildcardAffinity,
+};
 use std::net::Ipv4Addr;
 
 fn hex(s: &str) -> Vec<u8> {

@@ -1,7 +1,13 @@
 //! Property tests (encode/parse round trips, tamper detection, no panics on
 //! arbitrary input), error variants, replay window and key rotation.
 
-use affinity_api::*;
+use affinity_api::{
+    interest, seg, AdvertiseAction, AffinityIdentifier, AffinityKey, AuthAlgorithm, AuthError,
+    AuthPolicy, BackupPrecedence, Capabilities, FixedAffinity, InterestCriteria, Key,
+    MessageBuilder, MessageType, NatAction, ParseError, ReplayWindow, Security, Segment,
+    SegmentErrorKind, SeqAdjustAction, ServiceMessage, ServicePrecedence, WildcardAffinity,
+    REQUIRED_FLAG,
+};
 use proptest::prelude::*;
 use std::net::Ipv4Addr;
 

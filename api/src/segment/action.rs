@@ -3,7 +3,7 @@
 //! interest criteria (13) and the action list (14). Layouts: PROTOCOL.md,
 //! "Segments".
 
-use super::{bad, fixed_layout, too_short, SegmentBody};
+use super::{bad, fixed_layout, one_flag, read_whole, SegmentBody};
 use crate::codec::{Reader, Writer};
 use crate::error::SegmentErrorKind;
 use crate::numbers::{interest, seg, REQUIRED_FLAG};
@@ -93,15 +93,10 @@ impl<'a> SegmentBody<'a> for AdvertiseAction {
         r.zero(3);
         let address = r.addr();
         let mask = r.addr();
-        if r.is_short() {
-            return Err(too_short::<Self>(body));
-        }
-        if flags & !HAS_MASK != 0 {
-            return Err(bad("advertise flags", flags as u32));
-        }
+        read_whole::<Self>(&r, body)?;
         Ok(AdvertiseAction {
             address,
-            mask: (flags & HAS_MASK != 0).then_some(mask),
+            mask: one_flag(flags, HAS_MASK, "advertise flags")?.then_some(mask),
         })
     }
 
@@ -110,10 +105,6 @@ impl<'a> SegmentBody<'a> for AdvertiseAction {
         w.zero(3);
         w.addr(v.address);
         w.addr(v.mask.unwrap_or(ANY));
-    }
-
-    fn len(_: &Self) -> usize {
-        Self::MIN_LEN
     }
 }
 

@@ -3,7 +3,7 @@
 //! (3), service precedence (4) and backup precedence (5). Layouts:
 //! PROTOCOL.md, "Segments".
 
-use super::{bad, fixed_layout, too_short, SegmentBody};
+use super::{fixed_layout, one_flag, read_whole, SegmentBody};
 use crate::codec::{Reader, Writer};
 use crate::error::SegmentErrorKind;
 use crate::numbers::seg;
@@ -168,14 +168,9 @@ impl<'a> SegmentBody<'a> for ServicePrecedence {
         let flags = r.u8();
         r.zero(1);
         let value = r.u16();
-        if r.is_short() {
-            return Err(too_short::<Self>(body));
-        }
-        if flags & !SEARCH_FIRST != 0 {
-            return Err(bad("service-precedence flags", flags as u32));
-        }
+        read_whole::<Self>(&r, body)?;
         Ok(ServicePrecedence {
-            search_first: flags & SEARCH_FIRST != 0,
+            search_first: one_flag(flags, SEARCH_FIRST, "service-precedence flags")?,
             value,
         })
     }
@@ -184,10 +179,6 @@ impl<'a> SegmentBody<'a> for ServicePrecedence {
         w.u8(if v.search_first { SEARCH_FIRST } else { 0 });
         w.zero(1);
         w.u16(v.value);
-    }
-
-    fn len(_: &Self) -> usize {
-        Self::MIN_LEN
     }
 }
 

@@ -3,7 +3,7 @@
 //! identity info (9) and the IP packet (15). Layouts: PROTOCOL.md,
 //! "Segments".
 
-use super::{bad, too_short, SegmentBody};
+use super::{bad, read_whole, SegmentBody};
 use crate::codec::{Reader, Writer};
 use crate::error::SegmentErrorKind;
 use crate::numbers::{seg, SEGMENT_HEADER_LEN};
@@ -37,9 +37,7 @@ impl<'a> SegmentBody<'a> for Security<'a> {
         let algorithm = r.u8();
         r.zero(1);
         let key_id = r.u16();
-        if r.is_short() {
-            return Err(too_short::<Self>(body));
-        }
+        read_whole::<Self>(&r, body)?;
         Ok(Security {
             algorithm,
             key_id,
@@ -76,9 +74,7 @@ impl<'a> SegmentBody<'a> for IdentityInfo<'a> {
     fn parse(body: &'a [u8]) -> Result<Self, SegmentErrorKind> {
         let mut r = Reader::new(body);
         let address = r.addr();
-        if r.is_short() {
-            return Err(too_short::<Self>(body));
-        }
+        read_whole::<Self>(&r, body)?;
         let host_name = std::str::from_utf8(r.rest())
             .map_err(|e| bad("host name (UTF-8 at byte)", e.valid_up_to() as u32))?;
         Ok(IdentityInfo { address, host_name })

@@ -22,7 +22,9 @@ mod affinity;
 mod envelope;
 mod report;
 
-pub use action::{encode_action_list, ActionList, AdvertiseAction, InterestCriteria, NatAction, SeqAdjustAction};
+pub use action::{
+    encode_action_list, ActionList, AdvertiseAction, InterestCriteria, NatAction, SeqAdjustAction,
+};
 pub use affinity::{
     AffinityIdentifier, AffinityKey, BackupPrecedence, FixedAffinity, ServicePrecedence,
     WildcardAffinity,
@@ -30,7 +32,7 @@ pub use affinity::{
 pub use envelope::{IdentityInfo, Security};
 pub use report::{Capabilities, DenyReason, Statistics};
 
-use crate::codec::Writer;
+use crate::codec::{Reader, Writer};
 use crate::error::SegmentErrorKind;
 use crate::numbers::{REQUIRED_FLAG, SEGMENT_HEADER_LEN};
 use envelope::{FaInterestDataBody, IpPacketBody, SmInterestDataBody};
@@ -51,16 +53,34 @@ pub(crate) trait SegmentBody<'a> {
     fn parse(body: &'a [u8]) -> Result<Self::Value, SegmentErrorKind>;
     /// Writes exactly `len(value)` bytes.
     fn emit(value: &Self::Value, w: &mut Writer<'_>);
-    /// Emitted body length, bytes.
-    fn len(value: &Self::Value) -> usize;
+    /// Emitted body length, bytes; the fixed length unless the body varies.
+    fn len(_value: &Self::Value) -> usize {
+        Self::MIN_LEN
+    }
 }
 
-/// The error for a body shorter than its type's fixed part.
-pub(crate) fn too_short<'a, B: SegmentBody<'a>>(body: &[u8]) -> SegmentErrorKind {
-    SegmentErrorKind::BodyTooShort {
-        need: B::MIN_LEN,
-        have: body.len(),
+/// Fails with [`SegmentErrorKind::BodyTooShort`] when `r`, reading `body`
+/// as a `B`, ran past its end.
+pub(crate) fn read_whole<'a, B: SegmentBody<'a>>(
+    r: &Reader<'_>,
+    body: &[u8],
+) -> Result<(), SegmentErrorKind> {
+    if r.is_short() {
+        return Err(SegmentErrorKind::BodyTooShort {
+            need: B::MIN_LEN,
+            have: body.len(),
+        });
     }
+    Ok(())
+}
+
+/// Reads a flags byte with one defined bit: whether it is set, or an error
+/// naming `field` when an undefined bit is.
+pub(crate) fn one_flag(flags: u8, bit: u8, field: &'static str) -> Result<bool, SegmentErrorKind> {
+    if flags & !bit != 0 {
+        return Err(bad(field, flags as u32));
+    }
+    Ok(flags & bit != 0)
 }
 
 /// A field holding a value the protocol does not define.
@@ -108,19 +128,13 @@ macro_rules! fixed_layout {
                 let mut r = $crate::codec::Reader::new(body);
                 let mut v = Self::default();
                 $($crate::segment::fixed_layout!(@read r v $kind($($field)*));)+
-                if r.is_short() {
-                    return Err($crate::segment::too_short::<Self>(body));
-                }
+                $crate::segment::read_whole::<Self>(&r, body)?;
                 $($check(&v)?;)?
                 Ok(v)
             }
 
             fn emit(v: &Self, w: &mut $crate::codec::Writer<'_>) {
                 $($crate::segment::fixed_layout!(@write w v $kind($($field)*));)+
-            }
-
-            fn len(_: &Self) -> usize {
-                Self::MIN_LEN
             }
         }
     };
@@ -256,7 +270,8 @@ pub(crate) struct Framed<'a> {
 /// The type field of the segment at the front of `rest` (0 when fewer than
 /// two bytes remain), for naming a segment in an error.
 pub(crate) fn peek_type(rest: &[u8]) -> u16 {
-    rest.first_chunk::<2>().map_or(0, |t| u16::from_be_bytes(*t))
+    rest.first_chunk::<2>()
+        .map_or(0, |t| u16::from_be_bytes(*t))
 }
 
 /// Splits off the segment at the front of `rest`, checking its length field
