@@ -9,7 +9,7 @@ use crate::numbers::HEADER_LEN;
 /// length field (a sender may coalesce them, and a burst sent with UDP
 /// segmentation offload reaches a receiver that captures before the
 /// kernel segments it — VPP's `af_packet` on a veth — as one datagram).
-/// Yields each message's bytes for [`ServiceMessage::parse`]; a length
+/// Yields each message's bytes for [`crate::ServiceMessage::parse`]; a length
 /// that is too small or runs past the datagram ends the walk with an error
 /// (the messages before it stand). An empty datagram is one such error:
 /// every datagram yields at least one item.
