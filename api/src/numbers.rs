@@ -61,17 +61,20 @@ impl MessageType {
 
     /// Position in [`MessageType::ALL`].
     pub(crate) const fn column(self) -> usize {
-        let mut i = 0;
-        while i < Self::ALL.len() {
-            if Self::ALL[i] as u8 == self as u8 {
-                return i;
-            }
-            i += 1;
-        }
-        // Unreachable: ALL lists every variant (the rules tests walk it).
-        0
+        COLUMN[self as usize] as usize
     }
 }
+
+/// [`MessageType::column`] by type number, filled at compile time.
+const COLUMN: [u8; 20] = {
+    let mut column = [0; 20];
+    let mut i = 0;
+    while i < MessageType::ALL.len() {
+        column[MessageType::ALL[i] as usize] = i as u8;
+        i += 1;
+    }
+    column
+};
 
 /// Segment type numbers (low 15 bits of the segment type field).
 pub mod seg {

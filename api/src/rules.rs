@@ -76,8 +76,20 @@ const RULES: [Rule; 18] = [
     rule(seg::STATISTICS,                MANY, OPT, [X, X, X, X, X, X, X, X, X, M]),
 ];
 
+/// Index into [`RULES`] by segment type number (`u8::MAX`: no row), filled
+/// at compile time so a lookup on the punt path is one load.
+const ROW_OF: [u8; 32] = {
+    let mut row_of = [u8::MAX; 32];
+    let mut i = 0;
+    while i < RULES.len() {
+        row_of[RULES[i].seg_type as usize] = i as u8;
+        i += 1;
+    }
+    row_of
+};
+
 fn row(t: u16) -> Option<&'static Rule> {
-    RULES.iter().find(|r| r.seg_type == t)
+    RULES.get(*ROW_OF.get(t as usize)? as usize)
 }
 
 /// Whether segment type `t` may appear in a message of type `msg` (false
