@@ -10,28 +10,33 @@
 //! a buffer, for punting from the data path).
 //!
 //! # Rooms
-//! Files are named by the path a message takes; a module uses the ones
-//! listed before it, never one after it.
+//! Listed so that a module uses only modules above it (no import circles):
 //! - `numbers.rs`: the assigned numbers — version, lengths, message types,
-//!   segment types, flag bits (a leaf).
-//! - `codec.rs`: the big-endian reader and writer every layout is read and
-//!   written with (a leaf).
+//!   segment types, flag bits.
+//! - `codec.rs`: the big-endian reader and writer every layout is read
+//!   and written with.
 //! - `error.rs`: [`ParseError`], [`SegmentErrorKind`], [`EmitError`].
-//! - `header.rs`: the 16-byte message header.
+//! - `header.rs`: the 16-byte message [`Header`].
 //! - `segment/`: each segment type's body layout, declared once with parse,
-//!   emit and length side by side (one file per family: `affinity.rs`,
-//!   `action.rs`, `envelope.rs`, `report.rs`), the [`Segment`] enum and
-//!   the [`Segments`] iterator.
+//!   emit and length side by side — `layout.rs` (the trait every body
+//!   implements and the `fixed_layout!` macro), then one file per family:
+//!   `affinity.rs`, `action.rs`, `envelope.rs`, `report.rs` — and in
+//!   `mod.rs` the [`Segment`] enum, generated from one list of segment
+//!   types, and the [`Segments`] iterator.
 //! - `rules.rs`: the one table of which segment types each message type
-//!   may, must or must not carry, which appear once, and which are marked
-//!   Required when emitted.
-//! - `security.rs`: keys, digests, signing, replay window, sequence numbers.
+//!   may, must or must not carry, which appear at most once, and which are
+//!   marked Required when emitted.
+//! - `security.rs`: keys, digests, signing in place, replay window,
+//!   sequence numbers.
+//! - `affinities.rs`: a message's segments grouped by the affinity they
+//!   apply to ([`AffinityEntry`]).
+//! - `datagram.rs`: a datagram split into the messages it carries.
+//! - `message.rs`: [`ServiceMessage::parse`], the one validation pass.
+//! - `auth.rs`: [`AuthPolicy::verify`], a parsed message against the keys.
+//! - `emit.rs`: [`MessageBuilder`] and [`emit_prefix`].
 //!
-//! Receive path: `datagram.rs` (split a datagram into messages) →
-//! `message.rs` ([`ServiceMessage::parse`]) → `auth.rs`
-//! ([`AuthPolicy::verify`]) → `affinities.rs` (segments grouped by the
-//! affinity they apply to). Send path: `emit.rs` ([`MessageBuilder`],
-//! [`emit_prefix`]).
+//! A received datagram goes `datagram.rs` → `message.rs` → `auth.rs` →
+//! `affinities.rs`; a sent message goes through `emit.rs`.
 //!
 //! Every public name is re-exported here, at the crate root.
 

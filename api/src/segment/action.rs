@@ -3,7 +3,7 @@
 //! interest criteria (13) and the action list (14). Layouts: PROTOCOL.md,
 //! "Segments".
 
-use super::{bad, fixed_layout, one_flag, read_whole, SegmentBody};
+use super::layout::{bad, fixed_layout, one_flag, read_whole, SegmentBody};
 use crate::codec::{Reader, Writer};
 use crate::error::SegmentErrorKind;
 use crate::numbers::{interest, seg, REQUIRED_FLAG};

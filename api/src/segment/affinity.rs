@@ -3,7 +3,7 @@
 //! (3), service precedence (4) and backup precedence (5). Layouts:
 //! PROTOCOL.md, "Segments".
 
-use super::{fixed_layout, one_flag, read_whole, SegmentBody};
+use super::layout::{fixed_layout, one_flag, read_whole, SegmentBody};
 use crate::codec::{Reader, Writer};
 use crate::error::SegmentErrorKind;
 use crate::numbers::seg;

@@ -3,7 +3,7 @@
 //! identity info (9) and the IP packet (15). Layouts: PROTOCOL.md,
 //! "Segments".
 
-use super::{bad, read_whole, SegmentBody};
+use super::layout::{bad, read_whole, SegmentBody};
 use crate::codec::{Reader, Writer};
 use crate::error::SegmentErrorKind;
 use crate::numbers::{seg, SEGMENT_HEADER_LEN};

@@ -1,7 +1,7 @@
 //! Segments an agent reports with: deny reason (type 16), capabilities (17)
 //! and statistics (18). Layouts: PROTOCOL.md, "Segments".
 
-use super::fixed_layout;
+use super::layout::fixed_layout;
 use crate::numbers::seg;
 use std::net::Ipv4Addr;
 
