@@ -11,7 +11,9 @@ use crate::segment::{
 /// The affinity an [`AffinityEntry`] is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AffinityRef {
+    /// A wildcard affinity (update-wildcard, update-deny).
     Wildcard(WildcardAffinity),
+    /// A fixed affinity (update-fixed, interest matches, deny, statistics).
     Fixed(FixedAffinity),
 }
 
@@ -20,14 +22,23 @@ pub enum AffinityRef {
 /// placed after it and before the next affinity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AffinityEntry<'a> {
+    /// The affinity segment itself.
     pub affinity: AffinityRef,
+    /// Affinity identifier (type 3) that applies, if any.
     pub identifier: Option<AffinityIdentifier>,
+    /// Service precedence (type 4) that applies, if any.
     pub service_precedence: Option<ServicePrecedence>,
+    /// Backup precedence (type 5) that applies, if any.
     pub backup_precedence: Option<BackupPrecedence>,
+    /// NAT action (type 10) that applies, if any.
     pub nat: Option<NatAction>,
+    /// Advertise action (type 11) that applies, if any.
     pub advertise: Option<AdvertiseAction>,
+    /// Sequence-number adjust action (type 12) that applies, if any.
     pub seq_adjust: Option<SeqAdjustAction>,
+    /// Interest criteria (type 13) that apply, if any.
     pub interest: Option<InterestCriteria>,
+    /// Action list (type 14) that applies, if any.
     pub action_list: Option<ActionList<'a>>,
 }
 

@@ -13,11 +13,13 @@ use subtle::ConstantTimeEq;
 pub enum AuthError {
     /// Authentication is required and the message has no security segment.
     Unsigned,
+    /// No accepted key has this key id.
     UnknownKey(u16),
     /// The key's acceptance window has passed.
     ExpiredKey(u16),
     /// The algorithm byte is unknown or does not match the key.
     BadAlgorithm(u8),
+    /// The digest does not match the message (or the message has none).
     BadDigest,
     /// The sequence number is old or was seen already.
     Replay(u64),
@@ -55,6 +57,7 @@ impl std::error::Error for AuthError {}
 /// What a receiver demands of incoming messages.
 #[derive(Debug, Clone, Default)]
 pub struct AuthPolicy {
+    /// Keys accepted, and the one to sign with.
     pub keys: KeyRing,
     /// Reject unsigned messages (true whenever a key is configured).
     pub require: bool,

@@ -33,6 +33,8 @@ pub struct MessageBuilder {
 }
 
 impl MessageBuilder {
+    /// An unsigned message of type `msg_type` with the sender's `sequence`
+    /// number; segments follow with [`MessageBuilder::push`].
     pub fn new(msg_type: MessageType, sequence: u64) -> Self {
         // Room for a typical message (a flow's two fixed affinities and a
         // returned SYN) without growing the buffer segment by segment.
@@ -79,6 +81,7 @@ impl MessageBuilder {
     pub fn len(&self) -> usize {
         self.buf.len()
     }
+    /// Always false: the header is there from the start.
     pub fn is_empty(&self) -> bool {
         false
     }

@@ -9,6 +9,7 @@ use crate::numbers::{MessageType, AF_INET, HEADER_LEN, VERSION};
 /// The fixed 16-byte header of every service message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// Header byte 1.
     pub msg_type: MessageType,
     /// Total message length including this header.
     pub length: u16,

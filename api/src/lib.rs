@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The service message protocol spoken between forwarding agents and service
 //! managers. The byte-level specification is `api/PROTOCOL.md`; this crate is
 //! its reference implementation.

@@ -12,6 +12,7 @@ use crate::segment::{frame, peek_type, DenyReason, IdentityInfo, Security, Segme
 /// A validated service message borrowing its datagram.
 #[derive(Debug, Clone, Copy)]
 pub struct ServiceMessage<'a> {
+    /// The checked header.
     pub header: Header,
     raw: &'a [u8],
     once: Singletons<'a>,
@@ -114,9 +115,11 @@ impl<'a> ServiceMessage<'a> {
         Ok(msg)
     }
 
+    /// The header's message type.
     pub fn msg_type(&self) -> MessageType {
         self.header.msg_type
     }
+    /// The sender's sequence number (header bytes 8–15).
     pub fn sequence(&self) -> u64 {
         self.header.sequence
     }
@@ -124,6 +127,7 @@ impl<'a> ServiceMessage<'a> {
     pub fn as_bytes(&self) -> &'a [u8] {
         self.raw
     }
+    /// The security segment (type 6), when the message is signed.
     pub fn security(&self) -> Option<Security<'a>> {
         self.once.security.map(|s| s.0)
     }
@@ -131,18 +135,23 @@ impl<'a> ServiceMessage<'a> {
     pub fn digest_range(&self) -> Option<std::ops::Range<usize>> {
         self.once.security.map(|(s, off)| off..off + s.digest.len())
     }
+    /// The identity info segment (type 9), if present.
     pub fn identity(&self) -> Option<IdentityInfo<'a>> {
         self.once.identity
     }
+    /// Manager interest data (type 7), 0–1024 bytes, if present.
     pub fn sm_interest_data(&self) -> Option<&'a [u8]> {
         self.once.sm_interest_data
     }
+    /// Agent interest data (type 8), 0–1024 bytes, if present.
     pub fn fa_interest_data(&self) -> Option<&'a [u8]> {
         self.once.fa_interest_data
     }
+    /// The carried IPv4 packet (type 15), from its IP header, if present.
     pub fn ip_packet(&self) -> Option<&'a [u8]> {
         self.once.ip_packet
     }
+    /// The deny reason (type 16) of an update-deny.
     pub fn deny_reason(&self) -> Option<DenyReason> {
         self.once.deny
     }

@@ -21,11 +21,17 @@ pub const SEGMENT_HEADER_LEN: usize = 4;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum MessageType {
+    /// Manager → agents: wildcard affinities with their per-affinity segments.
     AffinityUpdateWildcard = 1,
+    /// Manager → agent: fixed affinities, optionally returning a packet.
     AffinityUpdateFixed = 2,
+    /// Agent → manager: an update or segment was refused.
     AffinityUpdateDeny = 3,
+    /// Agent → manager: a packet matched a wildcard's interest criteria.
     InterestMatchWildcard = 4,
+    /// Agent → manager: a packet matched a fixed affinity's interest criteria.
     InterestMatchFixed = 5,
+    /// Either way: a packet handed back or on, with no affinity.
     IpPacketOnly = 6,
     /// Extension: agent announces itself and its capabilities.
     AgentHello = 16,
@@ -78,23 +84,41 @@ const COLUMN: [u8; 20] = {
 
 /// Segment type numbers (low 15 bits of the segment type field).
 pub mod seg {
+    /// Wildcard affinity, 32 bytes.
     pub const WILDCARD_AFFINITY: u16 = 1;
+    /// Fixed affinity, 24 bytes.
     pub const FIXED_AFFINITY: u16 = 2;
+    /// Affinity identifier, 8 bytes.
     pub const AFFINITY_IDENTIFIER: u16 = 3;
+    /// Service precedence, 4 bytes.
     pub const SERVICE_PRECEDENCE: u16 = 4;
+    /// Backup precedence, 4 bytes.
     pub const BACKUP_PRECEDENCE: u16 = 5;
+    /// Security, 4 + digest bytes.
     pub const SECURITY: u16 = 6;
+    /// Manager interest data, 0–1024 bytes.
     pub const SM_INTEREST_DATA: u16 = 7;
+    /// Agent interest data, 0–1024 bytes.
     pub const FA_INTEREST_DATA: u16 = 8;
+    /// Identity info, 4 + 0–255 bytes.
     pub const IDENTITY_INFO: u16 = 9;
+    /// NAT action, 16 bytes.
     pub const NAT_ACTION: u16 = 10;
+    /// Advertise action, 12 bytes.
     pub const ADVERTISE_ACTION: u16 = 11;
+    /// Sequence-number adjust action, 16 bytes.
     pub const SEQ_ADJUST_ACTION: u16 = 12;
+    /// Interest criteria action, 12 bytes.
     pub const INTEREST_CRITERIA_ACTION: u16 = 13;
+    /// Action list, 0–64 bytes.
     pub const ACTION_LIST: u16 = 14;
+    /// IP packet, at least 20 bytes; the last segment.
     pub const IP_PACKET: u16 = 15;
+    /// Deny reason, 12 bytes.
     pub const DENY_REASON: u16 = 16;
+    /// Capabilities, 12 bytes (extension).
     pub const CAPABILITIES: u16 = 17;
+    /// Statistics, 20 bytes (extension).
     pub const STATISTICS: u16 = 18;
 }
 
@@ -112,11 +136,17 @@ pub mod info {
 
 /// Interest mask bits: why a packet interests a manager.
 pub mod interest {
+    /// TCP FIN set.
     pub const FIN: u16 = 0x0001;
+    /// TCP SYN set.
     pub const SYN: u16 = 0x0002;
+    /// TCP RST set.
     pub const RST: u16 = 0x0004;
+    /// TCP PSH set.
     pub const PSH: u16 = 0x0008;
+    /// TCP ACK set.
     pub const ACK: u16 = 0x0010;
+    /// TCP URG set.
     pub const URG: u16 = 0x0020;
     /// The packet carries transport payload (TCP or UDP).
     pub const DATA: u16 = 0x0040;

@@ -21,6 +21,7 @@ pub enum AuthAlgorithm {
 }
 
 impl AuthAlgorithm {
+    /// The algorithm of a security segment's algorithm byte; `None` if unknown.
     pub fn from_u8(v: u8) -> Option<Self> {
         match v {
             1 => Some(AuthAlgorithm::KeyedMd5),
@@ -28,6 +29,7 @@ impl AuthAlgorithm {
             _ => None,
         }
     }
+    /// Digest length, bytes: 16 (keyed MD5) or 32 (HMAC-SHA256).
     pub fn digest_len(self) -> usize {
         match self {
             AuthAlgorithm::KeyedMd5 => 16,
@@ -39,8 +41,11 @@ impl AuthAlgorithm {
 /// A shared secret with its key id.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Key {
+    /// Key id carried in the security segment.
     pub id: u16,
+    /// Digest algorithm used with this key.
     pub algorithm: AuthAlgorithm,
+    /// The shared secret, any length.
     pub secret: Vec<u8>,
     /// Accept messages signed with this key until this time (seconds, the
     /// caller's clock); `None` = no end. Set when a newer key replaces it.
@@ -59,6 +64,7 @@ impl fmt::Debug for Key {
 }
 
 impl Key {
+    /// A key accepted without an end.
     pub fn new(id: u16, algorithm: AuthAlgorithm, secret: impl Into<Vec<u8>>) -> Key {
         Key {
             id,
@@ -158,15 +164,18 @@ impl KeyRing {
             .retain(|k| k.accept_until.is_none_or(|t| now <= t));
     }
 
+    /// The key outgoing messages are signed with, if any.
     pub fn signing_key(&self) -> Option<&Key> {
         self.send
             .and_then(|id| self.keys.iter().find(|k| k.id == id))
     }
 
+    /// The accepted key with key id `id`.
     pub fn get(&self, id: u16) -> Option<&Key> {
         self.keys.iter().find(|k| k.id == id)
     }
 
+    /// Whether no key is configured.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
@@ -183,6 +192,7 @@ pub struct ReplayWindow {
 }
 
 impl ReplayWindow {
+    /// Width of the window: sequence numbers accepted behind the highest seen.
     pub const SIZE: u64 = 64;
 
     /// Whether `seq` would be accepted, without recording it.
@@ -228,11 +238,13 @@ pub struct SequenceSource {
 }
 
 impl SequenceSource {
+    /// Numbers after `unix_secs << 32`.
     pub fn starting_at_unix_time(unix_secs: u64) -> Self {
         SequenceSource {
             next: unix_secs << 32,
         }
     }
+    /// Numbers after the current Unix time `<< 32` (0 if the clock is before 1970).
     pub fn from_system_clock() -> Self {
         let secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -240,6 +252,7 @@ impl SequenceSource {
         Self::starting_at_unix_time(secs)
     }
     #[allow(clippy::should_implement_trait)]
+    /// The next sequence number (wrapping).
     pub fn next(&mut self) -> u64 {
         self.next = self.next.wrapping_add(1);
         self.next

@@ -16,17 +16,26 @@ const ANY: Ipv4Addr = Ipv4Addr::UNSPECIFIED;
 pub struct NatAction {
     /// Which fields apply: [`NatAction::SRC_ADDR`] etc.
     pub flags: u8,
+    /// Replacement source address (with [`NatAction::SRC_ADDR`]).
     pub src_addr: Ipv4Addr,
+    /// Replacement destination address (with [`NatAction::DST_ADDR`]).
     pub dst_addr: Ipv4Addr,
+    /// Replacement source port (with [`NatAction::SRC_PORT`]).
     pub src_port: u16,
+    /// Replacement destination port (with [`NatAction::DST_PORT`]).
     pub dst_port: u16,
 }
 
 impl NatAction {
+    /// Flag bit 0: replace the source address.
     pub const SRC_ADDR: u8 = 0x01;
+    /// Flag bit 1: replace the destination address.
     pub const DST_ADDR: u8 = 0x02;
+    /// Flag bit 2: replace the source port.
     pub const SRC_PORT: u8 = 0x04;
+    /// Flag bit 3: replace the destination port.
     pub const DST_PORT: u8 = 0x08;
+    /// All flag bits defined in version 1; others make the segment malformed.
     pub const DEFINED: u8 = 0x0f;
 
     fn check_defined(&self) -> Result<(), SegmentErrorKind> {
@@ -63,6 +72,7 @@ fixed_layout! {
 /// for the address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdvertiseAction {
+    /// Address the agent attracts traffic for.
     pub address: Ipv4Addr,
     /// `None` means a host route (/32).
     pub mask: Option<Ipv4Addr>,
@@ -113,9 +123,11 @@ impl<'a> SegmentBody<'a> for AdvertiseAction {
 pub struct SeqAdjustAction {
     /// Added (mod 2^32) to sequence numbers at or after `initial_seq`.
     pub seq_delta: u32,
+    /// First sequence number `seq_delta` applies to (RFC 1982 order).
     pub initial_seq: u32,
     /// Added (mod 2^32) to acknowledgment numbers at or after `initial_ack`.
     pub ack_delta: u32,
+    /// First acknowledgment number `ack_delta` applies to (RFC 1982 order).
     pub initial_ack: u32,
 }
 
@@ -132,6 +144,7 @@ fixed_layout! {
 pub struct InterestCriteria {
     /// Where interest matches go.
     pub address: Ipv4Addr,
+    /// UDP port interest matches go to; 0 = 1638 ([`crate::MANAGER_PORT`]).
     pub port: u16,
     /// [`interest`] bits that trigger a match.
     pub mask: u16,
@@ -147,6 +160,7 @@ impl InterestCriteria {
     pub const COPY: u8 = 0x02;
     /// Keep the packet in a bounded queue until the fixed affinity arrives.
     pub const HOLD: u8 = 0x04;
+    /// All flag bits defined in version 1; others make the segment malformed.
     pub const DEFINED: u8 = 0x07;
 
     fn check_defined(&self) -> Result<(), SegmentErrorKind> {
@@ -196,9 +210,11 @@ impl<'a> ActionList<'a> {
             .map(|c| u16::from_be_bytes([c[0], c[1]]))
             .map(|v| (v & !REQUIRED_FLAG, v & REQUIRED_FLAG != 0))
     }
+    /// Number of entries (2 bytes each).
     pub fn len(&self) -> usize {
         self.raw.len() / 2
     }
+    /// Whether the list has no entries.
     pub fn is_empty(&self) -> bool {
         self.raw.is_empty()
     }
@@ -206,6 +222,7 @@ impl<'a> ActionList<'a> {
     pub fn from_raw(raw: &'a [u8]) -> Option<Self> {
         raw.len().is_multiple_of(2).then_some(ActionList { raw })
     }
+    /// The encoded entries, big-endian u16 each.
     pub fn as_raw(&self) -> &'a [u8] {
         self.raw
     }

@@ -15,10 +15,15 @@ const ANY: Ipv4Addr = Ipv4Addr::UNSPECIFIED;
 /// for protocol and ports; addresses are masked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AffinityKey {
+    /// IP protocol number (6 TCP, 17 UDP); in a wildcard 0 = any.
     pub protocol: u8,
+    /// Source address (a wildcard masks it with its `src_mask`).
     pub src_addr: Ipv4Addr,
+    /// Destination address (a wildcard masks it with its `dst_mask`).
     pub dst_addr: Ipv4Addr,
+    /// Source port; 0 = any in a wildcard, 0 for protocols without ports.
     pub src_port: u16,
+    /// Destination port; 0 = any in a wildcard, 0 for protocols without ports.
     pub dst_port: u16,
 }
 
@@ -50,11 +55,18 @@ impl AffinityKey {
 /// Wildcard affinity segment (type 1, 32 bytes): attracts new flows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WildcardAffinity {
+    /// Protocol, addresses and ports to match (0 = any for protocol and ports).
     pub key: AffinityKey,
+    /// Netmask applied to the packet's and the affinity's source address.
     pub src_mask: Ipv4Addr,
+    /// Netmask applied to the packet's and the affinity's destination address.
     pub dst_mask: Ipv4Addr,
+    /// [`crate::dispatch`] bits: FORWARD sends matching packets to `forward_addr`
+    /// as next hop, untranslated (with `forward_addr` 0 they are dropped).
     pub dispatch_flags: u8,
+    /// [`crate::info`] bits: STATISTICS counts packets and bytes per forward address.
     pub info_flags: u8,
+    /// Next hop for FORWARD; 0 = none.
     pub forward_addr: Ipv4Addr,
     /// Seconds; 0 deletes.
     pub ttl: u32,
@@ -93,9 +105,14 @@ fixed_layout! {
 /// Fixed affinity segment (type 2, 24 bytes): one direction of one flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FixedAffinity {
+    /// The flow, one direction; in an interest match the packet's own 5-tuple
+    /// as received (with TTL 0).
     pub key: AffinityKey,
+    /// [`crate::dispatch`] bits, as for wildcards.
     pub dispatch_flags: u8,
+    /// [`crate::info`] bits, as for wildcards.
     pub info_flags: u8,
+    /// Next hop for FORWARD; 0 = none.
     pub forward_addr: Ipv4Addr,
     /// Seconds; 0 deletes.
     pub ttl: u32,
@@ -186,6 +203,7 @@ impl<'a> SegmentBody<'a> for ServicePrecedence {
 /// service precedence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BackupPrecedence {
+    /// Among equal service precedence, lower wins (primary < backup).
     pub value: u16,
 }
 

@@ -13,8 +13,12 @@ use std::net::Ipv4Addr;
 /// message with the digest bytes set to zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Security<'a> {
+    /// [`crate::AuthAlgorithm`] number: 1 keyed MD5 (16-byte digest), 2
+    /// HMAC-SHA256 (32-byte digest).
     pub algorithm: u8,
+    /// Selects the shared key.
     pub key_id: u16,
+    /// The digest bytes (16 or 32).
     pub digest: &'a [u8],
 }
 
@@ -60,6 +64,7 @@ impl<'a> SegmentBody<'a> for Security<'a> {
 /// Identity info segment (type 9, 4 + 0–255 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IdentityInfo<'a> {
+    /// The sender's address; it identifies the manager that owns affinities.
     pub address: Ipv4Addr,
     /// UTF-8 host name, at most 255 bytes.
     pub host_name: &'a str,

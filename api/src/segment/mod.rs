@@ -50,7 +50,12 @@ macro_rules! segments {
         pub enum Segment<'a> {
             $($(#[$doc])* $variant($value),)+
             /// An optional segment of a type this implementation does not know.
-            Unknown { seg_type: u16, body: &'a [u8] },
+            Unknown {
+                /// The segment type number, Required flag cleared.
+                seg_type: u16,
+                /// The body as received.
+                body: &'a [u8],
+            },
         }
 
         impl<'a> Segment<'a> {
@@ -106,23 +111,41 @@ macro_rules! segments {
 }
 
 segments! {
+    /// Type 1: attracts new flows.
     WildcardAffinity(WildcardAffinity) = WildcardAffinity,
+    /// Type 2: one direction of one flow.
     FixedAffinity(FixedAffinity) = FixedAffinity,
+    /// Type 3: the manager's name for an affinity.
     AffinityIdentifier(AffinityIdentifier) = AffinityIdentifier,
+    /// Type 4: wildcard search order.
     ServicePrecedence(ServicePrecedence) = ServicePrecedence,
+    /// Type 5: primary/backup order among equal service precedence.
     BackupPrecedence(BackupPrecedence) = BackupPrecedence,
+    /// Type 6: algorithm, key id and digest; the first segment.
     Security(Security<'a>) = Security<'a>,
+    /// Type 7: manager interest data, 0–1024 bytes opaque to the agent.
     SmInterestData(&'a [u8]) = SmInterestDataBody,
+    /// Type 8: agent interest data, 0–1024 bytes opaque to the manager.
     FaInterestData(&'a [u8]) = FaInterestDataBody,
+    /// Type 9: the sender's address and host name.
     IdentityInfo(IdentityInfo<'a>) = IdentityInfo<'a>,
+    /// Type 10: address and port rewrite.
     NatAction(NatAction) = NatAction,
+    /// Type 11: an address the agent attracts traffic for.
     AdvertiseAction(AdvertiseAction) = AdvertiseAction,
+    /// Type 12: TCP sequence and acknowledgment deltas.
     SeqAdjustAction(SeqAdjustAction) = SeqAdjustAction,
+    /// Type 13: which packets interest the manager, and where matches go.
     InterestCriteria(InterestCriteria) = InterestCriteria,
+    /// Type 14: the action types the sender needs.
     ActionList(ActionList<'a>) = ActionList<'a>,
+    /// Type 15: a complete IPv4 packet (at least 20 bytes); the last segment.
     IpPacket(&'a [u8]) = IpPacketBody,
+    /// Type 16: what an agent refused and why.
     DenyReason(DenyReason) = DenyReason,
+    /// Type 17: supported actions and table capacities.
     Capabilities(Capabilities) = Capabilities,
+    /// Type 18: packet and byte counters of one forward address.
     Statistics(Statistics) = Statistics,
 }
 

@@ -10,16 +10,22 @@ use std::net::Ipv4Addr;
 pub struct DenyReason {
     /// The segment or action type refused (low 15 bits).
     pub denied_type: u16,
+    /// Why: one of the `DenyReason` constants below.
     pub code: u16,
     /// Sequence number of the refused message.
     pub denied_sequence: u64,
 }
 
 impl DenyReason {
+    /// Code 1: a segment of unknown type was marked Required.
     pub const UNKNOWN_REQUIRED_SEGMENT: u16 = 1;
+    /// Code 2: an action named as required in an action list is not supported.
     pub const UNSUPPORTED_REQUIRED_ACTION: u16 = 2;
+    /// Code 3: a fixed affinity without a supporting wildcard of the same manager.
     pub const NO_SUPPORTING_WILDCARD: u16 = 3;
+    /// Code 4: the affinity table is full.
     pub const TABLE_FULL: u16 = 4;
+    /// Code 5: the message was malformed.
     pub const MALFORMED: u16 = 5;
 }
 
@@ -35,7 +41,9 @@ fixed_layout! {
 pub struct Capabilities {
     /// Bit n set: action segment type n is supported.
     pub actions: u32,
+    /// How many fixed affinities the agent can hold.
     pub fixed_capacity: u32,
+    /// How many wildcard affinities the agent can hold.
     pub wildcard_capacity: u32,
 }
 
@@ -50,8 +58,11 @@ fixed_layout! {
 /// address (or for the agent as a whole when the address is 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Statistics {
+    /// The forward address counted; 0 = the agent as a whole.
     pub forward_addr: Ipv4Addr,
+    /// Packets counted.
     pub packets: u64,
+    /// Bytes counted.
     pub bytes: u64,
 }
 
