@@ -2,6 +2,7 @@
 //! header's length field, before any of them is parsed.
 
 use crate::error::ParseError;
+use crate::header::Header;
 use crate::numbers::HEADER_LEN;
 
 /// The messages of one datagram. A datagram normally carries one message;
@@ -35,10 +36,9 @@ impl<'a> Iterator for DatagramMessages<'a> {
         }
         self.first = false;
         let rest = std::mem::take(&mut self.rest);
-        if rest.len() < HEADER_LEN {
+        let Some(claimed) = Header::claimed_length(rest) else {
             return Some(Err(ParseError::TooShort { have: rest.len() }));
-        }
-        let claimed = u16::from_be_bytes([rest[2], rest[3]]) as usize;
+        };
         if claimed < HEADER_LEN || claimed > rest.len() {
             return Some(Err(ParseError::BadLength {
                 claimed,

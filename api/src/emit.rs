@@ -2,12 +2,13 @@
 //! in place in front of a packet that is already in a buffer (for punting
 //! from the data path). Signing fills the digest last ([`Key::sign_in_place`]).
 
+use crate::codec::Writer;
 use crate::error::EmitError;
 use crate::header::Header;
-use crate::numbers::{seg, MessageType, HEADER_LEN, REQUIRED_FLAG, SEGMENT_HEADER_LEN};
+use crate::numbers::{seg, MessageType, HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::rules;
 use crate::security::Key;
-use crate::segment::{Security, Segment};
+use crate::segment::{emit_header, Security, Segment};
 
 /// Digest bytes of an unsigned security segment (the digest is computed over
 /// the message with them zero).
@@ -157,9 +158,14 @@ pub fn emit_prefix(
         s.emit(rules::required_by_default(s.seg_type()), &mut out[pos..]);
         pos += s.wire_len();
     }
-    let t = seg::IP_PACKET | REQUIRED_FLAG;
-    out[pos..pos + 2].copy_from_slice(&t.to_be_bytes());
-    out[pos + 2..pos + 4]
-        .copy_from_slice(&((SEGMENT_HEADER_LEN + packet_len) as u16).to_be_bytes());
+    // The packet segment's header only: its body is the packet that
+    // follows `out`.
+    let mut w = Writer::new(&mut out[pos..pos + SEGMENT_HEADER_LEN]);
+    emit_header(
+        &mut w,
+        seg::IP_PACKET,
+        true,
+        SEGMENT_HEADER_LEN + packet_len,
+    );
     Ok(pos + SEGMENT_HEADER_LEN)
 }

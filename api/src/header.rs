@@ -53,6 +53,18 @@ impl Header {
         })
     }
 
+    /// The length field (bytes 2–3, network order) of the header at the
+    /// front of `bytes`, checking nothing else; `None` when fewer than
+    /// [`HEADER_LEN`] bytes remain. For splitting a datagram into messages.
+    pub(crate) fn claimed_length(bytes: &[u8]) -> Option<usize> {
+        if bytes.len() < HEADER_LEN {
+            return None;
+        }
+        let mut r = Reader::new(bytes);
+        r.zero(2); // version, message type
+        Some(r.u16() as usize)
+    }
+
     /// Writes the header into `out[..16]` (flags and reserved are zero).
     pub fn emit(&self, out: &mut [u8]) {
         let mut w = Writer::new(&mut out[..HEADER_LEN]);

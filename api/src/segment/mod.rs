@@ -34,7 +34,7 @@ pub use affinity::{
 pub use envelope::{IdentityInfo, Security};
 pub use report::{Capabilities, DenyReason, Statistics};
 
-use crate::codec::Writer;
+use crate::codec::{Reader, Writer};
 use crate::error::SegmentErrorKind;
 use crate::numbers::{REQUIRED_FLAG, SEGMENT_HEADER_LEN};
 use envelope::{FaInterestDataBody, IpPacketBody, SmInterestDataBody};
@@ -158,19 +158,26 @@ impl Segment<'_> {
     /// Writes header and body into `out[..self.wire_len()]`. The caller has
     /// checked the buffer size.
     pub(crate) fn emit(&self, required: bool, out: &mut [u8]) {
-        let t = self.seg_type() | if required { REQUIRED_FLAG } else { 0 };
         let len = self.wire_len();
         let mut w = Writer::new(&mut out[..len]);
-        w.u16(t);
-        w.u16(len as u16);
+        emit_header(&mut w, self.seg_type(), required, len);
         self.emit_body(&mut w);
     }
+}
+
+/// Writes a segment header: the type field (`seg_type`, with the Required
+/// flag when `required`) and the total length `len` in bytes, header
+/// included (at most 65535; the callers check).
+pub(crate) fn emit_header(w: &mut Writer<'_>, seg_type: u16, required: bool, len: usize) {
+    w.u16(seg_type | if required { REQUIRED_FLAG } else { 0 });
+    w.u16(len as u16);
 }
 
 /// One segment's framing at the front of a message's remaining bytes.
 pub(crate) struct Framed<'a> {
     /// The type field, Required flag included.
     pub(crate) raw_type: u16,
+    /// The body, after the 4-byte header.
     pub(crate) body: &'a [u8],
     /// Header plus body, bytes: where the next segment starts.
     pub(crate) len: usize,
@@ -179,28 +186,25 @@ pub(crate) struct Framed<'a> {
 /// The type field of the segment at the front of `rest` (0 when fewer than
 /// two bytes remain), for naming a segment in an error.
 pub(crate) fn peek_type(rest: &[u8]) -> u16 {
-    rest.first_chunk::<2>()
-        .map_or(0, |t| u16::from_be_bytes(*t))
+    // A reader yields 0 for a field past the end.
+    Reader::new(rest).u16()
 }
 
 /// Splits off the segment at the front of `rest`, checking its length field
 /// (at least a header, not past the end).
 pub(crate) fn frame(rest: &[u8]) -> Result<Framed<'_>, SegmentErrorKind> {
-    let Some(header) = rest.first_chunk::<SEGMENT_HEADER_LEN>() else {
+    let mut r = Reader::new(rest);
+    let raw_type = r.u16();
+    let len = r.u16() as usize;
+    let claimed = if r.is_short() { 0 } else { len };
+    if r.is_short() || len < SEGMENT_HEADER_LEN || len > rest.len() {
         return Err(SegmentErrorKind::BadLength {
-            claimed: 0,
-            remaining: rest.len(),
-        });
-    };
-    let len = u16::from_be_bytes([header[2], header[3]]) as usize;
-    if len < SEGMENT_HEADER_LEN || len > rest.len() {
-        return Err(SegmentErrorKind::BadLength {
-            claimed: len,
+            claimed,
             remaining: rest.len(),
         });
     }
     Ok(Framed {
-        raw_type: u16::from_be_bytes([header[0], header[1]]),
+        raw_type,
         body: &rest[SEGMENT_HEADER_LEN..len],
         len,
     })
