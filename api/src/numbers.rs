@@ -137,26 +137,26 @@ pub mod info {
 /// Interest mask bits: why a packet interests a manager.
 pub mod interest {
     /// TCP FIN set.
-    pub const FIN: u16 = 0x0001;
+    pub const FIN: u16 = 1 << 0;
     /// TCP SYN set.
-    pub const SYN: u16 = 0x0002;
+    pub const SYN: u16 = 1 << 1;
     /// TCP RST set.
-    pub const RST: u16 = 0x0004;
+    pub const RST: u16 = 1 << 2;
     /// TCP PSH set.
-    pub const PSH: u16 = 0x0008;
+    pub const PSH: u16 = 1 << 3;
     /// TCP ACK set.
-    pub const ACK: u16 = 0x0010;
+    pub const ACK: u16 = 1 << 4;
     /// TCP URG set.
-    pub const URG: u16 = 0x0020;
+    pub const URG: u16 = 1 << 5;
     /// The packet carries transport payload (TCP or UDP).
-    pub const DATA: u16 = 0x0040;
+    pub const DATA: u16 = 1 << 6;
     /// First payload-carrying packet of the flow seen by this affinity
     /// (for UDP: the first packet).
-    pub const FIRST_DATA: u16 = 0x0080;
+    pub const FIRST_DATA: u16 = 1 << 7;
     /// The packet is an IP fragment.
-    pub const FRAGMENT: u16 = 0x0100;
+    pub const FRAGMENT: u16 = 1 << 8;
     /// Every packet.
-    pub const ALL: u16 = 0x8000;
+    pub const ALL: u16 = 1 << 15;
     /// All bits defined in version 1.
-    pub const DEFINED: u16 = 0x81ff;
+    pub const DEFINED: u16 = FIN | SYN | RST | PSH | ACK | URG | DATA | FIRST_DATA | FRAGMENT | ALL;
 }

@@ -3,7 +3,7 @@
 //! interest criteria (13) and the action list (14). Layouts: PROTOCOL.md,
 //! "Segments".
 
-use super::layout::{bad, fixed_layout, one_flag, read_whole, SegmentBody};
+use super::layout::{bad, fixed_layout, one_flag, only_defined, read_whole, SegmentBody};
 use crate::codec::{Reader, Writer};
 use crate::error::SegmentErrorKind;
 use crate::numbers::{interest, seg, REQUIRED_FLAG};
@@ -28,21 +28,18 @@ pub struct NatAction {
 
 impl NatAction {
     /// Flag bit 0: replace the source address.
-    pub const SRC_ADDR: u8 = 0x01;
+    pub const SRC_ADDR: u8 = 1 << 0;
     /// Flag bit 1: replace the destination address.
-    pub const DST_ADDR: u8 = 0x02;
+    pub const DST_ADDR: u8 = 1 << 1;
     /// Flag bit 2: replace the source port.
-    pub const SRC_PORT: u8 = 0x04;
+    pub const SRC_PORT: u8 = 1 << 2;
     /// Flag bit 3: replace the destination port.
-    pub const DST_PORT: u8 = 0x08;
+    pub const DST_PORT: u8 = 1 << 3;
     /// All flag bits defined in version 1; others make the segment malformed.
-    pub const DEFINED: u8 = 0x0f;
+    pub const DEFINED: u8 = Self::SRC_ADDR | Self::DST_ADDR | Self::SRC_PORT | Self::DST_PORT;
 
     fn check_defined(&self) -> Result<(), SegmentErrorKind> {
-        if self.flags & !NatAction::DEFINED != 0 {
-            return Err(bad("NAT flags", self.flags as u32));
-        }
-        Ok(())
+        only_defined(self.flags, Self::DEFINED, "NAT flags")
     }
 }
 
@@ -154,23 +151,18 @@ pub struct InterestCriteria {
 
 impl InterestCriteria {
     /// Include the packet in the interest match.
-    pub const DATA: u8 = 0x01;
+    pub const DATA: u8 = 1 << 0;
     /// Forward the packet as well as sending the match (otherwise the manager
     /// owns it and returns it).
-    pub const COPY: u8 = 0x02;
+    pub const COPY: u8 = 1 << 1;
     /// Keep the packet in a bounded queue until the fixed affinity arrives.
-    pub const HOLD: u8 = 0x04;
+    pub const HOLD: u8 = 1 << 2;
     /// All flag bits defined in version 1; others make the segment malformed.
-    pub const DEFINED: u8 = 0x07;
+    pub const DEFINED: u8 = Self::DATA | Self::COPY | Self::HOLD;
 
     fn check_defined(&self) -> Result<(), SegmentErrorKind> {
-        if self.flags & !InterestCriteria::DEFINED != 0 {
-            return Err(bad("interest flags", self.flags as u32));
-        }
-        if self.mask & !interest::DEFINED != 0 {
-            return Err(bad("interest mask", self.mask as u32));
-        }
-        Ok(())
+        only_defined(self.flags, Self::DEFINED, "interest flags")?;
+        only_defined(self.mask, interest::DEFINED, "interest mask")
     }
 }
 

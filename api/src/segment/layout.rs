@@ -43,12 +43,25 @@ pub(crate) fn read_whole<'a, B: SegmentBody<'a>>(
     Ok(())
 }
 
+/// Rejects a flags or mask field with a bit outside `defined` set, naming
+/// `field` in the error (PROTOCOL.md: undefined bits make a segment
+/// malformed).
+pub(crate) fn only_defined(
+    value: impl Into<u32>,
+    defined: impl Into<u32>,
+    field: &'static str,
+) -> Result<(), SegmentErrorKind> {
+    let value = value.into();
+    if value & !defined.into() != 0 {
+        return Err(bad(field, value));
+    }
+    Ok(())
+}
+
 /// Reads a flags byte with one defined bit: whether it is set, or an error
 /// naming `field` when an undefined bit is.
 pub(crate) fn one_flag(flags: u8, bit: u8, field: &'static str) -> Result<bool, SegmentErrorKind> {
-    if flags & !bit != 0 {
-        return Err(bad(field, flags as u32));
-    }
+    only_defined(flags, bit, field)?;
     Ok(flags & bit != 0)
 }
 
