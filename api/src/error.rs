@@ -1,17 +1,41 @@
-use crate::header::MessageType;
+//! What can be wrong with a received datagram ([`ParseError`]) and why a
+//! message could not be written ([`EmitError`]). Uses only the assigned
+//! numbers, so every other module may use it.
+
+use crate::numbers::{MessageType, REQUIRED_FLAG};
 use std::fmt;
 
 /// What was wrong with one segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SegmentErrorKind {
     /// The segment header claims fewer than 4 bytes or more than remain.
-    BadLength { claimed: usize, remaining: usize },
+    BadLength {
+        /// The segment's length field, bytes (0 when not even a header remains).
+        claimed: usize,
+        /// Bytes left in the message from the segment's start.
+        remaining: usize,
+    },
     /// The body is shorter than the segment type's fixed part.
-    BodyTooShort { need: usize, have: usize },
+    BodyTooShort {
+        /// The type's minimum body length, bytes.
+        need: usize,
+        /// The body's length, bytes.
+        have: usize,
+    },
     /// The body is longer than the segment type allows.
-    BodyTooLong { max: usize, have: usize },
+    BodyTooLong {
+        /// The type's maximum body length, bytes.
+        max: usize,
+        /// The body's length, bytes.
+        have: usize,
+    },
     /// A field holds a value the protocol does not define.
-    BadValue { field: &'static str, value: u32 },
+    BadValue {
+        /// Which field, as a counter-friendly phrase.
+        field: &'static str,
+        /// The value found.
+        value: u32,
+    },
     /// A required segment of a type this receiver does not know.
     UnknownRequired,
     /// The segment type is not allowed in this message type.
@@ -28,7 +52,10 @@ pub enum SegmentErrorKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParseError {
     /// Fewer bytes than a message header.
-    TooShort { have: usize },
+    TooShort {
+        /// The datagram's length, bytes.
+        have: usize,
+    },
     /// The header's version is not [`crate::VERSION`].
     BadVersion(u8),
     /// The header's message type is unknown.
@@ -36,16 +63,26 @@ pub enum ParseError {
     /// The address family is not supported (only IPv4 today).
     UnsupportedFamily(u8),
     /// The header's length field disagrees with the datagram.
-    BadLength { claimed: usize, actual: usize },
+    BadLength {
+        /// The header's length field, bytes.
+        claimed: usize,
+        /// The datagram's length, bytes.
+        actual: usize,
+    },
     /// Segment number `index` (0-based) of type `seg_type` is malformed.
     Segment {
+        /// Position of the segment in the message, 0-based.
         index: usize,
+        /// The segment's type field as received, Required flag included.
         seg_type: u16,
+        /// What is wrong with it.
         kind: SegmentErrorKind,
     },
     /// A segment the message type requires is missing.
     MissingSegment {
+        /// The message's type.
         msg_type: MessageType,
+        /// The missing segment type.
         seg_type: u16,
     },
 }
@@ -100,11 +137,7 @@ impl fmt::Display for ParseError {
                 seg_type,
                 kind,
             } => {
-                write!(
-                    f,
-                    "segment #{index} (type {}): ",
-                    seg_type & !crate::segment::REQUIRED_FLAG
-                )?;
+                write!(f, "segment #{index} (type {}): ", seg_type & !REQUIRED_FLAG)?;
                 match kind {
                     SegmentErrorKind::BadLength { claimed, remaining } => {
                         write!(f, "claims {claimed} bytes, {remaining} remain (minimum 4)")
@@ -144,9 +177,17 @@ impl std::error::Error for ParseError {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EmitError {
     /// The output buffer is too small.
-    BufferTooSmall { need: usize, have: usize },
+    BufferTooSmall {
+        /// Bytes the prefix needs.
+        need: usize,
+        /// Bytes the buffer has.
+        have: usize,
+    },
     /// A segment or the message would exceed the 16-bit length fields.
-    TooLong { len: usize },
+    TooLong {
+        /// The length that does not fit, bytes.
+        len: usize,
+    },
 }
 
 impl fmt::Display for EmitError {

@@ -1,55 +1,15 @@
+//! The fixed 16-byte message header (PROTOCOL.md, "Message header"): parsed
+//! first on receipt, written last on emission (its length field needs the
+//! whole message).
+
+use crate::codec::{Reader, Writer};
 use crate::error::ParseError;
-use nom::number::complete::{be_u16, be_u64, be_u8};
-
-/// Protocol version this crate speaks.
-pub const VERSION: u8 = 1;
-/// Length of the fixed message header.
-pub const HEADER_LEN: usize = 16;
-/// Address family value for IPv4 (the only one defined in version 1).
-pub const AF_INET: u8 = 1;
-
-/// Service message types (header byte 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum MessageType {
-    AffinityUpdateWildcard = 1,
-    AffinityUpdateFixed = 2,
-    AffinityUpdateDeny = 3,
-    InterestMatchWildcard = 4,
-    InterestMatchFixed = 5,
-    IpPacketOnly = 6,
-    /// Extension: agent announces itself and its capabilities.
-    AgentHello = 16,
-    /// Extension: liveness, no segments required.
-    Keepalive = 17,
-    /// Extension: a manager asks an agent to resend what it holds.
-    AffinityDumpRequest = 18,
-    /// Extension: an agent reports counters.
-    StatisticsReport = 19,
-}
-
-impl MessageType {
-    pub fn from_u8(v: u8) -> Option<Self> {
-        use MessageType::*;
-        Some(match v {
-            1 => AffinityUpdateWildcard,
-            2 => AffinityUpdateFixed,
-            3 => AffinityUpdateDeny,
-            4 => InterestMatchWildcard,
-            5 => InterestMatchFixed,
-            6 => IpPacketOnly,
-            16 => AgentHello,
-            17 => Keepalive,
-            18 => AffinityDumpRequest,
-            19 => StatisticsReport,
-            _ => return None,
-        })
-    }
-}
+use crate::numbers::{MessageType, AF_INET, HEADER_LEN, VERSION};
 
 /// The fixed 16-byte header of every service message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// Header byte 1.
     pub msg_type: MessageType,
     /// Total message length including this header.
     pub length: u16,
@@ -60,30 +20,18 @@ pub struct Header {
 impl Header {
     /// Parses and checks the header against the datagram length.
     pub fn parse(datagram: &[u8]) -> Result<Header, ParseError> {
-        if datagram.len() < HEADER_LEN {
+        let mut r = Reader::new(datagram);
+        let version = r.u8();
+        let msg_type = r.u8();
+        let length = r.u16();
+        let family = r.u8();
+        r.zero(3); // flags, reserved
+        let sequence = r.u64();
+        if r.is_short() {
             return Err(ParseError::TooShort {
                 have: datagram.len(),
             });
         }
-        type Fields = (u8, u8, u16, u8, u8, u16, u64);
-        let fields = |i| -> nom::IResult<&[u8], Fields> {
-            let (i, version) = be_u8(i)?;
-            let (i, msg_type) = be_u8(i)?;
-            let (i, length) = be_u16(i)?;
-            let (i, family) = be_u8(i)?;
-            let (i, flags) = be_u8(i)?;
-            let (i, reserved) = be_u16(i)?;
-            let (i, sequence) = be_u64(i)?;
-            Ok((
-                i,
-                (version, msg_type, length, family, flags, reserved, sequence),
-            ))
-        };
-        // Length was checked above, so the complete parsers cannot fail.
-        let (_, (version, msg_type, length, family, _flags, _reserved, sequence)) =
-            fields(datagram).map_err(|_| ParseError::TooShort {
-                have: datagram.len(),
-            })?;
         if version != VERSION {
             return Err(ParseError::BadVersion(version));
         }
@@ -105,14 +53,26 @@ impl Header {
         })
     }
 
+    /// The length field (bytes 2–3, network order) of the header at the
+    /// front of `bytes`, checking nothing else; `None` when fewer than
+    /// [`HEADER_LEN`] bytes remain. For splitting a datagram into messages.
+    pub(crate) fn claimed_length(bytes: &[u8]) -> Option<usize> {
+        if bytes.len() < HEADER_LEN {
+            return None;
+        }
+        let mut r = Reader::new(bytes);
+        r.zero(2); // version, message type
+        Some(r.u16() as usize)
+    }
+
     /// Writes the header into `out[..16]` (flags and reserved are zero).
     pub fn emit(&self, out: &mut [u8]) {
-        out[0] = VERSION;
-        out[1] = self.msg_type as u8;
-        out[2..4].copy_from_slice(&self.length.to_be_bytes());
-        out[4] = AF_INET;
-        out[5] = 0;
-        out[6..8].copy_from_slice(&[0, 0]);
-        out[8..16].copy_from_slice(&self.sequence.to_be_bytes());
+        let mut w = Writer::new(&mut out[..HEADER_LEN]);
+        w.u8(VERSION);
+        w.u8(self.msg_type as u8);
+        w.u16(self.length);
+        w.u8(AF_INET);
+        w.zero(3); // flags, reserved
+        w.u64(self.sequence);
     }
 }

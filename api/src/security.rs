@@ -1,14 +1,14 @@
-//! Message authentication (keyed MD5 as in the seed, HMAC-SHA256 by default),
-//! key rotation and the replay window.
+//! Keys and sequence numbers: the digest algorithms (keyed MD5 as in the
+//! seed, HMAC-SHA256 by default), signing in place, key rotation, the replay
+//! window and the sender's sequence source. Checking a received message
+//! against them is `auth.rs`.
 
-use crate::header::{MessageType, HEADER_LEN};
-use crate::message::ServiceMessage;
-use crate::segment::SEGMENT_HEADER_LEN;
+use crate::numbers::{HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::segment::Security;
 use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
 use sha2::Sha256;
 use std::fmt;
-use subtle::ConstantTimeEq;
 
 /// Digest algorithms of the security segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,6 +21,7 @@ pub enum AuthAlgorithm {
 }
 
 impl AuthAlgorithm {
+    /// The algorithm of a security segment's algorithm byte; `None` if unknown.
     pub fn from_u8(v: u8) -> Option<Self> {
         match v {
             1 => Some(AuthAlgorithm::KeyedMd5),
@@ -28,6 +29,7 @@ impl AuthAlgorithm {
             _ => None,
         }
     }
+    /// Digest length, bytes: 16 (keyed MD5) or 32 (HMAC-SHA256).
     pub fn digest_len(self) -> usize {
         match self {
             AuthAlgorithm::KeyedMd5 => 16,
@@ -39,8 +41,11 @@ impl AuthAlgorithm {
 /// A shared secret with its key id.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Key {
+    /// Key id carried in the security segment.
     pub id: u16,
+    /// Digest algorithm used with this key.
     pub algorithm: AuthAlgorithm,
+    /// The shared secret, any length.
     pub secret: Vec<u8>,
     /// Accept messages signed with this key until this time (seconds, the
     /// caller's clock); `None` = no end. Set when a newer key replaces it.
@@ -59,6 +64,7 @@ impl fmt::Debug for Key {
 }
 
 impl Key {
+    /// A key accepted without an end.
     pub fn new(id: u16, algorithm: AuthAlgorithm, secret: impl Into<Vec<u8>>) -> Key {
         Key {
             id,
@@ -69,8 +75,13 @@ impl Key {
     }
 
     /// Digest of `msg` with the bytes in `zeroed` treated as zero.
-    fn digest(&self, msg: &[u8], zeroed: std::ops::Range<usize>, out: &mut [u8; 32]) -> usize {
-        let zeros = [0u8; 64];
+    pub(crate) fn digest(
+        &self,
+        msg: &[u8],
+        zeroed: std::ops::Range<usize>,
+        out: &mut [u8; 32],
+    ) -> usize {
+        let zeros = [0u8; Security::MAX_DIGEST_LEN];
         let parts = [
             &msg[..zeroed.start],
             &zeros[..zeroed.len()],
@@ -106,7 +117,7 @@ impl Key {
     /// and [`crate::emit_prefix`] write it). Does nothing to a message
     /// without room for it.
     pub fn sign_in_place(&self, msg: &mut [u8]) {
-        let start = HEADER_LEN + SEGMENT_HEADER_LEN + 4;
+        let start = HEADER_LEN + SEGMENT_HEADER_LEN + Security::DIGEST_OFFSET;
         let end = start + self.algorithm.digest_len();
         if msg.len() < end {
             return;
@@ -153,122 +164,20 @@ impl KeyRing {
             .retain(|k| k.accept_until.is_none_or(|t| now <= t));
     }
 
+    /// The key outgoing messages are signed with, if any.
     pub fn signing_key(&self) -> Option<&Key> {
         self.send
             .and_then(|id| self.keys.iter().find(|k| k.id == id))
     }
 
+    /// The accepted key with key id `id`.
     pub fn get(&self, id: u16) -> Option<&Key> {
         self.keys.iter().find(|k| k.id == id)
     }
 
+    /// Whether no key is configured.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
-    }
-}
-
-/// Why a message failed authentication.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthError {
-    /// Authentication is required and the message has no security segment.
-    Unsigned,
-    UnknownKey(u16),
-    /// The key's acceptance window has passed.
-    ExpiredKey(u16),
-    /// The algorithm byte is unknown or does not match the key.
-    BadAlgorithm(u8),
-    BadDigest,
-    /// The sequence number is old or was seen already.
-    Replay(u64),
-}
-
-impl AuthError {
-    /// Short stable name for counters.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            AuthError::Unsigned => "unsigned",
-            AuthError::UnknownKey(_) => "unknown-key",
-            AuthError::ExpiredKey(_) => "expired-key",
-            AuthError::BadAlgorithm(_) => "bad-algorithm",
-            AuthError::BadDigest => "bad-digest",
-            AuthError::Replay(_) => "replay",
-        }
-    }
-}
-
-impl fmt::Display for AuthError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AuthError::Unsigned => write!(f, "message is not signed"),
-            AuthError::UnknownKey(id) => write!(f, "unknown key id {id}"),
-            AuthError::ExpiredKey(id) => write!(f, "key id {id} is no longer accepted"),
-            AuthError::BadAlgorithm(a) => write!(f, "algorithm {a} does not match the key"),
-            AuthError::BadDigest => write!(f, "digest does not match"),
-            AuthError::Replay(s) => write!(f, "sequence {s} replayed or too old"),
-        }
-    }
-}
-
-impl std::error::Error for AuthError {}
-
-/// What a receiver demands of incoming messages.
-#[derive(Debug, Clone, Default)]
-pub struct AuthPolicy {
-    pub keys: KeyRing,
-    /// Reject unsigned messages (true whenever a key is configured).
-    pub require: bool,
-    /// Accept unsigned IP-packet-only messages even when `require` is set (seed).
-    pub allow_unsigned_ip_packet_only: bool,
-}
-
-impl AuthPolicy {
-    /// No authentication.
-    pub fn open() -> Self {
-        Self::default()
-    }
-
-    /// Signs with and requires `key`.
-    pub fn with_key(key: Key) -> Self {
-        let mut keys = KeyRing::default();
-        keys.rotate_to(key, 0, 0);
-        AuthPolicy {
-            keys,
-            require: true,
-            allow_unsigned_ip_packet_only: true,
-        }
-    }
-
-    /// Checks the digest of a parsed message (not the replay window).
-    pub fn verify(&self, msg: &ServiceMessage<'_>, now: u64) -> Result<(), AuthError> {
-        let Some(sec) = msg.security() else {
-            let exempt =
-                self.allow_unsigned_ip_packet_only && msg.msg_type() == MessageType::IpPacketOnly;
-            return if self.require && !exempt {
-                Err(AuthError::Unsigned)
-            } else {
-                Ok(())
-            };
-        };
-        let key = self
-            .keys
-            .get(sec.key_id)
-            .ok_or(AuthError::UnknownKey(sec.key_id))?;
-        if key.accept_until.is_some_and(|t| now > t) {
-            return Err(AuthError::ExpiredKey(key.id));
-        }
-        if AuthAlgorithm::from_u8(sec.algorithm) != Some(key.algorithm)
-            || sec.digest.len() != key.algorithm.digest_len()
-        {
-            return Err(AuthError::BadAlgorithm(sec.algorithm));
-        }
-        let range = msg.digest_range().ok_or(AuthError::BadDigest)?;
-        let mut d = [0u8; 32];
-        let n = key.digest(msg.as_bytes(), range, &mut d);
-        if bool::from(d[..n].ct_eq(sec.digest)) {
-            Ok(())
-        } else {
-            Err(AuthError::BadDigest)
-        }
     }
 }
 
@@ -283,6 +192,7 @@ pub struct ReplayWindow {
 }
 
 impl ReplayWindow {
+    /// Width of the window: sequence numbers accepted behind the highest seen.
     pub const SIZE: u64 = 64;
 
     /// Whether `seq` would be accepted, without recording it.
@@ -328,11 +238,13 @@ pub struct SequenceSource {
 }
 
 impl SequenceSource {
+    /// Numbers after `unix_secs << 32`.
     pub fn starting_at_unix_time(unix_secs: u64) -> Self {
         SequenceSource {
             next: unix_secs << 32,
         }
     }
+    /// Numbers after the current Unix time `<< 32` (0 if the clock is before 1970).
     pub fn from_system_clock() -> Self {
         let secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -340,6 +252,7 @@ impl SequenceSource {
         Self::starting_at_unix_time(secs)
     }
     #[allow(clippy::should_implement_trait)]
+    /// The next sequence number (wrapping).
     pub fn next(&mut self) -> u64 {
         self.next = self.next.wrapping_add(1);
         self.next

@@ -3,7 +3,12 @@
 //! the same bytes (into a buffer pre-filled with 0xA5, so any byte the
 //! emitter forgot to write shows).
 
-use affinity_api::*;
+use affinity_api::{
+    emit_prefix, interest, prefix_len, AffinityIdentifier, AffinityKey, AuthAlgorithm,
+    Capabilities, DenyReason, EmitError, FixedAffinity, IdentityInfo, InterestCriteria, Key,
+    MessageBuilder, MessageType, NatAction, ParseError, Segment, ServiceMessage, ServicePrecedence,
+    Statistics, WildcardAffinity,
+};
 use std::net::Ipv4Addr;
 
 fn hex(s: &str) -> Vec<u8> {
@@ -38,6 +43,14 @@ const A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 5);
 const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const BE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 const M: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+/// The flow of the fixed-affinity examples: TCP 198.18.0.5:40000 -> 203.0.113.10:80.
+const FLOW: AffinityKey = AffinityKey {
+    protocol: 6,
+    src_addr: A,
+    dst_addr: VIP,
+    src_port: 40000,
+    dst_port: 80,
+};
 
 #[test]
 fn type1_wildcard_update() {
@@ -100,13 +113,7 @@ fn type2_fixed_update_with_packet() {
         80 0f 00 18                                        # IP packet, required, 24
         45 00 00 14 00 00 00 00 40 06 00 00 c6 12 00 05 cb 00 71 0a
     ");
-    let key = AffinityKey {
-        protocol: 6,
-        src_addr: A,
-        dst_addr: VIP,
-        src_port: 40000,
-        dst_port: 80,
-    };
+    let key = FLOW;
     let segs = [
         Segment::FaInterestData(&[]),
         Segment::FixedAffinity(FixedAffinity {
@@ -157,13 +164,7 @@ fn type4_and_5_interest_matches() {
             00 09 00 08 c0 00 02 01                            # identity 192.0.2.1, no name
         "
         ));
-        let key = AffinityKey {
-            protocol: 6,
-            src_addr: A,
-            dst_addr: VIP,
-            src_port: 40000,
-            dst_port: 80,
-        };
+        let key = FLOW;
         let segs = [
             Segment::AffinityIdentifier(AffinityIdentifier {
                 id: 10,

@@ -1,6 +1,9 @@
 //! Parsing a fixed-affinity update allocates nothing (views over the datagram).
 
-use affinity_api::*;
+use affinity_api::{
+    AffinityKey, FixedAffinity, InterestCriteria, MessageBuilder, MessageType, NatAction, Segment,
+    ServiceMessage,
+};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 

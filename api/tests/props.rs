@@ -1,7 +1,13 @@
 //! Property tests (encode/parse round trips, tamper detection, no panics on
 //! arbitrary input), error variants, replay window and key rotation.
 
-use affinity_api::*;
+use affinity_api::{
+    interest, seg, AdvertiseAction, AffinityIdentifier, AffinityKey, AuthAlgorithm, AuthError,
+    AuthPolicy, BackupPrecedence, Capabilities, FixedAffinity, InterestCriteria, Key,
+    MessageBuilder, MessageType, NatAction, ParseError, ReplayWindow, Security, Segment,
+    SegmentErrorKind, SeqAdjustAction, ServiceMessage, ServicePrecedence, WildcardAffinity,
+    REQUIRED_FLAG,
+};
 use proptest::prelude::*;
 use std::net::Ipv4Addr;
 
@@ -362,13 +368,14 @@ fn every_error_variant_from_a_crafted_input() {
     short.truncate(16 + 4 + 4);
     short[18..20].copy_from_slice(&8u16.to_be_bytes());
     short[2..4].copy_from_slice(&24u16.to_be_bytes());
+    let fixed_error = |kind| ParseError::Segment {
+        index: 0,
+        seg_type: seg::FIXED_AFFINITY | REQUIRED_FLAG,
+        kind,
+    };
     cases.push((
         short,
-        ParseError::Segment {
-            index: 0,
-            seg_type: seg::FIXED_AFFINITY | REQUIRED_FLAG,
-            kind: SegmentErrorKind::BodyTooShort { need: 24, have: 4 },
-        },
+        fixed_error(SegmentErrorKind::BodyTooShort { need: 24, have: 4 }),
     ));
     let mut long = ok.clone();
     long.extend_from_slice(&[0; 4]);
@@ -377,11 +384,7 @@ fn every_error_variant_from_a_crafted_input() {
     long[2..4].copy_from_slice(&n.to_be_bytes());
     cases.push((
         long,
-        ParseError::Segment {
-            index: 0,
-            seg_type: seg::FIXED_AFFINITY | REQUIRED_FLAG,
-            kind: SegmentErrorKind::BodyTooLong { max: 24, have: 28 },
-        },
+        fixed_error(SegmentErrorKind::BodyTooLong { max: 24, have: 28 }),
     ));
     for (bytes, want) in cases {
         let got = ServiceMessage::parse(&bytes).unwrap_err();

@@ -1,4 +1,8 @@
-use affinity_api::*;
+use affinity_api::{
+    datagram_messages, AffinityIdentifier, AffinityKey, AffinityRef, AuthAlgorithm, AuthError,
+    AuthPolicy, FixedAffinity, Key, MessageBuilder, MessageType, NatAction, ParseError, Segment,
+    ServiceMessage,
+};
 use std::net::Ipv4Addr;
 
 #[test]

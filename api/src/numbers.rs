@@ -1,0 +1,162 @@
+//! The protocol's assigned numbers: version, lengths, message types, segment
+//! types and flag bits (`api/PROTOCOL.md`, "Message header", "Message types",
+//! "Segment header" and the per-segment tables). A leaf: every other module
+//! may use it, it uses none of them.
+
+/// Protocol version this crate speaks (header byte 0).
+pub const VERSION: u8 = 1;
+/// Length of the fixed message header, bytes.
+pub const HEADER_LEN: usize = 16;
+/// Address family value for IPv4 (header byte 4; the only one defined in
+/// version 1).
+pub const AF_INET: u8 = 1;
+
+/// Bit 15 of the segment type field: the receiver must understand this
+/// segment (PROTOCOL.md, "Segment header").
+pub const REQUIRED_FLAG: u16 = 0x8000;
+/// Length of a segment header (type and length, both u16 network order), bytes.
+pub const SEGMENT_HEADER_LEN: usize = 4;
+
+/// Service message types (header byte 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum MessageType {
+    /// Manager → agents: wildcard affinities with their per-affinity segments.
+    AffinityUpdateWildcard = 1,
+    /// Manager → agent: fixed affinities, optionally returning a packet.
+    AffinityUpdateFixed = 2,
+    /// Agent → manager: an update or segment was refused.
+    AffinityUpdateDeny = 3,
+    /// Agent → manager: a packet matched a wildcard's interest criteria.
+    InterestMatchWildcard = 4,
+    /// Agent → manager: a packet matched a fixed affinity's interest criteria.
+    InterestMatchFixed = 5,
+    /// Either way: a packet handed back or on, with no affinity.
+    IpPacketOnly = 6,
+    /// Extension: agent announces itself and its capabilities.
+    AgentHello = 16,
+    /// Extension: liveness, no segments required.
+    Keepalive = 17,
+    /// Extension: a manager asks an agent to resend what it holds.
+    AffinityDumpRequest = 18,
+    /// Extension: an agent reports counters.
+    StatisticsReport = 19,
+}
+
+impl MessageType {
+    /// Every message type, in the order of the columns of the placement
+    /// table (`rules.rs`).
+    pub const ALL: [MessageType; 10] = [
+        MessageType::AffinityUpdateWildcard,
+        MessageType::AffinityUpdateFixed,
+        MessageType::AffinityUpdateDeny,
+        MessageType::InterestMatchWildcard,
+        MessageType::InterestMatchFixed,
+        MessageType::IpPacketOnly,
+        MessageType::AgentHello,
+        MessageType::Keepalive,
+        MessageType::AffinityDumpRequest,
+        MessageType::StatisticsReport,
+    ];
+
+    /// The message type of header byte 1, `None` for a number no message
+    /// type has.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| *t as u8 == v)
+    }
+
+    /// Position in [`MessageType::ALL`].
+    pub(crate) const fn column(self) -> usize {
+        COLUMN[self as usize] as usize
+    }
+}
+
+/// [`MessageType::column`] by type number, filled at compile time.
+const COLUMN: [u8; 20] = {
+    let mut column = [0; 20];
+    let mut i = 0;
+    while i < MessageType::ALL.len() {
+        column[MessageType::ALL[i] as usize] = i as u8;
+        i += 1;
+    }
+    column
+};
+
+/// Segment type numbers (low 15 bits of the segment type field).
+pub mod seg {
+    /// Wildcard affinity, 32 bytes.
+    pub const WILDCARD_AFFINITY: u16 = 1;
+    /// Fixed affinity, 24 bytes.
+    pub const FIXED_AFFINITY: u16 = 2;
+    /// Affinity identifier, 8 bytes.
+    pub const AFFINITY_IDENTIFIER: u16 = 3;
+    /// Service precedence, 4 bytes.
+    pub const SERVICE_PRECEDENCE: u16 = 4;
+    /// Backup precedence, 4 bytes.
+    pub const BACKUP_PRECEDENCE: u16 = 5;
+    /// Security, 4 + digest bytes.
+    pub const SECURITY: u16 = 6;
+    /// Manager interest data, 0–1024 bytes.
+    pub const SM_INTEREST_DATA: u16 = 7;
+    /// Agent interest data, 0–1024 bytes.
+    pub const FA_INTEREST_DATA: u16 = 8;
+    /// Identity info, 4 + 0–255 bytes.
+    pub const IDENTITY_INFO: u16 = 9;
+    /// NAT action, 16 bytes.
+    pub const NAT_ACTION: u16 = 10;
+    /// Advertise action, 12 bytes.
+    pub const ADVERTISE_ACTION: u16 = 11;
+    /// Sequence-number adjust action, 16 bytes.
+    pub const SEQ_ADJUST_ACTION: u16 = 12;
+    /// Interest criteria action, 12 bytes.
+    pub const INTEREST_CRITERIA_ACTION: u16 = 13;
+    /// Action list, 0–64 bytes.
+    pub const ACTION_LIST: u16 = 14;
+    /// IP packet, at least 20 bytes; the last segment.
+    pub const IP_PACKET: u16 = 15;
+    /// Deny reason, 12 bytes.
+    pub const DENY_REASON: u16 = 16;
+    /// Capabilities, 12 bytes (extension).
+    pub const CAPABILITIES: u16 = 17;
+    /// Statistics, 20 bytes (extension).
+    pub const STATISTICS: u16 = 18;
+}
+
+/// Dispatch flags of an affinity.
+pub mod dispatch {
+    /// Send the packet to the forward address as next hop, untranslated.
+    pub const FORWARD: u8 = 0x01;
+}
+
+/// Information flags of an affinity.
+pub mod info {
+    /// Count packets and bytes per forward address.
+    pub const STATISTICS: u8 = 0x01;
+}
+
+/// Interest mask bits: why a packet interests a manager.
+pub mod interest {
+    /// TCP FIN set.
+    pub const FIN: u16 = 1 << 0;
+    /// TCP SYN set.
+    pub const SYN: u16 = 1 << 1;
+    /// TCP RST set.
+    pub const RST: u16 = 1 << 2;
+    /// TCP PSH set.
+    pub const PSH: u16 = 1 << 3;
+    /// TCP ACK set.
+    pub const ACK: u16 = 1 << 4;
+    /// TCP URG set.
+    pub const URG: u16 = 1 << 5;
+    /// The packet carries transport payload (TCP or UDP).
+    pub const DATA: u16 = 1 << 6;
+    /// First payload-carrying packet of the flow seen by this affinity
+    /// (for UDP: the first packet).
+    pub const FIRST_DATA: u16 = 1 << 7;
+    /// The packet is an IP fragment.
+    pub const FRAGMENT: u16 = 1 << 8;
+    /// Every packet.
+    pub const ALL: u16 = 1 << 15;
+    /// All bits defined in version 1.
+    pub const DEFINED: u16 = FIN | SYN | RST | PSH | ACK | URG | DATA | FIRST_DATA | FRAGMENT | ALL;
+}
