@@ -2,8 +2,16 @@
 //! of a received body, [`Writer`] puts them into an emit buffer. The two have
 //! the same method per field kind, so a layout written as a list of fields
 //! (`segment/mod.rs`, `fixed_layout!`) drives both. Neither allocates.
+//! Reading uses nom's big-endian number parsers with `()` as the error type
+//! (no error value is built: a short body is one flag, checked once).
 
+use nom::bytes::complete::take;
+use nom::number::complete::{be_u16, be_u32, be_u64, be_u8};
+use nom::IResult;
 use std::net::Ipv4Addr;
+
+/// One nom parser of a fixed-size field; `()` errors cost nothing to build.
+type FieldParser<'a, T> = fn(&'a [u8]) -> IResult<&'a [u8], T, ()>;
 
 /// Reads network-order fields from the front of a slice. Reading past the
 /// end yields zeros and marks the reader short, so a parser reads its whole
@@ -22,31 +30,33 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn take<const N: usize>(&mut self) -> [u8; N] {
-        match self.rest.split_first_chunk::<N>() {
-            Some((head, tail)) => {
+    /// Runs one nom field parser on the unread bytes; on too few bytes the
+    /// reader is marked short and the field reads as its default (zero).
+    fn field<T: Default>(&mut self, parse: FieldParser<'a, T>) -> T {
+        match parse(self.rest) {
+            Ok((tail, value)) => {
                 self.rest = tail;
-                *head
+                value
             }
-            None => {
+            Err(_) => {
                 self.short = true;
                 self.rest = &[];
-                [0; N]
+                T::default()
             }
         }
     }
 
     pub(crate) fn u8(&mut self) -> u8 {
-        self.take::<1>()[0]
+        self.field(be_u8)
     }
     pub(crate) fn u16(&mut self) -> u16 {
-        u16::from_be_bytes(self.take())
+        self.field(be_u16)
     }
     pub(crate) fn u32(&mut self) -> u32 {
-        u32::from_be_bytes(self.take())
+        self.field(be_u32)
     }
     pub(crate) fn u64(&mut self) -> u64 {
-        u64::from_be_bytes(self.take())
+        self.field(be_u64)
     }
     pub(crate) fn addr(&mut self) -> Ipv4Addr {
         Ipv4Addr::from(self.u32())
@@ -54,9 +64,9 @@ impl<'a> Reader<'a> {
 
     /// Passes over `n` reserved bytes (their value is ignored on receipt).
     pub(crate) fn zero(&mut self, n: usize) {
-        match self.rest.get(n..) {
-            Some(tail) => self.rest = tail,
-            None => {
+        match take::<usize, &'a [u8], ()>(n)(self.rest) {
+            Ok((tail, _)) => self.rest = tail,
+            Err(_) => {
                 self.short = true;
                 self.rest = &[];
             }
