@@ -283,5 +283,20 @@ if [ "$AGENT_KIND" = vpp ]; then
     fi
 fi
 
+# 13. Lab isolation (issue 15): a second lab is built and removed next to
+#     this one; this lab keeps its namespaces and its service, the other
+#     leaves nothing behind.
+other=$( (unset LAB_ID LAB_DIR; source test/lab.sh; lab_up >/dev/null 2>&1
+    up=$(ip netns list | grep -c "^$LAB-"); lab_down; rm -rf "$LAB_DIR"
+    echo "$LAB $up $(ip netns list | grep -c "^$LAB-")") )
+read -r o_lab o_up o_left <<<"$other"
+mine=$(ip netns list | awk '{print $1}' | grep -cxFf "$LAB_DIR/netns")
+iso_ok=$(client c1 http $VIP 80 3 | grep -c '^backend-')
+if [ "$o_lab" != "$LAB" ] && [ "${o_up:-0}" = 10 ] && [ "${o_left:-1}" = 0 ] && [ "$mine" = 10 ] && [ "$iso_ok" = 3 ]; then
+    pass lab-isolation "lab $o_lab built (10 namespaces) and removed beside lab $LAB, which kept its 10 namespaces and served 3/3 requests; $o_lab left 0 namespaces"
+else
+    fail lab-isolation "other lab ${o_lab:-?}: up=${o_up:-?} left=${o_left:-?}; this lab $LAB: $mine/10 namespaces, $iso_ok/3 requests"
+fi
+
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" = 0 ]
