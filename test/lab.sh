@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # The network-namespace lab (seed FIGURES 4 and 5), sourced by run-e2e.sh
-# and demo.sh. Namespaces are prefixed aff-; lab_down removes them all.
+# and demo.sh. Every run gets its own prefix LAB=aff<5 hex digits> for its
+# namespaces ($LAB-c1 ...), its own LAB_DIR for sockets, logs, configs and
+# the record of what it created ($LAB_DIR/netns, $LAB_DIR/pids); lab_down
+# removes exactly that, so labs on one host cannot hurt each other. Veths,
+# bridges and TUNs are created inside the run's own namespaces, so their
+# names need no prefix. Below, "aff-x" stands for "$LAB-x".
 #
 #   clients aff-c1 198.18.0.11, aff-c2 198.18.0.12  (gateway: agent 1)
 #        |  client LAN 198.18.0.0/24
@@ -12,66 +17,106 @@
 #   aff-m2 .11 (backup); wildcards by multicast 239.255.16.37.
 # Virtual address 203.0.113.10: web :80 -> :8080, echo :9000, udp :53 -> :5353.
 
-LAB_DIR=${LAB_DIR:-$(mktemp -d /tmp/affinity-lab.XXXXXX)}
+# 5 hex digits: "aff" + 5 + "-sw" stays short; never "aff-" (older lab
+# scripts delete every namespace named aff-*).
+LAB_ID=${LAB_ID:-$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n' | cut -c1-5)}
+LAB=aff$LAB_ID
+LAB_DIR=${LAB_DIR:-$(mktemp -d "/tmp/affinity-lab-$LAB_ID.XXXXXX")}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${BIN:-$ROOT/target/release}
+# The host agent's binary: affinity-agent, or affinity-host-agent as the
+# crate's [[bin]] is named since the architecture move.
+AGENT_BIN=${AGENT_BIN:-$BIN/affinity-agent}
+[ -x "$AGENT_BIN" ] || [ ! -x "$BIN/affinity-host-agent" ] || AGENT_BIN=$BIN/affinity-host-agent
 VIP=203.0.113.10
-NS_ALL="aff-sw aff-c1 aff-c2 aff-a1 aff-a2 aff-m1 aff-m2 aff-b1 aff-b2 aff-b3"
+NS_NAMES="sw c1 c2 a1 a2 m1 m2 b1 b2 b3"
 
 nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
+# The run's record: namespaces it created, PIDs it started.
+lab_ns_add() { ip netns add "$1" && echo "$1" >>"$LAB_DIR/netns"; }
+# lab_spawn NS LOG COMMAND... : run COMMAND in namespace NS in the
+# background (ip netns exec execs it, so $! is its PID) and record the PID.
+lab_spawn() {
+    local ns=$1 log=$2; shift 2
+    ip netns exec "$ns" "$@" >"$log" 2>&1 &
+    LAST_PID=$!
+    echo "$LAST_PID" >>"$LAB_DIR/pids"
+    # Not a job of this shell: no "Killed" notice when lab_down ends it.
+    disown "$LAST_PID" 2>/dev/null
+}
+# Is this PID in one of this run's namespaces? (guards against PID reuse)
+lab_owns_pid() {
+    local ns
+    ns=$(ip netns identify "$1" 2>/dev/null) || return 1
+    [ -n "$ns" ] && grep -qx -- "$ns" "$LAB_DIR/netns" 2>/dev/null
+}
+# lab_kill_ns NS [SIGNAL]: the processes inside one of this run's namespaces.
+lab_kill_ns() { ip netns pids "$1" 2>/dev/null | xargs -r kill "-${2:-9}" 2>/dev/null; }
+
+# Remove what this run created and nothing else: its recorded PIDs, then
+# whatever still runs in its own namespaces, then those namespaces.
 lab_down() {
-    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^aff-'); do
-        ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
-        ip netns del "$ns" 2>/dev/null
-    done
-    rm -f /run/affinity-agent-a?.sock /run/affinity-manager-m?.sock
+    local pid ns
+    if [ -f "$LAB_DIR/pids" ]; then
+        while read -r pid; do lab_owns_pid "$pid" && kill -9 "$pid" 2>/dev/null; done <"$LAB_DIR/pids"
+        rm -f "$LAB_DIR/pids"
+    fi
+    if [ -f "$LAB_DIR/netns" ]; then
+        while read -r ns; do
+            lab_kill_ns "$ns" 9
+            ip netns del "$ns" 2>/dev/null
+        done <"$LAB_DIR/netns"
+        rm -f "$LAB_DIR/netns"
+    fi
+    rm -f "$LAB_DIR"/*.sock
 }
 
 # link HOST BRIDGE IFNAME ADDR/LEN
 link() {
-    local host=$1 br=$2 ifname=$3 addr=$4 peer="p-${1#aff-}-$2"
-    ip -n aff-sw link add "$peer" type veth peer name "$ifname" netns "$host"
-    ip -n aff-sw link set "$peer" master "$br" up
+    local host=$1 br=$2 ifname=$3 addr=$4 peer="p-${1#"$LAB"-}-$2"
+    ip -n $LAB-sw link add "$peer" type veth peer name "$ifname" netns "$host"
+    ip -n $LAB-sw link set "$peer" master "$br" up
     ip -n "$host" addr add "$addr" dev "$ifname"
     ip -n "$host" link set "$ifname" up
 }
 
 lab_up() {
-    lab_down
     mkdir -p "$LAB_DIR"
-    for ns in $NS_ALL; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+    echo $$ >"$LAB_DIR/owner"
+    local n
+    for n in $NS_NAMES; do lab_ns_add "$LAB-$n" || return 1; ip -n "$LAB-$n" link set lo up; done
     for br in brc brs brm; do
-        ip -n aff-sw link add "$br" type bridge
-        ip -n aff-sw link set "$br" up
+        ip -n $LAB-sw link add "$br" type bridge
+        ip -n $LAB-sw link set "$br" up
     done
-    link aff-c1 brc eth0 198.18.0.11/24
-    link aff-c2 brc eth0 198.18.0.12/24
+    link $LAB-c1 brc eth0 198.18.0.11/24
+    link $LAB-c2 brc eth0 198.18.0.12/24
     for i in 1 2; do
-        link aff-a$i brc ethc 198.18.0.$i/24
-        link aff-a$i brs eths 198.51.100.$i/24
-        link aff-a$i brm ethm 192.0.2.$i/24
+        link $LAB-a$i brc ethc 198.18.0.$i/24
+        link $LAB-a$i brs eths 198.51.100.$i/24
+        link $LAB-a$i brm ethm 192.0.2.$i/24
     done
-    link aff-b1 brs eth0 198.51.100.11/24
-    link aff-b2 brs eth0 198.51.100.12/24
-    link aff-b3 brs eth0 198.51.100.13/24
-    link aff-m1 brm eth0 192.0.2.10/24
-    link aff-m2 brm eth0 192.0.2.11/24
-    for c in c1 c2; do ip -n aff-$c route add default via 198.18.0.1; done
-    ip -n aff-b1 route add default via 198.51.100.1
+    link $LAB-b1 brs eth0 198.51.100.11/24
+    link $LAB-b2 brs eth0 198.51.100.12/24
+    link $LAB-b3 brs eth0 198.51.100.13/24
+    link $LAB-m1 brm eth0 192.0.2.10/24
+    link $LAB-m2 brm eth0 192.0.2.11/24
+    for c in c1 c2; do ip -n $LAB-$c route add default via 198.18.0.1; done
+    ip -n $LAB-b1 route add default via 198.51.100.1
     # The source-NAT address lives behind the agents, like the clients.
-    ip -n aff-b1 route add 198.51.100.250/32 via 198.51.100.1
-    ip -n aff-b2 route add 198.51.100.250/32 via 198.51.100.2
-    ip -n aff-b3 route add 198.51.100.250/32 via 198.51.100.2
-    ip -n aff-b2 route add default via 198.51.100.2
-    ip -n aff-b3 route add default via 198.51.100.2
+    ip -n $LAB-b1 route add 198.51.100.250/32 via 198.51.100.1
+    ip -n $LAB-b2 route add 198.51.100.250/32 via 198.51.100.2
+    ip -n $LAB-b3 route add 198.51.100.250/32 via 198.51.100.2
+    ip -n $LAB-b2 route add default via 198.51.100.2
+    ip -n $LAB-b3 route add default via 198.51.100.2
     for m in m1 m2; do
-        ip -n aff-$m route add 224.0.0.0/4 dev eth0
+        ip -n $LAB-$m route add 224.0.0.0/4 dev eth0
         # Health checks reach the backends through agent 1 (not via its TUN).
-        ip -n aff-$m route add 198.51.100.0/24 via 192.0.2.1
+        ip -n $LAB-$m route add 198.51.100.0/24 via 192.0.2.1
     done
     for i in 1 2; do
-        local a=aff-a$i
+        local a=$LAB-a$i
         nsx $a sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
             net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.default.send_redirects=0
         ip -n $a route add 224.0.0.0/4 dev ethm
@@ -84,8 +129,13 @@ lab_up() {
         ip -n $a rule add iif eths lookup 100 pref 101
     done
     for b in 1 2 3; do
-        nsx aff-b$b python3 "$ROOT/test/backend.py" backend-$b 198.51.100.1$b >"$LAB_DIR/b$b.log" 2>&1 &
+        start_backend $b
     done
+}
+
+# start_backend N: backend-N's HTTP, TCP echo and UDP echo in aff-bN.
+start_backend() {
+    lab_spawn "$LAB-b$1" "$LAB_DIR/b$1.log" python3 "$ROOT/test/backend.py" "backend-$1" "198.51.100.1$1"
 }
 
 AGENT_KIND=${AGENT_KIND:-host}
@@ -96,7 +146,7 @@ VPP_PLUGIN_DIR=$ROOT/target/vpp-plugins
 # namespace's veths (VPP owns their addresses), the affinity feature on the
 # client and server LANs, control on 192.0.2.N:1637. 4k pages, no hugepages.
 start_vpp_agent() {
-    local i=$1 a=aff-a$1 d="$LAB_DIR/vpp-a$1"
+    local i=$1 a=$LAB-a$1 d="$LAB_DIR/vpp-a$1"
     mkdir -p "$d"
     for ifc in ethc eths ethm; do ip -n $a addr flush dev $ifc; done
     ip -n $a rule del iif ethc lookup 100 pref 100 2>/dev/null
@@ -122,7 +172,7 @@ set interface affinity host-eths
 VPP
     cat >"$d/startup.conf" <<CONF
 unix { cli-listen $d/cli.sock log $d/vpp.log exec $d/setup.vpp poll-sleep-usec 100 }
-api-segment { prefix aff-a$i }
+api-segment { prefix $LAB-a$i }
 socksvr { socket-name $d/api.sock }
 memory { main-heap-size 512M main-heap-page-size 4k }
 buffers { buffers-per-numa 16384 page-size 4k }
@@ -133,7 +183,7 @@ plugins { path ${VPP_PREFIX:-/opt/vpp}/lib/x86_64-linux-gnu/vpp_plugins:$VPP_PLU
   plugin nat_plugin.so { enable } plugin affinity_plugin.so { enable } }
 affinity { agent-address 192.0.2.$i listen-port 1637 multicast-group 239.255.16.37 manager 192.0.2.10 fixed-table-size 65536 ${VPP_AFFINITY_EXTRA:-} }
 CONF
-    nsx $a "$VPP_BIN/vpp" -c "$d/startup.conf" >"$d/out.log" 2>&1 &
+    lab_spawn $a "$d/out.log" "$VPP_BIN/vpp" -c "$d/startup.conf"
 }
 
 vppctl_a() { local i=$1; shift; "$VPP_BIN/vppctl" -s "$LAB_DIR/vpp-a$i/cli.sock" "$@"; }
@@ -142,15 +192,14 @@ vppctl_a() { local i=$1; shift; "$VPP_BIN/vppctl" -s "$LAB_DIR/vpp-a$i/cli.sock"
 start_agent() {
     if [ "$AGENT_KIND" = vpp ]; then start_vpp_agent "$1"; return; fi
     local i=$1; shift
-    nsx aff-a$i "$BIN/affinity-agent" --tun afftun0 --address 192.0.2.$i --name agent-$i \
-        --multicast-group 239.255.16.37 --manager 192.0.2.10 --socket /run/affinity-agent-a$i.sock "$@" \
-        >"$LAB_DIR/a$i.log" 2>&1 &
+    lab_spawn $LAB-a$i "$LAB_DIR/a$i.log" "$AGENT_BIN" --tun afftun0 --address 192.0.2.$i --name agent-$i \
+        --multicast-group 239.255.16.37 --manager 192.0.2.10 --socket "$LAB_DIR/a$i.sock" "$@"
 }
 
 agent_cmd() {
     local i=$1; shift
     if [ "$AGENT_KIND" = vpp ]; then vppctl_a "$i" show affinity "$@" | tr -d '\r'; return; fi
-    "$BIN/affinity-agent" --socket /run/affinity-agent-a$i.sock "$@"
+    "$AGENT_BIN" --socket "$LAB_DIR/a$i.sock" "$@"
 }
 
 # manager_config N BACKUP_PRECEDENCE [extra [manager] lines] -> path
@@ -160,7 +209,7 @@ manager_config() {
 [manager]
 listen = "$addr:1638"
 name = "manager-$i"
-control_socket = "/run/affinity-manager-m$i.sock"
+control_socket = "$LAB_DIR/m$i.sock"
 metrics = "$addr:9638"
 wildcard_ttl = 1
 fixed_ttl = ${FIXED_TTL:-12}
@@ -233,10 +282,10 @@ TOML
 
 start_manager() {
     local i=$1 cfg=$2
-    nsx aff-m$i env RUST_LOG=${RUST_LOG:-info} "$BIN/affinity-manager" --config "$cfg" >"$LAB_DIR/m$i.log" 2>&1 &
+    lab_spawn $LAB-m$i "$LAB_DIR/m$i.log" env RUST_LOG="${RUST_LOG:-info}" "$BIN/affinity-manager" --config "$cfg"
 }
 
-manager_cmd() { local i=$1; shift; "$BIN/affinity-manager" --socket /run/affinity-manager-m$i.sock "$@"; }
+manager_cmd() { local i=$1; shift; "$BIN/affinity-manager" --socket "$LAB_DIR/m$i.sock" "$@"; }
 
 # wait_for SECONDS COMMAND... : poll until the command succeeds.
 wait_for() {
@@ -249,4 +298,4 @@ wait_for() {
     return 1
 }
 
-client() { local c=$1; shift; nsx aff-$c python3 "$ROOT/test/client.py" "$@"; }
+client() { local c=$1; shift; nsx $LAB-$c python3 "$ROOT/test/client.py" "$@"; }

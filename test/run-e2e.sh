@@ -11,7 +11,7 @@ if [ ! -c /dev/net/tun ]; then
     echo "e2e: skipped, /dev/net/tun is missing"
     exit 0
 fi
-cargo build --release -q -p affinity-agent -p affinity-manager || exit 1
+cargo build --release -q --workspace --bins || exit 1
 source test/lab.sh
 if [ "$AGENT_KIND" = vpp ]; then
     if [ ! -x "$VPP_BIN/vpp" ] || [ ! -f "$VPP_PLUGIN_DIR/affinity_plugin.so" ]; then
@@ -29,8 +29,8 @@ fail() { echo "FAIL $1: $2"; FAILED=$((FAILED + 1)); }
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
 ns_empty() { [ -z "$(ip netns pids "$1")" ]; }
 restart_agents() {
-    for i in 1 2; do ip netns pids aff-a$i | xargs -r kill -9 2>/dev/null; done
-    wait_for 5 ns_empty aff-a1; wait_for 5 ns_empty aff-a2
+    for i in 1 2; do lab_kill_ns $LAB-a$i 9; done
+    wait_for 5 ns_empty $LAB-a1; wait_for 5 ns_empty $LAB-a2
     if [ "$AGENT_KIND" = vpp ]; then
         start_agent 1; start_agent 2
         wait_for 10 vppctl_a 1 show version && wait_for 10 vppctl_a 2 show version
@@ -38,9 +38,9 @@ restart_agents() {
     fi
     start_agent 1 "$@"
     start_agent 2 "$@"
-    wait_for 5 test -S /run/affinity-agent-a1.sock && wait_for 5 test -S /run/affinity-agent-a2.sock
+    wait_for 5 test -S "$LAB_DIR/a1.sock" && wait_for 5 test -S "$LAB_DIR/a2.sock"
 }
-stop_managers() { for i in 1 2; do ip netns pids aff-m$i | xargs -r kill -9 2>/dev/null; done; sleep 0.2; }
+stop_managers() { for i in 1 2; do lab_kill_ns $LAB-m$i 9; done; sleep 0.2; }
 fixed_count() { agent_cmd "$1" fixed | awk '/^fixed affinities:/ {print $3}'; }
 fixed_le() { [ "$(fixed_count "$1")" -le "$2" ]; }
 fixed_zero_both() { [ "$(fixed_count 1)" = 0 ] && [ "$(fixed_count 2)" = 0 ]; }
@@ -57,8 +57,8 @@ healthy() { manager_cmd 1 status | grep -q "backend 198.51.100.1$1:8080 *healthy
 lab_up
 if [ "$AGENT_KIND" = vpp ]; then
     # af_packet sees the kernel's partial checksums unless offload is off.
-    for ns in aff-c1 aff-c2 aff-b1 aff-b2 aff-b3 aff-m1 aff-m2; do nsx $ns ethtool -K eth0 tx off rx off >/dev/null 2>&1; done
-    for i in 1 2; do for ifc in ethc eths ethm; do nsx aff-a$i ethtool -K $ifc tx off rx off >/dev/null 2>&1; done; done
+    for ns in c1 c2 b1 b2 b3 m1 m2; do nsx $LAB-$ns ethtool -K eth0 tx off rx off >/dev/null 2>&1; done
+    for i in 1 2; do for ifc in ethc eths ethm; do nsx $LAB-a$i ethtool -K $ifc tx off rx off >/dev/null 2>&1; done; done
 fi
 restart_agents
 M1=$(manager_config 1 0)
@@ -151,7 +151,7 @@ else
 fi
 
 # 6. Health check failure and drain by weight 0.
-ip netns pids aff-b1 | xargs -r kill
+lab_kill_ns $LAB-b1 TERM
 wait_for 5 not_healthy 1
 h_out=$(client c1 http $VIP 80 12)
 manager_cmd 1 drain web 198.51.100.12:8080 >/dev/null; manager_cmd 2 drain web 198.51.100.12:8080 >/dev/null
@@ -161,10 +161,10 @@ if [ "$(grep -c '^backend-[23]' <<<"$h_out")" = 12 ] && [ "$(grep -c '^backend-3
 else
     fail health-and-drain "$(echo "$h_out" | sort | uniq -c | head -3) / $(echo "$d_out" | sort | uniq -c | head -3)"
 fi
-nsx aff-b1 python3 test/backend.py backend-1 198.51.100.11 >"$LAB_DIR/b1.log" 2>&1 &
+start_backend 1
 manager_cmd 1 set-weight web 198.51.100.12:8080 1 >/dev/null; manager_cmd 2 set-weight web 198.51.100.12:8080 1 >/dev/null
 wait_for 10 healthy 1
-echo_listening() { nsx aff-b1 ss -ltn | grep -q '198.51.100.11:9000 '; }
+echo_listening() { nsx $LAB-b1 ss -ltn | grep -q '198.51.100.11:9000 '; }
 wait_for 5 echo_listening
 
 # 7. Failover: kill the primary; the held connection keeps working and new
@@ -173,7 +173,7 @@ GO="$LAB_DIR/go"; HOLD="$LAB_DIR/hold.out"
 client c1 hold $VIP 9000 "$GO" "$HOLD" &
 HOLD_PID=$!
 wait_for 12 grep -q before "$HOLD"
-ip netns pids aff-m1 | xargs -r kill -9
+lab_kill_ns $LAB-m1 9
 takeover=$(client c2 first-success $VIP 80 5)
 touch "$GO"; wait $HOLD_PID
 after_ok=$(client c2 http $VIP 80 5 | grep -c '^backend-')
@@ -270,9 +270,9 @@ fi
 if [ "$AGENT_KIND" = vpp ]; then
     returned() { counter 1 returned-packets; }
     r0=$(returned)
-    nsx aff-m1 ethtool -K eth0 tx on >/dev/null 2>&1
-    nsx aff-m1 /usr/bin/python3 test/gso_burst.py 192.0.2.10 192.0.2.1 198.51.100.11 60
-    nsx aff-m1 ethtool -K eth0 tx off >/dev/null 2>&1
+    nsx $LAB-m1 ethtool -K eth0 tx on >/dev/null 2>&1
+    nsx $LAB-m1 /usr/bin/python3 test/gso_burst.py 192.0.2.10 192.0.2.1 198.51.100.11 60
+    nsx $LAB-m1 ethtool -K eth0 tx off >/dev/null 2>&1
     got_all() { [ $(( $(returned) - r0 )) -ge 60 ]; }
     wait_for 3 got_all
     r1=$(returned)
@@ -281,6 +281,21 @@ if [ "$AGENT_KIND" = vpp ]; then
     else
         fail vpp-gso-burst "returned packets ${r0} -> ${r1}, expected +60"
     fi
+fi
+
+# 13. Lab isolation (issue 15): a second lab is built and removed next to
+#     this one; this lab keeps its namespaces and its service, the other
+#     leaves nothing behind.
+other=$( (unset LAB_ID LAB_DIR; source test/lab.sh; lab_up >/dev/null 2>&1
+    up=$(ip netns list | grep -c "^$LAB-"); lab_down; rm -rf "$LAB_DIR"
+    echo "$LAB $up $(ip netns list | grep -c "^$LAB-")") )
+read -r o_lab o_up o_left <<<"$other"
+mine=$(ip netns list | awk '{print $1}' | grep -cxFf "$LAB_DIR/netns")
+iso_ok=$(client c1 http $VIP 80 3 | grep -c '^backend-')
+if [ "$o_lab" != "$LAB" ] && [ "${o_up:-0}" = 10 ] && [ "${o_left:-1}" = 0 ] && [ "$mine" = 10 ] && [ "$iso_ok" = 3 ]; then
+    pass lab-isolation "lab $o_lab built (10 namespaces) and removed beside lab $LAB, which kept its 10 namespaces and served 3/3 requests; $o_lab left 0 namespaces"
+else
+    fail lab-isolation "other lab ${o_lab:-?}: up=${o_up:-?} left=${o_left:-?}; this lab $LAB: $mine/10 namespaces, $iso_ok/3 requests"
 fi
 
 echo "$PASSED passed, $FAILED failed"

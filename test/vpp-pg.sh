@@ -1,6 +1,8 @@
 # Sourced by the packet-generator VPP scripts (vpp-forward-check.sh,
 # vpp-runtime-bench.sh): one VPP with our plugin in its own network
-# namespace, 4k pages, cleaned up on exit.
+# namespace, 4k pages, cleaned up on exit. The namespace and VPP's shared
+# memory prefix carry a per-run id (aff<5 hex>-NAME), so runs on one host
+# do not collide; cleanup removes only this run's namespace and VPP.
 #   pg_vpp_start NAME HEAP BUFFERS STATSEG "PLUGIN.so ..." "AFFINITY SECTION" ["UNIX EXTRA"]
 #   pg_vpp_cli < lines     one vppctl command per line, output on stdout
 #   V ARGS...              one vppctl command
@@ -13,12 +15,15 @@ pg_vpp_cli() { while read -r line; do [ -n "$line" ] && V $line; done; }
 pg_vpp_start() {
     local name=$1 heap=$2 buffers=$3 statseg=$4 plugins="" p
     for p in $5; do plugins="$plugins plugin $p { enable }"; done
-    PG_DIR=$(mktemp -d "/tmp/affinity-$name.XXXXXX")
-    PG_NS=aff-$name
-    trap 'ip netns pids $PG_NS 2>/dev/null | xargs -r kill -9; ip netns del $PG_NS 2>/dev/null; rm -rf "$PG_DIR"' EXIT
+    PG_ID=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n' | cut -c1-5)
+    PG_DIR=$(mktemp -d "/tmp/affinity-$name-$PG_ID.XXXXXX")
+    PG_NS=aff$PG_ID-$name
+    PG_PID=""
+    # Only this run's VPP (recorded PID) and whatever runs in its own namespace.
+    trap '[ -n "$PG_PID" ] && kill -9 "$PG_PID" 2>/dev/null; ip netns pids "$PG_NS" 2>/dev/null | xargs -r kill -9; ip netns del "$PG_NS" 2>/dev/null; rm -rf "$PG_DIR"' EXIT
     cat >"$PG_DIR/startup.conf" <<CONF
 unix { cli-listen $PG_DIR/cli.sock log $PG_DIR/vpp.log nodaemon ${7:-} }
-api-segment { prefix $name }
+api-segment { prefix $PG_NS }
 socksvr { socket-name $PG_DIR/api.sock }
 memory { main-heap-size $heap main-heap-page-size 4k }
 buffers { buffers-per-numa $buffers page-size 4k }
@@ -29,5 +34,6 @@ affinity { $6 }
 CONF
     ip netns add "$PG_NS"
     ip netns exec "$PG_NS" "$P/bin/vpp" -c "$PG_DIR/startup.conf" >"$PG_DIR/out.log" 2>&1 &
+    PG_PID=$!
     for _ in $(seq 50); do "$P/bin/vppctl" -s "$PG_DIR/cli.sock" show version >/dev/null 2>&1 && return; sleep 0.2; done
 }
