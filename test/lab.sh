@@ -24,10 +24,7 @@ LAB=aff$LAB_ID
 LAB_DIR=${LAB_DIR:-$(mktemp -d "/tmp/affinity-lab-$LAB_ID.XXXXXX")}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${BIN:-$ROOT/target/release}
-# The host agent's binary: affinity-agent, or affinity-host-agent as the
-# crate's [[bin]] is named since the architecture move.
 AGENT_BIN=${AGENT_BIN:-$BIN/affinity-agent}
-[ -x "$AGENT_BIN" ] || [ ! -x "$BIN/affinity-host-agent" ] || AGENT_BIN=$BIN/affinity-host-agent
 VIP=203.0.113.10
 NS_NAMES="sw c1 c2 a1 a2 m1 m2 b1 b2 b3"
 
