@@ -400,9 +400,7 @@ pub(crate) fn prefetch_line(p: *const i8) {
 
 #[cfg(test)]
 mod tests {
-    use super::{
-        AffinityKey, FixedTable, FixedValue, InsertError, Inserted, Line, Relaxed,
-    };
+    use super::{AffinityKey, FixedTable, FixedValue, InsertError, Inserted, Line, Relaxed};
     use crate::wire::TCP;
     use std::net::Ipv4Addr;
 

@@ -55,9 +55,7 @@ fn fixed_filter(words: &[&str]) -> Result<(KeyFilter, usize, bool), String> {
                 let name = arg()?;
                 proto = Some(match IpProtocol::from_name(name) {
                     Some(p) => p.number(),
-                    None => name
-                        .parse()
-                        .map_err(|_| format!("bad protocol {name:?}"))?,
+                    None => name.parse().map_err(|_| format!("bad protocol {name:?}"))?,
                 })
             }
             "src" => src = Some(arg()?.parse().map_err(|_| "bad src address")?),

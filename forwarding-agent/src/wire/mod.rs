@@ -11,6 +11,7 @@
 pub mod build;
 pub mod checksum;
 pub mod icmp;
+pub mod interest_data;
 pub mod ipv4;
 pub mod parse;
 pub mod rewrite;

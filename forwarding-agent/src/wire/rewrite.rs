@@ -105,8 +105,7 @@ pub fn apply_seq_adjust(
     info: &PacketInfo,
     adj: &SeqAdjustAction,
 ) -> Result<(), PacketError> {
-    if IpProtocol::from(info.key.protocol) != IpProtocol::Tcp || info.fragment == Fragment::Later
-    {
+    if IpProtocol::from(info.key.protocol) != IpProtocol::Tcp || info.fragment == Fragment::Later {
         return Ok(());
     }
     let hdr = pkt
