@@ -1,7 +1,8 @@
 //! The ICMP header layout (RFC 792), named once: the fixed 8 bytes and the
 //! echo request/reply body.
 
-/// Byte ranges of the ICMP header, from its first byte.
+/// Byte ranges (or single byte offsets) of the ICMP header, from its first
+/// byte; multi-byte fields are in network byte order.
 pub mod field {
     use crate::wire::Field;
 

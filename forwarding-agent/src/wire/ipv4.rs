@@ -1,6 +1,7 @@
 //! The IPv4 header layout (RFC 791 section 3.1), named once.
 
-/// Byte ranges of the IPv4 header, from its first byte.
+/// Byte ranges (or single byte offsets) of the IPv4 header, from its first
+/// byte; multi-byte fields are in network byte order.
 pub mod field {
     use crate::wire::Field;
 

@@ -4,7 +4,8 @@
 use core::cmp::Ordering;
 use core::ops::{Add, Sub};
 
-/// Byte ranges of the TCP header, from its first byte.
+/// Byte ranges (or single byte offsets) of the TCP header, from its first
+/// byte; multi-byte fields are in network byte order.
 pub mod field {
     use crate::wire::Field;
 

@@ -1,6 +1,7 @@
 //! The UDP header layout (RFC 768), named once.
 
-/// Byte ranges of the UDP header, from its first byte.
+/// Byte ranges (or single byte offsets) of the UDP header, from its first
+/// byte; multi-byte fields are in network byte order.
 pub mod field {
     use crate::wire::Field;
 
