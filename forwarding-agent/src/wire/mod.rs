@@ -19,7 +19,9 @@ pub mod tcp;
 pub mod udp;
 
 pub use parse::{interest_bits, parse_ipv4, Fragment, PacketError, PacketInfo};
-pub use rewrite::{apply_nat, apply_seq_adjust, decrement_ttl, write_ipv4_udp_header};
+pub use rewrite::{
+    apply_nat, apply_seq_adjust, decrement_ttl, write_ipv4_udp_header, IPV4_UDP_HEADER_LEN,
+};
 pub use tcp::SeqNumber;
 
 /// A header field: its byte range from the start of its header.
