@@ -29,7 +29,7 @@ const POOL: usize = 1 << 16;
 
 fn key(i: u32) -> AffinityKey {
     AffinityKey {
-        protocol: 6,
+        protocol: wire::TCP,
         src_addr: Ipv4Addr::from(0xc612_0000u32.wrapping_add(i >> 8)),
         dst_addr: Ipv4Addr::new(203, 0, 113, 10),
         src_port: 1024 + (i & 0xff) as u16,
@@ -273,7 +273,7 @@ fn main() {
             for &i in chunk {
                 let w = affinity_api::WildcardAffinity {
                     key: AffinityKey {
-                        protocol: 6,
+                        protocol: wire::TCP,
                         src_addr: Ipv4Addr::new(198, 18, 0, 0),
                         dst_addr: Ipv4Addr::from(0xcb00_7100u32 + i),
                         src_port: 0,
@@ -298,7 +298,7 @@ fn main() {
         for i in 0..POOL {
             let d = (rng.next() % n as u64) as u32;
             let k = AffinityKey {
-                protocol: 6,
+                protocol: wire::TCP,
                 src_addr: Ipv4Addr::new(198, 18, 0, 1),
                 dst_addr: Ipv4Addr::from(0xcb00_7100u32 + d),
                 src_port: 5000,

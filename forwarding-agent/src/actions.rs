@@ -127,66 +127,116 @@ impl InterestKey {
     }
 }
 
-const PRESENT_NAT: u64 = 1;
-const PRESENT_SEQ: u64 = 2;
-const PRESENT_INTEREST: u64 = 4;
+const PRESENT_NAT: u8 = 1;
+const PRESENT_SEQ: u8 = 2;
+const PRESENT_INTEREST: u8 = 4;
+
+/// Where each field of an [`ActionSet`] sits in a slot's eight words:
+/// (word index, bit shift of the field's lowest bit). Encode and decode
+/// both read this one table; a field's width is its Rust type's.
+mod slot {
+    pub type At = (usize, u32);
+    /// Which optional parts are present (`PRESENT_*` bits), 8 bits.
+    pub const PRESENT: At = (0, 0);
+    pub const DISPATCH_FLAGS: At = (0, 8);
+    pub const INFO_FLAGS: At = (0, 16);
+    pub const OWNER: At = (0, 24);
+    pub const NAT_SRC_ADDR: At = (1, 32);
+    pub const NAT_DST_ADDR: At = (1, 0);
+    pub const NAT_SRC_PORT: At = (2, 48);
+    pub const NAT_DST_PORT: At = (2, 32);
+    pub const NAT_FLAGS: At = (2, 24);
+    pub const SEQ_DELTA: At = (3, 32);
+    pub const INITIAL_SEQ: At = (3, 0);
+    pub const ACK_DELTA: At = (4, 32);
+    pub const INITIAL_ACK: At = (4, 0);
+    pub const INTEREST_ADDRESS: At = (5, 32);
+    pub const INTEREST_PORT: At = (5, 16);
+    pub const INTEREST_MASK: At = (5, 0);
+    pub const INTEREST_FLAGS: At = (6, 0);
+    pub const FORWARD_ADDR: At = (7, 32);
+    pub const AFFINITY_ID: At = (7, 0);
+
+    /// ORs `v` into the field (the words start zeroed).
+    #[inline(always)]
+    pub fn put(w: &mut [u64; 8], at: At, v: impl Into<u64>) {
+        w[at.0] |= v.into() << at.1;
+    }
+
+    /// The field's bits and everything above them; the caller truncates
+    /// to the field's type with `as`.
+    #[inline(always)]
+    pub fn get(w: &[u64; 8], at: At) -> u64 {
+        w[at.0] >> at.1
+    }
+}
 
 impl ActionSet {
     fn encode(&self) -> [u64; 8] {
+        use slot::put;
         let mut w = [0u64; 8];
         let mut present = 0;
         if let Some(n) = self.nat {
             present |= PRESENT_NAT;
-            w[1] = (n.src_addr as u64) << 32 | n.dst_addr as u64;
-            w[2] = (n.src_port as u64) << 48 | (n.dst_port as u64) << 32 | (n.flags as u64) << 24;
+            put(&mut w, slot::NAT_SRC_ADDR, n.src_addr);
+            put(&mut w, slot::NAT_DST_ADDR, n.dst_addr);
+            put(&mut w, slot::NAT_SRC_PORT, n.src_port);
+            put(&mut w, slot::NAT_DST_PORT, n.dst_port);
+            put(&mut w, slot::NAT_FLAGS, n.flags);
         }
         if let Some(s) = self.seq_adjust {
             present |= PRESENT_SEQ;
-            w[3] = (s.0 as u64) << 32 | s.1 as u64;
-            w[4] = (s.2 as u64) << 32 | s.3 as u64;
+            put(&mut w, slot::SEQ_DELTA, s.0);
+            put(&mut w, slot::INITIAL_SEQ, s.1);
+            put(&mut w, slot::ACK_DELTA, s.2);
+            put(&mut w, slot::INITIAL_ACK, s.3);
         }
         if let Some(i) = self.interest {
             present |= PRESENT_INTEREST;
-            w[5] = (i.address as u64) << 32 | (i.port as u64) << 16 | i.mask as u64;
-            w[6] = i.flags as u64;
+            put(&mut w, slot::INTEREST_ADDRESS, i.address);
+            put(&mut w, slot::INTEREST_PORT, i.port);
+            put(&mut w, slot::INTEREST_MASK, i.mask);
+            put(&mut w, slot::INTEREST_FLAGS, i.flags);
         }
-        w[0] = present
-            | (self.dispatch_flags as u64) << 8
-            | (self.info_flags as u64) << 16
-            | (self.owner as u64) << 24;
-        w[7] = (self.forward_addr as u64) << 32 | self.affinity_id as u64;
+        put(&mut w, slot::PRESENT, present);
+        put(&mut w, slot::DISPATCH_FLAGS, self.dispatch_flags);
+        put(&mut w, slot::INFO_FLAGS, self.info_flags);
+        put(&mut w, slot::OWNER, self.owner);
+        put(&mut w, slot::FORWARD_ADDR, self.forward_addr);
+        put(&mut w, slot::AFFINITY_ID, self.affinity_id);
         w
     }
 
     fn decode(w: &[u64; 8]) -> ActionSet {
-        let present = w[0] & 0xff;
+        let get = |at| slot::get(w, at);
+        let present = get(slot::PRESENT) as u8;
         ActionSet {
             nat: (present & PRESENT_NAT != 0).then(|| NatActionKey {
-                src_addr: (w[1] >> 32) as u32,
-                dst_addr: w[1] as u32,
-                src_port: (w[2] >> 48) as u16,
-                dst_port: (w[2] >> 32) as u16,
-                flags: (w[2] >> 24) as u8,
+                src_addr: get(slot::NAT_SRC_ADDR) as u32,
+                dst_addr: get(slot::NAT_DST_ADDR) as u32,
+                src_port: get(slot::NAT_SRC_PORT) as u16,
+                dst_port: get(slot::NAT_DST_PORT) as u16,
+                flags: get(slot::NAT_FLAGS) as u8,
             }),
             seq_adjust: (present & PRESENT_SEQ != 0).then(|| {
                 SeqAdjustKey(
-                    (w[3] >> 32) as u32,
-                    w[3] as u32,
-                    (w[4] >> 32) as u32,
-                    w[4] as u32,
+                    get(slot::SEQ_DELTA) as u32,
+                    get(slot::INITIAL_SEQ) as u32,
+                    get(slot::ACK_DELTA) as u32,
+                    get(slot::INITIAL_ACK) as u32,
                 )
             }),
             interest: (present & PRESENT_INTEREST != 0).then(|| InterestKey {
-                address: (w[5] >> 32) as u32,
-                port: (w[5] >> 16) as u16,
-                mask: w[5] as u16,
-                flags: w[6] as u8,
+                address: get(slot::INTEREST_ADDRESS) as u32,
+                port: get(slot::INTEREST_PORT) as u16,
+                mask: get(slot::INTEREST_MASK) as u16,
+                flags: get(slot::INTEREST_FLAGS) as u8,
             }),
-            dispatch_flags: (w[0] >> 8) as u8,
-            info_flags: (w[0] >> 16) as u8,
-            owner: (w[0] >> 24) as u16,
-            forward_addr: (w[7] >> 32) as u32,
-            affinity_id: w[7] as u32,
+            dispatch_flags: get(slot::DISPATCH_FLAGS) as u8,
+            info_flags: get(slot::INFO_FLAGS) as u8,
+            owner: get(slot::OWNER) as u16,
+            forward_addr: get(slot::FORWARD_ADDR) as u32,
+            affinity_id: get(slot::AFFINITY_ID) as u32,
         }
     }
 }
@@ -302,7 +352,7 @@ impl ActionTable {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{ActionSet, ActionTable, InterestKey, NatActionKey, SeqAdjustKey, QUARANTINE_NS};
 
     #[test]
     fn encode_decode_round_trip_and_sharing() {
@@ -328,6 +378,20 @@ mod tests {
             affinity_id: 13,
             owner: 14,
         };
+        // The slot layout, word by word (the encoding before `slot` named it).
+        assert_eq!(
+            a.encode(),
+            [
+                0x0e01_0107,
+                1 << 32 | 2,
+                3 << 48 | 4 << 32 | 3 << 24,
+                5 << 32 | 6,
+                7 << 32 | 8,
+                9 << 32 | 10 << 16 | 11,
+                2,
+                12 << 32 | 13,
+            ]
+        );
         let i = t.acquire(&a, 0).unwrap();
         assert_eq!(t.get(i), a);
         assert_eq!(t.acquire(&a, 0), Some(i));

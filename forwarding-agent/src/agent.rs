@@ -94,24 +94,32 @@ pub struct AgentInterestData {
 }
 
 impl AgentInterestData {
-    pub const LEN: usize = 16;
-    pub fn encode(&self) -> [u8; 16] {
-        let mut b = [0u8; 16];
-        b[0..4].copy_from_slice(&self.instance_id.to_be_bytes());
-        b[4..8].copy_from_slice(&self.hold_token.to_be_bytes());
-        b[8] = self.search_first as u8;
-        b[10..12].copy_from_slice(&self.service_precedence.to_be_bytes());
-        b[12..16].copy_from_slice(&self.wildcard_id.to_be_bytes());
+    pub const LEN: usize = crate::wire::interest_data::LEN;
+    pub fn encode(&self) -> [u8; Self::LEN] {
+        use crate::wire::interest_data::field::{
+            HOLD_TOKEN, INSTANCE_ID, SEARCH_FIRST, SERVICE_PRECEDENCE, WILDCARD_ID,
+        };
+        use crate::wire::{set_u16, set_u32};
+        let mut b = [0u8; Self::LEN];
+        set_u32(&mut b, INSTANCE_ID, self.instance_id);
+        set_u32(&mut b, HOLD_TOKEN, self.hold_token);
+        b[SEARCH_FIRST] = self.search_first as u8;
+        set_u16(&mut b, SERVICE_PRECEDENCE, self.service_precedence);
+        set_u32(&mut b, WILDCARD_ID, self.wildcard_id);
         b
     }
     pub fn decode(b: &[u8]) -> Option<Self> {
-        let b: &[u8; 16] = b.try_into().ok()?;
+        use crate::wire::interest_data::field::{
+            HOLD_TOKEN, INSTANCE_ID, SEARCH_FIRST, SERVICE_PRECEDENCE, WILDCARD_ID,
+        };
+        use crate::wire::{get_u16, get_u32};
+        let b: &[u8; Self::LEN] = b.try_into().ok()?;
         Some(AgentInterestData {
-            instance_id: u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-            hold_token: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
-            search_first: b[8] != 0,
-            service_precedence: u16::from_be_bytes([b[10], b[11]]),
-            wildcard_id: u32::from_be_bytes([b[12], b[13], b[14], b[15]]),
+            instance_id: get_u32(b, INSTANCE_ID),
+            hold_token: get_u32(b, HOLD_TOKEN),
+            search_first: b[SEARCH_FIRST] != 0,
+            service_precedence: get_u16(b, SERVICE_PRECEDENCE),
+            wildcard_id: get_u32(b, WILDCARD_ID),
         })
     }
     /// Chaining rank of the punting wildcard (see `WildcardEntry::rank`).

@@ -30,7 +30,8 @@
 use affinity_api::AffinityKey;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64};
 
 /// Entries probed before an insert is refused / a lookup gives up. Linear
 /// probing at ≤ 50 % load keeps clusters short, but over millions of keys
@@ -399,12 +400,13 @@ pub(crate) fn prefetch_line(p: *const i8) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{AffinityKey, FixedTable, FixedValue, InsertError, Inserted, Line, Relaxed};
+    use crate::wire::TCP;
     use std::net::Ipv4Addr;
 
     fn key(i: u32) -> AffinityKey {
         AffinityKey {
-            protocol: 6,
+            protocol: TCP,
             src_addr: Ipv4Addr::from(0xc612_0000 + i),
             dst_addr: Ipv4Addr::new(203, 0, 113, 10),
             src_port: (i % 60000) as u16 + 1,
@@ -575,7 +577,8 @@ mod tests {
 
 #[cfg(test)]
 mod fill_tests {
-    use super::*;
+    use super::{AffinityKey, FixedTable, FixedValue};
+    use crate::wire::TCP;
     use std::net::Ipv4Addr;
 
     /// At capacity (≤ 50 % load) most keys are in their home line and
@@ -586,7 +589,7 @@ mod fill_tests {
         let n = 260_000u32;
         let t = FixedTable::new(n as usize);
         let key = |i: u32| AffinityKey {
-            protocol: 6,
+            protocol: TCP,
             src_addr: Ipv4Addr::from(0xc612_0000u32 + (i >> 8)),
             dst_addr: Ipv4Addr::new(203, 0, 113, 10),
             src_port: 1024 + (i & 0xff) as u16,
@@ -620,7 +623,7 @@ mod fill_tests {
         let t = FixedTable::new(n as usize);
         for i in 0..n {
             let k = AffinityKey {
-                protocol: 6,
+                protocol: TCP,
                 src_addr: Ipv4Addr::from(0xc612_0000u32 + (i >> 8)),
                 dst_addr: Ipv4Addr::new(203, 0, 113, 10),
                 src_port: 1024 + (i & 0xff) as u16,

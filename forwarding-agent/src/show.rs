@@ -1,18 +1,17 @@
 //! The text of `show affinity ...` (vppctl) and `affinity-agent status`:
 //! one renderer, so both print the same tables.
 
+use crate::wire::IpProtocol;
 use crate::Agent;
 use affinity_api::{AffinityKey, NatAction};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
 fn proto(p: u8) -> String {
-    match p {
-        0 => "any".into(),
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        n => n.to_string(),
+    match IpProtocol::from(p) {
+        // 0 in a wildcard key: any protocol.
+        IpProtocol::Unknown(0) => "any".into(),
+        known => known.name().map_or_else(|| p.to_string(), String::from),
     }
 }
 
@@ -53,11 +52,10 @@ fn fixed_filter(words: &[&str]) -> Result<(KeyFilter, usize, bool), String> {
         let mut arg = || it.next().copied().ok_or(format!("{w} needs a value"));
         match *w {
             "proto" => {
-                proto = Some(match arg()? {
-                    "tcp" => 6,
-                    "udp" => 17,
-                    "icmp" => 1,
-                    n => n.parse().map_err(|_| format!("bad protocol {n:?}"))?,
+                let name = arg()?;
+                proto = Some(match IpProtocol::from_name(name) {
+                    Some(p) => p.number(),
+                    None => name.parse().map_err(|_| format!("bad protocol {name:?}"))?,
                 })
             }
             "src" => src = Some(arg()?.parse().map_err(|_| "bad src address")?),

@@ -1,38 +1,43 @@
 //! Builders of correct packets (valid lengths and checksums) for tests,
 //! benchmarks and fuzzing.
 
-use super::checksum;
-use super::{parse_ipv4, ICMP, TCP, UDP};
+use super::{checksum, icmp, ipv4, parse_ipv4, set_u16, set_u32, shifted, tcp, udp, IpProtocol};
 use std::net::Ipv4Addr;
 
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-pub const TCP_PSH: u8 = 0x08;
-pub const TCP_ACK: u8 = 0x10;
-pub const TCP_URG: u8 = 0x20;
+/// TCP control bits by their builder names ([`tcp::flags`]).
+pub const TCP_FIN: u8 = tcp::flags::FIN;
+pub const TCP_SYN: u8 = tcp::flags::SYN;
+pub const TCP_RST: u8 = tcp::flags::RST;
+pub const TCP_PSH: u8 = tcp::flags::PSH;
+pub const TCP_ACK: u8 = tcp::flags::ACK;
+pub const TCP_URG: u8 = tcp::flags::URG;
 
-fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, l4: &[u8]) -> Vec<u8> {
-    let total = 20 + l4.len();
+/// The IP identification every built packet carries.
+const BUILT_IP_ID: u16 = 0x1234;
+
+const IP: usize = ipv4::HEADER_LEN;
+
+fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: IpProtocol, l4: &[u8]) -> Vec<u8> {
+    let total = IP + l4.len();
     let mut p = vec![0u8; total];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    p[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
-    p[8] = 64;
-    p[9] = protocol;
-    p[12..16].copy_from_slice(&src.octets());
-    p[16..20].copy_from_slice(&dst.octets());
-    let c = checksum::ipv4_header_checksum(&p[..20]);
-    p[10..12].copy_from_slice(&c.to_be_bytes());
-    p[20..].copy_from_slice(l4);
+    p[ipv4::field::VER_IHL] = ipv4::ver_ihl(IP);
+    set_u16(&mut p, ipv4::field::LENGTH, total as u16);
+    set_u16(&mut p, ipv4::field::IDENT, BUILT_IP_ID);
+    p[ipv4::field::TTL] = ipv4::DEFAULT_TTL;
+    p[ipv4::field::PROTOCOL] = protocol.number();
+    p[ipv4::field::SRC_ADDR].copy_from_slice(&src.octets());
+    p[ipv4::field::DST_ADDR].copy_from_slice(&dst.octets());
+    let c = checksum::ipv4_header_checksum(&p[..IP]);
+    set_u16(&mut p, ipv4::field::CHECKSUM, c);
+    p[IP..].copy_from_slice(l4);
     p
 }
 
 fn fill_l4_checksum(mut p: Vec<u8>) -> Vec<u8> {
     if let Ok(info) = parse_ipv4(&p) {
-        if let Some(c) = checksum::l4_checksum(&p, &info) {
-            let at = 20 + if info.key.protocol == TCP { 16 } else { 6 };
-            p[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        let field = checksum::l4_checksum_field(IpProtocol::from(info.key.protocol));
+        if let (Some(c), Some(f)) = (checksum::l4_checksum(&p, &info), field) {
+            set_u16(&mut p, shifted(f, info.l4_offset), c);
         }
     }
     p
@@ -50,25 +55,26 @@ pub fn tcp(
     ack: u32,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut l4 = vec![0u8; 20 + payload.len()];
-    l4[0..2].copy_from_slice(&sport.to_be_bytes());
-    l4[2..4].copy_from_slice(&dport.to_be_bytes());
-    l4[4..8].copy_from_slice(&seq.to_be_bytes());
-    l4[8..12].copy_from_slice(&ack.to_be_bytes());
-    l4[12] = 5 << 4;
-    l4[13] = flags;
-    l4[14..16].copy_from_slice(&0xffffu16.to_be_bytes());
-    l4[20..].copy_from_slice(payload);
-    fill_l4_checksum(ipv4(src, dst, TCP, &l4))
+    let mut l4 = vec![0u8; tcp::HEADER_LEN + payload.len()];
+    set_u16(&mut l4, tcp::field::SRC_PORT, sport);
+    set_u16(&mut l4, tcp::field::DST_PORT, dport);
+    set_u32(&mut l4, tcp::field::SEQ_NUM, seq);
+    set_u32(&mut l4, tcp::field::ACK_NUM, ack);
+    l4[tcp::field::DATA_OFF] = tcp::data_off(tcp::HEADER_LEN);
+    l4[tcp::field::FLAGS] = flags;
+    set_u16(&mut l4, tcp::field::WIN_SIZE, u16::MAX);
+    l4[tcp::HEADER_LEN..].copy_from_slice(payload);
+    fill_l4_checksum(ipv4(src, dst, IpProtocol::Tcp, &l4))
 }
 
 fn udp_raw(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let mut l4 = vec![0u8; 8 + payload.len()];
-    l4[0..2].copy_from_slice(&sport.to_be_bytes());
-    l4[2..4].copy_from_slice(&dport.to_be_bytes());
-    l4[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    l4[8..].copy_from_slice(payload);
-    ipv4(src, dst, UDP, &l4)
+    let len = udp::HEADER_LEN + payload.len();
+    let mut l4 = vec![0u8; len];
+    set_u16(&mut l4, udp::field::SRC_PORT, sport);
+    set_u16(&mut l4, udp::field::DST_PORT, dport);
+    set_u16(&mut l4, udp::field::LENGTH, len as u16);
+    l4[udp::HEADER_LEN..].copy_from_slice(payload);
+    ipv4(src, dst, IpProtocol::Udp, &l4)
 }
 
 /// An IPv4+UDP packet with a valid UDP checksum.
@@ -96,32 +102,38 @@ pub fn icmp_echo(
     request: bool,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut l4 = vec![0u8; 8 + payload.len()];
-    l4[0] = if request { 8 } else { 0 };
-    l4[4..6].copy_from_slice(&id.to_be_bytes());
-    l4[6..8].copy_from_slice(&seq.to_be_bytes());
-    l4[8..].copy_from_slice(payload);
+    let mut l4 = vec![0u8; icmp::HEADER_LEN + payload.len()];
+    l4[icmp::field::TYPE] = if request {
+        icmp::msg_type::ECHO_REQUEST
+    } else {
+        icmp::msg_type::ECHO_REPLY
+    };
+    set_u16(&mut l4, icmp::field::ECHO_IDENT, id);
+    set_u16(&mut l4, icmp::field::ECHO_SEQNO, seq);
+    l4[icmp::HEADER_LEN..].copy_from_slice(payload);
+    // RFC 792: the checksum covers the whole ICMP message.
     let c = !checksum::fold(checksum::sum16(&l4));
-    l4[2..4].copy_from_slice(&c.to_be_bytes());
-    ipv4(src, dst, ICMP, &l4)
+    set_u16(&mut l4, icmp::field::CHECKSUM, c);
+    ipv4(src, dst, IpProtocol::Icmp, &l4)
 }
 
 /// One IP fragment of a built (unfragmented, 20-byte header) packet:
 /// `len` bytes of its IP payload from `offset_bytes` (a multiple of 8).
 pub fn fragment(pkt: &[u8], offset_bytes: usize, len: usize, more: bool) -> Vec<u8> {
-    let payload = pkt.get(20..).unwrap_or(&[]);
+    let payload = pkt.get(IP..).unwrap_or(&[]);
     let end = (offset_bytes + len).min(payload.len());
     let start = offset_bytes.min(end);
     let mut p = pkt
-        .get(..20)
+        .get(..IP)
         .map(|h| h.to_vec())
-        .unwrap_or_else(|| vec![0x45; 20]);
+        .unwrap_or_else(|| vec![ipv4::ver_ihl(IP); IP]);
     p.extend_from_slice(&payload[start..end]);
     let total = p.len() as u16;
-    p[2..4].copy_from_slice(&total.to_be_bytes());
-    let frag = ((offset_bytes / 8) as u16 & 0x1fff) | if more { 0x2000 } else { 0 };
-    p[6..8].copy_from_slice(&frag.to_be_bytes());
-    let c = checksum::ipv4_header_checksum(&p[..20]);
-    p[10..12].copy_from_slice(&c.to_be_bytes());
+    set_u16(&mut p, ipv4::field::LENGTH, total);
+    let frag = ((offset_bytes / ipv4::FRAG_OFFSET_UNIT) as u16 & ipv4::flags::FRAG_OFFSET_MASK)
+        | if more { ipv4::flags::MF } else { 0 };
+    set_u16(&mut p, ipv4::field::FLG_OFF, frag);
+    let c = checksum::ipv4_header_checksum(&p[..IP]);
+    set_u16(&mut p, ipv4::field::CHECKSUM, c);
     p
 }

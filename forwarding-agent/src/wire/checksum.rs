@@ -1,6 +1,7 @@
 //! Internet checksum (RFC 1071) and incremental update (RFC 1624).
 
-use super::PacketInfo;
+use super::parse::{Fragment, PacketInfo};
+use super::{get_u16, ipv4, tcp, udp, Field, IpProtocol};
 
 /// One's complement partial sum of `data` (odd trailing byte padded with 0).
 pub fn sum16(data: &[u8]) -> u32 {
@@ -25,30 +26,41 @@ pub fn fold(mut sum: u32) -> u16 {
 
 /// Full checksum of an IPv4 header (the checksum field is treated as zero).
 pub fn ipv4_header_checksum(hdr: &[u8]) -> u16 {
-    let sum = sum16(hdr.get(..10).unwrap_or(hdr)) + sum16(hdr.get(12..).unwrap_or(&[]));
+    let c = ipv4::field::CHECKSUM;
+    let sum = sum16(hdr.get(..c.start).unwrap_or(hdr)) + sum16(hdr.get(c.end..).unwrap_or(&[]));
     !fold(sum)
+}
+
+/// Where a transport protocol keeps its checksum, relative to the start of
+/// its header: TCP and UDP; `None` for protocols this crate does not
+/// checksum with a pseudo-header.
+#[inline]
+pub fn l4_checksum_field(protocol: IpProtocol) -> Option<Field> {
+    match protocol {
+        IpProtocol::Tcp => Some(tcp::field::CHECKSUM),
+        IpProtocol::Udp => Some(udp::field::CHECKSUM),
+        IpProtocol::Icmp | IpProtocol::Unknown(_) => None,
+    }
 }
 
 /// Full recompute of the TCP or UDP checksum including the pseudo-header
 /// (the checksum field is treated as zero). `None` for other protocols,
 /// fragments and truncated transport headers.
 pub fn l4_checksum(pkt: &[u8], info: &PacketInfo) -> Option<u16> {
-    let off = info.l4_offset;
-    let seg = pkt.get(off..info.total_len)?;
-    let csum_at = match info.key.protocol {
-        super::TCP => 16,
-        super::UDP => 6,
-        _ => return None,
-    };
-    if info.fragment != super::Fragment::None || seg.len() < csum_at + 2 {
+    let seg = pkt.get(info.l4_offset..info.total_len)?;
+    let protocol = IpProtocol::from(info.key.protocol);
+    let csum = l4_checksum_field(protocol)?;
+    if info.fragment != Fragment::None || seg.len() < csum.end {
         return None;
     }
-    let mut sum = sum16(pkt.get(12..20)?);
+    // Pseudo-header (RFC 793 section 3.1, RFC 768): addresses, zero,
+    // protocol, transport length.
+    let mut sum = sum16(pkt.get(ipv4::field::ADDRS)?);
     sum += info.key.protocol as u32 + seg.len() as u32;
-    sum += sum16(&seg[..csum_at]) + sum16(&seg[csum_at + 2..]);
+    sum += sum16(&seg[..csum.start]) + sum16(&seg[csum.end..]);
     let c = !fold(sum);
     // UDP transmits a computed 0 as 0xffff (0 means "no checksum").
-    Some(if info.key.protocol == super::UDP && c == 0 {
+    Some(if protocol == IpProtocol::Udp && c == udp::NO_CHECKSUM {
         0xffff
     } else {
         c
@@ -81,9 +93,11 @@ pub fn apply(csum: u16, delta: u32) -> u16 {
 
 /// Whether the IPv4 header checksum verifies.
 pub fn verify_ipv4(pkt: &[u8]) -> bool {
-    let ihl = pkt.first().map_or(0, |b| (b & 0x0f) as usize * 4);
+    let ihl = pkt
+        .get(ipv4::field::VER_IHL)
+        .map_or(0, |&b| ipv4::header_len(b));
     pkt.get(..ihl)
-        .is_some_and(|h| ihl >= 20 && fold(sum16(h)) == 0xffff)
+        .is_some_and(|h| ihl >= ipv4::HEADER_LEN && fold(sum16(h)) == 0xffff)
 }
 
 /// Whether the TCP/UDP checksum verifies (a UDP checksum of 0 = not used).
@@ -92,14 +106,13 @@ pub fn verify_l4(pkt: &[u8], info: &PacketInfo) -> bool {
     let Some(expect) = l4_checksum(pkt, info) else {
         return true;
     };
-    let at = info.l4_offset
-        + if info.key.protocol == super::TCP {
-            16
-        } else {
-            6
-        };
-    let got = u16::from_be_bytes([pkt[at], pkt[at + 1]]);
-    if info.key.protocol == super::UDP && got == 0 {
+    let protocol = IpProtocol::from(info.key.protocol);
+    // l4_checksum checked that the field is inside the packet.
+    let Some(csum) = l4_checksum_field(protocol) else {
+        return true;
+    };
+    let got = get_u16(&pkt[info.l4_offset..], csum);
+    if protocol == IpProtocol::Udp && got == udp::NO_CHECKSUM {
         return true;
     }
     got == expect || (got == 0xffff && expect == 0) || (got == 0 && expect == 0xffff)

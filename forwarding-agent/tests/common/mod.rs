@@ -2,7 +2,11 @@
 //! real manager sends.
 #![allow(dead_code)]
 
-use affinity_api::*;
+use affinity_api::{
+    encode_action_list, interest, ActionList, AdvertiseAction, AffinityIdentifier, AffinityKey,
+    BackupPrecedence, FixedAffinity, IdentityInfo, InterestCriteria, Key, MessageBuilder,
+    MessageType, NatAction, Segment, ServicePrecedence, WildcardAffinity, MANAGER_PORT,
+};
 use affinity_forwarding_agent::wire::{self, build};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -41,7 +45,7 @@ impl Wc {
         Wc {
             id,
             key: AffinityKey {
-                protocol: 6,
+                protocol: wire::TCP,
                 src_addr: Ipv4Addr::UNSPECIFIED,
                 dst_addr: VIP,
                 src_port: 0,
@@ -70,7 +74,7 @@ impl Wc {
     pub fn from_backends(id: u32) -> Wc {
         Wc {
             key: AffinityKey {
-                protocol: 6,
+                protocol: wire::TCP,
                 src_addr: BACKEND,
                 dst_addr: Ipv4Addr::UNSPECIFIED,
                 src_port: 8080,
@@ -150,14 +154,14 @@ pub fn flow_msg(
     packet: Option<&[u8]>,
 ) -> Vec<u8> {
     let fwd = AffinityKey {
-        protocol: 6,
+        protocol: wire::TCP,
         src_addr: CLIENT,
         dst_addr: VIP,
         src_port: cport,
         dst_port: 80,
     };
     let rev = AffinityKey {
-        protocol: 6,
+        protocol: wire::TCP,
         src_addr: BACKEND,
         dst_addr: CLIENT,
         src_port: 8080,

@@ -1,0 +1,204 @@
+//! The checked parse of an IPv4 packet into the key and lengths the data
+//! path works from, and the interest bits a packet carries by itself.
+
+use super::{get_u16, icmp, ipv4, tcp, udp, IpProtocol};
+use affinity_api::{interest, AffinityKey};
+use std::net::Ipv4Addr;
+
+/// Fragment position of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fragment {
+    /// Not a fragment.
+    None,
+    /// Offset 0 with More Fragments: carries the transport header.
+    First,
+    /// Non-zero offset: no transport header, no ports.
+    Later,
+}
+
+/// Result of a checked parse of an IPv4 packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketInfo {
+    /// Ports are 0 when not present (later fragments, ICMP, other protocols).
+    pub key: AffinityKey,
+    pub header_len: usize,
+    /// IPv4 total length; bytes past it (link padding) are ignored.
+    pub total_len: usize,
+    pub l4_offset: usize,
+    pub fragment: Fragment,
+    /// IP identification (keys the fragment cache).
+    pub ip_id: u16,
+    pub tcp_flags: u8,
+    pub payload_len: usize,
+    pub icmp_echo_id: Option<u16>,
+}
+
+/// Why a packet could not be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketError {
+    TooShort,
+    NotIpv4,
+    BadHeaderLen,
+    BadTotalLen,
+    /// TCP data offset or UDP length inconsistent with the packet.
+    BadL4Header,
+    /// The transport header is cut short.
+    TruncatedL4,
+}
+
+impl PacketError {
+    /// Short stable counter name.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PacketError::TooShort => "ip-too-short",
+            PacketError::NotIpv4 => "not-ipv4",
+            PacketError::BadHeaderLen => "bad-ip-header-length",
+            PacketError::BadTotalLen => "bad-ip-total-length",
+            PacketError::BadL4Header => "bad-l4-header",
+            PacketError::TruncatedL4 => "truncated-l4-header",
+        }
+    }
+}
+
+fn addr(p: &[u8], f: super::Field) -> Ipv4Addr {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&p[f]);
+    Ipv4Addr::from(a)
+}
+
+/// Parses an IPv4 packet starting at its IP header.
+#[inline]
+pub fn parse_ipv4(pkt: &[u8]) -> Result<PacketInfo, PacketError> {
+    if pkt.len() < ipv4::HEADER_LEN {
+        return Err(PacketError::TooShort);
+    }
+    let ver_ihl = pkt[ipv4::field::VER_IHL];
+    if ipv4::version(ver_ihl) != ipv4::VERSION {
+        return Err(PacketError::NotIpv4);
+    }
+    let header_len = ipv4::header_len(ver_ihl);
+    if header_len < ipv4::HEADER_LEN || header_len > pkt.len() {
+        return Err(PacketError::BadHeaderLen);
+    }
+    let total_len = get_u16(pkt, ipv4::field::LENGTH) as usize;
+    if total_len < header_len || total_len > pkt.len() {
+        return Err(PacketError::BadTotalLen);
+    }
+    let frag = get_u16(pkt, ipv4::field::FLG_OFF);
+    let fragment = match (
+        frag & ipv4::flags::FRAG_OFFSET_MASK != 0,
+        frag & ipv4::flags::MF != 0,
+    ) {
+        (true, _) => Fragment::Later,
+        (false, true) => Fragment::First,
+        (false, false) => Fragment::None,
+    };
+    let mut info = PacketInfo {
+        key: AffinityKey {
+            protocol: pkt[ipv4::field::PROTOCOL],
+            src_addr: addr(pkt, ipv4::field::SRC_ADDR),
+            dst_addr: addr(pkt, ipv4::field::DST_ADDR),
+            src_port: 0,
+            dst_port: 0,
+        },
+        header_len,
+        total_len,
+        l4_offset: header_len,
+        fragment,
+        ip_id: get_u16(pkt, ipv4::field::IDENT),
+        tcp_flags: 0,
+        payload_len: 0,
+        icmp_echo_id: None,
+    };
+    if fragment == Fragment::Later {
+        info.payload_len = total_len - header_len;
+        return Ok(info);
+    }
+    let l4 = &pkt[header_len..total_len];
+    match IpProtocol::from(info.key.protocol) {
+        IpProtocol::Tcp => {
+            if l4.len() < tcp::HEADER_LEN {
+                return Err(PacketError::TruncatedL4);
+            }
+            let doff = tcp::header_len(l4[tcp::field::DATA_OFF]);
+            if doff < tcp::HEADER_LEN || doff > l4.len() {
+                return Err(PacketError::BadL4Header);
+            }
+            info.key.src_port = get_u16(l4, tcp::field::SRC_PORT);
+            info.key.dst_port = get_u16(l4, tcp::field::DST_PORT);
+            info.tcp_flags = l4[tcp::field::FLAGS] & tcp::flags::ALL;
+            info.payload_len = l4.len() - doff;
+        }
+        IpProtocol::Udp => {
+            if l4.len() < udp::HEADER_LEN {
+                return Err(PacketError::TruncatedL4);
+            }
+            let ulen = get_u16(l4, udp::field::LENGTH) as usize;
+            // A first fragment's UDP length covers the whole datagram.
+            if ulen < udp::HEADER_LEN || (fragment == Fragment::None && ulen > l4.len()) {
+                return Err(PacketError::BadL4Header);
+            }
+            info.key.src_port = get_u16(l4, udp::field::SRC_PORT);
+            info.key.dst_port = get_u16(l4, udp::field::DST_PORT);
+            info.payload_len = if fragment == Fragment::None {
+                ulen - udp::HEADER_LEN
+            } else {
+                l4.len() - udp::HEADER_LEN
+            };
+        }
+        IpProtocol::Icmp => {
+            if l4.len() < icmp::HEADER_LEN {
+                return Err(PacketError::TruncatedL4);
+            }
+            if matches!(
+                l4[icmp::field::TYPE],
+                icmp::msg_type::ECHO_REQUEST | icmp::msg_type::ECHO_REPLY
+            ) {
+                info.icmp_echo_id = Some(get_u16(l4, icmp::field::ECHO_IDENT));
+            }
+            info.payload_len = l4.len() - icmp::HEADER_LEN;
+        }
+        IpProtocol::Unknown(_) => info.payload_len = l4.len(),
+    }
+    Ok(info)
+}
+
+/// The interest-mask bits the packet itself carries (TCP flags, data,
+/// fragment); FIRST_DATA and ALL depend on flow state and policy.
+#[inline]
+pub fn interest_bits(info: &PacketInfo) -> u16 {
+    let mut bits = 0;
+    let protocol = IpProtocol::from(info.key.protocol);
+    if protocol == IpProtocol::Tcp {
+        // TCP flag bits FIN..URG map 1:1 onto interest bits 0x01..0x20.
+        bits |= (info.tcp_flags & tcp::flags::ALL) as u16;
+    }
+    if info.payload_len > 0 && matches!(protocol, IpProtocol::Tcp | IpProtocol::Udp) {
+        bits |= interest::DATA;
+    }
+    if info.fragment != Fragment::None {
+        bits |= interest::FRAGMENT;
+    }
+    bits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tcp;
+    use affinity_api::interest;
+
+    #[test]
+    fn tcp_flags_are_the_interest_bits() {
+        // interest_bits relies on this identity.
+        for (f, i) in [
+            (tcp::flags::FIN, interest::FIN),
+            (tcp::flags::SYN, interest::SYN),
+            (tcp::flags::RST, interest::RST),
+            (tcp::flags::PSH, interest::PSH),
+            (tcp::flags::ACK, interest::ACK),
+            (tcp::flags::URG, interest::URG),
+        ] {
+            assert_eq!(f as u16, i);
+        }
+    }
+}

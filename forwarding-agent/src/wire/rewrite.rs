@@ -1,0 +1,232 @@
+//! The in-place rewrites the data path applies to a parsed packet (NAT,
+//! TCP sequence adjust, TTL) with incremental checksum updates (RFC 1624),
+//! and the IPv4+UDP header written in front of a punt.
+
+use super::checksum;
+use super::parse::{Fragment, PacketError, PacketInfo};
+use super::{get_u16, get_u32, ipv4, set_u16, set_u32, tcp, udp, Field, IpProtocol, SeqNumber};
+use affinity_api::{NatAction, SeqAdjustAction};
+use std::net::SocketAddrV4;
+
+/// Source and destination ports: the same bytes in TCP and UDP, so NAT
+/// rewrites them (and takes one checksum delta over them) the same way.
+const PORTS: Field = tcp::field::SRC_PORT.start..tcp::field::DST_PORT.end;
+const _: () = assert!(
+    udp::field::SRC_PORT.start == tcp::field::SRC_PORT.start
+        && udp::field::DST_PORT.end == tcp::field::DST_PORT.end
+        && PORTS.end - PORTS.start == 4
+);
+
+/// Length of the IPv4 + UDP headers [`write_ipv4_udp_header`] writes, bytes.
+pub const IPV4_UDP_HEADER_LEN: usize = ipv4::HEADER_LEN + udp::HEADER_LEN;
+
+/// Applies a NAT action in place. One delta for the address change goes to
+/// both the IP header checksum and the TCP/UDP checksum (pseudo-header); the
+/// port change goes to the transport checksum only. A UDP checksum of 0
+/// stays 0. ICMP and later fragments get address rewrites only. Returns the
+/// packet's new info.
+#[inline]
+pub fn apply_nat(
+    pkt: &mut [u8],
+    info: &PacketInfo,
+    nat: &NatAction,
+) -> Result<PacketInfo, PacketError> {
+    if pkt.len() < info.total_len
+        || info.total_len < info.header_len
+        || info.header_len < ipv4::HEADER_LEN
+    {
+        return Err(PacketError::TooShort);
+    }
+    let mut out = *info;
+    let ip = pkt
+        .first_chunk_mut::<{ ipv4::HEADER_LEN }>()
+        .ok_or(PacketError::TooShort)?;
+    let mut old_addrs = [0u8; 8];
+    old_addrs.copy_from_slice(&ip[ipv4::field::ADDRS]);
+    if nat.flags & NatAction::SRC_ADDR != 0 {
+        ip[ipv4::field::SRC_ADDR].copy_from_slice(&nat.src_addr.octets());
+        out.key.src_addr = nat.src_addr;
+    }
+    if nat.flags & NatAction::DST_ADDR != 0 {
+        ip[ipv4::field::DST_ADDR].copy_from_slice(&nat.dst_addr.octets());
+        out.key.dst_addr = nat.dst_addr;
+    }
+    let addr_delta = checksum::delta(&old_addrs, &ip[ipv4::field::ADDRS]);
+    let ip_csum = get_u16(ip, ipv4::field::CHECKSUM);
+    set_u16(
+        ip,
+        ipv4::field::CHECKSUM,
+        checksum::apply(ip_csum, addr_delta),
+    );
+
+    if info.fragment == Fragment::Later {
+        return Ok(out);
+    }
+    let protocol = IpProtocol::from(info.key.protocol);
+    let Some(csum_field) = checksum::l4_checksum_field(protocol) else {
+        return Ok(out);
+    };
+    let seg = pkt
+        .get_mut(info.l4_offset..info.total_len)
+        .filter(|s| s.len() >= csum_field.end)
+        .ok_or(PacketError::TruncatedL4)?;
+    let mut old_ports = [0u8; 4];
+    old_ports.copy_from_slice(&seg[PORTS]);
+    if nat.flags & NatAction::SRC_PORT != 0 {
+        set_u16(seg, tcp::field::SRC_PORT, nat.src_port);
+        out.key.src_port = nat.src_port;
+    }
+    if nat.flags & NatAction::DST_PORT != 0 {
+        set_u16(seg, tcp::field::DST_PORT, nat.dst_port);
+        out.key.dst_port = nat.dst_port;
+    }
+    let old = get_u16(seg, csum_field.clone());
+    let is_udp = protocol == IpProtocol::Udp;
+    if is_udp && old == udp::NO_CHECKSUM {
+        return Ok(out);
+    }
+    let delta = addr_delta + checksum::delta(&old_ports, &seg[PORTS]);
+    let mut new = checksum::apply(old, delta);
+    if is_udp && new == udp::NO_CHECKSUM {
+        // RFC 768: a computed 0 is sent as all ones.
+        new = 0xffff;
+    }
+    set_u16(seg, csum_field, new);
+    Ok(out)
+}
+
+/// TCP sequence/ack adjust: seq += seq_delta when at or after initial_seq,
+/// ack += ack_delta when at or after initial_ack (serial order, see
+/// [`SeqNumber`]); checksum updated incrementally. No-op for non-TCP
+/// packets and later fragments.
+#[inline]
+pub fn apply_seq_adjust(
+    pkt: &mut [u8],
+    info: &PacketInfo,
+    adj: &SeqAdjustAction,
+) -> Result<(), PacketError> {
+    if IpProtocol::from(info.key.protocol) != IpProtocol::Tcp || info.fragment == Fragment::Later {
+        return Ok(());
+    }
+    let hdr = pkt
+        .get_mut(info.l4_offset..info.total_len)
+        .and_then(|s| s.first_chunk_mut::<{ tcp::HEADER_LEN }>())
+        .ok_or(PacketError::TruncatedL4)?;
+    let mut old = [0u8; 8];
+    old.copy_from_slice(&hdr[tcp::field::SEQ_ACK]);
+    let seq = SeqNumber(get_u32(hdr, tcp::field::SEQ_NUM));
+    let ack = SeqNumber(get_u32(hdr, tcp::field::ACK_NUM));
+    if adj.seq_delta != 0 && seq.is_at_or_after(SeqNumber(adj.initial_seq)) {
+        set_u32(hdr, tcp::field::SEQ_NUM, (seq + adj.seq_delta).0);
+    }
+    // Only packets carrying ACK have a meaningful acknowledgment number.
+    if adj.ack_delta != 0
+        && info.tcp_flags & tcp::flags::ACK != 0
+        && ack.is_at_or_after(SeqNumber(adj.initial_ack))
+    {
+        set_u32(hdr, tcp::field::ACK_NUM, (ack + adj.ack_delta).0);
+    }
+    let csum = get_u16(hdr, tcp::field::CHECKSUM);
+    let new = checksum::update(csum, &old, &hdr[tcp::field::SEQ_ACK]);
+    set_u16(hdr, tcp::field::CHECKSUM, new);
+    Ok(())
+}
+
+/// Decrements the TTL with an incremental checksum update; false (packet
+/// untouched) when the TTL would reach 0.
+pub fn decrement_ttl(pkt: &mut [u8]) -> bool {
+    let Some(ip) = pkt.first_chunk_mut::<{ ipv4::HEADER_LEN }>() else {
+        return false;
+    };
+    if ip[ipv4::field::TTL] <= 1 {
+        return false;
+    }
+    let mut old = [0u8; 2];
+    old.copy_from_slice(&ip[ipv4::field::TTL_PROTOCOL]);
+    ip[ipv4::field::TTL] -= 1;
+    let csum = checksum::update(
+        get_u16(ip, ipv4::field::CHECKSUM),
+        &old,
+        &ip[ipv4::field::TTL_PROTOCOL],
+    );
+    set_u16(ip, ipv4::field::CHECKSUM, csum);
+    true
+}
+
+/// Writes IPv4 and UDP headers (28 bytes) into `out` for a UDP datagram of
+/// `payload_len` bytes, as used to send a punt from a packet's headroom.
+/// The UDP checksum is left 0 (optional in IPv4); the IP checksum is set.
+/// Returns false when `out` is shorter than 28 bytes or the length overflows.
+pub fn write_ipv4_udp_header(
+    out: &mut [u8],
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    payload_len: usize,
+    ip_id: u16,
+) -> bool {
+    let total = IPV4_UDP_HEADER_LEN + payload_len;
+    if total > u16::MAX as usize {
+        return false;
+    }
+    let Some((ip, rest)) = out
+        .first_chunk_mut::<IPV4_UDP_HEADER_LEN>()
+        .map(|h| h.split_at_mut(ipv4::HEADER_LEN))
+    else {
+        return false;
+    };
+    ip[ipv4::field::VER_IHL] = ipv4::ver_ihl(ipv4::HEADER_LEN);
+    ip[ipv4::field::DSCP_ECN] = 0;
+    set_u16(ip, ipv4::field::LENGTH, total as u16);
+    set_u16(ip, ipv4::field::IDENT, ip_id);
+    set_u16(ip, ipv4::field::FLG_OFF, ipv4::flags::DF);
+    ip[ipv4::field::TTL] = ipv4::DEFAULT_TTL;
+    ip[ipv4::field::PROTOCOL] = IpProtocol::Udp.number();
+    set_u16(ip, ipv4::field::CHECKSUM, 0);
+    ip[ipv4::field::SRC_ADDR].copy_from_slice(&src.ip().octets());
+    ip[ipv4::field::DST_ADDR].copy_from_slice(&dst.ip().octets());
+    let c = checksum::ipv4_header_checksum(ip);
+    set_u16(ip, ipv4::field::CHECKSUM, c);
+    set_u16(rest, udp::field::SRC_PORT, src.port());
+    set_u16(rest, udp::field::DST_PORT, dst.port());
+    set_u16(
+        rest,
+        udp::field::LENGTH,
+        (udp::HEADER_LEN + payload_len) as u16,
+    );
+    set_u16(rest, udp::field::CHECKSUM, udp::NO_CHECKSUM);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_ipv4_udp_header;
+    use crate::wire::{checksum, parse_ipv4, Fragment};
+    use std::net::SocketAddrV4;
+
+    #[test]
+    fn golden_punt_header() {
+        let mut b = [0xaau8; 30];
+        let src: SocketAddrV4 = "192.0.2.1:1638".parse().unwrap();
+        let dst: SocketAddrV4 = "198.51.100.9:4000".parse().unwrap();
+        assert!(write_ipv4_udp_header(&mut b, src, dst, 2, 0x0102));
+        #[rustfmt::skip]
+        let expected: [u8; 28] = [
+            0x45, 0x00, 0x00, 0x1e, 0x01, 0x02, 0x40, 0x00, 0x40, 0x11, // ver/ihl, tos, len 30, id, DF, ttl 64, UDP
+            0x4d, 0x8f,                                                 // header checksum (computed independently)
+            192, 0, 2, 1, 198, 51, 100, 9,                              // src, dst
+            0x06, 0x66, 0x0f, 0xa0, 0x00, 0x0a, 0x00, 0x00,             // sport 1638, dport 4000, len 10, no checksum
+        ];
+        assert_eq!(b[..28], expected);
+        assert_eq!(b[28..], [0xaa, 0xaa], "payload untouched");
+        assert!(checksum::verify_ipv4(&b));
+        let info = parse_ipv4(&b).unwrap();
+        assert_eq!(
+            (info.key.src_port, info.key.dst_port, info.payload_len),
+            (1638, 4000, 2)
+        );
+        assert_eq!(info.fragment, Fragment::None);
+        assert!(!write_ipv4_udp_header(&mut b[..27], src, dst, 0, 0));
+        assert!(!write_ipv4_udp_header(&mut b, src, dst, 65_508, 0));
+        assert!(write_ipv4_udp_header(&mut b, src, dst, 65_507, 0));
+    }
+}
