@@ -2,7 +2,11 @@
 //! real manager sends.
 #![allow(dead_code)]
 
-use affinity_api::*;
+use affinity_api::{
+    encode_action_list, interest, ActionList, AdvertiseAction, AffinityIdentifier, AffinityKey,
+    BackupPrecedence, FixedAffinity, IdentityInfo, InterestCriteria, Key, MessageBuilder,
+    MessageType, NatAction, Segment, ServicePrecedence, WildcardAffinity, MANAGER_PORT,
+};
 use affinity_forwarding_agent::wire::{self, build};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
