@@ -87,6 +87,9 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// An agent with empty tables sized by `config` (the fixed table is
+    /// allocated up front, sized for at most 50 % load: about
+    /// `fixed_capacity` × 64 bytes, rounded up to a power of two).
     pub fn new(config: AgentConfig) -> Arc<Agent> {
         let fixed = FixedTable::new(config.fixed_capacity);
         let published = Published {

@@ -7,11 +7,17 @@ use std::net::Ipv4Addr;
 /// Agent settings (from `startup.conf`, the host agent's flags, or tests).
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
+    /// Fixed affinities (entries; each flow direction is one).
     pub fixed_capacity: usize,
+    /// Distinct action sets shared by fixed affinities (entries; the
+    /// wildcards get `wildcard_capacity` more).
     pub action_capacity: usize,
+    /// Installed wildcards (entries).
     pub wildcard_capacity: usize,
     /// Held packets, all workers together.
     pub hold_limit: usize,
+    /// How long a packet is held before it goes to its manager in an
+    /// IP-packet-only message (milliseconds).
     pub hold_timeout_ms: u64,
     /// Per worker: first-fragment decisions kept for later fragments.
     pub fragment_cache: usize,

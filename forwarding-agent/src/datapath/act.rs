@@ -11,10 +11,13 @@ use crate::wire::{self, PacketInfo};
 use affinity_api::{dispatch, info, InterestCriteria};
 use std::net::Ipv4Addr;
 
-/// A packet's match: what the look-up found, as acting needs it.
+/// A packet's match: what the look-up found, as acting needs it. Borrowed,
+/// not copied: with the packet info and action set held by value the
+/// fixed-affinity path measured 2–3 ns per packet slower (1k-flow bench,
+/// alternating runs).
 pub(super) struct Hit<'b> {
-    pub info: PacketInfo,
-    pub actions: ActionSet,
+    pub info: &'b PacketInfo,
+    pub actions: &'b ActionSet,
     /// The packet's interest bits (`affinity_api::interest`).
     pub bits: u16,
     /// The wildcard that matched; `None` for a fixed affinity.
@@ -23,13 +26,15 @@ pub(super) struct Hit<'b> {
 }
 
 impl Worker {
+    /// Acts on `hit` (`#[inline]` for the reason given at `process_one`).
+    #[inline]
     pub(super) fn act(
         &mut self,
         ctx: &BatchCtx<'_>,
         p: &mut PacketBuf<'_>,
         hit: &Hit<'_>,
     ) -> Disposition {
-        let a = &hit.actions;
+        let a = hit.actions;
         if a.info_flags & info::STATISTICS != 0 {
             self.forward
                 .add(Ipv4Addr::from(a.forward_addr), hit.info.total_len as u64);
@@ -51,7 +56,7 @@ impl Worker {
             }
         }
         // Rewrite.
-        let mut info = hit.info;
+        let mut info = *hit.info;
         if let Some(n) = a.nat {
             match wire::apply_nat(p.packet(), &info, &n.into()) {
                 Ok(i) => {

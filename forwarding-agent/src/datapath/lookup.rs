@@ -47,6 +47,7 @@ impl FragmentCache {
         }
     }
 
+    #[inline]
     fn get(&self, info: &PacketInfo) -> Option<AffinityKey> {
         self.map.get(&frag_key(info)).copied()
     }
@@ -77,7 +78,10 @@ fn frag_key(info: &PacketInfo) -> FragKey {
 }
 
 impl Worker {
-    /// One packet, from its parse result to its disposition.
+    /// One packet, from its parse result to its disposition. `#[inline]`:
+    /// the batch loop is in another file, and without the hint the call
+    /// may cross codegen units, where it is never inlined.
+    #[inline]
     pub(super) fn process_one(
         &mut self,
         ctx: &BatchCtx<'_>,
@@ -119,9 +123,10 @@ impl Worker {
                     if agent.config.per_flow_counters {
                         agent.fixed.count(slot, info.total_len as u64);
                     }
+                    let actions = agent.actions.get(v.action);
                     let hit = Hit {
-                        info,
-                        actions: agent.actions.get(v.action),
+                        info: &info,
+                        actions: &actions,
                         bits: wire::interest_bits(&info) | interest::ALL,
                         wildcard: None,
                         origin,
@@ -150,9 +155,10 @@ impl Worker {
             if bits & interest::DATA != 0 || info.key.protocol == wire::UDP {
                 bits |= interest::FIRST_DATA;
             }
+            let actions = agent.actions.get(w.action);
             let hit = Hit {
-                info,
-                actions: agent.actions.get(w.action),
+                info: &info,
+                actions: &actions,
                 bits,
                 wildcard: Some(&w.entry),
                 origin,

@@ -103,7 +103,7 @@ impl Worker {
             None
         };
         if let Some(m) = self.build_match(ctx, hit, &data, pkt) {
-            self.messages.push((self.destination(ctx, &hit.actions), m));
+            self.messages.push((self.destination(ctx, hit.actions), m));
             self.counters.inc(Counter::InterestCopy);
         }
     }
@@ -115,7 +115,7 @@ impl Worker {
         p: &mut PacketBuf<'_>,
         hit: &Hit<'_>,
     ) -> Disposition {
-        let to = self.destination(ctx, &hit.actions);
+        let to = self.destination(ctx, hit.actions);
         let c = hit.actions.interest.unwrap_or_default();
         let with_packet = c.flags & InterestCriteria::DATA != 0;
         if c.flags & InterestCriteria::HOLD != 0 {
