@@ -6,7 +6,8 @@
 use super::layout::{fixed_layout, one_flag, read_whole, SegmentBody};
 use crate::codec::{Reader, Writer};
 use crate::error::SegmentErrorKind;
-use crate::numbers::seg;
+use super::layout::only_defined;
+use crate::numbers::{dispatch, info, seg};
 use std::net::Ipv4Addr;
 
 const ANY: Ipv4Addr = Ipv4Addr::UNSPECIFIED;
@@ -86,8 +87,22 @@ impl Default for WildcardAffinity {
     }
 }
 
+/// Rejects dispatch or information flag bits version 1 does not define
+/// (PROTOCOL.md, "Segment header": undefined flag bits make a segment
+/// malformed).
+fn check_flags(dispatch_flags: u8, info_flags: u8) -> Result<(), SegmentErrorKind> {
+    only_defined(dispatch_flags, dispatch::DEFINED, "dispatch flags")?;
+    only_defined(info_flags, info::DEFINED, "information flags")
+}
+
+impl WildcardAffinity {
+    fn check_defined(&self) -> Result<(), SegmentErrorKind> {
+        check_flags(self.dispatch_flags, self.info_flags)
+    }
+}
+
 fixed_layout! {
-    WildcardAffinity = seg::WILDCARD_AFFINITY;
+    WildcardAffinity = seg::WILDCARD_AFFINITY, check WildcardAffinity::check_defined;
     u8(key.protocol),
     u8(dispatch_flags),
     u8(info_flags),
@@ -130,8 +145,14 @@ impl Default for FixedAffinity {
     }
 }
 
+impl FixedAffinity {
+    fn check_defined(&self) -> Result<(), SegmentErrorKind> {
+        check_flags(self.dispatch_flags, self.info_flags)
+    }
+}
+
 fixed_layout! {
-    FixedAffinity = seg::FIXED_AFFINITY;
+    FixedAffinity = seg::FIXED_AFFINITY, check FixedAffinity::check_defined;
     u8(key.protocol),
     u8(dispatch_flags),
     u8(info_flags),
