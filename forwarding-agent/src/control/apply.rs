@@ -6,25 +6,44 @@
 use super::{ControlOutput, Incoming};
 use crate::actions::ActionSet;
 use crate::agent::{ds, Agent, ControlState};
-use crate::config::SUPPORTED_ACTIONS;
 use crate::counters::Counter;
 use crate::fixed_affinity::{FixedValue, Inserted};
 use crate::wildcard_affinity::{Upsert, WildcardEntry};
-use affinity_api::{seg, AffinityEntry, AffinityKey, DenyReason, FixedAffinity, WildcardAffinity};
+use affinity_api::{
+    seg, ActionList, AffinityEntry, AffinityKey, DenyReason, FixedAffinity, ServiceMessage,
+    WildcardAffinity,
+};
 use std::net::Ipv4Addr;
 use std::sync::atomic::AtomicU32;
 
 impl Agent {
-    /// Checks the affinity's action list; the first unsupported required action.
-    fn unsupported_action(&self, e: &AffinityEntry<'_>) -> Option<u16> {
-        let list = e.action_list?;
-        list.entries()
-            .find(|&(t, required)| {
-                required
-                    && (!SUPPORTED_ACTIONS.contains(&t)
-                        || self.config.disabled_actions.contains(&t))
-            })
-            .map(|(t, _)| t)
+    /// The required actions of the affinity's action list this agent does
+    /// not perform, in list order (empty: none).
+    fn unsupported_actions(&self, e: &AffinityEntry<'_>) -> Vec<u16> {
+        let mut v = Vec::new();
+        for (t, required) in e.action_list.iter().flat_map(|l| l.entries()) {
+            if required && !self.config.supports_action(t) && !v.contains(&t) {
+                v.push(t);
+            }
+        }
+        v
+    }
+
+    /// The action segments of `msg` marked Required (bit 15 of their type)
+    /// that this agent does not perform, each type once, in message order.
+    /// Seed FIG 8B: a Required segment that cannot be processed drops the
+    /// whole message.
+    pub(super) fn unprocessable_required(&self, msg: &ServiceMessage<'_>) -> Vec<u16> {
+        let mut v = Vec::new();
+        for (s, required) in msg.segments() {
+            let t = s.seg_type();
+            if required && ActionList::is_action(t) && !self.config.supports_action(t) {
+                if !v.contains(&t) {
+                    v.push(t);
+                }
+            }
+        }
+        v
     }
 
     fn action_set(
@@ -71,18 +90,20 @@ impl Agent {
             }
             return;
         }
-        if let Some(t) = self.unsupported_action(e) {
+        let refused = self.unsupported_actions(e);
+        if !refused.is_empty() {
             st.counters.inc(Counter::UnsupportedAction);
             if let Some(old) = self.wildcards.remove(owner, id) {
                 self.actions.release(old.action, now_ns);
             }
-            return self.deny(st, out, inc, t, DenyReason::UNSUPPORTED_REQUIRED_ACTION, e);
+            let code = DenyReason::UNSUPPORTED_REQUIRED_ACTION;
+            return self.deny(st, out, inc, &refused, code, Some(e));
         }
         let actions = self.action_set(e, owner, w.dispatch_flags, w.info_flags, w.forward_addr);
         let Some(action) = self.actions.acquire(&actions, now_ns) else {
             st.counters.inc(Counter::ActionFull);
             let t = seg::WILDCARD_AFFINITY;
-            return self.deny(st, out, inc, t, DenyReason::TABLE_FULL, e);
+            return self.deny(st, out, inc, &[t], DenyReason::TABLE_FULL, Some(e));
         };
         let sp = e.service_precedence.unwrap_or_default();
         let expires = inc.now.saturating_add(w.ttl.saturating_mul(10));
@@ -124,7 +145,7 @@ impl Agent {
                 self.actions.release(action, now_ns);
                 st.counters.inc(Counter::WildcardFull);
                 let t = seg::WILDCARD_AFFINITY;
-                return self.deny(st, out, inc, t, DenyReason::TABLE_FULL, e);
+                return self.deny(st, out, inc, &[t], DenyReason::TABLE_FULL, Some(e));
             }
         }
         // Reclaimed a second after expiry (`WildcardTable::reclaim`).
@@ -147,9 +168,11 @@ impl Agent {
             }
             return;
         }
-        if let Some(t) = self.unsupported_action(e) {
+        let refused = self.unsupported_actions(e);
+        if !refused.is_empty() {
             st.counters.inc(Counter::UnsupportedAction);
-            return self.deny(st, out, inc, t, DenyReason::UNSUPPORTED_REQUIRED_ACTION, e);
+            let code = DenyReason::UNSUPPORTED_REQUIRED_ACTION;
+            return self.deny(st, out, inc, &refused, code, Some(e));
         }
         // Seed rule: a fixed affinity needs a live wildcard of its owner.
         self.wildcards.commit();
@@ -162,13 +185,13 @@ impl Agent {
         if !supported {
             st.counters.inc(Counter::FixedNoWildcard);
             let t = seg::FIXED_AFFINITY;
-            return self.deny(st, out, inc, t, DenyReason::NO_SUPPORTING_WILDCARD, e);
+            return self.deny(st, out, inc, &[t], DenyReason::NO_SUPPORTING_WILDCARD, Some(e));
         }
         let actions = self.action_set(e, owner, f.dispatch_flags, f.info_flags, f.forward_addr);
         let Some(action) = self.actions.acquire(&actions, now_ns) else {
             st.counters.inc(Counter::ActionFull);
             let t = seg::FIXED_AFFINITY;
-            return self.deny(st, out, inc, t, DenyReason::TABLE_FULL, e);
+            return self.deny(st, out, inc, &[t], DenyReason::TABLE_FULL, Some(e));
         };
         let expires = now.saturating_add(f.ttl.saturating_mul(10));
         match self.fixed.insert(
@@ -190,7 +213,7 @@ impl Agent {
                 self.actions.release(action, now_ns);
                 st.counters.inc(Counter::FixedFull);
                 let t = seg::FIXED_AFFINITY;
-                self.deny(st, out, inc, t, DenyReason::TABLE_FULL, e);
+                self.deny(st, out, inc, &[t], DenyReason::TABLE_FULL, Some(e));
             }
         }
     }

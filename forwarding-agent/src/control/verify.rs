@@ -43,7 +43,7 @@ impl Agent {
                     code: DenyReason::UNKNOWN_REQUIRED_SEGMENT,
                     denied_sequence: h.sequence,
                 };
-                out.replies.push((from, self.build_deny(deny, None, None)));
+                out.replies.push((from, self.build_deny(deny, &[], None, None)));
                 st.counters.inc(Counter::DenySent);
             }
         }

@@ -57,8 +57,12 @@ impl Worker {
                 id: hit.actions.affinity_id,
                 reason: hit.bits,
             }),
+            // The affinity's own dispatch and information flags (seed FIG
+            // 9D), the packet's key as received, TTL 0.
             Segment::FixedAffinity(FixedAffinity {
                 key: hit.info.key,
+                dispatch_flags: hit.actions.dispatch_flags,
+                info_flags: hit.actions.info_flags,
                 ..Default::default()
             }),
             Segment::FaInterestData(data),
@@ -140,14 +144,11 @@ impl Worker {
             }
             self.counters.inc(Counter::HoldOverflow);
         }
+        // Not held (no HOLD flag, or the queue is full): the packet goes to
+        // the manager in the match whatever the DATA flag says, since the
+        // agent keeps no copy and the manager must return it (seed, hold
+        // flag; DATA only decides for copies and holds).
         let data = self.interest_data(hit, 0);
-        if !with_packet && c.flags & InterestCriteria::HOLD == 0 {
-            if let Some(m) = self.build_match(ctx, hit, &data, None) {
-                self.messages.push((to, m));
-            }
-            self.counters.inc(Counter::InterestNoData);
-            return Disposition::Consumed;
-        }
         // In place: the service message goes into the headroom in front of
         // the packet, which becomes its last segment.
         let key = ctx.published.signing_key.as_ref();
