@@ -46,15 +46,29 @@ impl Agent {
         v
     }
 
+    /// The action set of affinity `e`: its enabled actions, flags, owner,
+    /// precedence `rank` (search-first, service, backup precedence) and the
+    /// message's manager interest data, if any (interned; counted when the
+    /// table is full and then not echoed).
+    #[allow(clippy::too_many_arguments)]
     fn action_set(
         &self,
+        st: &mut ControlState,
+        inc: &Incoming<'_, '_>,
         e: &AffinityEntry<'_>,
-        owner: u16,
         dispatch_flags: u8,
         info_flags: u8,
         forward: Ipv4Addr,
+        rank: (bool, u16, u16),
     ) -> ActionSet {
         let enabled = |t: u16| !self.config.disabled_actions.contains(&t);
+        let manager_data = match inc.msg.sm_interest_data() {
+            Some(d) => self.manager_data.intern(d).unwrap_or_else(|| {
+                st.counters.inc(Counter::ManagerDataFull);
+                0
+            }),
+            None => 0,
+        };
         ActionSet {
             nat: e.nat.filter(|_| enabled(seg::NAT_ACTION)).map(Into::into),
             seq_adjust: e
@@ -69,7 +83,11 @@ impl Agent {
             info_flags,
             forward_addr: forward.into(),
             affinity_id: e.identifier.map_or(0, |i| i.id),
-            owner,
+            owner: inc.owner,
+            search_first: rank.0,
+            service_precedence: rank.1,
+            backup_precedence: rank.2,
+            manager_data,
         }
     }
 
@@ -83,8 +101,14 @@ impl Agent {
     ) {
         let (owner, now_ns) = (inc.owner, inc.now_ns);
         let id = e.identifier.map_or(0, |i| i.id);
+        let anonymous = e.identifier.is_none();
+        let name = (
+            owner,
+            id,
+            anonymous.then_some((w.key, w.src_mask, w.dst_mask)),
+        );
         if w.ttl == 0 {
-            if let Some(old) = self.wildcards.remove(owner, id) {
+            if let Some(old) = self.wildcards.remove(&name) {
                 self.actions.release(old.action, now_ns);
                 st.counters.inc(Counter::WildcardDelete);
             }
@@ -93,29 +117,40 @@ impl Agent {
         let refused = self.unsupported_actions(e);
         if !refused.is_empty() {
             st.counters.inc(Counter::UnsupportedAction);
-            if let Some(old) = self.wildcards.remove(owner, id) {
+            if let Some(old) = self.wildcards.remove(&name) {
                 self.actions.release(old.action, now_ns);
             }
             let code = DenyReason::UNSUPPORTED_REQUIRED_ACTION;
             return self.deny(st, out, inc, &refused, code, Some(e));
         }
-        let actions = self.action_set(e, owner, w.dispatch_flags, w.info_flags, w.forward_addr);
+        let sp = e.service_precedence.unwrap_or_default();
+        let bp = e.backup_precedence.map_or(0, |b| b.value);
+        let rank = (sp.search_first, sp.value, bp);
+        let actions = self.action_set(
+            st,
+            inc,
+            e,
+            w.dispatch_flags,
+            w.info_flags,
+            w.forward_addr,
+            rank,
+        );
         let Some(action) = self.actions.acquire(&actions, now_ns) else {
             st.counters.inc(Counter::ActionFull);
             let t = seg::WILDCARD_AFFINITY;
             return self.deny(st, out, inc, &[t], DenyReason::TABLE_FULL, Some(e));
         };
-        let sp = e.service_precedence.unwrap_or_default();
         let expires = inc.now.saturating_add(w.ttl.saturating_mul(10));
         let entry = WildcardEntry {
             owner,
             id,
+            anonymous,
             key: w.key,
             src_mask: w.src_mask,
             dst_mask: w.dst_mask,
             search_first: sp.search_first,
             service_precedence: sp.value,
-            backup_precedence: e.backup_precedence.map_or(0, |b| b.value),
+            backup_precedence: bp,
             action,
             actions,
             advertise: e
@@ -152,6 +187,55 @@ impl Agent {
         st.next_wildcard_reclaim_ds = st.next_wildcard_reclaim_ds.min(expires.saturating_add(10));
     }
 
+    /// The precedence rank a fixed affinity of `owner` for `key` takes:
+    /// the service/backup precedence segments that apply to it, else those
+    /// of the owner's strongest live wildcard matching the key; `None`
+    /// without such a wildcard (the seed's supporting wildcard).
+    fn fixed_rank(
+        &self,
+        owner: u16,
+        now: u32,
+        e: &AffinityEntry<'_>,
+        key: &AffinityKey,
+    ) -> Option<(bool, u16, u16)> {
+        self.wildcards.commit();
+        let snap = self.wildcards.snapshot();
+        let best = snap
+            .entries()
+            .iter()
+            .filter(|w| w.owner == owner && w.is_live(now) && w.matches(key, true))
+            .min_by_key(|w| w.order())?;
+        let sp = e.service_precedence.map_or(
+            (best.search_first, best.service_precedence),
+            |s| (s.search_first, s.value),
+        );
+        let bp = e
+            .backup_precedence
+            .map_or(best.backup_precedence, |b| b.value);
+        Some((sp.0, sp.1, bp))
+    }
+
+    /// Whether `owner`, with precedence `rank`, may replace or delete the
+    /// fixed affinity for `key`: always when there is none (or it has
+    /// expired) or it is its own; otherwise only by outranking it (seed
+    /// FIG 9B: a backup's affinity is ignored while the primary's exists).
+    fn may_change_fixed(
+        &self,
+        owner: u16,
+        now: u32,
+        key: &AffinityKey,
+        rank: Option<(bool, u16, u16)>,
+    ) -> bool {
+        let Some((old, _)) = self.fixed.lookup(key) else {
+            return true;
+        };
+        if old.expires_ds <= now {
+            return true;
+        }
+        let held = self.actions.get(old.action);
+        held.owner == owner || rank.is_some_and(|r| r < held.rank())
+    }
+
     pub(super) fn apply_fixed(
         &self,
         st: &mut ControlState,
@@ -161,6 +245,12 @@ impl Agent {
         f: FixedAffinity,
     ) {
         let (owner, now, now_ns) = (inc.owner, inc.now, inc.now_ns);
+        let rank = self.fixed_rank(owner, now, e, &f.key);
+        if !self.may_change_fixed(owner, now, &f.key, rank) {
+            // Another manager's, and not outranked: ignored (counted).
+            st.counters.inc(Counter::FixedNotOwner);
+            return;
+        }
         if f.ttl == 0 {
             if let Some(old) = self.fixed.remove(&f.key) {
                 self.actions.release(old.action, now_ns);
@@ -175,19 +265,21 @@ impl Agent {
             return self.deny(st, out, inc, &refused, code, Some(e));
         }
         // Seed rule: a fixed affinity needs a live wildcard of its owner.
-        self.wildcards.commit();
-        let supported = self
-            .wildcards
-            .snapshot()
-            .entries()
-            .iter()
-            .any(|w| w.owner == owner && w.is_live(now) && w.matches(&f.key, true));
-        if !supported {
+        let Some(rank) = rank else {
             st.counters.inc(Counter::FixedNoWildcard);
             let t = seg::FIXED_AFFINITY;
-            return self.deny(st, out, inc, &[t], DenyReason::NO_SUPPORTING_WILDCARD, Some(e));
-        }
-        let actions = self.action_set(e, owner, f.dispatch_flags, f.info_flags, f.forward_addr);
+            let code = DenyReason::NO_SUPPORTING_WILDCARD;
+            return self.deny(st, out, inc, &[t], code, Some(e));
+        };
+        let actions = self.action_set(
+            st,
+            inc,
+            e,
+            f.dispatch_flags,
+            f.info_flags,
+            f.forward_addr,
+            rank,
+        );
         let Some(action) = self.actions.acquire(&actions, now_ns) else {
             st.counters.inc(Counter::ActionFull);
             let t = seg::FIXED_AFFINITY;
