@@ -11,8 +11,8 @@
 mod common;
 use affinity_api::{
     dispatch, info, interest, seg, AdvertiseAction, AffinityIdentifier, AffinityKey, AffinityRef,
-    AuthAlgorithm, BackupPrecedence, DenyReason, FixedAffinity, IdentityInfo, InterestCriteria,
-    Key, MessageBuilder, MessageType, NatAction, Segment, ServiceMessage, ServicePrecedence,
+    BackupPrecedence, DenyReason, FixedAffinity, IdentityInfo, InterestCriteria,
+    MessageBuilder, MessageType, NatAction, Segment, ServiceMessage, ServicePrecedence,
     WildcardAffinity,
 };
 use affinity_forwarding_agent::wire::{self, build};
@@ -380,4 +380,154 @@ fn first_data_is_reported_on_fixed_affinities_once() {
     assert_eq!(reasons.len(), 2);
     assert_ne!(reasons[0] & interest::FIRST_DATA, 0, "{:#x}", reasons[0]);
     assert_eq!(reasons[1] & interest::FIRST_DATA, 0, "{:#x}", reasons[1]);
+}
+
+fn nat_to(addr: Ipv4Addr) -> Segment<'static> {
+    Segment::NatAction(NatAction {
+        flags: NatAction::DST_ADDR | NatAction::DST_PORT,
+        dst_addr: addr,
+        dst_port: 8080,
+        ..Default::default()
+    })
+}
+
+/// Where a data packet of client port 1 goes now (destination address).
+fn sent_to(w: &mut Worker) -> Ipv4Addr {
+    let (d, buf) = run(w, 2 * SEC, &data(1, build::TCP_ACK));
+    assert_eq!(d, Disposition::Pass);
+    wire::parse_ipv4(&buf[256..]).unwrap().key.dst_addr
+}
+
+// Item 10: a fixed affinity belongs to its manager: a backup's (lower
+// precedence) replacement or deletion is ignored; a manager that outranks
+// the owner may replace it.
+#[test]
+fn fixed_affinity_changes_are_limited_to_the_owner_or_a_higher_precedence() {
+    let (a, mut w) = agent(AgentConfig::default());
+    let other = Ipv4Addr::new(198, 51, 100, 3);
+    let mut backup = Wc::to_vip(10);
+    backup.backup = 10;
+    a.handle_control(0, from(MGR), &wildcard_msg(MGR, 1, &[Wc::to_vip(10)], None));
+    a.handle_control(0, from(MGR2), &wildcard_msg(MGR2, 1, &[backup], None));
+    a.handle_control(
+        SEC,
+        from(MGR),
+        &fixed_msg(MGR, 2, fwd_key(1), 30, &[nat_to(BACKEND)], None, None),
+    );
+    assert_eq!(sent_to(&mut w), BACKEND);
+    // The backup's affinity for the same flow is ignored (seed FIG 9B) ...
+    a.handle_control(
+        SEC,
+        from(MGR2),
+        &fixed_msg(MGR2, 2, fwd_key(1), 30, &[nat_to(other)], None, None),
+    );
+    assert_eq!(sent_to(&mut w), BACKEND);
+    // ... and so is its deletion.
+    a.handle_control(
+        SEC,
+        from(MGR2),
+        &fixed_msg(MGR2, 3, fwd_key(1), 0, &[], None, None),
+    );
+    assert_eq!(a.fixed_count(SEC), 1);
+    assert_eq!(a.counter(Counter::FixedNotOwner), 2);
+    // A higher service precedence outranks the owner.
+    let higher = Segment::ServicePrecedence(ServicePrecedence {
+        search_first: false,
+        value: 300,
+    });
+    a.handle_control(
+        SEC,
+        from(MGR2),
+        &fixed_msg(MGR2, 4, fwd_key(1), 30, &[higher, nat_to(other)], None, None),
+    );
+    assert_eq!(sent_to(&mut w), other);
+    // The owner now is the second manager: the first may no longer
+    // delete it (its precedence 100 is lower than 300).
+    a.handle_control(SEC, from(MGR), &fixed_msg(MGR, 5, fwd_key(1), 0, &[], None, None));
+    assert_eq!(a.fixed_count(SEC), 1);
+    let lower = Segment::BackupPrecedence(BackupPrecedence { value: 20 });
+    a.handle_control(
+        SEC,
+        from(MGR2),
+        &fixed_msg(MGR2, 5, fwd_key(1), 0, &[lower], None, None),
+    );
+    assert_eq!(a.fixed_count(SEC), 0, "the owner deletes it");
+}
+
+// Item 8: wildcards without affinity identifier do not replace each other.
+#[test]
+fn wildcards_without_identifier_are_kept_apart() {
+    let (a, _w) = agent(AgentConfig::default());
+    let anon = |port: u16, ttl: u32, seq: u64| {
+        let mut b = MessageBuilder::new(MessageType::AffinityUpdateWildcard, seq);
+        b.push(Segment::IdentityInfo(IdentityInfo {
+            address: MGR,
+            host_name: "mgr",
+        }));
+        b.push(Segment::WildcardAffinity(WildcardAffinity {
+            key: AffinityKey {
+                dst_port: port,
+                ..fwd_key(0)
+            },
+            dst_mask: Ipv4Addr::BROADCAST,
+            ttl,
+            ..Default::default()
+        }));
+        b.finish().unwrap()
+    };
+    for (seq, port) in [(1, 80), (2, 443), (3, 8443)] {
+        a.handle_control(0, from(MGR), &anon(port, 30, seq));
+    }
+    assert_eq!(a.wildcard_entries(0).len(), 3);
+    // Refreshing one keeps three; deleting one leaves the other two.
+    a.handle_control(0, from(MGR), &anon(443, 30, 4));
+    assert_eq!(a.wildcard_entries(0).len(), 3);
+    a.handle_control(0, from(MGR), &anon(443, 0, 5));
+    assert_eq!(a.wildcard_entries(0).len(), 2);
+}
+
+// Item 3: manager interest data is echoed in interest matches.
+#[test]
+fn manager_interest_data_is_echoed_in_interest_matches() {
+    let (a, mut w) = agent(AgentConfig::default());
+    let mut b = MessageBuilder::new(MessageType::AffinityUpdateWildcard, 1);
+    b.push(Segment::IdentityInfo(IdentityInfo {
+        address: MGR,
+        host_name: "mgr",
+    }));
+    b.push(Segment::SmInterestData(b"service=web;v=3"));
+    b.push(Segment::WildcardAffinity(WildcardAffinity {
+        key: AffinityKey {
+            src_port: 0,
+            ..fwd_key(0)
+        },
+        dst_mask: Ipv4Addr::BROADCAST,
+        ttl: 30,
+        ..Default::default()
+    }));
+    b.push(Segment::AffinityIdentifier(AffinityIdentifier {
+        id: 10,
+        reason: 0,
+    }));
+    b.push(Segment::InterestCriteria(InterestCriteria {
+        address: Ipv4Addr::UNSPECIFIED,
+        port: 0,
+        mask: interest::ALL,
+        flags: InterestCriteria::DATA,
+    }));
+    a.handle_control(0, from(MGR), &b.finish().unwrap());
+    // In place, and out of line (no headroom).
+    let (d, buf) = run(&mut w, SEC, &syn(1));
+    let m = punt_bytes(d, &buf);
+    let m = ServiceMessage::parse(&m).unwrap();
+    assert_eq!(m.sm_interest_data(), Some(&b"service=web;v=3"[..]));
+    assert!(m.fa_interest_data().is_some());
+    let mut small = buffer(&syn(2), 4);
+    let mut pkts = [PacketBuf::new(&mut small, 4, syn(2).len())];
+    let mut out = [Disposition::Pass];
+    w.process_batch(SEC, &mut pkts, &mut out);
+    assert_eq!(out[0], Disposition::Consumed);
+    let msgs = w.take_messages();
+    let m = ServiceMessage::parse(&msgs[0].1).unwrap();
+    assert_eq!(m.sm_interest_data(), Some(&b"service=web;v=3"[..]));
 }

@@ -233,7 +233,8 @@ impl Agent {
             return true;
         }
         let held = self.actions.get(old.action);
-        held.owner == owner || rank.is_some_and(|r| r < held.rank())
+        let order = |r: (bool, u16, u16)| (!r.0, u16::MAX - r.1, r.2);
+        held.owner == owner || rank.is_some_and(|r| order(r) < held.rank())
     }
 
     pub(super) fn apply_fixed(
