@@ -531,3 +531,59 @@ fn manager_interest_data_is_echoed_in_interest_matches() {
     let m = ServiceMessage::parse(&msgs[0].1).unwrap();
     assert_eq!(m.sm_interest_data(), Some(&b"service=web;v=3"[..]));
 }
+
+// Item 2: a receiver that expects no security ignores the security
+// segment and accepts the message (seed).
+#[test]
+fn receiver_without_keys_accepts_signed_messages() {
+    let (a, _w) = agent(AgentConfig::default());
+    let key = affinity_api::Key::new(1, affinity_api::AuthAlgorithm::HmacSha256, b"k".to_vec());
+    let out = a.handle_control(
+        0,
+        from(MGR),
+        &wildcard_msg(MGR, 1, &[Wc::to_vip(10)], Some(&key)),
+    );
+    assert!(out.replies.is_empty());
+    assert_eq!(a.wildcard_entries(0).len(), 1);
+    assert_eq!(a.counter(Counter::CtlAuthFail), 0);
+}
+
+// Item 11 (first part): with authentication on, a correctly signed message
+// carrying an unknown Required segment is denied (the digest is checked
+// over the raw bytes); a wrongly signed one is not answered.
+#[test]
+fn signed_message_with_unknown_required_segment_is_denied() {
+    let key = affinity_api::Key::new(1, affinity_api::AuthAlgorithm::HmacSha256, b"k".to_vec());
+    let (a, _w) = agent(AgentConfig {
+        auth: affinity_api::AuthPolicy::with_key(key.clone()),
+        ..Default::default()
+    });
+    let msg = |k: &affinity_api::Key, seq: u64| {
+        let mut b = MessageBuilder::signed(MessageType::AffinityUpdateWildcard, seq, k);
+        b.push(Segment::WildcardAffinity(WildcardAffinity {
+            ttl: 5,
+            ..Default::default()
+        }));
+        b.push_with(
+            Segment::Unknown {
+                seg_type: 99,
+                body: &[1, 2],
+            },
+            true,
+        );
+        b.finish().unwrap()
+    };
+    let out = a.handle_control(0, from(MGR), &msg(&key, 9));
+    assert_eq!(out.replies.len(), 1);
+    let (r, _) = deny_of(&out.replies[0].1);
+    assert_eq!(
+        (r.code, r.denied_type, r.denied_sequence),
+        (DenyReason::UNKNOWN_REQUIRED_SEGMENT, 99, 9)
+    );
+    let wrong = affinity_api::Key::new(1, affinity_api::AuthAlgorithm::HmacSha256, b"x".to_vec());
+    assert!(a
+        .handle_control(0, from(MGR), &msg(&wrong, 10))
+        .replies
+        .is_empty());
+    assert_eq!(a.wildcard_entries(0).len(), 0);
+}
