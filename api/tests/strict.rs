@@ -60,7 +60,13 @@ fn undefined_dispatch_and_information_bits_are_malformed() {
 
 #[test]
 fn deny_codes_outside_one_to_five_are_malformed() {
-    for (code, ok) in [(0, false), (1, true), (5, true), (6, false), (0xffff, false)] {
+    for (code, ok) in [
+        (0, false),
+        (1, true),
+        (5, true),
+        (6, false),
+        (0xffff, false),
+    ] {
         let m = msg(
             MessageType::AffinityUpdateDeny,
             &[Segment::DenyReason(DenyReason {

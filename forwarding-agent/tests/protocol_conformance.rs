@@ -11,9 +11,8 @@
 mod common;
 use affinity_api::{
     dispatch, info, interest, seg, AdvertiseAction, AffinityIdentifier, AffinityKey, AffinityRef,
-    BackupPrecedence, DenyReason, FixedAffinity, IdentityInfo, InterestCriteria,
-    MessageBuilder, MessageType, NatAction, Segment, ServiceMessage, ServicePrecedence,
-    WildcardAffinity,
+    BackupPrecedence, DenyReason, FixedAffinity, IdentityInfo, InterestCriteria, MessageBuilder,
+    MessageType, NatAction, Segment, ServiceMessage, ServicePrecedence, WildcardAffinity,
 };
 use affinity_forwarding_agent::wire::{self, build};
 use affinity_forwarding_agent::{
@@ -438,12 +437,24 @@ fn fixed_affinity_changes_are_limited_to_the_owner_or_a_higher_precedence() {
     a.handle_control(
         SEC,
         from(MGR2),
-        &fixed_msg(MGR2, 4, fwd_key(1), 30, &[higher, nat_to(other)], None, None),
+        &fixed_msg(
+            MGR2,
+            4,
+            fwd_key(1),
+            30,
+            &[higher, nat_to(other)],
+            None,
+            None,
+        ),
     );
     assert_eq!(sent_to(&mut w), other);
     // The owner now is the second manager: the first may no longer
     // delete it (its precedence 100 is lower than 300).
-    a.handle_control(SEC, from(MGR), &fixed_msg(MGR, 5, fwd_key(1), 0, &[], None, None));
+    a.handle_control(
+        SEC,
+        from(MGR),
+        &fixed_msg(MGR, 5, fwd_key(1), 0, &[], None, None),
+    );
     assert_eq!(a.fixed_count(SEC), 1);
     let lower = Segment::BackupPrecedence(BackupPrecedence { value: 20 });
     a.handle_control(

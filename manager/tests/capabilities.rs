@@ -109,7 +109,11 @@ fn agent_that_denies_nat_is_not_used_for_the_service() {
     let mut buf = vec![0u8; 256 + syn.len()];
     buf[256..].copy_from_slice(&syn);
     let mut out = [Disposition::Pass];
-    w.process_batch(SEC, &mut [PacketBuf::new(&mut buf, 256, syn.len())], &mut out);
+    w.process_batch(
+        SEC,
+        &mut [PacketBuf::new(&mut buf, 256, syn.len())],
+        &mut out,
+    );
     assert!(!matches!(out[0], Disposition::Punt { .. }));
     assert_eq!(mgr.flow_count(), 0);
     assert_eq!(wildcards_to_agent(&mgr.tick(10 * SEC)), 0);

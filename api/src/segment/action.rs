@@ -233,7 +233,8 @@ impl<'a> SegmentBody<'a> for ActionList<'a> {
     const MAX_LEN: usize = 64;
 
     fn parse(body: &'a [u8]) -> Result<Self, SegmentErrorKind> {
-        let list = ActionList::from_raw(body).ok_or(bad("action list length", body.len() as u32))?;
+        let list =
+            ActionList::from_raw(body).ok_or(bad("action list length", body.len() as u32))?;
         // Each entry names an action segment type (10–13), PROTOCOL.md
         // "14 — action list"; anything else is malformed.
         match list.entries().find(|&(t, _)| !ActionList::is_action(t)) {

@@ -3,10 +3,10 @@
 //! (3), service precedence (4) and backup precedence (5). Layouts:
 //! PROTOCOL.md, "Segments".
 
+use super::layout::only_defined;
 use super::layout::{fixed_layout, one_flag, read_whole, SegmentBody};
 use crate::codec::{Reader, Writer};
 use crate::error::SegmentErrorKind;
-use super::layout::only_defined;
 use crate::numbers::{dispatch, info, seg};
 use std::net::Ipv4Addr;
 

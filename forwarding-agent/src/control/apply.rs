@@ -37,10 +37,12 @@ impl Agent {
         let mut v = Vec::new();
         for (s, required) in msg.segments() {
             let t = s.seg_type();
-            if required && ActionList::is_action(t) && !self.config.supports_action(t) {
-                if !v.contains(&t) {
-                    v.push(t);
-                }
+            if required
+                && ActionList::is_action(t)
+                && !self.config.supports_action(t)
+                && !v.contains(&t)
+            {
+                v.push(t);
             }
         }
         v
@@ -205,10 +207,11 @@ impl Agent {
             .iter()
             .filter(|w| w.owner == owner && w.is_live(now) && w.matches(key, true))
             .min_by_key(|w| w.order())?;
-        let sp = e.service_precedence.map_or(
-            (best.search_first, best.service_precedence),
-            |s| (s.search_first, s.value),
-        );
+        let sp = e
+            .service_precedence
+            .map_or((best.search_first, best.service_precedence), |s| {
+                (s.search_first, s.value)
+            });
         let bp = e
             .backup_precedence
             .map_or(best.backup_precedence, |b| b.value);

@@ -45,7 +45,8 @@ impl Agent {
                     code: DenyReason::UNKNOWN_REQUIRED_SEGMENT,
                     denied_sequence: h.sequence,
                 };
-                out.replies.push((from, self.build_deny(deny, &[], None, None)));
+                out.replies
+                    .push((from, self.build_deny(deny, &[], None, None)));
                 st.counters.inc(Counter::DenySent);
             }
         }
@@ -132,7 +133,11 @@ fn verify_unparsed_ok(
     // Header (16 bytes), then the security segment: type, length,
     // algorithm, reserved, key id, digest (PROTOCOL.md "6 — security").
     let at = HEADER_LEN;
-    let field = |i: usize| bytes.get(i..i + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    let field = |i: usize| {
+        bytes
+            .get(i..i + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
     let (Some(t), Some(len), Some(key_id)) = (field(at), field(at + 2), field(at + 6)) else {
         return false;
     };
