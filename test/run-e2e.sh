@@ -276,6 +276,32 @@ start_manager 1 "$(manager_config 1 0)"
 wait_for 10 web_wildcard_present 1 && wait_for 10 web_wildcard_present 2
 wait_for 10 healthy 1 && wait_for 10 healthy 2 && wait_for 10 healthy 3
 
+# 10c. Advertise into routing (issue 13, seed FIG 10H): while the web service
+#     advertises its virtual address, each host agent holds a kernel route
+#     for it tagged with route protocol 197 (for BIRD/FRR to redistribute);
+#     when the wildcard goes (the manager stops, its 1 s TTL runs out), the
+#     route is withdrawn. (VPP agents: the FIB part is not implemented.)
+if [ "$AGENT_KIND" = vpp ]; then
+    skip advertise-route "the VPP agent does not install advertised prefixes in the FIB yet"
+else
+    stop_managers
+    WEB_EXTRA='advertise = true' start_manager 1 "$(WEB_EXTRA='advertise = true' manager_config 1 0)"
+    adv_route() { ip -n $LAB-a$1 route show proto 197 | grep -q '^203\.0\.113\.10 .*dev afftun0'; }
+    no_adv_route() { ! adv_route "$1"; }
+    wait_for 10 adv_route 1 && wait_for 5 adv_route 2; r_up=$?
+    r_text=$(ip -n $LAB-a1 route show proto 197 | head -n 1)
+    stop_managers
+    wait_for 6 no_adv_route 1 && wait_for 6 no_adv_route 2; r_down=$?
+    if [ "$r_up" = 0 ] && [ "$r_down" = 0 ]; then
+        pass advertise-route "both agents installed '$r_text' (proto 197) while advertised, and withdrew it when the wildcard expired"
+    else
+        fail advertise-route "route up=$r_up down=$r_down; a1 proto-197 routes: $(ip -n $LAB-a1 route show proto 197 | tr '\n' ';')"
+    fi
+    start_manager 1 "$(manager_config 1 0)"
+    wait_for 10 web_wildcard_present 1 && wait_for 10 web_wildcard_present 2
+    wait_for 10 healthy 1 && wait_for 10 healthy 2 && wait_for 10 healthy 3
+fi
+
 # 11. VPP only: the same traffic with a worker thread (`cpu { workers 1 }`):
 #     packets are processed on the worker, control updates arrive meanwhile,
 #     and the per-thread counters are summed in `show affinity stats`.
