@@ -71,7 +71,7 @@ impl Agent {
     ) {
         let mut st = self.control.lock();
         st.counters.inc(Counter::CtlMessages);
-        let Some(msg) = self.parse(&mut st, out, from, bytes) else {
+        let Some(msg) = self.parse(&mut st, out, now_ns, from, bytes) else {
             self.publish_control(&st);
             return;
         };

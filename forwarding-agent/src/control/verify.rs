@@ -18,6 +18,7 @@ impl Agent {
         &self,
         st: &mut ControlState,
         out: &mut ControlOutput,
+        now_ns: u64,
         from: SocketAddrV4,
         bytes: &'m [u8],
     ) -> Option<ServiceMessage<'m>> {
@@ -39,7 +40,8 @@ impl Agent {
         {
             let known = st.managers.iter_mut().find(|m| m.address == *from.ip());
             let window = known.map(|m| &mut m.replay);
-            if verify_unparsed_ok(&self.auth(), bytes, h.sequence, window) {
+            let now = now_ns / 1_000_000_000;
+            if verify_unparsed_ok(&self.auth(), now, bytes, h.sequence, window) {
                 let deny = DenyReason {
                     denied_type: seg_type & !REQUIRED_FLAG,
                     code: DenyReason::UNKNOWN_REQUIRED_SEGMENT,
@@ -120,9 +122,11 @@ impl Agent {
 /// on, only when its first segment is a security segment whose digest,
 /// computed over the raw bytes, verifies with an accepted key and its
 /// sequence passes the sender's replay window (when the sender is known),
+/// with a key still accepted at `now_secs` (the caller's clock, seconds),
 /// so a forged or replayed packet cannot make the agent send.
 fn verify_unparsed_ok(
     policy: &AuthPolicy,
+    now_secs: u64,
     bytes: &[u8],
     sequence: u64,
     window: Option<&mut ReplayWindow>,
@@ -149,6 +153,9 @@ fn verify_unparsed_ok(
     let Some(key) = policy.keys.get(key_id) else {
         return false;
     };
+    if key.accept_until.is_some_and(|t| now_secs > t) {
+        return false;
+    }
     let algorithm = AuthAlgorithm::from_u8(bytes[at + 4]);
     if algorithm != Some(key.algorithm) || end - digest_at != key.algorithm.digest_len() {
         return false;
