@@ -47,8 +47,10 @@ impl Worker {
     }
 
     /// [`Worker::process_one`] after the packet was counted (released
-    /// fragments come back through here).
-    #[inline]
+    /// fragments come back through here). Always inlined: the batch loop's
+    /// path must stay one function, as it was before released fragments
+    /// gave this a second (cold) caller.
+    #[inline(always)]
     pub(super) fn process_counted(
         &mut self,
         ctx: &BatchCtx<'_>,
@@ -159,7 +161,9 @@ impl Worker {
     /// A later fragment: `Ok` with the fixed key to look up (its first
     /// fragment's), or `Ok(None)` to go on to the wildcards with unknown
     /// ports (no decision and no room to wait); `Err` with the disposition
-    /// when its first fragment's decision settles it or it is held.
+    /// when its first fragment's decision settles it or it is held. Out of
+    /// line: ordinary packets never come here.
+    #[inline(never)]
     fn later_fragment(
         &mut self,
         ctx: &BatchCtx<'_>,
