@@ -348,7 +348,7 @@ fn tcp_opts(
     l4.extend_from_slice(&seq.to_be_bytes());
     l4.extend_from_slice(&ack.to_be_bytes());
     l4.extend_from_slice(&[
-        ((20 + o.len()) / 4 << 4) as u8,
+        (((20 + o.len()) / 4) << 4) as u8,
         0x10,
         0xfa,
         0xf0,
@@ -538,9 +538,10 @@ fn fragments_in_any_order_follow_the_first() {
         build::fragment(&whole, 800, 800, true),
         build::fragment(&whole, 1200, 808, false),
     ];
+    /// (name, fragments, arrival order, held, released)
+    type Case<'f> = (&'static str, &'f [Vec<u8>], Vec<usize>, u64, u64);
     #[rustfmt::skip]
-    let table: Vec<(&str, &[Vec<u8>], Vec<usize>, u64, u64)> = vec![
-        // (name, fragments, arrival order, held, released)
+    let table: Vec<Case<'_>> = vec![
         ("issue: second before first", &two, vec![1, 0], 1, 1),
         ("in order", &two, vec![0, 1], 0, 0),
         ("reversed train of three", &three, vec![2, 1, 0], 2, 2),

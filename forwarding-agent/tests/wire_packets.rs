@@ -412,7 +412,7 @@ proptest! {
         let mut q = p[..40].to_vec();
         q.extend_from_slice(&opts);
         q.extend_from_slice(&p[40..]);
-        q[32] = ((20 + opts.len()) / 4 << 4) as u8;
+        q[32] = (((20 + opts.len()) / 4) << 4) as u8;
         q[33] |= 0x10;
         let len = q.len() as u16;
         q[2..4].copy_from_slice(&len.to_be_bytes());

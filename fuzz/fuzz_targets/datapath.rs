@@ -150,7 +150,9 @@ fn fragment_train(w: &mut Worker, k: &AffinityKey, b: &[u8], now: &mut u64) {
         let n = buf.len();
         let mut out = [Disposition::Pass];
         w.process_batch(*now, &mut [PacketBuf::new(&mut buf, 0, n)], &mut out);
-        if let Disposition::Pass | Disposition::Forward(_) = out[0] {
+        // A first fragment too short for its transport header is
+        // malformed and passed as it is; the others must stay valid.
+        if let (Disposition::Pass | Disposition::Forward(_), true) = (out[0], ip_ok(f)) {
             assert!(ip_ok(&buf), "fragment IP checksum broken");
         }
         for (p, d) in w.take_released() {
