@@ -831,3 +831,108 @@ fn partial_checksums_stay_partial_through_nat() {
         assert_eq!(full, *expected, "{name}: full checksum");
     }
 }
+
+#[test]
+fn later_fragments_follow_every_kind_of_first_fragment_decision() {
+    let to_vip = datagram((VIP, 53));
+    let first = build::fragment(&to_vip, 0, 1480, true);
+    let later = build::fragment(&to_vip, 1480, 528, false);
+    let natted = datagram((B1, 53));
+    let natted_later = build::fragment(&natted, 1480, 528, false);
+    // (name, wildcard, expected disposition, expected later fragment)
+    let mut nat_wc = Wc::to_vip(5);
+    nat_wc.key = key(17, (Ipv4Addr::UNSPECIFIED, 0), (VIP, 53));
+    nat_wc.interest = None;
+    nat_wc.nat = Some(nat_dst(B1, 53));
+    let mut adv_wc = Wc::to_vip(6);
+    adv_wc.advertise = Some(affinity_api::AdvertiseAction {
+        address: VIP,
+        mask: None,
+    });
+    let mut other_wc = Wc::to_vip(7);
+    other_wc.key.dst_addr = Ipv4Addr::new(203, 0, 113, 99);
+    let drop = Disposition::Drop(Counter::DropAdvertised);
+    #[rustfmt::skip]
+    let table = [
+        ("a wildcard's NAT (not punted)", nat_wc, Disposition::Pass, natted_later.clone()),
+        ("no match: passed", other_wc, Disposition::Pass, later.clone()),
+        ("advertised without a match: dropped", adv_wc, drop, later.clone()),
+    ];
+    for (name, wc, disposition, expected) in table {
+        for later_first in [true, false] {
+            let a = Agent::new(AgentConfig {
+                fixed_capacity: 1024,
+                ..Default::default()
+            });
+            a.handle_control(0, from(MGR), &wildcard_msg(MGR, 1, &[wc.clone()], None));
+            let mut w = a.worker();
+            let order: &[&Vec<u8>] = if later_first {
+                &[&later, &first]
+            } else {
+                &[&first, &later]
+            };
+            let mut left = Vec::new();
+            for p in order {
+                let (d, out) = run(&mut w, SEC, p);
+                if d != Disposition::Consumed {
+                    left.push((d, out));
+                }
+                left.extend(w.take_released().into_iter().map(|(p, d)| (d, p)));
+            }
+            assert_eq!(left.len(), 2, "{name}");
+            let (d, out) = left.iter().find(|(_, p)| p[6..8] != [0x20, 0]).unwrap();
+            assert_eq!(
+                (*d, out),
+                (disposition, &expected),
+                "{name}, later first: {later_first}"
+            );
+            assert_eq!(
+                left.iter().filter(|(d, _)| *d == disposition).count(),
+                2,
+                "{name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn icmp_errors_go_where_their_flow_is_dispatched() {
+    let hop = Ipv4Addr::new(192, 0, 2, 77);
+    let (a, mut w) = agent_with(AgentConfig::default(), &[]);
+    let mut b = MessageBuilder::new(MessageType::AffinityUpdateFixed, 3);
+    b.push(Segment::IdentityInfo(IdentityInfo {
+        address: MGR,
+        host_name: "mgr",
+    }));
+    b.push(Segment::FixedAffinity(FixedAffinity {
+        key: key(6, (C1, 43000), (VIP, 80)),
+        ttl: 30,
+        dispatch_flags: affinity_api::dispatch::FORWARD,
+        forward_addr: hop,
+        ..Default::default()
+    }));
+    b.push(Segment::NatAction(nat_dst(B3, 8080)));
+    let out = a.handle_control(0, from(MGR), &b.finish().unwrap());
+    assert!(out.replies.is_empty());
+    let err = icmp_error(
+        ROUTER,
+        VIP,
+        3,
+        4,
+        1400,
+        &quote(&quoted_tcp((VIP, 80), (C1, 43000))),
+    );
+    let expected = icmp_error(
+        ROUTER,
+        B3,
+        3,
+        4,
+        1400,
+        &quote(&quoted_tcp((B3, 8080), (C1, 43000))),
+    );
+    let (d, out) = run(&mut w, SEC, &err);
+    assert_eq!((d, out), (Disposition::Forward(hop), expected));
+    // Expired: the error is no longer the flow's.
+    let (d, out) = run(&mut w, 40 * SEC, &err);
+    assert_eq!((d, out), (Disposition::Pass, err));
+}
