@@ -864,7 +864,11 @@ fn later_fragments_follow_every_kind_of_first_fragment_decision() {
                 fixed_capacity: 1024,
                 ..Default::default()
             });
-            a.handle_control(0, from(MGR), &wildcard_msg(MGR, 1, &[wc.clone()], None));
+            a.handle_control(
+                0,
+                from(MGR),
+                &wildcard_msg(MGR, 1, std::slice::from_ref(&wc), None),
+            );
             let mut w = a.worker();
             let order: &[&Vec<u8>] = if later_first {
                 &[&later, &first]
