@@ -33,6 +33,47 @@ pub struct AgentConfig {
     pub drop_malformed: bool,
     /// Keep per-flow packet/byte counters.
     pub per_flow_counters: bool,
+    /// Source addresses control messages are accepted from; `None` = any
+    /// (open to the whole control LAN: trusted LANs only). Checked before
+    /// anything else, so other senders leave no state.
+    pub allowed_managers: Option<Vec<Ipv4Addr>>,
+    /// Managers (owners) remembered at most; a new sender past it is
+    /// dropped and counted (`control-manager-table-full`). Bounds the state
+    /// senders can create.
+    pub max_managers: usize,
+    /// Multicast groups this agent receives wildcard updates on: besides
+    /// `agent_addr`, the addresses a receiver segment may name.
+    pub multicast_groups: Vec<Ipv4Addr>,
+    /// Per-owner limits (entries) on the fixed, action and wildcard tables;
+    /// past one an update is denied with `QUOTA_EXCEEDED`. Default: the
+    /// whole table (no limit beyond its capacity).
+    pub owner_quota: OwnerQuota,
+}
+
+/// Per-owner (per-manager) entry limits; see [`AgentConfig::owner_quota`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnerQuota {
+    /// Fixed affinities one manager may hold (entries).
+    pub fixed: usize,
+    /// Action sets one manager's fixed affinities may hold (entries).
+    pub actions: usize,
+    /// Wildcards one manager may hold (entries).
+    pub wildcards: usize,
+    /// Distinct (source mask, destination mask, port-any) patterns among
+    /// one manager's wildcards: each costs the data path one more lookup
+    /// per packet, so this bounds per-packet work (issue 16, item 4).
+    pub wildcard_patterns: usize,
+}
+
+impl Default for OwnerQuota {
+    fn default() -> Self {
+        OwnerQuota {
+            fixed: usize::MAX,
+            actions: usize::MAX,
+            wildcards: usize::MAX,
+            wildcard_patterns: 64,
+        }
+    }
 }
 
 impl Default for AgentConfig {
@@ -51,6 +92,10 @@ impl Default for AgentConfig {
             disabled_actions: Vec::new(),
             drop_malformed: false,
             per_flow_counters: true,
+            allowed_managers: None,
+            max_managers: 64,
+            multicast_groups: Vec::new(),
+            owner_quota: OwnerQuota::default(),
         }
     }
 }

@@ -22,8 +22,13 @@ use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage:
   affinity-agent --tun NAME --address ADDR [--name NAME] [--listen PORT]
-                 [--multicast-group GROUP] [--manager ADDR]... [--key-file F --key-id N [--key-algorithm hmac-sha256|keyed-md5]]
+                 [--multicast-group GROUP] [--manager ADDR]... [--accept-any-manager]
+                 [--key-file F --key-id N [--key-algorithm hmac-sha256|keyed-md5] [--key-identity ADDR]...]
                  [--disable-action nat|advertise|seq-adjust|interest] [--fixed-capacity N] [--socket PATH]
+                 [--fixed-quota N] [--wildcard-quota N] [--pattern-quota N] [--rcvbuf BYTES]
+  Control messages are accepted only from the --manager addresses unless
+  --accept-any-manager is given. Without --key-file the agent runs in OPEN
+  mode (no authentication): trusted LANs only.
   affinity-agent --socket PATH status|fixed|wildcard|managers|stats";
 
 struct Opts {
@@ -32,7 +37,37 @@ struct Opts {
     listen: u16,
     group: Option<Ipv4Addr>,
     managers: Vec<Ipv4Addr>,
+    /// Control socket receive buffer (bytes): a burst of updates must not
+    /// overflow the kernel default (~200 KiB) while a batch is applied.
+    rcvbuf: usize,
     cfg: AgentConfig,
+}
+
+/// Largest key file read (bytes); `/dev/zero` must not be read until
+/// memory runs out, and a key longer than a hash block adds nothing.
+const MAX_KEY_FILE_BYTES: u64 = 4096;
+
+/// Reads a key file: at most [`MAX_KEY_FILE_BYTES`], one trailing newline
+/// dropped; an unreadable, empty or longer file is an error (text).
+fn read_key_file(path: &str) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
+    let mut secret = Vec::new();
+    f.take(MAX_KEY_FILE_BYTES + 1)
+        .read_to_end(&mut secret)
+        .map_err(|e| format!("{path}: {e}"))?;
+    if secret.len() as u64 > MAX_KEY_FILE_BYTES {
+        return Err(format!(
+            "{path}: key file longer than {MAX_KEY_FILE_BYTES} bytes"
+        ));
+    }
+    if secret.last() == Some(&b'\n') {
+        secret.pop();
+    }
+    if secret.is_empty() {
+        return Err(format!("{path}: empty key"));
+    }
+    Ok(secret)
 }
 
 fn parse_args(args: &[String]) -> Result<(Opts, Vec<String>), String> {
@@ -42,6 +77,7 @@ fn parse_args(args: &[String]) -> Result<(Opts, Vec<String>), String> {
         listen: AGENT_PORT,
         group: None,
         managers: Vec::new(),
+        rcvbuf: 8 << 20,
         cfg: AgentConfig {
             fixed_capacity: 1 << 18,
             action_capacity: 1 << 16,
@@ -49,6 +85,8 @@ fn parse_args(args: &[String]) -> Result<(Opts, Vec<String>), String> {
         },
     };
     let (mut key_file, mut key_id, mut key_alg) = (None, 1u16, AuthAlgorithm::HmacSha256);
+    let mut key_identities = Vec::new();
+    let mut any_manager = false;
     let mut rest = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -65,6 +103,21 @@ fn parse_args(args: &[String]) -> Result<(Opts, Vec<String>), String> {
             "--manager" => o
                 .managers
                 .push(val(a)?.parse().map_err(|_| "bad --manager")?),
+            "--accept-any-manager" => any_manager = true,
+            "--key-identity" => {
+                key_identities.push(val(a)?.parse().map_err(|_| "bad --key-identity")?)
+            }
+            "--fixed-quota" => {
+                o.cfg.owner_quota.fixed = val(a)?.parse().map_err(|_| "bad --fixed-quota")?
+            }
+            "--wildcard-quota" => {
+                o.cfg.owner_quota.wildcards = val(a)?.parse().map_err(|_| "bad --wildcard-quota")?
+            }
+            "--pattern-quota" => {
+                o.cfg.owner_quota.wildcard_patterns =
+                    val(a)?.parse().map_err(|_| "bad --pattern-quota")?
+            }
+            "--rcvbuf" => o.rcvbuf = val(a)?.parse().map_err(|_| "bad --rcvbuf")?,
             "--key-file" => key_file = Some(val(a)?),
             "--key-id" => key_id = val(a)?.parse().map_err(|_| "bad --key-id")?,
             "--key-algorithm" => {
@@ -88,13 +141,14 @@ fn parse_args(args: &[String]) -> Result<(Opts, Vec<String>), String> {
         }
     }
     if let Some(f) = key_file {
-        let secret = std::fs::read(&f).map_err(|e| format!("{f}: {e}"))?;
-        let secret = secret
-            .strip_suffix(b"\n")
-            .map(<[u8]>::to_vec)
-            .unwrap_or(secret);
-        o.cfg.auth = AuthPolicy::with_key(Key::new(key_id, key_alg, secret));
+        let secret = read_key_file(&f)?;
+        o.cfg.auth =
+            AuthPolicy::with_key(Key::new(key_id, key_alg, secret).for_identities(key_identities));
     }
+    if !any_manager {
+        o.cfg.allowed_managers = Some(o.managers.clone());
+    }
+    o.cfg.multicast_groups.extend(o.group);
     o.cfg.instance_id = u32::from(o.cfg.agent_addr) ^ std::process::id();
     Ok((o, rest))
 }
@@ -111,8 +165,16 @@ fn main() -> ExitCode {
     if !rest.is_empty() {
         return match show::client(&o.socket, &rest.join(" ")) {
             Ok(s) => {
-                print!("{s}");
-                ExitCode::SUCCESS
+                // `... | head -1` closes the pipe early: that is success,
+                // not a panic (print! would panic on EPIPE).
+                let mut out = std::io::stdout().lock();
+                match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
+                    Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                        eprintln!("affinity-agent: {e}");
+                        ExitCode::from(1)
+                    }
+                    _ => ExitCode::SUCCESS,
+                }
             }
             Err(e) => {
                 eprintln!("affinity-agent: {e}");
@@ -134,8 +196,17 @@ fn main() -> ExitCode {
 }
 
 fn run(o: Opts) -> std::io::Result<()> {
+    if o.cfg.auth.keys.is_empty() {
+        eprintln!("affinity-agent: warning: no --key-file: OPEN mode, control messages are not authenticated; trusted LANs only");
+    }
+    match &o.cfg.allowed_managers {
+        Some(m) if m.is_empty() => eprintln!("affinity-agent: warning: no --manager given: control messages from everyone are refused (--accept-any-manager to accept them)"),
+        None => eprintln!("affinity-agent: warning: --accept-any-manager: control messages accepted from any address"),
+        Some(_) => {}
+    }
     let tun = Arc::new(tun::Tun::open(&o.tun)?);
     let sock = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, o.listen))?;
+    set_rcvbuf(&sock, o.rcvbuf);
     if let Some(g) = o.group {
         sock.join_multicast_v4(&g, &o.cfg.agent_addr)?;
     }
@@ -157,10 +228,10 @@ fn run(o: Opts) -> std::io::Result<()> {
         let agent = agent.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let mut line = String::new();
-                let _ = BufReader::new(&conn).read_line(&mut line);
-                let text = affinity_forwarding_agent::show::render(&agent, now(), line.trim());
-                let _ = (&conn).write_all(text.as_bytes());
+                // One thread per connection with timeouts and a line limit:
+                // an idle client must not block everyone's `status`.
+                let agent = agent.clone();
+                std::thread::spawn(move || serve_status(&agent, &conn, now()));
             }
         });
     }
@@ -191,6 +262,9 @@ fn run(o: Opts) -> std::io::Result<()> {
         if let Ok((n, SocketAddr::V4(from))) = sock.recv_from(&mut buf) {
             let t = now();
             let out = agent.handle_control(t, from, &buf[..n]);
+            for line in &out.log {
+                eprintln!("affinity-agent: {line}");
+            }
             for (to, m) in out.replies {
                 let _ = sock.send_to(&m, to);
             }
@@ -215,6 +289,64 @@ fn run(o: Opts) -> std::io::Result<()> {
     let _ = dp.join();
     let _ = std::fs::remove_file(&o.socket);
     Ok(())
+}
+
+/// Longest status-socket command line (bytes).
+const MAX_STATUS_LINE: u64 = 1024;
+
+/// Answers one status-socket connection: one UTF-8 command line of at most
+/// [`MAX_STATUS_LINE`] bytes within 5 s. Anything else gets a fixed error
+/// (no echo of the input, and never the status by default).
+fn serve_status(agent: &Agent, conn: &std::os::unix::net::UnixStream, now: u64) {
+    use std::io::Read;
+    let timeout = Some(Duration::from_secs(5));
+    let _ = conn.set_read_timeout(timeout);
+    let _ = conn.set_write_timeout(timeout);
+    let mut raw = Vec::new();
+    let ok = BufReader::new(conn.take(MAX_STATUS_LINE))
+        .read_until(b'\n', &mut raw)
+        .is_ok();
+    let line = std::str::from_utf8(&raw).ok().map(str::trim);
+    let text = match line {
+        Some(l) if ok && !l.is_empty() && l.bytes().all(|b| b.is_ascii_graphic() || b == b' ') => {
+            affinity_forwarding_agent::show::render(agent, now, l)
+        }
+        _ => "error: expected one command line (status | tables | fixed | wildcard | managers | stats)\n".into(),
+    };
+    let mut w = conn;
+    let _ = w.write_all(text.as_bytes());
+}
+
+/// Sets the control socket's receive buffer to `bytes` (the kernel caps it
+/// at net.core.rmem_max; the value granted is reported if smaller).
+fn set_rcvbuf(sock: &UdpSocket, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    let v = bytes.min(i32::MAX as usize) as libc::c_int;
+    // SAFETY: setsockopt/getsockopt on our own socket with an int of the
+    // size passed (FFI, the only unsafe here).
+    let (rc, got) = unsafe {
+        let rc = libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        let mut got: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&mut got as *mut libc::c_int).cast(),
+            &mut len,
+        );
+        (rc, got)
+    };
+    // Linux reports double the requested size (bookkeeping overhead).
+    if rc != 0 || (got as usize) < bytes {
+        eprintln!("affinity-agent: control socket receive buffer {got} bytes (asked {bytes}; raise net.core.rmem_max)");
+    }
 }
 
 /// The longest the control thread sleeps without a datagram: one second

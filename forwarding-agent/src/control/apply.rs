@@ -9,7 +9,7 @@ use crate::agent::{ds, Agent, ControlState};
 use crate::config::SUPPORTED_ACTIONS;
 use crate::counters::Counter;
 use crate::fixed_affinity::{FixedValue, Inserted};
-use crate::wildcard_affinity::{Upsert, WildcardEntry};
+use crate::wildcard_affinity::{Upsert, WildcardEntry, WildcardLimits};
 use affinity_api::{seg, AffinityEntry, AffinityKey, DenyReason, FixedAffinity, WildcardAffinity};
 use std::net::Ipv4Addr;
 use std::sync::atomic::AtomicU32;
@@ -109,7 +109,12 @@ impl Agent {
             expires_ds: AtomicU32::new(expires),
             ttl: w.ttl,
         };
-        match self.wildcards.upsert(entry) {
+        let q = self.config.owner_quota;
+        let limits = WildcardLimits {
+            per_owner: q.wildcards,
+            patterns_per_owner: q.wildcard_patterns,
+        };
+        match self.wildcards.upsert_limited(entry, limits) {
             Upsert::Refreshed => {
                 self.actions.release(action, now_ns);
                 st.counters.inc(Counter::WildcardRefresh);
@@ -125,6 +130,12 @@ impl Agent {
                 st.counters.inc(Counter::WildcardFull);
                 let t = seg::WILDCARD_AFFINITY;
                 return self.deny(st, out, inc, t, DenyReason::TABLE_FULL, e);
+            }
+            Upsert::OwnerQuota | Upsert::PatternQuota => {
+                self.actions.release(action, now_ns);
+                st.counters.inc(Counter::WildcardQuota);
+                let t = seg::WILDCARD_AFFINITY;
+                return self.deny(st, out, inc, t, DenyReason::QUOTA_EXCEEDED, e);
             }
         }
         // Reclaimed a second after expiry (`WildcardTable::reclaim`).
@@ -142,6 +153,7 @@ impl Agent {
         let (owner, now, now_ns) = (inc.owner, inc.now, inc.now_ns);
         if f.ttl == 0 {
             if let Some(old) = self.fixed.remove(&f.key) {
+                self.fixed_owner_dec(st, old.action);
                 self.actions.release(old.action, now_ns);
                 st.counters.inc(Counter::FixedDelete);
             }
@@ -164,6 +176,16 @@ impl Agent {
             let t = seg::FIXED_AFFINITY;
             return self.deny(st, out, inc, t, DenyReason::NO_SUPPORTING_WILDCARD, e);
         }
+        // Per-owner quota: a new key past it is denied (a refresh of a
+        // key already held is not). Each fixed affinity holds one action
+        // reference and action sets carry their owner, so this also bounds
+        // the owner's share of the action table (with its wildcards).
+        let held = st.fixed_by_owner.get(&owner).copied().unwrap_or(0);
+        if held >= self.config.owner_quota.fixed && self.fixed.lookup(&f.key).is_none() {
+            st.counters.inc(Counter::FixedQuota);
+            let t = seg::FIXED_AFFINITY;
+            return self.deny(st, out, inc, t, DenyReason::QUOTA_EXCEEDED, e);
+        }
         let actions = self.action_set(e, owner, f.dispatch_flags, f.info_flags, f.forward_addr);
         let Some(action) = self.actions.acquire(&actions, now_ns) else {
             st.counters.inc(Counter::ActionFull);
@@ -179,10 +201,13 @@ impl Agent {
             },
         ) {
             Ok(Inserted::New(_)) => {
+                Self::fixed_owner_inc(st, owner);
                 st.wheel.entry(expires / 10 + 1).or_default().push(f.key);
                 st.counters.inc(Counter::FixedAdd);
             }
             Ok(Inserted::Replaced(_, old)) => {
+                self.fixed_owner_dec(st, old.action);
+                Self::fixed_owner_inc(st, owner);
                 self.actions.release(old.action, now_ns);
                 st.counters.inc(Counter::FixedRefresh);
             }
@@ -223,11 +248,14 @@ impl Agent {
             },
         ) {
             Ok(Inserted::New(_)) => {
+                Self::fixed_owner_inc(&mut st, actions.owner);
                 st.wheel.entry(expires / 10 + 1).or_default().push(key);
                 st.counters.inc(Counter::FixedAdd);
                 Ok(())
             }
             Ok(Inserted::Replaced(_, old)) => {
+                self.fixed_owner_dec(&mut st, old.action);
+                Self::fixed_owner_inc(&mut st, actions.owner);
                 self.actions.release(old.action, now_ns);
                 Ok(())
             }

@@ -35,6 +35,9 @@ pub struct ControlOutput {
     pub replies: Vec<(SocketAddrV4, Vec<u8>)>,
     /// Packets to run through [`crate::Worker::process_returned`].
     pub returned: Vec<ReturnedPacket>,
+    /// Lines for the host's log (refused messages, rate-limited to one a
+    /// second by the core; the core itself does not log).
+    pub log: Vec<String>,
 }
 
 /// A verified message and where it came from, as the apply step sees it.
@@ -75,7 +78,7 @@ impl Agent {
             self.publish_control(&st);
             return;
         };
-        let Some(owner) = self.verify(&mut st, now_ns, from, &msg) else {
+        let Some(owner) = self.verify(&mut st, out, now_ns, from, &msg) else {
             self.publish_control(&st);
             return;
         };
