@@ -95,7 +95,7 @@ impl Default for AgentsSection {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSection {
     #[serde(default)]
@@ -114,6 +114,16 @@ pub struct AuthSection {
 
 fn default_max_ahead() -> u64 {
     AuthPolicy::DEFAULT_MAX_AHEAD_SECS
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            keys: Vec::new(),
+            allow_unsigned_ip_packet_only: false,
+            max_sequence_ahead_secs: default_max_ahead(),
+        }
+    }
 }
 
 /// Largest key file read (bytes): a key longer than a hash block adds
