@@ -62,6 +62,9 @@ pub(crate) struct ControlState {
     pub counters: LocalCounters,
     /// When a refused control message was last logged (monotonic ns).
     pub last_auth_log_ns: Option<u64>,
+    /// Inside [`Agent::handle_control_batch`]: the wildcard snapshot is
+    /// published once at the end, not per message.
+    pub batching: bool,
     /// Fixed affinities held per owner (manager index), for the per-owner
     /// quota ([`crate::OwnerQuota::fixed`]) and `show`.
     pub fixed_by_owner: HashMap<u16, usize>,
@@ -111,6 +114,7 @@ impl Agent {
                 next_wildcard_reclaim_ds: u32::MAX,
                 counters: LocalCounters::default(),
                 last_auth_log_ns: None,
+                batching: false,
                 fixed_by_owner: HashMap::new(),
             }),
             control_counters: SharedCounters::default(),

@@ -50,6 +50,7 @@ counters! {
     CtlParseError => "control-parse-error",
     CtlAuthFail => "control-auth-failed",
     CtlReplay => "control-replay",
+    CtlSocketDrops => "control-socket-drops",
     CtlAuthUnsigned => "control-auth-unsigned",
     CtlAuthUnknownKey => "control-auth-unknown-key",
     CtlAuthBadDigest => "control-auth-bad-digest",

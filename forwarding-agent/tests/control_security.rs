@@ -343,3 +343,41 @@ fn wildcard_mask_patterns_and_entries_are_capped_per_owner() {
     let out = a.handle_control(0, from(MGR2), &wildcard_msg(MGR2, 1, &[patterned(9)], None));
     assert!(out.replies.is_empty());
 }
+
+/// 10 000 wildcards as 358 messages of up to 28 (the lab's burst).
+fn burst() -> Vec<Vec<u8>> {
+    let wcs: Vec<Wc> = (0..10_000u32)
+        .map(|i| {
+            let mut w = Wc::to_vip(i + 1);
+            w.key.dst_addr = Ipv4Addr::from(0xCB00_7100 + (i >> 8));
+            w.key.dst_port = 1 + (i & 0xff) as u16;
+            w
+        })
+        .collect();
+    wcs.chunks(28)
+        .enumerate()
+        .map(|(i, c)| wildcard_msg(MGR, 1 + i as u64, c, None))
+        .collect()
+}
+
+#[test]
+fn a_10000_wildcard_burst_is_applied_whole_with_one_rebuild() {
+    let msgs = burst();
+    assert_eq!(msgs.len(), 358);
+    let one_by_one = Agent::new(AgentConfig::default());
+    let t = std::time::Instant::now();
+    for m in &msgs {
+        one_by_one.handle_control(0, from(MGR), m);
+    }
+    let per_message = t.elapsed();
+    let batched = Agent::new(AgentConfig::default());
+    let t = std::time::Instant::now();
+    let out = batched.handle_control_batch(0, msgs.iter().map(|m| (from(MGR), m.as_slice())));
+    let per_batch = t.elapsed();
+    assert!(out.replies.is_empty());
+    assert_eq!(batched.wildcard_entries(0).len(), 10_000);
+    assert_eq!(one_by_one.wildcard_entries(0).len(), 10_000);
+    println!(
+        "10 000 wildcards in 358 messages: snapshot per message {per_message:?}, one per batch {per_batch:?}"
+    );
+}

@@ -250,8 +250,22 @@ fn run(o: Opts) -> std::io::Result<()> {
     // into one buffer reused for every returned packet.
     const HEAD: usize = 512;
     let mut returned = vec![0u8; HEAD + 65536];
+    let mut drops_seen = udp_drops(o.listen).unwrap_or(0);
+    let mut drops_checked = now();
     while !stop.load(Ordering::Relaxed) {
         let t = now();
+        if t.saturating_sub(drops_checked) >= 1_000_000_000 {
+            // Loss is counted and visible: the kernel's drops on the
+            // control socket (a burst overflowing the receive buffer).
+            drops_checked = t;
+            if let Some(d) = udp_drops(o.listen) {
+                if d > drops_seen {
+                    eprintln!("affinity-agent: {} control datagrams dropped by the kernel (receive buffer full; --rcvbuf)", d - drops_seen);
+                    agent.note_control_drops(d - drops_seen);
+                }
+                drops_seen = d;
+            }
+        }
         if agent.poll_timeout().is_some_and(|due| due <= t) {
             for (to, m) in agent.tick(t) {
                 let _ = sock.send_to(&m, to);
@@ -260,8 +274,20 @@ fn run(o: Opts) -> std::io::Result<()> {
         let wait = sleep_until(agent.poll_timeout(), now(), max_sleep);
         sock.set_read_timeout(Some(wait))?;
         if let Ok((n, SocketAddr::V4(from))) = sock.recv_from(&mut buf) {
+            // Drain what else is queued (a burst) and apply it as one
+            // batch: one wildcard snapshot rebuild for the lot.
+            let mut burst = vec![(from, buf[..n].to_vec())];
+            let _ = sock.set_nonblocking(true);
+            while burst.len() < MAX_BURST {
+                match sock.recv_from(&mut buf) {
+                    Ok((n, SocketAddr::V4(f))) => burst.push((f, buf[..n].to_vec())),
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = sock.set_nonblocking(false);
             let t = now();
-            let out = agent.handle_control(t, from, &buf[..n]);
+            let out = agent.handle_control_batch(t, burst.iter().map(|(f, b)| (*f, b.as_slice())));
             for line in &out.log {
                 eprintln!("affinity-agent: {line}");
             }
@@ -290,6 +316,27 @@ fn run(o: Opts) -> std::io::Result<()> {
     let _ = std::fs::remove_file(&o.socket);
     Ok(())
 }
+
+/// The kernel's drop count for UDP sockets bound to `port` (the last
+/// column of `/proc/net/udp`), `None` if it cannot be read.
+fn udp_drops(port: u16) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/udp").ok()?;
+    let want = format!(":{port:04X}");
+    let sum = text
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|local| local.ends_with(&want))
+        })
+        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+        .sum();
+    Some(sum)
+}
+
+/// Datagrams applied as one batch at most (see `handle_control_batch`).
+const MAX_BURST: usize = 1024;
 
 /// Longest status-socket command line (bytes).
 const MAX_STATUS_LINE: u64 = 1024;
