@@ -60,8 +60,11 @@ pub struct OwnerQuota {
     /// Wildcards one manager may hold (entries).
     pub wildcards: usize,
     /// Distinct (source mask, destination mask, port-any) patterns among
-    /// one manager's wildcards: each costs the data path one more lookup
-    /// per packet, so this bounds per-packet work (issue 16, item 4).
+    /// one manager's wildcards: each costs the data path one more hash
+    /// probe per non-fixed packet, so this bounds per-packet work (issue
+    /// 16, item 4). Default 8: measured 1.9x the cost of one pattern
+    /// (`tests/control_security.rs`, `patterns_cost`); a manager's
+    /// services usually need 2-4 (forward, reverse, source-NAT reverse).
     pub wildcard_patterns: usize,
 }
 
@@ -71,7 +74,7 @@ impl Default for OwnerQuota {
             fixed: usize::MAX,
             actions: usize::MAX,
             wildcards: usize::MAX,
-            wildcard_patterns: 64,
+            wildcard_patterns: 8,
         }
     }
 }

@@ -381,3 +381,70 @@ fn a_10000_wildcard_burst_is_applied_whole_with_one_rebuild() {
         "10 000 wildcards in 358 messages: snapshot per message {per_message:?}, one per batch {per_batch:?}"
     );
 }
+
+/// Per-packet cost of non-fixed traffic (a wildcard miss that probes every
+/// group) with `n` distinct mask patterns installed, ns per packet.
+fn miss_cost(n: u32) -> f64 {
+    use affinity_forwarding_agent::{Disposition, PacketBuf};
+    let a = Agent::new(AgentConfig {
+        wildcard_capacity: 20_000,
+        owner_quota: OwnerQuota {
+            wildcard_patterns: usize::MAX,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    // Pattern i: source mask 255.255.x.y with x.y = i (arbitrary masks are
+    // allowed), so n wildcards give n distinct patterns.
+    let wcs: Vec<Wc> = (0..n)
+        .map(|i| {
+            let mut w = Wc::to_vip(i + 1);
+            w.src_mask = Ipv4Addr::from(0xFFFF_0000 | i);
+            w.key.src_addr = Ipv4Addr::new(198, 18, 0, 0);
+            w
+        })
+        .collect();
+    for (i, c) in wcs.chunks(28).enumerate() {
+        a.handle_control(0, from(MGR), &wildcard_msg(MGR, 1 + i as u64, c, None));
+    }
+    assert_eq!(a.occupancy().wildcard_patterns, n as usize);
+    let mut w = a.worker();
+    let pkt = wire::build::udp(
+        Ipv4Addr::new(198, 18, 9, 9),
+        5000,
+        Ipv4Addr::new(198, 51, 100, 77),
+        53,
+        b"x",
+    );
+    let rounds = 2000;
+    let mut bufs: Vec<Vec<u8>> = (0..32).map(|_| common::buffer(&pkt, 256)).collect();
+    let mut out = [Disposition::Pass; 32];
+    let t = std::time::Instant::now();
+    for _ in 0..rounds {
+        let mut pkts: Vec<PacketBuf<'_>> = bufs
+            .iter_mut()
+            .map(|b| PacketBuf::new(b, 256, pkt.len()))
+            .collect();
+        w.process_batch(0, &mut pkts, &mut out);
+    }
+    t.elapsed().as_nanos() as f64 / (rounds * 32) as f64
+}
+
+/// Issue 16, item 4: run with `cargo test --release -p
+/// affinity-forwarding-agent --test control_security patterns_cost --
+/// --ignored --nocapture`. Prints the per-packet cost against one pattern
+/// for 4..64 patterns, the default per-owner cap, and 10 000 (what the cap
+/// now refuses).
+#[test]
+#[ignore]
+fn patterns_cost() {
+    let one = miss_cost(1);
+    for n in [4, 8, 16, 64, 10_000] {
+        let c = miss_cost(n);
+        println!(
+            "non-fixed packet: {n} patterns {c:.0} ns = {:.1}x one pattern ({one:.0} ns){}",
+            c / one,
+            if n as usize == OwnerQuota::default().wildcard_patterns { " <- default cap" } else { "" }
+        );
+    }
+}
