@@ -295,3 +295,83 @@ fn security_relevant_bad_configs_are_refused_with_their_place() {
     let _ = std::fs::remove_file(empty);
     let _ = std::fs::remove_file(long);
 }
+
+/// Writes the seed corpora of the fuzz targets `manager_datagram`,
+/// `agent_control` and `config_parse` from what the cores really send (the
+/// lab's exchanges, in memory). Run with `cargo test -p affinity-manager
+/// --test security write_fuzz_seeds -- --ignored`; the files are committed.
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds");
+    let dir = |name: &str| {
+        let d = root.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    };
+    let (md, ac, cp) = (
+        dir("manager_datagram"),
+        dir("agent_control"),
+        dir("config_parse"),
+    );
+    // Manager → agents: wildcards, a flow, renewals, deletion.
+    let mut mgr = open_manager();
+    let agent = Agent::new(AgentConfig {
+        agent_addr: *A1.ip(),
+        ..Default::default()
+    });
+    let mut to_agent = Vec::new();
+    let mut from_agent = Vec::new();
+    for (to, m) in mgr.tick(0) {
+        if to == A1 {
+            let out = agent.handle_control(0, MGR, &m);
+            from_agent.extend(out.replies.into_iter().map(|(_, r)| r));
+            to_agent.push(m);
+        }
+    }
+    let punt = ip_packet_only(*A1.ip(), 1, &syn(40000), None);
+    from_agent.push(punt.clone());
+    from_agent.push(agent.build_hello());
+    for (_, m) in mgr.handle_datagram(0, A1, &punt) {
+        to_agent.push(m);
+    }
+    let mut deny = MessageBuilder::new(MessageType::AffinityUpdateDeny, 2);
+    deny.push(Segment::DenyReason(DenyReason {
+        denied_type: 2,
+        code: DenyReason::NO_SUPPORTING_WILDCARD,
+        denied_sequence: 1,
+    }));
+    from_agent.push(deny.finish().unwrap());
+    let signed = ip_packet_only(*A1.ip(), unix_now() << 32, &syn(40001), Some(&key()));
+    from_agent.push(signed);
+    let src = [192u8, 0, 2, 1, 0x06, 0x65];
+    for (i, m) in from_agent.iter().enumerate() {
+        let mut seed = src.to_vec();
+        seed.extend_from_slice(m);
+        std::fs::write(md.join(format!("seed-{i}")), seed).unwrap();
+    }
+    for (i, m) in to_agent.iter().enumerate() {
+        let mut seed = vec![2u8];
+        seed.extend_from_slice(m);
+        std::fs::write(ac.join(format!("seed-{i}")), seed).unwrap();
+    }
+    // A burst: every message back to back with the fuzz target's markers.
+    let mut burst = Vec::new();
+    for m in &to_agent {
+        burst.push(2u8);
+        burst.extend_from_slice(m);
+        burst.extend_from_slice(&[0xff; 4]);
+    }
+    std::fs::write(ac.join("seed-burst"), burst).unwrap();
+    std::fs::write(cp.join("seed-test"), config_text("")).unwrap();
+    let example = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/manager.toml"),
+    )
+    .unwrap();
+    std::fs::write(cp.join("seed-example"), example).unwrap();
+    std::fs::write(
+        cp.join("seed-keyed"),
+        config_text("[auth]\nkeys = [{ id = 7, file = \"/etc/affinity/key7\", send = true, identities = [\"192.0.2.1\"] }]\n"),
+    )
+    .unwrap();
+}
