@@ -444,7 +444,11 @@ fn patterns_cost() {
         println!(
             "non-fixed packet: {n} patterns {c:.0} ns = {:.1}x one pattern ({one:.0} ns){}",
             c / one,
-            if n as usize == OwnerQuota::default().wildcard_patterns { " <- default cap" } else { "" }
+            if n as usize == OwnerQuota::default().wildcard_patterns {
+                " <- default cap"
+            } else {
+                ""
+            }
         );
     }
 }

@@ -364,14 +364,46 @@ fn write_fuzz_seeds() {
     }
     std::fs::write(ac.join("seed-burst"), burst).unwrap();
     std::fs::write(cp.join("seed-test"), config_text("")).unwrap();
-    let example = std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/manager.toml"),
-    )
-    .unwrap();
+    let example =
+        std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/manager.toml"))
+            .unwrap();
     std::fs::write(cp.join("seed-example"), example).unwrap();
     std::fs::write(
         cp.join("seed-keyed"),
         config_text("[auth]\nkeys = [{ id = 7, file = \"/etc/affinity/key7\", send = true, identities = [\"192.0.2.1\"] }]\n"),
     )
     .unwrap();
+}
+
+#[test]
+fn a_restarted_agent_is_resynchronised_on_its_hello() {
+    let (mut mgr, f) = keyed_manager("hello");
+    let a1 = keyed_agent(A1);
+    for (to, m) in mgr.tick(0) {
+        if to == A1 {
+            a1.handle_control(0, MGR, &m);
+        }
+    }
+    let m = ip_packet_only(*A1.ip(), unix_now() << 32, &syn(40000), Some(&key()));
+    for (_, u) in mgr.handle_datagram(0, A1, &m) {
+        a1.handle_control(0, MGR, &u);
+    }
+    assert_eq!(a1.fixed_count(0), 2);
+    // Restarted: empty tables; its hello (signed) brings everything back
+    // at once, before any refresh is due.
+    let restarted = keyed_agent(A1);
+    let out = mgr.handle_datagram(SEC, A1, &restarted.build_hello());
+    assert!(out.iter().all(|(to, _)| *to == A1));
+    for (_, m) in &out {
+        restarted.handle_control(SEC, MGR, m);
+    }
+    assert!(!restarted.wildcard_entries(SEC).is_empty());
+    assert_eq!(restarted.fixed_count(SEC), 2, "the live flow's affinities");
+    // Open mode: an unverified hello gets nothing sent to the claimed source.
+    let mut open = open_manager();
+    let _ = open.tick(0);
+    let hello = Agent::new(AgentConfig::default()).build_hello();
+    let spoofed = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 99), AGENT_PORT);
+    assert!(open.handle_datagram(SEC, spoofed, &hello).is_empty());
+    let _ = std::fs::remove_file(f);
 }

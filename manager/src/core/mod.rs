@@ -269,7 +269,11 @@ impl ManagerCore {
                 }
             }
             MessageType::AffinityUpdateDeny => self.on_deny(now, from, &msg, &mut out),
-            MessageType::AgentHello | MessageType::Keepalive => self.count("rx-hello"),
+            MessageType::AgentHello => {
+                self.count("rx-hello");
+                self.on_hello(now, from, msg.security().is_some(), &mut out);
+            }
+            MessageType::Keepalive => self.count("rx-hello"),
             _ => self.count("rx-unexpected-type"),
         }
         out
@@ -356,6 +360,40 @@ impl ManagerCore {
             }
             DenyReason::TABLE_FULL => self.count("deny-table-full"),
             _ => self.count("deny-other"),
+        }
+    }
+
+    /// An agent (re)started: resynchronise it at once instead of at the
+    /// next refresh — our wildcards, and the fixed affinities of the open
+    /// flows it carries — so replies from backends are translated from
+    /// its first packets (issue 16, item 5). Unverified (open mode), the
+    /// claimed source gets nothing directly (no amplification): the usual
+    /// wildcard refresh and renewals are brought forward instead, at most
+    /// every [`MIN_WILDCARD_REFRESH`].
+    fn on_hello(&mut self, now: u64, from: SocketAddrV4, verified: bool, out: &mut Vec<Outgoing>) {
+        self.count("agent-hello-resync");
+        if !verified {
+            let soon = self.last_wildcards.saturating_add(MIN_WILDCARD_REFRESH);
+            self.next_wildcards = self.next_wildcards.min(soon);
+            self.next_renewal = self.next_renewal.min(soon.max(now));
+            return;
+        }
+        let ttl = self.cfg.manager.wildcard_ttl;
+        for m in self.messages.wildcards(self.services.as_slice(), ttl) {
+            out.push((from, m));
+        }
+        let ttl = self.cfg.manager.fixed_ttl;
+        let keys = self
+            .flows
+            .open_by_agent(u64::MAX)
+            .remove(&from)
+            .unwrap_or_default();
+        for chunk in keys.chunks(messages::FLOWS_PER_MESSAGE) {
+            let flows = chunk.iter().filter_map(|k| self.flows.get(k));
+            if let Some(m) = self.messages.renewal(*from.ip(), flows, ttl) {
+                out.push((from, m));
+                self.count("renewal-messages-sent");
+            }
         }
     }
 
