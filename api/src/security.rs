@@ -88,9 +88,9 @@ impl Key {
         self
     }
 
-    /// Whether a message signed with this key may claim `identity` (`None`:
-    /// the message has no identity info, so the receiver uses the source
-    /// address, which is what is checked then).
+    /// Whether a message signed with this key may claim `identity` (the
+    /// identity info's address, or the datagram's source address when the
+    /// message has none).
     pub fn may_speak_for(&self, identity: std::net::Ipv4Addr) -> bool {
         self.identities.is_empty() || self.identities.contains(&identity)
     }

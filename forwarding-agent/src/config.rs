@@ -44,9 +44,13 @@ pub struct AgentConfig {
     /// Multicast groups this agent receives wildcard updates on: besides
     /// `agent_addr`, the addresses a receiver segment may name.
     pub multicast_groups: Vec<Ipv4Addr>,
-    /// Per-owner limits (entries) on the fixed, action and wildcard tables;
-    /// past one an update is denied with `QUOTA_EXCEEDED`. Default: the
-    /// whole table (no limit beyond its capacity).
+    /// Per-owner limits (entries) on the fixed and wildcard tables and on
+    /// wildcard mask patterns; past one an update is denied with
+    /// `QUOTA_EXCEEDED`. The action table needs no limit of its own: each
+    /// fixed or wildcard entry holds one action reference and action sets
+    /// carry their owner (never shared between owners), so an owner's
+    /// action sets are at most its fixed plus wildcard entries. Default:
+    /// entries limited only by the tables, 8 patterns.
     pub owner_quota: OwnerQuota,
 }
 
@@ -55,8 +59,6 @@ pub struct AgentConfig {
 pub struct OwnerQuota {
     /// Fixed affinities one manager may hold (entries).
     pub fixed: usize,
-    /// Action sets one manager's fixed affinities may hold (entries).
-    pub actions: usize,
     /// Wildcards one manager may hold (entries).
     pub wildcards: usize,
     /// Distinct (source mask, destination mask, port-any) patterns among
@@ -72,7 +74,6 @@ impl Default for OwnerQuota {
     fn default() -> Self {
         OwnerQuota {
             fixed: usize::MAX,
-            actions: usize::MAX,
             wildcards: usize::MAX,
             wildcard_patterns: 8,
         }

@@ -256,20 +256,29 @@ impl Agent {
 /// [`Agent::occupancy`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Occupancy {
+    /// Fixed affinities (entries, expired but not yet reclaimed included).
     pub fixed: (usize, usize),
+    /// Distinct action sets (entries; capacity includes the wildcards' share).
     pub actions: (usize, usize),
+    /// Installed wildcards (entries).
     pub wildcards: (usize, usize),
     /// Distinct wildcard mask patterns (groups a look-up may probe).
     pub wildcard_patterns: usize,
+    /// Managers remembered (entries, against `max_managers`).
     pub managers: (usize, usize),
+    /// Held packets (all workers, against `hold_limit`).
     pub held: (usize, usize),
+    /// Each manager's share, in owner-index order.
     pub per_owner: Vec<OwnerOccupancy>,
 }
 
 /// One manager's entries (against [`crate::OwnerQuota`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnerOccupancy {
+    /// The manager's identity address.
     pub manager: Ipv4Addr,
+    /// Its fixed affinities (entries).
     pub fixed: usize,
+    /// Its wildcards (entries).
     pub wildcards: usize,
 }

@@ -407,3 +407,61 @@ fn a_restarted_agent_is_resynchronised_on_its_hello() {
     assert!(open.handle_datagram(SEC, spoofed, &hello).is_empty());
     let _ = std::fs::remove_file(f);
 }
+
+#[test]
+fn control_socket_has_timeouts_line_limits_and_no_echo() {
+    use affinity_manager::daemon::{client, Daemon};
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    let sock = std::env::temp_dir().join(format!("affinity-sec-ctl-{}.sock", std::process::id()));
+    let text = config_text("")
+        .replace("192.0.2.10:1638", "127.0.0.1:0")
+        .replace(
+            "name = \"mgr1\"",
+            &format!("name = \"mgr1\"\ncontrol_socket = \"{}\"", sock.display()),
+        )
+        .replace("unicast = [\"192.0.2.1:1637\", \"192.0.2.2:1637\"]", "");
+    let mut cfg = Config::parse(&text).unwrap_or_else(|e| panic!("{e:?}"));
+    cfg.agents.multicast_group = None;
+    let mut daemon = Daemon::bind(cfg, None).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    daemon.start_services(&stop).unwrap();
+    let waker = daemon.waker();
+    let s2 = stop.clone();
+    let h = std::thread::spawn(move || daemon.run(&s2, &AtomicBool::new(false)));
+    // An idle client holds a connection open...
+    let idle = UnixStream::connect(&sock).unwrap();
+    // ...and status still answers at once.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = sock.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(client(&p, "status"));
+    });
+    let status = rx
+        .recv_timeout(Duration::from_secs(3))
+        .expect("status blocked by an idle client")
+        .unwrap();
+    assert!(status.contains("web"), "{status}");
+    // A 1 MB line is refused without reading it all, and not echoed.
+    let mut c = UnixStream::connect(&sock).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let line = vec![b'A'; 1 << 20];
+    let mut w = c.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let _ = w.write_all(&line);
+    });
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("error: command line longer than"),
+        "{answer:.200}"
+    );
+    assert!(!answer.contains("AAAA"), "input echoed");
+    drop(idle);
+    stop.store(true, Ordering::Relaxed);
+    waker.wake();
+    h.join().unwrap();
+    let _ = std::fs::remove_file(sock);
+}
