@@ -88,7 +88,8 @@ pub fn render(agent: &Agent, now: u64, cmd: &str) -> String {
             agent.clear_counters();
             "affinity: counters cleared\n".into()
         }
-        other => format!("error: unknown command {other:?} (status | tables | fixed [proto P] [src A] [dst A] [limit N] [verbose] | wildcard | managers | stats | clear stats)\n"),
+        // The input is not echoed back (it may be anything a local client sent).
+        _ => format!("error: unknown command (status | tables | fixed [proto P] [src A] [dst A] [limit N] [verbose] | wildcard | managers | stats | clear stats)\n"),
     }
 }
 

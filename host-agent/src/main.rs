@@ -353,7 +353,11 @@ fn serve_status(agent: &Agent, conn: &std::os::unix::net::UnixStream, now: u64) 
     let ok = BufReader::new(conn.take(MAX_STATUS_LINE))
         .read_until(b'\n', &mut raw)
         .is_ok();
-    let line = std::str::from_utf8(&raw).ok().map(str::trim);
+    let complete = raw.last() == Some(&b'\n') || (raw.len() as u64) < MAX_STATUS_LINE;
+    let line = std::str::from_utf8(&raw)
+        .ok()
+        .filter(|_| complete)
+        .map(str::trim);
     let text = match line {
         Some(l) if ok && !l.is_empty() && l.bytes().all(|b| b.is_ascii_graphic() || b == b' ') => {
             affinity_forwarding_agent::show::render(agent, now, l)
@@ -362,6 +366,10 @@ fn serve_status(agent: &Agent, conn: &std::os::unix::net::UnixStream, now: u64) 
     };
     let mut w = conn;
     let _ = w.write_all(text.as_bytes());
+    // Closing with unread input would reset the connection and lose the
+    // answer: end our side, then discard a bounded rest of the input.
+    let _ = conn.shutdown(std::net::Shutdown::Write);
+    let _ = std::io::copy(&mut conn.take(1 << 16), &mut std::io::sink());
 }
 
 /// Sets the control socket's receive buffer to `bytes` (the kernel caps it
@@ -477,8 +485,56 @@ fn datapath(
 
 #[cfg(test)]
 mod tests {
-    use super::sleep_until;
+    use super::{read_key_file, serve_status, sleep_until};
+    use affinity_forwarding_agent::{Agent, AgentConfig};
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
     use std::time::Duration;
+
+    fn ask(agent: &Agent, input: &[u8]) -> String {
+        let (mut c, s) = UnixStream::pair().unwrap();
+        c.write_all(input).unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        serve_status(agent, &s, 0);
+        drop(s);
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn status_socket_answers_commands_only_and_never_echoes() {
+        let agent = Agent::new(AgentConfig {
+            fixed_capacity: 1024,
+            ..Default::default()
+        });
+        assert!(ask(&agent, b"status\n").contains("tables (used / capacity)"));
+        let junk = ask(&agent, &[0x00, 0xff, 0x13, 0x37, b'\n']);
+        assert!(junk.starts_with("error:"), "{junk}");
+        assert!(ask(&agent, b"").starts_with("error:"));
+        let long = ask(&agent, &vec![b's'; 10_000]);
+        assert!(
+            long.starts_with("error:") && !long.contains("ssss"),
+            "{long:.100}"
+        );
+    }
+
+    #[test]
+    fn key_files_are_bounded_and_not_empty() {
+        let dir = std::env::temp_dir();
+        let p = |n: &str| dir.join(format!("affinity-agent-key-{n}-{}", std::process::id()));
+        std::fs::write(p("ok"), "secret\n").unwrap();
+        std::fs::write(p("empty"), "\n").unwrap();
+        assert_eq!(read_key_file(p("ok").to_str().unwrap()).unwrap(), b"secret");
+        assert!(read_key_file(p("empty").to_str().unwrap())
+            .unwrap_err()
+            .contains("empty"));
+        assert!(read_key_file("/dev/zero")
+            .unwrap_err()
+            .contains("longer than"));
+        let _ = std::fs::remove_file(p("ok"));
+        let _ = std::fs::remove_file(p("empty"));
+    }
 
     #[test]
     fn sleeps_until_the_deadline_within_bounds() {
