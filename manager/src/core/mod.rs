@@ -643,6 +643,10 @@ impl ManagerCore {
             flows: self.flows.len(),
             agents: &self.agents,
             counters: &self.counters,
+            tables: [
+                ("agents", self.agents.len(), MAX_PEERS),
+                ("replay-windows", self.replay.len(), MAX_PEERS),
+            ],
         }
     }
 
