@@ -89,7 +89,7 @@ pub fn render(agent: &Agent, now: u64, cmd: &str) -> String {
             "affinity: counters cleared\n".into()
         }
         // The input is not echoed back (it may be anything a local client sent).
-        _ => format!("error: unknown command (status | tables | fixed [proto P] [src A] [dst A] [limit N] [verbose] | wildcard | managers | stats | clear stats)\n"),
+        _ => "error: unknown command (status | tables | fixed [proto P] [src A] [dst A] [limit N] [verbose] | wildcard | managers | stats | clear stats)\n".into(),
     }
 }
 
