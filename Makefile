@@ -81,7 +81,7 @@ fuzz: ## Run each fuzz target for FUZZ_SECONDS (needs cargo-fuzz; installed if m
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	@for t in $$(cd fuzz && $(CARGO) fuzz list); do \
 	  echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
-	  (cd fuzz && $(CARGO) +nightly fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS)) || exit 1; \
+	  (cd fuzz && mkdir -p corpus/$$t && $(CARGO) +nightly fuzz run $$t corpus/$$t $$([ -d seeds/$$t ] && echo seeds/$$t) -- -max_total_time=$(FUZZ_SECONDS)) || exit 1; \
 	done
 
 clean: ## Remove build output

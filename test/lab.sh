@@ -190,7 +190,7 @@ start_agent() {
     if [ "$AGENT_KIND" = vpp ]; then start_vpp_agent "$1"; return; fi
     local i=$1; shift
     lab_spawn $LAB-a$i "$LAB_DIR/a$i.log" "$AGENT_BIN" --tun afftun0 --address 192.0.2.$i --name agent-$i \
-        --multicast-group 239.255.16.37 --manager 192.0.2.10 --socket "$LAB_DIR/a$i.sock" "$@"
+        --multicast-group 239.255.16.37 --manager 192.0.2.10 --manager 192.0.2.11 --socket "$LAB_DIR/a$i.sock" "$@"
 }
 
 agent_cmd() {

@@ -65,12 +65,12 @@ pub use numbers::{
     dispatch, info, interest, seg, MessageType, AF_INET, HEADER_LEN, REQUIRED_FLAG,
     SEGMENT_HEADER_LEN, VERSION,
 };
-pub use security::{AuthAlgorithm, Key, KeyRing, ReplayWindow, SequenceSource};
+pub use security::{unix_now, AuthAlgorithm, Key, KeyRing, ReplayWindow, SequenceSource};
 pub use segment::{
     encode_action_list, ActionList, AdvertiseAction, AffinityIdentifier, AffinityKey,
     BackupPrecedence, Capabilities, DenyReason, FixedAffinity, IdentityInfo, InterestCriteria,
-    NatAction, Security, Segment, Segments, SeqAdjustAction, ServicePrecedence, Statistics,
-    WildcardAffinity,
+    NatAction, Receiver, Security, Segment, Segments, SeqAdjustAction, ServicePrecedence,
+    Statistics, WildcardAffinity,
 };
 
 /// UDP port forwarding agents listen on (the port Cisco's CASA used).

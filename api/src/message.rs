@@ -7,7 +7,9 @@ use crate::error::{ParseError, SegmentErrorKind};
 use crate::header::Header;
 use crate::numbers::{seg, MessageType, HEADER_LEN, REQUIRED_FLAG, SEGMENT_HEADER_LEN};
 use crate::rules;
-use crate::segment::{frame, peek_type, DenyReason, IdentityInfo, Security, Segment, Segments};
+use crate::segment::{
+    frame, peek_type, DenyReason, IdentityInfo, Receiver, Security, Segment, Segments,
+};
 
 /// A validated service message borrowing its datagram.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +30,7 @@ struct Singletons<'a> {
     fa_interest_data: Option<&'a [u8]>,
     ip_packet: Option<&'a [u8]>,
     deny: Option<DenyReason>,
+    receiver: Option<Receiver>,
 }
 
 impl<'a> ServiceMessage<'a> {
@@ -100,6 +103,7 @@ impl<'a> ServiceMessage<'a> {
                         Segment::FaInterestData(d) => msg.once.fa_interest_data = Some(d),
                         Segment::IpPacket(p) => msg.once.ip_packet = Some(p),
                         Segment::DenyReason(d) => msg.once.deny = Some(d),
+                        Segment::Receiver(r) => msg.once.receiver = Some(r),
                         _ => {}
                     }
                 }
@@ -155,6 +159,11 @@ impl<'a> ServiceMessage<'a> {
     /// The deny reason (type 16) of an update-deny.
     pub fn deny_reason(&self) -> Option<DenyReason> {
         self.once.deny
+    }
+    /// The receiver segment (type 19): the address the message is meant
+    /// for, if the sender named one.
+    pub fn receiver(&self) -> Option<std::net::Ipv4Addr> {
+        self.once.receiver.map(|r| r.address)
     }
 
     /// All segments in order, with their Required flag. Unknown optional

@@ -120,6 +120,10 @@ pub mod seg {
     pub const CAPABILITIES: u16 = 17;
     /// Statistics, 20 bytes (extension).
     pub const STATISTICS: u16 = 18;
+    /// Receiver, 4 bytes (extension): the address a message is meant for,
+    /// covered by the digest so a signed message cannot be replayed to
+    /// another receiver (PROTOCOL.md, "Security").
+    pub const RECEIVER: u16 = 19;
 }
 
 /// Dispatch flags of an affinity.

@@ -50,6 +50,11 @@ pub struct Key {
     /// Accept messages signed with this key until this time (seconds, the
     /// caller's clock); `None` = no end. Set when a newer key replaces it.
     pub accept_until: Option<u64>,
+    /// The identities (identity-info addresses) a message signed with this
+    /// key may claim; empty = any. Binding a key to its holder's addresses
+    /// keeps one key holder from speaking for another (PROTOCOL.md,
+    /// "Security": a claimed identity owns affinities and a replay window).
+    pub identities: Vec<std::net::Ipv4Addr>,
 }
 
 impl fmt::Debug for Key {
@@ -59,6 +64,7 @@ impl fmt::Debug for Key {
             .field("algorithm", &self.algorithm)
             .field("secret", &"<redacted>")
             .field("accept_until", &self.accept_until)
+            .field("identities", &self.identities)
             .finish()
     }
 }
@@ -71,7 +77,22 @@ impl Key {
             algorithm,
             secret: secret.into(),
             accept_until: None,
+            identities: Vec::new(),
         }
+    }
+
+    /// The same key, allowed to speak only for `identities` (identity-info
+    /// addresses; empty = any).
+    pub fn for_identities(mut self, identities: Vec<std::net::Ipv4Addr>) -> Key {
+        self.identities = identities;
+        self
+    }
+
+    /// Whether a message signed with this key may claim `identity` (the
+    /// identity info's address, or the datagram's source address when the
+    /// message has none).
+    pub fn may_speak_for(&self, identity: std::net::Ipv4Addr) -> bool {
+        self.identities.is_empty() || self.identities.contains(&identity)
     }
 
     /// Digest of `msg` with the bytes in `zeroed` treated as zero.
@@ -204,6 +225,18 @@ impl ReplayWindow {
         age < Self::SIZE && self.seen & (1 << age) == 0
     }
 
+    /// The highest sequence number accepted (0 before the first).
+    pub fn highest(&self) -> u64 {
+        self.highest
+    }
+
+    /// Whether `seq` is older than the window (not merely a duplicate
+    /// inside it): the sender is behind, e.g. restarted with its clock
+    /// stepped back.
+    pub fn is_stale(&self, seq: u64) -> bool {
+        self.started && seq <= self.highest && self.highest - seq >= Self::SIZE
+    }
+
     /// Records `seq`; false if it is a replay or too old.
     pub fn accept(&mut self, seq: u64) -> bool {
         if !self.check(seq) {
@@ -246,15 +279,27 @@ impl SequenceSource {
     }
     /// Numbers after the current Unix time `<< 32` (0 if the clock is before 1970).
     pub fn from_system_clock() -> Self {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        Self::starting_at_unix_time(secs)
+        Self::starting_at_unix_time(unix_now())
     }
+    /// Moves on so the next number is above `seq` (a receiver's
+    /// [`crate::DenyReason::STALE_SEQUENCE`] named it); never moves back.
+    pub fn advance_past(&mut self, seq: u64) {
+        self.next = self.next.max(seq);
+    }
+
     #[allow(clippy::should_implement_trait)]
     /// The next sequence number (wrapping).
     pub fn next(&mut self) -> u64 {
         self.next = self.next.wrapping_add(1);
         self.next
     }
+}
+
+/// The current Unix time in seconds (0 if the clock is before 1970): the
+/// clock sequence numbers start from ([`SequenceSource`]) and are bounded
+/// by ([`crate::AuthPolicy::check_sequence`]).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

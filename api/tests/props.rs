@@ -450,9 +450,87 @@ fn key_rotation_window_and_bad_keys() {
         .clone()
         .finish()
         .unwrap();
+    // Issue 16: with keys, IP-packet-only must be signed too by default...
+    assert_eq!(
+        policy.verify(&ServiceMessage::parse(&pkt_only).unwrap(), 0),
+        Err(AuthError::Unsigned),
+        "keyed: an unsigned IP-packet-only message is refused by default"
+    );
+    // ...and the seed's exemption is an explicit opt-in.
+    policy.allow_unsigned_ip_packet_only = true;
     assert_eq!(
         policy.verify(&ServiceMessage::parse(&pkt_only).unwrap(), 0),
         Ok(()),
-        "seed: IP-packet-only may be unsigned"
+        "seed: IP-packet-only may be unsigned when allowed"
     );
+}
+
+#[test]
+fn far_future_sequences_are_refused() {
+    let policy = AuthPolicy::with_key(Key::new(1, AuthAlgorithm::HmacSha256, b"k".to_vec()));
+    let now = 1_800_000_000u64;
+    assert_eq!(policy.check_sequence(now << 32, now), Ok(()));
+    let bound = (now + AuthPolicy::DEFAULT_MAX_AHEAD_SECS) << 32;
+    assert_eq!(policy.check_sequence(bound, now), Ok(()));
+    assert_eq!(
+        policy.check_sequence(bound + 1, now),
+        Err(AuthError::FarFuture(bound + 1))
+    );
+    assert_eq!(
+        policy.check_sequence(1 << 63, now),
+        Err(AuthError::FarFuture(1 << 63))
+    );
+}
+
+#[test]
+fn a_key_speaks_only_for_its_identities() {
+    use affinity_api::IdentityInfo;
+    use std::net::Ipv4Addr;
+    let mine = Ipv4Addr::new(192, 0, 2, 10);
+    let key = Key::new(1, AuthAlgorithm::HmacSha256, b"k".to_vec()).for_identities(vec![mine]);
+    let policy = AuthPolicy::with_key(key.clone());
+    let claiming = |addr| {
+        let mut b = MessageBuilder::signed(MessageType::Keepalive, 1, &key);
+        b.push(Segment::IdentityInfo(IdentityInfo {
+            address: addr,
+            host_name: "m",
+        }));
+        b.finish().unwrap()
+    };
+    let good = claiming(mine);
+    let other = claiming(Ipv4Addr::new(192, 0, 2, 11));
+    let src = Ipv4Addr::new(192, 0, 2, 99);
+    let parse = |b: &[u8]| policy.verify_from(&ServiceMessage::parse(b).unwrap(), 0, src);
+    assert_eq!(parse(&good), Ok(()));
+    assert_eq!(parse(&other), Err(AuthError::WrongIdentity(1)));
+    // Without identity info, the source address is the identity.
+    let bare = MessageBuilder::signed(MessageType::Keepalive, 2, &key)
+        .finish()
+        .unwrap();
+    assert_eq!(parse(&bare), Err(AuthError::WrongIdentity(1)));
+    assert_eq!(
+        policy.verify_from(&ServiceMessage::parse(&bare).unwrap(), 0, mine),
+        Ok(())
+    );
+}
+
+#[test]
+fn receiver_segment_round_trips_and_is_signed() {
+    use affinity_api::Receiver;
+    use std::net::Ipv4Addr;
+    let key = Key::new(1, AuthAlgorithm::HmacSha256, b"k".to_vec());
+    let to = Ipv4Addr::new(192, 0, 2, 1);
+    let mut b = MessageBuilder::signed(MessageType::Keepalive, 1, &key);
+    b.push(Segment::Receiver(Receiver { address: to }));
+    let mut bytes = b.finish().unwrap();
+    let m = ServiceMessage::parse(&bytes).unwrap();
+    assert_eq!(m.receiver(), Some(to));
+    let policy = AuthPolicy::with_key(key);
+    assert_eq!(policy.verify(&m, 0), Ok(()));
+    // Rewriting the receiver breaks the digest (the last 4 bytes are it).
+    let n = bytes.len();
+    bytes[n - 1] = 2;
+    let m = ServiceMessage::parse(&bytes).unwrap();
+    assert_eq!(m.receiver(), Some(Ipv4Addr::new(192, 0, 2, 2)));
+    assert_eq!(policy.verify(&m, 0), Err(AuthError::BadDigest));
 }

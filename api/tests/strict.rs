@@ -59,12 +59,16 @@ fn undefined_dispatch_and_information_bits_are_malformed() {
 }
 
 #[test]
-fn deny_codes_outside_one_to_five_are_malformed() {
+fn deny_codes_outside_one_to_seven_are_malformed() {
+    // 1-5 from the seed, 6 (stale sequence) and 7 (quota exceeded) are this
+    // protocol's extensions (PROTOCOL.md, "16 — deny reason").
     for (code, ok) in [
         (0, false),
         (1, true),
         (5, true),
-        (6, false),
+        (6, true),
+        (7, true),
+        (8, false),
         (0xffff, false),
     ] {
         let m = msg(

@@ -60,6 +60,14 @@ pub(crate) struct ControlState {
     /// (a refresh moved the expiry later), never late.
     pub next_wildcard_reclaim_ds: u32,
     pub counters: LocalCounters,
+    /// When a refused control message was last logged (monotonic ns).
+    pub last_auth_log_ns: Option<u64>,
+    /// Inside [`Agent::handle_control_batch`]: the wildcard snapshot is
+    /// published once at the end, not per message.
+    pub batching: bool,
+    /// Fixed affinities held per owner (manager index), for the per-owner
+    /// quota ([`crate::OwnerQuota::fixed`]) and `show`.
+    pub fixed_by_owner: HashMap<u16, usize>,
 }
 
 /// The agent's shared state. `Send + Sync`: share it in an `Arc` between the
@@ -107,6 +115,9 @@ impl Agent {
                 wheel: BTreeMap::new(),
                 next_wildcard_reclaim_ds: u32::MAX,
                 counters: LocalCounters::default(),
+                last_auth_log_ns: None,
+                batching: false,
+                fixed_by_owner: HashMap::new(),
             }),
             control_counters: SharedCounters::default(),
             worker_counters: Mutex::new(Vec::new()),
@@ -167,6 +178,23 @@ impl Agent {
         *self.auth.write() = policy;
         let st = self.control.lock();
         self.republish(&st);
+    }
+
+    /// Counts a fixed affinity gone whose action is `action` (call before
+    /// releasing the action: its owner is read from it).
+    pub(crate) fn fixed_owner_dec(&self, st: &mut ControlState, action: u32) {
+        let owner = self.actions.get(action).owner;
+        if let Some(n) = st.fixed_by_owner.get_mut(&owner) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                st.fixed_by_owner.remove(&owner);
+            }
+        }
+    }
+
+    /// Counts a fixed affinity added for `owner`.
+    pub(crate) fn fixed_owner_inc(st: &mut ControlState, owner: u16) {
+        *st.fixed_by_owner.entry(owner).or_default() += 1;
     }
 
     pub(crate) fn publish_control(&self, st: &ControlState) {

@@ -33,6 +33,51 @@ pub struct AgentConfig {
     pub drop_malformed: bool,
     /// Keep per-flow packet/byte counters.
     pub per_flow_counters: bool,
+    /// Source addresses control messages are accepted from; `None` = any
+    /// (open to the whole control LAN: trusted LANs only). Checked before
+    /// anything else, so other senders leave no state.
+    pub allowed_managers: Option<Vec<Ipv4Addr>>,
+    /// Managers (owners) remembered at most; a new sender past it is
+    /// dropped and counted (`control-manager-table-full`). Bounds the state
+    /// senders can create.
+    pub max_managers: usize,
+    /// Multicast groups this agent receives wildcard updates on: besides
+    /// `agent_addr`, the addresses a receiver segment may name.
+    pub multicast_groups: Vec<Ipv4Addr>,
+    /// Per-owner limits (entries) on the fixed and wildcard tables and on
+    /// wildcard mask patterns; past one an update is denied with
+    /// `QUOTA_EXCEEDED`. The action table needs no limit of its own: each
+    /// fixed or wildcard entry holds one action reference and action sets
+    /// carry their owner (never shared between owners), so an owner's
+    /// action sets are at most its fixed plus wildcard entries. Default:
+    /// entries limited only by the tables, 8 patterns.
+    pub owner_quota: OwnerQuota,
+}
+
+/// Per-owner (per-manager) entry limits; see [`AgentConfig::owner_quota`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnerQuota {
+    /// Fixed affinities one manager may hold (entries).
+    pub fixed: usize,
+    /// Wildcards one manager may hold (entries).
+    pub wildcards: usize,
+    /// Distinct (source mask, destination mask, port-any) patterns among
+    /// one manager's wildcards: each costs the data path one more hash
+    /// probe per non-fixed packet, so this bounds per-packet work (issue
+    /// 16, item 4). Default 8: measured 1.9x the cost of one pattern
+    /// (`tests/control_security.rs`, `patterns_cost`); a manager's
+    /// services usually need 2-4 (forward, reverse, source-NAT reverse).
+    pub wildcard_patterns: usize,
+}
+
+impl Default for OwnerQuota {
+    fn default() -> Self {
+        OwnerQuota {
+            fixed: usize::MAX,
+            wildcards: usize::MAX,
+            wildcard_patterns: 8,
+        }
+    }
 }
 
 impl Default for AgentConfig {
@@ -51,6 +96,10 @@ impl Default for AgentConfig {
             disabled_actions: Vec::new(),
             drop_malformed: false,
             per_flow_counters: true,
+            allowed_managers: None,
+            max_managers: 64,
+            multicast_groups: Vec::new(),
+            owner_quota: OwnerQuota::default(),
         }
     }
 }

@@ -21,6 +21,9 @@ pub struct ManagerInfo {
     pub last_heard_ns: u64,
     pub messages: u64,
     pub replay: ReplayWindow,
+    /// When a stale-sequence deny was last sent to it (monotonic ns), so
+    /// replayed old messages draw at most one deny a second.
+    pub last_stale_deny_ns: Option<u64>,
 }
 
 /// Per forward address statistics (information flag).
@@ -236,4 +239,60 @@ impl Agent {
     pub fn held_packets(&self) -> usize {
         self.hold.len()
     }
+
+    /// How full every table is (entries used, capacity), and each
+    /// manager's share: for `show`/`status` and export.
+    pub fn occupancy(&self) -> Occupancy {
+        let st = self.control.lock();
+        let per_owner = st
+            .managers
+            .iter()
+            .enumerate()
+            .map(|(i, m)| OwnerOccupancy {
+                manager: m.address,
+                fixed: st.fixed_by_owner.get(&(i as u16)).copied().unwrap_or(0),
+                wildcards: self.wildcards.owner_len(i as u16),
+            })
+            .collect();
+        Occupancy {
+            fixed: (self.fixed.len(), self.fixed.capacity()),
+            actions: (self.actions.in_use(), self.actions.capacity()),
+            wildcards: (self.wildcards.len(), self.config.wildcard_capacity),
+            wildcard_patterns: self.wildcards.pattern_count(),
+            managers: (st.managers.len(), self.config.max_managers),
+            held: (self.hold.len(), self.config.hold_limit),
+            per_owner,
+        }
+    }
+}
+
+/// Table occupancy, each as (entries used, capacity); see
+/// [`Agent::occupancy`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Occupancy {
+    /// Fixed affinities (entries, expired but not yet reclaimed included).
+    pub fixed: (usize, usize),
+    /// Distinct action sets (entries; capacity includes the wildcards' share).
+    pub actions: (usize, usize),
+    /// Installed wildcards (entries).
+    pub wildcards: (usize, usize),
+    /// Distinct wildcard mask patterns (groups a look-up may probe).
+    pub wildcard_patterns: usize,
+    /// Managers remembered (entries, against `max_managers`).
+    pub managers: (usize, usize),
+    /// Held packets (all workers, against `hold_limit`).
+    pub held: (usize, usize),
+    /// Each manager's share, in owner-index order.
+    pub per_owner: Vec<OwnerOccupancy>,
+}
+
+/// One manager's entries (against [`crate::OwnerQuota`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerOccupancy {
+    /// The manager's identity address.
+    pub manager: Ipv4Addr,
+    /// Its fixed affinities (entries).
+    pub fixed: usize,
+    /// Its wildcards (entries).
+    pub wildcards: usize,
 }

@@ -58,9 +58,11 @@ pub mod wildcard_affinity;
 pub mod wire;
 
 pub use agent::Agent;
-pub use config::AgentConfig;
+pub use config::{AgentConfig, OwnerQuota};
 pub use control::{ControlOutput, ReturnedPacket};
 pub use counters::Counter;
 pub use datapath::{matched, Disposition, PacketBuf, Worker, BATCH};
 pub use interest_data::ForwardingAgentInterestData;
-pub use introspection::{FixedRow, ForwardStats, ManagerInfo, WildcardRow};
+pub use introspection::{
+    FixedRow, ForwardStats, ManagerInfo, Occupancy, OwnerOccupancy, WildcardRow,
+};

@@ -73,12 +73,13 @@ fn fixed_filter(words: &[&str]) -> Result<(KeyFilter, usize, bool), String> {
     Ok((Box::new(f), limit, verbose))
 }
 
-/// Renders one command: `status` (everything), `fixed [filters]`,
+/// Renders one command: `status` (everything), `tables` (occupancy), `fixed [filters]`,
 /// `wildcard`, `managers`, `stats`.
 pub fn render(agent: &Agent, now: u64, cmd: &str) -> String {
     let words: Vec<&str> = cmd.split_whitespace().collect();
     match words.first().copied().unwrap_or("status") {
-        "status" => ["fixed", "wildcard", "managers", "stats"].iter().map(|c| render(agent, now, c)).collect(),
+        "status" => ["tables", "fixed", "wildcard", "managers", "stats"].iter().map(|c| render(agent, now, c)).collect(),
+        "tables" => tables(agent),
         "fixed" => fixed(agent, now, &words[1..]),
         "wildcard" => wildcard(agent, now),
         "managers" => managers(agent, now),
@@ -87,7 +88,8 @@ pub fn render(agent: &Agent, now: u64, cmd: &str) -> String {
             agent.clear_counters();
             "affinity: counters cleared\n".into()
         }
-        other => format!("error: unknown command {other:?} (status | fixed [proto P] [src A] [dst A] [limit N] [verbose] | wildcard | managers | stats | clear stats)\n"),
+        // The input is not echoed back (it may be anything a local client sent).
+        _ => "error: unknown command (status | tables | fixed [proto P] [src A] [dst A] [limit N] [verbose] | wildcard | managers | stats | clear stats)\n".into(),
     }
 }
 
@@ -156,6 +158,30 @@ fn wildcard(agent: &Agent, now: u64) -> String {
             w.backup_precedence,
             w.actions.interest.map_or(0, |i| i.mask),
             secs(w.expires_in_ds)
+        );
+    }
+    s
+}
+
+/// Occupancy of every table (used / capacity), and per manager.
+fn tables(agent: &Agent) -> String {
+    let o = agent.occupancy();
+    let mut s = String::from("tables (used / capacity):\n");
+    for (name, (used, cap)) in [
+        ("fixed", o.fixed),
+        ("actions", o.actions),
+        ("wildcards", o.wildcards),
+        ("managers", o.managers),
+        ("held", o.held),
+    ] {
+        let _ = writeln!(s, "  {name:<10} {used} / {cap}");
+    }
+    let _ = writeln!(s, "  wildcard mask patterns {}", o.wildcard_patterns);
+    for m in &o.per_owner {
+        let _ = writeln!(
+            s,
+            "  owner {}: fixed {} wildcards {}",
+            m.manager, m.fixed, m.wildcards
         );
     }
     s

@@ -27,6 +27,7 @@ impl Agent {
                 match self.fixed.lookup(&key) {
                     Some((v, _)) if v.expires_ds <= now => {
                         if let Some(old) = self.fixed.remove(&key) {
+                            self.fixed_owner_dec(&mut st, old.action);
                             self.actions.release(old.action, now_ns);
                             st.counters.inc(Counter::FixedReclaimed);
                         }

@@ -314,6 +314,58 @@ pub struct WildcardTable {
 struct Master {
     map: HashMap<WildcardName, Arc<WildcardEntry>>,
     dirty: bool,
+    /// Entries per owner (per-owner quota).
+    per_owner: HashMap<u16, usize>,
+    /// Entries per (owner, mask pattern): the keys are the owner's distinct
+    /// patterns, each one more group a look-up may probe.
+    per_pattern: HashMap<(u16, Pattern), usize>,
+}
+
+impl Master {
+    fn added(&mut self, e: &WildcardEntry) {
+        *self.per_owner.entry(e.owner).or_default() += 1;
+        *self
+            .per_pattern
+            .entry((e.owner, Pattern::of(e)))
+            .or_default() += 1;
+    }
+
+    fn removed(&mut self, e: &WildcardEntry) {
+        if let Some(n) = self.per_owner.get_mut(&e.owner) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_owner.remove(&e.owner);
+            }
+        }
+        let k = (e.owner, Pattern::of(e));
+        if let Some(n) = self.per_pattern.get_mut(&k) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_pattern.remove(&k);
+            }
+        }
+    }
+
+    fn patterns_of(&self, owner: u16) -> usize {
+        self.per_pattern.keys().filter(|(o, _)| *o == owner).count()
+    }
+}
+
+/// Per-owner limits checked by [`WildcardTable::upsert_limited`].
+#[derive(Debug, Clone, Copy)]
+pub struct WildcardLimits {
+    /// Entries one owner may hold.
+    pub per_owner: usize,
+    /// Distinct mask patterns one owner's entries may use.
+    pub patterns_per_owner: usize,
+}
+
+impl WildcardLimits {
+    /// No limit beyond the table's capacity.
+    pub const NONE: WildcardLimits = WildcardLimits {
+        per_owner: usize::MAX,
+        patterns_per_owner: usize::MAX,
+    };
 }
 
 /// Outcome of an upsert.
@@ -324,6 +376,10 @@ pub enum Upsert {
     /// New or changed; the replaced entry (its action reference must be released).
     Changed(Option<Arc<WildcardEntry>>),
     Full,
+    /// The owner already holds its quota of entries.
+    OwnerQuota,
+    /// The entry would give its owner one mask pattern more than allowed.
+    PatternQuota,
 }
 
 impl WildcardTable {
@@ -351,7 +407,31 @@ impl WildcardTable {
     /// Inserts, replaces or refreshes the wildcard (owner, id). Changes are
     /// published by [`WildcardTable::commit`], once per control message.
     pub fn upsert(&self, e: WildcardEntry) -> Upsert {
+        self.upsert_limited(e, WildcardLimits::NONE)
+    }
+
+    /// [`WildcardTable::upsert`] within per-owner `limits`: a new entry
+    /// past the owner's entry quota, or one adding a mask pattern past the
+    /// owner's pattern quota, is refused ([`Upsert::OwnerQuota`],
+    /// [`Upsert::PatternQuota`]). A replacement counts as the old entry
+    /// removed first.
+    pub fn upsert_limited(&self, e: WildcardEntry, limits: WildcardLimits) -> Upsert {
         let mut m = self.master.lock();
+        let old_pattern = m.map.get(&e.name()).map(|o| Pattern::of(o));
+        let p = Pattern::of(&e);
+        if old_pattern.is_none()
+            && m.per_owner.get(&e.owner).copied().unwrap_or(0) >= limits.per_owner
+        {
+            return Upsert::OwnerQuota;
+        }
+        // A new pattern for the owner (not counting a replaced entry that
+        // had it), unless the replaced entry was its old pattern's last.
+        let new_pattern = old_pattern != Some(p) && !m.per_pattern.contains_key(&(e.owner, p));
+        let frees_one =
+            old_pattern.is_some_and(|op| op != p && m.per_pattern.get(&(e.owner, op)) == Some(&1));
+        if new_pattern && !frees_one && m.patterns_of(e.owner) >= limits.patterns_per_owner {
+            return Upsert::PatternQuota;
+        }
         if let Some(old) = m.map.get(&e.name()) {
             let same = old.key == e.key
                 && old.src_mask == e.src_mask
@@ -372,15 +452,37 @@ impl WildcardTable {
         } else if m.map.len() >= self.capacity {
             return Upsert::Full;
         }
+        m.added(&e);
         let old = m.map.insert(e.name(), Arc::new(e));
+        if let Some(o) = &old {
+            m.removed(o);
+        }
         m.dirty = true;
         Upsert::Changed(old)
+    }
+
+    /// Entries held by `owner`.
+    pub fn owner_len(&self, owner: u16) -> usize {
+        self.master
+            .lock()
+            .per_owner
+            .get(&owner)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Distinct mask patterns among all entries (groups a look-up may probe).
+    pub fn pattern_count(&self) -> usize {
+        self.current.load().group_count()
     }
 
     /// Deletes the wildcard named `name`; the removed entry.
     pub fn remove(&self, name: &WildcardName) -> Option<Arc<WildcardEntry>> {
         let mut m = self.master.lock();
         let old = m.map.remove(name);
+        if let Some(o) = &old {
+            m.removed(o);
+        }
         m.dirty |= old.is_some();
         old
     }
@@ -395,6 +497,9 @@ impl WildcardTable {
             .map(|(k, _)| *k)
             .collect();
         let removed: Vec<_> = dead.iter().filter_map(|k| m.map.remove(k)).collect();
+        for e in &removed {
+            m.removed(e);
+        }
         m.dirty |= !removed.is_empty();
         drop(m);
         self.commit();

@@ -23,9 +23,14 @@ use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage:
   affinity-agent --tun NAME --address ADDR [--name NAME] [--listen PORT]
-                 [--multicast-group GROUP] [--manager ADDR]... [--key-file F --key-id N [--key-algorithm hmac-sha256|keyed-md5]]
+                 [--multicast-group GROUP] [--manager ADDR]... [--accept-any-manager]
+                 [--key-file F --key-id N [--key-algorithm hmac-sha256|keyed-md5] [--key-identity ADDR]...]
                  [--disable-action nat|advertise|seq-adjust|interest] [--fixed-capacity N] [--socket PATH]
+                 [--fixed-quota N] [--wildcard-quota N] [--pattern-quota N] [--rcvbuf BYTES]
                  [--route-protocol N (advertised prefixes become routes with this protocol; default 197, 0 = none)]
+  Control messages are accepted only from the --manager addresses unless
+  --accept-any-manager is given. Without --key-file the agent runs in OPEN
+  mode (no authentication): trusted LANs only.
   affinity-agent --socket PATH status|fixed|wildcard|managers|stats";
 
 struct Opts {
@@ -37,7 +42,37 @@ struct Opts {
     /// Route protocol number of advertised prefixes' kernel routes; 0 =
     /// do not install routes.
     route_protocol: u8,
+    /// Control socket receive buffer (bytes): a burst of updates must not
+    /// overflow the kernel default (~200 KiB) while a batch is applied.
+    rcvbuf: usize,
     cfg: AgentConfig,
+}
+
+/// Largest key file read (bytes); `/dev/zero` must not be read until
+/// memory runs out, and a key longer than a hash block adds nothing.
+const MAX_KEY_FILE_BYTES: u64 = 4096;
+
+/// Reads a key file: at most [`MAX_KEY_FILE_BYTES`], one trailing newline
+/// dropped; an unreadable, empty or longer file is an error (text).
+fn read_key_file(path: &str) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
+    let mut secret = Vec::new();
+    f.take(MAX_KEY_FILE_BYTES + 1)
+        .read_to_end(&mut secret)
+        .map_err(|e| format!("{path}: {e}"))?;
+    if secret.len() as u64 > MAX_KEY_FILE_BYTES {
+        return Err(format!(
+            "{path}: key file longer than {MAX_KEY_FILE_BYTES} bytes"
+        ));
+    }
+    if secret.last() == Some(&b'\n') {
+        secret.pop();
+    }
+    if secret.is_empty() {
+        return Err(format!("{path}: empty key"));
+    }
+    Ok(secret)
 }
 
 fn parse_args(args: &[String]) -> Result<(Opts, Vec<String>), String> {
@@ -48,6 +83,7 @@ fn parse_args(args: &[String]) -> Result<(Opts, Vec<String>), String> {
         group: None,
         managers: Vec::new(),
         route_protocol: routes::DEFAULT_ROUTE_PROTOCOL,
+        rcvbuf: 8 << 20,
         cfg: AgentConfig {
             fixed_capacity: 1 << 18,
             action_capacity: 1 << 16,
@@ -55,6 +91,8 @@ fn parse_args(args: &[String]) -> Result<(Opts, Vec<String>), String> {
         },
     };
     let (mut key_file, mut key_id, mut key_alg) = (None, 1u16, AuthAlgorithm::HmacSha256);
+    let mut key_identities = Vec::new();
+    let mut any_manager = false;
     let mut rest = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -71,6 +109,21 @@ fn parse_args(args: &[String]) -> Result<(Opts, Vec<String>), String> {
             "--manager" => o
                 .managers
                 .push(val(a)?.parse().map_err(|_| "bad --manager")?),
+            "--accept-any-manager" => any_manager = true,
+            "--key-identity" => {
+                key_identities.push(val(a)?.parse().map_err(|_| "bad --key-identity")?)
+            }
+            "--fixed-quota" => {
+                o.cfg.owner_quota.fixed = val(a)?.parse().map_err(|_| "bad --fixed-quota")?
+            }
+            "--wildcard-quota" => {
+                o.cfg.owner_quota.wildcards = val(a)?.parse().map_err(|_| "bad --wildcard-quota")?
+            }
+            "--pattern-quota" => {
+                o.cfg.owner_quota.wildcard_patterns =
+                    val(a)?.parse().map_err(|_| "bad --pattern-quota")?
+            }
+            "--rcvbuf" => o.rcvbuf = val(a)?.parse().map_err(|_| "bad --rcvbuf")?,
             "--key-file" => key_file = Some(val(a)?),
             "--key-id" => key_id = val(a)?.parse().map_err(|_| "bad --key-id")?,
             "--key-algorithm" => {
@@ -97,13 +150,14 @@ fn parse_args(args: &[String]) -> Result<(Opts, Vec<String>), String> {
         }
     }
     if let Some(f) = key_file {
-        let secret = std::fs::read(&f).map_err(|e| format!("{f}: {e}"))?;
-        let secret = secret
-            .strip_suffix(b"\n")
-            .map(<[u8]>::to_vec)
-            .unwrap_or(secret);
-        o.cfg.auth = AuthPolicy::with_key(Key::new(key_id, key_alg, secret));
+        let secret = read_key_file(&f)?;
+        o.cfg.auth =
+            AuthPolicy::with_key(Key::new(key_id, key_alg, secret).for_identities(key_identities));
     }
+    if !any_manager {
+        o.cfg.allowed_managers = Some(o.managers.clone());
+    }
+    o.cfg.multicast_groups.extend(o.group);
     o.cfg.instance_id = u32::from(o.cfg.agent_addr) ^ std::process::id();
     Ok((o, rest))
 }
@@ -120,8 +174,16 @@ fn main() -> ExitCode {
     if !rest.is_empty() {
         return match show::client(&o.socket, &rest.join(" ")) {
             Ok(s) => {
-                print!("{s}");
-                ExitCode::SUCCESS
+                // `... | head -1` closes the pipe early: that is success,
+                // not a panic (print! would panic on EPIPE).
+                let mut out = std::io::stdout().lock();
+                match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
+                    Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                        eprintln!("affinity-agent: {e}");
+                        ExitCode::from(1)
+                    }
+                    _ => ExitCode::SUCCESS,
+                }
             }
             Err(e) => {
                 eprintln!("affinity-agent: {e}");
@@ -143,8 +205,17 @@ fn main() -> ExitCode {
 }
 
 fn run(o: Opts) -> std::io::Result<()> {
+    if o.cfg.auth.keys.is_empty() {
+        eprintln!("affinity-agent: warning: no --key-file: OPEN mode, control messages are not authenticated; trusted LANs only");
+    }
+    match &o.cfg.allowed_managers {
+        Some(m) if m.is_empty() => eprintln!("affinity-agent: warning: no --manager given: control messages from everyone are refused (--accept-any-manager to accept them)"),
+        None => eprintln!("affinity-agent: warning: --accept-any-manager: control messages accepted from any address"),
+        Some(_) => {}
+    }
     let tun = Arc::new(tun::Tun::open(&o.tun)?);
     let sock = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, o.listen))?;
+    set_rcvbuf(&sock, o.rcvbuf);
     if let Some(g) = o.group {
         sock.join_multicast_v4(&g, &o.cfg.agent_addr)?;
     }
@@ -166,10 +237,10 @@ fn run(o: Opts) -> std::io::Result<()> {
         let agent = agent.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let mut line = String::new();
-                let _ = BufReader::new(&conn).read_line(&mut line);
-                let text = affinity_forwarding_agent::show::render(&agent, now(), line.trim());
-                let _ = (&conn).write_all(text.as_bytes());
+                // One thread per connection with timeouts and a line limit:
+                // an idle client must not block everyone's `status`.
+                let agent = agent.clone();
+                std::thread::spawn(move || serve_status(&agent, &conn, now()));
             }
         });
     }
@@ -190,6 +261,8 @@ fn run(o: Opts) -> std::io::Result<()> {
     let mut returned = vec![0u8; HEAD + 65536];
     let mut routes =
         (o.route_protocol != 0).then(|| routes::Advertiser::new(&o.tun, o.route_protocol));
+    let mut drops_seen = udp_drops(o.listen).unwrap_or(0);
+    let mut drops_checked = now();
     while !stop.load(Ordering::Relaxed) {
         // Advertised prefixes follow the live wildcards (at least once per
         // `max_sleep`, so an expiry is withdrawn within a second).
@@ -197,6 +270,18 @@ fn run(o: Opts) -> std::io::Result<()> {
             r.sync(&routes::prefixes(&agent.advertised_prefixes(now())));
         }
         let t = now();
+        if t.saturating_sub(drops_checked) >= 1_000_000_000 {
+            // Loss is counted and visible: the kernel's drops on the
+            // control socket (a burst overflowing the receive buffer).
+            drops_checked = t;
+            if let Some(d) = udp_drops(o.listen) {
+                if d > drops_seen {
+                    eprintln!("affinity-agent: {} control datagrams dropped by the kernel (receive buffer full; --rcvbuf)", d - drops_seen);
+                    agent.note_control_drops(d - drops_seen);
+                }
+                drops_seen = d;
+            }
+        }
         if agent.poll_timeout().is_some_and(|due| due <= t) {
             for (to, m) in agent.tick(t) {
                 let _ = sock.send_to(&m, to);
@@ -205,8 +290,23 @@ fn run(o: Opts) -> std::io::Result<()> {
         let wait = sleep_until(agent.poll_timeout(), now(), max_sleep);
         sock.set_read_timeout(Some(wait))?;
         if let Ok((n, SocketAddr::V4(from))) = sock.recv_from(&mut buf) {
+            // Drain what else is queued (a burst) and apply it as one
+            // batch: one wildcard snapshot rebuild for the lot.
+            let mut burst = vec![(from, buf[..n].to_vec())];
+            let _ = sock.set_nonblocking(true);
+            while burst.len() < MAX_BURST {
+                match sock.recv_from(&mut buf) {
+                    Ok((n, SocketAddr::V4(f))) => burst.push((f, buf[..n].to_vec())),
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = sock.set_nonblocking(false);
             let t = now();
-            let out = agent.handle_control(t, from, &buf[..n]);
+            let out = agent.handle_control_batch(t, burst.iter().map(|(f, b)| (*f, b.as_slice())));
+            for line in &out.log {
+                eprintln!("affinity-agent: {line}");
+            }
             for (to, m) in out.replies {
                 let _ = sock.send_to(&m, to);
             }
@@ -235,6 +335,93 @@ fn run(o: Opts) -> std::io::Result<()> {
     }
     let _ = std::fs::remove_file(&o.socket);
     Ok(())
+}
+
+/// The kernel's drop count for UDP sockets bound to `port` (the last
+/// column of `/proc/net/udp`), `None` if it cannot be read.
+fn udp_drops(port: u16) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/udp").ok()?;
+    let want = format!(":{port:04X}");
+    let sum = text
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|local| local.ends_with(&want))
+        })
+        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+        .sum();
+    Some(sum)
+}
+
+/// Datagrams applied as one batch at most (see `handle_control_batch`).
+const MAX_BURST: usize = 1024;
+
+/// Longest status-socket command line (bytes).
+const MAX_STATUS_LINE: u64 = 1024;
+
+/// Answers one status-socket connection: one UTF-8 command line of at most
+/// [`MAX_STATUS_LINE`] bytes within 5 s. Anything else gets a fixed error
+/// (no echo of the input, and never the status by default).
+fn serve_status(agent: &Agent, conn: &std::os::unix::net::UnixStream, now: u64) {
+    use std::io::Read;
+    let timeout = Some(Duration::from_secs(5));
+    let _ = conn.set_read_timeout(timeout);
+    let _ = conn.set_write_timeout(timeout);
+    let mut raw = Vec::new();
+    let ok = BufReader::new(conn.take(MAX_STATUS_LINE))
+        .read_until(b'\n', &mut raw)
+        .is_ok();
+    let complete = raw.last() == Some(&b'\n') || (raw.len() as u64) < MAX_STATUS_LINE;
+    let line = std::str::from_utf8(&raw)
+        .ok()
+        .filter(|_| complete)
+        .map(str::trim);
+    let text = match line {
+        Some(l) if ok && !l.is_empty() && l.bytes().all(|b| b.is_ascii_graphic() || b == b' ') => {
+            affinity_forwarding_agent::show::render(agent, now, l)
+        }
+        _ => "error: expected one command line (status | tables | fixed | wildcard | managers | stats)\n".into(),
+    };
+    let mut w = conn;
+    let _ = w.write_all(text.as_bytes());
+    // Closing with unread input would reset the connection and lose the
+    // answer: end our side, then discard a bounded rest of the input.
+    let _ = conn.shutdown(std::net::Shutdown::Write);
+    let _ = std::io::copy(&mut conn.take(1 << 16), &mut std::io::sink());
+}
+
+/// Sets the control socket's receive buffer to `bytes` (the kernel caps it
+/// at net.core.rmem_max; the value granted is reported if smaller).
+fn set_rcvbuf(sock: &UdpSocket, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    let v = bytes.min(i32::MAX as usize) as libc::c_int;
+    // SAFETY: setsockopt/getsockopt on our own socket with an int of the
+    // size passed (FFI, the only unsafe here).
+    let (rc, got) = unsafe {
+        let rc = libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        let mut got: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&mut got as *mut libc::c_int).cast(),
+            &mut len,
+        );
+        (rc, got)
+    };
+    // Linux reports double the requested size (bookkeeping overhead).
+    if rc != 0 || (got as usize) < bytes {
+        eprintln!("affinity-agent: control socket receive buffer {got} bytes (asked {bytes}; raise net.core.rmem_max)");
+    }
 }
 
 /// The longest the control thread sleeps without a datagram: one second
@@ -330,8 +517,56 @@ fn datapath(
 
 #[cfg(test)]
 mod tests {
-    use super::sleep_until;
+    use super::{read_key_file, serve_status, sleep_until};
+    use affinity_forwarding_agent::{Agent, AgentConfig};
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
     use std::time::Duration;
+
+    fn ask(agent: &Agent, input: &[u8]) -> String {
+        let (mut c, s) = UnixStream::pair().unwrap();
+        c.write_all(input).unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        serve_status(agent, &s, 0);
+        drop(s);
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn status_socket_answers_commands_only_and_never_echoes() {
+        let agent = Agent::new(AgentConfig {
+            fixed_capacity: 1024,
+            ..Default::default()
+        });
+        assert!(ask(&agent, b"status\n").contains("tables (used / capacity)"));
+        let junk = ask(&agent, &[0x00, 0xff, 0x13, 0x37, b'\n']);
+        assert!(junk.starts_with("error:"), "{junk}");
+        assert!(ask(&agent, b"").starts_with("error:"));
+        let long = ask(&agent, &vec![b's'; 10_000]);
+        assert!(
+            long.starts_with("error:") && !long.contains("ssss"),
+            "{long:.100}"
+        );
+    }
+
+    #[test]
+    fn key_files_are_bounded_and_not_empty() {
+        let dir = std::env::temp_dir();
+        let p = |n: &str| dir.join(format!("affinity-agent-key-{n}-{}", std::process::id()));
+        std::fs::write(p("ok"), "secret\n").unwrap();
+        std::fs::write(p("empty"), "\n").unwrap();
+        assert_eq!(read_key_file(p("ok").to_str().unwrap()).unwrap(), b"secret");
+        assert!(read_key_file(p("empty").to_str().unwrap())
+            .unwrap_err()
+            .contains("empty"));
+        assert!(read_key_file("/dev/zero")
+            .unwrap_err()
+            .contains("longer than"));
+        let _ = std::fs::remove_file(p("ok"));
+        let _ = std::fs::remove_file(p("empty"));
+    }
 
     #[test]
     fn sleeps_until_the_deadline_within_bounds() {

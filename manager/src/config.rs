@@ -95,18 +95,63 @@ impl Default for AgentsSection {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSection {
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
-    /// Accept unsigned IP-packet-only messages (seed).
-    #[serde(default = "yes")]
+    /// Accept unsigned IP-packet-only messages even with keys (the seed's
+    /// exemption). Off by default: with it on, anyone on the control LAN
+    /// can make the manager place flows and answer with signed updates.
+    #[serde(default)]
     pub allow_unsigned_ip_packet_only: bool,
+    /// How far a signed message's sequence may be ahead of this host's
+    /// Unix time `<< 32` (s): bounds how far a key holder can push a replay
+    /// window. Default 300.
+    #[serde(default = "default_max_ahead")]
+    pub max_sequence_ahead_secs: u64,
 }
 
-fn yes() -> bool {
-    true
+fn default_max_ahead() -> u64 {
+    AuthPolicy::DEFAULT_MAX_AHEAD_SECS
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            keys: Vec::new(),
+            allow_unsigned_ip_packet_only: false,
+            max_sequence_ahead_secs: default_max_ahead(),
+        }
+    }
+}
+
+/// Largest key file read (bytes): a key longer than a hash block adds
+/// nothing, and `/dev/zero` must not be read until memory runs out.
+pub const MAX_KEY_FILE_BYTES: u64 = 4096;
+
+/// Reads a key file: at most [`MAX_KEY_FILE_BYTES`], one trailing newline
+/// dropped; errors (text) for an unreadable, empty or over-long file.
+pub fn read_key_file(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| format!("key file {}: {e}", path.display()))?;
+    let mut secret = Vec::new();
+    f.take(MAX_KEY_FILE_BYTES + 1)
+        .read_to_end(&mut secret)
+        .map_err(|e| format!("key file {}: {e}", path.display()))?;
+    if secret.len() as u64 > MAX_KEY_FILE_BYTES {
+        return Err(format!(
+            "key file {}: longer than {MAX_KEY_FILE_BYTES} bytes",
+            path.display()
+        ));
+    }
+    if secret.last() == Some(&b'\n') {
+        secret.pop();
+    }
+    if secret.is_empty() {
+        return Err(format!("key file {}: empty key", path.display()));
+    }
+    Ok(secret)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -121,6 +166,11 @@ pub struct KeyConfig {
     /// Sign outgoing messages with this key (exactly one key sends).
     #[serde(default)]
     pub send: bool,
+    /// Identity-info addresses a message signed with this key may claim
+    /// (agents' addresses; empty = any). Binds the key to its holders, so
+    /// one agent's key cannot speak for another agent.
+    #[serde(default)]
+    pub identities: Vec<Ipv4Addr>,
 }
 
 fn default_alg() -> String {
@@ -297,6 +347,12 @@ impl ServiceConfig {
     }
 }
 
+/// Longest wildcard TTL accepted (s): an hour. A dead manager's wildcards
+/// stay on agents for up to one TTL, so a huge one means no failover.
+pub const MAX_WILDCARD_TTL: u32 = 3600;
+/// Longest health-check interval or timeout accepted (ms): an hour.
+pub const MAX_HEALTH_MS: u64 = 3_600_000;
+
 /// Finds the line/column of the first occurrence of `needle` after the
 /// `index`-th `[[service]]` header (for semantic errors).
 fn locate(text: &str, index: Option<usize>, needle: &str) -> (usize, usize) {
@@ -338,11 +394,27 @@ impl Config {
                 message,
             });
         };
-        if cfg.manager.wildcard_ttl == 0 {
+        if cfg.manager.wildcard_ttl == 0 || cfg.manager.wildcard_ttl > MAX_WILDCARD_TTL {
             err(
                 None,
                 "wildcard_ttl",
-                "wildcard_ttl must be at least 1 second".into(),
+                format!("wildcard_ttl must be 1..={MAX_WILDCARD_TTL} seconds (failover takes up to one TTL)"),
+            );
+        }
+        if let Some(g) = cfg.agents.multicast_group {
+            if !g.is_multicast() {
+                err(
+                    None,
+                    "multicast_group",
+                    format!("multicast_group {g} is not a multicast address (224.0.0.0/4)"),
+                );
+            }
+        }
+        if cfg.auth.max_sequence_ahead_secs == 0 || cfg.auth.max_sequence_ahead_secs > 86_400 {
+            err(
+                None,
+                "max_sequence_ahead_secs",
+                "max_sequence_ahead_secs must be 1..=86400".into(),
             );
         }
         if cfg.manager.fixed_ttl < 3 {
@@ -371,12 +443,8 @@ impl Config {
                     ),
                 );
             }
-            if let Err(e) = std::fs::read(&k.file) {
-                err(
-                    None,
-                    &k.file.display().to_string(),
-                    format!("key file {}: {e}", k.file.display()),
-                );
+            if let Err(e) = read_key_file(&k.file) {
+                err(None, &k.file.display().to_string(), e);
             }
         }
         let mut names = HashSet::new();
@@ -448,6 +516,16 @@ impl Config {
                         "health needs kind tcp|http and rise, fall, interval_ms > 0".into(),
                     );
                 }
+                if h.interval_ms > MAX_HEALTH_MS
+                    || h.timeout_ms == 0
+                    || h.timeout_ms > MAX_HEALTH_MS
+                {
+                    err(
+                        Some(i),
+                        "health",
+                        format!("health interval_ms and timeout_ms must be 1..={MAX_HEALTH_MS} (a 0 timeout fails every check)"),
+                    );
+                }
             }
             for a in &s.optional_actions {
                 if a != "advertise" {
@@ -481,22 +559,19 @@ impl Config {
     pub fn auth_policy(&self) -> AuthPolicy {
         let mut policy = AuthPolicy {
             allow_unsigned_ip_packet_only: self.auth.allow_unsigned_ip_packet_only,
+            max_ahead_secs: self.auth.max_sequence_ahead_secs,
             ..AuthPolicy::open()
         };
         for k in &self.auth.keys {
-            let Ok(secret) = std::fs::read(&k.file) else {
+            let Ok(secret) = read_key_file(&k.file) else {
                 continue;
             };
-            let secret = secret
-                .strip_suffix(b"\n")
-                .map(<[u8]>::to_vec)
-                .unwrap_or(secret);
             let alg = if k.algorithm == "keyed-md5" {
                 AuthAlgorithm::KeyedMd5
             } else {
                 AuthAlgorithm::HmacSha256
             };
-            let key = Key::new(k.id, alg, secret);
+            let key = Key::new(k.id, alg, secret).for_identities(k.identities.clone());
             if k.send {
                 policy.keys.rotate_to(key, 0, 0);
             } else {

@@ -88,6 +88,9 @@ const BUSY_POLL: Duration = Duration::from_micros(200);
 impl Daemon {
     /// Binds the service-message socket (`listen` may use port 0).
     pub fn bind(cfg: Config, config_path: Option<PathBuf>) -> std::io::Result<Daemon> {
+        if cfg.auth.keys.is_empty() {
+            tracing::warn!("no [auth] keys: OPEN mode, anyone on the control LAN can speak for any agent; use it on trusted LANs only (api/PROTOCOL.md, Security)");
+        }
         let socket = UdpSocket::bind(cfg.manager.listen)?;
         let ifaddr = cfg
             .agents
@@ -178,27 +181,11 @@ impl Daemon {
         let tx = self.events.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let mut line = String::new();
-                let mut r = BufReader::new(&conn);
-                if r.read_line(&mut line).is_err() {
-                    continue;
-                }
-                let answer = match Command::parse(line.trim()) {
-                    Ok(cmd) => {
-                        let (rtx, rrx) = mpsc::channel();
-                        if !tx.send(Event::Command(cmd, rtx)) {
-                            return;
-                        }
-                        rrx.recv_timeout(Duration::from_secs(5))
-                            .unwrap_or_else(|_| Err("manager busy".into()))
-                    }
-                    Err(e) => Err(e),
-                };
-                let mut w = &conn;
-                let _ = match answer {
-                    Ok(s) => w.write_all(s.as_bytes()),
-                    Err(e) => w.write_all(format!("error: {e}\n").as_bytes()),
-                };
+                // One thread per connection, with timeouts and a line
+                // limit: an idle or endless client must not block
+                // `status` and `set-weight` for everyone else.
+                let tx = tx.clone();
+                std::thread::spawn(move || serve_control(&conn, &tx));
             }
         });
         if let Some(addr) = cfg.manager.metrics {
@@ -327,6 +314,49 @@ impl Daemon {
     pub fn core(&self) -> &ManagerCore {
         &self.core
     }
+}
+
+/// Longest control-socket command line read (bytes, newline included);
+/// a longer one is refused without reading further.
+pub const MAX_CONTROL_LINE: u64 = 4096;
+/// How long a control-socket client may take to send its line or read
+/// the answer.
+pub const CONTROL_IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Answers one control-socket connection: one command line of at most
+/// [`MAX_CONTROL_LINE`] bytes within [`CONTROL_IO_TIMEOUT`]; the input is
+/// never echoed back (a bad line gets a fixed error).
+fn serve_control(conn: &UnixStream, tx: &EventSender) {
+    let _ = conn.set_read_timeout(Some(CONTROL_IO_TIMEOUT));
+    let _ = conn.set_write_timeout(Some(CONTROL_IO_TIMEOUT));
+    let mut raw = Vec::new();
+    let mut r = BufReader::new(conn.take(MAX_CONTROL_LINE));
+    if r.read_until(b'\n', &mut raw).is_err() {
+        return;
+    }
+    let answer = if raw.last() != Some(&b'\n') && raw.len() as u64 >= MAX_CONTROL_LINE {
+        Err(format!("command line longer than {MAX_CONTROL_LINE} bytes"))
+    } else {
+        match std::str::from_utf8(&raw).map(|l| Command::parse(l.trim())) {
+            Ok(Ok(cmd)) => {
+                let (rtx, rrx) = mpsc::channel();
+                if !tx.send(Event::Command(cmd, rtx)) {
+                    return;
+                }
+                rrx.recv_timeout(Duration::from_secs(5))
+                    .unwrap_or_else(|_| Err("manager busy".into()))
+            }
+            // The parser's message quotes the line; quote at most a
+            // short prefix of it (no echo of arbitrary input).
+            Ok(Err(e)) => Err(e.chars().take(300).collect()),
+            Err(_) => Err("command line is not UTF-8".into()),
+        }
+    };
+    let mut w = conn;
+    let _ = match answer {
+        Ok(s) => w.write_all(s.as_bytes()),
+        Err(e) => w.write_all(format!("error: {e}\n").as_bytes()),
+    };
 }
 
 fn socket_multicast_ttl(s: &UdpSocket) {

@@ -472,6 +472,7 @@ fn wrong_key_is_rejected_by_the_agent() {
         file: dir.clone(),
         algorithm: "hmac-sha256".into(),
         send: true,
+        identities: Vec::new(),
     });
     let mut mgr = ManagerCore::new(cfg, 0);
     let out = mgr.tick(0);

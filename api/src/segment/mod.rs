@@ -11,7 +11,7 @@
 //! - `envelope.rs`: what frames or rides along with a message — security,
 //!   identity, interest data, the IP packet (types 6–9, 15);
 //! - `report.rs`: what an agent reports — deny reason, capabilities,
-//!   statistics (types 16–18).
+//!   statistics, receiver (types 16–19).
 //!
 //! `layout.rs` holds what they share: the [`SegmentBody`] trait each body
 //! implements and `fixed_layout!`, which derives parse, emit and length
@@ -32,7 +32,7 @@ pub use affinity::{
     WildcardAffinity,
 };
 pub use envelope::{IdentityInfo, Security};
-pub use report::{Capabilities, DenyReason, Statistics};
+pub use report::{Capabilities, DenyReason, Receiver, Statistics};
 
 use crate::codec::{Reader, Writer};
 use crate::error::SegmentErrorKind;
@@ -147,6 +147,8 @@ segments! {
     Capabilities(Capabilities) = Capabilities,
     /// Type 18: packet and byte counters of one forward address.
     Statistics(Statistics) = Statistics,
+    /// Type 19: the address the message is meant for (extension).
+    Receiver(Receiver) = Receiver,
 }
 
 impl Segment<'_> {

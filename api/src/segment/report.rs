@@ -28,10 +28,19 @@ impl DenyReason {
     pub const TABLE_FULL: u16 = 4;
     /// Code 5: the message was malformed.
     pub const MALFORMED: u16 = 5;
+    /// Code 6 (extension): a signed message's sequence number is behind the
+    /// receiver's replay window for the sender's identity. Here
+    /// `denied_sequence` is the receiver's highest accepted sequence for
+    /// that identity, so the sender can continue above it (resynchronise
+    /// after its clock stepped back). Sent at most once a second per identity.
+    pub const STALE_SEQUENCE: u16 = 6;
+    /// Code 7 (extension): the sender is over its quota of entries in the
+    /// table named by `denied_type` (per-owner limit, not a full table).
+    pub const QUOTA_EXCEEDED: u16 = 7;
 
-    /// Rejects a code outside 1–5 (PROTOCOL.md, "16 — deny reason").
+    /// Rejects a code outside 1–7 (PROTOCOL.md, "16 — deny reason").
     fn check_defined(&self) -> Result<(), SegmentErrorKind> {
-        if (Self::UNKNOWN_REQUIRED_SEGMENT..=Self::MALFORMED).contains(&self.code) {
+        if (Self::UNKNOWN_REQUIRED_SEGMENT..=Self::QUOTA_EXCEEDED).contains(&self.code) {
             Ok(())
         } else {
             Err(bad("deny code", self.code.into()))
@@ -91,4 +100,28 @@ fixed_layout! {
     addr(forward_addr),
     u64(packets),
     u64(bytes),
+}
+
+/// Receiver segment (type 19, 4 bytes, extension): the address the message
+/// is meant for — the receiving agent's or manager's own address, or the
+/// multicast group it was sent to. Covered by the digest like every
+/// segment, so a receiver that finds another address here knows the signed
+/// message was replayed from elsewhere (PROTOCOL.md, "Security").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receiver {
+    /// The intended receiver's IPv4 address (network order on the wire).
+    pub address: Ipv4Addr,
+}
+
+impl Default for Receiver {
+    fn default() -> Self {
+        Receiver {
+            address: Ipv4Addr::UNSPECIFIED,
+        }
+    }
+}
+
+fixed_layout! {
+    Receiver = seg::RECEIVER;
+    addr(address),
 }

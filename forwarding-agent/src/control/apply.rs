@@ -8,7 +8,7 @@ use crate::actions::ActionSet;
 use crate::agent::{ds, Agent, ControlState};
 use crate::counters::Counter;
 use crate::fixed_affinity::{FixedValue, Inserted};
-use crate::wildcard_affinity::{Upsert, WildcardEntry};
+use crate::wildcard_affinity::{Upsert, WildcardEntry, WildcardLimits};
 use affinity_api::{
     seg, ActionList, AffinityEntry, AffinityKey, DenyReason, FixedAffinity, ServiceMessage,
     WildcardAffinity,
@@ -167,7 +167,12 @@ impl Agent {
             expires_ds: AtomicU32::new(expires),
             ttl: w.ttl,
         };
-        match self.wildcards.upsert(entry) {
+        let q = self.config.owner_quota;
+        let limits = WildcardLimits {
+            per_owner: q.wildcards,
+            patterns_per_owner: q.wildcard_patterns,
+        };
+        match self.wildcards.upsert_limited(entry, limits) {
             Upsert::Refreshed => {
                 self.actions.release(action, now_ns);
                 st.counters.inc(Counter::WildcardRefresh);
@@ -183,6 +188,12 @@ impl Agent {
                 st.counters.inc(Counter::WildcardFull);
                 let t = seg::WILDCARD_AFFINITY;
                 return self.deny(st, out, inc, &[t], DenyReason::TABLE_FULL, Some(e));
+            }
+            Upsert::OwnerQuota | Upsert::PatternQuota => {
+                self.actions.release(action, now_ns);
+                st.counters.inc(Counter::WildcardQuota);
+                let t = seg::WILDCARD_AFFINITY;
+                return self.deny(st, out, inc, &[t], DenyReason::QUOTA_EXCEEDED, Some(e));
             }
         }
         // Reclaimed a second after expiry (`WildcardTable::reclaim`).
@@ -257,6 +268,7 @@ impl Agent {
         }
         if f.ttl == 0 {
             if let Some(old) = self.fixed.remove(&f.key) {
+                self.fixed_owner_dec(st, old.action);
                 self.actions.release(old.action, now_ns);
                 st.counters.inc(Counter::FixedDelete);
             }
@@ -275,6 +287,16 @@ impl Agent {
             let code = DenyReason::NO_SUPPORTING_WILDCARD;
             return self.deny(st, out, inc, &[t], code, Some(e));
         };
+        // Per-owner quota: a new key past it is denied (a refresh of a
+        // key already held is not). Each fixed affinity holds one action
+        // reference and action sets carry their owner, so this also bounds
+        // the owner's share of the action table (with its wildcards).
+        let held = st.fixed_by_owner.get(&owner).copied().unwrap_or(0);
+        if held >= self.config.owner_quota.fixed && self.fixed.lookup(&f.key).is_none() {
+            st.counters.inc(Counter::FixedQuota);
+            let t = seg::FIXED_AFFINITY;
+            return self.deny(st, out, inc, &[t], DenyReason::QUOTA_EXCEEDED, Some(e));
+        }
         let actions = self.action_set(
             st,
             inc,
@@ -298,10 +320,13 @@ impl Agent {
             },
         ) {
             Ok(Inserted::New(_)) => {
+                Self::fixed_owner_inc(st, owner);
                 st.wheel.entry(expires / 10 + 1).or_default().push(f.key);
                 st.counters.inc(Counter::FixedAdd);
             }
             Ok(Inserted::Replaced(_, old)) => {
+                self.fixed_owner_dec(st, old.action);
+                Self::fixed_owner_inc(st, owner);
                 self.actions.release(old.action, now_ns);
                 st.counters.inc(Counter::FixedRefresh);
             }
@@ -342,11 +367,14 @@ impl Agent {
             },
         ) {
             Ok(Inserted::New(_)) => {
+                Self::fixed_owner_inc(&mut st, actions.owner);
                 st.wheel.entry(expires / 10 + 1).or_default().push(key);
                 st.counters.inc(Counter::FixedAdd);
                 Ok(())
             }
             Ok(Inserted::Replaced(_, old)) => {
+                self.fixed_owner_dec(&mut st, old.action);
+                Self::fixed_owner_inc(&mut st, actions.owner);
                 self.actions.release(old.action, now_ns);
                 Ok(())
             }

@@ -35,6 +35,9 @@ pub struct ControlOutput {
     pub replies: Vec<(SocketAddrV4, Vec<u8>)>,
     /// Packets to run through [`crate::Worker::process_returned`].
     pub returned: Vec<ReturnedPacket>,
+    /// Lines for the host's log (refused messages, rate-limited to one a
+    /// second by the core; the core itself does not log).
+    pub log: Vec<String>,
 }
 
 /// A verified message and where it came from, as the apply step sees it.
@@ -62,6 +65,40 @@ impl Agent {
         out
     }
 
+    /// Handles a burst of datagrams (each from its sender) as
+    /// [`Agent::handle_control`] would, but publishes the wildcard snapshot
+    /// once at the end instead of once per message: a burst of N wildcard
+    /// updates costs one snapshot rebuild, not N (issue 16, item 6). A
+    /// fixed update inside the burst still sees the wildcards before it.
+    pub fn handle_control_batch<'b>(
+        &self,
+        now_ns: u64,
+        datagrams: impl IntoIterator<Item = (SocketAddrV4, &'b [u8])>,
+    ) -> ControlOutput {
+        let mut out = ControlOutput::default();
+        self.control.lock().batching = true;
+        for (from, bytes) in datagrams {
+            for m in datagram_messages(bytes) {
+                self.handle_message(&mut out, now_ns, from, m.unwrap_or_default());
+            }
+        }
+        self.control.lock().batching = false;
+        self.wildcards.commit();
+        out
+    }
+
+    /// Records control datagrams the host lost before the core saw them
+    /// (e.g. the kernel's count of drops on the control socket: a full
+    /// receive buffer), `n` more since the last call; shown as
+    /// `control-socket-drops`.
+    pub fn note_control_drops(&self, n: u64) {
+        if n > 0 {
+            let mut st = self.control.lock();
+            st.counters.add(Counter::CtlSocketDrops, n);
+            self.publish_control(&st);
+        }
+    }
+
     fn handle_message(
         &self,
         out: &mut ControlOutput,
@@ -75,7 +112,7 @@ impl Agent {
             self.publish_control(&st);
             return;
         };
-        let Some(owner) = self.verify(&mut st, now_ns, from, &msg) else {
+        let Some(owner) = self.verify(&mut st, out, now_ns, from, &msg) else {
             self.publish_control(&st);
             return;
         };
@@ -144,7 +181,9 @@ impl Agent {
             MessageType::Keepalive => {}
             _ => st.counters.inc(Counter::CtlUnexpected),
         }
-        self.wildcards.commit();
+        if !st.batching {
+            self.wildcards.commit();
+        }
         self.publish_control(&st);
     }
 

@@ -6,8 +6,8 @@ use crate::agent::{Agent, ControlState};
 use crate::counters::Counter;
 use crate::introspection::ManagerInfo;
 use affinity_api::{
-    seg, AuthAlgorithm, AuthPolicy, DenyReason, Header, ParseError, ReplayWindow, SegmentErrorKind,
-    ServiceMessage, HEADER_LEN, REQUIRED_FLAG,
+    seg, unix_now, AuthAlgorithm, AuthError, AuthPolicy, DenyReason, Header, MessageType,
+    ParseError, ReplayWindow, SegmentErrorKind, ServiceMessage, HEADER_LEN, REQUIRED_FLAG,
 };
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -56,15 +56,32 @@ impl Agent {
     }
 
     /// Authenticates `msg` and checks its sequence against the sender's
-    /// replay window; the sender's owner index, or `None` (counted) when
-    /// the message must be ignored.
+    /// replay window; the sender's owner index, or `None` (counted by
+    /// reason) when the message must be ignored.
+    ///
+    /// In order: the sender must be an allowed manager (when a list is
+    /// configured); the signature must verify with a key that may speak for
+    /// the claimed identity; a signed message's sequence must not be far
+    /// ahead of the clock, and its receiver segment (required on
+    /// fixed updates and IP-packet-only when keys are configured) must name
+    /// this agent or one of its groups; only then is per-sender state
+    /// created (bounded by `max_managers`). A signed message behind the
+    /// window draws a stale-sequence deny (at most one a second per
+    /// manager) so the manager can move its sequence on.
     pub(super) fn verify(
         &self,
         st: &mut ControlState,
+        out: &mut ControlOutput,
         now_ns: u64,
         from: SocketAddrV4,
         msg: &ServiceMessage<'_>,
     ) -> Option<u16> {
+        if let Some(allowed) = &self.config.allowed_managers {
+            if !allowed.contains(from.ip()) {
+                st.counters.inc(Counter::CtlNotAllowed);
+                return None;
+            }
+        }
         // Seed: a receiver that expects no security (no key, signatures not
         // required) ignores the security segment and accepts the message,
         // so turning signing on at one end first is not an outage.
@@ -72,19 +89,54 @@ impl Agent {
             let policy = self.auth();
             policy.keys.is_empty() && !policy.require
         };
-        if !keyless && self.auth().verify(msg, now_ns / 1_000_000_000).is_err() {
+        let signed = msg.security().is_some() && !keyless;
+        let checked = if keyless {
+            Ok(())
+        } else {
+            let auth = self.auth();
+            auth.verify_from(msg, now_ns / 1_000_000_000, *from.ip())
+                .and_then(|()| {
+                    if signed {
+                        auth.check_sequence(msg.sequence(), unix_now())
+                    } else {
+                        Ok(())
+                    }
+                })
+                .and_then(|()| self.check_receiver(&auth, msg))
+        };
+        if let Err(e) = checked {
             st.counters.inc(Counter::CtlAuthFail);
+            st.counters.inc(auth_counter(&e));
+            self.log_refusal(st, out, now_ns, from, &e);
             return None;
         }
         let (owner_addr, name) = match msg.identity() {
             Some(i) if !i.address.is_unspecified() => (i.address, i.host_name),
             _ => (*from.ip(), ""),
         };
-        let owner = self.owner_index(st, owner_addr, name, now_ns);
-        let signed = msg.security().is_some() && !keyless;
+        let Some(owner) = self.owner_index(st, owner_addr, name, now_ns) else {
+            st.counters.inc(Counter::CtlManagersFull);
+            return None;
+        };
         let m = &mut st.managers[owner as usize];
         if signed && !m.replay.accept(msg.sequence()) {
             st.counters.inc(Counter::CtlReplay);
+            let stale = m.replay.is_stale(msg.sequence());
+            let due = m
+                .last_stale_deny_ns
+                .is_none_or(|t| now_ns.saturating_sub(t) >= 1_000_000_000);
+            if stale && due {
+                m.last_stale_deny_ns = Some(now_ns);
+                let deny = DenyReason {
+                    denied_type: 0,
+                    code: DenyReason::STALE_SEQUENCE,
+                    denied_sequence: m.replay.highest(),
+                };
+                out.replies
+                    .push((from, self.build_deny(deny, &[], None, None)));
+                st.counters.inc(Counter::StaleDenySent);
+                st.counters.inc(Counter::DenySent);
+            }
             return None;
         }
         m.last_heard_ns = now_ns;
@@ -92,18 +144,80 @@ impl Agent {
         Some(owner)
     }
 
+    /// The receiver segment, when present, must name this agent or a
+    /// group it listens on; with keys configured, fixed updates and
+    /// IP-packet-only messages (which carry flows and packets for one
+    /// agent) must have one.
+    fn check_receiver(&self, auth: &AuthPolicy, msg: &ServiceMessage<'_>) -> Result<(), AuthError> {
+        match msg.receiver() {
+            Some(r) => {
+                let ours = r == self.config.agent_addr
+                    || self.config.multicast_groups.contains(&r)
+                    || self.config.agent_addr.is_unspecified();
+                if ours {
+                    Ok(())
+                } else {
+                    Err(AuthError::WrongReceiver)
+                }
+            }
+            None if auth.require
+                && matches!(
+                    msg.msg_type(),
+                    MessageType::AffinityUpdateFixed | MessageType::IpPacketOnly
+                ) =>
+            {
+                Err(AuthError::WrongReceiver)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Queues a log line for a refused message ([`ControlOutput::log`]),
+    /// at most once a second (an attacker's flood must not flood the log);
+    /// the per-reason counters have every one.
+    fn log_refusal(
+        &self,
+        st: &mut ControlState,
+        out: &mut ControlOutput,
+        now_ns: u64,
+        from: SocketAddrV4,
+        e: &AuthError,
+    ) {
+        if st
+            .last_auth_log_ns
+            .is_none_or(|t| now_ns.saturating_sub(t) >= 1_000_000_000)
+        {
+            st.last_auth_log_ns = Some(now_ns);
+            out.log.push(format!(
+                "control message from {from} refused ({}): {e} (logged at most once a second; see the control-auth-* counters)",
+                e.reason()
+            ));
+        }
+    }
+
     /// The manager's index, adding it (and publishing the new address to
-    /// the workers) when first heard from.
-    fn owner_index(&self, st: &mut ControlState, addr: Ipv4Addr, name: &str, now_ns: u64) -> u16 {
+    /// the workers) when first heard from; `None` when the table already
+    /// holds `max_managers` (or `u16::MAX`) others.
+    fn owner_index(
+        &self,
+        st: &mut ControlState,
+        addr: Ipv4Addr,
+        name: &str,
+        now_ns: u64,
+    ) -> Option<u16> {
         let i = match st.managers.iter().position(|m| m.address == addr) {
             Some(i) => i,
             None => {
+                if st.managers.len() >= self.config.max_managers.min(u16::MAX as usize) {
+                    return None;
+                }
                 st.managers.push(ManagerInfo {
                     address: addr,
                     name: String::new(),
                     last_heard_ns: now_ns,
                     messages: 0,
                     replay: ReplayWindow::default(),
+                    last_stale_deny_ns: None,
                 });
                 self.republish(st);
                 st.managers.len() - 1
@@ -113,7 +227,20 @@ impl Agent {
         if !name.is_empty() && m.name != name {
             m.name = name.to_string();
         }
-        i.min(u16::MAX as usize) as u16
+        Some(i as u16)
+    }
+}
+
+/// The per-reason counter of an authentication failure.
+fn auth_counter(e: &AuthError) -> Counter {
+    match e {
+        AuthError::Unsigned => Counter::CtlAuthUnsigned,
+        AuthError::UnknownKey(_) | AuthError::ExpiredKey(_) => Counter::CtlAuthUnknownKey,
+        AuthError::BadAlgorithm(_) | AuthError::BadDigest => Counter::CtlAuthBadDigest,
+        AuthError::WrongIdentity(_) => Counter::CtlAuthWrongIdentity,
+        AuthError::FarFuture(_) => Counter::CtlAuthFarFuture,
+        AuthError::WrongReceiver => Counter::CtlAuthWrongReceiver,
+        AuthError::Replay(_) => Counter::CtlReplay,
     }
 }
 

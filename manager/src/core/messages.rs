@@ -9,7 +9,7 @@ use crate::config::Config;
 use affinity_api::{
     encode_action_list, interest, seg, ActionList, AdvertiseAction, AffinityIdentifier,
     AffinityKey, AuthPolicy, BackupPrecedence, FixedAffinity, IdentityInfo, InterestCriteria, Key,
-    MessageBuilder, MessageType, NatAction, Segment, SequenceSource, ServicePrecedence,
+    MessageBuilder, MessageType, NatAction, Receiver, Segment, SequenceSource, ServicePrecedence,
     WildcardAffinity,
 };
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -41,6 +41,12 @@ impl Messages {
         }
     }
 
+    /// An agent said our sequence is behind its replay window
+    /// (`DenyReason::STALE_SEQUENCE` naming `highest`): continue above it.
+    pub fn resynchronise(&mut self, highest: u64) {
+        self.seq.advance_past(highest);
+    }
+
     /// Takes a reloaded configuration's identity and key; the sequence
     /// continues.
     pub fn reconfigure(&mut self, cfg: &Config, auth: &AuthPolicy) {
@@ -60,6 +66,15 @@ impl Messages {
             address: *self.listen.ip(),
             host_name: &self.name,
         }));
+        b
+    }
+
+    /// [`Self::builder`] for a message meant for one agent: it names the
+    /// agent in a receiver segment (covered by the digest), so the signed
+    /// message cannot be replayed to another agent (PROTOCOL.md, "Security").
+    fn builder_to(&mut self, t: MessageType, to: Ipv4Addr) -> MessageBuilder {
+        let mut b = self.builder(t);
+        b.push(Segment::Receiver(Receiver { address: to }));
         b
     }
 
@@ -177,17 +192,18 @@ impl Messages {
     }
 
     /// A flow's two fixed affinities with time to live `ttl` (s; 0
-    /// deletes), echoing the agent's interest data and returning the punted
-    /// packet when given.
+    /// deletes) for the agent at `to`, echoing the agent's interest data
+    /// and returning the punted packet when given.
     pub fn flow(
         &mut self,
+        to: Ipv4Addr,
         f: &Flow,
         ttl: u32,
         echo: Option<&[u8]>,
         packet: Option<&[u8]>,
     ) -> Option<Vec<u8>> {
         let tracking = self.tracking();
-        let mut b = self.builder(MessageType::AffinityUpdateFixed);
+        let mut b = self.builder_to(MessageType::AffinityUpdateFixed, to);
         if let Some(e) = echo {
             b.push(Segment::FaInterestData(e));
         }
@@ -199,14 +215,16 @@ impl Messages {
     }
 
     /// One renewal of `flows` (at most [`FLOWS_PER_MESSAGE`] keep a
-    /// message under ~1400 bytes) with time to live `ttl` (s).
+    /// message under ~1400 bytes) with time to live `ttl` (s), for the
+    /// agent at `to`.
     pub fn renewal<'f>(
         &mut self,
+        to: Ipv4Addr,
         flows: impl IntoIterator<Item = &'f Flow>,
         ttl: u32,
     ) -> Option<Vec<u8>> {
         let tracking = self.tracking();
-        let mut b = self.builder(MessageType::AffinityUpdateFixed);
+        let mut b = self.builder_to(MessageType::AffinityUpdateFixed, to);
         for f in flows {
             push_flow(&mut b, f, ttl, tracking);
         }

@@ -30,8 +30,8 @@ pub use services::{Backend, Service, ServiceRegistry};
 
 use crate::config::Config;
 use affinity_api::{
-    datagram_messages, interest, seg, AffinityKey, AffinityRef, AuthPolicy, DenyReason,
-    MessageType, ReplayWindow, Segment, ServiceMessage, AGENT_PORT,
+    datagram_messages, interest, seg, unix_now, AffinityKey, AffinityRef, AuthError, AuthPolicy,
+    DenyReason, MessageType, ReplayWindow, Segment, ServiceMessage, AGENT_PORT,
 };
 use affinity_forwarding_agent::wire;
 use reports::Report;
@@ -45,6 +45,24 @@ pub type Outgoing = (SocketAddrV4, Vec<u8>);
 const SEC: u64 = 1_000_000_000;
 /// Shortest wildcard refresh interval (ns), whatever the TTL.
 const MIN_WILDCARD_REFRESH: u64 = SEC / 10;
+/// Peers (agents, replay windows) remembered at most: bounds what senders
+/// can make the manager keep (issue 16).
+const MAX_PEERS: usize = 4096;
+/// Agents not heard from for this long (ns) are forgotten.
+const AGENT_EXPIRY: u64 = 600 * SEC;
+
+/// The per-reason counter name of an authentication failure.
+fn auth_counter(e: &AuthError) -> &'static str {
+    match e {
+        AuthError::Unsigned => "rx-auth-unsigned",
+        AuthError::UnknownKey(_) | AuthError::ExpiredKey(_) => "rx-auth-unknown-key",
+        AuthError::BadAlgorithm(_) | AuthError::BadDigest => "rx-auth-bad-digest",
+        AuthError::WrongIdentity(_) => "rx-auth-wrong-identity",
+        AuthError::FarFuture(_) => "rx-auth-far-future",
+        AuthError::WrongReceiver => "rx-auth-wrong-receiver",
+        AuthError::Replay(_) => "rx-replay",
+    }
+}
 
 /// An agent the manager has heard from.
 #[derive(Debug, Clone, Default)]
@@ -90,6 +108,12 @@ pub struct ManagerCore {
     next_wildcards: u64,
     /// When open flows' fixed affinities are next renewed (ns).
     next_renewal: u64,
+    /// When wildcards were last sent (ns).
+    last_wildcards: u64,
+    /// When a refused message was last logged (ns; 0 = never).
+    last_auth_log: u64,
+    /// When a deny was last logged at INFO (ns; 0 = never).
+    last_deny_log: u64,
 }
 
 /// The 5-tuple and TCP flags (FIN..URG, else 0) of the IPv4 packet an
@@ -115,6 +139,9 @@ impl ManagerCore {
             counters: BTreeMap::new(),
             next_wildcards: now,
             next_renewal: now,
+            last_wildcards: now,
+            last_auth_log: 0,
+            last_deny_log: 0,
             cfg,
         }
     }
@@ -229,32 +256,60 @@ impl ManagerCore {
         // Seed: with no key and signatures not required, a security
         // segment is ignored and the message accepted.
         let keyless = self.auth.keys.is_empty() && !self.auth.require;
-        let verified = if keyless {
+        let signed = msg.security().is_some() && !keyless;
+        let checked = if keyless {
             Ok(())
         } else {
-            self.auth.verify(&msg, now / SEC)
+            self.auth
+                .verify_from(&msg, now / SEC, *from.ip())
+                .and_then(|()| {
+                    if signed {
+                        self.auth.check_sequence(msg.sequence(), unix_now())
+                    } else {
+                        Ok(())
+                    }
+                })
+                .and_then(|()| match msg.receiver() {
+                    Some(r)
+                        if r != *self.cfg.manager.listen.ip()
+                            && !self.cfg.manager.listen.ip().is_unspecified() =>
+                    {
+                        Err(AuthError::WrongReceiver)
+                    }
+                    _ => Ok(()),
+                })
         };
-        if let Err(e) = verified {
+        if let Err(e) = checked {
             self.count("rx-auth-failed");
-            tracing::debug!(%from, error = %e, "authentication failed");
+            self.count(auth_counter(&e));
+            if self.last_auth_log == 0 || now.saturating_sub(self.last_auth_log) >= SEC {
+                self.last_auth_log = now.max(1);
+                tracing::warn!(%from, reason = e.reason(), error = %e, "service message refused (logged at most once a second; see rx-auth-* counters)");
+            }
             return out;
         }
-        if msg.security().is_some()
-            && !keyless
-            && !self
-                .replay
-                .entry(*from.ip())
-                .or_default()
-                .accept(msg.sequence())
-        {
-            self.count("rx-replay");
-            return out;
+        if signed {
+            let ip = *from.ip();
+            if !self.replay.contains_key(&ip) && self.replay.len() >= MAX_PEERS {
+                self.count("rx-peer-table-full");
+                return out;
+            }
+            if !self.replay.entry(ip).or_default().accept(msg.sequence()) {
+                self.count("rx-replay");
+                return out;
+            }
         }
-        let agent = self.agents.entry(from).or_default();
-        agent.last_heard = now;
-        if let Some(i) = msg.identity() {
-            if agent.name != i.host_name {
-                agent.name = i.host_name.to_string();
+        if !self.agents.contains_key(&from) && self.agents.len() >= MAX_PEERS {
+            // Unverified senders (open mode) must not grow the table without
+            // bound; entries also expire (`tick`). The message is still handled.
+            self.count("agent-table-full");
+        } else {
+            let agent = self.agents.entry(from).or_default();
+            agent.last_heard = now;
+            if let Some(i) = msg.identity() {
+                if agent.name != i.host_name {
+                    agent.name = i.host_name.to_string();
+                }
             }
         }
         match msg.msg_type() {
@@ -294,21 +349,36 @@ impl ManagerCore {
                     self.on_interest(now, m, &mut out);
                 }
             }
-            MessageType::AffinityUpdateDeny => self.on_deny(from, &msg, &mut out),
-            MessageType::AgentHello => self.on_hello(from, &msg),
+            MessageType::AffinityUpdateDeny => self.on_deny(now, from, &msg, signed, &mut out),
+            MessageType::AgentHello => {
+                self.on_hello(from, &msg);
+                self.resync_agent(now, from, signed, &mut out);
+            }
             MessageType::Keepalive => self.count("rx-hello"),
             _ => self.count("rx-unexpected-type"),
         }
         out
     }
 
-    fn on_deny(&mut self, from: SocketAddrV4, msg: &ServiceMessage<'_>, out: &mut Vec<Outgoing>) {
+    fn on_deny(
+        &mut self,
+        now: u64,
+        from: SocketAddrV4,
+        msg: &ServiceMessage<'_>,
+        verified: bool,
+        out: &mut Vec<Outgoing>,
+    ) {
         self.count("rx-deny");
         if let Some(a) = self.agents.get_mut(&from) {
             a.denies += 1;
         }
         let Some(r) = msg.deny_reason() else { return };
-        tracing::info!(%from, code = r.code, denied_type = r.denied_type, "agent denied an update");
+        if self.last_deny_log == 0 || now.saturating_sub(self.last_deny_log) >= SEC {
+            // One line a second at most: denies come in bursts (and in open
+            // mode from anyone); the counters have every one.
+            self.last_deny_log = now.max(1);
+            tracing::info!(%from, code = r.code, denied_type = r.denied_type, "agent denied an update (logged at most once a second)");
+        }
         match r.code {
             DenyReason::UNSUPPORTED_REQUIRED_ACTION => {
                 self.count("deny-unsupported-action");
@@ -338,12 +408,36 @@ impl ManagerCore {
                     }
                 }
             }
-            DenyReason::NO_SUPPORTING_WILDCARD => {
+            DenyReason::NO_SUPPORTING_WILDCARD if verified => {
                 // The agent missed our wildcards (e.g. multicast loss): send them directly.
                 self.count("deny-no-supporting-wildcard");
                 let ttl = self.cfg.manager.wildcard_ttl;
                 for m in self.messages.wildcards(self.services.as_slice(), ttl) {
                     out.push((SocketAddrV4::new(*from.ip(), AGENT_PORT), m));
+                }
+            }
+            DenyReason::NO_SUPPORTING_WILDCARD => {
+                // Unverified (open mode): anyone can claim to be that agent,
+                // so never unicast the wildcard set to the claimed source
+                // (×19 amplification); refresh the usual destinations
+                // early instead, at most every MIN_WILDCARD_REFRESH.
+                self.count("deny-no-supporting-wildcard");
+                self.next_wildcards = self
+                    .next_wildcards
+                    .min(self.last_wildcards.saturating_add(MIN_WILDCARD_REFRESH));
+            }
+            DenyReason::STALE_SEQUENCE if verified => {
+                // Our sequence is behind the agent's window (our clock
+                // stepped back, or someone replayed far ahead within the
+                // bound): continue above it, if it is not itself far ahead.
+                self.count("deny-stale-sequence");
+                if self
+                    .auth
+                    .check_sequence(r.denied_sequence, unix_now())
+                    .is_ok()
+                {
+                    self.messages.resynchronise(r.denied_sequence);
+                    self.next_wildcards = now;
                 }
             }
             DenyReason::TABLE_FULL => self.count("deny-table-full"),
@@ -391,6 +485,46 @@ impl ManagerCore {
         });
     }
 
+    /// An agent (re)started: resynchronise it at once instead of at the
+    /// next refresh — our wildcards, and the fixed affinities of the open
+    /// flows it carries — so replies from backends are translated from
+    /// its first packets (issue 16, item 5). Unverified (open mode), the
+    /// claimed source gets nothing directly (no amplification): the usual
+    /// wildcard refresh and renewals are brought forward instead, at most
+    /// every [`MIN_WILDCARD_REFRESH`].
+    fn resync_agent(
+        &mut self,
+        now: u64,
+        from: SocketAddrV4,
+        verified: bool,
+        out: &mut Vec<Outgoing>,
+    ) {
+        self.count("agent-hello-resync");
+        if !verified {
+            let soon = self.last_wildcards.saturating_add(MIN_WILDCARD_REFRESH);
+            self.next_wildcards = self.next_wildcards.min(soon);
+            self.next_renewal = self.next_renewal.min(soon.max(now));
+            return;
+        }
+        let ttl = self.cfg.manager.wildcard_ttl;
+        for m in self.messages.wildcards(self.services.as_slice(), ttl) {
+            out.push((from, m));
+        }
+        let ttl = self.cfg.manager.fixed_ttl;
+        let keys = self
+            .flows
+            .open_by_agent(u64::MAX)
+            .remove(&from)
+            .unwrap_or_default();
+        for chunk in keys.chunks(messages::FLOWS_PER_MESSAGE) {
+            let flows = chunk.iter().filter_map(|k| self.flows.get(k));
+            if let Some(m) = self.messages.renewal(*from.ip(), flows, ttl) {
+                out.push((from, m));
+                self.count("renewal-messages-sent");
+            }
+        }
+    }
+
     fn on_interest(&mut self, now: u64, m: Interest<'_>, out: &mut Vec<Outgoing>) {
         let Interest {
             from,
@@ -418,7 +552,7 @@ impl ManagerCore {
             } else {
                 self.cfg.manager.fixed_ttl
             };
-            if let Some(m) = self.messages.flow(&f, ttl, echo, packet) {
+            if let Some(m) = self.messages.flow(*from.ip(), &f, ttl, echo, packet) {
                 out.push((from, m));
                 self.count("known-flow-installed");
             }
@@ -466,7 +600,7 @@ impl ManagerCore {
         };
         let flow = Flow::new(name, vip, key, to, from, now);
         let ttl = self.cfg.manager.fixed_ttl;
-        if let Some(m) = self.messages.flow(&flow, ttl, echo, packet) {
+        if let Some(m) = self.messages.flow(*from.ip(), &flow, ttl, echo, packet) {
             out.push((from, m));
         }
         self.flows.insert(flow);
@@ -491,13 +625,16 @@ impl ManagerCore {
         if now >= self.next_wildcards {
             let ttl = self.cfg.manager.wildcard_ttl;
             self.send_wildcards(ttl, &mut out);
+            self.last_wildcards = now;
+            self.agents
+                .retain(|_, a| now.saturating_sub(a.last_heard) < AGENT_EXPIRY);
             self.next_wildcards = now + (ttl as u64 * SEC / 3).max(MIN_WILDCARD_REFRESH);
         }
         for f in self.flows.take_due(now) {
             self.services.release(&f);
-            if let Some(m) = self.messages.flow(&f, 0, None, None) {
-                for a in &f.agents {
-                    out.push((*a, m.clone()));
+            for a in &f.agents {
+                if let Some(m) = self.messages.flow(*a.ip(), &f, 0, None, None) {
+                    out.push((*a, m));
                 }
             }
             self.count("flows-deleted-after-sticky");
@@ -531,7 +668,7 @@ impl ManagerCore {
         for (agent, keys) in self.flows.open_by_agent(now) {
             for chunk in keys.chunks(messages::FLOWS_PER_MESSAGE) {
                 let flows = chunk.iter().filter_map(|k| self.flows.get(k));
-                if let Some(m) = self.messages.renewal(flows, ttl) {
+                if let Some(m) = self.messages.renewal(*agent.ip(), flows, ttl) {
                     out.push((agent, m));
                     self.count("renewal-messages-sent");
                 }
@@ -641,6 +778,10 @@ impl ManagerCore {
             flows: self.flows.len(),
             agents: &self.agents,
             counters: &self.counters,
+            tables: [
+                ("agents", self.agents.len(), MAX_PEERS),
+                ("replay-windows", self.replay.len(), MAX_PEERS),
+            ],
         }
     }
 

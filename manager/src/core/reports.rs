@@ -15,6 +15,9 @@ pub(super) struct Report<'a> {
     pub flows: usize,
     pub agents: &'a BTreeMap<SocketAddrV4, AgentSeen>,
     pub counters: &'a BTreeMap<&'static str, u64>,
+    /// Bounded tables: (name, entries, capacity) — agents heard from and
+    /// replay windows (peers), each at most `MAX_PEERS`.
+    pub tables: [(&'static str, usize, usize); 2],
 }
 
 impl Report<'_> {
@@ -76,6 +79,9 @@ impl Report<'_> {
                 let _ = writeln!(s, "agent {a} not used for service {service}: {why}");
             }
         }
+        for (name, n, cap) in self.tables {
+            let _ = writeln!(s, "table {name} {n} of {cap}");
+        }
         for (k, v) in self.counters {
             let _ = writeln!(s, "counter {k} {v}");
         }
@@ -83,7 +89,7 @@ impl Report<'_> {
     }
 
     /// Prometheus text format 0.0.4: flows, per-backend active flows and
-    /// health, and every event counter.
+    /// health, bounded tables' entries and capacity, and every event counter.
     pub fn metrics(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(
@@ -110,6 +116,15 @@ impl Report<'_> {
                     svc.cfg.name, b.addr, b.healthy as u8
                 );
             }
+        }
+        let _ = writeln!(s, "# TYPE affinity_manager_table_entries gauge");
+        let _ = writeln!(s, "# TYPE affinity_manager_table_capacity gauge");
+        for (name, n, cap) in self.tables {
+            let _ = writeln!(s, "affinity_manager_table_entries{{table=\"{name}\"}} {n}");
+            let _ = writeln!(
+                s,
+                "affinity_manager_table_capacity{{table=\"{name}\"}} {cap}"
+            );
         }
         let _ = writeln!(s, "# TYPE affinity_manager_events_total counter");
         for (k, v) in self.counters {
