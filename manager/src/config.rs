@@ -137,6 +137,19 @@ pub enum Algorithm {
     Feedback,
 }
 
+impl Algorithm {
+    /// The name the configuration file uses (`maglev`, `round-robin`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "round-robin",
+            Algorithm::WeightedRoundRobin => "weighted-round-robin",
+            Algorithm::LeastConnections => "least-connections",
+            Algorithm::Maglev => "maglev",
+            Algorithm::Feedback => "feedback",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
@@ -463,10 +476,7 @@ impl Config {
                     err(
                         Some(i),
                         &b.address.to_string(),
-                        format!(
-                            "backend {} listed twice in service {:?}",
-                            b.address, s.name
-                        ),
+                        format!("backend {} listed twice in service {:?}", b.address, s.name),
                     );
                 }
                 if b.address.port() == 0 {
@@ -602,7 +612,8 @@ mod tests {
             "virtual = \"203.0.113.10:80\"\n[[service.backend]]\naddress = \"198.51.100.11:8080\"\n[[service.backend]]\naddress = \"198.51.100.11:8080\"\n",
         );
         assert!(
-            e.iter().any(|e| e.contains("198.51.100.11:8080 listed twice")),
+            e.iter()
+                .any(|e| e.contains("198.51.100.11:8080 listed twice")),
             "{e:?}"
         );
     }
@@ -635,8 +646,8 @@ mod tests {
     fn health_timeout_longer_than_interval_is_refused() {
         let e = errors("virtual = \"203.0.113.10:80\"\nhealth = { kind = \"tcp\", interval_ms = 300, timeout_ms = 400 }\n[[service.backend]]\naddress = \"198.51.100.11:8080\"\n");
         assert!(
-            e.iter()
-                .any(|e| e.starts_with("6:") && e.contains("timeout_ms 400 is longer than interval_ms 300")),
+            e.iter().any(|e| e.starts_with("6:")
+                && e.contains("timeout_ms 400 is longer than interval_ms 300")),
             "{e:?}"
         );
     }
@@ -646,7 +657,10 @@ mod tests {
         let e = errors("virtual = \"203.0.113.10:80\"\n[[service.backend]]\naddress = \"198.51.100.11:8080\"\nweight = -1\n");
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].starts_with("8:"), "{e:?}");
-        assert!(e[0].contains("weight must be a whole number from 0"), "{e:?}");
+        assert!(
+            e[0].contains("weight must be a whole number from 0"),
+            "{e:?}"
+        );
         assert!(e[0].contains("not -1"), "{e:?}");
         assert!(!e[0].contains("u32"), "{e:?}");
     }
