@@ -6,12 +6,16 @@
 //! to route. Service messages use UDP 1637; `affinity-agent status` reads the
 //! tables over a Unix socket.
 
+mod metrics;
+mod report;
 mod show;
 mod tun;
 
 use affinity_api::{AuthAlgorithm, AuthPolicy, Key, AGENT_PORT, MANAGER_PORT};
 use affinity_forwarding_agent::{Agent, AgentConfig, Disposition, PacketBuf};
-use std::io::{BufRead, BufReader, Write};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
@@ -20,11 +24,128 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage:
-  affinity-agent --tun NAME --address ADDR [--name NAME] [--listen PORT]
-                 [--multicast-group GROUP] [--manager ADDR]... [--key-file F --key-id N [--key-algorithm hmac-sha256|keyed-md5]]
-                 [--disable-action nat|advertise|seq-adjust|interest] [--fixed-capacity N] [--socket PATH]
-  affinity-agent --socket PATH status|fixed|wildcard|managers|stats";
+/// The affinity host forwarding agent: runs forwarded traffic from a TUN
+/// device through the affinity tables, under the service managers.
+#[derive(Debug, Parser)]
+#[command(
+    name = "affinity-agent",
+    version,
+    after_help = "Without a command, runs the agent (needs --tun and --address). With a command, asks a running agent over --socket.\nLogs go to stderr (RUST_LOG=debug for more). SIGHUP says hello to the managers again; SIGTERM/SIGINT stop."
+)]
+struct Cli {
+    /// TUN device to create or attach to (brought up by the agent).
+    #[arg(long, value_name = "NAME")]
+    tun: Option<String>,
+    /// This router's control address: source of punts, its identity.
+    #[arg(long, value_name = "ADDR")]
+    address: Option<Ipv4Addr>,
+    /// Host name sent in identity info.
+    #[arg(long)]
+    name: Option<String>,
+    /// UDP port for service messages from managers.
+    #[arg(long, value_name = "PORT", default_value_t = AGENT_PORT)]
+    listen: u16,
+    /// Multicast group of wildcard updates to join.
+    #[arg(long, value_name = "GROUP")]
+    multicast_group: Option<Ipv4Addr>,
+    /// A manager to say hello to (repeatable).
+    #[arg(long = "manager", value_name = "ADDR")]
+    managers: Vec<Ipv4Addr>,
+    /// File holding the shared key (trailing newline ignored).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// Key id of --key-file.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    key_id: u16,
+    /// Algorithm of --key-file.
+    #[arg(long, value_enum, default_value_t = KeyAlgorithm::HmacSha256)]
+    key_algorithm: KeyAlgorithm,
+    /// Treat an action as unsupported (repeatable): nat, advertise, seq-adjust, interest.
+    #[arg(long = "disable-action", value_name = "ACTION", value_parser = parse_action)]
+    disabled_actions: Vec<u16>,
+    /// Fixed affinity table size.
+    #[arg(long, value_name = "N", default_value_t = 1 << 18)]
+    fixed_capacity: usize,
+    /// Status socket (served when running, asked by commands).
+    #[arg(long, value_name = "PATH", default_value = "/run/affinity-agent.sock")]
+    socket: PathBuf,
+    /// Serve Prometheus metrics on ADDR:PORT (GET /metrics).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<SocketAddr>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum KeyAlgorithm {
+    HmacSha256,
+    KeyedMd5,
+}
+
+fn parse_action(name: &str) -> Result<u16, String> {
+    affinity_forwarding_agent::actions::action_segment_by_name(name)
+        .ok_or_else(|| format!("unknown action {name:?} (nat, advertise, seq-adjust, interest)"))
+}
+
+/// Questions to a running agent (over --socket).
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Everything: fixed, wildcard, managers, stats.
+    Status {
+        /// Machine-readable: one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fixed affinities; filters: proto P, src A, dst A, limit N, verbose.
+    Fixed {
+        #[arg(long)]
+        json: bool,
+        filters: Vec<String>,
+    },
+    /// Wildcard affinities.
+    Wildcard {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Managers heard from.
+    Managers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Counters (non-zero; --json: all) and forward statistics.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// `clear stats`: counters restart from zero.
+    Clear {
+        #[arg(value_parser = ["stats"])]
+        what: String,
+    },
+}
+
+impl Cmd {
+    /// The status-socket line.
+    fn line(&self) -> String {
+        let (words, json) = match self {
+            Cmd::Status { json } => ("status".to_string(), *json),
+            Cmd::Fixed { json, filters } => {
+                let mut w = vec!["fixed".to_string()];
+                w.extend(filters.iter().cloned());
+                (w.join(" "), *json)
+            }
+            Cmd::Wildcard { json } => ("wildcard".to_string(), *json),
+            Cmd::Managers { json } => ("managers".to_string(), *json),
+            Cmd::Stats { json } => ("stats".to_string(), *json),
+            Cmd::Clear { what } => (format!("clear {what}"), false),
+        };
+        if json {
+            format!("{words} --json")
+        } else {
+            words
+        }
+    }
+}
 
 struct Opts {
     tun: String,
@@ -32,87 +153,71 @@ struct Opts {
     listen: u16,
     group: Option<Ipv4Addr>,
     managers: Vec<Ipv4Addr>,
+    metrics: Option<SocketAddr>,
     cfg: AgentConfig,
 }
 
-fn parse_args(args: &[String]) -> Result<(Opts, Vec<String>), String> {
-    let mut o = Opts {
-        tun: String::new(),
-        socket: "/run/affinity-agent.sock".into(),
-        listen: AGENT_PORT,
-        group: None,
-        managers: Vec::new(),
-        cfg: AgentConfig {
-            fixed_capacity: 1 << 18,
-            action_capacity: 1 << 16,
-            ..Default::default()
-        },
+fn opts(cli: Cli) -> Result<Opts, String> {
+    let (Some(tun), Some(address)) = (cli.tun, cli.address) else {
+        return Err("to run, give --tun NAME and --address ADDR (or a command)".into());
     };
-    let (mut key_file, mut key_id, mut key_alg) = (None, 1u16, AuthAlgorithm::HmacSha256);
-    let mut rest = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
-        match a.as_str() {
-            "--tun" => o.tun = val(a)?,
-            "--socket" => o.socket = val(a)?.into(),
-            "--address" => o.cfg.agent_addr = val(a)?.parse().map_err(|_| "bad --address")?,
-            "--name" => o.cfg.agent_name = val(a)?,
-            "--listen" => o.listen = val(a)?.parse().map_err(|_| "bad --listen")?,
-            "--multicast-group" => {
-                o.group = Some(val(a)?.parse().map_err(|_| "bad --multicast-group")?)
-            }
-            "--manager" => o
-                .managers
-                .push(val(a)?.parse().map_err(|_| "bad --manager")?),
-            "--key-file" => key_file = Some(val(a)?),
-            "--key-id" => key_id = val(a)?.parse().map_err(|_| "bad --key-id")?,
-            "--key-algorithm" => {
-                key_alg = if val(a)? == "keyed-md5" {
-                    AuthAlgorithm::KeyedMd5
-                } else {
-                    AuthAlgorithm::HmacSha256
-                }
-            }
-            "--fixed-capacity" => {
-                o.cfg.fixed_capacity = val(a)?.parse().map_err(|_| "bad --fixed-capacity")?
-            }
-            "--disable-action" => {
-                let name = val(a)?;
-                let t = affinity_forwarding_agent::actions::action_segment_by_name(&name)
-                    .ok_or_else(|| format!("unknown action {name:?}"))?;
-                o.cfg.disabled_actions.push(t);
-            }
-            "-h" | "--help" => return Err(USAGE.into()),
-            other => rest.push(other.to_string()),
-        }
+    let mut cfg = AgentConfig {
+        fixed_capacity: cli.fixed_capacity,
+        action_capacity: 1 << 16,
+        agent_addr: address,
+        disabled_actions: cli.disabled_actions,
+        ..Default::default()
+    };
+    if let Some(n) = cli.name {
+        cfg.agent_name = n;
     }
-    if let Some(f) = key_file {
-        let secret = std::fs::read(&f).map_err(|e| format!("{f}: {e}"))?;
+    if let Some(f) = cli.key_file {
+        let secret = std::fs::read(&f).map_err(|e| format!("{}: {e}", f.display()))?;
         let secret = secret
             .strip_suffix(b"\n")
             .map(<[u8]>::to_vec)
             .unwrap_or(secret);
-        o.cfg.auth = AuthPolicy::with_key(Key::new(key_id, key_alg, secret));
+        let alg = match cli.key_algorithm {
+            KeyAlgorithm::HmacSha256 => AuthAlgorithm::HmacSha256,
+            KeyAlgorithm::KeyedMd5 => AuthAlgorithm::KeyedMd5,
+        };
+        cfg.auth = AuthPolicy::with_key(Key::new(cli.key_id, alg, secret));
     }
-    o.cfg.instance_id = u32::from(o.cfg.agent_addr) ^ std::process::id();
-    Ok((o, rest))
+    cfg.instance_id = u32::from(cfg.agent_addr) ^ std::process::id();
+    Ok(Opts {
+        tun,
+        socket: cli.socket,
+        listen: cli.listen,
+        group: cli.multicast_group,
+        managers: cli.managers,
+        metrics: cli.metrics,
+        cfg,
+    })
+}
+
+/// Logs to stderr at `RUST_LOG` (default `info`), colours only on a
+/// terminal (a log file or journald gets plain text).
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (o, rest) = match parse_args(&args) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    if !rest.is_empty() {
-        return match show::client(&o.socket, &rest.join(" ")) {
+    let cli = Cli::parse();
+    if let Some(cmd) = &cli.command {
+        return match show::client(&cli.socket, &cmd.line()) {
             Ok(s) => {
                 print!("{s}");
-                ExitCode::SUCCESS
+                if s.starts_with("error:") {
+                    ExitCode::from(1)
+                } else {
+                    ExitCode::SUCCESS
+                }
             }
             Err(e) => {
                 eprintln!("affinity-agent: {e}");
@@ -120,24 +225,72 @@ fn main() -> ExitCode {
             }
         };
     }
-    if o.tun.is_empty() || o.cfg.agent_addr.is_unspecified() {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
-    }
+    let o = match opts(cli) {
+        Ok(o) => o,
+        Err(e) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let _ = cmd
+                .error(clap::error::ErrorKind::MissingRequiredArgument, e)
+                .print();
+            return ExitCode::from(2);
+        }
+    };
+    init_logging();
     match run(o) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            tracing::error!("{e}");
             eprintln!("affinity-agent: {e}");
             ExitCode::from(1)
         }
     }
 }
 
+/// An error that names what failed (`what`: "TUN afftun0", "UDP
+/// 0.0.0.0:1637", ...) before the OS's words.
+fn ctx(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> std::io::Error {
+    move |e| std::io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// A manager silent this long (ns) is logged as lost: managers resend
+/// their wildcards every third of the wildcard TTL (1 s by default).
+const MANAGER_SILENT_NS: u64 = 5_000_000_000;
+
+/// Logs managers heard for the first time, gone silent, and back (state
+/// kept in `seen`: address -> lost).
+fn watch_managers(agent: &Agent, now: u64, seen: &mut BTreeMap<Ipv4Addr, bool>) {
+    for m in agent.managers() {
+        let silent = now.saturating_sub(m.last_heard_ns) >= MANAGER_SILENT_NS;
+        match seen.get(&m.address).copied() {
+            None if !silent => {
+                tracing::info!(manager = %m.address, name = %m.name, "manager heard");
+                seen.insert(m.address, false);
+            }
+            Some(false) if silent => {
+                tracing::warn!(manager = %m.address, name = %m.name, silent_s = MANAGER_SILENT_NS / 1_000_000_000, "manager lost: not heard for 5 s");
+                seen.insert(m.address, true);
+            }
+            Some(true) if !silent => {
+                tracing::info!(manager = %m.address, name = %m.name, "manager back");
+                seen.insert(m.address, false);
+            }
+            _ => {}
+        }
+    }
+}
+
 fn run(o: Opts) -> std::io::Result<()> {
-    let tun = Arc::new(tun::Tun::open(&o.tun)?);
-    let sock = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, o.listen))?;
+    let tun = Arc::new(tun::Tun::open(&o.tun).map_err(ctx(format_args!("TUN {}", o.tun)))?);
+    tun::Tun::set_up(&o.tun).map_err(ctx(format_args!("TUN {} up", o.tun)))?;
+    let listen = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, o.listen);
+    let sock =
+        UdpSocket::bind(listen).map_err(ctx(format_args!("service messages on UDP {listen}")))?;
     if let Some(g) = o.group {
-        sock.join_multicast_v4(&g, &o.cfg.agent_addr)?;
+        sock.join_multicast_v4(&g, &o.cfg.agent_addr)
+            .map_err(ctx(format_args!(
+                "multicast group {g} on {}",
+                o.cfg.agent_addr
+            )))?;
     }
     let sock = Arc::new(sock);
     let agent = Agent::new(o.cfg);
@@ -145,25 +298,75 @@ fn run(o: Opts) -> std::io::Result<()> {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         let _ = signal_hook::flag::register(sig, stop.clone());
     }
+    let hup = Arc::new(AtomicBool::new(false));
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone());
     let start = Instant::now();
     let now = move || start.elapsed().as_nanos() as u64;
-    for m in &o.managers {
-        let _ = sock.send_to(&agent.build_hello(), SocketAddrV4::new(*m, MANAGER_PORT));
+    let hello = |why: &str| {
+        for m in &o.managers {
+            let to = SocketAddrV4::new(*m, MANAGER_PORT);
+            if let Err(e) = sock.send_to(&agent.build_hello(), to) {
+                tracing::warn!(manager = %to, error = %e, "hello not sent");
+            }
+        }
+        if !o.managers.is_empty() {
+            tracing::info!(managers = %list(&o.managers), "hello sent ({why})");
+        }
+    };
+    // Status socket: a file nobody answers on is a leftover; one that
+    // answers is another agent's.
+    if std::os::unix::net::UnixStream::connect(&o.socket).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!(
+                "status socket {}: another agent answers there",
+                o.socket.display()
+            ),
+        ));
     }
-    // Status socket.
     let _ = std::fs::remove_file(&o.socket);
-    let listener = UnixListener::bind(&o.socket)?;
+    let listener = UnixListener::bind(&o.socket)
+        .map_err(ctx(format_args!("status socket {}", o.socket.display())))?;
     {
         let agent = agent.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
                 let mut line = String::new();
                 let _ = BufReader::new(&conn).read_line(&mut line);
-                let text = affinity_forwarding_agent::show::render(&agent, now(), line.trim());
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let text = match words.split_last() {
+                    Some((&"--json", rest)) => report::json(&agent, now(), rest),
+                    _ => affinity_forwarding_agent::show::render(&agent, now(), line.trim()),
+                };
                 let _ = (&conn).write_all(text.as_bytes());
             }
         });
     }
+    if let Some(addr) = o.metrics {
+        let server = tiny_http::Server::http(addr).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("metrics {addr}: {e}"),
+            )
+        })?;
+        let agent = agent.clone();
+        std::thread::spawn(move || metrics::serve(server, agent, now));
+    }
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        address = %agent.config.agent_addr,
+        name = %agent.config.agent_name,
+        tun = %o.tun,
+        listen = %listen,
+        multicast_group = %o.group.map_or("none".to_string(), |g| g.to_string()),
+        managers = %list(&o.managers),
+        status_socket = %o.socket.display(),
+        metrics = %o.metrics.map_or("off".to_string(), |a| a.to_string()),
+        "affinity-agent running; TUN up"
+    );
+    hello("start");
+    let mut seen = BTreeMap::new();
+    let mut next_watch = 0u64;
     // Data path thread: TUN in, process a batch, TUN out.
     let dp = {
         let (agent, tun, sock, stop) = (agent.clone(), tun.clone(), sock.clone(), stop.clone());
@@ -181,12 +384,24 @@ fn run(o: Opts) -> std::io::Result<()> {
     let mut returned = vec![0u8; HEAD + 65536];
     while !stop.load(Ordering::Relaxed) {
         let t = now();
+        if hup.swap(false, Ordering::Relaxed) {
+            hello("SIGHUP");
+        }
+        if t >= next_watch {
+            next_watch = t + 1_000_000_000;
+            watch_managers(&agent, t, &mut seen);
+        }
         if agent.poll_timeout().is_some_and(|due| due <= t) {
             for (to, m) in agent.tick(t) {
                 let _ = sock.send_to(&m, to);
             }
         }
-        let wait = sleep_until(agent.poll_timeout(), now(), max_sleep);
+        // At most a second: the manager watch and SIGHUP run between reads.
+        let wait = sleep_until(
+            agent.poll_timeout(),
+            now(),
+            max_sleep.min(Duration::from_secs(1)),
+        );
         sock.set_read_timeout(Some(wait))?;
         if let Ok((n, SocketAddr::V4(from))) = sock.recv_from(&mut buf) {
             let t = now();
@@ -213,8 +428,25 @@ fn run(o: Opts) -> std::io::Result<()> {
         }
     }
     let _ = dp.join();
-    let _ = std::fs::remove_file(&o.socket);
+    match std::fs::remove_file(&o.socket) {
+        Ok(()) => tracing::info!("stopped; status socket removed"),
+        Err(e) => {
+            tracing::warn!(path = %o.socket.display(), error = %e, "stopped; status socket not removed")
+        }
+    }
     Ok(())
+}
+
+/// Addresses as `A, B` ("none" for none).
+fn list(addrs: &[Ipv4Addr]) -> String {
+    if addrs.is_empty() {
+        return "none".into();
+    }
+    addrs
+        .iter()
+        .map(Ipv4Addr::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The longest the control thread sleeps without a datagram: one second
@@ -298,8 +530,47 @@ fn datapath(
 
 #[cfg(test)]
 mod tests {
-    use super::sleep_until;
+    use super::{sleep_until, Cli, Cmd};
+    use clap::{CommandFactory, Parser};
     use std::time::Duration;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn commands_become_status_socket_lines_and_bad_ones_are_refused() {
+        let line = |args: &[&str]| {
+            Cli::try_parse_from(args)
+                .ok()
+                .and_then(|c| c.command)
+                .map(|c: Cmd| c.line())
+        };
+        assert_eq!(
+            line(&["affinity-agent", "--socket", "s", "fixed", "limit", "4"]).as_deref(),
+            Some("fixed limit 4")
+        );
+        assert_eq!(
+            line(&["affinity-agent", "stats", "--json"]).as_deref(),
+            Some("stats --json")
+        );
+        assert_eq!(
+            line(&["affinity-agent", "clear", "stats"]).as_deref(),
+            Some("clear stats")
+        );
+        let bad = |args: &[&str]| {
+            Cli::try_parse_from(args)
+                .map(|_| ())
+                .unwrap_err()
+                .exit_code()
+        };
+        assert_eq!(bad(&["affinity-agent", "bogus"]), 2, "unknown command");
+        assert_eq!(bad(&["affinity-agent", "--bogus"]), 2, "unknown option");
+        assert_eq!(bad(&["affinity-agent", "--disable-action", "teleport"]), 2);
+        assert_eq!(bad(&["affinity-agent", "--help"]), 0);
+        assert_eq!(bad(&["affinity-agent", "--version"]), 0);
+    }
 
     #[test]
     fn sleeps_until_the_deadline_within_bounds() {
