@@ -94,11 +94,13 @@ plugin: ## Build affinity_plugin.so against VPP (VPP_PREFIX, default /opt/vpp)
 	fi
 
 BIN_FILES := affinity-manager affinity-agent
+# Which build `make install` takes the binaries from (release or debug).
+PROFILE ?= release
 
 install: ## Install binaries, example configs, systemd units, the Wireshark dissector (DESTDIR, PREFIX); the VPP plugin where VPP is found
-	@for b in $(BIN_FILES); do [ -x $(TARGET_DIR)/release/$$b ] || { echo "install: $(TARGET_DIR)/release/$$b missing: run make build first" >&2; exit 1; }; done
-	install -D -m 0755 $(TARGET_DIR)/release/affinity-manager $(DESTDIR)$(PREFIX)/bin/affinity-manager
-	install -D -m 0755 $(TARGET_DIR)/release/affinity-agent $(DESTDIR)$(PREFIX)/bin/affinity-agent
+	@for b in $(BIN_FILES); do [ -x $(TARGET_DIR)/$(PROFILE)/$$b ] || { echo "install: $(TARGET_DIR)/$(PROFILE)/$$b missing: run make build first" >&2; exit 1; }; done
+	install -D -m 0755 $(TARGET_DIR)/$(PROFILE)/affinity-manager $(DESTDIR)$(PREFIX)/bin/affinity-manager
+	install -D -m 0755 $(TARGET_DIR)/$(PROFILE)/affinity-agent $(DESTDIR)$(PREFIX)/bin/affinity-agent
 	install -D -m 0644 manager/examples/manager.toml $(DESTDIR)$(PREFIX)/share/doc/affinity/examples/manager.toml
 	install -D -m 0644 host-agent/examples/affinity-agent.default $(DESTDIR)$(PREFIX)/share/doc/affinity/examples/affinity-agent.default
 	@if [ ! -e $(DESTDIR)$(SYSCONFDIR)/affinity/manager.toml ]; then \
