@@ -368,7 +368,8 @@ if [ "$AGENT_KIND" != vpp ]; then
     t_pid=$LAST_PID
     wait_for 5 test -S "$LAB_DIR/t.sock"
     t_up=$(ip -n $LAB-a1 link show afftest0 2>/dev/null | grep -c '[<,]UP[,>]')
-    t_metrics=$(scrape $LAB-a1 http://192.0.2.1:9640/metrics | grep -c '^affinity_agent_events_total{counter="ipv6-passed"} 0')
+    t_scraped() { scrape $LAB-a1 http://192.0.2.1:9640/metrics | grep -q '^affinity_agent_events_total{counter="ipv6-passed"} 0'; }
+    wait_for 3 t_scraped && t_metrics=1 || t_metrics=0
     t_bind=$(nsx $LAB-a1 "$AGENT_BIN" --tun afftest1 --address 192.0.2.1 --listen 1640 --socket "$LAB_DIR/t2.sock" 2>&1)
     kill -TERM "$t_pid"
     gone() { ! kill -0 "$t_pid" 2>/dev/null; }
@@ -384,6 +385,11 @@ if [ "$AGENT_KIND" != vpp ]; then
 fi
 
 m_bind=$(nsx $LAB-m1 "$M" --config "$M1" 2>&1)
+# Manager 2 was stopped with SIGKILL earlier (its socket file stays, as a
+# crash leaves it): started again, it replaces that file; SIGTERM removes it.
+start_manager 2 "$M2"
+m2_up() { manager_cmd 2 status; }
+wait_for 5 m2_up
 lab_kill_ns $LAB-m2 15
 m2_gone() { ns_empty $LAB-m2; }
 wait_for 5 m2_gone
@@ -396,7 +402,10 @@ fi
 
 if [ -n "$CAP_PID" ] && command -v tshark >/dev/null; then
     kill -INT "$CAP_PID" 2>/dev/null; sleep 1
-    TS=(tshark -n -X lua_script:dissector/affinity.lua -r "$LAB_DIR/control.pcap")
+    [ -n "${KEEP_CAPTURE:-}" ] && cp "$LAB_DIR/control.pcap" "$KEEP_CAPTURE"
+    # The lab's UDP service on port 53 echoes text, not DNS: inside punted
+    # packets Wireshark's DNS dissectors would call it malformed.
+    TS=(tshark -n -X lua_script:dissector/affinity.lua --disable-protocol dns --disable-protocol mdns -r "$LAB_DIR/control.pcap")
     frames=$("${TS[@]}" -Y 'udp.port == 1637 or udp.port == 1638' 2>/dev/null | wc -l)
     undecoded=$("${TS[@]}" -Y '(udp.port == 1637 or udp.port == 1638) and not affinity' 2>/dev/null | wc -l)
     bad=$("${TS[@]}" -Y '_ws.malformed or _ws.expert.severity >= 0x00800000' 2>/dev/null | wc -l)

@@ -239,7 +239,6 @@ fn main() -> ExitCode {
     match run(o) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
             eprintln!("affinity-agent: {e}");
             ExitCode::from(1)
         }
