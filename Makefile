@@ -33,6 +33,9 @@ DESTDIR ?=
 PREFIX ?= /usr/local
 SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
 UNITDIR ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
+# Wireshark loads Lua plugins only from its global folder (and the user's),
+# whatever PREFIX is: the folder tshark names, else Debian's.
+WIRESHARK_LUADIR ?= $(or $(shell tshark -G folders 2>/dev/null | awk -F'\t' '/^Global Lua Plugins:/ {print $$NF}'),/usr/lib/$(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)/wireshark/plugins)
 FUZZ_SECONDS ?= 60
 
 .PHONY: help build test demo plugin install uninstall install-plugin bench fuzz clean deps lint unit e2e fuzz-build vpp-test packaging
@@ -109,7 +112,7 @@ install: ## Install binaries, example configs, systemd units, the Wireshark diss
 	  install -D -m 0644 host-agent/examples/affinity-agent.default $(DESTDIR)$(SYSCONFDIR)/default/affinity-agent; fi
 	sed 's|@BINDIR@|$(PREFIX)/bin|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' packaging/affinity-manager.service | install -D -m 0644 /dev/stdin $(DESTDIR)$(UNITDIR)/affinity-manager.service
 	sed 's|@BINDIR@|$(PREFIX)/bin|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' packaging/affinity-agent.service | install -D -m 0644 /dev/stdin $(DESTDIR)$(UNITDIR)/affinity-agent.service
-	install -D -m 0644 dissector/affinity.lua $(DESTDIR)$(PREFIX)/lib/$(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)/wireshark/plugins/affinity.lua
+	install -D -m 0644 dissector/affinity.lua $(DESTDIR)$(WIRESHARK_LUADIR)/affinity.lua
 	@$(MAKE) --no-print-directory install-plugin
 	@echo "install: done under $(DESTDIR)$(PREFIX) (configs in $(DESTDIR)$(SYSCONFDIR), units in $(DESTDIR)$(UNITDIR))"
 
@@ -124,7 +127,7 @@ install-plugin: plugin ## Install the VPP plugin and its .api.json where VPP loo
 uninstall: ## Remove what `make install` installed (configs in SYSCONFDIR are kept)
 	rm -f $(DESTDIR)$(PREFIX)/bin/affinity-manager $(DESTDIR)$(PREFIX)/bin/affinity-agent
 	rm -f $(DESTDIR)$(UNITDIR)/affinity-manager.service $(DESTDIR)$(UNITDIR)/affinity-agent.service
-	rm -f $(DESTDIR)$(PREFIX)/lib/*/wireshark/plugins/affinity.lua
+	rm -f $(DESTDIR)$(WIRESHARK_LUADIR)/affinity.lua
 	rm -rf $(DESTDIR)$(PREFIX)/share/doc/affinity
 	@echo "uninstall: done (kept $(DESTDIR)$(SYSCONFDIR)/affinity/manager.toml and $(DESTDIR)$(SYSCONFDIR)/default/affinity-agent if present)"
 
