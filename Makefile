@@ -41,7 +41,7 @@ FUZZ_SECONDS ?= 60
 .PHONY: help build test demo plugin install uninstall install-plugin bench fuzz clean deps lint unit e2e fuzz-build vpp-test packaging
 
 help: ## List the targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 deps: $(DEPS_STAMP) ## Install the Debian packages the tests need (once, as root)
 $(DEPS_STAMP):
@@ -62,7 +62,7 @@ build: ## Build everything (the VPP plugin only where VPP is found)
 	$(CARGO) build --release --workspace
 	@$(MAKE) --no-print-directory plugin
 
-test: deps lint unit fuzz-build packaging e2e vpp-test ## fmt, clippy, unit/property tests, fuzz build, lab end-to-end tests
+test: deps lint unit fuzz-build packaging e2e vpp-test ## fmt, clippy, unit/property tests, fuzz build, packaging, lab end-to-end tests
 	@echo "make test: all stages passed"
 
 lint: ## cargo fmt --check and clippy -D warnings

@@ -99,14 +99,16 @@ fi
 
 # VPP only: the binary API from vpp_papi, the node's error counters and trace.
 if [ "$AGENT_KIND" = vpp ]; then
-    if /usr/bin/python3 -c "import vpp_papi" 2>/dev/null; then
-        if api=$(/usr/bin/python3 test/papi_check.py "$LAB_DIR/vpp-a1/api.sock" "${VPP_PREFIX:-/opt/vpp}/share/vpp/api" target/release 2>&1); then
+    # vpp_papi from `make deps`'s virtual environment (PAPI_PYTHON), else the system's.
+    PAPI_PYTHON=${PAPI_PYTHON:-$( [ -x target/papi-venv/bin/python3 ] && echo target/papi-venv/bin/python3 || echo /usr/bin/python3)}
+    if "$PAPI_PYTHON" -c "import vpp_papi" 2>/dev/null; then
+        if api=$("$PAPI_PYTHON" test/papi_check.py "$LAB_DIR/vpp-a1/api.sock" "${VPP_PREFIX:-/opt/vpp}/share/vpp/api" "${CARGO_TARGET_DIR:-target}/release" 2>&1); then
             pass vpp-api "vpp_papi: $api"
         else
             fail vpp-api "$api"
         fi
     else
-        skip vpp-api "vpp_papi is not importable by /usr/bin/python3 (install it from VPP's src/vpp-api/python)"
+        skip vpp-api "vpp_papi is not importable by $PAPI_PYTHON (make deps installs it into target/papi-venv where VPP is found)"
     fi
     vppctl_a 1 clear trace >/dev/null
     vppctl_a 1 trace add af-packet-input 500 >/dev/null
