@@ -23,7 +23,8 @@ DEBS := iproute2 python3 procps psmisc ethtool tshark tcpdump systemd
 # With VPP found, bindgen (over VPP's headers) needs libclang too, and the
 # binary API test runs vpp_papi from a virtual environment (python3-venv).
 DEBS += $(if $(VPP_PREFIX),libclang-dev python3-venv)
-DEPS_STAMP := target/.debs-installed$(if $(VPP_PREFIX),-vpp)
+# The stamp names the package list, so adding a package installs it again.
+DEPS_STAMP := target/.debs-$(shell echo $(DEBS) | md5sum | cut -c1-8)
 # vpp_papi for the binary API test, from the registry, where VPP is found
 # (2.4.2 drives our API; Debian does not package it).
 PAPI_VENV := target/papi-venv

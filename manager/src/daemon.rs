@@ -410,7 +410,52 @@ pub fn client(path: &Path, line: &str) -> std::io::Result<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{sleep_ms, MAX_SLEEP_MS, MIN_SLEEP_MS};
+    use super::{sleep_ms, Daemon, MAX_SLEEP_MS, MIN_SLEEP_MS};
+    use crate::Config;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    fn config(listen: &str, socket: &std::path::Path) -> Config {
+        Config::parse(&format!(
+            "[manager]\nlisten = \"{listen}\"\ncontrol_socket = \"{}\"\n[agents]\nmulticast_group = \"239.255.16.37\"\n",
+            socket.display()
+        ))
+        .unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn a_bind_error_names_the_address() {
+        let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let sock = std::env::temp_dir().join(format!("affinity-bind-{}.sock", std::process::id()));
+        let err = Daemon::bind(config(&addr, &sock), None)
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains(&format!("service messages on {addr}: "))),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_clean_stop_removes_the_control_socket_and_a_running_one_is_not_taken() {
+        let sock = std::env::temp_dir().join(format!("affinity-stop-{}.sock", std::process::id()));
+        let mut d = Daemon::bind(config("127.0.0.1:0", &sock), None).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        d.start_services(&stop).unwrap();
+        assert!(sock.exists());
+        let second = Daemon::bind(config("127.0.0.1:0", &sock), None).unwrap();
+        let err = second.start_services(&stop).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("another manager answers there")),
+            "{err:?}"
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        d.run(&stop, &AtomicBool::new(false));
+        assert!(!sock.exists(), "control socket removed on a clean stop");
+    }
 
     #[test]
     fn sleeps_until_the_next_timer_within_bounds() {
