@@ -32,6 +32,20 @@ case "$env_seen" in
     *) fail vpp-prefix-env "cargo saw: $env_seen" ;;
 esac
 
+# And for real: after `make build`, a plain `cargo build --release` (and
+# `make build` again after it) compiles nothing.
+if make --no-print-directory -s build >/dev/null 2>&1; then
+    plain=$(env -u VPP_PREFIX cargo build --release --workspace 2>&1 | grep -c '^ *Compiling')
+    again=$(make --no-print-directory build 2>&1 | grep -c '^ *Compiling')
+    if [ "$plain" = 0 ] && [ "$again" = 0 ]; then
+        pass no-rebuild "make build, cargo build --release, make build: the second and third compiled nothing"
+    else
+        fail no-rebuild "cargo build --release after make build compiled $plain crates, make build after it $again"
+    fi
+else
+    fail no-rebuild "make build failed"
+fi
+
 # make install / uninstall into a temporary root, from the debug build.
 cargo build -q -p affinity-manager -p affinity-host-agent || exit 1
 if make --no-print-directory -s install DESTDIR="$ROOT" PREFIX=/usr PROFILE=debug >"$ROOT.log" 2>&1; then
