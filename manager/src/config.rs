@@ -281,6 +281,7 @@ pub struct ConfigError {
     pub line: usize,
     /// 1-based column (characters); 0 with `line` 0.
     pub column: usize,
+    /// What is wrong, in words (no place).
     pub message: String,
 }
 

@@ -23,8 +23,9 @@ pub struct DaemonStats {
     pub reloads_succeeded: u64,
     /// SIGHUP reloads refused (the file did not check).
     pub reloads_failed: u64,
-    /// Datagrams sent, and sends the kernel refused.
+    /// Service-message datagrams sent.
     pub datagrams_sent: u64,
+    /// Sends the kernel refused.
     pub send_errors: u64,
 }
 

@@ -192,10 +192,13 @@ pub const EVENTS: &[&str] = &[
 /// strings `A.B.C.D` or `A.B.C.D:PORT`.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
+    /// This manager.
     pub manager: ManagerReport,
     /// Flows placed and not yet deleted.
     pub flows: usize,
+    /// Services in configuration order.
     pub services: Vec<ServiceReport>,
+    /// Agents heard from, by address.
     pub agents: Vec<AgentReport>,
     /// Event counters by name (every name in [`EVENTS`], 0 if none yet).
     pub counters: BTreeMap<String, u64>,
@@ -204,32 +207,41 @@ pub struct StatusReport {
 /// This manager: its name and the address service messages arrive on.
 #[derive(Debug, Clone, Serialize)]
 pub struct ManagerReport {
+    /// `[manager] name`, sent to agents in identity info.
     pub name: String,
+    /// Where service messages arrive (the bound port if 0 was configured).
     pub listen: SocketAddrV4,
 }
 
 /// One service as configured, with its live state.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceReport {
+    /// `[[service]] name`.
     pub name: String,
     /// `tcp` or `udp`.
     pub protocol: String,
+    /// The address and port clients connect to.
     pub virtual_address: SocketAddrV4,
-    /// `ADDR/LEN`.
+    /// Clients this manager serves, `ADDR/LEN`.
     pub client_domain: String,
     /// Configuration name (`maglev`, `round-robin`, ...).
     pub algorithm: &'static str,
+    /// Higher is searched first by agents.
     pub service_precedence: u16,
+    /// Lower wins among equal service precedence (primary < backup).
     pub backup_precedence: u16,
     /// Agents are asked to advertise the virtual address.
     pub advertise: bool,
+    /// Source NAT toward the backends, if configured.
     pub snat: Option<SnatReport>,
+    /// Backends in configuration order.
     pub backends: Vec<BackendReport>,
 }
 
 /// A service's source-NAT pool.
 #[derive(Debug, Clone, Serialize)]
 pub struct SnatReport {
+    /// The source address backends see.
     pub address: Ipv4Addr,
     /// `LOW-HIGH` as configured.
     pub ports: String,
@@ -242,7 +254,9 @@ pub struct SnatReport {
 /// One backend of a service.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackendReport {
+    /// Backend address and port.
     pub address: SocketAddrV4,
+    /// Passing its health check (true without one).
     pub healthy: bool,
     /// Configured or `set-weight` weight (0 = drained).
     pub weight: u32,
@@ -257,12 +271,15 @@ pub struct BackendReport {
 /// An agent this manager has heard from.
 #[derive(Debug, Clone, Serialize)]
 pub struct AgentReport {
+    /// Source address and port of its messages.
     pub address: SocketAddrV4,
     /// Host name from its identity info ("" if it sent none).
     pub name: String,
     /// Seconds since it was last heard.
     pub last_heard_s: f64,
+    /// Interest matches (punts) received from it.
     pub interest_matches: u64,
+    /// Affinity update-denies received from it.
     pub denies: u64,
 }
 
