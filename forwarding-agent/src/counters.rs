@@ -67,6 +67,10 @@ counters! {
     ActionFull => "action-table-full",
     UnsupportedAction => "unsupported-required-action",
     DenySent => "deny-sent",
+    UnsupportedRequiredSegment => "unsupported-required-segment-message-dropped",
+    FixedNotOwner => "fixed-change-refused-not-owner",
+    ManagerDataFull => "manager-interest-data-table-full",
+    ReturnedAdvertisedRouted => "returned-advertised-routed",
 }
 
 pub const N_COUNTERS: usize = Counter::ALL.len();

@@ -8,6 +8,7 @@
 
 mod metrics;
 mod report;
+mod routes;
 mod show;
 mod tun;
 
@@ -66,6 +67,10 @@ struct Cli {
     /// Fixed affinity table size.
     #[arg(long, value_name = "N", default_value_t = 1 << 18)]
     fixed_capacity: usize,
+    /// Advertised prefixes become kernel routes through the TUN with this
+    /// route protocol number (0 = install no routes).
+    #[arg(long, value_name = "N", default_value_t = routes::DEFAULT_ROUTE_PROTOCOL)]
+    route_protocol: u8,
     /// Status socket (served when running, asked by commands).
     #[arg(long, value_name = "PATH", default_value = "/run/affinity-agent.sock")]
     socket: PathBuf,
@@ -154,6 +159,9 @@ struct Opts {
     group: Option<Ipv4Addr>,
     managers: Vec<Ipv4Addr>,
     metrics: Option<SocketAddr>,
+    /// Route protocol number of advertised prefixes' kernel routes; 0 =
+    /// do not install routes.
+    route_protocol: u8,
     cfg: AgentConfig,
 }
 
@@ -191,6 +199,7 @@ fn opts(cli: Cli) -> Result<Opts, String> {
         group: cli.multicast_group,
         managers: cli.managers,
         metrics: cli.metrics,
+        route_protocol: cli.route_protocol,
         cfg,
     })
 }
@@ -381,7 +390,14 @@ fn run(o: Opts) -> std::io::Result<()> {
     // into one buffer reused for every returned packet.
     const HEAD: usize = 512;
     let mut returned = vec![0u8; HEAD + 65536];
+    let mut routes =
+        (o.route_protocol != 0).then(|| routes::Advertiser::new(&o.tun, o.route_protocol));
     while !stop.load(Ordering::Relaxed) {
+        // Advertised prefixes follow the live wildcards (at least once per
+        // `max_sleep`, so an expiry is withdrawn within a second).
+        if let Some(r) = routes.as_mut() {
+            r.sync(&routes::prefixes(&agent.advertised_prefixes(now())));
+        }
         let t = now();
         if hup.swap(false, Ordering::Relaxed) {
             hello("SIGHUP");
@@ -427,6 +443,9 @@ fn run(o: Opts) -> std::io::Result<()> {
         }
     }
     let _ = dp.join();
+    if let Some(r) = routes.as_mut() {
+        r.withdraw_all();
+    }
     match std::fs::remove_file(&o.socket) {
         Ok(()) => tracing::info!("stopped; status socket removed"),
         Err(e) => {

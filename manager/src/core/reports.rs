@@ -74,6 +74,9 @@ impl Report<'_> {
                 info.interest_matches,
                 info.denies
             );
+            for (service, why) in &info.refused {
+                let _ = writeln!(s, "agent {a} not used for service {service}: {why}");
+            }
         }
         for (k, v) in EVENTS
             .iter()
@@ -168,6 +171,7 @@ pub const EVENTS: &[&str] = &[
     "flows-created",
     "flows-deleted-after-sticky",
     "flows-expired-lifetime",
+    "interest-from-agent-not-used",
     "interest-no-service",
     "known-flow-installed",
     "no-backend-available",
@@ -185,6 +189,7 @@ pub const EVENTS: &[&str] = &[
     "tracking-unknown-flow",
     "unknown-flow-dropped",
     "wildcard-updates-sent",
+    "wildcards-withheld",
 ];
 
 /// `affinity-manager status --json`: the manager, its services with their
@@ -287,7 +292,8 @@ pub struct AgentReport {
 mod tests {
     use super::EVENTS;
 
-    /// Every `count("NAME")` in the core's sources is in [`EVENTS`] (so it
+    /// Every `count("NAME")` (and `counters.entry("NAME")`) in the core's
+    /// sources is in [`EVENTS`] (so it
     /// is shown at 0 from start), and the list is sorted without repeats.
     #[test]
     fn every_counted_event_is_listed() {
@@ -298,9 +304,11 @@ mod tests {
             include_str!("messages.rs"),
         ];
         for src in sources {
-            for part in src.split("count(\"").skip(1) {
-                let name = &part[..part.find('"').unwrap_or(0)];
-                assert!(EVENTS.contains(&name), "event {name:?} missing from EVENTS");
+            for pattern in ["count(\"", "counters.entry(\""] {
+                for part in src.split(pattern).skip(1) {
+                    let name = &part[..part.find('"').unwrap_or(0)];
+                    assert!(EVENTS.contains(&name), "event {name:?} missing from EVENTS");
+                }
             }
         }
         assert!(
