@@ -22,7 +22,8 @@ esac
 source test/lab.sh
 trap 'lab_down; rm -rf "$LAB_DIR"' EXIT
 trap 'exit 130' INT TERM
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# Headings in bold on a terminal only (a log file gets no escape codes).
+if [ -t 1 ]; then say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }; else say() { printf '\n== %s\n' "$*"; }; fi
 
 # verdict STEP OK DETAIL: OK is 0 for a pass (a shell status).
 STEPS=()

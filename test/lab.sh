@@ -23,7 +23,7 @@ LAB_ID=${LAB_ID:-$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n' | cut -c1-5)}
 LAB=aff$LAB_ID
 LAB_DIR=${LAB_DIR:-$(mktemp -d "/tmp/affinity-lab-$LAB_ID.XXXXXX")}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BIN=${BIN:-$ROOT/target/release}
+BIN=${BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release}
 AGENT_BIN=${AGENT_BIN:-$BIN/affinity-agent}
 VIP=203.0.113.10
 NS_NAMES="sw c1 c2 a1 a2 m1 m2 b1 b2 b3"
@@ -137,7 +137,7 @@ start_backend() {
 
 AGENT_KIND=${AGENT_KIND:-host}
 VPP_BIN=${VPP_PREFIX:-/opt/vpp}/bin
-VPP_PLUGIN_DIR=$ROOT/target/vpp-plugins
+VPP_PLUGIN_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/vpp-plugins
 
 # A VPP forwarding agent in aff-aN: af_packet host interfaces on the
 # namespace's veths (VPP owns their addresses), the affinity feature on the

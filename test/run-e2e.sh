@@ -55,6 +55,13 @@ counter() { agent_cmd "$1" stats | awk -v n="$2" '$2 == n {print $1}'; }
 healthy() { manager_cmd 1 status | grep -q "backend 198.51.100.1$1:8080 *healthy"; }
 
 lab_up
+# The control LAN's traffic, for the dissector check (section 14): captured
+# on its bridge, where no test stops processes.
+CAP_PID=
+if command -v tcpdump >/dev/null; then
+    lab_spawn $LAB-sw "$LAB_DIR/tcpdump.log" tcpdump -i brm -U -s 0 -w "$LAB_DIR/control.pcap" udp port 1637 or udp port 1638
+    CAP_PID=$LAST_PID
+fi
 if [ "$AGENT_KIND" = vpp ]; then
     # af_packet sees the kernel's partial checksums unless offload is off.
     for ns in c1 c2 b1 b2 b3 m1 m2; do nsx $LAB-$ns ethtool -K eth0 tx off rx off >/dev/null 2>&1; done
@@ -92,14 +99,16 @@ fi
 
 # VPP only: the binary API from vpp_papi, the node's error counters and trace.
 if [ "$AGENT_KIND" = vpp ]; then
-    if /usr/bin/python3 -c "import vpp_papi" 2>/dev/null; then
-        if api=$(/usr/bin/python3 test/papi_check.py "$LAB_DIR/vpp-a1/api.sock" "${VPP_PREFIX:-/opt/vpp}/share/vpp/api" target/release 2>&1); then
+    # vpp_papi from `make deps`'s virtual environment (PAPI_PYTHON), else the system's.
+    PAPI_PYTHON=${PAPI_PYTHON:-$( [ -x target/papi-venv/bin/python3 ] && echo target/papi-venv/bin/python3 || echo /usr/bin/python3)}
+    if "$PAPI_PYTHON" -c "import vpp_papi" 2>/dev/null; then
+        if api=$("$PAPI_PYTHON" test/papi_check.py "$LAB_DIR/vpp-a1/api.sock" "${VPP_PREFIX:-/opt/vpp}/share/vpp/api" "${CARGO_TARGET_DIR:-target}/release" 2>&1); then
             pass vpp-api "vpp_papi: $api"
         else
             fail vpp-api "$api"
         fi
     else
-        skip vpp-api "vpp_papi is not importable by /usr/bin/python3 (install it from VPP's src/vpp-api/python)"
+        skip vpp-api "vpp_papi is not importable by $PAPI_PYTHON (make deps installs it into target/papi-venv where VPP is found)"
     fi
     vppctl_a 1 clear trace >/dev/null
     vppctl_a 1 trace add af-packet-input 500 >/dev/null
@@ -356,6 +365,124 @@ if [ "$o_lab" != "$LAB" ] && [ "${o_up:-0}" = 10 ] && [ "${o_left:-1}" = 0 ] && 
     pass lab-isolation "lab $o_lab built (10 namespaces) and removed beside lab $LAB, which kept its 10 namespaces and served 3/3 requests; $o_lab left 0 namespaces"
 else
     fail lab-isolation "other lab ${o_lab:-?}: up=${o_up:-?} left=${o_left:-?}; this lab $LAB: $mine/10 namespaces, $iso_ok/3 requests"
+fi
+
+# 14. Operator experience (issue 15): command lines, logs, JSON, metrics,
+#     sockets and bind errors, the TUN brought up, the dissector.
+M=$BIN/affinity-manager
+v_out=$("$M" --version); v_rc=$?
+bogus=$("$M" --bogus 2>&1); b_rc=$?
+"$M" --help >/dev/null; h_rc=$?
+a_help_rc=$("$AGENT_BIN" --help >/dev/null 2>&1; echo $?)
+a_bad=$("$AGENT_BIN" --socket "$LAB_DIR/a1.sock" bogus 2>&1); a_bad_rc=$?
+if [ "$v_rc" = 0 ] && [[ "$v_out" == "affinity-manager "* ]] && [ "$b_rc" = 2 ] && grep -q "unexpected argument '--bogus'" <<<"$bogus" \
+    && grep -q '^Usage:' <<<"$bogus" && [ "$h_rc" = 0 ] && [ "$a_help_rc" = 0 ] && [ "$a_bad_rc" = 2 ]; then
+    pass cli "manager --version ($v_out) and --help exit 0, --bogus: usage and exit 2; agent --help exits 0, an unknown command exits 2"
+else
+    fail cli "manager --version rc=$v_rc ($v_out), --bogus rc=$b_rc, --help rc=$h_rc; agent --help rc=$a_help_rc, unknown command rc=$a_bad_rc"
+    echo "$bogus" | head -4
+fi
+
+json_ok() { python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if eval(sys.argv[1]) else 1)' "$1"; }
+m_json=$(manager_cmd 1 status --json | json_ok 'd["services"][0]["backends"][0]["address"].count(".") == 3 and "flows-created" in d["counters"]' && echo ok)
+if [ "$AGENT_KIND" = vpp ]; then a_json=ok; else
+    a_json=$(agent_cmd 1 stats --json | json_ok '"ipv6-passed" in d["counters"] and "packets" in d["counters"]' \
+        && agent_cmd 1 status --json | json_ok 'isinstance(d["wildcard"], list) and d["wildcard"][0]["dst"].count(".") == 3' && echo ok)
+fi
+scrape() { nsx "$1" python3 -c 'import sys,urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode())' "$2"; }
+metrics=$(scrape $LAB-m1 http://192.0.2.10:9638/metrics)
+no_help=$(awk '/^# TYPE / {t[$3]=1} /^# HELP / {h[$3]=1} END {for (n in t) if (!(n in h)) print n}' <<<"$metrics")
+if [ "$m_json" = ok ] && [ "$a_json" = ok ] && [ -z "$no_help" ] && grep -q '^affinity_manager_config_reloads_total{result="failed"} ' <<<"$metrics" \
+    && grep -q '^affinity_manager_build_info{version=' <<<"$metrics" && grep -q '^affinity_manager_uptime_seconds ' <<<"$metrics" \
+    && grep -q '^affinity_manager_events_total{event="snat-ports-exhausted"} 0' <<<"$metrics"; then
+    pass json-and-metrics "status --json (manager, agent) parse with dotted-quad addresses; /metrics: $(grep -c '^# TYPE' <<<"$metrics") families each with HELP, build info, uptime, reloads, unseen events at 0"
+else
+    fail json-and-metrics "manager json=${m_json:-bad} agent json=${a_json:-bad} families without HELP: ${no_help:-none}"
+    head -5 <<<"$metrics"
+fi
+
+# Manager 1 was restarted since the earlier drains and hellos: one control
+# action now, and SIGHUP makes the host agents say hello again.
+manager_cmd 1 set-weight web 198.51.100.12:8080 1 >/dev/null
+if [ "$AGENT_KIND" != vpp ]; then
+    lab_kill_ns $LAB-a1 HUP; lab_kill_ns $LAB-a2 HUP
+    hello_seen() { grep -q 'agent hello' "$LAB_DIR"/m1.log; }
+    wait_for 3 hello_seen
+fi
+esc=$(cat "$LAB_DIR"/m1.log "$LAB_DIR"/m2.log $( [ "$AGENT_KIND" = vpp ] || echo "$LAB_DIR"/a1.log) | grep -c $'\e')
+debug=$(cat "$LAB_DIR"/m1.log "$LAB_DIR"/m2.log | grep -cE 'Some\(|listen=[0-9]+[^.0-9]')
+m_logs=$( { [ "$AGENT_KIND" = vpp ] || grep -q 'agent hello agent=192.0.2.1:1637' "$LAB_DIR"/m1.log; } \
+    && grep -q 'control action command=set-weight web 198.51.100.12:8080 1' "$LAB_DIR"/m1.log && echo ok)
+if [ "$AGENT_KIND" = vpp ]; then a_logs=ok; else
+    a_logs=$(grep -q 'affinity-agent running.*managers=192.0.2.10' "$LAB_DIR"/a1.log && grep -q 'manager heard manager=192.0.2.1[01]' "$LAB_DIR"/a1.log && echo ok)
+fi
+if [ "$esc" = 0 ] && [ "$debug" = 0 ] && [ "$m_logs" = ok ] && [ "$a_logs" = ok ]; then
+    pass logs "no colour codes in log files, no Some(...)/Debug values; manager logs agent hellos and control actions; agent logs its start with its managers and each manager heard"
+else
+    fail logs "escape sequences=$esc debug-formatted=$debug manager lines=${m_logs:-missing} agent lines=${a_logs:-missing}"
+    tail -n 3 "$LAB_DIR"/m1.log; [ "$AGENT_KIND" = vpp ] || tail -n 3 "$LAB_DIR"/a1.log
+fi
+
+if [ "$AGENT_KIND" != vpp ]; then
+    # A second agent in agent 1's namespace on a TUN it creates itself.
+    lab_spawn $LAB-a1 "$LAB_DIR/t.log" "$AGENT_BIN" --tun afftest0 --address 192.0.2.1 --listen 1640 \
+        --socket "$LAB_DIR/t.sock" --metrics 192.0.2.1:9640
+    t_pid=$LAST_PID
+    wait_for 5 test -S "$LAB_DIR/t.sock"
+    t_up=$(ip -n $LAB-a1 link show afftest0 2>/dev/null | grep -c '[<,]UP[,>]')
+    # The kernel's own IPv6 packets on the new TUN (router solicitation,
+    # MLD) reach the agent: counted as ipv6-passed, not malformed-passed.
+    t_scraped() { scrape $LAB-a1 http://192.0.2.1:9640/metrics | grep -qE '^affinity_agent_events_total\{counter="ipv6-passed"\} [1-9]'; }
+    wait_for 5 t_scraped && t_metrics=1 || t_metrics=0
+    t_v6=$("$AGENT_BIN" --socket "$LAB_DIR/t.sock" stats --json | python3 -c 'import json,sys; c=json.load(sys.stdin)["counters"]; print(c["ipv6-passed"], c["malformed-passed"])')
+    t_bind=$(nsx $LAB-a1 "$AGENT_BIN" --tun afftest1 --address 192.0.2.1 --listen 1640 --socket "$LAB_DIR/t2.sock" 2>&1)
+    kill -TERM "$t_pid"
+    gone() { ! kill -0 "$t_pid" 2>/dev/null; }
+    wait_for 5 gone
+    if [ "$t_up" = 1 ] && [ "$t_metrics" = 1 ] && [ "${t_v6#* }" = 0 ] && grep -q 'UDP 0.0.0.0:1640: Address already in use' <<<"$t_bind" \
+        && [ ! -e "$LAB_DIR/t.sock" ] && grep -q 'status socket removed' "$LAB_DIR/t.log"; then
+        pass agent-tun-socket "the agent brought its new TUN afftest0 up, served /metrics, counted the kernel's IPv6 packets there as ipv6-passed (${t_v6% *}), malformed-passed 0; a second one on its port said 'UDP 0.0.0.0:1640: Address already in use', SIGTERM removed its status socket"
+    else
+        fail agent-tun-socket "up=$t_up metrics=$t_metrics ipv6-passed/malformed-passed=$t_v6 bind error: $t_bind; socket left: $( [ -e "$LAB_DIR/t.sock" ] && echo yes || echo no)"
+        tail -n 3 "$LAB_DIR/t.log"
+    fi
+    ip -n $LAB-a1 link del afftest0 2>/dev/null; ip -n $LAB-a1 link del afftest1 2>/dev/null
+fi
+
+m_bind=$(nsx $LAB-m1 "$M" --config "$M1" 2>&1)
+# Manager 2 was stopped with SIGKILL earlier (its socket file stays, as a
+# crash leaves it): started again, it replaces that file; SIGTERM removes it.
+start_manager 2 "$M2"
+m2_up() { manager_cmd 2 status; }
+wait_for 5 m2_up
+lab_kill_ns $LAB-m2 15
+m2_gone() { ns_empty $LAB-m2; }
+wait_for 5 m2_gone
+if grep -q 'service messages on 192.0.2.10:1638: Address already in use' <<<"$m_bind" && [ ! -e "$LAB_DIR/m2.sock" ] \
+    && grep -q 'control socket removed' "$LAB_DIR/m2.log"; then
+    pass manager-bind-socket "a second manager on its address said 'service messages on 192.0.2.10:1638: Address already in use'; SIGTERM removed manager 2's control socket"
+else
+    fail manager-bind-socket "bind error: $m_bind; m2.sock left: $( [ -e "$LAB_DIR/m2.sock" ] && echo yes || echo no)"
+fi
+
+if [ -n "$CAP_PID" ] && command -v tshark >/dev/null; then
+    kill -INT "$CAP_PID" 2>/dev/null; sleep 1
+    [ -n "${KEEP_CAPTURE:-}" ] && cp "$LAB_DIR/control.pcap" "$KEEP_CAPTURE"
+    # The lab's UDP service on port 53 echoes text, not DNS: inside punted
+    # packets Wireshark's DNS dissectors would call it malformed.
+    TS=(tshark -n -X lua_script:dissector/affinity.lua --disable-protocol dns --disable-protocol mdns -r "$LAB_DIR/control.pcap")
+    frames=$("${TS[@]}" -Y 'udp.port == 1637 or udp.port == 1638' 2>/dev/null | wc -l)
+    undecoded=$("${TS[@]}" -Y '(udp.port == 1637 or udp.port == 1638) and not affinity' 2>/dev/null | wc -l)
+    bad=$("${TS[@]}" -Y '_ws.malformed or _ws.expert.severity >= 0x00800000' 2>/dev/null | wc -l)
+    types=$("${TS[@]}" -T fields -e affinity.type -Y affinity 2>/dev/null | tr ',' '\n' | sort -n | uniq -c | awk '{printf "%s%s x%s", sep, $2, $1; sep=", "}')
+    if [ "$frames" -gt 0 ] && [ "$undecoded" = 0 ] && [ "$bad" = 0 ]; then
+        pass dissector "tshark decoded all $frames service-message frames of the lab capture, none malformed; message types seen: $types"
+    else
+        fail dissector "frames=$frames undecoded=$undecoded malformed/error=$bad types: $types"
+        "${TS[@]}" -Y '_ws.malformed or _ws.expert.severity >= 0x00800000' 2>/dev/null | head -5
+    fi
+else
+    skip dissector "needs tcpdump and tshark (make deps)"
 fi
 
 echo "$PASSED passed, $FAILED failed"

@@ -9,8 +9,9 @@ if [ ! -x "$VPP_PREFIX/bin/vpp" ] || [ ! -f "$VPP_PREFIX/include/vnet/vnet.h" ];
     exit 0
 fi
 VPP_PREFIX=$VPP_PREFIX cargo build --release -q -p affinity-plugin --features vpp || exit 1
-mkdir -p target/vpp-plugins
-cp target/release/libaffinity_plugin.so target/vpp-plugins/affinity_plugin.so
+T=${CARGO_TARGET_DIR:-target}
+mkdir -p "$T/vpp-plugins"
+cp "$T/release/libaffinity_plugin.so" "$T/vpp-plugins/affinity_plugin.so"
 VPP_PREFIX=$VPP_PREFIX test/vpp-forward-check.sh; fwd=$?
 AGENT_KIND=vpp VPP_PREFIX=$VPP_PREFIX test/run-e2e.sh; e2e=$?
 [ "$fwd" = 0 ] && [ "$e2e" = 0 ]

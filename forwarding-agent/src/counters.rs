@@ -33,6 +33,8 @@ counters! {
     DropAdvertised => "drop-advertised-no-affinity",
     DropMalformed => "drop-malformed",
     MalformedPassed => "malformed-passed",
+    // IPv6 (version 6) is passed untouched until the agent supports it.
+    Ipv6Passed => "ipv6-passed",
     Punted => "punted",
     PuntCopiedOut => "punt-no-headroom-copied",
     PuntFailed => "punt-failed",

@@ -36,10 +36,14 @@ fn nat_text(n: NatAction) -> String {
     s
 }
 
-type KeyFilter = Box<dyn Fn(&AffinityKey) -> bool>;
+/// A predicate over fixed affinities' keys (from [`fixed_filter`]).
+pub type KeyFilter = Box<dyn Fn(&AffinityKey) -> bool>;
 
-/// Filters of `show affinity fixed`: `proto P`, `src A`, `dst A`, `limit N`, `verbose`.
-fn fixed_filter(words: &[&str]) -> Result<(KeyFilter, usize, bool), String> {
+/// Filters of `show affinity fixed`: `proto P`, `src A`, `dst A`, `limit N`,
+/// `verbose`: the key filter, the row limit and whether `verbose` was
+/// given; the error names the bad word. (Also read by the host agent's
+/// `fixed --json`.)
+pub fn fixed_filter(words: &[&str]) -> Result<(KeyFilter, usize, bool), String> {
     let (mut proto, mut src, mut dst, mut limit, mut verbose) = (
         None::<u8>,
         None::<Ipv4Addr>,

@@ -648,6 +648,23 @@ fn malformed_packets_pass_or_drop_by_rule() {
 }
 
 #[test]
+fn ipv6_packets_pass_with_their_own_counter_not_as_malformed() {
+    let (a, mut w) = agent(AgentConfig {
+        drop_malformed: true,
+        ..Default::default()
+    });
+    // An IPv6 header (version 6, next header TCP, hop limit 64), no payload.
+    let mut v6 = vec![0u8; 40];
+    v6[0] = 0x60;
+    v6[6] = 6;
+    v6[7] = 64;
+    assert_eq!(run(&mut w, 0, &v6, 64).0, Disposition::Pass);
+    assert_eq!(a.counter(Counter::Ipv6Passed), 1);
+    assert_eq!(a.counter(Counter::MalformedPassed), 0);
+    assert_eq!(a.counter(Counter::DropMalformed), 0);
+}
+
+#[test]
 fn ten_thousand_wildcards_pick_the_right_one() {
     let (a, mut w) = agent(AgentConfig::default());
     let wcs: Vec<Wc> = (0..10_000u32)

@@ -6,13 +6,17 @@
 //! to route. Service messages use UDP 1637; `affinity-agent status` reads the
 //! tables over a Unix socket.
 
+mod metrics;
+mod report;
 mod routes;
 mod show;
 mod tun;
 
 use affinity_api::{AuthAlgorithm, AuthPolicy, Key, AGENT_PORT, MANAGER_PORT};
 use affinity_forwarding_agent::{Agent, AgentConfig, Disposition, PacketBuf, Worker};
-use std::io::{BufRead, BufReader, Write};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
@@ -21,17 +25,151 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage:
-  affinity-agent --tun NAME --address ADDR [--name NAME] [--listen PORT]
-                 [--multicast-group GROUP] [--manager ADDR]... [--accept-any-manager]
-                 [--key-file F --key-id N [--key-algorithm hmac-sha256|keyed-md5] [--key-identity ADDR]...]
-                 [--disable-action nat|advertise|seq-adjust|interest] [--fixed-capacity N] [--socket PATH]
-                 [--fixed-quota N] [--wildcard-quota N] [--pattern-quota N] [--rcvbuf BYTES]
-                 [--route-protocol N (advertised prefixes become routes with this protocol; default 197, 0 = none)]
-  Control messages are accepted only from the --manager addresses unless
-  --accept-any-manager is given. Without --key-file the agent runs in OPEN
-  mode (no authentication): trusted LANs only.
-  affinity-agent --socket PATH status|fixed|wildcard|managers|stats";
+/// The affinity host forwarding agent: runs forwarded traffic from a TUN
+/// device through the affinity tables, under the service managers.
+#[derive(Debug, Parser)]
+#[command(
+    name = "affinity-agent",
+    version,
+    after_help = "Without a command, runs the agent (needs --tun and --address). With a command, asks a running agent over --socket.\nControl messages are accepted only from the --manager addresses unless --accept-any-manager is given. Without --key-file the agent runs in OPEN mode (no authentication): trusted LANs only.\nLogs go to stderr (RUST_LOG=debug for more). SIGHUP says hello to the managers again; SIGTERM/SIGINT stop."
+)]
+struct Cli {
+    /// TUN device to create or attach to (brought up by the agent).
+    #[arg(long, value_name = "NAME")]
+    tun: Option<String>,
+    /// This router's control address: source of punts, its identity.
+    #[arg(long, value_name = "ADDR")]
+    address: Option<Ipv4Addr>,
+    /// Host name sent in identity info.
+    #[arg(long)]
+    name: Option<String>,
+    /// UDP port for service messages from managers.
+    #[arg(long, value_name = "PORT", default_value_t = AGENT_PORT)]
+    listen: u16,
+    /// Multicast group of wildcard updates to join.
+    #[arg(long, value_name = "GROUP")]
+    multicast_group: Option<Ipv4Addr>,
+    /// A manager to say hello to and accept control from (repeatable).
+    #[arg(long = "manager", value_name = "ADDR")]
+    managers: Vec<Ipv4Addr>,
+    /// Accept control messages from any address, not only the --manager ones.
+    #[arg(long)]
+    accept_any_manager: bool,
+    /// File holding the shared key (trailing newline ignored).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// Key id of --key-file.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    key_id: u16,
+    /// Algorithm of --key-file.
+    #[arg(long, value_enum, default_value_t = KeyAlgorithm::HmacSha256)]
+    key_algorithm: KeyAlgorithm,
+    /// A manager identity (address) the key may speak for (repeatable;
+    /// none = any identity).
+    #[arg(long = "key-identity", value_name = "ADDR")]
+    key_identities: Vec<Ipv4Addr>,
+    /// Fixed affinities one manager may hold (default: the core's).
+    #[arg(long, value_name = "N")]
+    fixed_quota: Option<usize>,
+    /// Wildcards one manager may hold (default: the core's).
+    #[arg(long, value_name = "N")]
+    wildcard_quota: Option<usize>,
+    /// Distinct wildcard mask patterns one manager may use (default 8).
+    #[arg(long, value_name = "N")]
+    pattern_quota: Option<usize>,
+    /// Control socket receive buffer (bytes).
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
+    rcvbuf: usize,
+    /// Treat an action as unsupported (repeatable): nat, advertise, seq-adjust, interest.
+    #[arg(long = "disable-action", value_name = "ACTION", value_parser = parse_action)]
+    disabled_actions: Vec<u16>,
+    /// Fixed affinity table size.
+    #[arg(long, value_name = "N", default_value_t = 1 << 18)]
+    fixed_capacity: usize,
+    /// Advertised prefixes become kernel routes through the TUN with this
+    /// route protocol number (0 = install no routes).
+    #[arg(long, value_name = "N", default_value_t = routes::DEFAULT_ROUTE_PROTOCOL)]
+    route_protocol: u8,
+    /// Status socket (served when running, asked by commands).
+    #[arg(long, value_name = "PATH", default_value = "/run/affinity-agent.sock")]
+    socket: PathBuf,
+    /// Serve Prometheus metrics on ADDR:PORT (GET /metrics).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<SocketAddr>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum KeyAlgorithm {
+    HmacSha256,
+    KeyedMd5,
+}
+
+fn parse_action(name: &str) -> Result<u16, String> {
+    affinity_forwarding_agent::actions::action_segment_by_name(name)
+        .ok_or_else(|| format!("unknown action {name:?} (nat, advertise, seq-adjust, interest)"))
+}
+
+/// Questions to a running agent (over --socket).
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Everything: fixed, wildcard, managers, stats.
+    Status {
+        /// Machine-readable: one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fixed affinities; filters: proto P, src A, dst A, limit N, verbose.
+    Fixed {
+        #[arg(long)]
+        json: bool,
+        filters: Vec<String>,
+    },
+    /// Wildcard affinities.
+    Wildcard {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Managers heard from.
+    Managers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Counters (non-zero; --json: all) and forward statistics.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// `clear stats`: counters restart from zero.
+    Clear {
+        #[arg(value_parser = ["stats"])]
+        what: String,
+    },
+}
+
+impl Cmd {
+    /// The status-socket line.
+    fn line(&self) -> String {
+        let (words, json) = match self {
+            Cmd::Status { json } => ("status".to_string(), *json),
+            Cmd::Fixed { json, filters } => {
+                let mut w = vec!["fixed".to_string()];
+                w.extend(filters.iter().cloned());
+                (w.join(" "), *json)
+            }
+            Cmd::Wildcard { json } => ("wildcard".to_string(), *json),
+            Cmd::Managers { json } => ("managers".to_string(), *json),
+            Cmd::Stats { json } => ("stats".to_string(), *json),
+            Cmd::Clear { what } => (format!("clear {what}"), false),
+        };
+        if json {
+            format!("{words} --json")
+        } else {
+            words
+        }
+    }
+}
 
 struct Opts {
     tun: String,
@@ -39,6 +177,7 @@ struct Opts {
     listen: u16,
     group: Option<Ipv4Addr>,
     managers: Vec<Ipv4Addr>,
+    metrics: Option<SocketAddr>,
     /// Route protocol number of advertised prefixes' kernel routes; 0 =
     /// do not install routes.
     route_protocol: u8,
@@ -75,104 +214,73 @@ fn read_key_file(path: &str) -> Result<Vec<u8>, String> {
     Ok(secret)
 }
 
-fn parse_args(args: &[String]) -> Result<(Opts, Vec<String>), String> {
-    let mut o = Opts {
-        tun: String::new(),
-        socket: "/run/affinity-agent.sock".into(),
-        listen: AGENT_PORT,
-        group: None,
-        managers: Vec::new(),
-        route_protocol: routes::DEFAULT_ROUTE_PROTOCOL,
-        rcvbuf: 8 << 20,
-        cfg: AgentConfig {
-            fixed_capacity: 1 << 18,
-            action_capacity: 1 << 16,
-            ..Default::default()
-        },
+fn opts(cli: Cli) -> Result<Opts, String> {
+    let (Some(tun), Some(address)) = (cli.tun, cli.address) else {
+        return Err("to run, give --tun NAME and --address ADDR (or a command)".into());
     };
-    let (mut key_file, mut key_id, mut key_alg) = (None, 1u16, AuthAlgorithm::HmacSha256);
-    let mut key_identities = Vec::new();
-    let mut any_manager = false;
-    let mut rest = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
-        match a.as_str() {
-            "--tun" => o.tun = val(a)?,
-            "--socket" => o.socket = val(a)?.into(),
-            "--address" => o.cfg.agent_addr = val(a)?.parse().map_err(|_| "bad --address")?,
-            "--name" => o.cfg.agent_name = val(a)?,
-            "--listen" => o.listen = val(a)?.parse().map_err(|_| "bad --listen")?,
-            "--multicast-group" => {
-                o.group = Some(val(a)?.parse().map_err(|_| "bad --multicast-group")?)
-            }
-            "--manager" => o
-                .managers
-                .push(val(a)?.parse().map_err(|_| "bad --manager")?),
-            "--accept-any-manager" => any_manager = true,
-            "--key-identity" => {
-                key_identities.push(val(a)?.parse().map_err(|_| "bad --key-identity")?)
-            }
-            "--fixed-quota" => {
-                o.cfg.owner_quota.fixed = val(a)?.parse().map_err(|_| "bad --fixed-quota")?
-            }
-            "--wildcard-quota" => {
-                o.cfg.owner_quota.wildcards = val(a)?.parse().map_err(|_| "bad --wildcard-quota")?
-            }
-            "--pattern-quota" => {
-                o.cfg.owner_quota.wildcard_patterns =
-                    val(a)?.parse().map_err(|_| "bad --pattern-quota")?
-            }
-            "--rcvbuf" => o.rcvbuf = val(a)?.parse().map_err(|_| "bad --rcvbuf")?,
-            "--key-file" => key_file = Some(val(a)?),
-            "--key-id" => key_id = val(a)?.parse().map_err(|_| "bad --key-id")?,
-            "--key-algorithm" => {
-                key_alg = if val(a)? == "keyed-md5" {
-                    AuthAlgorithm::KeyedMd5
-                } else {
-                    AuthAlgorithm::HmacSha256
-                }
-            }
-            "--route-protocol" => {
-                o.route_protocol = val(a)?.parse().map_err(|_| "bad --route-protocol")?
-            }
-            "--fixed-capacity" => {
-                o.cfg.fixed_capacity = val(a)?.parse().map_err(|_| "bad --fixed-capacity")?
-            }
-            "--disable-action" => {
-                let name = val(a)?;
-                let t = affinity_forwarding_agent::actions::action_segment_by_name(&name)
-                    .ok_or_else(|| format!("unknown action {name:?}"))?;
-                o.cfg.disabled_actions.push(t);
-            }
-            "-h" | "--help" => return Err(USAGE.into()),
-            other => rest.push(other.to_string()),
-        }
+    let mut cfg = AgentConfig {
+        fixed_capacity: cli.fixed_capacity,
+        action_capacity: 1 << 16,
+        agent_addr: address,
+        disabled_actions: cli.disabled_actions,
+        ..Default::default()
+    };
+    if let Some(n) = cli.name {
+        cfg.agent_name = n;
     }
-    if let Some(f) = key_file {
-        let secret = read_key_file(&f)?;
-        o.cfg.auth =
-            AuthPolicy::with_key(Key::new(key_id, key_alg, secret).for_identities(key_identities));
+    if let Some(f) = cli.key_file {
+        let secret = read_key_file(&f.to_string_lossy())?;
+        let alg = match cli.key_algorithm {
+            KeyAlgorithm::HmacSha256 => AuthAlgorithm::HmacSha256,
+            KeyAlgorithm::KeyedMd5 => AuthAlgorithm::KeyedMd5,
+        };
+        cfg.auth = AuthPolicy::with_key(
+            Key::new(cli.key_id, alg, secret).for_identities(cli.key_identities),
+        );
     }
-    if !any_manager {
-        o.cfg.allowed_managers = Some(o.managers.clone());
+    if let Some(n) = cli.fixed_quota {
+        cfg.owner_quota.fixed = n;
     }
-    o.cfg.multicast_groups.extend(o.group);
-    o.cfg.instance_id = u32::from(o.cfg.agent_addr) ^ std::process::id();
-    Ok((o, rest))
+    if let Some(n) = cli.wildcard_quota {
+        cfg.owner_quota.wildcards = n;
+    }
+    if let Some(n) = cli.pattern_quota {
+        cfg.owner_quota.wildcard_patterns = n;
+    }
+    if !cli.accept_any_manager {
+        cfg.allowed_managers = Some(cli.managers.clone());
+    }
+    cfg.multicast_groups.extend(cli.multicast_group);
+    cfg.instance_id = u32::from(cfg.agent_addr) ^ std::process::id();
+    Ok(Opts {
+        tun,
+        socket: cli.socket,
+        listen: cli.listen,
+        group: cli.multicast_group,
+        managers: cli.managers,
+        metrics: cli.metrics,
+        route_protocol: cli.route_protocol,
+        rcvbuf: cli.rcvbuf,
+        cfg,
+    })
+}
+
+/// Logs to stderr at `RUST_LOG` (default `info`), colours only on a
+/// terminal (a log file or journald gets plain text).
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (o, rest) = match parse_args(&args) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    if !rest.is_empty() {
-        return match show::client(&o.socket, &rest.join(" ")) {
+    let cli = Cli::parse();
+    if let Some(cmd) = &cli.command {
+        return match show::client(&cli.socket, &cmd.line()) {
             Ok(s) => {
                 // `... | head -1` closes the pipe early: that is success,
                 // not a panic (print! would panic on EPIPE).
@@ -182,6 +290,7 @@ fn main() -> ExitCode {
                         eprintln!("affinity-agent: {e}");
                         ExitCode::from(1)
                     }
+                    _ if s.starts_with("error:") => ExitCode::from(1),
                     _ => ExitCode::SUCCESS,
                 }
             }
@@ -191,10 +300,17 @@ fn main() -> ExitCode {
             }
         };
     }
-    if o.tun.is_empty() || o.cfg.agent_addr.is_unspecified() {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
-    }
+    let o = match opts(cli) {
+        Ok(o) => o,
+        Err(e) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let _ = cmd
+                .error(clap::error::ErrorKind::MissingRequiredArgument, e)
+                .print();
+            return ExitCode::from(2);
+        }
+    };
+    init_logging();
     match run(o) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -204,20 +320,62 @@ fn main() -> ExitCode {
     }
 }
 
+/// An error that names what failed (`what`: "TUN afftun0", "UDP
+/// 0.0.0.0:1637", ...) before the OS's words.
+fn ctx(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> std::io::Error {
+    move |e| std::io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// A manager silent this long (ns) is logged as lost: managers resend
+/// their wildcards every third of the wildcard TTL (1 s by default).
+const MANAGER_SILENT_NS: u64 = 5_000_000_000;
+
+/// Logs managers heard for the first time, gone silent, and back (state
+/// kept in `seen`: address -> lost).
+fn watch_managers(agent: &Agent, now: u64, seen: &mut BTreeMap<Ipv4Addr, bool>) {
+    for m in agent.managers() {
+        let silent = now.saturating_sub(m.last_heard_ns) >= MANAGER_SILENT_NS;
+        match seen.get(&m.address).copied() {
+            None if !silent => {
+                tracing::info!(manager = %m.address, name = %m.name, "manager heard");
+                seen.insert(m.address, false);
+            }
+            Some(false) if silent => {
+                tracing::warn!(manager = %m.address, name = %m.name, silent_s = MANAGER_SILENT_NS / 1_000_000_000, "manager lost: not heard for 5 s");
+                seen.insert(m.address, true);
+            }
+            Some(true) if !silent => {
+                tracing::info!(manager = %m.address, name = %m.name, "manager back");
+                seen.insert(m.address, false);
+            }
+            _ => {}
+        }
+    }
+}
+
 fn run(o: Opts) -> std::io::Result<()> {
     if o.cfg.auth.keys.is_empty() {
-        eprintln!("affinity-agent: warning: no --key-file: OPEN mode, control messages are not authenticated; trusted LANs only");
+        tracing::warn!(
+            "no --key-file: OPEN mode, control messages are not authenticated; trusted LANs only"
+        );
     }
     match &o.cfg.allowed_managers {
-        Some(m) if m.is_empty() => eprintln!("affinity-agent: warning: no --manager given: control messages from everyone are refused (--accept-any-manager to accept them)"),
-        None => eprintln!("affinity-agent: warning: --accept-any-manager: control messages accepted from any address"),
+        Some(m) if m.is_empty() => tracing::warn!("no --manager given: control messages from everyone are refused (--accept-any-manager to accept them)"),
+        None => tracing::warn!("--accept-any-manager: control messages accepted from any address"),
         Some(_) => {}
     }
-    let tun = Arc::new(tun::Tun::open(&o.tun)?);
-    let sock = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, o.listen))?;
+    let tun = Arc::new(tun::Tun::open(&o.tun).map_err(ctx(format_args!("TUN {}", o.tun)))?);
+    tun::Tun::set_up(&o.tun).map_err(ctx(format_args!("TUN {} up", o.tun)))?;
+    let listen = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, o.listen);
+    let sock =
+        UdpSocket::bind(listen).map_err(ctx(format_args!("service messages on UDP {listen}")))?;
     set_rcvbuf(&sock, o.rcvbuf);
     if let Some(g) = o.group {
-        sock.join_multicast_v4(&g, &o.cfg.agent_addr)?;
+        sock.join_multicast_v4(&g, &o.cfg.agent_addr)
+            .map_err(ctx(format_args!(
+                "multicast group {g} on {}",
+                o.cfg.agent_addr
+            )))?;
     }
     let sock = Arc::new(sock);
     let agent = Agent::new(o.cfg);
@@ -225,14 +383,35 @@ fn run(o: Opts) -> std::io::Result<()> {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         let _ = signal_hook::flag::register(sig, stop.clone());
     }
+    let hup = Arc::new(AtomicBool::new(false));
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone());
     let start = Instant::now();
     let now = move || start.elapsed().as_nanos() as u64;
-    for m in &o.managers {
-        let _ = sock.send_to(&agent.build_hello(), SocketAddrV4::new(*m, MANAGER_PORT));
+    let hello = |why: &str| {
+        for m in &o.managers {
+            let to = SocketAddrV4::new(*m, MANAGER_PORT);
+            if let Err(e) = sock.send_to(&agent.build_hello(), to) {
+                tracing::warn!(manager = %to, error = %e, "hello not sent");
+            }
+        }
+        if !o.managers.is_empty() {
+            tracing::info!(managers = %list(&o.managers), "hello sent ({why})");
+        }
+    };
+    // Status socket: a file nobody answers on is a leftover; one that
+    // answers is another agent's.
+    if std::os::unix::net::UnixStream::connect(&o.socket).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!(
+                "status socket {}: another agent answers there",
+                o.socket.display()
+            ),
+        ));
     }
-    // Status socket.
     let _ = std::fs::remove_file(&o.socket);
-    let listener = UnixListener::bind(&o.socket)?;
+    let listener = UnixListener::bind(&o.socket)
+        .map_err(ctx(format_args!("status socket {}", o.socket.display())))?;
     {
         let agent = agent.clone();
         std::thread::spawn(move || {
@@ -244,6 +423,31 @@ fn run(o: Opts) -> std::io::Result<()> {
             }
         });
     }
+    if let Some(addr) = o.metrics {
+        let server = tiny_http::Server::http(addr).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("metrics {addr}: {e}"),
+            )
+        })?;
+        let agent = agent.clone();
+        std::thread::spawn(move || metrics::serve(server, agent, now));
+    }
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        address = %agent.config.agent_addr,
+        name = %agent.config.agent_name,
+        tun = %o.tun,
+        listen = %listen,
+        multicast_group = %o.group.map_or("none".to_string(), |g| g.to_string()),
+        managers = %list(&o.managers),
+        status_socket = %o.socket.display(),
+        metrics = %o.metrics.map_or("off".to_string(), |a| a.to_string()),
+        "affinity-agent running; TUN up"
+    );
+    hello("start");
+    let mut seen = BTreeMap::new();
+    let mut next_watch = 0u64;
     // Data path thread: TUN in, process a batch, TUN out.
     let dp = {
         let (agent, tun, sock, stop) = (agent.clone(), tun.clone(), sock.clone(), stop.clone());
@@ -276,18 +480,33 @@ fn run(o: Opts) -> std::io::Result<()> {
             drops_checked = t;
             if let Some(d) = udp_drops(o.listen) {
                 if d > drops_seen {
-                    eprintln!("affinity-agent: {} control datagrams dropped by the kernel (receive buffer full; --rcvbuf)", d - drops_seen);
+                    tracing::warn!(
+                        dropped = d - drops_seen,
+                        "control datagrams dropped by the kernel (receive buffer full; --rcvbuf)"
+                    );
                     agent.note_control_drops(d - drops_seen);
                 }
                 drops_seen = d;
             }
+        }
+        if hup.swap(false, Ordering::Relaxed) {
+            hello("SIGHUP");
+        }
+        if t >= next_watch {
+            next_watch = t + 1_000_000_000;
+            watch_managers(&agent, t, &mut seen);
         }
         if agent.poll_timeout().is_some_and(|due| due <= t) {
             for (to, m) in agent.tick(t) {
                 let _ = sock.send_to(&m, to);
             }
         }
-        let wait = sleep_until(agent.poll_timeout(), now(), max_sleep);
+        // At most a second: the manager watch and SIGHUP run between reads.
+        let wait = sleep_until(
+            agent.poll_timeout(),
+            now(),
+            max_sleep.min(Duration::from_secs(1)),
+        );
         sock.set_read_timeout(Some(wait))?;
         if let Ok((n, SocketAddr::V4(from))) = sock.recv_from(&mut buf) {
             // Drain what else is queued (a burst) and apply it as one
@@ -305,7 +524,7 @@ fn run(o: Opts) -> std::io::Result<()> {
             let t = now();
             let out = agent.handle_control_batch(t, burst.iter().map(|(f, b)| (*f, b.as_slice())));
             for line in &out.log {
-                eprintln!("affinity-agent: {line}");
+                tracing::warn!("{line}");
             }
             for (to, m) in out.replies {
                 let _ = sock.send_to(&m, to);
@@ -333,7 +552,12 @@ fn run(o: Opts) -> std::io::Result<()> {
     if let Some(r) = routes.as_mut() {
         r.withdraw_all();
     }
-    let _ = std::fs::remove_file(&o.socket);
+    match std::fs::remove_file(&o.socket) {
+        Ok(()) => tracing::info!("stopped; status socket removed"),
+        Err(e) => {
+            tracing::warn!(path = %o.socket.display(), error = %e, "stopped; status socket not removed")
+        }
+    }
     Ok(())
 }
 
@@ -380,7 +604,11 @@ fn serve_status(agent: &Agent, conn: &std::os::unix::net::UnixStream, now: u64) 
         .map(str::trim);
     let text = match line {
         Some(l) if ok && !l.is_empty() && l.bytes().all(|b| b.is_ascii_graphic() || b == b' ') => {
-            affinity_forwarding_agent::show::render(agent, now, l)
+            let words: Vec<&str> = l.split_whitespace().collect();
+            match words.split_last() {
+                Some((&"--json", rest)) => report::json(agent, now, rest),
+                _ => affinity_forwarding_agent::show::render(agent, now, l),
+            }
         }
         _ => "error: expected one command line (status | tables | fixed | wildcard | managers | stats)\n".into(),
     };
@@ -420,8 +648,24 @@ fn set_rcvbuf(sock: &UdpSocket, bytes: usize) {
     };
     // Linux reports double the requested size (bookkeeping overhead).
     if rc != 0 || (got as usize) < bytes {
-        eprintln!("affinity-agent: control socket receive buffer {got} bytes (asked {bytes}; raise net.core.rmem_max)");
+        tracing::warn!(
+            granted = got,
+            asked = bytes,
+            "control socket receive buffer smaller than asked (raise net.core.rmem_max)"
+        );
     }
+}
+
+/// Addresses as `A, B` ("none" for none).
+fn list(addrs: &[Ipv4Addr]) -> String {
+    if addrs.is_empty() {
+        return "none".into();
+    }
+    addrs
+        .iter()
+        .map(Ipv4Addr::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The longest the control thread sleeps without a datagram: one second
@@ -517,8 +761,9 @@ fn datapath(
 
 #[cfg(test)]
 mod tests {
-    use super::{read_key_file, serve_status, sleep_until};
+    use super::{read_key_file, serve_status, sleep_until, Cli, Cmd};
     use affinity_forwarding_agent::{Agent, AgentConfig};
+    use clap::{CommandFactory, Parser};
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
     use std::time::Duration;
@@ -566,6 +811,44 @@ mod tests {
             .contains("longer than"));
         let _ = std::fs::remove_file(p("ok"));
         let _ = std::fs::remove_file(p("empty"));
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn commands_become_status_socket_lines_and_bad_ones_are_refused() {
+        let line = |args: &[&str]| {
+            Cli::try_parse_from(args)
+                .ok()
+                .and_then(|c| c.command)
+                .map(|c: Cmd| c.line())
+        };
+        assert_eq!(
+            line(&["affinity-agent", "--socket", "s", "fixed", "limit", "4"]).as_deref(),
+            Some("fixed limit 4")
+        );
+        assert_eq!(
+            line(&["affinity-agent", "stats", "--json"]).as_deref(),
+            Some("stats --json")
+        );
+        assert_eq!(
+            line(&["affinity-agent", "clear", "stats"]).as_deref(),
+            Some("clear stats")
+        );
+        let bad = |args: &[&str]| {
+            Cli::try_parse_from(args)
+                .map(|_| ())
+                .unwrap_err()
+                .exit_code()
+        };
+        assert_eq!(bad(&["affinity-agent", "bogus"]), 2, "unknown command");
+        assert_eq!(bad(&["affinity-agent", "--bogus"]), 2, "unknown option");
+        assert_eq!(bad(&["affinity-agent", "--disable-action", "teleport"]), 2);
+        assert_eq!(bad(&["affinity-agent", "--help"]), 0);
+        assert_eq!(bad(&["affinity-agent", "--version"]), 0);
     }
 
     #[test]

@@ -187,6 +187,19 @@ pub enum Algorithm {
     Feedback,
 }
 
+impl Algorithm {
+    /// The name the configuration file uses (`maglev`, `round-robin`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "round-robin",
+            Algorithm::WeightedRoundRobin => "weighted-round-robin",
+            Algorithm::LeastConnections => "least-connections",
+            Algorithm::Maglev => "maglev",
+            Algorithm::Feedback => "feedback",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
@@ -290,8 +303,21 @@ fn default_expect() -> u16 {
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     pub address: SocketAddrV4,
-    #[serde(default = "one")]
+    /// Relative share of new flows, 0 or more (0 drains: no new flows).
+    #[serde(default = "one", deserialize_with = "weight")]
     pub weight: u32,
+}
+
+/// A weight: a whole number from 0 to 2^32-1. Said in words, not as
+/// serde's "expected u32", because operators write `-1` meaning "off".
+fn weight<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let w = i64::deserialize(d)?;
+    u32::try_from(w).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "weight must be a whole number from 0 to {} (0 drains the backend), not {w}",
+            u32::MAX
+        ))
+    })
 }
 
 fn one() -> u32 {
@@ -301,14 +327,34 @@ fn one() -> u32 {
 /// A configuration error with its place in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// 1-based line; 0 when the error has no place (the file unreadable).
     pub line: usize,
+    /// 1-based column (characters); 0 with `line` 0.
     pub column: usize,
+    /// What is wrong, in words (no place).
     pub message: String,
 }
 
+impl ConfigError {
+    /// `PATH:LINE:COLUMN: message` (the compiler's form, which editors
+    /// jump to), or `PATH: message` for an error with no place.
+    pub fn located(&self, path: &Path) -> String {
+        if self.line == 0 {
+            format!("{}: {}", path.display(), self.message)
+        } else {
+            format!("{}:{self}", path.display())
+        }
+    }
+}
+
 impl std::fmt::Display for ConfigError {
+    /// `LINE:COLUMN: message`, or the message alone when it has no place.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}: {}", self.line, self.column, self.message)
+        if self.line == 0 {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}:{}: {}", self.line, self.column, self.message)
+        }
     }
 }
 
@@ -476,6 +522,16 @@ impl Config {
                 err(Some(i), "virtual", format!("service {:?} overlaps another service (same virtual address, protocol and client domain)", s.name));
             }
             vips.push(key);
+            if s.virtual_addr.port() == 0 {
+                err(
+                    Some(i),
+                    "virtual",
+                    format!(
+                        "virtual address {} needs a port from 1 to 65535 (port 0 is not a service port)",
+                        s.virtual_addr
+                    ),
+                );
+            }
             if s.backends.is_empty() {
                 err(
                     Some(i),
@@ -483,7 +539,15 @@ impl Config {
                     format!("service {:?} has no [[service.backend]]", s.name),
                 );
             }
+            let mut seen = HashSet::new();
             for b in &s.backends {
+                if !seen.insert(b.address) {
+                    err(
+                        Some(i),
+                        &b.address.to_string(),
+                        format!("backend {} listed twice in service {:?}", b.address, s.name),
+                    );
+                }
                 if b.address.port() == 0 {
                     err(
                         Some(i),
@@ -491,6 +555,16 @@ impl Config {
                         format!("backend {} needs a port", b.address),
                     );
                 }
+            }
+            if !s.backends.is_empty() && s.backends.iter().all(|b| b.weight == 0) {
+                err(
+                    Some(i),
+                    "weight",
+                    format!(
+                        "every backend of service {:?} has weight 0: it could place no flow (drain some, not all)",
+                        s.name
+                    ),
+                );
             }
             if let Some(n) = &s.snat {
                 if parse_port_range(&n.ports).is_none() {
@@ -525,6 +599,15 @@ impl Config {
                         "health",
                         format!("health interval_ms and timeout_ms must be 1..={MAX_HEALTH_MS} (a 0 timeout fails every check)"),
                     );
+                } else if h.timeout_ms > h.interval_ms {
+                    err(
+                        Some(i),
+                        "timeout_ms",
+                        format!(
+                            "health timeout_ms {} is longer than interval_ms {}: a check would still run when the next starts",
+                            h.timeout_ms, h.interval_ms
+                        ),
+                    );
                 }
             }
             for a in &s.optional_actions {
@@ -549,7 +632,7 @@ impl Config {
             vec![ConfigError {
                 line: 0,
                 column: 0,
-                message: format!("{}: {e}", path.display()),
+                message: format!("cannot read the configuration: {e}"),
             }]
         })?;
         Config::parse(&text)
@@ -580,5 +663,93 @@ impl Config {
             policy.require = true;
         }
         policy
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Config, ConfigError};
+    use std::path::Path;
+
+    const HEAD: &str = "[manager]\nlisten = \"192.0.2.10:1638\"\n[[service]]\nname = \"web\"\n";
+
+    /// The errors for `HEAD` + `rest`, as `LINE:COL: message` lines.
+    fn errors(rest: &str) -> Vec<String> {
+        match Config::parse(&format!("{HEAD}{rest}")) {
+            Ok(_) => vec![],
+            Err(e) => e.iter().map(ConfigError::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_backend_listed_twice_is_refused() {
+        let e = errors(
+            "virtual = \"203.0.113.10:80\"\n[[service.backend]]\naddress = \"198.51.100.11:8080\"\n[[service.backend]]\naddress = \"198.51.100.11:8080\"\n",
+        );
+        assert!(
+            e.iter()
+                .any(|e| e.contains("198.51.100.11:8080 listed twice")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn virtual_port_zero_is_refused() {
+        let e = errors(
+            "virtual = \"203.0.113.10:0\"\n[[service.backend]]\naddress = \"198.51.100.11:8080\"\n",
+        );
+        assert!(
+            e.iter()
+                .any(|e| e.starts_with("5:") && e.contains("needs a port from 1 to 65535")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn all_weights_zero_is_refused_but_some_zero_is_fine() {
+        let one = "virtual = \"203.0.113.10:80\"\n[[service.backend]]\naddress = \"198.51.100.11:8080\"\nweight = 0\n";
+        assert!(
+            errors(one).iter().any(|e| e.contains("has weight 0")),
+            "{:?}",
+            errors(one)
+        );
+        let mixed = format!("{one}[[service.backend]]\naddress = \"198.51.100.12:8080\"\n");
+        assert_eq!(errors(&mixed), Vec::<String>::new());
+    }
+
+    #[test]
+    fn health_timeout_longer_than_interval_is_refused() {
+        let e = errors("virtual = \"203.0.113.10:80\"\nhealth = { kind = \"tcp\", interval_ms = 300, timeout_ms = 400 }\n[[service.backend]]\naddress = \"198.51.100.11:8080\"\n");
+        assert!(
+            e.iter().any(|e| e.starts_with("6:")
+                && e.contains("timeout_ms 400 is longer than interval_ms 300")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_negative_weight_is_explained_in_words() {
+        let e = errors("virtual = \"203.0.113.10:80\"\n[[service.backend]]\naddress = \"198.51.100.11:8080\"\nweight = -1\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("8:"), "{e:?}");
+        assert!(
+            e[0].contains("weight must be a whole number from 0"),
+            "{e:?}"
+        );
+        assert!(e[0].contains("not -1"), "{e:?}");
+        assert!(!e[0].contains("u32"), "{e:?}");
+    }
+
+    #[test]
+    fn a_missing_file_is_named_without_a_place() {
+        let path = Path::new("/nonexistent/affinity-manager.toml");
+        let e = Config::load(path).unwrap_err();
+        let text = e[0].located(path);
+        assert!(
+            text.starts_with("/nonexistent/affinity-manager.toml: cannot read"),
+            "{text}"
+        );
+        assert!(!text.contains(":0:0:"), "{text}");
+        assert!(text.contains("No such file"), "{text}");
     }
 }

@@ -80,6 +80,10 @@ pub struct Daemon {
     shared_cfg: Arc<Shared<Config>>,
     pub sent: u64,
     send_errors: u64,
+    reloads_succeeded: u64,
+    reloads_failed: u64,
+    /// Control actions logged at info, at most a burst a second.
+    action_log: crate::logging::RateLimit,
 }
 
 /// How long the loop keeps polling after the last datagram before sleeping.
@@ -91,7 +95,12 @@ impl Daemon {
         if cfg.auth.keys.is_empty() {
             tracing::warn!("no [auth] keys: OPEN mode, anyone on the control LAN can speak for any agent; use it on trusted LANs only (api/PROTOCOL.md, Security)");
         }
-        let socket = UdpSocket::bind(cfg.manager.listen)?;
+        let socket = UdpSocket::bind(cfg.manager.listen).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("service messages on {}: {e}", cfg.manager.listen),
+            )
+        })?;
         let ifaddr = cfg
             .agents
             .multicast_interface
@@ -123,6 +132,9 @@ impl Daemon {
             config_path,
             sent: 0,
             send_errors: 0,
+            reloads_succeeded: 0,
+            reloads_failed: 0,
+            action_log: crate::logging::RateLimit::new(10),
         })
     }
 
@@ -174,6 +186,17 @@ impl Daemon {
     pub fn start_services(&self, stop: &Arc<AtomicBool>) -> std::io::Result<()> {
         let cfg = self.shared_cfg.get();
         let path = cfg.manager.control_socket.clone();
+        // A socket file nobody answers on is a leftover (a crash): replace
+        // it. One that answers belongs to a running manager: leave it.
+        if UnixStream::connect(&path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!(
+                    "control socket {}: another manager answers there",
+                    path.display()
+                ),
+            ));
+        }
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).map_err(|e| {
             std::io::Error::new(e.kind(), format!("control socket {}: {e}", path.display()))
@@ -189,25 +212,21 @@ impl Daemon {
             }
         });
         if let Some(addr) = cfg.manager.metrics {
-            let l = std::net::TcpListener::bind(addr)?;
+            let server = tiny_http::Server::http(addr).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!("metrics {addr}: {e}"),
+                )
+            })?;
             let tx = self.events.clone();
             std::thread::spawn(move || {
-                for conn in l.incoming().flatten() {
-                    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-                    let mut line = String::new();
-                    let _ = BufReader::new(&conn).read_line(&mut line);
+                crate::metrics::serve(server, || {
                     let (rtx, rrx) = mpsc::channel();
                     if !tx.send(Event::Command(Command::Metrics, rtx)) {
-                        return;
+                        return None;
                     }
-                    let body = rrx
-                        .recv_timeout(Duration::from_secs(5))
-                        .ok()
-                        .and_then(Result::ok)
-                        .unwrap_or_default();
-                    let mut w = &conn;
-                    let _ = write!(w, "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{}", body.len(), body);
-                }
+                    rrx.recv_timeout(Duration::from_secs(5)).ok()?.ok()
+                })
             });
         }
         let (htx, hrx) = mpsc::channel();
@@ -247,9 +266,33 @@ impl Daemon {
             while let Ok(ev) = self.rx.try_recv() {
                 match ev {
                     Event::Health(r) => self.core.health(&r.service, r.backend, r.ok),
+                    Event::Command(Command::Metrics, reply) => {
+                        let now = self.now();
+                        let stats = self.stats();
+                        let _ = reply.send(Ok(crate::metrics::encode(
+                            &self.core.status_report(now),
+                            Some(&stats),
+                        )));
+                    }
                     Event::Command(c, reply) => {
                         let now = self.now();
-                        let _ = reply.send(self.core.command(c, now));
+                        let line = c.is_action().then(|| c.to_string());
+                        let answer = self.core.command(c, now);
+                        if let Some(line) = line {
+                            match &answer {
+                                Ok(a) => {
+                                    if self.action_log.allow(now) {
+                                        tracing::info!(command = %line, result = %a.trim_end(), "control action");
+                                    }
+                                }
+                                Err(e) => {
+                                    if self.action_log.allow(now) {
+                                        tracing::warn!(command = %line, error = %e, "control action refused");
+                                    }
+                                }
+                            }
+                        }
+                        let _ = reply.send(answer);
                     }
                 }
             }
@@ -287,7 +330,22 @@ impl Daemon {
         }
         let out = self.core.shutdown();
         self.send(out);
-        tracing::info!("stopped; wildcards deleted");
+        let path = &self.core.config().manager.control_socket;
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::warn!(path = %path.display(), error = %e, "control socket not removed");
+        }
+        tracing::info!("stopped; wildcards deleted, control socket removed");
+    }
+
+    /// The daemon's own figures for the metrics endpoint.
+    pub fn stats(&self) -> crate::metrics::DaemonStats {
+        crate::metrics::DaemonStats {
+            uptime_s: self.start.elapsed().as_secs_f64(),
+            reloads_succeeded: self.reloads_succeeded,
+            reloads_failed: self.reloads_failed,
+            datagrams_sent: self.sent,
+            send_errors: self.send_errors,
+        }
     }
 
     fn reload(&mut self) {
@@ -301,11 +359,13 @@ impl Daemon {
                 let now = self.now();
                 let out = self.core.reload(cfg, now);
                 self.send(out);
+                self.reloads_succeeded += 1;
                 tracing::info!(path = %path.display(), flows = self.core.flow_count(), "configuration reloaded; established flows kept");
             }
             Err(errs) => {
+                self.reloads_failed += 1;
                 for e in errs {
-                    tracing::error!(path = %path.display(), "reload refused: {e}");
+                    tracing::error!("reload refused: {}", e.located(&path));
                 }
             }
         }
@@ -380,7 +440,52 @@ pub fn client(path: &Path, line: &str) -> std::io::Result<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{sleep_ms, MAX_SLEEP_MS, MIN_SLEEP_MS};
+    use super::{sleep_ms, Daemon, MAX_SLEEP_MS, MIN_SLEEP_MS};
+    use crate::Config;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    fn config(listen: &str, socket: &std::path::Path) -> Config {
+        Config::parse(&format!(
+            "[manager]\nlisten = \"{listen}\"\ncontrol_socket = \"{}\"\n[agents]\nmulticast_group = \"239.255.16.37\"\n",
+            socket.display()
+        ))
+        .unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn a_bind_error_names_the_address() {
+        let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let sock = std::env::temp_dir().join(format!("affinity-bind-{}.sock", std::process::id()));
+        let err = Daemon::bind(config(&addr, &sock), None)
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains(&format!("service messages on {addr}: "))),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_clean_stop_removes_the_control_socket_and_a_running_one_is_not_taken() {
+        let sock = std::env::temp_dir().join(format!("affinity-stop-{}.sock", std::process::id()));
+        let mut d = Daemon::bind(config("127.0.0.1:0", &sock), None).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        d.start_services(&stop).unwrap();
+        assert!(sock.exists());
+        let second = Daemon::bind(config("127.0.0.1:0", &sock), None).unwrap();
+        let err = second.start_services(&stop).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("another manager answers there")),
+            "{err:?}"
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        d.run(&stop, &AtomicBool::new(false));
+        assert!(!sock.exists(), "control socket removed on a clean stop");
+    }
 
     #[test]
     fn sleeps_until_the_next_timer_within_bounds() {

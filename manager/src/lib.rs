@@ -26,6 +26,8 @@ pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod health;
+pub mod logging;
+pub mod metrics;
 pub mod snat;
 
 pub use crate::config::Config;

@@ -1,53 +1,106 @@
 //! `affinity-manager`: run the daemon, check a configuration, or talk to a
-//! running daemon.
+//! running daemon. Command line by clap: `--help` and `--version` exit 0,
+//! a bad command line prints the usage and exits 2.
 
 use affinity_manager::config::Config;
 use affinity_manager::daemon::{client, Daemon};
+use affinity_manager::Command;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-const USAGE: &str = "usage:
-  affinity-manager --config FILE                 run the manager
-  affinity-manager --check-config FILE           validate FILE and explain each error
-  affinity-manager [--socket PATH | --config FILE] status
-  affinity-manager [--socket PATH | --config FILE] metrics
-  affinity-manager [--socket PATH | --config FILE] set-weight SERVICE BACKEND WEIGHT
-  affinity-manager [--socket PATH | --config FILE] drain SERVICE BACKEND
-  affinity-manager [--socket PATH | --config FILE] load-report SERVICE BACKEND LOAD(0-100)
-Logs go to stderr; RUST_LOG=debug shows dropped input.";
+/// The affinity service manager: chooses backends for new flows and
+/// installs fixed affinities on the forwarding agents.
+#[derive(Debug, Parser)]
+#[command(
+    name = "affinity-manager",
+    version,
+    after_help = "Without a command, runs the manager (--config). Logs go to stderr; RUST_LOG=debug shows dropped input.\nSIGHUP reloads the configuration; SIGTERM/SIGINT delete this manager's wildcards and exit."
+)]
+struct Cli {
+    /// Configuration file: run the manager, or find the control socket.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate FILE, each error as FILE:LINE:COLUMN, and exit (0 ok, 2 errors).
+    #[arg(long, value_name = "FILE")]
+    check_config: Option<PathBuf>,
+    /// Control socket of a running manager [default: the configuration's, else /run/affinity-manager.sock].
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+/// Commands to a running manager (over its control socket).
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Services, backends, agents and counters.
+    Status {
+        /// Machine-readable: one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The Prometheus text exposition.
+    Metrics,
+    /// Set a backend's weight (0 drains: existing flows stay).
+    SetWeight {
+        service: String,
+        backend: SocketAddrV4,
+        weight: u32,
+    },
+    /// Drain a backend (weight 0): no new flows, existing flows stay.
+    Drain {
+        service: String,
+        backend: SocketAddrV4,
+    },
+    /// Feedback algorithm: the backend's load in percent (0-100).
+    LoadReport {
+        service: String,
+        backend: SocketAddrV4,
+        #[arg(value_parser = clap::value_parser!(u32).range(0..=100))]
+        load: u32,
+    },
+}
+
+impl Cmd {
+    fn command(self) -> Command {
+        match self {
+            Cmd::Status { json: false } => Command::Status,
+            Cmd::Status { json: true } => Command::StatusJson,
+            Cmd::Metrics => Command::Metrics,
+            Cmd::SetWeight {
+                service,
+                backend,
+                weight,
+            } => Command::SetWeight {
+                service,
+                backend,
+                weight,
+            },
+            Cmd::Drain { service, backend } => Command::SetWeight {
+                service,
+                backend,
+                weight: 0,
+            },
+            Cmd::LoadReport {
+                service,
+                backend,
+                load,
+            } => Command::LoadReport {
+                service,
+                backend,
+                load,
+            },
+        }
+    }
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut config: Option<PathBuf> = None;
-    let mut socket: Option<PathBuf> = None;
-    let mut check: Option<PathBuf> = None;
-    let mut rest = Vec::new();
-    let mut i = 0;
-    while i < args.len() {
-        match args[i].as_str() {
-            "--config" | "-c" if i + 1 < args.len() => {
-                config = Some(args[i + 1].clone().into());
-                i += 1;
-            }
-            "--socket" if i + 1 < args.len() => {
-                socket = Some(args[i + 1].clone().into());
-                i += 1;
-            }
-            "--check-config" if i + 1 < args.len() => {
-                check = Some(args[i + 1].clone().into());
-                i += 1;
-            }
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            a => rest.push(a.to_string()),
-        }
-        i += 1;
-    }
-    if let Some(path) = check {
+    let cli = Cli::parse();
+    if let Some(path) = cli.check_config {
         return match Config::load(&path) {
             Ok(c) => {
                 println!("{}: ok ({} services)", path.display(), c.services.len());
@@ -55,22 +108,23 @@ fn main() -> ExitCode {
             }
             Err(errs) => {
                 for e in errs {
-                    eprintln!("{}:{e}", path.display());
+                    eprintln!("{}", e.located(&path));
                 }
                 ExitCode::from(2)
             }
         };
     }
-    if !rest.is_empty() {
-        let path = socket
+    if let Some(cmd) = cli.command {
+        let path = cli
+            .socket
             .or_else(|| {
-                config
+                cli.config
                     .as_ref()
                     .and_then(|c| Config::load(c).ok())
                     .map(|c| c.manager.control_socket)
             })
             .unwrap_or_else(|| PathBuf::from("/run/affinity-manager.sock"));
-        return match client(&path, &rest.join(" ")) {
+        return match client(&path, &cmd.command().to_string()) {
             Ok(s) => {
                 print!("{s}");
                 if s.starts_with("error:") {
@@ -85,21 +139,22 @@ fn main() -> ExitCode {
             }
         };
     }
-    let Some(path) = config else {
-        eprintln!("{USAGE}");
+    let Some(path) = cli.config else {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        let _ = cmd
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "nothing to do: give --config FILE to run, --check-config FILE, or a command",
+            )
+            .print();
         return ExitCode::from(2);
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    affinity_manager::logging::init();
     let cfg = match Config::load(&path) {
         Ok(c) => c,
         Err(errs) => {
             for e in errs {
-                eprintln!("{}:{e}", path.display());
+                eprintln!("{}", e.located(&path));
             }
             return ExitCode::from(2);
         }
@@ -113,7 +168,7 @@ fn main() -> ExitCode {
     let mut d = match Daemon::bind(cfg, Some(path.clone())) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("affinity-manager: bind: {e}");
+            eprintln!("affinity-manager: {e}");
             return ExitCode::from(1);
         }
     };
@@ -130,7 +185,34 @@ fn main() -> ExitCode {
         eprintln!("affinity-manager: {e}");
         return ExitCode::from(1);
     }
-    tracing::info!(config = %path.display(), listen = ?d.local_addr().ok(), "affinity-manager running");
+    let cfg = d.core().config();
+    let listen = d
+        .local_addr()
+        .map_or(cfg.manager.listen.to_string(), |a| a.to_string());
+    let metrics = cfg
+        .manager
+        .metrics
+        .map_or("off".to_string(), |a| a.to_string());
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %path.display(),
+        %listen,
+        control = %cfg.manager.control_socket.display(),
+        %metrics,
+        services = cfg.services.len(),
+        "affinity-manager running"
+    );
     d.run(&stop, &reload);
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

@@ -235,7 +235,7 @@ fn manager_state_for_unverified_senders_is_bounded_and_expires() {
     assert!(mgr.agents.len() <= 4096, "{} agents kept", mgr.agents.len());
     assert!(mgr.status(0).contains("table agents 4096 of 4096"));
     assert!(mgr
-        .metrics()
+        .metrics(0)
         .contains("affinity_manager_table_entries{table=\"agents\"} 4096"));
     // Forgotten after ten minutes of silence.
     let _ = mgr.tick(601 * SEC);

@@ -110,6 +110,12 @@ impl Worker {
     ) -> Disposition {
         let info = match info {
             Ok(i) => i,
+            // IPv6 is not malformed, only not supported yet: passed and
+            // counted apart (never dropped as malformed).
+            Err(wire::PacketError::NotIpv4) if p.packet().first().is_some_and(|v| v >> 4 == 6) => {
+                self.counters.inc(Counter::Ipv6Passed);
+                return Disposition::Pass;
+            }
             Err(_) => return self.malformed(ctx),
         };
         let agent = ctx.agent;

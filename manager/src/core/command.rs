@@ -9,6 +9,8 @@ use std::net::SocketAddrV4;
 pub enum Command {
     /// Human-readable services, backends, agents and counters.
     Status,
+    /// The same as JSON ([`super::StatusReport`]): `status --json`.
+    StatusJson,
     /// Prometheus text exposition.
     Metrics,
     /// A backend's configured weight (0 drains: existing flows stay).
@@ -26,7 +28,7 @@ pub enum Command {
 }
 
 impl Command {
-    /// Parses one line: `status`, `metrics`, `set-weight SERVICE ADDR:PORT
+    /// Parses one line: `status`, `status --json`, `metrics`, `set-weight SERVICE ADDR:PORT
     /// W`, `drain SERVICE ADDR:PORT` (weight 0), `load-report SERVICE
     /// ADDR:PORT LOAD` (clamped to 100). The error names the bad word, or
     /// lists the commands.
@@ -38,12 +40,42 @@ impl Command {
         };
         match w.as_slice() {
             ["status"] => Ok(Command::Status),
+            ["status", "--json"] => Ok(Command::StatusJson),
             ["metrics"] => Ok(Command::Metrics),
             ["set-weight", s, b, n] => Ok(Command::SetWeight { service: s.to_string(), backend: backend(b)?, weight: n.parse().map_err(|_| format!("bad weight {n:?}"))? }),
             ["drain", s, b] => Ok(Command::SetWeight { service: s.to_string(), backend: backend(b)?, weight: 0 }),
             ["load-report", s, b, n] => Ok(Command::LoadReport { service: s.to_string(), backend: backend(b)?, load: n.parse::<u32>().map_err(|_| format!("bad load {n:?}"))?.min(100) }),
-            _ => Err(format!("unknown command {line:?}; try: status | metrics | set-weight SERVICE BACKEND W | drain SERVICE BACKEND | load-report SERVICE BACKEND LOAD(0-100)")),
+            _ => Err(format!("unknown command {line:?}; try: status [--json] | metrics | set-weight SERVICE BACKEND W | drain SERVICE BACKEND | load-report SERVICE BACKEND LOAD(0-100)")),
         }
+    }
+}
+
+impl std::fmt::Display for Command {
+    /// The command's line, as [`Command::parse`] reads it back (what the
+    /// CLI sends, and what the daemon logs).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Status => write!(f, "status"),
+            Command::StatusJson => write!(f, "status --json"),
+            Command::Metrics => write!(f, "metrics"),
+            Command::SetWeight {
+                service,
+                backend,
+                weight,
+            } => write!(f, "set-weight {service} {backend} {weight}"),
+            Command::LoadReport {
+                service,
+                backend,
+                load,
+            } => write!(f, "load-report {service} {backend} {load}"),
+        }
+    }
+}
+
+impl Command {
+    /// Changes state (set-weight, drain, load-report): logged at info.
+    pub fn is_action(&self) -> bool {
+        matches!(self, Command::SetWeight { .. } | Command::LoadReport { .. })
     }
 }
 
@@ -55,6 +87,7 @@ mod tests {
     fn lines_parse_to_commands_and_bad_words_are_named() {
         let b = "198.51.100.1:80".parse().unwrap();
         assert_eq!(Command::parse(" status "), Ok(Command::Status));
+        assert_eq!(Command::parse("status --json"), Ok(Command::StatusJson));
         assert_eq!(
             Command::parse("drain web 198.51.100.1:80"),
             Ok(Command::SetWeight {
@@ -75,5 +108,36 @@ mod tests {
             .unwrap_err()
             .contains("\"nowhere\""));
         assert!(Command::parse("").unwrap_err().contains("try:"));
+    }
+
+    #[test]
+    fn commands_print_as_the_lines_that_parse_back_to_them() {
+        let b = "198.51.100.1:80".parse().unwrap();
+        for c in [
+            Command::Status,
+            Command::StatusJson,
+            Command::Metrics,
+            Command::SetWeight {
+                service: "web".into(),
+                backend: b,
+                weight: 3,
+            },
+            Command::LoadReport {
+                service: "web".into(),
+                backend: b,
+                load: 75,
+            },
+        ] {
+            assert_eq!(Command::parse(&c.to_string()), Ok(c.clone()), "{c}");
+        }
+        assert_eq!(
+            Command::SetWeight {
+                service: "web".into(),
+                backend: b,
+                weight: 0
+            }
+            .to_string(),
+            "set-weight web 198.51.100.1:80 0"
+        );
     }
 }

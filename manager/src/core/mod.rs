@@ -35,6 +35,9 @@ use affinity_api::{
 };
 use affinity_forwarding_agent::wire;
 use reports::Report;
+pub use reports::{
+    AgentReport, BackendReport, ManagerReport, ServiceReport, SnatReport, StatusReport, EVENTS,
+};
 use services::Refusal;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -79,7 +82,14 @@ pub struct AgentSeen {
     /// Services this agent is not used for, by name, and why (from its
     /// capabilities or its denies); shown by `status`.
     pub refused: BTreeMap<String, String>,
+    /// When its hello was last logged (ns; 0 never): hellos are logged at
+    /// info at most once per [`HELLO_LOG_INTERVAL`] per agent.
+    pub hello_logged: u64,
 }
+
+/// Shortest time (ns) between two logged hellos of one agent: a restart
+/// loop or a forged flood makes one line a minute, not one per datagram.
+pub const HELLO_LOG_INTERVAL: u64 = 60_000_000_000;
 
 /// A readable name of action segment type `t`, for `status`.
 fn action_name(t: u16) -> &'static str {
@@ -351,6 +361,16 @@ impl ManagerCore {
             }
             MessageType::AffinityUpdateDeny => self.on_deny(now, from, &msg, signed, &mut out),
             MessageType::AgentHello => {
+                // Only agents already in the (bounded) table are logged: an
+                // unverified flood of hellos must not grow it.
+                if let Some(a) = self.agents.get_mut(&from) {
+                    if a.hello_logged == 0
+                        || now.saturating_sub(a.hello_logged) >= HELLO_LOG_INTERVAL
+                    {
+                        a.hello_logged = now.max(1);
+                        tracing::info!(agent = %from, name = %a.name, "agent hello");
+                    }
+                }
                 self.on_hello(from, &msg);
                 self.resync_agent(now, from, signed, &mut out);
             }
@@ -693,7 +713,10 @@ impl ManagerCore {
     pub fn command(&mut self, cmd: Command, now: u64) -> Result<String, String> {
         match cmd {
             Command::Status => Ok(self.status(now)),
-            Command::Metrics => Ok(self.metrics()),
+            Command::StatusJson => serde_json::to_string_pretty(&self.status_report(now))
+                .map(|j| j + "\n")
+                .map_err(|e| e.to_string()),
+            Command::Metrics => Ok(self.metrics(now)),
             Command::SetWeight {
                 service,
                 backend,
@@ -790,9 +813,16 @@ impl ManagerCore {
         self.report().status(now)
     }
 
-    /// Prometheus text exposition.
-    pub fn metrics(&self) -> String {
-        self.report().metrics()
+    /// Everything `status` shows, as data (`status --json`, metrics);
+    /// `now` in ns.
+    pub fn status_report(&self, now: u64) -> StatusReport {
+        self.report().snapshot(now)
+    }
+
+    /// The metrics exposition (OpenMetrics text, [`crate::metrics`]) of the
+    /// core alone; the daemon adds its own (uptime, reloads).
+    pub fn metrics(&self, now: u64) -> String {
+        crate::metrics::encode(&self.status_report(now), None)
     }
 }
 
