@@ -54,5 +54,5 @@ fuzz_target!(|data: &[u8]| {
     let _ = core.tick(60_000_000_000);
     assert!(core.agents.len() <= 1);
     let _ = core.status(60_000_000_000);
-    let _ = core.metrics();
+    let _ = core.metrics(60_000_000_000);
 });
