@@ -61,6 +61,6 @@ pub use agent::Agent;
 pub use config::AgentConfig;
 pub use control::{ControlOutput, ReturnedPacket};
 pub use counters::Counter;
-pub use datapath::{matched, Disposition, PacketBuf, Worker, BATCH};
+pub use datapath::{Decision, Disposition, Matched, PacketBuf, Worker, BATCH};
 pub use interest_data::ForwardingAgentInterestData;
 pub use introspection::{FixedRow, ForwardStats, ManagerInfo, WildcardRow};

@@ -103,7 +103,7 @@ fn punt_without_headroom_is_copied_out() {
     let (a, mut w) = agent(AgentConfig::default());
     install_service(&a);
     let (d, _) = run(&mut w, SEC, &syn(40000), 8);
-    assert_eq!(d, Disposition::Consumed);
+    assert_eq!(d, Disposition::Consumed(Counter::PuntCopiedOut));
     let msgs = w.take_messages();
     assert_eq!(msgs.len(), 1);
     assert!(ServiceMessage::parse(&msgs[0].1)
@@ -584,8 +584,14 @@ fn hold_releases_on_fixed_update_and_times_out_to_manager() {
         from(MGR),
         &wildcard_msg(MGR, 1, &[wc, Wc::from_backends(11)], None),
     );
-    assert_eq!(run(&mut w, 0, &syn(1), 256).0, Disposition::Consumed);
-    assert_eq!(run(&mut w, 0, &syn(2), 256).0, Disposition::Consumed);
+    assert_eq!(
+        run(&mut w, 0, &syn(1), 256).0,
+        Disposition::Consumed(Counter::Held)
+    );
+    assert_eq!(
+        run(&mut w, 0, &syn(2), 256).0,
+        Disposition::Consumed(Counter::Held)
+    );
     assert_eq!(a.held_packets(), 2);
     let msgs = w.take_messages();
     let m = ServiceMessage::parse(&msgs[0].1).unwrap();

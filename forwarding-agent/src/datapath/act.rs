@@ -3,7 +3,7 @@
 //! in place (NAT, then TCP sequence adjust) and choose its next hop.
 
 use super::lookup::Origin;
-use super::{matched, BatchCtx, Disposition, PacketBuf, Worker};
+use super::{BatchCtx, Disposition, PacketBuf, Worker};
 use crate::actions::ActionSet;
 use crate::counters::Counter;
 use crate::wildcard_affinity::WildcardEntry;
@@ -61,7 +61,7 @@ impl Worker {
             match wire::apply_nat(p.packet(), &info, &n.into()) {
                 Ok(i) => {
                     info = i;
-                    self.cur |= matched::NAT;
+                    self.cur.nat = true;
                     self.counters.inc(Counter::NatApplied);
                 }
                 Err(_) => return self.malformed(ctx),

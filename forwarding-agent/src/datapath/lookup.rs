@@ -4,7 +4,7 @@
 //! fragment had (the per-worker [`FragmentCache`]).
 
 use super::act::Hit;
-use super::{matched, BatchCtx, Disposition, PacketBuf, Worker};
+use super::{BatchCtx, Disposition, Matched, PacketBuf, Worker};
 use crate::counters::Counter;
 use crate::fixed_affinity::FixedValue;
 use crate::wire::{self, Fragment, PacketInfo};
@@ -116,7 +116,8 @@ impl Worker {
             match hit {
                 Some((v, slot)) if v.expires_ds > ctx.now => {
                     self.counters.inc(Counter::FixedHit);
-                    self.cur |= matched::FIXED;
+                    self.cur.matched = Matched::Fixed { slot };
+                    self.cur.action = v.action;
                     if info.fragment == Fragment::First {
                         self.frag.remember(&info);
                     }
@@ -149,7 +150,8 @@ impl Worker {
         };
         if let Some(w) = found {
             self.counters.inc(Counter::WildcardHit);
-            self.cur |= matched::WILDCARD;
+            self.cur.matched = Matched::Wildcard { id: w.entry.id };
+            self.cur.action = w.action;
             let mut bits = wire::interest_bits(&info) | interest::ALL;
             // No flow state yet: this is the flow's first data (UDP: first packet).
             if bits & interest::DATA != 0 || info.key.protocol == wire::UDP {

@@ -136,7 +136,7 @@ impl Worker {
                     self.messages.push((to, m));
                 }
                 self.counters.inc(Counter::Held);
-                return Disposition::Consumed;
+                return Disposition::Consumed(Counter::Held);
             }
             self.counters.inc(Counter::HoldOverflow);
         }
@@ -146,7 +146,7 @@ impl Worker {
                 self.messages.push((to, m));
             }
             self.counters.inc(Counter::InterestNoData);
-            return Disposition::Consumed;
+            return Disposition::Consumed(Counter::InterestNoData);
         }
         // In place: the service message goes into the headroom in front of
         // the packet, which becomes its last segment.
@@ -182,7 +182,7 @@ impl Worker {
                 self.messages.push((to, m));
                 self.counters.inc(Counter::Punted);
                 self.counters.inc(Counter::PuntCopiedOut);
-                Disposition::Consumed
+                Disposition::Consumed(Counter::PuntCopiedOut)
             }
             None => {
                 self.counters.inc(Counter::PuntFailed);
