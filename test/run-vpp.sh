@@ -12,5 +12,6 @@ VPP_PREFIX=$VPP_PREFIX cargo build --release -q -p affinity-plugin --features vp
 mkdir -p target/vpp-plugins
 cp target/release/libaffinity_plugin.so target/vpp-plugins/affinity_plugin.so
 VPP_PREFIX=$VPP_PREFIX test/vpp-forward-check.sh; fwd=$?
+VPP_PREFIX=$VPP_PREFIX test/vpp-errors-check.sh; err=$?
 AGENT_KIND=vpp VPP_PREFIX=$VPP_PREFIX test/run-e2e.sh; e2e=$?
-[ "$fwd" = 0 ] && [ "$e2e" = 0 ]
+[ "$fwd" = 0 ] && [ "$err" = 0 ] && [ "$e2e" = 0 ]
