@@ -73,7 +73,7 @@ fn tuple(packet: &[u8]) -> sys::affinity_tuple_t {
 }
 
 /// The packet `buf[start..start + len]`, clamped to the buffer.
-fn packet<'p>(buf: &'p [u8], start: usize, len: usize) -> &'p [u8] {
+fn packet(buf: &[u8], start: usize, len: usize) -> &[u8] {
     let end = start.saturating_add(len).min(buf.len());
     &buf[start.min(end)..end]
 }
