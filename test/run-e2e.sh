@@ -118,9 +118,14 @@ if [ "$AGENT_KIND" = vpp ]; then
     after_clear=$(counter 1 packets)
     trace=$(vppctl_a 1 show trace max 1000 | tr -d '\r')
     errors=$(vppctl_a 1 show errors | tr -d '\r')
-    if grep -q 'affinity: fixed nat' <<<"$trace" && grep -q 'before 198.18.0.11' <<<"$trace" && grep -q 'packets punted to a service manager' <<<"$errors" \
+    # The trace is the core's decision: which affinity (fixed slot or
+    # wildcard id), which action set, what was done, the tuple before/after.
+    fixed_nat='affinity: fixed slot [0-9]+ action-set [0-9]+ nat -> pass'
+    wild='affinity: wildcard id [0-9]+ action-set [0-9]+ .*-> (punt|pass)'
+    if grep -qE "$fixed_nat" <<<"$trace" && grep -q 'before TCP 198.18.0.11' <<<"$trace" \
+        && awk '$2 == "affinity" && $3 == "punted"' <<<"$errors" | grep -q . \
         && [ "${after_clear:-0}" -gt 0 ] && [ "${after_clear:-0}" -lt "${before_clear:-0}" ]; then
-        pass vpp-cli "show trace: $(grep -m1 -A2 'affinity: fixed nat' <<<"$trace" | tr -s ' ' | tr '\n' ' '); show errors lists the node's counters; clear affinity stats: packets $before_clear -> $after_clear after one request"
+        pass vpp-cli "show trace: $(grep -m1 -A2 -E "$fixed_nat" <<<"$trace" | tr -s ' ' | tr '\n' ' ')| $(grep -m1 -E "$wild" <<<"$trace" | tr -s ' '); show errors lists the core's counters (punted: $(awk '$2 == "affinity" && $3 == "punted" {print $1}' <<<"$errors")); clear affinity stats: packets $before_clear -> $after_clear after one request"
     else
         fail vpp-cli "trace/counters missing or clear failed (packets $before_clear -> $after_clear)"; echo "$trace" | grep -A3 affinity | head -8
     fi

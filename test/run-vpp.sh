@@ -13,5 +13,6 @@ T=${CARGO_TARGET_DIR:-target}
 mkdir -p "$T/vpp-plugins"
 cp "$T/release/libaffinity_plugin.so" "$T/vpp-plugins/affinity_plugin.so"
 VPP_PREFIX=$VPP_PREFIX test/vpp-forward-check.sh; fwd=$?
+VPP_PREFIX=$VPP_PREFIX test/vpp-errors-check.sh; err=$?
 AGENT_KIND=vpp VPP_PREFIX=$VPP_PREFIX test/run-e2e.sh; e2e=$?
-[ "$fwd" = 0 ] && [ "$e2e" = 0 ]
+[ "$fwd" = 0 ] && [ "$err" = 0 ] && [ "$e2e" = 0 ]

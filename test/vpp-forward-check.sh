@@ -34,8 +34,8 @@ V packet-generator enable-stream unknown >/dev/null
 sleep 0.5
 V packet-generator capture pg1 disable >/dev/null
 errors=$(V show errors)
-fwd=$(awk '/dispatched to a forward address/ {print $1; exit}' <<<"$errors")
-unres=$(awk '/forward address unresolved, ARPed/ {print $1; exit}' <<<"$errors")
+fwd=$(awk '/dispatched-to-forward-address/ {print $1; exit}' <<<"$errors")
+unres=$(awk '/drop-forward-address-unresolved/ {print $1; exit}' <<<"$errors")
 # Ethernet frames on pg1: IPv4 ones must be for 203.0.113.10 to 02:00:00:00:00:02;
 # an ARP request must ask for 198.51.100.3.
 summary=$(/usr/bin/python3 - "$PG_DIR/pg1.pcap" <<'PY'

@@ -32,6 +32,10 @@ counters! {
     DropForwardZero => "drop-forward-address-zero",
     DropAdvertised => "drop-advertised-no-affinity",
     DropMalformed => "drop-malformed",
+    // Counted by the VPP shim: the forward address's neighbour is not yet
+    // resolved (ARPed), and a frame dropped because the core panicked.
+    DropForwardUnresolved => "drop-forward-address-unresolved",
+    DropInternalError => "drop-internal-error",
     MalformedPassed => "malformed-passed",
     // IPv6 (version 6) is passed untouched until the agent supports it.
     Ipv6Passed => "ipv6-passed",
@@ -131,6 +135,10 @@ impl SharedCounters {
     }
     pub fn inc(&self, c: Counter) {
         self.0[c as usize].fetch_add(1, Relaxed);
+    }
+    /// Adds `n` (for counts kept outside a worker, e.g. by the VPP shim).
+    pub fn add(&self, c: Counter, n: u64) {
+        self.0[c as usize].fetch_add(n, Relaxed);
     }
     pub fn get(&self, c: Counter) -> u64 {
         self.0[c as usize].load(Relaxed)

@@ -61,7 +61,7 @@ pub use agent::Agent;
 pub use config::{AgentConfig, OwnerQuota};
 pub use control::{ControlOutput, ReturnedPacket};
 pub use counters::Counter;
-pub use datapath::{matched, Disposition, PacketBuf, Worker, BATCH};
+pub use datapath::{Decision, Disposition, Matched, PacketBuf, Worker, BATCH};
 pub use interest_data::ForwardingAgentInterestData;
 pub use introspection::{
     FixedRow, ForwardStats, ManagerInfo, Occupancy, OwnerOccupancy, WildcardRow,

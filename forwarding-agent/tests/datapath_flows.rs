@@ -103,7 +103,7 @@ fn punt_without_headroom_is_copied_out() {
     let (a, mut w) = agent(AgentConfig::default());
     install_service(&a);
     let (d, _) = run(&mut w, SEC, &syn(40000), 8);
-    assert_eq!(d, Disposition::Consumed);
+    assert_eq!(d, Disposition::Consumed(Counter::PuntCopiedOut));
     let msgs = w.take_messages();
     assert_eq!(msgs.len(), 1);
     assert!(ServiceMessage::parse(&msgs[0].1)
@@ -563,7 +563,10 @@ fn fragments_follow_the_first_fragments_affinity() {
     stray[5] ^= 0x55; // another IP id
     let c = wire::checksum::ipv4_header_checksum(&stray[..20]);
     stray[10..12].copy_from_slice(&c.to_be_bytes());
-    assert_eq!(run(&mut w, 0, &stray, 64).0, Disposition::Consumed);
+    assert_eq!(
+        run(&mut w, 0, &stray, 64).0,
+        Disposition::Consumed(Counter::FragmentHeld)
+    );
     assert_eq!(a.counter(Counter::FragmentNoState), 1);
     assert_eq!(a.counter(Counter::FragmentHeld), 1);
 }
@@ -586,8 +589,14 @@ fn hold_releases_on_fixed_update_and_times_out_to_manager() {
         from(MGR),
         &wildcard_msg(MGR, 1, &[wc, Wc::from_backends(11)], None),
     );
-    assert_eq!(run(&mut w, 0, &syn(1), 256).0, Disposition::Consumed);
-    assert_eq!(run(&mut w, 0, &syn(2), 256).0, Disposition::Consumed);
+    assert_eq!(
+        run(&mut w, 0, &syn(1), 256).0,
+        Disposition::Consumed(Counter::Held)
+    );
+    assert_eq!(
+        run(&mut w, 0, &syn(2), 256).0,
+        Disposition::Consumed(Counter::Held)
+    );
     assert_eq!(a.held_packets(), 2);
     let msgs = w.take_messages();
     let m = ServiceMessage::parse(&msgs[0].1).unwrap();

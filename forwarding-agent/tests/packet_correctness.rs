@@ -509,7 +509,7 @@ fn run_train(
     let mut out = Vec::new();
     for &i in order {
         let (d, p) = run(w, now, &frags[i]);
-        if d != Disposition::Consumed {
+        if !matches!(d, Disposition::Consumed(_)) {
             out.push((d, p));
         }
         for (p, d) in w.take_released() {
@@ -585,10 +585,16 @@ fn held_fragments_expire_and_the_cache_is_bounded() {
     let first = build::fragment(&whole, 0, 1480, true);
     // Timeout: held, then dropped after 2 s; the first then finds nothing.
     let (a, mut w) = agent_with(AgentConfig::default(), &udp_flow());
-    assert_eq!(run(&mut w, SEC, &later).0, Disposition::Consumed);
+    assert_eq!(
+        run(&mut w, SEC, &later).0,
+        Disposition::Consumed(Counter::FragmentHeld)
+    );
     assert_eq!(run(&mut w, 2 * SEC, &first).0, Disposition::Pass);
     assert_eq!(w.take_released().len(), 1, "within the time: released");
-    assert_eq!(run(&mut w, 10 * SEC, &later).0, Disposition::Consumed);
+    assert_eq!(
+        run(&mut w, 10 * SEC, &later).0,
+        Disposition::Consumed(Counter::FragmentHeld)
+    );
     w.poll_fragments(12 * SEC + 1);
     assert_eq!(a.counter(Counter::FragmentExpired), 1);
     assert_eq!(run(&mut w, 12 * SEC + 2, &first).0, Disposition::Pass);
@@ -603,7 +609,10 @@ fn held_fragments_expire_and_the_cache_is_bounded() {
         },
         &udp_flow(),
     );
-    assert_eq!(run(&mut w, SEC, &later).0, Disposition::Consumed);
+    assert_eq!(
+        run(&mut w, SEC, &later).0,
+        Disposition::Consumed(Counter::FragmentHeld)
+    );
     let mut other = later.clone();
     other[5] ^= 1; // another IP id
     other[10..12].copy_from_slice(&[0, 0]);
@@ -670,7 +679,10 @@ fn a_new_flows_held_fragments_follow_its_first_back_from_the_manager() {
         let mut out = [Disposition::Pass];
         w.process_batch(SEC, &mut pkts, &mut out);
         assert!(matches!(out[0], Disposition::Punt { .. }), "{:?}", out[0]);
-        assert_eq!(run(&mut w, SEC, &later).0, Disposition::Consumed);
+        assert_eq!(
+            run(&mut w, SEC, &later).0,
+            Disposition::Consumed(Counter::FragmentHeld)
+        );
         // The manager places the flow and returns the first fragment.
         let ret = a.handle_control(
             SEC,
@@ -878,7 +890,7 @@ fn later_fragments_follow_every_kind_of_first_fragment_decision() {
             let mut left = Vec::new();
             for p in order {
                 let (d, out) = run(&mut w, SEC, p);
-                if d != Disposition::Consumed {
+                if !matches!(d, Disposition::Consumed(_)) {
                     left.push((d, out));
                 }
                 left.extend(w.take_released().into_iter().map(|(p, d)| (d, p)));

@@ -63,7 +63,7 @@ fn a_held_packet_makes_its_deadline_the_next_timeout() {
     let mut pkts = [PacketBuf::new(&mut buf, 256, p.len())];
     let mut out = [Disposition::Pass];
     w.process_batch(200 * MS, &mut pkts, &mut out);
-    assert_eq!(out[0], Disposition::Consumed);
+    assert_eq!(out[0], Disposition::Consumed(Counter::Held));
     assert_eq!(a.held_packets(), 1);
     // Held at 0.2 s for 500 ms: due at 0.7 s, before the wildcards.
     assert_eq!(a.poll_timeout(), Some(700 * MS));

@@ -221,7 +221,10 @@ fn hold_with_data_returns_the_packet_once() {
         from(MGR),
         &wildcard_msg(MGR, 1, &[wc, Wc::from_backends(11)], None),
     );
-    assert_eq!(run(&mut w, 0, &syn(1)).0, Disposition::Consumed);
+    assert_eq!(
+        run(&mut w, 0, &syn(1)).0,
+        Disposition::Consumed(Counter::Held)
+    );
     let msgs = w.take_messages();
     let m = ServiceMessage::parse(&msgs[0].1).unwrap();
     let echo = m.fa_interest_data().unwrap().to_vec();
@@ -537,7 +540,7 @@ fn manager_interest_data_is_echoed_in_interest_matches() {
     let mut pkts = [PacketBuf::new(&mut small, 4, syn(2).len())];
     let mut out = [Disposition::Pass];
     w.process_batch(SEC, &mut pkts, &mut out);
-    assert_eq!(out[0], Disposition::Consumed);
+    assert_eq!(out[0], Disposition::Consumed(Counter::PuntCopiedOut));
     let msgs = w.take_messages();
     let m = ServiceMessage::parse(&msgs[0].1).unwrap();
     assert_eq!(m.sm_interest_data(), Some(&b"service=web;v=3"[..]));

@@ -696,7 +696,7 @@ fn emit(tun: &tun::Tun, sock: &UdpSocket, d: Disposition, buf: &[u8], start: usi
         Disposition::Punt { to, start: s } => {
             let _ = sock.send_to(&buf[s..start + len], to);
         }
-        Disposition::Drop(_) | Disposition::Consumed => {}
+        Disposition::Drop(_) | Disposition::Consumed(_) => {}
     }
 }
 

@@ -4,7 +4,7 @@
 //! completes is kept partial) and choose its next hop.
 
 use super::lookup::Origin;
-use super::{matched, BatchCtx, Disposition, PacketBuf, Worker};
+use super::{BatchCtx, Disposition, PacketBuf, Worker};
 use crate::actions::ActionSet;
 use crate::counters::Counter;
 use crate::wildcard_affinity::WildcardEntry;
@@ -67,7 +67,7 @@ impl Worker {
             match wire::apply_nat_offload(p.packet(), &info, &n.into(), partial) {
                 Ok(i) => {
                     info = i;
-                    self.cur |= matched::NAT;
+                    self.cur.nat = true;
                     self.counters.inc(Counter::NatApplied);
                 }
                 Err(_) => return self.malformed(ctx),

@@ -292,7 +292,7 @@ impl super::Worker {
     ) {
         use super::Disposition;
         match d {
-            Disposition::Punt { .. } | Disposition::Consumed => {
+            Disposition::Punt { .. } | Disposition::Consumed(_) => {
                 self.frag.punted(info, ctx.now_ns, &mut self.counters);
             }
             Disposition::Pass | Disposition::Forward(_) | Disposition::Drop(_) => {

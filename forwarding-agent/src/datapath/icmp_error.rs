@@ -11,7 +11,7 @@
 //! The quoted TCP sequence numbers are not sequence-adjusted (Linux does
 //! not either). The wire rewrite is [`crate::wire::icmp_error`].
 
-use super::{matched, BatchCtx, Disposition, PacketBuf, Worker};
+use super::{BatchCtx, Disposition, Matched, PacketBuf, Worker};
 use crate::counters::Counter;
 use crate::wire::{self, PacketInfo};
 
@@ -27,7 +27,7 @@ impl Worker {
         info: &PacketInfo,
     ) -> Option<Disposition> {
         let q = wire::quoted_packet(p.packet(), info)?;
-        let (v, _) = ctx
+        let (v, slot) = ctx
             .agent
             .fixed
             .lookup(&q.reversed_key())
@@ -35,9 +35,10 @@ impl Worker {
         let a = ctx.agent.actions.get(v.action);
         if let Some(n) = a.nat {
             wire::translate_icmp_error(p.packet(), info, &q, &n.into()).ok()?;
-            self.cur |= matched::NAT;
+            self.cur.nat = true;
         }
-        self.cur |= matched::FIXED;
+        self.cur.matched = Matched::Fixed { slot };
+        self.cur.action = v.action;
         self.counters.inc(Counter::IcmpErrorTranslated);
         Some(self.next_hop(&a))
     }

@@ -7,7 +7,7 @@
 
 use super::act::Hit;
 use super::fragments::{Decision, Later};
-use super::{matched, BatchCtx, Disposition, PacketBuf, Worker};
+use super::{BatchCtx, Disposition, Matched, PacketBuf, Worker};
 use crate::counters::Counter;
 use crate::fixed_affinity::FixedValue;
 use crate::wildcard_affinity::WildcardEntry;
@@ -62,7 +62,8 @@ impl Worker {
             return d;
         };
         self.counters.inc(Counter::WildcardHit);
-        self.cur |= matched::WILDCARD;
+        self.cur.matched = Matched::Wildcard { id: w.entry.id };
+        self.cur.action = w.action;
         let mut bits = wire::interest_bits(&info) | interest::ALL;
         if bits & interest::DATA != 0 || info.key.protocol == wire::UDP {
             bits |= interest::FIRST_DATA;
@@ -135,7 +136,8 @@ impl Worker {
             match hit {
                 Some((v, slot)) if v.expires_ds > ctx.now => {
                     self.counters.inc(Counter::FixedHit);
-                    self.cur |= matched::FIXED;
+                    self.cur.matched = Matched::Fixed { slot };
+                    self.cur.action = v.action;
                     if agent.config.per_flow_counters {
                         agent.fixed.count(slot, info.total_len as u64);
                     }
@@ -193,7 +195,8 @@ impl Worker {
         };
         if let Some(w) = found.filter(|w| above_limit(&w.entry)) {
             self.counters.inc(Counter::WildcardHit);
-            self.cur |= matched::WILDCARD;
+            self.cur.matched = Matched::Wildcard { id: w.entry.id };
+            self.cur.action = w.action;
             let actions = agent.actions.get(w.action);
             let hit = Hit {
                 info: &info,
@@ -208,7 +211,8 @@ impl Worker {
         }
         if let Some(w) = found {
             self.counters.inc(Counter::WildcardHit);
-            self.cur |= matched::WILDCARD;
+            self.cur.matched = Matched::Wildcard { id: w.entry.id };
+            self.cur.action = w.action;
             let mut bits = wire::interest_bits(&info) | interest::ALL;
             // No flow state yet: this is the flow's first data (UDP: first packet).
             if bits & interest::DATA != 0 || info.key.protocol == wire::UDP {
@@ -273,7 +277,7 @@ impl Worker {
             Later::Held => {
                 self.counters.inc(Counter::FragmentNoState);
                 self.counters.inc(Counter::FragmentHeld);
-                return Err(Disposition::Consumed);
+                return Err(Disposition::Consumed(Counter::FragmentHeld));
             }
             Later::Overflow => {
                 self.counters.inc(Counter::FragmentNoState);

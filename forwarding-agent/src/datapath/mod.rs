@@ -110,8 +110,34 @@ pub enum Disposition {
     /// packet's end) for `to`; the caller adds IPv4/UDP headers and sends it.
     Punt { to: SocketAddrV4, start: usize },
     /// The agent kept or copied the packet (hold queue, or a punt written
-    /// out of line for lack of headroom); the buffer can be freed.
-    Consumed,
+    /// out of line for lack of headroom); the buffer can be freed. The
+    /// counter says which (VPP files the freed buffer under it).
+    Consumed(Counter),
+}
+
+/// Which affinity a packet matched ([`Decision::matched`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Matched {
+    /// No affinity: passed, dropped as advertised, or malformed.
+    #[default]
+    None,
+    /// A fixed affinity, at this slot of the fixed table.
+    Fixed { slot: usize },
+    /// A wildcard affinity, by the id its manager gave it.
+    Wildcard { id: u32 },
+}
+
+/// What the packet path decided for one packet besides its
+/// [`Disposition`]: kept per packet of a batch only while
+/// [`Worker::set_tracing`] is on, for VPP's packet trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Decision {
+    pub matched: Matched,
+    /// The matched affinity's action set: its index in the action table
+    /// (0 when nothing matched).
+    pub action: u32,
+    /// The packet was translated (NAT applied).
+    pub nat: bool,
 }
 
 /// What a batch reads from the control side, loaded once per batch, and
@@ -140,19 +166,23 @@ pub struct Worker {
     /// Per packet of the chunk: the fixed-table bucket its key hashes to
     /// (none for packets looked up later).
     buckets: Vec<Option<usize>>,
-    /// What matched each packet of the last batch ([`Worker::matched`]).
-    matched: Vec<u8>,
-    cur: u8,
-}
-
-/// Bits of [`Worker::matched`].
-pub mod matched {
-    pub const FIXED: u8 = 1;
-    pub const WILDCARD: u8 = 2;
-    pub const NAT: u8 = 4;
+    /// Per packet of the last batch, while tracing ([`Worker::decisions`]).
+    decisions: Vec<Decision>,
+    /// The decision for the packet being processed.
+    cur: Decision,
+    tracing: bool,
 }
 
 impl Agent {
+    /// Counters kept outside the core (the VPP shim counts the packets it
+    /// drops itself, e.g. for an unresolved forward address), summed with
+    /// the workers' by [`Agent::counter`] and `show affinity stats`.
+    pub fn external_counters(&self) -> Arc<SharedCounters> {
+        let shared = Arc::new(SharedCounters::default());
+        self.worker_counters.lock().push(shared.clone());
+        shared
+    }
+
     /// A data-path handle for one thread.
     pub fn worker(self: &Arc<Self>) -> Worker {
         let shared = Arc::new(SharedCounters::default());
@@ -169,8 +199,9 @@ impl Agent {
             released: Vec::new(),
             infos: Vec::with_capacity(BATCH),
             buckets: Vec::with_capacity(BATCH),
-            matched: Vec::with_capacity(BATCH),
-            cur: 0,
+            decisions: Vec::with_capacity(BATCH),
+            cur: Decision::default(),
+            tracing: false,
         }
     }
 }
@@ -186,7 +217,7 @@ impl Worker {
     ) {
         let n = pkts.len().min(out.len());
         let agent = self.agent.clone();
-        self.matched.clear();
+        self.decisions.clear();
         for (chunk, outs) in pkts[..n].chunks_mut(BATCH).zip(out[..n].chunks_mut(BATCH)) {
             self.infos.clear();
             self.buckets.clear();
@@ -236,10 +267,12 @@ impl Worker {
                 }
                 for i in start..end {
                     let info = self.infos[i];
-                    self.cur = 0;
+                    self.cur = Decision::default();
                     let origin = Origin::Wire;
                     outs[i] = self.process_one(&ctx, &mut chunk[i], info, pre[i - start], origin);
-                    self.matched.push(self.cur);
+                    if self.tracing {
+                        self.decisions.push(self.cur);
+                    }
                 }
             }
         }
@@ -303,10 +336,24 @@ impl Worker {
         std::mem::take(&mut self.released)
     }
 
-    /// Per packet of the last batch: which table matched and whether it
-    /// was translated ([`matched`] bits), for traces.
-    pub fn matched(&self) -> &[u8] {
-        &self.matched
+    /// Whether [`Worker::process_batch`] keeps a [`Decision`] per packet
+    /// (off by default: VPP turns it on for frames that carry traced
+    /// packets).
+    pub fn set_tracing(&mut self, on: bool) {
+        self.tracing = on;
+    }
+
+    /// Per packet of the last batch, in order: the [`Decision`] made, while
+    /// tracing is on (empty otherwise).
+    pub fn decisions(&self) -> &[Decision] {
+        &self.decisions
+    }
+
+    /// The worker's own counters as of its last batch (indexed by
+    /// [`Counter`]): the VPP node reports their growth per frame as its
+    /// error counters.
+    pub fn counters(&self) -> &LocalCounters {
+        &self.counters
     }
 
     /// Service messages produced out of line (interest copies, holds,

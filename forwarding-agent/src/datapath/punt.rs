@@ -160,7 +160,7 @@ impl Worker {
                     self.messages.push((to, m));
                 }
                 self.counters.inc(Counter::Held);
-                return Disposition::Consumed;
+                return Disposition::Consumed(Counter::Held);
             }
             self.counters.inc(Counter::HoldOverflow);
         }
@@ -206,7 +206,7 @@ impl Worker {
                 self.messages.push((to, m));
                 self.counters.inc(Counter::Punted);
                 self.counters.inc(Counter::PuntCopiedOut);
-                Disposition::Consumed
+                Disposition::Consumed(Counter::PuntCopiedOut)
             }
             None => {
                 self.counters.inc(Counter::PuntFailed);

@@ -1,25 +1,27 @@
 //! The plugin's FFI boundary with VPP: the functions the C shim calls
-//! (`affinity_rs_*`) and the plugin registration VPP looks up. Every entry
-//! point catches panics — a panic inside VPP would kill the router — and
-//! turns them into a dropped packet or an error code.
+//! (`affinity_rs_*`, declared in `c-shim/affinity_shim.h`) and the plugin
+//! registration VPP looks up. The data node's per-frame call is in
+//! [`packet`]. Every entry point catches panics — a panic inside VPP would
+//! kill the router — and turns them into a dropped packet or an error code
+//! (`affinity_rc_t`, named in the shared header).
 
-#![allow(clippy::missing_safety_doc)]
+mod packet;
 
 #[allow(
     non_camel_case_types,
     non_upper_case_globals,
     non_snake_case,
-    dead_code
+    dead_code,
+    unused_imports
 )]
 mod sys {
     include!(concat!(env!("OUT_DIR"), "/shim.rs"));
 }
 
 use affinity_api::{AuthAlgorithm, AuthPolicy, Key, AGENT_PORT};
-use affinity_forwarding_agent::wire;
-use affinity_forwarding_agent::{
-    matched, Agent, AgentConfig, Counter, Disposition, PacketBuf, Worker,
-};
+use affinity_forwarding_agent::counters::{SharedCounters, N_COUNTERS};
+use affinity_forwarding_agent::wire::{self, IpProtocol, IPV4_UDP_HEADER_LEN};
+use affinity_forwarding_agent::{Agent, AgentConfig, Counter, Disposition, PacketBuf, Worker};
 use once_cell::sync::OnceCell;
 use parking_lot::Mutex;
 use std::ffi::{c_char, c_void, CStr, CString};
@@ -69,10 +71,17 @@ pub static vlib_plugin_registration: PluginRegistration = PluginRegistration {
     load_after: std::ptr::null(),
 };
 
+// The C error list is generated from the same counters (build.rs): same
+// length, same order.
+const _: () = assert!(sys::AFFINITY_N_ERROR as usize == N_COUNTERS);
+
 struct State {
     agent: Arc<Agent>,
-    workers: Vec<Mutex<Worker>>,
+    /// One per VPP thread (main and workers), by thread index.
+    workers: Vec<Mutex<packet::ThreadState>>,
     control: Mutex<Worker>,
+    /// What the shim counts itself (its own drops, bad control packets).
+    shim_counters: Arc<SharedCounters>,
     counter_names: Vec<CString>,
 }
 
@@ -100,7 +109,7 @@ fn control_source() -> SocketAddrV4 {
 /// Sends a UDP datagram from the agent's control address via ip4-lookup.
 fn send_udp(to: SocketAddrV4, payload: &[u8]) {
     let src = control_source();
-    let mut pkt = vec![0u8; 28 + payload.len()];
+    let mut pkt = vec![0u8; IPV4_UDP_HEADER_LEN + payload.len()];
     if !wire::write_ipv4_udp_header(
         &mut pkt,
         src,
@@ -110,7 +119,7 @@ fn send_udp(to: SocketAddrV4, payload: &[u8]) {
     ) {
         return;
     }
-    pkt[28..].copy_from_slice(payload);
+    pkt[IPV4_UDP_HEADER_LEN..].copy_from_slice(payload);
     send_ip(&pkt);
 }
 
@@ -127,7 +136,7 @@ fn send_released(w: &mut Worker) {
         match d {
             Disposition::Pass | Disposition::Forward(_) => send_ip(&pkt),
             Disposition::Punt { to, start } => send_udp(to, pkt.get(start..).unwrap_or_default()),
-            Disposition::Drop(_) | Disposition::Consumed => {}
+            Disposition::Drop(_) | Disposition::Consumed(_) => {}
         }
     }
 }
@@ -138,12 +147,23 @@ fn flush(messages: Vec<(SocketAddrV4, Vec<u8>)>) {
     }
 }
 
+/// Starts the core from startup.conf's `affinity { ... }` and sends hellos
+/// to the configured managers. Returns `AFFINITY_RC_OK`, or
+/// `AFFINITY_RC_BAD_ARGUMENT` (NULL), `_KEY_FILE_UNREADABLE`,
+/// `_UNKNOWN_ACTION` (a `disable-action` name), `_ALREADY_INITIALISED`,
+/// `_PANIC`.
+///
+/// # Safety
+/// `cfg` is NULL or points to a valid `affinity_config_t` whose
+/// `auth_key_file` is NULL or NUL-terminated and whose `disabled_actions`
+/// is NULL or NUL-separated names ending with an empty one; all stay valid
+/// for the call.
 #[no_mangle]
 pub unsafe extern "C" fn affinity_rs_init(cfg: *const sys::affinity_config_t) -> i32 {
     catch_unwind(|| {
-        // SAFETY: the shim passes a pointer to its static config.
+        // SAFETY: NULL or valid, by this function's contract.
         let Some(c) = (unsafe { cfg.as_ref() }) else {
-            return -1;
+            return sys::AFFINITY_RC_BAD_ARGUMENT;
         };
         let agent_addr = Ipv4Addr::from(u32::from_be(c.agent_address));
         AGENT_ADDR.store(c.agent_address, Relaxed);
@@ -163,7 +183,7 @@ pub unsafe extern "C" fn affinity_rs_init(cfg: *const sys::affinity_config_t) ->
                         k,
                     ));
                 }
-                Err(_) => return -2,
+                Err(_) => return sys::AFFINITY_RC_KEY_FILE_UNREADABLE,
             }
         }
         let mut disabled_actions = Vec::new();
@@ -180,7 +200,7 @@ pub unsafe extern "C" fn affinity_rs_init(cfg: *const sys::affinity_config_t) ->
                     &name.to_string_lossy(),
                 ) {
                     Some(t) => disabled_actions.push(t),
-                    None => return -5,
+                    None => return sys::AFFINITY_RC_UNKNOWN_ACTION,
                 }
                 // SAFETY: `name` is followed by at least its NUL and the
                 // terminating empty name, inside the same vector.
@@ -201,8 +221,11 @@ pub unsafe extern "C" fn affinity_rs_init(cfg: *const sys::affinity_config_t) ->
         let agent = Agent::new(config);
         let n = c.n_threads.max(1) as usize;
         let state = State {
-            workers: (0..n).map(|_| Mutex::new(agent.worker())).collect(),
+            workers: (0..n)
+                .map(|_| Mutex::new(packet::ThreadState::new(agent.worker())))
+                .collect(),
             control: Mutex::new(agent.worker()),
+            shim_counters: agent.external_counters(),
             counter_names: Counter::ALL
                 .iter()
                 .map(|c| CString::new(c.name()).unwrap_or_default())
@@ -217,117 +240,20 @@ pub unsafe extern "C" fn affinity_rs_init(cfg: *const sys::affinity_config_t) ->
             );
         }
         if STATE.set(state).is_err() {
-            return -3;
+            return sys::AFFINITY_RC_ALREADY_INITIALISED;
         }
-        0
+        sys::AFFINITY_RC_OK
     })
-    .unwrap_or(-4)
+    .unwrap_or(sys::AFFINITY_RC_PANIC)
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn affinity_rs_process(
-    thread_index: u32,
-    now: f64,
-    pkts: *mut sys::affinity_pkt_t,
-    n: u32,
-) {
-    let Some(st) = STATE.get() else { return };
-    if pkts.is_null() || n == 0 {
-        return;
-    }
-    // SAFETY: the shim passes an array of `n` initialised descriptors.
-    let descs = unsafe { std::slice::from_raw_parts_mut(pkts, n as usize) };
-    let r = catch_unwind(AssertUnwindSafe(|| {
-        let Some(worker) = st.workers.get(thread_index as usize) else {
-            return;
-        };
-        let mut w = worker.lock();
-        let mut bufs: Vec<PacketBuf<'_>> = descs
-            .iter()
-            .map(|d| {
-                // SAFETY: a vlib buffer's pre-data area and data area are one
-                // contiguous allocation: `headroom` bytes before `data` and
-                // `len` bytes after it belong to this buffer, which this
-                // thread owns for the duration of the call.
-                let buf = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        d.data.sub(d.headroom as usize),
-                        (d.headroom + d.len) as usize,
-                    )
-                };
-                PacketBuf::new(buf, d.headroom as usize, d.len as usize)
-            })
-            .collect();
-        let mut out = vec![Disposition::Pass; bufs.len()];
-        w.process_batch(ns(now), &mut bufs, &mut out);
-        for (i, (d, p)) in descs.iter_mut().zip(bufs.iter_mut()).enumerate() {
-            let m = w.matched().get(i).copied().unwrap_or(0);
-            let bit = |on: bool, flag: u32| if on { flag } else { 0 };
-            d.flags = bit(
-                m & matched::FIXED != 0,
-                sys::affinity_action_flag_AFFINITY_TRACE_FIXED,
-            ) | bit(
-                m & matched::WILDCARD != 0,
-                sys::affinity_action_flag_AFFINITY_TRACE_WILDCARD,
-            ) | bit(
-                m & matched::NAT != 0,
-                sys::affinity_action_flag_AFFINITY_TRACE_NAT,
-            );
-            match out[i] {
-                Disposition::Pass => d.next = sys::affinity_next_AFFINITY_NEXT_CONTINUE,
-                Disposition::Forward(to) => {
-                    d.next = sys::affinity_next_AFFINITY_NEXT_FORWARD;
-                    d.forward_address = u32::from(to).to_be();
-                    d.flags |= sys::affinity_action_flag_AFFINITY_TRACE_FORWARD;
-                }
-                Disposition::Drop(_) => {
-                    d.next = sys::affinity_next_AFFINITY_NEXT_DROP;
-                    d.flags |= sys::affinity_action_flag_AFFINITY_TRACE_DROP;
-                }
-                Disposition::Consumed => {
-                    d.next = sys::affinity_next_AFFINITY_NEXT_DROP;
-                    d.flags |= sys::affinity_action_flag_AFFINITY_TRACE_CONSUMED;
-                }
-                Disposition::Punt { to, start } => {
-                    let end = p.start + p.len;
-                    let src = control_source();
-                    if start >= 28
-                        && wire::write_ipv4_udp_header(
-                            &mut p.buf[start - 28..start],
-                            src,
-                            to,
-                            end - start,
-                            IP_ID.fetch_add(1, Relaxed),
-                        )
-                    {
-                        // The IPv4/UDP/service-message headers are in the
-                        // buffer's headroom, in front of the packet.
-                        d.advance = (start as i32 - 28) - d.headroom as i32;
-                        d.new_len = (end - (start - 28)) as u32;
-                        d.next = sys::affinity_next_AFFINITY_NEXT_LOOKUP;
-                        d.flags |= sys::affinity_action_flag_AFFINITY_TRACE_PUNT;
-                    } else {
-                        send_udp(to, &p.buf[start..end]);
-                        d.next = sys::affinity_next_AFFINITY_NEXT_DROP;
-                        d.flags |= sys::affinity_action_flag_AFFINITY_TRACE_PUNT
-                            | sys::affinity_action_flag_AFFINITY_TRACE_CONSUMED;
-                    }
-                }
-            }
-        }
-        drop(bufs);
-        send_released(&mut w);
-        flush(w.take_messages());
-    }));
-    if r.is_err() {
-        // A bug must not take the router down: drop this frame's packets.
-        for d in descs {
-            d.next = sys::affinity_next_AFFINITY_NEXT_DROP;
-            d.advance = 0;
-        }
-    }
-}
-
+/// Handles a service message received on the control port: replies and
+/// packets a manager returned are sent through `affinity_shim_send_ip`.
+/// `now` is `vlib_time_now` (seconds); `src_address` network order,
+/// `src_port` host order.
+///
+/// # Safety
+/// `payload` is NULL or points to `len` readable bytes, valid for the call.
 #[no_mangle]
 pub unsafe extern "C" fn affinity_rs_control(
     now: f64,
@@ -340,7 +266,7 @@ pub unsafe extern "C" fn affinity_rs_control(
     if payload.is_null() {
         return;
     }
-    // SAFETY: the shim passes the UDP payload of a live buffer.
+    // SAFETY: `len` readable bytes, by this function's contract.
     let bytes = unsafe { std::slice::from_raw_parts(payload, len as usize) };
     let _ = catch_unwind(AssertUnwindSafe(|| {
         let from = SocketAddrV4::new(Ipv4Addr::from(u32::from_be(src_address)), src_port);
@@ -357,7 +283,7 @@ pub unsafe extern "C" fn affinity_rs_control(
             match w.process_returned(t, &mut p, r.rank_limit) {
                 Disposition::Pass | Disposition::Forward(_) => send_ip(&buf[HEAD..HEAD + len]),
                 Disposition::Punt { to, start } => send_udp(to, &buf[start..HEAD + len]),
-                Disposition::Drop(_) | Disposition::Consumed => {}
+                Disposition::Drop(_) | Disposition::Consumed(_) => {}
             }
         }
         send_released(&mut w);
@@ -365,22 +291,47 @@ pub unsafe extern "C" fn affinity_rs_control(
     }));
 }
 
+/// The core's timers (expiry, hold timeouts), at `now` (`vlib_time_now`,
+/// seconds). Returns when they are next needed, in the same clock
+/// ([`Agent::poll_timeout`]), or -1 when nothing is scheduled (or before
+/// init): the timer process sleeps until then.
 #[no_mangle]
-pub extern "C" fn affinity_rs_tick(now: f64) {
-    let Some(st) = STATE.get() else { return };
-    let _ = catch_unwind(AssertUnwindSafe(|| flush(st.agent.tick(ns(now)))));
+pub extern "C" fn affinity_rs_tick(now: f64) -> f64 {
+    let Some(st) = STATE.get() else { return -1.0 };
+    catch_unwind(AssertUnwindSafe(|| {
+        flush(st.agent.tick(ns(now)));
+        st.agent
+            .poll_timeout()
+            .map_or(-1.0, |due_ns| due_ns as f64 / 1e9)
+    }))
+    .unwrap_or(-1.0)
 }
 
+/// Counts `n` events the shim decided itself into the core's counter
+/// `error` (an `affinity_error_t`): an unresolved forward address, a
+/// control packet without usable headers. Unknown indices are ignored.
+#[no_mangle]
+pub extern "C" fn affinity_rs_count(error: u32, n: u32) {
+    if let (Some(st), Some(&c)) = (STATE.get(), Counter::ALL.get(error as usize)) {
+        st.shim_counters.add(c, u64::from(n));
+    }
+}
+
+/// `show affinity ARGS`: the text the core renders, NUL-terminated, to be
+/// freed with [`affinity_rs_free`]; NULL if it cannot be allocated.
+///
+/// # Safety
+/// `args` is NULL or a NUL-terminated string, valid for the call.
 #[no_mangle]
 pub unsafe extern "C" fn affinity_rs_show(now: f64, args: *const c_char) -> *mut c_char {
     let text = catch_unwind(AssertUnwindSafe(|| {
         let Some(st) = STATE.get() else {
             return String::from("affinity: not initialised\n");
         };
-        // SAFETY: the shim passes a NUL-terminated vector.
         let args = if args.is_null() {
             String::new()
         } else {
+            // SAFETY: NUL-terminated, by this function's contract.
             unsafe { CStr::from_ptr(args) }
                 .to_string_lossy()
                 .into_owned()
@@ -391,6 +342,10 @@ pub unsafe extern "C" fn affinity_rs_show(now: f64, args: *const c_char) -> *mut
     CString::new(text.replace('\0', " ")).map_or(std::ptr::null_mut(), CString::into_raw)
 }
 
+/// Frees a text returned by [`affinity_rs_show`].
+///
+/// # Safety
+/// `s` is NULL or a pointer returned by `affinity_rs_show`, not freed yet.
 #[no_mangle]
 pub unsafe extern "C" fn affinity_rs_free(s: *mut c_char) {
     if !s.is_null() {
@@ -399,11 +354,14 @@ pub unsafe extern "C" fn affinity_rs_free(s: *mut c_char) {
     }
 }
 
+/// How many counters the core keeps (`AFFINITY_N_ERROR`).
 #[no_mangle]
 pub extern "C" fn affinity_rs_counter_count() -> u32 {
     Counter::ALL.len() as u32
 }
 
+/// Counter `i`'s name (static, NUL-terminated; "" out of range or before
+/// init).
 #[no_mangle]
 pub extern "C" fn affinity_rs_counter_name(i: u32) -> *const c_char {
     STATE
@@ -412,6 +370,8 @@ pub extern "C" fn affinity_rs_counter_name(i: u32) -> *const c_char {
         .map_or(c"".as_ptr(), |c| c.as_ptr())
 }
 
+/// Counter `i`'s value since the last `clear affinity stats` (0 out of
+/// range or before init).
 #[no_mangle]
 pub extern "C" fn affinity_rs_counter_value(i: u32) -> u64 {
     match (STATE.get(), Counter::ALL.get(i as usize)) {
@@ -420,6 +380,14 @@ pub extern "C" fn affinity_rs_counter_value(i: u32) -> u64 {
     }
 }
 
+/// Makes `key` (1..=64 bytes) the signing key `key_id` with `algorithm`
+/// (`affinity_api::AuthAlgorithm`, 2 = HMAC-SHA256) and requires
+/// authentication from now on. Returns `AFFINITY_RC_OK`, or
+/// `AFFINITY_RC_NOT_INITIALISED`, `_UNKNOWN_ALGORITHM`, `_BAD_ARGUMENT`
+/// (NULL key or bad length).
+///
+/// # Safety
+/// `key` is NULL or points to `len` readable bytes, valid for the call.
 #[no_mangle]
 pub unsafe extern "C" fn affinity_rs_set_auth_key(
     key_id: u16,
@@ -427,27 +395,37 @@ pub unsafe extern "C" fn affinity_rs_set_auth_key(
     key: *const u8,
     len: u32,
 ) -> i32 {
-    let Some(st) = STATE.get() else { return -1 };
+    let Some(st) = STATE.get() else {
+        return sys::AFFINITY_RC_NOT_INITIALISED;
+    };
     let Some(alg) = AuthAlgorithm::from_u8(algorithm) else {
-        return -2;
+        return sys::AFFINITY_RC_UNKNOWN_ALGORITHM;
     };
     if key.is_null() || len == 0 || len > 64 {
-        return -3;
+        return sys::AFFINITY_RC_BAD_ARGUMENT;
     }
-    // SAFETY: the shim passes `len` (≤ 64) bytes of the API message or CLI vector.
+    // SAFETY: `len` (≤ 64) readable bytes, by this function's contract.
     let secret = unsafe { std::slice::from_raw_parts(key, len as usize) }.to_vec();
     let mut policy = st.agent.auth().clone();
     policy.keys.rotate_to(Key::new(key_id, alg, secret), 0, 60);
     policy.require = true;
     st.agent.set_auth(policy);
-    0
+    sys::AFFINITY_RC_OK
 }
 
+/// The agent's control address (network order): the source of every
+/// message it sends from now on.
 #[no_mangle]
 pub extern "C" fn affinity_rs_set_agent_address(address: u32) {
     AGENT_ADDR.store(address, Relaxed);
 }
 
+/// Calls `cb(ctx, row)` for up to `max` live fixed affinities (the API's
+/// fixed dump); returns how many.
+///
+/// # Safety
+/// `cb` is NULL or a function safe to call with `ctx` and a pointer to a
+/// row valid for the duration of the call.
 #[no_mangle]
 pub unsafe extern "C" fn affinity_rs_fixed_rows(
     now: f64,
@@ -480,12 +458,17 @@ pub unsafe extern "C" fn affinity_rs_fixed_rows(
             packets: r.packets,
             bytes: r.bytes,
         };
-        // SAFETY: FFI callback from the shim with its own context pointer.
+        // SAFETY: by this function's contract; `row` outlives the call.
         unsafe { cb(ctx, &row) };
     }
     rows.len() as u32
 }
 
+/// Calls `cb(ctx, row)` for each live wildcard affinity (the API's
+/// wildcard dump); returns how many.
+///
+/// # Safety
+/// As for [`affinity_rs_fixed_rows`].
 #[no_mangle]
 pub unsafe extern "C" fn affinity_rs_wildcard_rows(
     now: f64,
@@ -513,12 +496,16 @@ pub unsafe extern "C" fn affinity_rs_wildcard_rows(
             dst_address: u32::from(w.key.dst_addr).to_be(),
             ttl_remaining_ds: w.expires_in_ds.clamp(0, u32::MAX as i64) as u32,
         };
-        // SAFETY: FFI callback from the shim with its own context pointer.
+        // SAFETY: by this function's contract; `row` outlives the call.
         unsafe { cb(ctx, &row) };
     }
     rows.len() as u32
 }
 
+/// `test affinity fill` (benchmarks, lab checks): installs up to
+/// `n_addrs * n_ports` fixed TCP affinities, documented in
+/// `affinity_shim.h`; returns how many were installed. The argument list
+/// is the C declaration's (one CLI line's fields).
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub extern "C" fn affinity_rs_test_fill(
@@ -531,14 +518,15 @@ pub extern "C" fn affinity_rs_test_fill(
     dport: u16,
     nat_dst: u32,
     nat_dport: u16,
-    forward: u32,
+    forward: u8,
+    forward_address: u32,
 ) -> u32 {
     let Some(st) = STATE.get() else { return 0 };
     catch_unwind(AssertUnwindSafe(|| {
         let actions = if forward != 0 {
             affinity_forwarding_agent::actions::ActionSet {
                 dispatch_flags: affinity_api::dispatch::FORWARD,
-                forward_addr: u32::from_be(forward),
+                forward_addr: u32::from_be(forward_address),
                 ..Default::default()
             }
         } else {
@@ -557,7 +545,7 @@ pub extern "C" fn affinity_rs_test_fill(
         for a in 0..n_addrs {
             for p in 0..n_ports {
                 let key = affinity_api::AffinityKey {
-                    protocol: 6,
+                    protocol: IpProtocol::Tcp.number(),
                     src_addr: Ipv4Addr::from(u32::from_be(src_base).wrapping_add(a)),
                     dst_addr: Ipv4Addr::from(u32::from_be(dst)),
                     src_port: port_base.wrapping_add(p as u16),
