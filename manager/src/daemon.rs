@@ -259,7 +259,10 @@ impl Daemon {
             }
             while let Ok(ev) = self.rx.try_recv() {
                 match ev {
-                    Event::Health(r) => self.core.health(&r.service, r.backend, r.ok),
+                    Event::Health(r) => {
+                        let out = self.core.health(&r.service, r.backend, r.ok);
+                        self.send(out);
+                    }
                     Event::Command(c, reply) => {
                         let now = self.now();
                         let _ = reply.send(self.core.command(c, now));

@@ -73,9 +73,13 @@ impl Messages {
         }
     }
 
-    /// Copies of FIN and RST on a flow's fixed affinities (close tracking).
+    /// Copies of SYN, FIN and RST on a flow's fixed affinities (close
+    /// tracking, and reopening of a closed 5-tuple by a new SYN).
     fn tracking(&self) -> InterestCriteria {
-        self.interest(interest::FIN | interest::RST, InterestCriteria::COPY)
+        self.interest(
+            interest::SYN | interest::FIN | interest::RST,
+            InterestCriteria::COPY,
+        )
     }
 
     /// One wildcard update per service (forward + one reverse per backend),

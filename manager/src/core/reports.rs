@@ -13,6 +13,8 @@ pub(super) struct Report<'a> {
     pub cfg: &'a Config,
     pub services: &'a [Service],
     pub flows: usize,
+    /// Flows per connection-tracking state (name, count).
+    pub by_state: Vec<(&'static str, usize)>,
     pub agents: &'a BTreeMap<SocketAddrV4, AgentSeen>,
     pub counters: &'a BTreeMap<&'static str, u64>,
 }
@@ -27,6 +29,27 @@ impl Report<'_> {
             "manager {} on {} ({} flows)",
             self.cfg.manager.name, self.cfg.manager.listen, self.flows
         );
+        let m = &self.cfg.manager;
+        let _ = writeln!(
+            s,
+            "timeouts tcp-transitory {}s tcp-established {}s udp {}s icmp {}s fixed-ttl {}s max-lifetime {}",
+            m.tcp_transitory_timeout,
+            m.tcp_established_timeout,
+            m.udp_timeout,
+            m.icmp_timeout,
+            m.fixed_ttl,
+            if m.flow_max_lifetime == 0 {
+                "none".to_string()
+            } else {
+                format!("{}s", m.flow_max_lifetime)
+            }
+        );
+        let states: Vec<String> = self
+            .by_state
+            .iter()
+            .map(|(n, c)| format!("{n} {c}"))
+            .collect();
+        let _ = writeln!(s, "flows by state: {}", states.join(", "));
         for svc in self.services {
             let c = &svc.cfg;
             let _ = writeln!(
@@ -88,6 +111,10 @@ impl Report<'_> {
             "# TYPE affinity_manager_flows gauge\naffinity_manager_flows {}",
             self.flows
         );
+        let _ = writeln!(s, "# TYPE affinity_manager_flows_by_state gauge");
+        for (n, c) in &self.by_state {
+            let _ = writeln!(s, "affinity_manager_flows_by_state{{state=\"{n}\"}} {c}");
+        }
         let _ = writeln!(s, "# TYPE affinity_manager_backend_active_flows gauge");
         for svc in self.services {
             for b in &svc.backends {
