@@ -29,4 +29,4 @@ pub mod health;
 pub mod snat;
 
 pub use crate::config::Config;
-pub use crate::core::{Command, ManagerCore, Outgoing};
+pub use crate::core::{Command, FlowState, ManagerCore, Outgoing};
