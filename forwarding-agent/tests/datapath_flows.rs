@@ -2,10 +2,19 @@
 //! messages, packets in, bytes/dispositions/counters out.
 
 mod common;
-use affinity_api::*;
+use affinity_api::{
+    dispatch, info, interest, seg, AdvertiseAction, AffinityIdentifier, AffinityRef, AuthAlgorithm,
+    AuthPolicy, DenyReason, InterestCriteria, Key, MessageBuilder, MessageType, Segment,
+    ServiceMessage, WildcardAffinity, MANAGER_PORT,
+};
 use affinity_forwarding_agent::wire::{self, build};
-use affinity_forwarding_agent::*;
-use common::*;
+use affinity_forwarding_agent::{
+    Agent, AgentConfig, Counter, Disposition, ForwardingAgentInterestData, PacketBuf, Worker,
+};
+use common::{
+    buffer, checksums_ok, data, flow_msg, from, reply, syn, wildcard_msg, Wc, BACKEND, CLIENT, MGR,
+    MGR2, SEC, VIP,
+};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 fn agent(cfg: AgentConfig) -> (std::sync::Arc<Agent>, Worker) {
@@ -439,7 +448,7 @@ fn service_chaining_returned_packet_goes_to_next_precedence_only() {
     };
     assert_eq!(*to.ip(), MGR);
     let m = ServiceMessage::parse(&buf[start..]).unwrap();
-    let rank = AgentInterestData::decode(m.fa_interest_data().unwrap())
+    let rank = ForwardingAgentInterestData::decode(m.fa_interest_data().unwrap())
         .unwrap()
         .rank();
     // Returned by the first manager: the lower-precedence service punts it.

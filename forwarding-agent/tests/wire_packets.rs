@@ -3,7 +3,7 @@
 
 use affinity_api::{NatAction, SeqAdjustAction};
 use affinity_forwarding_agent::wire::{self, build, checksum, Fragment, PacketError};
-use proptest::prelude::*;
+use proptest::prelude::{any, prop_assert, prop_assert_eq, proptest, Strategy};
 use std::net::Ipv4Addr;
 
 fn ok(pkt: &[u8]) -> bool {

@@ -9,7 +9,7 @@
 mod show;
 mod tun;
 
-use affinity_api::*;
+use affinity_api::{AuthAlgorithm, AuthPolicy, Key, AGENT_PORT, MANAGER_PORT};
 use affinity_forwarding_agent::{Agent, AgentConfig, Disposition, PacketBuf};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
@@ -139,7 +139,6 @@ fn run(o: Opts) -> std::io::Result<()> {
     if let Some(g) = o.group {
         sock.join_multicast_v4(&g, &o.cfg.agent_addr)?;
     }
-    sock.set_read_timeout(Some(Duration::from_millis(50)))?;
     let sock = Arc::new(sock);
     let agent = Agent::new(o.cfg);
     let stop = Arc::new(AtomicBool::new(false));
@@ -170,11 +169,25 @@ fn run(o: Opts) -> std::io::Result<()> {
         let (agent, tun, sock, stop) = (agent.clone(), tun.clone(), sock.clone(), stop.clone());
         std::thread::spawn(move || datapath(&agent, &tun, &sock, &stop, now))
     };
-    // Control thread (this one): service messages, returned packets, timers.
+    // Control thread (this one): service messages, returned packets, and
+    // the agent's timers, sleeping in `recv_from` until the next datagram
+    // or the time the agent asked for (`Agent::poll_timeout`).
     let mut worker = agent.worker();
+    let max_sleep = max_sleep(&agent);
     let mut buf = vec![0u8; 65536];
-    let mut last_tick = 0;
+    // Returned packets are copied behind this much headroom (punt room),
+    // into one buffer reused for every returned packet.
+    const HEAD: usize = 512;
+    let mut returned = vec![0u8; HEAD + 65536];
     while !stop.load(Ordering::Relaxed) {
+        let t = now();
+        if agent.poll_timeout().is_some_and(|due| due <= t) {
+            for (to, m) in agent.tick(t) {
+                let _ = sock.send_to(&m, to);
+            }
+        }
+        let wait = sleep_until(agent.poll_timeout(), now(), max_sleep);
+        sock.set_read_timeout(Some(wait))?;
         if let Ok((n, SocketAddr::V4(from))) = sock.recv_from(&mut buf) {
             let t = now();
             let out = agent.handle_control(t, from, &buf[..n]);
@@ -182,25 +195,19 @@ fn run(o: Opts) -> std::io::Result<()> {
                 let _ = sock.send_to(&m, to);
             }
             for r in out.returned {
-                const HEAD: usize = 512;
-                let mut pb = vec![0u8; HEAD + r.packet.len()];
-                pb[HEAD..].copy_from_slice(&r.packet);
                 let len = r.packet.len();
+                let Some(dst) = returned.get_mut(HEAD..HEAD + len) else {
+                    continue;
+                };
+                dst.copy_from_slice(&r.packet);
                 let d = worker.process_returned(
                     t,
-                    &mut PacketBuf::new(&mut pb, HEAD, len),
+                    &mut PacketBuf::new(&mut returned, HEAD, len),
                     r.rank_limit,
                 );
-                emit(&tun, &sock, d, &pb, HEAD, len);
+                emit(&tun, &sock, d, &returned, HEAD, len);
             }
             for (to, m) in worker.take_messages() {
-                let _ = sock.send_to(&m, to);
-            }
-        }
-        let t = now();
-        if t - last_tick >= 100_000_000 {
-            last_tick = t;
-            for (to, m) in agent.tick(t) {
                 let _ = sock.send_to(&m, to);
             }
         }
@@ -208,6 +215,23 @@ fn run(o: Opts) -> std::io::Result<()> {
     let _ = dp.join();
     let _ = std::fs::remove_file(&o.socket);
     Ok(())
+}
+
+/// The longest the control thread sleeps without a datagram: one second
+/// (so a stop signal is seen within a second), and never longer than the
+/// hold timeout. Why the latter: a worker may hold a packet while this
+/// thread sleeps, and the hold's deadline (hold time + timeout) is then
+/// after the sleep ends, so the next `poll_timeout` sees it in time.
+fn max_sleep(agent: &Agent) -> Duration {
+    Duration::from_secs(1).min(Duration::from_millis(agent.config.hold_timeout_ms.max(1)))
+}
+
+/// How long to sleep from `now_ns` until the agent's next deadline
+/// (`due_ns`, both the agent's monotonic nanoseconds): at least 1 ms (a
+/// zero read timeout would mean "block forever"), at most `max`.
+fn sleep_until(due_ns: Option<u64>, now_ns: u64, max: Duration) -> Duration {
+    let wait = due_ns.map_or(max, |d| Duration::from_nanos(d.saturating_sub(now_ns)));
+    wait.clamp(Duration::from_millis(1), max)
 }
 
 /// Acts on a disposition: write the packet back, send a punt, or drop.
@@ -225,6 +249,9 @@ fn emit(tun: &tun::Tun, sock: &UdpSocket, d: Disposition, buf: &[u8], start: usi
     }
 }
 
+/// The packet thread: TUN in, a batch through the core, TUN out. Buffers,
+/// packet descriptors and dispositions live across batches: nothing is
+/// allocated per batch.
 fn datapath(
     agent: &Arc<Agent>,
     tun: &tun::Tun,
@@ -235,20 +262,22 @@ fn datapath(
     const HEAD: usize = 256;
     const SLOT: usize = HEAD + 2048;
     const BATCH: usize = 32;
+    /// How long to wait for a packet before checking `stop` again (the
+    /// packet thread has no timers; this bounds shutdown only).
+    const STOP_CHECK_MS: i32 = 1000;
     let mut worker = agent.worker();
-    let mut bufs = vec![0u8; SLOT * BATCH];
-    let mut lens = [0usize; BATCH];
+    let mut bufs: Box<[[u8; SLOT]; BATCH]> = Box::new([[0u8; SLOT]; BATCH]);
     let mut out = [Disposition::Pass; BATCH];
     while !stop.load(Ordering::Relaxed) {
-        if !tun.wait_readable(100) {
+        if !tun.wait_readable(STOP_CHECK_MS) {
             continue;
         }
+        let mut pkts = bufs.each_mut().map(|b| PacketBuf::new(b, HEAD, 0));
         let mut n = 0;
-        while n < BATCH {
-            let slot = &mut bufs[n * SLOT + HEAD..(n + 1) * SLOT];
-            match tun.read_packet(slot) {
+        while let Some(p) = pkts.get_mut(n) {
+            match tun.read_packet(&mut p.buf[HEAD..]) {
                 Ok(len) if len > 0 => {
-                    lens[n] = len;
+                    p.len = len;
                     n += 1;
                 }
                 _ => break,
@@ -257,21 +286,31 @@ fn datapath(
                 break;
             }
         }
-        let t = now();
-        {
-            let mut pkts: Vec<PacketBuf<'_>> = bufs
-                .chunks_mut(SLOT)
-                .take(n)
-                .zip(lens.iter())
-                .map(|(b, &l)| PacketBuf::new(b, HEAD, l))
-                .collect();
-            worker.process_batch(t, &mut pkts, &mut out[..n]);
-            for (p, d) in pkts.iter().zip(out.iter()) {
-                emit(tun, sock, *d, p.buf, p.start, p.len);
-            }
+        worker.process_batch(now(), &mut pkts[..n], &mut out[..n]);
+        for (p, d) in pkts.iter().zip(out.iter()).take(n) {
+            emit(tun, sock, *d, p.buf, p.start, p.len);
         }
         for (to, m) in worker.take_messages() {
             let _ = sock.send_to(&m, to);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sleep_until;
+    use std::time::Duration;
+
+    #[test]
+    fn sleeps_until_the_deadline_within_bounds() {
+        let max = Duration::from_secs(1);
+        assert_eq!(sleep_until(None, 5, max), max);
+        assert_eq!(
+            sleep_until(Some(300_000_000), 100_000_000, max),
+            Duration::from_millis(200)
+        );
+        // Past due: the shortest sleep, never zero (zero blocks forever).
+        assert_eq!(sleep_until(Some(1), 100, max), Duration::from_millis(1));
+        assert_eq!(sleep_until(Some(u64::MAX), 0, max), max);
     }
 }

@@ -1,6 +1,6 @@
 //! The layout of the agent's interest data: the 16 opaque bytes a punt
 //! carries in its forwarding-agent interest-data segment and a manager
-//! echoes back unchanged (`AgentInterestData` encodes and decodes them).
+//! echoes back unchanged (`ForwardingAgentInterestData` encodes and decodes them).
 //! Private to the agents; network byte order like the rest of the message.
 
 /// Byte ranges of the interest data.
@@ -25,11 +25,11 @@ pub const LEN: usize = field::WILDCARD_ID.end;
 
 #[cfg(test)]
 mod tests {
-    use crate::AgentInterestData;
+    use crate::ForwardingAgentInterestData;
 
     #[test]
     fn golden_interest_data_round_trip() {
-        let d = AgentInterestData {
+        let d = ForwardingAgentInterestData {
             instance_id: 0x0102_0304,
             hold_token: 0x0506_0708,
             search_first: true,
@@ -43,7 +43,7 @@ mod tests {
             0x0c, 0x0d, 0x0e, 0x0f, // wildcard id
         ];
         assert_eq!(d.encode(), expected);
-        assert_eq!(AgentInterestData::decode(&expected), Some(d));
-        assert_eq!(AgentInterestData::decode(&expected[..15]), None);
+        assert_eq!(ForwardingAgentInterestData::decode(&expected), Some(d));
+        assert_eq!(ForwardingAgentInterestData::decode(&expected[..15]), None);
     }
 }

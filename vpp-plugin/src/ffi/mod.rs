@@ -16,10 +16,10 @@ mod sys {
 }
 
 use affinity_api::{AuthAlgorithm, AuthPolicy, Key, AGENT_PORT};
-use affinity_forwarding_agent::agent::{Agent, AgentConfig};
-use affinity_forwarding_agent::counters::Counter;
-use affinity_forwarding_agent::datapath::{matched, Disposition, PacketBuf, Worker};
 use affinity_forwarding_agent::wire;
+use affinity_forwarding_agent::{
+    matched, Agent, AgentConfig, Counter, Disposition, PacketBuf, Worker,
+};
 use once_cell::sync::OnceCell;
 use parking_lot::Mutex;
 use std::ffi::{c_char, c_void, CStr, CString};

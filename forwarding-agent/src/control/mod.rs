@@ -1,0 +1,148 @@
+//! The control path: a service message from a manager, in the order it is
+//! handled, one file per step:
+//!
+//! 1. receive (this file): split the datagram into messages, take the
+//!    control state, hand each message on, collect what it produced;
+//! 2. [`verify`]: parse, authenticate, check replay, find the owner;
+//! 3. [`apply`]: install, refresh or delete the affinities it carries,
+//!    release held packets, return packets to the data path;
+//! 4. [`reply`]: the messages the agent sends back (denies, hello).
+//!
+//! Timers (expiry, hold timeouts) are in [`crate::timers`].
+
+mod apply;
+mod reply;
+mod verify;
+
+use crate::agent::{ds, Agent};
+use crate::counters::Counter;
+use crate::interest_data::ForwardingAgentInterestData;
+use affinity_api::{datagram_messages, AffinityRef, MessageType, ServiceMessage};
+use std::net::SocketAddrV4;
+
+/// A packet the control plane hands back to the data path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReturnedPacket {
+    pub packet: Vec<u8>,
+    /// Wildcards at or above this rank must not match it (service chaining).
+    pub rank_limit: Option<(bool, u16)>,
+}
+
+/// What handling one control message produced.
+#[derive(Debug, Default)]
+pub struct ControlOutput {
+    /// Datagrams to send (denies), with their destination.
+    pub replies: Vec<(SocketAddrV4, Vec<u8>)>,
+    /// Packets to run through [`crate::Worker::process_returned`].
+    pub returned: Vec<ReturnedPacket>,
+}
+
+/// A verified message and where it came from, as the apply step sees it.
+pub(crate) struct Incoming<'a, 'm> {
+    pub from: SocketAddrV4,
+    pub msg: &'a ServiceMessage<'m>,
+    /// Index of the sending manager (`ControlState::managers`).
+    pub owner: u16,
+    /// Table time (deciseconds) and the caller's monotonic nanoseconds.
+    pub now: u32,
+    pub now_ns: u64,
+}
+
+impl Agent {
+    /// Handles the service messages of one datagram from `from` (one
+    /// control thread at a time).
+    pub fn handle_control(&self, now_ns: u64, from: SocketAddrV4, bytes: &[u8]) -> ControlOutput {
+        let mut out = ControlOutput::default();
+        // Usually one message; several back to back (a coalesced or
+        // GSO-sent burst) are handled in order. Broken framing is handled
+        // as an unparsable message: counted, never answered.
+        for m in datagram_messages(bytes) {
+            self.handle_message(&mut out, now_ns, from, m.unwrap_or_default());
+        }
+        out
+    }
+
+    fn handle_message(
+        &self,
+        out: &mut ControlOutput,
+        now_ns: u64,
+        from: SocketAddrV4,
+        bytes: &[u8],
+    ) {
+        let mut st = self.control.lock();
+        st.counters.inc(Counter::CtlMessages);
+        let Some(msg) = self.parse(&mut st, out, from, bytes) else {
+            self.publish_control(&st);
+            return;
+        };
+        let Some(owner) = self.verify(&mut st, now_ns, from, &msg) else {
+            self.publish_control(&st);
+            return;
+        };
+        let inc = Incoming {
+            from,
+            msg: &msg,
+            owner,
+            now: ds(now_ns),
+            now_ns,
+        };
+        match msg.msg_type() {
+            MessageType::AffinityUpdateWildcard => {
+                for e in msg.affinities() {
+                    if let AffinityRef::Wildcard(w) = e.affinity {
+                        self.apply_wildcard(&mut st, out, &inc, &e, w);
+                    }
+                }
+            }
+            MessageType::AffinityUpdateFixed => {
+                for e in msg.affinities() {
+                    if let AffinityRef::Fixed(f) = e.affinity {
+                        self.apply_fixed(&mut st, out, &inc, &e, f);
+                    }
+                }
+                let data = self.own_interest_data(&msg);
+                if let Some(d) = data.filter(|d| d.hold_token != 0) {
+                    self.hold.release(d.hold_token, |h| {
+                        st.counters.inc(Counter::HoldReleased);
+                        out.returned.push(ReturnedPacket {
+                            packet: h.packet,
+                            rank_limit: Some(h.rank),
+                        });
+                    });
+                }
+                self.return_packet(out, &msg, data);
+            }
+            MessageType::IpPacketOnly => {
+                let data = self.own_interest_data(&msg);
+                self.return_packet(out, &msg, data);
+            }
+            MessageType::Keepalive => {}
+            _ => st.counters.inc(Counter::CtlUnexpected),
+        }
+        self.wildcards.commit();
+        self.publish_control(&st);
+    }
+
+    /// The message's FA interest data, if it is this agent's.
+    fn own_interest_data(&self, msg: &ServiceMessage<'_>) -> Option<ForwardingAgentInterestData> {
+        msg.fa_interest_data()
+            .and_then(ForwardingAgentInterestData::decode)
+            .filter(|d| d.instance_id == self.config.instance_id)
+    }
+
+    /// A packet the message carries goes back to the data path, below the
+    /// rank of the wildcard that punted it (if it was ours).
+    fn return_packet(
+        &self,
+        out: &mut ControlOutput,
+        msg: &ServiceMessage<'_>,
+        data: Option<ForwardingAgentInterestData>,
+    ) {
+        if let Some(p) = msg.ip_packet() {
+            out.returned.push(ReturnedPacket {
+                packet: p.to_vec(),
+                rank_limit: data.map(|d| d.rank()),
+            });
+        }
+    }
+}

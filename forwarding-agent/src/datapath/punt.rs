@@ -1,0 +1,193 @@
+//! Packet path, step 4: interest matches. A copy goes out of line and the
+//! packet carries on; a punt becomes a service message written into the
+//! packet's own headroom (out of line when there is no room); a hold keeps
+//! the packet in [`crate::hold`] and sends the manager the match.
+//!
+//! Everything here reads the batch's snapshots ([`super::BatchCtx`]): the
+//! manager address and signing key come from `Published`, not from locks.
+
+use super::act::Hit;
+use super::{BatchCtx, Disposition, PacketBuf, Worker};
+use crate::actions::ActionSet;
+use crate::counters::Counter;
+use crate::interest_data::ForwardingAgentInterestData;
+use affinity_api::{
+    emit_prefix, prefix_len, AffinityIdentifier, FixedAffinity, IdentityInfo, InterestCriteria,
+    MessageType, Segment, MANAGER_PORT,
+};
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+/// The rank reported for a fixed affinity's punt (below every wildcard).
+const FIXED_RANK: (bool, u16) = (true, u16::MAX);
+
+impl Worker {
+    /// Where the match goes: the interest criteria's address and port, or
+    /// else the owning manager at [`MANAGER_PORT`].
+    fn destination(&self, ctx: &BatchCtx<'_>, a: &ActionSet) -> SocketAddrV4 {
+        let c = a.interest.unwrap_or_default();
+        let addr = if c.address == 0 {
+            ctx.published
+                .managers
+                .get(a.owner as usize)
+                .copied()
+                .unwrap_or(Ipv4Addr::UNSPECIFIED)
+        } else {
+            c.address()
+        };
+        SocketAddrV4::new(addr, if c.port == 0 { MANAGER_PORT } else { c.port })
+    }
+
+    fn interest_data(&self, hit: &Hit<'_>, token: u32) -> [u8; ForwardingAgentInterestData::LEN] {
+        let (rank, id) = hit.wildcard.map_or((FIXED_RANK, 0), |w| (w.rank(), w.id));
+        ForwardingAgentInterestData::for_rank(self.agent.config.instance_id, token, rank, id)
+            .encode()
+    }
+
+    fn message_type(hit: &Hit<'_>) -> MessageType {
+        if hit.wildcard.is_some() {
+            MessageType::InterestMatchWildcard
+        } else {
+            MessageType::InterestMatchFixed
+        }
+    }
+
+    fn match_segments<'s>(hit: &Hit<'_>, data: &'s [u8]) -> [Segment<'s>; 3] {
+        [
+            Segment::AffinityIdentifier(AffinityIdentifier {
+                id: hit.actions.affinity_id,
+                reason: hit.bits,
+            }),
+            Segment::FixedAffinity(FixedAffinity {
+                key: hit.info.key,
+                ..Default::default()
+            }),
+            Segment::FaInterestData(data),
+        ]
+    }
+
+    /// An out-of-line interest match (with the packet, if given).
+    fn build_match(
+        &self,
+        ctx: &BatchCtx<'_>,
+        hit: &Hit<'_>,
+        data: &[u8],
+        packet: Option<&[u8]>,
+    ) -> Option<Vec<u8>> {
+        let mut b = self
+            .agent
+            .builder_with(Self::message_type(hit), ctx.published);
+        for s in Self::match_segments(hit, data) {
+            b.push(s);
+        }
+        if let Some(pkt) = packet {
+            b.push(Segment::IpPacket(pkt));
+        }
+        b.finish().ok()
+    }
+
+    /// The packet up to its IPv4 total length (link padding left out).
+    fn ip_packet<'p>(p: &'p mut PacketBuf<'_>, hit: &Hit<'_>) -> &'p [u8] {
+        p.packet().get(..hit.info.total_len).unwrap_or_default()
+    }
+
+    /// Sends the manager a copy of the match; the packet carries on.
+    pub(super) fn send_copy(&mut self, ctx: &BatchCtx<'_>, p: &mut PacketBuf<'_>, hit: &Hit<'_>) {
+        let data = self.interest_data(hit, 0);
+        let with_packet = hit
+            .actions
+            .interest
+            .is_some_and(|c| c.flags & InterestCriteria::DATA != 0);
+        let pkt = if with_packet {
+            Some(Self::ip_packet(p, hit))
+        } else {
+            None
+        };
+        if let Some(m) = self.build_match(ctx, hit, &data, pkt) {
+            self.messages.push((self.destination(ctx, hit.actions), m));
+            self.counters.inc(Counter::InterestCopy);
+        }
+    }
+
+    /// Punts (or holds) the packet: the manager decides its fate.
+    pub(super) fn punt(
+        &mut self,
+        ctx: &BatchCtx<'_>,
+        p: &mut PacketBuf<'_>,
+        hit: &Hit<'_>,
+    ) -> Disposition {
+        let to = self.destination(ctx, hit.actions);
+        let c = hit.actions.interest.unwrap_or_default();
+        let with_packet = c.flags & InterestCriteria::DATA != 0;
+        if c.flags & InterestCriteria::HOLD != 0 {
+            let deadline = ctx.now_ns + self.agent.config.hold_timeout_ms * 1_000_000;
+            let rank = hit.wildcard.map_or(FIXED_RANK, |w| w.rank());
+            let held = self
+                .agent
+                .hold
+                .hold(Self::ip_packet(p, hit), deadline, to, rank);
+            if let Some(token) = held {
+                let data = self.interest_data(hit, token);
+                let pkt = if with_packet {
+                    Some(Self::ip_packet(p, hit))
+                } else {
+                    None
+                };
+                if let Some(m) = self.build_match(ctx, hit, &data, pkt) {
+                    self.messages.push((to, m));
+                }
+                self.counters.inc(Counter::Held);
+                return Disposition::Consumed;
+            }
+            self.counters.inc(Counter::HoldOverflow);
+        }
+        let data = self.interest_data(hit, 0);
+        if !with_packet && c.flags & InterestCriteria::HOLD == 0 {
+            if let Some(m) = self.build_match(ctx, hit, &data, None) {
+                self.messages.push((to, m));
+            }
+            self.counters.inc(Counter::InterestNoData);
+            return Disposition::Consumed;
+        }
+        // In place: the service message goes into the headroom in front of
+        // the packet, which becomes its last segment.
+        let key = ctx.published.signing_key.as_ref();
+        let segs = Self::match_segments(hit, &data);
+        let identity = Segment::IdentityInfo(IdentityInfo {
+            address: self.agent.config.agent_addr,
+            host_name: &self.agent.config.agent_name,
+        });
+        let all = [segs[0], segs[1], segs[2], identity];
+        let need = prefix_len(key, &all);
+        // Link padding past the IP total length is not part of the punt.
+        p.len = p.len.min(hit.info.total_len);
+        if need <= p.start {
+            let new_start = p.start - need;
+            let seq = self.agent.next_sequence();
+            let t = Self::message_type(hit);
+            if emit_prefix(&mut p.buf[new_start..p.start], t, seq, key, &all, p.len).is_ok() {
+                if let Some(k) = key {
+                    let end = p.start + p.len;
+                    k.sign_in_place(&mut p.buf[new_start..end]);
+                }
+                self.counters.inc(Counter::Punted);
+                return Disposition::Punt {
+                    to,
+                    start: new_start,
+                };
+            }
+        }
+        let pkt = p.packet().to_vec();
+        match self.build_match(ctx, hit, &data, Some(&pkt)) {
+            Some(m) => {
+                self.messages.push((to, m));
+                self.counters.inc(Counter::Punted);
+                self.counters.inc(Counter::PuntCopiedOut);
+                Disposition::Consumed
+            }
+            None => {
+                self.counters.inc(Counter::PuntFailed);
+                Disposition::Drop(Counter::PuntFailed)
+            }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! What `show` and the APIs read: the rows of `show affinity fixed`,
+//! `wildcard` and `managers`, counters summed over threads, and forward
+//! statistics. Read-only over the agent's state (except `clear`), apart
+//! from the control path.
+
+use crate::actions::ActionSet;
+use crate::agent::{ds, Agent};
+use crate::counters::{Counter, SharedCounters};
+use affinity_api::{AffinityKey, ReplayWindow};
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+/// A manager the agent has heard from (one row of `show affinity managers`).
+#[derive(Debug, Clone)]
+pub struct ManagerInfo {
+    pub address: Ipv4Addr,
+    pub name: String,
+    /// The caller's monotonic nanoseconds.
+    pub last_heard_ns: u64,
+    pub messages: u64,
+    pub replay: ReplayWindow,
+}
+
+/// Per forward address statistics (information flag).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForwardStats {
+    pub packets: u64,
+    /// IPv4 total lengths, summed.
+    pub bytes: u64,
+}
+
+/// One row of `show affinity fixed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FixedRow {
+    pub key: AffinityKey,
+    pub actions: ActionSet,
+    pub owner: Ipv4Addr,
+    pub expires_in_ds: i64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// One row of `show affinity wildcard`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WildcardRow {
+    pub owner: Ipv4Addr,
+    pub id: u32,
+    pub key: AffinityKey,
+    pub src_mask: Ipv4Addr,
+    pub dst_mask: Ipv4Addr,
+    pub search_first: bool,
+    pub service_precedence: u16,
+    pub backup_precedence: u16,
+    pub actions: ActionSet,
+    pub expires_in_ds: i64,
+}
+
+impl Agent {
+    /// A counter summed over the control thread and all workers, since start.
+    fn raw_counter(&self, workers: &[Arc<SharedCounters>], c: Counter) -> u64 {
+        self.control_counters.get(c) + workers.iter().map(|w| w.get(c)).sum::<u64>()
+    }
+
+    /// Summed counters of the control thread and all workers, since the
+    /// last [`Agent::clear_counters`].
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        let workers = self.worker_counters.lock();
+        let cleared = self.cleared.lock();
+        Counter::ALL
+            .iter()
+            .map(|&c| {
+                let base = cleared.get(c as usize).copied().unwrap_or(0);
+                (c.name(), self.raw_counter(&workers, c).saturating_sub(base))
+            })
+            .collect()
+    }
+
+    /// One counter, summed, since the last [`Agent::clear_counters`].
+    pub fn counter(&self, c: Counter) -> u64 {
+        let workers = self.worker_counters.lock();
+        let base = self.cleared.lock().get(c as usize).copied().unwrap_or(0);
+        self.raw_counter(&workers, c).saturating_sub(base)
+    }
+
+    /// `clear affinity stats`: counters and per forward address statistics
+    /// start again from zero (per-flow counters stay with their flows).
+    pub fn clear_counters(&self) {
+        let workers = self.worker_counters.lock();
+        let mut cleared = self.cleared.lock();
+        for &c in Counter::ALL {
+            if let Some(b) = cleared.get_mut(c as usize) {
+                *b = self.raw_counter(&workers, c);
+            }
+        }
+        *self.forward_cleared.lock() = self.forward_totals();
+    }
+
+    /// Manager addresses by owner index.
+    fn manager_addrs(&self) -> Vec<Ipv4Addr> {
+        self.published.load().managers.clone()
+    }
+
+    /// Fixed affinities matching `filter`, at most `limit`.
+    pub fn fixed_entries(
+        &self,
+        now_ns: u64,
+        limit: usize,
+        filter: impl Fn(&AffinityKey) -> bool,
+    ) -> Vec<FixedRow> {
+        let now = ds(now_ns) as i64;
+        let managers = self.manager_addrs();
+        let mut rows = Vec::new();
+        self.fixed.for_each(|slot, key, v| {
+            if filter(&key) && (v.expires_ds as i64) > now {
+                let actions = self.actions.get(v.action);
+                rows.push(FixedRow {
+                    key,
+                    owner: managers
+                        .get(actions.owner as usize)
+                        .copied()
+                        .unwrap_or(Ipv4Addr::UNSPECIFIED),
+                    actions,
+                    expires_in_ds: v.expires_ds as i64 - now,
+                    packets: self.fixed.counters(slot).0,
+                    bytes: self.fixed.counters(slot).1,
+                });
+            }
+            rows.len() < limit
+        });
+        rows
+    }
+
+    /// Live fixed affinities (entries past their TTL are not counted).
+    pub fn fixed_count(&self, now_ns: u64) -> usize {
+        let now = ds(now_ns);
+        let mut n = 0;
+        self.fixed.for_each(|_, _, v| {
+            n += (v.expires_ds > now) as usize;
+            true
+        });
+        n
+    }
+
+    pub fn fixed_capacity(&self) -> usize {
+        self.fixed.capacity()
+    }
+
+    /// Installed wildcards in search order.
+    pub fn wildcard_entries(&self, now_ns: u64) -> Vec<WildcardRow> {
+        let now = ds(now_ns) as i64;
+        let managers = self.manager_addrs();
+        self.wildcards
+            .snapshot()
+            .entries()
+            .iter()
+            .filter(|w| w.expires_ds.load(Relaxed) as i64 > now)
+            .map(|w| WildcardRow {
+                owner: managers
+                    .get(w.owner as usize)
+                    .copied()
+                    .unwrap_or(Ipv4Addr::UNSPECIFIED),
+                id: w.id,
+                key: w.key,
+                src_mask: w.src_mask,
+                dst_mask: w.dst_mask,
+                search_first: w.search_first,
+                service_precedence: w.service_precedence,
+                backup_precedence: w.backup_precedence,
+                actions: w.actions,
+                expires_in_ds: w.expires_ds.load(Relaxed) as i64 - now,
+            })
+            .collect()
+    }
+
+    /// Managers heard from.
+    pub fn managers(&self) -> Vec<ManagerInfo> {
+        self.control.lock().managers.clone()
+    }
+
+    /// Every worker's forward statistics, summed per address, since start.
+    fn forward_totals(&self) -> HashMap<Ipv4Addr, ForwardStats> {
+        let mut sum: HashMap<Ipv4Addr, ForwardStats> = HashMap::new();
+        for w in self.worker_forward.lock().iter() {
+            w.for_each(|addr, s| {
+                let e = sum.entry(addr).or_default();
+                e.packets += s.packets;
+                e.bytes += s.bytes;
+            });
+        }
+        sum
+    }
+
+    /// Statistics per forward address (information flag), since the last
+    /// [`Agent::clear_counters`], in address order; addresses with no
+    /// packet since then are left out.
+    pub fn forward_stats(&self) -> Vec<(Ipv4Addr, ForwardStats)> {
+        let cleared = self.forward_cleared.lock();
+        let mut v: Vec<_> = self
+            .forward_totals()
+            .into_iter()
+            .filter_map(|(a, s)| {
+                let base = cleared.get(&a).copied().unwrap_or_default();
+                let s = ForwardStats {
+                    packets: s.packets.saturating_sub(base.packets),
+                    bytes: s.bytes.saturating_sub(base.bytes),
+                };
+                (s.packets != 0).then_some((a, s))
+            })
+            .collect();
+        v.sort_by_key(|(a, _)| *a);
+        v
+    }
+
+    /// Distinct action sets in use.
+    pub fn action_sets_in_use(&self) -> usize {
+        self.actions.in_use()
+    }
+
+    /// Packets waiting for their fixed affinity.
+    pub fn held_packets(&self) -> usize {
+        self.hold.len()
+    }
+}
