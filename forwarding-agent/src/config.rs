@@ -33,6 +33,10 @@ pub struct AgentConfig {
     pub drop_malformed: bool,
     /// Keep per-flow packet/byte counters.
     pub per_flow_counters: bool,
+    /// How often each manager gets an activity report of its fixed
+    /// affinities that carried packets (milliseconds; 0 = never). Needs
+    /// `per_flow_counters`. See `crate::activity`.
+    pub activity_report_interval_ms: u64,
 }
 
 impl Default for AgentConfig {
@@ -51,6 +55,7 @@ impl Default for AgentConfig {
             disabled_actions: Vec::new(),
             drop_malformed: false,
             per_flow_counters: true,
+            activity_report_interval_ms: 10_000,
         }
     }
 }

@@ -65,6 +65,8 @@ counters! {
     ActionFull => "action-table-full",
     UnsupportedAction => "unsupported-required-action",
     DenySent => "deny-sent",
+    ActivityReports => "activity-reports-sent",
+    ReturnedDroppedRefused => "returned-dropped-install-refused",
 }
 
 pub const N_COUNTERS: usize = Counter::ALL.len();

@@ -420,7 +420,8 @@ fn case3_transitory_and_established_timeouts_apply_per_state() {
         .through(0, &tcp(client(2), 2, VIP, 80, build::TCP_SYN, &[]))
         .expect("SYN")
         .dst_addr;
-    for t in 1..=70u64 {
+    // Ended within the transitory timeout plus a report interval (10 s).
+    for t in 1..=80u64 {
         s.tick(t * SEC);
         if t % 5 == 0 {
             s.send(0, &tcp(client(2), 2, VIP, 80, build::TCP_ACK, b"x"));
@@ -433,8 +434,10 @@ fn case3_transitory_and_established_timeouts_apply_per_state() {
     assert_eq!(s.mgr.flow(&full).map(|f| f.state), Some(FlowState::Established));
     assert!(
         s.mgr.flow(&half).is_none_or(|f| f.state == FlowState::Ended),
-        "SYN-only flow ended after 60 s"
+        "SYN-only flow ended 60 s after its last packet"
     );
+    assert_eq!(s.counter("flows-expired-idle"), 1, "only the SYN-only flow");
+    assert_eq!(s.counter("flows-revived"), 0);
     assert!(s.mgr.status(s.now).contains("timeouts tcp-transitory 60s tcp-established 7440s udp 300s icmp 60s"));
 }
 

@@ -131,6 +131,8 @@ impl Agent {
         st.next_wildcard_reclaim_ds = st.next_wildcard_reclaim_ds.min(expires.saturating_add(10));
     }
 
+    /// Applies one fixed affinity of an update; false when it was refused
+    /// (a deny is queued), so the packet the update returns is dropped.
     pub(super) fn apply_fixed(
         &self,
         st: &mut ControlState,
@@ -138,18 +140,19 @@ impl Agent {
         inc: &Incoming<'_, '_>,
         e: &AffinityEntry<'_>,
         f: FixedAffinity,
-    ) {
+    ) -> bool {
         let (owner, now, now_ns) = (inc.owner, inc.now, inc.now_ns);
         if f.ttl == 0 {
             if let Some(old) = self.fixed.remove(&f.key) {
                 self.actions.release(old.action, now_ns);
                 st.counters.inc(Counter::FixedDelete);
             }
-            return;
+            return true;
         }
         if let Some(t) = self.unsupported_action(e) {
             st.counters.inc(Counter::UnsupportedAction);
-            return self.deny(st, out, inc, t, DenyReason::UNSUPPORTED_REQUIRED_ACTION, e);
+            self.deny(st, out, inc, t, DenyReason::UNSUPPORTED_REQUIRED_ACTION, e);
+            return false;
         }
         // Seed rule: a fixed affinity needs a live wildcard of its owner.
         self.wildcards.commit();
@@ -162,13 +165,15 @@ impl Agent {
         if !supported {
             st.counters.inc(Counter::FixedNoWildcard);
             let t = seg::FIXED_AFFINITY;
-            return self.deny(st, out, inc, t, DenyReason::NO_SUPPORTING_WILDCARD, e);
+            self.deny(st, out, inc, t, DenyReason::NO_SUPPORTING_WILDCARD, e);
+            return false;
         }
         let actions = self.action_set(e, owner, f.dispatch_flags, f.info_flags, f.forward_addr);
         let Some(action) = self.actions.acquire(&actions, now_ns) else {
             st.counters.inc(Counter::ActionFull);
             let t = seg::FIXED_AFFINITY;
-            return self.deny(st, out, inc, t, DenyReason::TABLE_FULL, e);
+            self.deny(st, out, inc, t, DenyReason::TABLE_FULL, e);
+            return false;
         };
         let expires = now.saturating_add(f.ttl.saturating_mul(10));
         match self.fixed.insert(
@@ -181,16 +186,19 @@ impl Agent {
             Ok(Inserted::New(_)) => {
                 st.wheel.entry(expires / 10 + 1).or_default().push(f.key);
                 st.counters.inc(Counter::FixedAdd);
+                true
             }
             Ok(Inserted::Replaced(_, old)) => {
                 self.actions.release(old.action, now_ns);
                 st.counters.inc(Counter::FixedRefresh);
+                true
             }
             Err(_) => {
                 self.actions.release(action, now_ns);
                 st.counters.inc(Counter::FixedFull);
                 let t = seg::FIXED_AFFINITY;
                 self.deny(st, out, inc, t, DenyReason::TABLE_FULL, e);
+                false
             }
         }
     }

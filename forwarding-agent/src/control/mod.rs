@@ -79,6 +79,7 @@ impl Agent {
             self.publish_control(&st);
             return;
         };
+        st.activity.note_manager(owner, from.port());
         let inc = Incoming {
             from,
             msg: &msg,
@@ -95,22 +96,34 @@ impl Agent {
                 }
             }
             MessageType::AffinityUpdateFixed => {
+                let mut refused = false;
                 for e in msg.affinities() {
                     if let AffinityRef::Fixed(f) = e.affinity {
-                        self.apply_fixed(&mut st, out, &inc, &e, f);
+                        refused |= !self.apply_fixed(&mut st, out, &inc, &e, f);
                     }
                 }
                 let data = self.own_interest_data(&msg);
                 if let Some(d) = data.filter(|d| d.hold_token != 0) {
                     self.hold.release(d.hold_token, |h| {
                         st.counters.inc(Counter::HoldReleased);
-                        out.returned.push(ReturnedPacket {
-                            packet: h.packet,
-                            rank_limit: Some(h.rank),
-                        });
+                        if refused {
+                            st.counters.inc(Counter::ReturnedDroppedRefused);
+                        } else {
+                            out.returned.push(ReturnedPacket {
+                                packet: h.packet,
+                                rank_limit: Some(h.rank),
+                            });
+                        }
                     });
                 }
-                self.return_packet(out, &msg, data);
+                // A packet whose affinities were refused (table full, ...)
+                // is dropped and counted: returned, it would find no
+                // affinity and go on untranslated (issue 11 case 3).
+                if refused && msg.ip_packet().is_some() {
+                    st.counters.inc(Counter::ReturnedDroppedRefused);
+                } else {
+                    self.return_packet(out, &msg, data);
+                }
             }
             MessageType::IpPacketOnly => {
                 let data = self.own_interest_data(&msg);

@@ -396,14 +396,23 @@ impl FlowTable {
     }
 
     /// The open flows idle past their state's timeout at `now`, or older
-    /// than `lifetime` ns (0 = no limit): what is to end.
-    pub(super) fn idle(&self, now: u64, t: &Timeouts, lifetime: u64) -> Vec<AffinityKey> {
+    /// than `lifetime` ns (0 = no limit): what is to end. Idleness counts
+    /// only for flows whose agents all send activity reports (`reported`):
+    /// without them the manager cannot tell an idle flow from a busy one.
+    pub(super) fn idle(
+        &self,
+        now: u64,
+        t: &Timeouts,
+        lifetime: u64,
+        reported: impl Fn(&Flow) -> bool,
+    ) -> Vec<AffinityKey> {
         self.flows
             .iter()
             .filter(|(_, f)| {
                 let idle = t
                     .idle(f.fwd.protocol, f.state)
-                    .is_some_and(|to| now.saturating_sub(f.last_active) >= to);
+                    .is_some_and(|to| now.saturating_sub(f.last_active) >= to)
+                    && reported(f);
                 let old = lifetime > 0 && f.is_open() && now.saturating_sub(f.created) > lifetime;
                 idle || old
             })

@@ -55,6 +55,9 @@ pub struct AgentSeen {
     pub last_heard: u64,
     pub interest_matches: u64,
     pub denies: u64,
+    /// Activity reports received (0: the agent does not send them, so
+    /// flows it holds are not ended as idle).
+    pub activity_reports: u64,
 }
 
 /// The decision core.
@@ -485,6 +488,9 @@ impl ManagerCore {
         out: &mut Vec<Outgoing>,
     ) {
         self.count("rx-activity-report");
+        if let Some(a) = self.agents.get_mut(&from) {
+            a.activity_reports += 1;
+        }
         let mut current: Option<AffinityKey> = None;
         let mut resend = Vec::new();
         for (seg, _) in msg.segments() {
@@ -577,7 +583,13 @@ impl ManagerCore {
     fn renew(&mut self, now: u64, out: &mut Vec<Outgoing>) {
         let lifetime = self.cfg.manager.flow_max_lifetime as u64 * SEC;
         let t = self.timeouts();
-        for k in self.flows.idle(now, &t, lifetime) {
+        let agents = &self.agents;
+        let reported = |f: &Flow| {
+            f.agents
+                .iter()
+                .all(|a| agents.get(a).is_some_and(|s| s.activity_reports > 0))
+        };
+        for k in self.flows.idle(now, &t, lifetime, reported) {
             let old = lifetime > 0
                 && self
                     .flows
