@@ -36,8 +36,13 @@ pub(crate) struct ActivityState {
 }
 
 impl ActivityState {
-    /// Notes the port manager `owner` sent from (its listen port).
-    pub fn note_manager(&mut self, owner: u16, port: u16) {
+    /// Notes the port manager `owner` sent from (its listen port) at
+    /// `now_ns`; the first manager heard schedules the first report an
+    /// interval (`interval_ns`, 0 = reports off) later.
+    pub fn note_manager(&mut self, owner: u16, port: u16, now_ns: u64, interval_ns: u64) {
+        if self.next_ns == 0 && interval_ns > 0 {
+            self.next_ns = now_ns.max(1) + interval_ns;
+        }
         let i = owner as usize;
         if self.ports.len() <= i {
             self.ports.resize(i + 1, 0);
@@ -68,11 +73,7 @@ impl Agent {
         if interval == 0 || !self.config.per_flow_counters {
             return Vec::new();
         }
-        if st.activity.next_ns == 0 {
-            st.activity.next_ns = now_ns.max(1) + interval;
-            return Vec::new();
-        }
-        if now_ns < st.activity.next_ns {
+        if st.activity.next_ns == 0 || now_ns < st.activity.next_ns {
             return Vec::new();
         }
         st.activity.next_ns = now_ns + interval;
@@ -92,7 +93,11 @@ impl Agent {
             // Fewer than last time: the slot was reused by a new entry of
             // the same key; everything it counted is new.
             let (lp, lb) = last.get(&key).copied().unwrap_or((0, 0));
-            let (dp, db) = if p >= lp { (p - lp, b.saturating_sub(lb)) } else { (p, b) };
+            let (dp, db) = if p >= lp {
+                (p - lp, b.saturating_sub(lb))
+            } else {
+                (p, b)
+            };
             if dp > 0 {
                 let owner = self.actions.get(v.action).owner;
                 per_owner.entry(owner).or_default().push(Entry {

@@ -34,8 +34,10 @@ pub struct AgentConfig {
     /// Keep per-flow packet/byte counters.
     pub per_flow_counters: bool,
     /// How often each manager gets an activity report of its fixed
-    /// affinities that carried packets (milliseconds; 0 = never). Needs
-    /// `per_flow_counters`. See `crate::activity`.
+    /// affinities that carried packets (milliseconds; 0 = never, the
+    /// default here: the host agent and the VPP plugin set 10 000). Needs
+    /// `per_flow_counters`. A manager ends flows as idle only on agents
+    /// that report. See `crate::activity`.
     pub activity_report_interval_ms: u64,
 }
 
@@ -55,7 +57,7 @@ impl Default for AgentConfig {
             disabled_actions: Vec::new(),
             drop_malformed: false,
             per_flow_counters: true,
-            activity_report_interval_ms: 10_000,
+            activity_report_interval_ms: 0,
         }
     }
 }

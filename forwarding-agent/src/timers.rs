@@ -92,9 +92,9 @@ impl Agent {
             .map(|&sec| u64::from(sec) * 10 * NS_PER_DS);
         let wildcard = (st.next_wildcard_reclaim_ds != u32::MAX)
             .then(|| u64::from(st.next_wildcard_reclaim_ds) * NS_PER_DS);
-        // The next activity report, once a manager has been heard from.
-        let report = (!st.managers.is_empty() && st.activity.next_ns != 0)
-            .then_some(st.activity.next_ns);
+        // The next activity report, once a manager has been heard from
+        // (never when reports are off).
+        let report = (st.activity.next_ns != 0).then_some(st.activity.next_ns);
         drop(st);
         let hold = self.hold.next_deadline();
         [fixed, wildcard, hold, report].into_iter().flatten().min()

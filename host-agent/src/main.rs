@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 const USAGE: &str = "usage:
   affinity-agent --tun NAME --address ADDR [--name NAME] [--listen PORT]
                  [--multicast-group GROUP] [--manager ADDR]... [--key-file F --key-id N [--key-algorithm hmac-sha256|keyed-md5]]
-                 [--disable-action nat|advertise|seq-adjust|interest] [--fixed-capacity N] [--socket PATH]
+                 [--disable-action nat|advertise|seq-adjust|interest] [--fixed-capacity N] [--activity-report-interval-ms MS (10000; 0 = off)] [--socket PATH]
   affinity-agent --socket PATH status|fixed|wildcard|managers|stats";
 
 struct Opts {
@@ -45,6 +45,8 @@ fn parse_args(args: &[String]) -> Result<(Opts, Vec<String>), String> {
         cfg: AgentConfig {
             fixed_capacity: 1 << 18,
             action_capacity: 1 << 16,
+            // Managers renew only flows reported active (issue 11).
+            activity_report_interval_ms: 10_000,
             ..Default::default()
         },
     };
@@ -73,6 +75,11 @@ fn parse_args(args: &[String]) -> Result<(Opts, Vec<String>), String> {
                 } else {
                     AuthAlgorithm::HmacSha256
                 }
+            }
+            "--activity-report-interval-ms" => {
+                o.cfg.activity_report_interval_ms = val(a)?
+                    .parse()
+                    .map_err(|_| "bad --activity-report-interval-ms")?
             }
             "--fixed-capacity" => {
                 o.cfg.fixed_capacity = val(a)?.parse().map_err(|_| "bad --fixed-capacity")?

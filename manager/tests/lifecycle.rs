@@ -95,6 +95,7 @@ impl Sim {
                 agent_addr: *addr.ip(),
                 agent_name: format!("fa{i}"),
                 instance_id: i as u32,
+                activity_report_interval_ms: 10_000,
                 ..Default::default()
             });
             let w = a.worker();
@@ -256,10 +257,20 @@ fn case1_syn_on_a_closed_five_tuple_reopens_it_on_the_same_backend() {
         Some(backend)
     );
     // Both sides FIN.
-    s.send(0, &tcp(c, 40000, VIP, 80, build::TCP_FIN | build::TCP_ACK, &[]));
     s.send(
         0,
-        &tcp(backend, 8080, c, 40000, build::TCP_FIN | build::TCP_ACK, &[]),
+        &tcp(c, 40000, VIP, 80, build::TCP_FIN | build::TCP_ACK, &[]),
+    );
+    s.send(
+        0,
+        &tcp(
+            backend,
+            8080,
+            c,
+            40000,
+            build::TCP_FIN | build::TCP_ACK,
+            &[],
+        ),
     );
     let key = fwd_key(c, 40000, wire::TCP, VIP, 80);
     assert_eq!(s.mgr.flow(&key).map(|f| f.state), Some(FlowState::Closed));
@@ -332,7 +343,10 @@ fn case2_udp_flows_move_off_a_removed_or_unhealthy_backend() {
         while t < t0 + 120 * SEC {
             t += 5 * SEC;
             s.run_until(t);
-            got.push(s.through(0, &build::udp(c, 7000, VIP, 53, b"q")).map(|k| k.dst_addr));
+            got.push(
+                s.through(0, &build::udp(c, 7000, VIP, 53, b"q"))
+                    .map(|k| k.dst_addr),
+            );
         }
         assert!(
             got.iter().all(|d| *d == Some(other)),
@@ -355,7 +369,9 @@ fn case2_tcp_flows_of_an_unhealthy_backend_follow_expire_nodest_conn() {
         let k = s
             .through(0, &tcp(client(1), 1000, VIP, 80, build::TCP_SYN, &[]))
             .expect("SYN");
-        let out = s.mgr.health("web", SocketAddrV4::new(k.dst_addr, 8080), false);
+        let out = s
+            .mgr
+            .health("web", SocketAddrV4::new(k.dst_addr, 8080), false);
         s.deliver(out);
         assert_eq!(
             s.agents[0].1.fixed_count(s.now),
@@ -431,14 +447,22 @@ fn case3_transitory_and_established_timeouts_apply_per_state() {
             assert!(s.mgr.flow(&half).is_some_and(|f| f.is_open()));
         }
     }
-    assert_eq!(s.mgr.flow(&full).map(|f| f.state), Some(FlowState::Established));
+    assert_eq!(
+        s.mgr.flow(&full).map(|f| f.state),
+        Some(FlowState::Established)
+    );
     assert!(
-        s.mgr.flow(&half).is_none_or(|f| f.state == FlowState::Ended),
+        s.mgr
+            .flow(&half)
+            .is_none_or(|f| f.state == FlowState::Ended),
         "SYN-only flow ended 60 s after its last packet"
     );
     assert_eq!(s.counter("flows-expired-idle"), 1, "only the SYN-only flow");
     assert_eq!(s.counter("flows-revived"), 0);
-    assert!(s.mgr.status(s.now).contains("timeouts tcp-transitory 60s tcp-established 7440s udp 300s icmp 60s"));
+    assert!(s
+        .mgr
+        .status(s.now)
+        .contains("timeouts tcp-transitory 60s tcp-established 7440s udp 300s icmp 60s"));
 }
 
 /// Case 4: two services share a backend; the same client port to both
@@ -462,7 +486,9 @@ address = "198.51.100.1:8080"
 "#;
     let mut s = Sim::new(config("", two));
     let c = client(12);
-    assert!(s.through(0, &tcp(c, 40000, VIP, 80, build::TCP_SYN, &[])).is_some());
+    assert!(s
+        .through(0, &tcp(c, 40000, VIP, 80, build::TCP_SYN, &[]))
+        .is_some());
     let second = s.through(0, &tcp(c, 40000, VIP2, 80, build::TCP_SYN, &[]));
     assert!(
         second.is_none_or(|k| k.dst_addr != B[0] || k.src_port != 40000),
@@ -505,11 +531,17 @@ address = "198.51.100.1:8080"
         .through(0, &tcp(client(2), 2, VIP2, 80, build::TCP_SYN, &[]))
         .expect("second");
     assert_eq!(a.src_addr, Ipv4Addr::new(198, 51, 100, 254));
-    assert_ne!(a.src_port, b.src_port, "distinct SNAT ports toward one backend");
+    assert_ne!(
+        a.src_port, b.src_port,
+        "distinct SNAT ports toward one backend"
+    );
     assert_eq!(s.counter("install-collision-remapped"), 1);
     // The first flow's replies still reach client 1 from the first VIP.
     let back = s
-        .through(0, &tcp(B[0], 8080, a.src_addr, a.src_port, build::TCP_ACK, b"x"))
+        .through(
+            0,
+            &tcp(B[0], 8080, a.src_addr, a.src_port, build::TCP_ACK, b"x"),
+        )
         .expect("reply");
     assert_eq!((back.src_addr, back.dst_addr), (VIP, client(1)));
 }
@@ -646,9 +678,17 @@ weight = 4
     s.deliver(out);
     assert_eq!(weights(&s)[0], (3, 3), "set-weight survives the reload");
     assert_eq!(weights(&s)[1], (0, 0), "the drain survives the reload");
-    assert_eq!(weights(&s)[2], (1, 0), "new backend: no flows before its first check");
+    assert_eq!(
+        weights(&s)[2],
+        (1, 0),
+        "new backend: no flows before its first check"
+    );
     assert!(!s.mgr.services()[0].backends[2].healthy);
-    assert_eq!(s.mgr.config().manager.listen, s.mgr_addr, "listen change refused");
+    assert_eq!(
+        s.mgr.config().manager.listen,
+        s.mgr_addr,
+        "listen change refused"
+    );
     assert_eq!(s.counter("reload-listen-metrics-refused"), 1);
     for p in 0..10u16 {
         let k = s
@@ -658,7 +698,10 @@ weight = 4
     }
     let out = s.mgr.health("fb", SocketAddrV4::new(B[2], 8080), true);
     s.deliver(out);
-    assert!(s.mgr.services()[0].backends[2].healthy, "first check passed");
+    assert!(
+        s.mgr.services()[0].backends[2].healthy,
+        "first check passed"
+    );
     // A reload that changes the file's weight applies the file's.
     let changed = more.replace("weight = 10", "weight = 5");
     let out = s.mgr.reload(config("", &changed), 2 * SEC);

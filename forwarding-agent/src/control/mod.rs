@@ -79,7 +79,9 @@ impl Agent {
             self.publish_control(&st);
             return;
         };
-        st.activity.note_manager(owner, from.port());
+        let interval_ns = self.config.activity_report_interval_ms * 1_000_000;
+        st.activity
+            .note_manager(owner, from.port(), now_ns, interval_ns);
         let inc = Incoming {
             from,
             msg: &msg,
