@@ -25,9 +25,9 @@ pub const ENTRIES_PER_REPORT: usize = 24;
 /// The control thread's activity bookkeeping.
 #[derive(Debug, Default)]
 pub(crate) struct ActivityState {
-    /// When the next report is due (the caller's monotonic ns); 0 = not
-    /// scheduled yet (the first tick schedules it an interval later).
-    pub next_ns: u64,
+    /// When the next report is due (the caller's monotonic ns); `None`
+    /// until a manager is heard (or with reports off).
+    pub next_ns: Option<u64>,
     /// Per fixed affinity that carried packets: the (packets, bytes)
     /// totals at the last report.
     last: HashMap<AffinityKey, (u64, u64)>,
@@ -40,8 +40,8 @@ impl ActivityState {
     /// `now_ns`; the first manager heard schedules the first report an
     /// interval (`interval_ns`, 0 = reports off) later.
     pub fn note_manager(&mut self, owner: u16, port: u16, now_ns: u64, interval_ns: u64) {
-        if self.next_ns == 0 && interval_ns > 0 {
-            self.next_ns = now_ns.max(1) + interval_ns;
+        if self.next_ns.is_none() && interval_ns > 0 {
+            self.next_ns = Some(now_ns + interval_ns);
         }
         let i = owner as usize;
         if self.ports.len() <= i {
@@ -73,10 +73,10 @@ impl Agent {
         if interval == 0 || !self.config.per_flow_counters {
             return Vec::new();
         }
-        if st.activity.next_ns == 0 || now_ns < st.activity.next_ns {
+        if st.activity.next_ns.is_none_or(|t| now_ns < t) {
             return Vec::new();
         }
-        st.activity.next_ns = now_ns + interval;
+        st.activity.next_ns = Some(now_ns + interval);
         let now = ds(now_ns);
         let mut per_owner: HashMap<u16, Vec<Entry>> = HashMap::new();
         let mut seen = HashMap::with_capacity(st.activity.last.len());

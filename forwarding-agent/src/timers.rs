@@ -94,7 +94,7 @@ impl Agent {
             .then(|| u64::from(st.next_wildcard_reclaim_ds) * NS_PER_DS);
         // The next activity report, once a manager has been heard from
         // (never when reports are off).
-        let report = (st.activity.next_ns != 0).then_some(st.activity.next_ns);
+        let report = st.activity.next_ns;
         drop(st);
         let hold = self.hold.next_deadline();
         [fixed, wildcard, hold, report].into_iter().flatten().min()
