@@ -1,14 +1,16 @@
 //! Activity reports: every `activity_report_interval_ms` the agent tells
-//! each manager it has heard from which of that manager's fixed affinities
-//! carried packets since the previous report, so the manager renews only
-//! flows that are in use and lets idle ones expire (issue 11; layout in
-//! `api/PROTOCOL.md`, "Activity reports", exchange in `api/EXCHANGES.md`).
+//! each manager it has heard from which fixed affinities carried packets
+//! since the previous report, so a manager renews only its flows that are
+//! in use and lets idle ones expire, and learns the keys other managers'
+//! flows use (a backup that takes over, another client domain's manager)
+//! so it never installs over them (issue 11; layout in `api/PROTOCOL.md`,
+//! "Activity reports", exchange in `api/EXCHANGES.md`).
 //!
 //! Cost: one scan of the fixed table per interval on the control thread
 //! (the table's own per-entry counters, `per_flow_counters`, are read, no
 //! data-path work is added), and per manager one statistics report (type
-//! 19) per interval, plus one more for every
-//! [`ENTRIES_PER_REPORT`] active affinities beyond the first batch.
+//! 19) per interval, plus one more for every [`ENTRIES_PER_REPORT`]
+//! active affinities beyond the first batch.
 
 use crate::agent::{ds, Agent, ControlState};
 use crate::counters::Counter;
@@ -78,7 +80,7 @@ impl Agent {
         }
         st.activity.next_ns = Some(now_ns + interval);
         let now = ds(now_ns);
-        let mut per_owner: HashMap<u16, Vec<Entry>> = HashMap::new();
+        let mut entries: Vec<Entry> = Vec::new();
         let mut seen = HashMap::with_capacity(st.activity.last.len());
         let last = &st.activity.last;
         self.fixed.for_each(|slot, key, v| {
@@ -99,8 +101,7 @@ impl Agent {
                 (p, b)
             };
             if dp > 0 {
-                let owner = self.actions.get(v.action).owner;
-                per_owner.entry(owner).or_default().push(Entry {
+                entries.push(Entry {
                     key,
                     ttl: (v.expires_ds - now).div_ceil(10),
                     packets: dp,
@@ -117,7 +118,6 @@ impl Agent {
                 continue;
             }
             let to = SocketAddrV4::new(m.address, port);
-            let entries = per_owner.remove(&(i as u16)).unwrap_or_default();
             let (packets, bytes) = entries
                 .iter()
                 .fold((0u64, 0u64), |(p, b), e| (p + e.packets, b + e.bytes));

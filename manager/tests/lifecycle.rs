@@ -708,3 +708,82 @@ weight = 4
     s.deliver(out);
     assert_eq!(weights(&s)[0], (5, 5));
 }
+
+/// Case 4 across managers: another manager (a backup that took over,
+/// another client domain's) learns the keys in use from the agents'
+/// activity reports and never installs over them.
+#[test]
+fn case4_another_manager_learns_live_keys_from_activity_reports() {
+    let web = r#"
+[[service]]
+name = "web"
+virtual = "203.0.113.10:80"
+algorithm = "round-robin"
+[[service.backend]]
+address = "198.51.100.1:8080"
+"#;
+    let web2 = r#"
+[[service]]
+name = "web2"
+virtual = "203.0.113.11:80"
+algorithm = "round-robin"
+[[service.backend]]
+address = "198.51.100.1:8080"
+"#;
+    let mut s = Sim::new(config("", web));
+    let mut cfg_b = config("", web2);
+    cfg_b.manager.listen = "192.0.2.11:1638".parse().unwrap();
+    let b_addr = cfg_b.manager.listen;
+    let mut b = ManagerCore::new(cfg_b, 0);
+    let agent = s.agents[0].0;
+    // Manager B's answers go to agent 1 as coming from B.
+    let to_agent = |s: &mut Sim, out: Vec<Outgoing>| -> Vec<Vec<u8>> {
+        let mut returned = Vec::new();
+        for (to, m) in out {
+            if to == agent {
+                let co = s.agents[0].1.handle_control(s.now, b_addr, &m);
+                returned.extend(co.returned.into_iter().map(|r| r.packet));
+            }
+        }
+        returned
+    };
+    let out = b.tick(0);
+    to_agent(&mut s, out);
+    let c = client(12);
+    s.through(0, &tcp(c, 40000, VIP, 80, build::TCP_SYN, &[]))
+        .expect("placed by manager A");
+    s.through(0, &tcp(c, 40000, VIP, 80, build::TCP_ACK, b"GET /"));
+    s.through(0, &tcp(B[0], 8080, c, 40000, build::TCP_ACK, b"200"));
+    // The report at 10 s goes to both managers.
+    s.now = 10 * SEC;
+    let reports = s.agents[0].1.tick(s.now);
+    assert_eq!(reports.len(), 2, "one report per manager");
+    for (to, m) in reports {
+        if to == b_addr {
+            b.handle_datagram(s.now, agent, &m);
+        }
+    }
+    assert!(b.counters.get("activity-foreign-keys").is_some());
+    let out = b.tick(s.now);
+    to_agent(&mut s, out);
+    // The same client port to B's service, same backend: B refuses.
+    let syn = tcp(c, 40000, VIP2, 80, build::TCP_SYN, &[]);
+    let mut buf = vec![0u8; 512 + syn.len()];
+    buf[512..].copy_from_slice(&syn);
+    let mut d = [Disposition::Pass];
+    s.agents[0].2.process_batch(
+        s.now,
+        &mut [PacketBuf::new(&mut buf, 512, syn.len())],
+        &mut d,
+    );
+    let Disposition::Punt { start, .. } = d[0] else {
+        panic!("punted to B: {:?}", d[0]);
+    };
+    let out = b.handle_datagram(s.now, agent, &buf[start..]);
+    assert!(to_agent(&mut s, out).is_empty(), "nothing installed");
+    assert_eq!(b.counters.get("install-collision-refused"), Some(&1));
+    let back = s
+        .through(0, &tcp(B[0], 8080, c, 40000, build::TCP_ACK, b"200"))
+        .expect("reply");
+    assert_eq!((back.src_addr, back.src_port), (VIP, 80));
+}

@@ -249,6 +249,9 @@ pub struct FlowTable {
     closing: VecDeque<(u64, AffinityKey)>,
     /// Flows in state [`FlowState::Ended`] (kept until `held_until`).
     ended: usize,
+    /// Keys other managers installed, from the agents' activity reports,
+    /// with when the agent that reported them stops holding them (ns).
+    foreign: FlowMap<AffinityKey, u64>,
 }
 
 impl FlowTable {
@@ -293,8 +296,26 @@ impl FlowTable {
 
     /// Whether `key` is a key of a flow this manager installed and an
     /// agent may still hold (either direction, ended flows included).
+    /// Keys other managers installed (reported by agents) count too.
     pub(super) fn key_in_use(&self, key: &AffinityKey) -> bool {
-        self.flows.contains_key(key) || self.rev.contains_key(key)
+        self.flows.contains_key(key) || self.rev.contains_key(key) || self.foreign.contains_key(key)
+    }
+
+    /// Notes a key an agent reported that is not one of this manager's
+    /// flows: in use until `until` (ns).
+    pub(super) fn note_foreign(&mut self, key: AffinityKey, until: u64) {
+        let e = self.foreign.entry(key).or_insert(until);
+        *e = (*e).max(until);
+    }
+
+    /// Forgets foreign keys no agent holds any more at `now`.
+    pub(super) fn expire_foreign(&mut self, now: u64) {
+        self.foreign.retain(|_, until| *until > now);
+    }
+
+    /// Foreign keys known (other managers' live affinities).
+    pub fn foreign_len(&self) -> usize {
+        self.foreign.len()
     }
 
     pub(super) fn insert(&mut self, flow: Flow) {

@@ -479,7 +479,9 @@ impl ManagerCore {
     /// affinity listed carried the packets of the statistics segment after
     /// it since the agent's previous report. Flows listed are active
     /// (their idle timer restarts); a report for an ended flow means the
-    /// agent missed its deletion, which is sent again.
+    /// agent missed its deletion, which is sent again; a key that is not
+    /// one of ours is another manager's, kept in the index of keys in use
+    /// for the TTL the agent reported.
     fn on_activity(
         &mut self,
         now: u64,
@@ -491,15 +493,20 @@ impl ManagerCore {
         if let Some(a) = self.agents.get_mut(&from) {
             a.activity_reports += 1;
         }
-        let mut current: Option<AffinityKey> = None;
+        let mut current: Option<(AffinityKey, u32)> = None;
         let mut resend = Vec::new();
         for (seg, _) in msg.segments() {
             match seg {
-                Segment::FixedAffinity(f) => current = Some(f.key),
+                Segment::FixedAffinity(f) => current = Some((f.key, f.ttl)),
                 Segment::Statistics(st) => {
-                    let Some(key) = current.take() else { continue };
+                    let Some((key, ttl)) = current.take() else {
+                        continue;
+                    };
                     let Some(fk) = self.flows.lookup(&key) else {
-                        self.count("activity-unknown-flow");
+                        // Another manager's affinity (a primary's, another
+                        // client domain's): never install over it.
+                        self.flows.note_foreign(key, now + ttl as u64 * SEC);
+                        self.count("activity-foreign-keys");
                         continue;
                     };
                     let Some(f) = self.flows.get_mut(&fk) else {
@@ -602,6 +609,7 @@ impl ManagerCore {
             };
             self.end_flow(&k, why, out);
         }
+        self.flows.expire_foreign(now);
         let ttl = self.cfg.manager.fixed_ttl;
         let margin = ttl as u64 * SEC;
         for f in self.flows.take_released(now.saturating_sub(margin)) {
