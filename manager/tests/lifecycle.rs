@@ -763,7 +763,7 @@ address = "198.51.100.1:8080"
             b.handle_datagram(s.now, agent, &m);
         }
     }
-    assert!(b.counters.get("activity-foreign-keys").is_some());
+    assert!(b.counters.contains_key("activity-foreign-keys"));
     let out = b.tick(s.now);
     to_agent(&mut s, out);
     // The same client port to B's service, same backend: B refuses.
