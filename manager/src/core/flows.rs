@@ -221,12 +221,14 @@ impl Flow {
 
     /// Notes an agent's activity report for one of the flow's keys:
     /// `packets` since its last report. A TCP flow with packets both ways
-    /// after its SYN (≥ 2 forward, ≥ 1 reverse) is established.
+    /// after its SYN (≥ 2 forward, ≥ 1 reverse) is established. A flow in
+    /// SYN seen stays idle for reverse packets alone: a backend
+    /// retransmitting its SYN-ACK to a spoofed client keeps no half-open
+    /// flow alive.
     pub(super) fn note_activity(&mut self, now: u64, is_fwd: bool, packets: u64) {
         if packets == 0 {
             return;
         }
-        self.last_active = self.last_active.max(now);
         if is_fwd {
             self.packets_fwd = self.packets_fwd.saturating_add(packets);
         } else {
@@ -234,6 +236,9 @@ impl Flow {
         }
         if self.state == FlowState::SynSeen && self.packets_fwd >= 2 && self.packets_rev >= 1 {
             self.state = FlowState::Established;
+        }
+        if is_fwd || self.state != FlowState::SynSeen {
+            self.last_active = self.last_active.max(now);
         }
     }
 }
