@@ -787,3 +787,23 @@ address = "198.51.100.1:8080"
         .expect("reply");
     assert_eq!((back.src_addr, back.src_port), (VIP, 80));
 }
+
+/// Case 3, reverse packets: a backend's SYN-ACK retransmitted after a
+/// half-open flow ended does not bring the flow back (only the client's
+/// packets do, on the same backend).
+#[test]
+fn case3_backend_packets_do_not_revive_an_ended_half_open_flow() {
+    let mut s = Sim::new(config("tcp_transitory_timeout = 60", WEB_RR));
+    let spoofed = Ipv4Addr::new(198, 19, 0, 1);
+    let b = s
+        .through(0, &tcp(spoofed, 1000, VIP, 80, build::TCP_SYN, &[]))
+        .expect("placed")
+        .dst_addr;
+    s.run_until(80 * SEC);
+    assert_eq!(s.mgr.flow_count(), 0);
+    let synack = tcp(b, 8080, spoofed, 1000, build::TCP_SYN | build::TCP_ACK, &[]);
+    s.send(0, &synack);
+    assert_eq!(s.mgr.flow_count(), 0, "not revived by the backend");
+    assert_eq!(s.counter("ended-flow-reverse-dropped"), 1);
+    assert_eq!(s.agents[0].1.fixed_count(s.now), 0);
+}

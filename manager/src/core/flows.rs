@@ -116,8 +116,10 @@ pub struct Flow {
     /// Until when an agent may hold its affinities (ns): the latest
     /// install or renewal plus the TTL it gave.
     pub held_until: u64,
-    /// Packets the agents reported, client → backend and back.
+    /// Packets the agents reported on the forward key (client → virtual
+    /// address) since the flow was placed or reopened.
     pub packets_fwd: u64,
+    /// Packets the agents reported on the reverse key (backend → client).
     pub packets_rev: u64,
 }
 

@@ -338,6 +338,13 @@ impl ManagerCore {
             };
             let state = Self::start_state(&fk, reason);
             if f.state == FlowState::Ended {
+                if fk != key {
+                    // The backend still sending on an ended flow (e.g. a
+                    // SYN-ACK retransmitted to a spoofed client): only the
+                    // client's own packets bring a flow back.
+                    self.count("ended-flow-reverse-dropped");
+                    return;
+                }
                 if self.services.can_take(&f.service, f.backend) {
                     // A packet of a flow that ended but whose keys are still
                     // reserved: it goes on where it was (same backend, same
