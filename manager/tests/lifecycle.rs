@@ -388,19 +388,21 @@ fn case2_tcp_flows_of_an_unhealthy_backend_follow_expire_nodest_conn() {
 /// is dropped and counted, never forwarded untranslated.
 #[test]
 fn case3_half_open_and_idle_flows_expire_and_a_full_table_drops() {
+    // The numbers: agents with 4096 fixed entries, 2500 spoofed
+    // SYNs never answered and 200 one-shot DNS queries fill them.
     let cfg = config("", &format!("{WEB_RR}{DNS}"));
-    let mut s = Sim::with_capacity(cfg, 64);
-    // 30 spoofed SYNs (60 entries) and 2 one-shot queries (4 entries).
-    for i in 0..30u16 {
+    let mut s = Sim::with_capacity(cfg, 4096);
+    for i in 0..2500u16 {
         let spoofed = Ipv4Addr::new(198, 19, (i >> 8) as u8, i as u8);
         s.send(0, &tcp(spoofed, 1024 + i, VIP, 80, build::TCP_SYN, &[]));
     }
-    for i in 0..2u8 {
-        s.send(0, &build::udp(client(100 + i), 5353, VIP, 53, b"q"));
+    for i in 0..200u16 {
+        s.send(0, &build::udp(client(100), 5000 + i, VIP, 53, b"q"));
     }
-    assert_eq!(s.mgr.flow_count(), 32);
-    assert_eq!(s.agents[0].1.fixed_count(s.now), 64, "table full");
-    // A legitimate SYN now: its affinity is denied (table full).
+    assert_eq!(s.mgr.flow_count(), 2700);
+    assert_eq!(s.agents[0].1.fixed_count(s.now), 4096, "table full");
+    // A legitimate SYN now: its affinity is denied (table full), and it
+    // is dropped and counted, not routed untranslated toward the VIP.
     let legit = tcp(client(1), 50000, VIP, 80, build::TCP_SYN, &[]);
     let out = s.through(0, &legit);
     assert!(
@@ -414,10 +416,21 @@ fn case3_half_open_and_idle_flows_expire_and_a_full_table_drops() {
         .find(|(n, _)| *n == "returned-dropped-install-refused")
         .map_or(0, |(_, v)| v);
     assert!(dropped >= 1, "the refused packet is counted");
-    // Ten minutes without an answer or another query.
+    assert_eq!(s.mgr.flow_count(), 2701);
+    // SYN-only flows end after the transitory timeout (240 s), the idle
+    // UDP flows after the UDP timeout (300 s); activity reports and the
+    // renewal run every 10 s, so each ends within 10 s of its timeout
+    // after its last packet was reported.
+    s.run_until(235 * SEC);
+    assert_eq!(s.mgr.flow_count(), 2701, "nothing ends early");
+    s.run_until(255 * SEC);
+    assert_eq!(s.mgr.flow_count(), 200, "half-open TCP ended at 240 s");
+    s.run_until(295 * SEC);
+    assert_eq!(s.mgr.flow_count(), 200, "UDP kept until 300 s");
+    s.run_until(315 * SEC);
+    assert_eq!(s.mgr.flow_count(), 0, "idle UDP ended at 300 s");
+    assert_eq!(s.counter("flows-expired-idle"), 2701);
     s.run_until(600 * SEC);
-    assert_eq!(s.mgr.flow_count(), 0, "all half-open and idle flows ended");
-    assert!(s.counter("flows-expired-idle") >= 32);
     assert_eq!(s.agents[0].1.fixed_count(s.now), 0, "agents' tables empty");
     let k = s.through(0, &legit).expect("a new SYN works");
     assert!(B.contains(&k.dst_addr) && k.dst_port == 8080);
