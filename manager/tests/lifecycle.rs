@@ -819,3 +819,90 @@ fn case3_backend_packets_do_not_revive_an_ended_half_open_flow() {
     assert_eq!(s.counter("ended-flow-reverse-dropped"), 1);
     assert_eq!(s.agents[0].1.fixed_count(s.now), 0);
 }
+
+/// Learned keys do not block a takeover: a backup adopts an established
+/// flow of the primary (Maglev) even though the agents reported that
+/// flow's keys to it, on the same backend.
+#[test]
+fn case4_a_backup_still_adopts_the_flows_whose_keys_it_learned() {
+    let web = |backup: u16| {
+        format!(
+            r#"
+[[service]]
+name = "web"
+virtual = "203.0.113.10:80"
+algorithm = "maglev"
+backup_precedence = {backup}
+[[service.backend]]
+address = "198.51.100.1:8080"
+[[service.backend]]
+address = "198.51.100.2:8080"
+[[service.backend]]
+address = "198.51.100.3:8080"
+"#
+        )
+    };
+    let mut s = Sim::new(config("", &web(0)));
+    let mut cfg_b = config("", &web(100));
+    cfg_b.manager.listen = "192.0.2.11:1638".parse().unwrap();
+    let b_addr = cfg_b.manager.listen;
+    let mut b = ManagerCore::new(cfg_b, 0);
+    // Manager B's messages to the agents, as coming from B.
+    let to_agents = |s: &mut Sim, out: Vec<Outgoing>| -> Vec<(usize, Vec<u8>)> {
+        let mut returned = Vec::new();
+        for (to, m) in out {
+            if let Some(i) = s.agents.iter().position(|(a, _, _)| *a == to) {
+                let co = s.agents[i].1.handle_control(s.now, b_addr, &m);
+                returned.extend(co.returned.into_iter().map(|r| (i, r.packet)));
+            }
+        }
+        returned
+    };
+    let out = b.tick(0);
+    to_agents(&mut s, out);
+    let c = client(20);
+    let backend = s
+        .through(0, &tcp(c, 41000, VIP, 80, build::TCP_SYN, &[]))
+        .expect("placed by the primary")
+        .dst_addr;
+    s.through(0, &tcp(c, 41000, VIP, 80, build::TCP_ACK, b"GET /"));
+    s.through(0, &tcp(backend, 8080, c, 41000, build::TCP_ACK, b"200"));
+    // The primary stops (no more ticks: its 3 s wildcards expire); the
+    // backup keeps refreshing and gets agent 1's activity report.
+    s.now = 10 * SEC;
+    let out = b.tick(s.now);
+    to_agents(&mut s, out);
+    for (to, m) in s.agents[0].1.tick(s.now) {
+        if to == b_addr {
+            let agent = s.agents[0].0;
+            b.handle_datagram(s.now, agent, &m);
+        }
+    }
+    assert!(b.counters.contains_key("activity-foreign-keys"));
+    // The flow's next packet crosses agent 2, which never held it: it is
+    // punted to the backup, which adopts it on the same backend.
+    let ack = tcp(c, 41000, VIP, 80, build::TCP_ACK, b"more");
+    let mut buf = vec![0u8; 512 + ack.len()];
+    buf[512..].copy_from_slice(&ack);
+    let mut d = [Disposition::Pass];
+    s.agents[1].2.process_batch(
+        s.now,
+        &mut [PacketBuf::new(&mut buf, 512, ack.len())],
+        &mut d,
+    );
+    let Disposition::Punt { start, .. } = d[0] else {
+        panic!("punted to the backup: {:?}", d[0]);
+    };
+    let agent2 = s.agents[1].0;
+    let out = b.handle_datagram(s.now, agent2, &buf[start..]);
+    assert_eq!(b.counters.get("install-collision-refused"), None);
+    assert_eq!(b.counters.get("flow-adopted"), Some(&1));
+    let returned = to_agents(&mut s, out);
+    assert_eq!(returned.len(), 1, "the packet comes back with the install");
+    assert!(
+        s.agents[1].1.fixed_count(s.now) == 2,
+        "installed on agent 2"
+    );
+    let k = s.through(1, &ack).expect("forwarded on the fast path");
+    assert_eq!(k.dst_addr, backend, "the same backend as the primary chose");
+}

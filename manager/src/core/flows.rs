@@ -303,9 +303,15 @@ impl FlowTable {
 
     /// Whether `key` is a key of a flow this manager installed and an
     /// agent may still hold (either direction, ended flows included).
-    /// Keys other managers installed (reported by agents) count too.
-    pub(super) fn key_in_use(&self, key: &AffinityKey) -> bool {
-        self.flows.contains_key(key) || self.rev.contains_key(key) || self.foreign.contains_key(key)
+    /// Whether `key` is a key of one of this manager's flows (either
+    /// direction, ended flows included).
+    pub(super) fn own_key(&self, key: &AffinityKey) -> bool {
+        self.flows.contains_key(key) || self.rev.contains_key(key)
+    }
+
+    /// Whether an agent reported `key` as another manager's live affinity.
+    pub(super) fn is_foreign(&self, key: &AffinityKey) -> bool {
+        self.foreign.contains_key(key)
     }
 
     /// Notes a key an agent reported that is not one of this manager's

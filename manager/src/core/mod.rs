@@ -392,12 +392,10 @@ impl ManagerCore {
             self.count("tracking-unknown-flow");
             return;
         }
-        if self.flows.key_in_use(&key) {
-            // The packet's key is the reverse key of a live flow seen from
-            // the wrong side; never place a second flow on it.
-            self.count("install-collision-refused");
-            return;
-        }
+        // A punted key another manager installed (learned from activity
+        // reports) is that flow going on here (a backup adopting it after
+        // a takeover): its reverse key is then expected in use too.
+        let continuation = self.flows.is_foreign(&key);
         let Some(s) = self.services.serving(&key) else {
             self.count("interest-no-service");
             return;
@@ -410,7 +408,9 @@ impl ManagerCore {
         }
         let adopted = is_tcp && !syn;
         let flows = &self.flows;
-        let placed = s.place(&key, |rev| flows.key_in_use(rev));
+        let placed = s.place(&key, |rev| {
+            flows.own_key(rev) || (!continuation && flows.is_foreign(rev))
+        });
         let (name, vip) = (s.name.clone(), s.cfg.virtual_addr);
         if adopted {
             self.count("flow-adopted");
