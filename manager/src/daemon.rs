@@ -311,11 +311,12 @@ impl Daemon {
             return;
         };
         match Config::load(&path) {
-            Ok(mut cfg) => {
-                cfg.manager.listen = self.core.config().manager.listen;
-                self.shared_cfg.set(cfg.clone());
+            Ok(cfg) => {
+                // The core refuses (and logs) a change of `listen` or
+                // `metrics`, keeping the sockets' values: share what it kept.
                 let now = self.now();
                 let out = self.core.reload(cfg, now);
+                self.shared_cfg.set(self.core.config().clone());
                 self.send(out);
                 tracing::info!(path = %path.display(), flows = self.core.flow_count(), "configuration reloaded; established flows kept");
             }
