@@ -26,6 +26,32 @@ pub struct ActionSet {
     pub affinity_id: u32,
     /// Index of the owning manager in the agent's manager list.
     pub owner: u16,
+    /// The affinity's place in precedence order (`WildcardEntry::order`'s
+    /// first three fields): search-first flag, service precedence (higher
+    /// wins), backup precedence (lower wins). For a fixed affinity, those
+    /// of its update or else of its owner's supporting wildcard; another
+    /// manager may replace or delete it only by outranking them (seed FIG
+    /// 9B).
+    pub search_first: bool,
+    pub service_precedence: u16,
+    pub backup_precedence: u16,
+    /// Manager interest data echoed in this affinity's interest matches:
+    /// an id in [`crate::interest_data::ManagerDataTable`], 0 = none
+    /// (below 2^24).
+    pub manager_data: u32,
+}
+
+impl ActionSet {
+    /// Precedence rank, smaller = stronger: (search-first clear, inverted
+    /// service precedence, backup precedence), the order wildcards are
+    /// searched in.
+    pub fn rank(&self) -> (bool, u16, u16) {
+        (
+            !self.search_first,
+            u16::MAX - self.service_precedence,
+            self.backup_precedence,
+        )
+    }
 }
 
 /// `NatAction` in a hashable form.
@@ -141,6 +167,8 @@ mod slot {
     pub const DISPATCH_FLAGS: At = (0, 8);
     pub const INFO_FLAGS: At = (0, 16);
     pub const OWNER: At = (0, 24);
+    /// 24 bits: the top of word 0.
+    pub const MANAGER_DATA: At = (0, 40);
     pub const NAT_SRC_ADDR: At = (1, 32);
     pub const NAT_DST_ADDR: At = (1, 0);
     pub const NAT_SRC_PORT: At = (2, 48);
@@ -154,6 +182,9 @@ mod slot {
     pub const INTEREST_PORT: At = (5, 16);
     pub const INTEREST_MASK: At = (5, 0);
     pub const INTEREST_FLAGS: At = (6, 0);
+    pub const SERVICE_PRECEDENCE: At = (6, 8);
+    pub const BACKUP_PRECEDENCE: At = (6, 24);
+    pub const SEARCH_FIRST: At = (6, 40);
     pub const FORWARD_ADDR: At = (7, 32);
     pub const AFFINITY_ID: At = (7, 0);
 
@@ -202,6 +233,10 @@ impl ActionSet {
         put(&mut w, slot::DISPATCH_FLAGS, self.dispatch_flags);
         put(&mut w, slot::INFO_FLAGS, self.info_flags);
         put(&mut w, slot::OWNER, self.owner);
+        put(&mut w, slot::MANAGER_DATA, self.manager_data & 0x00ff_ffff);
+        put(&mut w, slot::SERVICE_PRECEDENCE, self.service_precedence);
+        put(&mut w, slot::BACKUP_PRECEDENCE, self.backup_precedence);
+        put(&mut w, slot::SEARCH_FIRST, self.search_first as u8);
         put(&mut w, slot::FORWARD_ADDR, self.forward_addr);
         put(&mut w, slot::AFFINITY_ID, self.affinity_id);
         w
@@ -235,6 +270,10 @@ impl ActionSet {
             dispatch_flags: get(slot::DISPATCH_FLAGS) as u8,
             info_flags: get(slot::INFO_FLAGS) as u8,
             owner: get(slot::OWNER) as u16,
+            manager_data: get(slot::MANAGER_DATA) as u32,
+            service_precedence: get(slot::SERVICE_PRECEDENCE) as u16,
+            backup_precedence: get(slot::BACKUP_PRECEDENCE) as u16,
+            search_first: get(slot::SEARCH_FIRST) as u8 != 0,
             forward_addr: get(slot::FORWARD_ADDR) as u32,
             affinity_id: get(slot::AFFINITY_ID) as u32,
         }
@@ -377,7 +416,18 @@ mod tests {
             forward_addr: 12,
             affinity_id: 13,
             owner: 14,
+            ..Default::default()
         };
+        // The new fields (precedence, manager data) round-trip in the
+        // room word 0 and word 6 had left.
+        let ranked = ActionSet {
+            search_first: true,
+            service_precedence: 0xfedc,
+            backup_precedence: 0xba98,
+            manager_data: 0x00ab_cdef,
+            ..a
+        };
+        assert_eq!(ActionSet::decode(&ranked.encode()), ranked);
         // The slot layout, word by word (the encoding before `slot` named it).
         assert_eq!(
             a.encode(),

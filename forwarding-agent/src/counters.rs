@@ -65,6 +65,10 @@ counters! {
     ActionFull => "action-table-full",
     UnsupportedAction => "unsupported-required-action",
     DenySent => "deny-sent",
+    UnsupportedRequiredSegment => "unsupported-required-segment-message-dropped",
+    FixedNotOwner => "fixed-change-refused-not-owner",
+    ManagerDataFull => "manager-interest-data-table-full",
+    ReturnedAdvertisedRouted => "returned-advertised-routed",
     ActivityReports => "activity-reports-sent",
     ReturnedDroppedRefused => "returned-dropped-install-refused",
 }

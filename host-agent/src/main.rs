@@ -6,6 +6,7 @@
 //! to route. Service messages use UDP 1637; `affinity-agent status` reads the
 //! tables over a Unix socket.
 
+mod routes;
 mod show;
 mod tun;
 
@@ -23,7 +24,9 @@ use std::time::{Duration, Instant};
 const USAGE: &str = "usage:
   affinity-agent --tun NAME --address ADDR [--name NAME] [--listen PORT]
                  [--multicast-group GROUP] [--manager ADDR]... [--key-file F --key-id N [--key-algorithm hmac-sha256|keyed-md5]]
-                 [--disable-action nat|advertise|seq-adjust|interest] [--fixed-capacity N] [--activity-report-interval-ms MS (10000; 0 = off)] [--socket PATH]
+                 [--disable-action nat|advertise|seq-adjust|interest] [--fixed-capacity N] [--socket PATH]
+                 [--route-protocol N (advertised prefixes become routes with this protocol; default 197, 0 = none)]
+                 [--activity-report-interval-ms MS (10000; 0 = off)]
   affinity-agent --socket PATH status|fixed|wildcard|managers|stats";
 
 struct Opts {
@@ -32,6 +35,9 @@ struct Opts {
     listen: u16,
     group: Option<Ipv4Addr>,
     managers: Vec<Ipv4Addr>,
+    /// Route protocol number of advertised prefixes' kernel routes; 0 =
+    /// do not install routes.
+    route_protocol: u8,
     cfg: AgentConfig,
 }
 
@@ -42,6 +48,7 @@ fn parse_args(args: &[String]) -> Result<(Opts, Vec<String>), String> {
         listen: AGENT_PORT,
         group: None,
         managers: Vec::new(),
+        route_protocol: routes::DEFAULT_ROUTE_PROTOCOL,
         cfg: AgentConfig {
             fixed_capacity: 1 << 18,
             action_capacity: 1 << 16,
@@ -80,6 +87,9 @@ fn parse_args(args: &[String]) -> Result<(Opts, Vec<String>), String> {
                 o.cfg.activity_report_interval_ms = val(a)?
                     .parse()
                     .map_err(|_| "bad --activity-report-interval-ms")?
+            }
+            "--route-protocol" => {
+                o.route_protocol = val(a)?.parse().map_err(|_| "bad --route-protocol")?
             }
             "--fixed-capacity" => {
                 o.cfg.fixed_capacity = val(a)?.parse().map_err(|_| "bad --fixed-capacity")?
@@ -186,7 +196,14 @@ fn run(o: Opts) -> std::io::Result<()> {
     // into one buffer reused for every returned packet.
     const HEAD: usize = 512;
     let mut returned = vec![0u8; HEAD + 65536];
+    let mut routes =
+        (o.route_protocol != 0).then(|| routes::Advertiser::new(&o.tun, o.route_protocol));
     while !stop.load(Ordering::Relaxed) {
+        // Advertised prefixes follow the live wildcards (at least once per
+        // `max_sleep`, so an expiry is withdrawn within a second).
+        if let Some(r) = routes.as_mut() {
+            r.sync(&routes::prefixes(&agent.advertised_prefixes(now())));
+        }
         let t = now();
         if agent.poll_timeout().is_some_and(|due| due <= t) {
             for (to, m) in agent.tick(t) {
@@ -220,6 +237,9 @@ fn run(o: Opts) -> std::io::Result<()> {
         }
     }
     let _ = dp.join();
+    if let Some(r) = routes.as_mut() {
+        r.withdraw_all();
+    }
     let _ = std::fs::remove_file(&o.socket);
     Ok(())
 }

@@ -23,6 +23,10 @@ pub(super) struct Hit<'b> {
     /// The wildcard that matched; `None` for a fixed affinity.
     pub wildcard: Option<&'b WildcardEntry>,
     pub origin: Origin,
+    /// A returned packet met the wildcard that punted it (or one above):
+    /// its rewrite and next hop apply, its interest criteria do not (seed:
+    /// the action "is performed by the forwarding agent at that time").
+    pub no_interest: bool,
 }
 
 impl Worker {
@@ -39,7 +43,7 @@ impl Worker {
             self.forward
                 .add(Ipv4Addr::from(a.forward_addr), hit.info.total_len as u64);
         }
-        if let Some(c) = a.interest {
+        if let Some(c) = a.interest.filter(|_| !hit.no_interest) {
             // A returned packet is never punted again by the affinity that
             // punted it; on a fixed affinity only copies are sent for it.
             let repunt_ok = hit.wildcard.is_some()

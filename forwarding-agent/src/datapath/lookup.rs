@@ -7,6 +7,7 @@ use super::act::Hit;
 use super::{matched, BatchCtx, Disposition, PacketBuf, Worker};
 use crate::counters::Counter;
 use crate::fixed_affinity::FixedValue;
+use crate::wildcard_affinity::WildcardEntry;
 use crate::wire::{self, Fragment, PacketInfo};
 use affinity_api::{interest, AffinityKey};
 use std::collections::{HashMap, VecDeque};
@@ -78,6 +79,54 @@ fn frag_key(info: &PacketInfo) -> FragKey {
 }
 
 impl Worker {
+    /// Service chaining (seed FIG 10B): a returned packet that an affinity
+    /// of the punting service (or above it) has just passed, possibly
+    /// rewritten, goes on to the wildcards ranked below the one that
+    /// punted it, matched on its rewritten headers; with none, it is
+    /// routed (counted as not re-punted). Anything else keeps `d`.
+    #[cold]
+    fn chain(
+        &mut self,
+        ctx: &BatchCtx<'_>,
+        p: &mut PacketBuf<'_>,
+        d: Disposition,
+        origin: Origin,
+    ) -> Disposition {
+        let Origin::Returned(Some(limit)) = origin else {
+            return d;
+        };
+        if d != Disposition::Pass {
+            return d;
+        }
+        let Ok(info) = wire::parse_ipv4(p.packet()) else {
+            return d;
+        };
+        let ports_known = info.fragment != Fragment::Later;
+        let found = ctx
+            .wild
+            .lookup(&info.key, ports_known, ctx.now, |w| w.rank() > limit);
+        let Some(w) = found else {
+            self.counters.inc(Counter::ReturnedNotRepunted);
+            return d;
+        };
+        self.counters.inc(Counter::WildcardHit);
+        self.cur |= matched::WILDCARD;
+        let mut bits = wire::interest_bits(&info) | interest::ALL;
+        if bits & interest::DATA != 0 || info.key.protocol == wire::UDP {
+            bits |= interest::FIRST_DATA;
+        }
+        let actions = ctx.agent.actions.get(w.action);
+        let hit = Hit {
+            info: &info,
+            actions: &actions,
+            bits,
+            wildcard: Some(&w.entry),
+            origin,
+            no_interest: false,
+        };
+        self.act(ctx, p, &hit)
+    }
+
     /// One packet, from its parse result to its disposition. `#[inline]`:
     /// the batch loop is in another file, and without the hint the call
     /// may cross codegen units, where it is never inlined.
@@ -124,29 +173,63 @@ impl Worker {
                         agent.fixed.count(slot, info.total_len as u64);
                     }
                     let actions = agent.actions.get(v.action);
+                    let mut bits = wire::interest_bits(&info) | interest::ALL;
+                    // First data (PROTOCOL.md, interest bit 7): looked up
+                    // only for affinities that ask for it, since the mark
+                    // costs a shared write per data packet.
+                    if actions
+                        .interest
+                        .is_some_and(|c| c.mask & interest::FIRST_DATA != 0)
+                        && (bits & interest::DATA != 0 || info.key.protocol == wire::UDP)
+                        && agent.fixed.first_data(slot)
+                    {
+                        bits |= interest::FIRST_DATA;
+                    }
                     let hit = Hit {
                         info: &info,
                         actions: &actions,
-                        bits: wire::interest_bits(&info) | interest::ALL,
+                        bits,
                         wildcard: None,
                         origin,
+                        no_interest: false,
                     };
-                    return self.act(ctx, p, &hit);
+                    let d = self.act(ctx, p, &hit);
+                    return self.chain(ctx, p, d, origin);
                 }
                 Some(_) => self.counters.inc(Counter::FixedExpired),
                 None => {}
             }
         }
-        // 2. Wildcards.
-        let rank_ok = |limit: Option<(bool, u16)>, r: (bool, u16)| limit.is_some_and(|l| r > l);
+        // 2. Wildcards. A returned packet may meet the wildcard that
+        // punted it (or one ranked above): that one's rewrite applies but
+        // it is not punted again, and the search goes on below its rank
+        // (`chain`). Without our interest data (limit `None`) no wildcard
+        // applies at all.
         let ports_known = info.fragment != Fragment::Later;
         let wild = ctx.wild;
         let found = match origin {
-            Origin::Wire => wild.lookup(&info.key, ports_known, ctx.now, |_| true),
-            Origin::Returned(limit) => wild.lookup(&info.key, ports_known, ctx.now, |w| {
-                rank_ok(limit, w.rank())
-            }),
+            Origin::Returned(None) => None,
+            _ => wild.lookup(&info.key, ports_known, ctx.now, |_| true),
         };
+        let above_limit = |w: &WildcardEntry| match origin {
+            Origin::Returned(Some(limit)) => w.rank() <= limit,
+            _ => false,
+        };
+        if let Some(w) = found.filter(|w| above_limit(&w.entry)) {
+            self.counters.inc(Counter::WildcardHit);
+            self.cur |= matched::WILDCARD;
+            let actions = agent.actions.get(w.action);
+            let hit = Hit {
+                info: &info,
+                actions: &actions,
+                bits: wire::interest_bits(&info) | interest::ALL,
+                wildcard: Some(&w.entry),
+                origin,
+                no_interest: true,
+            };
+            let d = self.act(ctx, p, &hit);
+            return self.chain(ctx, p, d, origin);
+        }
         if let Some(w) = found {
             self.counters.inc(Counter::WildcardHit);
             self.cur |= matched::WILDCARD;
@@ -162,12 +245,20 @@ impl Worker {
                 bits,
                 wildcard: Some(&w.entry),
                 origin,
+                no_interest: false,
             };
             return self.act(ctx, p, &hit);
         }
         let advertised = wild.is_advertised(info.key.dst_addr);
         if let Origin::Returned(_) = origin {
             self.counters.inc(Counter::ReturnedNotRepunted);
+            // A manager handed it back: it is routed even to an advertised
+            // address (EXCHANGES.md, "Returned packets").
+            if advertised {
+                self.counters.inc(Counter::ReturnedAdvertisedRouted);
+            }
+            self.counters.inc(Counter::MissPassed);
+            return Disposition::Pass;
         }
         if advertised {
             self.counters.inc(Counter::DropAdvertised);
