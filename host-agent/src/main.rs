@@ -11,7 +11,7 @@ mod show;
 mod tun;
 
 use affinity_api::{AuthAlgorithm, AuthPolicy, Key, AGENT_PORT, MANAGER_PORT};
-use affinity_forwarding_agent::{Agent, AgentConfig, Disposition, PacketBuf};
+use affinity_forwarding_agent::{Agent, AgentConfig, Disposition, PacketBuf, Worker};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::unix::net::UnixListener;
@@ -231,6 +231,7 @@ fn run(o: Opts) -> std::io::Result<()> {
                 );
                 emit(&tun, &sock, d, &returned, HEAD, len);
             }
+            emit_released(&mut worker, &tun, &sock);
             for (to, m) in worker.take_messages() {
                 let _ = sock.send_to(&m, to);
             }
@@ -276,6 +277,14 @@ fn emit(tun: &tun::Tun, sock: &UdpSocket, d: Disposition, buf: &[u8], start: usi
     }
 }
 
+/// Sends the fragments the core held until their first fragment's
+/// decision (out of order, or the first was with the manager).
+fn emit_released(worker: &mut Worker, tun: &tun::Tun, sock: &UdpSocket) {
+    for (pkt, d) in worker.take_released() {
+        emit(tun, sock, d, &pkt, 0, pkt.len());
+    }
+}
+
 /// The packet thread: TUN in, a batch through the core, TUN out. Buffers,
 /// packet descriptors and dispositions live across batches: nothing is
 /// allocated per batch.
@@ -297,6 +306,9 @@ fn datapath(
     let mut out = [Disposition::Pass; BATCH];
     while !stop.load(Ordering::Relaxed) {
         if !tun.wait_readable(STOP_CHECK_MS) {
+            // Idle: held fragments whose flow appeared meanwhile go out.
+            worker.poll_fragments(now());
+            emit_released(&mut worker, tun, sock);
             continue;
         }
         let mut pkts = bufs.each_mut().map(|b| PacketBuf::new(b, HEAD, 0));
@@ -317,6 +329,7 @@ fn datapath(
         for (p, d) in pkts.iter().zip(out.iter()).take(n) {
             emit(tun, sock, *d, p.buf, p.start, p.len);
         }
+        emit_released(&mut worker, tun, sock);
         for (to, m) in worker.take_messages() {
             let _ = sock.send_to(&m, to);
         }

@@ -1,6 +1,7 @@
 //! Packet path, step 3: act on the matched action set — count forward
 //! statistics, hand interest matches to [`super::punt`], rewrite the packet
-//! in place (NAT, then TCP sequence adjust) and choose its next hop.
+//! in place (NAT, then TCP sequence adjust; a partial checksum the NIC
+//! completes is kept partial) and choose its next hop.
 
 use super::lookup::Origin;
 use super::{matched, BatchCtx, Disposition, PacketBuf, Worker};
@@ -61,8 +62,9 @@ impl Worker {
         }
         // Rewrite.
         let mut info = *hit.info;
+        let partial = p.l4_partial;
         if let Some(n) = a.nat {
-            match wire::apply_nat(p.packet(), &info, &n.into()) {
+            match wire::apply_nat_offload(p.packet(), &info, &n.into(), partial) {
                 Ok(i) => {
                     info = i;
                     self.cur |= matched::NAT;
@@ -72,13 +74,19 @@ impl Worker {
             }
         }
         if let Some(s) = a.seq_adjust {
-            if wire::apply_seq_adjust(p.packet(), &info, &s.into()).is_ok()
+            if wire::apply_seq_adjust_offload(p.packet(), &info, &s.into(), partial).is_ok()
                 && info.key.protocol == wire::TCP
             {
                 self.counters.inc(Counter::SeqAdjusted);
             }
         }
-        // Next hop.
+        self.next_hop(a)
+    }
+
+    /// The next hop an action set gives: its forward address, or normal
+    /// routing.
+    #[inline(always)]
+    pub(super) fn next_hop(&mut self, a: &ActionSet) -> Disposition {
         if a.dispatch_flags & dispatch::FORWARD != 0 {
             if a.forward_addr == 0 {
                 self.counters.inc(Counter::DropForwardZero);

@@ -1,16 +1,18 @@
 //! Packet path, step 2: which affinity a packet belongs to — its fixed
 //! affinity (looked up ahead by the batch loop, or here), else the first
 //! live wildcard in search order; later fragments use the flow their first
-//! fragment had (the per-worker [`FragmentCache`]).
+//! fragment had, or wait for it (the per-worker cache in
+//! [`super::fragments`]); an ICMP error that matches nothing by its own
+//! key is tried as part of the flow it quotes ([`super::icmp_error`]).
 
 use super::act::Hit;
+use super::fragments::{Decision, Later};
 use super::{matched, BatchCtx, Disposition, PacketBuf, Worker};
 use crate::counters::Counter;
 use crate::fixed_affinity::FixedValue;
 use crate::wildcard_affinity::WildcardEntry;
 use crate::wire::{self, Fragment, PacketInfo};
 use affinity_api::{interest, AffinityKey};
-use std::collections::{HashMap, VecDeque};
 
 /// How a packet entered the data path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,56 +28,6 @@ pub(super) enum Origin {
 pub(super) enum Lookup {
     Done(Option<(FixedValue, usize)>),
     Later,
-}
-
-/// (source, destination, protocol, IP id): the fragments of one datagram.
-type FragKey = (u32, u32, u8, u16);
-
-/// A worker's first-fragment decisions, kept for the later fragments of the
-/// same datagram (oldest forgotten first, at most `cap`).
-pub(super) struct FragmentCache {
-    map: HashMap<FragKey, AffinityKey>,
-    order: VecDeque<FragKey>,
-    cap: usize,
-}
-
-impl FragmentCache {
-    pub fn new(cap: usize) -> Self {
-        FragmentCache {
-            map: HashMap::new(),
-            order: VecDeque::new(),
-            cap,
-        }
-    }
-
-    #[inline]
-    fn get(&self, info: &PacketInfo) -> Option<AffinityKey> {
-        self.map.get(&frag_key(info)).copied()
-    }
-
-    fn remember(&mut self, info: &PacketInfo) {
-        if self.cap == 0 {
-            return;
-        }
-        let k = frag_key(info);
-        if self.map.insert(k, info.key).is_none() {
-            self.order.push_back(k);
-            while self.order.len() > self.cap {
-                if let Some(old) = self.order.pop_front() {
-                    self.map.remove(&old);
-                }
-            }
-        }
-    }
-}
-
-fn frag_key(info: &PacketInfo) -> FragKey {
-    (
-        u32::from(info.key.src_addr),
-        u32::from(info.key.dst_addr),
-        info.key.protocol,
-        info.ip_id,
-    )
 }
 
 impl Worker {
@@ -140,6 +92,22 @@ impl Worker {
         origin: Origin,
     ) -> Disposition {
         self.counters.inc(Counter::Packets);
+        self.process_counted(ctx, p, info, pre, origin)
+    }
+
+    /// [`Worker::process_one`] after the packet was counted (released
+    /// fragments come back through here). Always inlined: the batch loop's
+    /// path must stay one function, as it was before released fragments
+    /// gave this a second (cold) caller.
+    #[inline(always)]
+    pub(super) fn process_counted(
+        &mut self,
+        ctx: &BatchCtx<'_>,
+        p: &mut PacketBuf<'_>,
+        info: Result<PacketInfo, wire::PacketError>,
+        pre: Lookup,
+        origin: Origin,
+    ) -> Disposition {
         let info = match info {
             Ok(i) => i,
             Err(_) => return self.malformed(ctx),
@@ -147,14 +115,10 @@ impl Worker {
         let agent = ctx.agent;
         // 1. Fixed affinity (later fragments: the first fragment's flow).
         let fixed_key = match info.fragment {
-            Fragment::Later => {
-                let k = self.frag.get(&info);
-                match k {
-                    Some(_) => self.counters.inc(Counter::FragmentCacheHit),
-                    None => self.counters.inc(Counter::FragmentNoState),
-                }
-                k
-            }
+            Fragment::Later => match self.later_fragment(ctx, p, &info) {
+                Ok(k) => k,
+                Err(d) => return d,
+            },
             _ => Some(info.key),
         };
         if let Some(k) = fixed_key {
@@ -166,9 +130,6 @@ impl Worker {
                 Some((v, slot)) if v.expires_ds > ctx.now => {
                     self.counters.inc(Counter::FixedHit);
                     self.cur |= matched::FIXED;
-                    if info.fragment == Fragment::First {
-                        self.frag.remember(&info);
-                    }
                     if agent.config.per_flow_counters {
                         agent.fixed.count(slot, info.total_len as u64);
                     }
@@ -194,10 +155,19 @@ impl Worker {
                         no_interest: false,
                     };
                     let d = self.act(ctx, p, &hit);
+                    if info.fragment == Fragment::First {
+                        self.first_fragment(ctx, &info, Decision::Fixed(info.key), d);
+                    }
                     return self.chain(ctx, p, d, origin);
                 }
                 Some(_) => self.counters.inc(Counter::FixedExpired),
                 None => {}
+            }
+        }
+        // An ICMP error about a tracked flow goes with that flow.
+        if info.key.protocol == wire::ICMP {
+            if let Some(d) = self.icmp_error(ctx, p, &info) {
+                return d;
             }
         }
         // 2. Wildcards. A returned packet may meet the wildcard that
@@ -247,7 +217,11 @@ impl Worker {
                 origin,
                 no_interest: false,
             };
-            return self.act(ctx, p, &hit);
+            let d = self.act(ctx, p, &hit);
+            if info.fragment == Fragment::First {
+                self.first_fragment(ctx, &info, Decision::Actions(actions), d);
+            }
+            return d;
         }
         let advertised = wild.is_advertised(info.key.dst_addr);
         if let Origin::Returned(_) = origin {
@@ -260,11 +234,68 @@ impl Worker {
             self.counters.inc(Counter::MissPassed);
             return Disposition::Pass;
         }
-        if advertised {
+        let (d, decision) = if advertised {
             self.counters.inc(Counter::DropAdvertised);
-            return Disposition::Drop(Counter::DropAdvertised);
+            let c = Counter::DropAdvertised;
+            (Disposition::Drop(c), Decision::Drop(c))
+        } else {
+            self.counters.inc(Counter::MissPassed);
+            (Disposition::Pass, Decision::Pass)
+        };
+        if info.fragment == Fragment::First {
+            self.first_fragment(ctx, &info, decision, d);
         }
-        self.counters.inc(Counter::MissPassed);
-        Disposition::Pass
+        d
+    }
+
+    /// A later fragment: `Ok` with the fixed key to look up (its first
+    /// fragment's), or `Ok(None)` to go on to the wildcards with unknown
+    /// ports (no decision and no room to wait); `Err` with the disposition
+    /// when its first fragment's decision settles it or it is held. Out of
+    /// line: ordinary packets never come here.
+    #[inline(never)]
+    fn later_fragment(
+        &mut self,
+        ctx: &BatchCtx<'_>,
+        p: &mut PacketBuf<'_>,
+        info: &PacketInfo,
+    ) -> Result<Option<AffinityKey>, Disposition> {
+        let pkt = p.packet();
+        let pkt = pkt.get(..info.total_len).unwrap_or(pkt);
+        let d = match self.frag.later(info, pkt, ctx.now_ns, &mut self.counters) {
+            Later::Decided(d) => d,
+            Later::Held => {
+                self.counters.inc(Counter::FragmentNoState);
+                self.counters.inc(Counter::FragmentHeld);
+                return Err(Disposition::Consumed);
+            }
+            Later::Overflow => {
+                self.counters.inc(Counter::FragmentNoState);
+                self.counters.inc(Counter::FragmentOverflow);
+                return Ok(None);
+            }
+        };
+        self.counters.inc(Counter::FragmentCacheHit);
+        match d {
+            Decision::Fixed(k) => Ok(Some(k)),
+            Decision::Actions(actions) => {
+                // The first fragment's match; its interest is not repeated
+                // (no bits: a later fragment has no flags or ports).
+                let hit = Hit {
+                    info,
+                    actions: &actions,
+                    bits: 0,
+                    wildcard: None,
+                    origin: Origin::Wire,
+                    no_interest: false,
+                };
+                Err(self.act(ctx, p, &hit))
+            }
+            Decision::Pass => Err(Disposition::Pass),
+            Decision::Drop(c) => {
+                self.counters.inc(c);
+                Err(Disposition::Drop(c))
+            }
+        }
     }
 }
