@@ -6,6 +6,13 @@
   client.py first-success HOST PORT SECS   seconds until a new connection succeeds
   client.py first-served HOST PORT SECS    the same, with a new attempt every 10 ms
                                            while earlier ones are pending
+  client.py udp-stream HOST PORT SECS SPORT GAP
+                                           a datagram every GAP s for SECS s from one
+                                           port; prints "T backend-N" per reply (T: s since start)
+  client.py reuse HOST PORT SPORT WAIT     GET, close, reconnect from the same source port
+                                           at once, wait WAIT s, GET again; prints both bodies
+  client.py synflood HOST PORT COUNT RATE  COUNT SYNs from spoofed 198.19.x.y sources at
+                                           RATE per second (raw socket), never answered
 """
 import errno
 import os
@@ -49,6 +56,85 @@ elif cmd == "udp":
             print(f"{data.decode()} peer={peer[0]}:{peer[1]}", flush=True)
         except OSError as e:
             print(f"ERROR {e}", flush=True)
+elif cmd == "udp-stream":
+    secs, sport, gap = float(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("", sport))
+    s.settimeout(gap)
+    start = time.time()
+    i = 0
+    while time.time() - start < secs:
+        sent = time.time()
+        s.sendto(f"q{i}".encode(), (host, port))
+        i += 1
+        try:
+            data, peer = s.recvfrom(2048)
+            print(f"{sent - start:.2f} {data.decode().split()[0]}", flush=True)
+        except OSError:
+            print(f"{sent - start:.2f} none", flush=True)
+        time.sleep(max(0.0, gap - (time.time() - sent)))
+elif cmd == "reuse":
+    sport, wait = int(sys.argv[4]), float(sys.argv[5])
+
+    def conn():
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        c.bind(("", sport))
+        c.settimeout(3)
+        c.connect((host, port))
+        return c
+
+    def fetch(c):
+        c.sendall(f"GET / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+        data = b""
+        while True:
+            b = c.recv(4096)
+            if not b:
+                break
+            data += b
+        return data.split(b"\r\n\r\n", 1)[-1].decode().strip()
+
+    try:
+        c = conn()
+        print(f"first {fetch(c)}", flush=True)
+        c.close()
+        time.sleep(0.3)
+        c = conn()
+        time.sleep(wait)
+        print(f"second {fetch(c)}", flush=True)
+        c.close()
+    except OSError as e:
+        print(f"ERROR {e}", flush=True)
+elif cmd == "synflood":
+    import struct
+
+    count, rate = int(sys.argv[4]), float(sys.argv[5])
+
+    def csum(b):
+        if len(b) % 2:
+            b += b"\0"
+        t = sum(struct.unpack(f"!{len(b) // 2}H", b))
+        while t >> 16:
+            t = (t & 0xFFFF) + (t >> 16)
+        return ~t & 0xFFFF
+
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    dst = socket.inet_aton(host)
+    start = time.time()
+    for i in range(count):
+        src = socket.inet_aton(f"198.19.{(i >> 8) & 0xFF}.{i & 0xFF}")
+        sport = 1024 + (i % 60000)
+        tcp = struct.pack("!HHIIBBHHH", sport, port, i, 0, 5 << 4, 0x02, 65535, 0, 0)
+        pseudo = src + dst + struct.pack("!BBH", 0, 6, len(tcp))
+        tcp = tcp[:16] + struct.pack("!H", csum(pseudo + tcp)) + tcp[18:]
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), i & 0xFFFF, 0, 64, 6, 0, src, dst)
+        ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+        raw.sendto(ip + tcp, (host, 0))
+        # Bounded rate: never ahead of COUNT/RATE seconds.
+        ahead = (i + 1) / rate - (time.time() - start)
+        if ahead > 0:
+            time.sleep(ahead)
+    print(f"sent {count} in {time.time() - start:.1f}s", flush=True)
 elif cmd == "hold":
     go, out = sys.argv[4], sys.argv[5]
     with open(out, "w") as o:

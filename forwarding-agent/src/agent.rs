@@ -53,6 +53,8 @@ pub(crate) struct Published {
 /// The control thread's own state (never locked by a worker).
 pub(crate) struct ControlState {
     pub managers: Vec<ManagerInfo>,
+    /// Activity reports: schedule, last totals, managers' ports.
+    pub activity: crate::activity::ActivityState,
     /// Fixed expiries: second → keys to check then.
     pub wheel: BTreeMap<u32, Vec<AffinityKey>>,
     /// Earliest table time (deciseconds) a wildcard may become reclaimable
@@ -112,6 +114,7 @@ impl Agent {
             fixed,
             control: Mutex::new(ControlState {
                 managers: Vec::new(),
+                activity: Default::default(),
                 wheel: BTreeMap::new(),
                 next_wildcard_reclaim_ds: u32::MAX,
                 counters: LocalCounters::default(),

@@ -52,6 +52,12 @@ pub struct AgentConfig {
     /// action sets are at most its fixed plus wildcard entries. Default:
     /// entries limited only by the tables, 8 patterns.
     pub owner_quota: OwnerQuota,
+    /// How often each manager gets an activity report of its fixed
+    /// affinities that carried packets (milliseconds; 0 = never, the
+    /// default here: the host agent and the VPP plugin set 10 000). Needs
+    /// `per_flow_counters`. A manager ends flows as idle only on agents
+    /// that report. See `crate::activity`.
+    pub activity_report_interval_ms: u64,
 }
 
 /// Per-owner (per-manager) entry limits; see [`AgentConfig::owner_quota`].
@@ -100,6 +106,7 @@ impl Default for AgentConfig {
             max_managers: 64,
             multicast_groups: Vec::new(),
             owner_quota: OwnerQuota::default(),
+            activity_report_interval_ms: 0,
         }
     }
 }

@@ -93,6 +93,8 @@ counters! {
     FixedNotOwner => "fixed-change-refused-not-owner",
     ManagerDataFull => "manager-interest-data-table-full",
     ReturnedAdvertisedRouted => "returned-advertised-routed",
+    ActivityReports => "activity-reports-sent",
+    ReturnedDroppedRefused => "returned-dropped-install-refused",
 }
 
 pub const N_COUNTERS: usize = Counter::ALL.len();

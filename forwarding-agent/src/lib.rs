@@ -42,6 +42,7 @@
 //! due at [`Agent::poll_timeout`].
 
 pub mod actions;
+pub mod activity;
 pub mod agent;
 pub mod config;
 pub mod control;

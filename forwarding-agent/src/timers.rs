@@ -66,6 +66,7 @@ impl Agent {
                 sends.push((h.manager, bytes));
             }
         });
+        sends.extend(self.activity_reports(&mut st, now_ns));
         self.publish_control(&st);
         sends
     }
@@ -92,8 +93,11 @@ impl Agent {
             .map(|&sec| u64::from(sec) * 10 * NS_PER_DS);
         let wildcard = (st.next_wildcard_reclaim_ds != u32::MAX)
             .then(|| u64::from(st.next_wildcard_reclaim_ds) * NS_PER_DS);
+        // The next activity report, once a manager has been heard from
+        // (never when reports are off).
+        let report = st.activity.next_ns;
         drop(st);
         let hold = self.hold.next_deadline();
-        [fixed, wildcard, hold].into_iter().flatten().min()
+        [fixed, wildcard, hold, report].into_iter().flatten().min()
     }
 }

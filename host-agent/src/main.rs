@@ -80,6 +80,11 @@ struct Cli {
     /// Control socket receive buffer (bytes).
     #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
     rcvbuf: usize,
+    /// How often each manager gets an activity report of the fixed
+    /// affinities that carried packets (ms; 0 = never). Managers renew only
+    /// flows reported active.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    activity_report_interval_ms: u64,
     /// Treat an action as unsupported (repeatable): nat, advertise, seq-adjust, interest.
     #[arg(long = "disable-action", value_name = "ACTION", value_parser = parse_action)]
     disabled_actions: Vec<u16>,
@@ -223,6 +228,7 @@ fn opts(cli: Cli) -> Result<Opts, String> {
         action_capacity: 1 << 16,
         agent_addr: address,
         disabled_actions: cli.disabled_actions,
+        activity_report_interval_ms: cli.activity_report_interval_ms,
         ..Default::default()
     };
     if let Some(n) = cli.name {

@@ -39,9 +39,27 @@ pub struct ManagerSection {
     /// Fixed affinity time to live on agents (s); renewed every third of it.
     #[serde(default = "default_fixed_ttl")]
     pub fixed_ttl: u32,
-    /// Open flows are forgotten after this long without a close (s).
-    #[serde(default = "default_flow_lifetime")]
+    /// Upper bound on an open flow's whole life (s), however active; 0
+    /// (the default) = none, the per-state idle timeouts below decide.
+    /// A flow that reaches it is ended like an idle one (TTL 0 to its
+    /// agents, kept until no agent may hold it).
+    #[serde(default)]
     pub flow_max_lifetime: u32,
+    /// Idle timeout (s) of a TCP flow not (yet, or no longer) established:
+    /// SYN seen, or one FIN seen. RFC 5382 REQ-5: at least 4 min.
+    #[serde(default = "default_tcp_transitory")]
+    pub tcp_transitory_timeout: u32,
+    /// Idle timeout (s) of an established TCP flow (packets seen both
+    /// ways). RFC 5382 REQ-5: at least 2 h 4 min.
+    #[serde(default = "default_tcp_established")]
+    pub tcp_established_timeout: u32,
+    /// Idle timeout (s) of a UDP flow. RFC 4787 REQ-5: at least 2 min,
+    /// 5 min recommended.
+    #[serde(default = "default_udp_timeout")]
+    pub udp_timeout: u32,
+    /// Idle timeout (s) of an ICMP query flow. RFC 5508 REQ-1: 60 s.
+    #[serde(default = "default_icmp_timeout")]
+    pub icmp_timeout: u32,
     /// Send runs of equal-sized datagrams to one agent with UDP segmentation
     /// offload (one send, split by the kernel). An agent that captures
     /// before the kernel segments (VPP af_packet on a veth with offloads
@@ -67,8 +85,17 @@ fn default_fixed_ttl() -> u32 {
 fn default_true() -> bool {
     true
 }
-fn default_flow_lifetime() -> u32 {
-    3600
+fn default_tcp_transitory() -> u32 {
+    240
+}
+fn default_tcp_established() -> u32 {
+    7440
+}
+fn default_udp_timeout() -> u32 {
+    300
+}
+fn default_icmp_timeout() -> u32 {
+    60
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -233,6 +260,20 @@ pub struct ServiceConfig {
     /// Source NAT toward backends; absent = backends see the client.
     #[serde(default)]
     pub snat: Option<SnatConfig>,
+    /// What happens to the TCP flows of a backend that is removed or goes
+    /// unhealthy (IPVS `expire_nodest_conn`): false (default) keeps them
+    /// until they close or idle out; true ends them at once (TTL 0 to the
+    /// agents). UDP flows are always moved: ended at once, so their next
+    /// packet is placed on a backend that is still there.
+    #[serde(default)]
+    pub expire_nodest_conn: bool,
+    /// Hairpin: a client that is itself one of this service's backends is
+    /// never placed on itself (its replies would bypass the virtual
+    /// address). With `{ address, ports }` here such a client is also
+    /// source-NATed to that address (a port from that range), so the
+    /// backend it reaches answers through the agents.
+    #[serde(default)]
+    pub hairpin_snat: Option<SnatConfig>,
     #[serde(default)]
     pub health: Option<HealthConfig>,
     #[serde(default, rename = "backend")]
@@ -281,6 +322,11 @@ pub struct HealthConfig {
     pub path: String,
     #[serde(default = "default_expect")]
     pub expect: u16,
+    /// Whether a backend that has not been checked yet (at start, or added
+    /// by a reload) counts as healthy. False (default): it gets no new
+    /// flows until its first check passes.
+    #[serde(default)]
+    pub start_healthy: bool,
 }
 
 fn default_interval() -> u64 {
@@ -469,6 +515,17 @@ impl Config {
                 "fixed_ttl",
                 "fixed_ttl must be at least 3 seconds (renewed every third)".into(),
             );
+        }
+        let m = &cfg.manager;
+        for (name, v, min) in [
+            ("tcp_transitory_timeout", m.tcp_transitory_timeout, 1),
+            ("tcp_established_timeout", m.tcp_established_timeout, 1),
+            ("udp_timeout", m.udp_timeout, 1),
+            ("icmp_timeout", m.icmp_timeout, 1),
+        ] {
+            if v < min {
+                err(None, name, format!("{name} must be at least 1 second"));
+            }
         }
         let sends = cfg.auth.keys.iter().filter(|k| k.send).count();
         if !cfg.auth.keys.is_empty() && sends != 1 {

@@ -265,7 +265,10 @@ impl Daemon {
             }
             while let Ok(ev) = self.rx.try_recv() {
                 match ev {
-                    Event::Health(r) => self.core.health(&r.service, r.backend, r.ok),
+                    Event::Health(r) => {
+                        let out = self.core.health(&r.service, r.backend, r.ok);
+                        self.send(out);
+                    }
                     Event::Command(Command::Metrics, reply) => {
                         let now = self.now();
                         let stats = self.stats();
@@ -353,11 +356,12 @@ impl Daemon {
             return;
         };
         match Config::load(&path) {
-            Ok(mut cfg) => {
-                cfg.manager.listen = self.core.config().manager.listen;
-                self.shared_cfg.set(cfg.clone());
+            Ok(cfg) => {
+                // The core refuses (and logs) a change of `listen` or
+                // `metrics`, keeping the sockets' values: share what it kept.
                 let now = self.now();
                 let out = self.core.reload(cfg, now);
+                self.shared_cfg.set(self.core.config().clone());
                 self.send(out);
                 self.reloads_succeeded += 1;
                 tracing::info!(path = %path.display(), flows = self.core.flow_count(), "configuration reloaded; established flows kept");

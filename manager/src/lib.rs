@@ -31,4 +31,4 @@ pub mod metrics;
 pub mod snat;
 
 pub use crate::config::Config;
-pub use crate::core::{Command, ManagerCore, Outgoing};
+pub use crate::core::{Command, FlowState, ManagerCore, Outgoing};

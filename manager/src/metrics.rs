@@ -85,6 +85,16 @@ pub fn encode(r: &StatusReport, daemon: Option<&DaemonStats>) -> String {
     let flows = Gauge::<i64>::default();
     flows.set(g(r.flows));
     reg.register("flows", "Flows placed and not yet deleted", flows);
+    let by_state = gauge_family(
+        &mut reg,
+        "flows_by_state",
+        "Flows per connection-tracking state",
+    );
+    for (state, n) in &r.flows_by_state {
+        by_state
+            .get_or_create(&vec![("state", state.clone())])
+            .set(g(*n));
+    }
     let active = gauge_family(
         &mut reg,
         "backend_active_flows",

@@ -251,6 +251,9 @@ impl Agent {
         held.owner == owner || rank.is_some_and(|r| order(r) < held.rank())
     }
 
+    /// Applies one fixed affinity of an update; false when it was refused
+    /// (a deny is queued, or another manager holds the key), so the packet
+    /// the update returns is dropped.
     pub(super) fn apply_fixed(
         &self,
         st: &mut ControlState,
@@ -258,13 +261,15 @@ impl Agent {
         inc: &Incoming<'_, '_>,
         e: &AffinityEntry<'_>,
         f: FixedAffinity,
-    ) {
+    ) -> bool {
         let (owner, now, now_ns) = (inc.owner, inc.now, inc.now_ns);
         let rank = self.fixed_rank(owner, now, e, &f.key);
         if !self.may_change_fixed(owner, now, &f.key, rank) {
             // Another manager's, and not outranked: ignored (counted).
             st.counters.inc(Counter::FixedNotOwner);
-            return;
+            // Not installed: a packet returned with it would follow the
+            // other manager's flow, so it is dropped too (f.ttl > 0).
+            return f.ttl == 0;
         }
         if f.ttl == 0 {
             if let Some(old) = self.fixed.remove(&f.key) {
@@ -272,20 +277,22 @@ impl Agent {
                 self.actions.release(old.action, now_ns);
                 st.counters.inc(Counter::FixedDelete);
             }
-            return;
+            return true;
         }
         let refused = self.unsupported_actions(e);
         if !refused.is_empty() {
             st.counters.inc(Counter::UnsupportedAction);
             let code = DenyReason::UNSUPPORTED_REQUIRED_ACTION;
-            return self.deny(st, out, inc, &refused, code, Some(e));
+            self.deny(st, out, inc, &refused, code, Some(e));
+            return false;
         }
         // Seed rule: a fixed affinity needs a live wildcard of its owner.
         let Some(rank) = rank else {
             st.counters.inc(Counter::FixedNoWildcard);
             let t = seg::FIXED_AFFINITY;
             let code = DenyReason::NO_SUPPORTING_WILDCARD;
-            return self.deny(st, out, inc, &[t], code, Some(e));
+            self.deny(st, out, inc, &[t], code, Some(e));
+            return false;
         };
         // Per-owner quota: a new key past it is denied (a refresh of a
         // key already held is not). Each fixed affinity holds one action
@@ -295,7 +302,8 @@ impl Agent {
         if held >= self.config.owner_quota.fixed && self.fixed.lookup(&f.key).is_none() {
             st.counters.inc(Counter::FixedQuota);
             let t = seg::FIXED_AFFINITY;
-            return self.deny(st, out, inc, &[t], DenyReason::QUOTA_EXCEEDED, Some(e));
+            self.deny(st, out, inc, &[t], DenyReason::QUOTA_EXCEEDED, Some(e));
+            return false;
         }
         let actions = self.action_set(
             st,
@@ -309,7 +317,8 @@ impl Agent {
         let Some(action) = self.actions.acquire(&actions, now_ns) else {
             st.counters.inc(Counter::ActionFull);
             let t = seg::FIXED_AFFINITY;
-            return self.deny(st, out, inc, &[t], DenyReason::TABLE_FULL, Some(e));
+            self.deny(st, out, inc, &[t], DenyReason::TABLE_FULL, Some(e));
+            return false;
         };
         let expires = now.saturating_add(f.ttl.saturating_mul(10));
         match self.fixed.insert(
@@ -323,18 +332,21 @@ impl Agent {
                 Self::fixed_owner_inc(st, owner);
                 st.wheel.entry(expires / 10 + 1).or_default().push(f.key);
                 st.counters.inc(Counter::FixedAdd);
+                true
             }
             Ok(Inserted::Replaced(_, old)) => {
                 self.fixed_owner_dec(st, old.action);
                 Self::fixed_owner_inc(st, owner);
                 self.actions.release(old.action, now_ns);
                 st.counters.inc(Counter::FixedRefresh);
+                true
             }
             Err(_) => {
                 self.actions.release(action, now_ns);
                 st.counters.inc(Counter::FixedFull);
                 let t = seg::FIXED_AFFINITY;
                 self.deny(st, out, inc, &[t], DenyReason::TABLE_FULL, Some(e));
+                false
             }
         }
     }

@@ -116,6 +116,9 @@ impl Agent {
             self.publish_control(&st);
             return;
         };
+        let interval_ns = self.config.activity_report_interval_ms * 1_000_000;
+        st.activity
+            .note_manager(owner, from.port(), now_ns, interval_ns);
         let inc = Incoming {
             from,
             msg: &msg,
@@ -150,9 +153,10 @@ impl Agent {
                 }
             }
             MessageType::AffinityUpdateFixed => {
+                let mut refused = false;
                 for e in msg.affinities() {
                     if let AffinityRef::Fixed(f) = e.affinity {
-                        self.apply_fixed(&mut st, out, &inc, &e, f);
+                        refused |= !self.apply_fixed(&mut st, out, &inc, &e, f);
                     }
                 }
                 let data = self.own_interest_data(&msg);
@@ -161,16 +165,25 @@ impl Agent {
                     self.hold.release(d.hold_token, |h| {
                         st.counters.inc(Counter::HoldReleased);
                         released = true;
-                        out.returned.push(ReturnedPacket {
-                            packet: h.packet,
-                            rank_limit: Some(h.rank),
-                        });
+                        if refused {
+                            st.counters.inc(Counter::ReturnedDroppedRefused);
+                        } else {
+                            out.returned.push(ReturnedPacket {
+                                packet: h.packet,
+                                rank_limit: Some(h.rank),
+                            });
+                        }
                     });
                 }
                 // A held packet the match also carried (HOLD with DATA) comes
                 // back twice: the held copy goes on, the returned one is
-                // dropped, so the packet leaves once.
-                if !released {
+                // dropped, so the packet leaves once. A packet whose
+                // affinities were refused (table full, ...) is dropped and
+                // counted: returned, it would find no affinity and go on
+                // untranslated (issue 11 case 3).
+                if refused && !released && msg.ip_packet().is_some() {
+                    st.counters.inc(Counter::ReturnedDroppedRefused);
+                } else if !released {
                     self.return_packet(out, &msg, data);
                 }
             }

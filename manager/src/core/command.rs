@@ -19,7 +19,8 @@ pub enum Command {
         backend: SocketAddrV4,
         weight: u32,
     },
-    /// Feedback algorithm: the backend's load in percent (0-100).
+    /// Feedback algorithm: the backend's load in percent (0-100; more is
+    /// refused, as is a service with another algorithm).
     LoadReport {
         service: String,
         backend: SocketAddrV4,
@@ -30,7 +31,7 @@ pub enum Command {
 impl Command {
     /// Parses one line: `status`, `status --json`, `metrics`, `set-weight SERVICE ADDR:PORT
     /// W`, `drain SERVICE ADDR:PORT` (weight 0), `load-report SERVICE
-    /// ADDR:PORT LOAD` (clamped to 100). The error names the bad word, or
+    /// ADDR:PORT LOAD` (the core refuses more than 100). The error names the bad word, or
     /// lists the commands.
     pub fn parse(line: &str) -> Result<Command, String> {
         let w: Vec<&str> = line.split_whitespace().collect();
@@ -44,7 +45,7 @@ impl Command {
             ["metrics"] => Ok(Command::Metrics),
             ["set-weight", s, b, n] => Ok(Command::SetWeight { service: s.to_string(), backend: backend(b)?, weight: n.parse().map_err(|_| format!("bad weight {n:?}"))? }),
             ["drain", s, b] => Ok(Command::SetWeight { service: s.to_string(), backend: backend(b)?, weight: 0 }),
-            ["load-report", s, b, n] => Ok(Command::LoadReport { service: s.to_string(), backend: backend(b)?, load: n.parse::<u32>().map_err(|_| format!("bad load {n:?}"))?.min(100) }),
+            ["load-report", s, b, n] => Ok(Command::LoadReport { service: s.to_string(), backend: backend(b)?, load: n.parse::<u32>().map_err(|_| format!("bad load {n:?}"))? }),
             _ => Err(format!("unknown command {line:?}; try: status [--json] | metrics | set-weight SERVICE BACKEND W | drain SERVICE BACKEND | load-report SERVICE BACKEND LOAD(0-100)")),
         }
     }
@@ -101,8 +102,9 @@ mod tests {
             Ok(Command::LoadReport {
                 service: "web".into(),
                 backend: b,
-                load: 100
-            })
+                load: 250
+            }),
+            "parsed as given: the core refuses loads over 100"
         );
         assert!(Command::parse("set-weight web nowhere 1")
             .unwrap_err()

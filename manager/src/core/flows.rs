@@ -1,5 +1,12 @@
 //! The flow table: every flow the manager placed, found by either
-//! direction's key, with the close (sticky) timers and the lifetime limit.
+//! direction's key, with its connection-tracking state (the states and
+//! timeouts of nat44-ed / RFC 7857), the close (sticky) timers, and the
+//! flows that ended but that an agent may still hold.
+//!
+//! The table is also the index of every affinity key this manager has
+//! installed and that may still be live on an agent (forward and reverse
+//! keys of open, closed and ended flows): a new flow whose keys are in it
+//! is not installed (see `ManagerCore::on_interest`).
 
 use super::services::Placement;
 use affinity_api::{interest, AffinityKey};
@@ -11,6 +18,73 @@ use std::sync::Arc;
 // foldhash: keys come from the network (client addresses and ports), so
 // the hasher is seeded per process; SipHash cost a fifth of a flow setup.
 type FlowMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+const SEC: u64 = 1_000_000_000;
+
+/// Where a flow is in its life (RFC 7857 section 2 / nat44-ed's session
+/// states). Which idle timeout applies follows from it: see
+/// [`Timeouts::idle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowState {
+    /// TCP: SYN seen, not yet packets both ways (transitory timeout).
+    SynSeen,
+    /// TCP: packets seen both ways (established timeout).
+    Established,
+    /// TCP: a FIN seen in one direction (transitory timeout).
+    Closing,
+    /// TCP: FINs both ways or an RST; deleted after the service's sticky
+    /// time unless a new SYN reopens it.
+    Closed,
+    /// UDP or ICMP query: active until idle for its timeout.
+    Active,
+    /// Ended (idle, lifetime, backend gone, or deleted after close): TTL 0
+    /// was sent, but an agent that missed it may hold the affinities until
+    /// the last TTL given runs out, so the keys and the SNAT port stay
+    /// reserved until then.
+    Ended,
+}
+
+impl FlowState {
+    /// Lower-case name for status output.
+    pub fn name(self) -> &'static str {
+        match self {
+            FlowState::SynSeen => "syn-seen",
+            FlowState::Established => "established",
+            FlowState::Closing => "closing",
+            FlowState::Closed => "closed",
+            FlowState::Active => "active",
+            FlowState::Ended => "ended",
+        }
+    }
+}
+
+/// Idle timeouts per state (s), from the `[manager]` section.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// TCP SYN seen or one FIN seen (RFC 5382: ≥ 240 s).
+    pub tcp_transitory: u32,
+    /// TCP established (RFC 5382: ≥ 7440 s).
+    pub tcp_established: u32,
+    /// UDP (RFC 4787: ≥ 120 s, 300 s recommended).
+    pub udp: u32,
+    /// ICMP query (RFC 5508: 60 s).
+    pub icmp: u32,
+}
+
+impl Timeouts {
+    /// The idle timeout (ns) of a flow of `protocol` in `state`; `None`
+    /// for states with their own timer (closed: sticky; ended: the TTL).
+    pub fn idle(&self, protocol: u8, state: FlowState) -> Option<u64> {
+        let s = match (protocol, state) {
+            (_, FlowState::Closed | FlowState::Ended) => return None,
+            (wire::TCP, FlowState::Established) => self.tcp_established,
+            (wire::TCP, _) => self.tcp_transitory,
+            (wire::UDP, _) => self.udp,
+            _ => self.icmp,
+        };
+        Some(s as u64 * SEC)
+    }
+}
 
 /// A flow the manager placed.
 #[derive(Debug, Clone)]
@@ -26,12 +100,27 @@ pub struct Flow {
     pub snat: Option<SocketAddrV4>,
     /// Agents that hold this flow's fixed affinities.
     pub agents: Vec<SocketAddrV4>,
+    /// Connection-tracking state.
+    pub state: FlowState,
     fin_fwd: bool,
     fin_rev: bool,
     /// When both FINs or an RST were seen (ns, the core's clock).
     pub closed_at: Option<u64>,
-    /// When the flow was placed (ns).
+    /// When a closed flow is due for deletion (ns).
+    delete_at: Option<u64>,
+    /// When the flow was placed or reopened (ns).
     pub created: u64,
+    /// When the flow last carried packets as far as the manager knows
+    /// (placement, a punt, a tracked copy, an activity report) (ns).
+    pub last_active: u64,
+    /// Until when an agent may hold its affinities (ns): the latest
+    /// install or renewal plus the TTL it gave.
+    pub held_until: u64,
+    /// Packets the agents reported on the forward key (client → virtual
+    /// address) since the flow was placed or reopened.
+    pub packets_fwd: u64,
+    /// Packets the agents reported on the reverse key (backend → client).
+    pub packets_rev: u64,
 }
 
 impl Flow {
@@ -63,16 +152,50 @@ impl Flow {
             backend,
             snat: to.snat,
             agents: vec![from],
+            state: if key.protocol == wire::TCP {
+                FlowState::SynSeen
+            } else {
+                FlowState::Active
+            },
             fin_fwd: false,
             fin_rev: false,
             closed_at: None,
+            delete_at: None,
             created: now,
+            last_active: now,
+            held_until: now,
+            packets_fwd: 0,
+            packets_rev: 0,
         }
     }
 
     /// Whether the flow is TCP (agents report its FIN/RST).
     pub fn is_tcp(&self) -> bool {
         self.fwd.protocol == wire::TCP
+    }
+
+    /// Whether it still carries traffic (not closed, not ended): what
+    /// renewals keep installed.
+    pub fn is_open(&self) -> bool {
+        !matches!(self.state, FlowState::Closed | FlowState::Ended)
+    }
+
+    /// Starts the flow over at `now` on the same placement (a SYN on a
+    /// closed 5-tuple, or a packet of an ended flow): `state` is the state
+    /// to restart in, `from` the agent that saw it.
+    pub(super) fn reopen(&mut self, now: u64, state: FlowState, from: SocketAddrV4) {
+        self.state = state;
+        self.fin_fwd = false;
+        self.fin_rev = false;
+        self.closed_at = None;
+        self.delete_at = None;
+        self.created = now;
+        self.last_active = now;
+        self.packets_fwd = 0;
+        self.packets_rev = 0;
+        if !self.agents.contains(&from) {
+            self.agents.push(from);
+        }
     }
 
     /// Notes a tracked FIN/RST (interest `reason` bits) seen in one
@@ -84,13 +207,41 @@ impl Flow {
             } else {
                 self.fin_rev = true;
             }
+            if self.is_open() {
+                self.state = FlowState::Closing;
+            }
         }
+        self.last_active = self.last_active.max(now);
         let closed = reason & interest::RST != 0 || (self.fin_fwd && self.fin_rev);
-        if closed && self.closed_at.is_none() {
+        if closed && self.closed_at.is_none() && self.state != FlowState::Ended {
             self.closed_at = Some(now);
+            self.state = FlowState::Closed;
             return true;
         }
         false
+    }
+
+    /// Notes an agent's activity report for one of the flow's keys:
+    /// `packets` since its last report. A TCP flow with packets both ways
+    /// after its SYN (≥ 2 forward, ≥ 1 reverse) is established. A flow in
+    /// SYN seen stays idle for reverse packets alone: a backend
+    /// retransmitting its SYN-ACK to a spoofed client keeps no half-open
+    /// flow alive.
+    pub(super) fn note_activity(&mut self, now: u64, is_fwd: bool, packets: u64) {
+        if packets == 0 {
+            return;
+        }
+        if is_fwd {
+            self.packets_fwd = self.packets_fwd.saturating_add(packets);
+        } else {
+            self.packets_rev = self.packets_rev.saturating_add(packets);
+        }
+        if self.state == FlowState::SynSeen && self.packets_fwd >= 2 && self.packets_rev >= 1 {
+            self.state = FlowState::Established;
+        }
+        if is_fwd || self.state != FlowState::SynSeen {
+            self.last_active = self.last_active.max(now);
+        }
     }
 }
 
@@ -100,15 +251,26 @@ impl Flow {
 pub struct FlowTable {
     flows: FlowMap<AffinityKey, Flow>,
     rev: FlowMap<AffinityKey, AffinityKey>,
-    /// (deletion time in ns, forward key), in the order flows closed.
+    /// (deletion time in ns, forward key), in the order flows closed; an
+    /// entry whose flow reopened (or closed again later) is skipped.
     closing: VecDeque<(u64, AffinityKey)>,
+    /// Flows in state [`FlowState::Ended`] (kept until `held_until`).
+    ended: usize,
+    /// Keys other managers installed, from the agents' activity reports,
+    /// with when the agent that reported them stops holding them (ns).
+    foreign: FlowMap<AffinityKey, u64>,
 }
 
 impl FlowTable {
-    /// Flows placed and not yet deleted (open, or closed within their
-    /// sticky time).
+    /// Flows placed and not ended (open, or closed within their sticky
+    /// time).
     pub fn len(&self) -> usize {
-        self.flows.len()
+        self.flows.len() - self.ended
+    }
+
+    /// Ended flows whose keys stay reserved until no agent may hold them.
+    pub fn ended_len(&self) -> usize {
+        self.ended
     }
 
     /// No flows.
@@ -116,13 +278,18 @@ impl FlowTable {
         self.flows.is_empty()
     }
 
-    /// A flow by its forward key.
+    /// A flow by its forward key (ended ones too).
     pub fn get(&self, fwd: &AffinityKey) -> Option<&Flow> {
         self.flows.get(fwd)
     }
 
     pub(super) fn get_mut(&mut self, fwd: &AffinityKey) -> Option<&mut Flow> {
         self.flows.get_mut(fwd)
+    }
+
+    /// The flows, in no order.
+    pub fn iter(&self) -> impl Iterator<Item = &Flow> {
+        self.flows.values()
     }
 
     /// The forward key of the flow `key` belongs to, in either direction.
@@ -134,16 +301,87 @@ impl FlowTable {
         }
     }
 
+    /// Whether `key` is a key of a flow this manager installed and an
+    /// agent may still hold (either direction, ended flows included).
+    /// Whether `key` is a key of one of this manager's flows (either
+    /// direction, ended flows included).
+    pub(super) fn own_key(&self, key: &AffinityKey) -> bool {
+        self.flows.contains_key(key) || self.rev.contains_key(key)
+    }
+
+    /// Whether an agent reported `key` as another manager's live affinity.
+    pub(super) fn is_foreign(&self, key: &AffinityKey) -> bool {
+        self.foreign.contains_key(key)
+    }
+
+    /// Notes a key an agent reported that is not one of this manager's
+    /// flows: in use until `until` (ns).
+    pub(super) fn note_foreign(&mut self, key: AffinityKey, until: u64) {
+        let e = self.foreign.entry(key).or_insert(until);
+        *e = (*e).max(until);
+    }
+
+    /// Forgets foreign keys no agent holds any more at `now`.
+    pub(super) fn expire_foreign(&mut self, now: u64) {
+        self.foreign.retain(|_, until| *until > now);
+    }
+
+    /// Foreign keys known (other managers' live affinities).
+    pub fn foreign_len(&self) -> usize {
+        self.foreign.len()
+    }
+
     pub(super) fn insert(&mut self, flow: Flow) {
         self.rev.insert(flow.rev, flow.fwd);
-        self.flows.insert(flow.fwd, flow);
+        if let Some(old) = self.flows.insert(flow.fwd, flow) {
+            if old.state == FlowState::Ended {
+                self.ended -= 1;
+            }
+        }
     }
 
     /// Removes a flow and its reverse index entry.
-    fn remove(&mut self, fwd: &AffinityKey) -> Option<Flow> {
+    pub(super) fn remove(&mut self, fwd: &AffinityKey) -> Option<Flow> {
         let f = self.flows.remove(fwd)?;
-        self.rev.remove(&f.rev);
+        if self.rev.get(&f.rev) == Some(fwd) {
+            self.rev.remove(&f.rev);
+        }
+        if f.state == FlowState::Ended {
+            self.ended -= 1;
+        }
         Some(f)
+    }
+
+    /// Marks flow `fwd` ended at `now` (its TTL 0 is being sent); it stays
+    /// in the table, keys reserved, until `held_until`. The flow as it
+    /// was, when it was not ended already.
+    pub(super) fn end(&mut self, fwd: &AffinityKey) -> Option<Flow> {
+        let f = self.flows.get_mut(fwd)?;
+        if f.state == FlowState::Ended {
+            return None;
+        }
+        let was = f.clone();
+        f.state = FlowState::Ended;
+        f.delete_at = None;
+        self.ended += 1;
+        Some(was)
+    }
+
+    /// Brings an ended flow back (a packet for it arrived while its keys
+    /// were still reserved): same backend, same SNAT port.
+    pub(super) fn revive(
+        &mut self,
+        fwd: &AffinityKey,
+        now: u64,
+        state: FlowState,
+        from: SocketAddrV4,
+    ) {
+        if let Some(f) = self.flows.get_mut(fwd) {
+            if f.state == FlowState::Ended {
+                self.ended -= 1;
+            }
+            f.reopen(now, state, from);
+        }
     }
 
     /// Notes a tracked FIN/RST on flow `fwd`; when that closes it, its
@@ -162,7 +400,9 @@ impl FlowTable {
         if !f.note_close(now, is_fwd, reason) {
             return false;
         }
-        self.closing.push_back((now + sticky_ms * 1_000_000, fwd));
+        let at = now + sticky_ms * 1_000_000;
+        f.delete_at = Some(at);
+        self.closing.push_back((at, fwd));
         true
     }
 
@@ -174,40 +414,95 @@ impl FlowTable {
         self.closing.front().map(|(t, _)| *t)
     }
 
-    /// Removes the closed flows due at `now`, in closing order.
+    /// The closed flows due at `now`, in closing order, each marked ended
+    /// (as it was before). Entries of flows that reopened are dropped.
     pub(super) fn take_due(&mut self, now: u64) -> Vec<Flow> {
         let mut due = Vec::new();
         while self.closing.front().is_some_and(|(t, _)| *t <= now) {
-            let Some((_, k)) = self.closing.pop_front() else {
+            let Some((t, k)) = self.closing.pop_front() else {
                 break;
             };
-            due.extend(self.remove(&k));
+            if self.flows.get(&k).is_some_and(|f| f.delete_at == Some(t)) {
+                due.extend(self.end(&k));
+            }
         }
         due
     }
 
-    /// Removes the open flows placed more than `lifetime` ns before `now`.
-    pub(super) fn take_expired(&mut self, now: u64, lifetime: u64) -> Vec<Flow> {
-        let expired: Vec<AffinityKey> = self
+    /// The open flows idle past their state's timeout at `now`, or older
+    /// than `lifetime` ns (0 = no limit): what is to end. Idleness counts
+    /// only for flows whose agents all send activity reports (`reported`):
+    /// without them the manager cannot tell an idle flow from a busy one.
+    pub(super) fn idle(
+        &self,
+        now: u64,
+        t: &Timeouts,
+        lifetime: u64,
+        reported: impl Fn(&Flow) -> bool,
+    ) -> Vec<AffinityKey> {
+        self.flows
+            .iter()
+            .filter(|(_, f)| {
+                let idle = t
+                    .idle(f.fwd.protocol, f.state)
+                    .is_some_and(|to| now.saturating_sub(f.last_active) >= to)
+                    && reported(f);
+                let old = lifetime > 0 && f.is_open() && now.saturating_sub(f.created) > lifetime;
+                idle || old
+            })
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// Removes the ended flows no agent may hold any more (`held_until`
+    /// passed): their keys and SNAT ports are free again.
+    pub(super) fn take_released(&mut self, now: u64) -> Vec<Flow> {
+        let gone: Vec<AffinityKey> = self
             .flows
             .iter()
-            .filter(|(_, f)| f.closed_at.is_none() && now.saturating_sub(f.created) > lifetime)
+            .filter(|(_, f)| f.state == FlowState::Ended && f.held_until <= now)
             .map(|(k, _)| *k)
             .collect();
-        expired.iter().filter_map(|k| self.remove(k)).collect()
+        gone.iter().filter_map(|k| self.remove(k)).collect()
     }
 
     /// The open flows placed before `now`, by agent holding them: what a
-    /// renewal refreshes.
-    pub(super) fn open_by_agent(&self, now: u64) -> HashMap<SocketAddrV4, Vec<AffinityKey>> {
+    /// renewal refreshes. Each is noted as held until `now + ttl` ns.
+    pub(super) fn renew_by_agent(
+        &mut self,
+        now: u64,
+        ttl: u64,
+    ) -> HashMap<SocketAddrV4, Vec<AffinityKey>> {
         let mut per_agent: HashMap<SocketAddrV4, Vec<AffinityKey>> = HashMap::new();
-        for (k, f) in &self.flows {
-            if f.closed_at.is_none() && now > f.created {
+        for (k, f) in &mut self.flows {
+            if f.is_open() && now > f.created {
+                f.held_until = f.held_until.max(now + ttl);
                 for a in &f.agents {
                     per_agent.entry(*a).or_default().push(*k);
                 }
             }
         }
         per_agent
+    }
+
+    /// Flows per state name, for `status`.
+    pub fn by_state(&self) -> Vec<(&'static str, usize)> {
+        let states = [
+            FlowState::SynSeen,
+            FlowState::Established,
+            FlowState::Closing,
+            FlowState::Closed,
+            FlowState::Active,
+            FlowState::Ended,
+        ];
+        states
+            .iter()
+            .map(|s| {
+                (
+                    s.name(),
+                    self.flows.values().filter(|f| f.state == *s).count(),
+                )
+            })
+            .collect()
     }
 }

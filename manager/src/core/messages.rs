@@ -88,9 +88,16 @@ impl Messages {
         }
     }
 
-    /// Copies of FIN and RST on a flow's fixed affinities (close tracking).
+    /// Copies of SYN, FIN and RST on a flow's forward fixed affinity
+    /// (close tracking, and reopening of a closed 5-tuple by a new SYN);
+    /// the reverse one drops SYN (a backend's SYN-ACK tells nothing).
+    /// Cost: the SYN returned with a new flow's install is copied back
+    /// once (the agent copies returned packets too).
     fn tracking(&self) -> InterestCriteria {
-        self.interest(interest::FIN | interest::RST, InterestCriteria::COPY)
+        self.interest(
+            interest::SYN | interest::FIN | interest::RST,
+            InterestCriteria::COPY,
+        )
     }
 
     /// One wildcard update per service (forward + one reverse per backend),
@@ -280,7 +287,11 @@ fn push_flow(b: &mut MessageBuilder, f: &Flow, ttl: u32, tracking: InterestCrite
             ..Default::default()
         },
     };
-    for (key, nat) in [(f.fwd, fwd_nat), (f.rev, rev_nat)] {
+    let rev_tracking = InterestCriteria {
+        mask: tracking.mask & !interest::SYN,
+        ..tracking
+    };
+    for (key, nat, tracking) in [(f.fwd, fwd_nat, tracking), (f.rev, rev_nat, rev_tracking)] {
         b.push(Segment::FixedAffinity(FixedAffinity {
             key,
             ttl,

@@ -24,7 +24,7 @@ mod reports;
 mod services;
 
 pub use command::Command;
-pub use flows::{Flow, FlowTable};
+pub use flows::{Flow, FlowState, FlowTable, Timeouts};
 pub use messages::Messages;
 pub use services::{Backend, Service, ServiceRegistry};
 
@@ -76,6 +76,9 @@ pub struct AgentSeen {
     pub last_heard: u64,
     pub interest_matches: u64,
     pub denies: u64,
+    /// Activity reports received (0: the agent does not send them, so
+    /// flows it holds are not ended as idle).
+    pub activity_reports: u64,
     /// Action types it performs (bit n: action segment type n), from its
     /// hello's capabilities; `None` until it sent one.
     pub capabilities: Option<u32>,
@@ -360,6 +363,7 @@ impl ManagerCore {
                 }
             }
             MessageType::AffinityUpdateDeny => self.on_deny(now, from, &msg, signed, &mut out),
+            MessageType::StatisticsReport => self.on_activity(now, from, &msg, &mut out),
             MessageType::AgentHello => {
                 // Only agents already in the (bounded) table are logged: an
                 // unverified flood of hellos must not grow it.
@@ -465,6 +469,57 @@ impl ManagerCore {
         }
     }
 
+    /// The state a flow (re)starts in for a packet with interest `reason`
+    /// bits: TCP SYN without ACK → SYN seen; other TCP → established
+    /// (adopted mid-connection); UDP/ICMP → active.
+    fn start_state(key: &AffinityKey, reason: u16) -> FlowState {
+        if key.protocol != wire::TCP {
+            FlowState::Active
+        } else if reason & interest::SYN != 0 && reason & interest::ACK == 0 {
+            FlowState::SynSeen
+        } else {
+            FlowState::Established
+        }
+    }
+
+    /// Sends flow `fwd`'s affinities with the fixed TTL to `to`, noting how
+    /// long agents may hold them.
+    fn install(
+        &mut self,
+        now: u64,
+        fwd: &AffinityKey,
+        to: &[SocketAddrV4],
+        echo: Option<&[u8]>,
+        packet: Option<&[u8]>,
+        out: &mut Vec<Outgoing>,
+    ) {
+        let ttl = self.cfg.manager.fixed_ttl;
+        let Some(f) = self.flows.get_mut(fwd) else {
+            return;
+        };
+        f.held_until = f.held_until.max(now + ttl as u64 * SEC);
+        let f = f.clone();
+        // One message per agent: with keys, each names its receiver.
+        for a in to {
+            if let Some(m) = self.messages.flow(*a.ip(), &f, ttl, echo, packet) {
+                out.push((*a, m));
+            }
+        }
+    }
+
+    /// Ends flow `fwd` (TTL 0 to every agent holding it); its keys stay
+    /// reserved until no agent may hold them (`Flow::held_until`).
+    fn end_flow(&mut self, fwd: &AffinityKey, why: &'static str, out: &mut Vec<Outgoing>) {
+        if let Some(f) = self.flows.end(fwd) {
+            for a in &f.agents {
+                if let Some(m) = self.messages.flow(*a.ip(), &f, 0, None, None) {
+                    out.push((*a, m));
+                }
+            }
+            self.count(why);
+        }
+    }
+
     /// A deny (code 2) naming actions the agent cannot perform (the deny
     /// reason's type and its action list): the service it was about, found
     /// by the affinity identifier or the denied flow's key, no longer uses
@@ -531,9 +586,10 @@ impl ManagerCore {
             out.push((from, m));
         }
         let ttl = self.cfg.manager.fixed_ttl;
+        // The agent now holds them for a TTL: noted like a renewal's.
         let keys = self
             .flows
-            .open_by_agent(u64::MAX)
+            .renew_by_agent(now, ttl as u64 * SEC)
             .remove(&from)
             .unwrap_or_default();
         for chunk in keys.chunks(messages::FLOWS_PER_MESSAGE) {
@@ -556,32 +612,72 @@ impl ManagerCore {
         } = m;
         if let Some(fk) = self.flows.lookup(&key) {
             if tracking {
-                self.on_tracking(now, fk, fk == key, reason);
+                self.on_tracking(now, fk, fk == key, reason, from, out);
                 return;
             }
-            // Known flow punted (duplicate SYN, or another agent: FIGURE 5).
-            let Some(f) = self.flows.get_mut(&fk) else {
+            let Some(f) = self.flows.get(&fk) else {
                 return;
             };
-            if !f.agents.contains(&from) {
-                f.agents.push(from);
-            }
-            let f = f.clone();
-            let ttl = if f.closed_at.is_some() {
-                (self.services.sticky_ms(&f.service) / 1000).max(1) as u32
+            let state = Self::start_state(&fk, reason);
+            if f.state == FlowState::Ended {
+                if fk != key {
+                    // The backend still sending on an ended flow (e.g. a
+                    // SYN-ACK retransmitted to a spoofed client): only the
+                    // client's own packets bring a flow back.
+                    self.count("ended-flow-reverse-dropped");
+                    return;
+                }
+                if self.services.can_take(&f.service, f.backend) {
+                    // A packet of a flow that ended but whose keys are still
+                    // reserved: it goes on where it was (same backend, same
+                    // SNAT port), so agents cannot disagree about it.
+                    self.flows.revive(&fk, now, state, from);
+                    self.install(now, &fk, &[from], echo, packet, out);
+                    self.count("flows-revived");
+                    return;
+                }
+                // Its backend is gone: free it and place the packet anew.
+                if let Some(old) = self.flows.remove(&fk) {
+                    self.services.release(&old);
+                }
             } else {
-                self.cfg.manager.fixed_ttl
-            };
-            if let Some(m) = self.messages.flow(*from.ip(), &f, ttl, echo, packet) {
-                out.push((from, m));
+                // Known flow punted (duplicate SYN, or another agent: FIGURE 5).
+                let reopen =
+                    f.state == FlowState::Closed && fk == key && state == FlowState::SynSeen;
+                let Some(f) = self.flows.get_mut(&fk) else {
+                    return;
+                };
+                if !f.agents.contains(&from) {
+                    f.agents.push(from);
+                }
+                f.last_active = now;
+                if reopen {
+                    f.reopen(now, state, from);
+                }
+                let f = f.clone();
+                if reopen {
+                    self.count("flows-reopened");
+                }
+                if f.closed_at.is_some() {
+                    let ttl = (self.services.sticky_ms(&f.service) / 1000).max(1) as u32;
+                    if let Some(m) = self.messages.flow(*from.ip(), &f, ttl, echo, packet) {
+                        out.push((from, m));
+                    }
+                } else {
+                    self.install(now, &fk, &[from], echo, packet, out);
+                }
                 self.count("known-flow-installed");
+                return;
             }
-            return;
         }
         if tracking {
             self.count("tracking-unknown-flow");
             return;
         }
+        // A punted key another manager installed (learned from activity
+        // reports) is that flow going on here (a backup adopting it after
+        // a takeover): its reverse key is then expected in use too.
+        let continuation = self.flows.is_foreign(&key);
         let refused = self.agents.get(&from).map(|a| a.refused.clone());
         let Some(s) = self.services.serving(&key) else {
             self.count("interest-no-service");
@@ -600,7 +696,10 @@ impl ManagerCore {
             return;
         }
         let adopted = is_tcp && !syn;
-        let placed = s.place(&key);
+        let flows = &self.flows;
+        let placed = s.place(&key, |rev| {
+            flows.own_key(rev) || (!continuation && flows.is_foreign(rev))
+        });
         let (name, vip) = (s.name.clone(), s.cfg.virtual_addr);
         if adopted {
             self.count("flow-adopted");
@@ -617,28 +716,122 @@ impl ManagerCore {
                 tracing::warn!(service = %name, "source NAT ports exhausted; new flow refused");
                 return;
             }
+            Err(Refusal::Collision) => {
+                self.count("install-collision-refused");
+                tracing::info!(service = %name, client = %key.src_addr, port = key.src_port, "the flow's reverse key is another live flow's; refused");
+                return;
+            }
         };
-        let flow = Flow::new(name, vip, key, to, from, now);
-        let ttl = self.cfg.manager.fixed_ttl;
-        if let Some(m) = self.messages.flow(*from.ip(), &flow, ttl, echo, packet) {
-            out.push((from, m));
+        if to.remapped {
+            self.count("install-collision-remapped");
         }
+        if to.hairpin {
+            self.count("hairpin-flows");
+        }
+        let mut flow = Flow::new(name, vip, key, to.placement, from, now);
+        flow.state = Self::start_state(&key, reason);
         self.flows.insert(flow);
+        self.install(now, &key, &[from], echo, packet, out);
         self.count("flows-created");
     }
 
-    fn on_tracking(&mut self, now: u64, fk: AffinityKey, is_fwd: bool, reason: u16) {
+    /// A tracked copy from a flow's fixed affinity: FIN/RST close it; a SYN
+    /// (without ACK, client → virtual address) on a closing or closed flow
+    /// reopens it on the same backend (RFC 793 TIME-WAIT reuse; nat44-ed
+    /// does the same), renewed on every agent holding it.
+    fn on_tracking(
+        &mut self,
+        now: u64,
+        fk: AffinityKey,
+        is_fwd: bool,
+        reason: u16,
+        from: SocketAddrV4,
+        out: &mut Vec<Outgoing>,
+    ) {
         let Some(f) = self.flows.get(&fk) else {
             return;
         };
+        let syn = reason & interest::SYN != 0 && reason & interest::ACK == 0;
+        if syn && is_fwd {
+            if matches!(f.state, FlowState::Closing | FlowState::Closed) {
+                let agents = f.agents.clone();
+                if let Some(f) = self.flows.get_mut(&fk) {
+                    f.reopen(now, FlowState::SynSeen, from);
+                }
+                self.install(now, &fk, &agents, None, None, out);
+                self.count("flows-reopened");
+            } else if let Some(f) = self.flows.get_mut(&fk) {
+                f.last_active = now;
+            }
+            return;
+        }
         let sticky = self.services.sticky_ms(&f.service);
         if self.flows.note_close(now, fk, is_fwd, reason, sticky) {
             self.count("flows-closed");
         }
     }
 
-    /// Timers: wildcard refresh, sticky deletion, fixed renewal (with the
-    /// lifetime limit). Call at [`Self::poll_timeout`] (calling earlier is
+    /// An agent's activity report (statistics report, type 19): each fixed
+    /// affinity listed carried the packets of the statistics segment after
+    /// it since the agent's previous report. Flows listed are active
+    /// (their idle timer restarts); a report for an ended flow means the
+    /// agent missed its deletion, which is sent again; a key that is not
+    /// one of ours is another manager's, kept in the index of keys in use
+    /// for the TTL the agent reported.
+    fn on_activity(
+        &mut self,
+        now: u64,
+        from: SocketAddrV4,
+        msg: &ServiceMessage<'_>,
+        out: &mut Vec<Outgoing>,
+    ) {
+        self.count("rx-activity-report");
+        if let Some(a) = self.agents.get_mut(&from) {
+            a.activity_reports += 1;
+        }
+        let mut current: Option<(AffinityKey, u32)> = None;
+        let mut resend = Vec::new();
+        for (seg, _) in msg.segments() {
+            match seg {
+                Segment::FixedAffinity(f) => current = Some((f.key, f.ttl)),
+                Segment::Statistics(st) => {
+                    let Some((key, ttl)) = current.take() else {
+                        continue;
+                    };
+                    let Some(fk) = self.flows.lookup(&key) else {
+                        // Another manager's affinity (a primary's, another
+                        // client domain's): never install over it.
+                        self.flows.note_foreign(key, now + ttl as u64 * SEC);
+                        self.count("activity-foreign-keys");
+                        continue;
+                    };
+                    let Some(f) = self.flows.get_mut(&fk) else {
+                        continue;
+                    };
+                    if f.state == FlowState::Ended {
+                        resend.push(fk);
+                        continue;
+                    }
+                    f.note_activity(now, fk == key, st.packets);
+                    if !f.agents.contains(&from) {
+                        f.agents.push(from);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for fk in resend {
+            if let Some(f) = self.flows.get(&fk) {
+                if let Some(m) = self.messages.flow(*from.ip(), f, 0, None, None) {
+                    out.push((from, m));
+                    self.count("deletions-resent");
+                }
+            }
+        }
+    }
+
+    /// Timers: wildcard refresh, sticky deletion, idle expiry and fixed
+    /// renewal. Call at [`Self::poll_timeout`] (calling earlier is
     /// harmless: it does work only when something is due).
     pub fn tick(&mut self, now: u64) -> Vec<Outgoing> {
         let mut out = Vec::new();
@@ -651,7 +844,6 @@ impl ManagerCore {
             self.next_wildcards = now + (ttl as u64 * SEC / 3).max(MIN_WILDCARD_REFRESH);
         }
         for f in self.flows.take_due(now) {
-            self.services.release(&f);
             for a in &f.agents {
                 if let Some(m) = self.messages.flow(*a.ip(), &f, 0, None, None) {
                     out.push((*a, m));
@@ -669,23 +861,60 @@ impl ManagerCore {
     /// When [`Self::tick`] next has work (ns, the same clock as `now`): the
     /// earliest of the next wildcard refresh (every third of the wildcard
     /// TTL, at least 100 ms apart), the next fixed renewal (every third of
-    /// the fixed TTL; flows past `flow_max_lifetime` are dropped then) and
-    /// the next sticky deletion of a closed flow. It may be in the past:
-    /// tick now. Health checks are not here: they run on their own thread
-    /// and arrive as [`Self::health`] events; there are no other timers.
+    /// the fixed TTL; idle flows are ended then) and the next sticky
+    /// deletion of a closed flow. It may be in the past: tick now. Health
+    /// checks are not here: they run on their own thread and arrive as
+    /// [`Self::health`] events; there are no other timers.
     pub fn poll_timeout(&self) -> u64 {
         let next = self.next_wildcards.min(self.next_renewal);
         self.flows.next_deletion().map_or(next, |t| t.min(next))
     }
 
+    /// The idle timeouts in force.
+    fn timeouts(&self) -> Timeouts {
+        let m = &self.cfg.manager;
+        Timeouts {
+            tcp_transitory: m.tcp_transitory_timeout,
+            tcp_established: m.tcp_established_timeout,
+            udp: m.udp_timeout,
+            icmp: m.icmp_timeout,
+        }
+    }
+
+    /// Every third of the fixed TTL: ends flows idle past their state's
+    /// timeout (or past `flow_max_lifetime`), frees ended flows no agent
+    /// can hold any more (a fixed TTL after the last TTL given, so at least
+    /// twice the TTL after the last renewal: EXCHANGES.md), and renews the
+    /// open ones on the agents holding them.
     fn renew(&mut self, now: u64, out: &mut Vec<Outgoing>) {
         let lifetime = self.cfg.manager.flow_max_lifetime as u64 * SEC;
-        for f in self.flows.take_expired(now, lifetime) {
-            self.services.release(&f);
-            self.count("flows-expired-lifetime");
+        let t = self.timeouts();
+        let agents = &self.agents;
+        let reported = |f: &Flow| {
+            f.agents
+                .iter()
+                .all(|a| agents.get(a).is_some_and(|s| s.activity_reports > 0))
+        };
+        for k in self.flows.idle(now, &t, lifetime, reported) {
+            let old = lifetime > 0
+                && self
+                    .flows
+                    .get(&k)
+                    .is_some_and(|f| now.saturating_sub(f.created) > lifetime);
+            let why = if old {
+                "flows-expired-lifetime"
+            } else {
+                "flows-expired-idle"
+            };
+            self.end_flow(&k, why, out);
         }
+        self.flows.expire_foreign(now);
         let ttl = self.cfg.manager.fixed_ttl;
-        for (agent, keys) in self.flows.open_by_agent(now) {
+        let margin = ttl as u64 * SEC;
+        for f in self.flows.take_released(now.saturating_sub(margin)) {
+            self.services.release(&f);
+        }
+        for (agent, keys) in self.flows.renew_by_agent(now, margin) {
             for chunk in keys.chunks(messages::FLOWS_PER_MESSAGE) {
                 let flows = chunk.iter().filter_map(|k| self.flows.get(k));
                 if let Some(m) = self.messages.renewal(*agent.ip(), flows, ttl) {
@@ -696,17 +925,46 @@ impl ManagerCore {
         }
     }
 
+    /// Ends the flows whose backend can no longer take them (removed by a
+    /// reload, or unhealthy): UDP and ICMP always (their next packet is
+    /// placed anew: moved within one renewal interval), TCP when the
+    /// service has `expire_nodest_conn` (IPVS's sysctl of that name).
+    fn end_flows_without_backend(&mut self, out: &mut Vec<Outgoing>) {
+        let gone: Vec<AffinityKey> = self
+            .flows
+            .iter()
+            .filter(|f| f.state != FlowState::Ended)
+            .filter(|f| !self.services.can_take(&f.service, f.backend))
+            .filter(|f| !f.is_tcp() || self.services.expire_nodest_conn(&f.service))
+            .map(|f| f.fwd)
+            .collect();
+        for k in gone {
+            self.end_flow(&k, "flows-ended-backend-gone", out);
+            // Nothing may revive it onto the gone backend: free it now.
+            if let Some(f) = self.flows.remove(&k) {
+                self.services.release(&f);
+            }
+        }
+    }
+
     /// A health-check result for a backend (rise/fall from the service's
     /// `health`; logged and counted when the backend changes state).
-    pub fn health(&mut self, service: &str, backend: SocketAddrV4, ok: bool) {
+    ///
+    /// When it goes unhealthy, its flows are ended as for a removed backend
+    /// (UDP always, TCP with `expire_nodest_conn`): the deletions are
+    /// returned, to send.
+    pub fn health(&mut self, service: &str, backend: SocketAddrV4, ok: bool) -> Vec<Outgoing> {
+        let mut out = Vec::new();
         match self.services.health(service, backend, ok) {
             Some(true) => tracing::info!(service, %backend, "backend healthy"),
             Some(false) => {
-                tracing::warn!(service, %backend, "backend unhealthy: no new flows");
+                tracing::warn!(service, %backend, "backend unhealthy: no new flows; its UDP flows move");
                 self.count("backend-went-unhealthy");
+                self.end_flows_without_backend(&mut out);
             }
             None => {}
         }
+        out
     }
 
     /// Executes a control command; the text answer, or what is wrong.
@@ -724,6 +982,8 @@ impl ManagerCore {
             } => {
                 let b = self.services.backend_mut(&service, backend)?;
                 b.weight = weight;
+                // A load report scaled the old weight: it no longer holds.
+                b.feedback_weight = None;
                 Ok(format!(
                     "{service} {backend} weight {weight}{}\n",
                     if weight == 0 {
@@ -738,7 +998,21 @@ impl ManagerCore {
                 backend,
                 load,
             } => {
+                if load > 100 {
+                    return Err(format!("load {load} is over 100 (percent)"));
+                }
+                let feedback = self
+                    .services
+                    .as_slice()
+                    .iter()
+                    .find(|s| s.cfg.name == service)
+                    .is_some_and(|s| s.cfg.algorithm == crate::config::Algorithm::Feedback);
                 let b = self.services.backend_mut(&service, backend)?;
+                if !feedback {
+                    return Err(format!(
+                        "service {service:?} does not use the feedback algorithm; load reports are refused"
+                    ));
+                }
                 b.report_load(load);
                 Ok(format!(
                     "{service} {backend} load {load}% -> effective weight {}\n",
@@ -750,8 +1024,26 @@ impl ManagerCore {
 
     /// Reloads the configuration; established flows are kept, removed
     /// services' wildcards are deleted (TTL 0) and the rest are resent now.
-    pub fn reload(&mut self, cfg: Config, now: u64) -> Vec<Outgoing> {
+    /// Flows of removed backends end as for an unhealthy one (UDP moved,
+    /// TCP per `expire_nodest_conn`). Runtime weights and drains survive
+    /// (see `ServiceRegistry::rebuild`). `listen` and `metrics` need a
+    /// restart (their sockets are bound once): a change to them is refused
+    /// with an error log line and the old values stay in force.
+    pub fn reload(&mut self, mut cfg: Config, now: u64) -> Vec<Outgoing> {
         let mut out = Vec::new();
+        let old = self.cfg.manager.clone();
+        if cfg.manager.listen != old.listen || cfg.manager.metrics != old.metrics {
+            tracing::error!(
+                listen = %old.listen,
+                new_listen = %cfg.manager.listen,
+                metrics = ?old.metrics,
+                new_metrics = ?cfg.manager.metrics,
+                "reload: listen and metrics cannot change without a restart; keeping the old ones"
+            );
+            self.count("reload-listen-metrics-refused");
+            cfg.manager.listen = old.listen;
+            cfg.manager.metrics = old.metrics;
+        }
         let gone = self.services.take_removed(&cfg.services);
         if !gone.is_empty() {
             let msgs = self.messages.wildcards(&gone, 0);
@@ -761,6 +1053,7 @@ impl ManagerCore {
         self.messages.reconfigure(&cfg, &self.auth);
         self.cfg = cfg;
         self.services.rebuild(&self.cfg.services);
+        self.end_flows_without_backend(&mut out);
         self.next_wildcards = now;
         self.count("config-reloads");
         out.extend(self.tick(now));
@@ -799,6 +1092,7 @@ impl ManagerCore {
             cfg: &self.cfg,
             services: self.services.as_slice(),
             flows: self.flows.len(),
+            by_state: self.flows.by_state(),
             agents: &self.agents,
             counters: &self.counters,
             tables: [

@@ -15,6 +15,8 @@ pub(super) struct Report<'a> {
     pub cfg: &'a Config,
     pub services: &'a [Service],
     pub flows: usize,
+    /// Flows per connection-tracking state (name, count).
+    pub by_state: Vec<(&'static str, usize)>,
     pub agents: &'a BTreeMap<SocketAddrV4, AgentSeen>,
     pub counters: &'a BTreeMap<&'static str, u64>,
     /// Bounded tables: (name, entries, capacity) — agents heard from and
@@ -32,6 +34,27 @@ impl Report<'_> {
             "manager {} on {} ({} flows)",
             self.cfg.manager.name, self.cfg.manager.listen, self.flows
         );
+        let m = &self.cfg.manager;
+        let _ = writeln!(
+            s,
+            "timeouts tcp-transitory {}s tcp-established {}s udp {}s icmp {}s fixed-ttl {}s max-lifetime {}",
+            m.tcp_transitory_timeout,
+            m.tcp_established_timeout,
+            m.udp_timeout,
+            m.icmp_timeout,
+            m.fixed_ttl,
+            if m.flow_max_lifetime == 0 {
+                "none".to_string()
+            } else {
+                format!("{}s", m.flow_max_lifetime)
+            }
+        );
+        let states: Vec<String> = self
+            .by_state
+            .iter()
+            .map(|(n, c)| format!("{n} {c}"))
+            .collect();
+        let _ = writeln!(s, "flows by state: {}", states.join(", "));
         for svc in self.services {
             let c = &svc.cfg;
             let _ = writeln!(
@@ -110,6 +133,11 @@ impl Report<'_> {
                 listen: self.cfg.manager.listen,
             },
             flows: self.flows,
+            flows_by_state: self
+                .by_state
+                .iter()
+                .map(|&(n, c)| (n.to_string(), c))
+                .collect(),
             services: self
                 .services
                 .iter()
@@ -175,26 +203,38 @@ impl Report<'_> {
 /// that each is shown from start at 0, not only once it first happened.
 /// A test checks this list against the names the core counts.
 pub const EVENTS: &[&str] = &[
+    "activity-foreign-keys",
     "agent-hello-resync",
     "agent-table-full",
     "backend-went-unhealthy",
     "config-reloads",
+    "deletions-resent",
     "deny-no-supporting-wildcard",
     "deny-other",
     "deny-stale-sequence",
     "deny-table-full",
     "deny-unsupported-action",
+    "ended-flow-reverse-dropped",
     "flow-adopted",
     "flows-closed",
     "flows-created",
     "flows-deleted-after-sticky",
+    "flows-ended-backend-gone",
+    "flows-expired-idle",
     "flows-expired-lifetime",
+    "flows-reopened",
+    "flows-revived",
+    "hairpin-flows",
+    "install-collision-refused",
+    "install-collision-remapped",
     "interest-from-agent-not-used",
     "interest-no-service",
     "known-flow-installed",
     "no-backend-available",
+    "reload-listen-metrics-refused",
     "renewal-messages-sent",
     "retry-without-optional-action",
+    "rx-activity-report",
     "rx-auth-bad-digest",
     "rx-auth-failed",
     "rx-auth-far-future",
@@ -226,6 +266,8 @@ pub struct StatusReport {
     pub manager: ManagerReport,
     /// Flows placed and not yet deleted.
     pub flows: usize,
+    /// Flows per connection-tracking state (`syn-seen`, `established`, ...).
+    pub flows_by_state: BTreeMap<String, usize>,
     /// Services in configuration order.
     pub services: Vec<ServiceReport>,
     /// Agents heard from, by address.

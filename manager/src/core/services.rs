@@ -22,9 +22,14 @@ pub struct Backend {
     pub addr: SocketAddrV4,
     /// Weight from the configuration or `set-weight` (0 = drained).
     pub weight: u32,
+    /// The weight the configuration gives; a `set-weight` survives a
+    /// reload unless this changes.
+    pub config_weight: u32,
     /// Feedback algorithm: weight derived from the last load report.
     pub feedback_weight: Option<u32>,
     pub healthy: bool,
+    /// A health check has answered since the backend appeared.
+    checked: bool,
     ok_streak: u32,
     fail_streak: u32,
     /// Flows placed on this backend and not yet released.
@@ -35,14 +40,12 @@ pub struct Backend {
 
 impl Backend {
     /// The weight the selector sees: 0 when unhealthy, else the feedback
-    /// weight (capped at 100 × the configured weight) or the configured one.
+    /// weight or the set one, never above the set weight.
     pub fn effective_weight(&self) -> u32 {
         if !self.healthy {
             0
         } else {
-            self.feedback_weight
-                .unwrap_or(self.weight)
-                .min(self.weight.saturating_mul(100))
+            self.feedback_weight.unwrap_or(self.weight).min(self.weight)
         }
     }
 
@@ -59,6 +62,15 @@ impl Backend {
     /// backend healthy, `fall` failures in a row the reverse. The new state
     /// when it changed.
     fn record_health(&mut self, ok: bool, rise: u32, fall: u32) -> Option<bool> {
+        let first = !self.checked;
+        self.checked = true;
+        if ok && first && !self.healthy {
+            // Not yet checked (start, or added by a reload): the first
+            // passing check is enough.
+            self.ok_streak = 1;
+            self.healthy = true;
+            return Some(true);
+        }
         if ok {
             self.ok_streak += 1;
             self.fail_streak = 0;
@@ -95,6 +107,8 @@ pub struct Service {
     names: Vec<Vec<u8>>,
     selector: Selector,
     pub(super) snat: Option<PortPool>,
+    /// Ports of `cfg.hairpin_snat`.
+    pub(super) hairpin_pool: Option<PortPool>,
     /// Cleared when an agent denied the advertise action and it is optional.
     pub advertise: bool,
 }
@@ -107,13 +121,27 @@ pub(super) struct Placement {
     pub snat: Option<SocketAddrV4>,
 }
 
+/// A placement and how it was reached.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Placed {
+    pub placement: Placement,
+    /// A source-NAT port was skipped because its reverse key was live.
+    pub remapped: bool,
+    /// The client is one of the service's backends.
+    pub hairpin: bool,
+}
+
 /// Why a new flow was not placed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Refusal {
     /// No healthy backend with weight > 0.
     NoBackend,
-    /// The source-NAT port pool is empty.
+    /// The source-NAT port pool is empty (or every free port's reverse
+    /// key is live).
     SnatExhausted,
+    /// Without source NAT, the flow's reverse key is another live flow's
+    /// (the same client address and port to the same backend).
+    Collision,
 }
 
 impl Service {
@@ -122,18 +150,34 @@ impl Service {
     /// and flow counts, the SNAT pool when its range is unchanged, and a
     /// denied optional advertise action.
     fn new(index: usize, cfg: &ServiceConfig, prev: Option<&Service>) -> Service {
+        // Unchecked backends are healthy only without health checks or
+        // with `start_healthy`.
+        let start_healthy = cfg.health.as_ref().is_none_or(|h| h.start_healthy);
         let backends = cfg
             .backends
             .iter()
             .map(|b| {
                 let kept = prev.and_then(|p| p.backends.iter().find(|o| o.addr == b.address));
+                // A runtime set-weight/drain survives unless the file's
+                // weight for the backend changed; load reports are cleared.
+                let weight = match kept {
+                    Some(k) if k.config_weight == b.weight => {
+                        if k.weight != b.weight {
+                            tracing::info!(service = %cfg.name, backend = %b.address, weight = k.weight, configured = b.weight, "reload keeps the runtime weight");
+                        }
+                        k.weight
+                    }
+                    _ => b.weight,
+                };
                 Backend {
                     addr: b.address,
-                    weight: b.weight,
-                    feedback_weight: kept.and_then(|k| k.feedback_weight),
-                    healthy: kept.is_none_or(|k| k.healthy),
-                    ok_streak: 0,
-                    fail_streak: 0,
+                    weight,
+                    config_weight: b.weight,
+                    feedback_weight: None,
+                    healthy: kept.map_or(start_healthy, |k| k.healthy),
+                    checked: kept.is_some_and(|k| k.checked),
+                    ok_streak: kept.map_or(0, |k| k.ok_streak),
+                    fail_streak: kept.map_or(0, |k| k.fail_streak),
                     active: kept.map_or(0, |k| k.active),
                     total: kept.map_or(0, |k| k.total),
                 }
@@ -144,6 +188,14 @@ impl Service {
             .as_ref()
             .and_then(|n| parse_port_range(&n.ports).map(|(lo, hi)| PortPool::new(lo, hi)));
         let snat = match (prev.and_then(|p| p.snat.clone()), snat) {
+            (Some(p), Some(n)) if p.range() == n.range() => Some(p),
+            (_, n) => n,
+        };
+        let hairpin_pool = cfg
+            .hairpin_snat
+            .as_ref()
+            .and_then(|n| parse_port_range(&n.ports).map(|(lo, hi)| PortPool::new(lo, hi)));
+        let hairpin_pool = match (prev.and_then(|p| p.hairpin_pool.clone()), hairpin_pool) {
             (Some(p), Some(n)) if p.range() == n.range() => Some(p),
             (_, n) => n,
         };
@@ -161,6 +213,7 @@ impl Service {
             advertise: cfg.advertise && prev.is_none_or(|p| p.advertise || !p.cfg.advertise),
             backends,
             snat,
+            hairpin_pool,
             cfg: cfg.clone(),
         }
     }
@@ -183,30 +236,91 @@ impl Service {
 
     /// Chooses a backend (and a source-NAT port) for the new flow `key` and
     /// counts it there. Nothing changes when it is refused.
-    pub(super) fn place(&mut self, key: &AffinityKey) -> Result<Placement, Refusal> {
+    ///
+    /// `in_use` says whether an affinity key is live (the manager's index
+    /// of installed keys): a reverse key that is taken is never handed out
+    /// again — with source NAT another port is tried (counted as
+    /// remapped), without it the flow is refused ([`Refusal::Collision`]).
+    /// Hairpin: a client that is one of the service's backends is never
+    /// placed on itself, and is source-NATed when `hairpin_snat` is set.
+    pub(super) fn place(
+        &mut self,
+        key: &AffinityKey,
+        in_use: impl Fn(&AffinityKey) -> bool,
+    ) -> Result<Placed, Refusal> {
+        let hairpin = self.backends.iter().any(|b| *b.addr.ip() == key.src_addr);
         self.cands.clear();
         self.cands.extend(self.backends.iter().map(|b| Candidate {
-            weight: b.effective_weight(),
+            weight: if *b.addr.ip() == key.src_addr {
+                0
+            } else {
+                b.effective_weight()
+            },
             active: b.active,
         }));
         let bi = self
             .selector
             .pick(&self.cands, &self.names, flow_hash(key))
             .ok_or(Refusal::NoBackend)?;
-        let snat = match (&self.cfg.snat, &mut self.snat) {
-            (Some(n), Some(pool)) => match pool.allocate() {
-                Some(p) => Some(SocketAddrV4::new(n.address, p)),
-                None => return Err(Refusal::SnatExhausted),
+        let backend = self.backends[bi].addr;
+        let rev = |dst: SocketAddrV4| AffinityKey {
+            protocol: key.protocol,
+            src_addr: *backend.ip(),
+            dst_addr: *dst.ip(),
+            src_port: backend.port(),
+            dst_port: dst.port(),
+        };
+        let (nat, pool) = match (hairpin, &self.cfg.hairpin_snat, &mut self.hairpin_pool) {
+            (true, Some(n), Some(p)) => (Some(n.address), Some(p)),
+            _ => match (&self.cfg.snat, &mut self.snat) {
+                (Some(n), Some(p)) => (Some(n.address), Some(p)),
+                _ => (None, None),
             },
-            _ => None,
+        };
+        let mut remapped = false;
+        let snat = match (nat, pool) {
+            (Some(addr), Some(pool)) => {
+                // Ports whose reverse key is live elsewhere are skipped
+                // (held until the search ends so allocate() moves on).
+                let mut skipped = Vec::new();
+                let mut found = None;
+                for _ in 0..pool.size() {
+                    let Some(p) = pool.allocate() else { break };
+                    let a = SocketAddrV4::new(addr, p);
+                    if in_use(&rev(a)) {
+                        skipped.push(p);
+                        remapped = true;
+                        continue;
+                    }
+                    found = Some(a);
+                    break;
+                }
+                for p in skipped {
+                    pool.release(p);
+                }
+                Some(found.ok_or(Refusal::SnatExhausted)?)
+            }
+            _ => {
+                if in_use(&rev(SocketAddrV4::new(key.src_addr, key.src_port))) {
+                    return Err(Refusal::Collision);
+                }
+                None
+            }
         };
         let b = &mut self.backends[bi];
         b.active += 1;
         b.total += 1;
-        Ok(Placement {
-            backend: b.addr,
-            snat,
+        Ok(Placed {
+            placement: Placement { backend, snat },
+            remapped,
+            hairpin,
         })
+    }
+
+    /// Whether backend `addr` is still configured and healthy, so flows on
+    /// it may go on (a drained one, weight 0, still may).
+    fn can_take(&self, addr: SocketAddrV4) -> bool {
+        self.backends.iter().any(|b| b.addr == addr && b.healthy)
     }
 }
 
@@ -288,6 +402,23 @@ impl ServiceRegistry {
             .map_or(DEFAULT_STICKY_MS, |s| s.cfg.sticky_timeout_ms)
     }
 
+    /// Whether flows of `service` on `backend` may go on: the service and
+    /// the backend are still configured and the backend is healthy.
+    pub(super) fn can_take(&self, service: &str, backend: SocketAddrV4) -> bool {
+        self.list
+            .iter()
+            .find(|s| *s.name == *service)
+            .is_some_and(|s| s.can_take(backend))
+    }
+
+    /// The named service's `expire_nodest_conn` (false when it is gone).
+    pub(super) fn expire_nodest_conn(&self, service: &str) -> bool {
+        self.list
+            .iter()
+            .find(|s| *s.name == *service)
+            .is_some_and(|s| s.cfg.expire_nodest_conn)
+    }
+
     /// A backend by service name and address; the error names what is missing.
     pub(super) fn backend_mut(
         &mut self,
@@ -312,7 +443,13 @@ impl ServiceRegistry {
             if let Some(b) = s.backends.iter_mut().find(|b| b.addr == f.backend) {
                 b.active = b.active.saturating_sub(1);
             }
-            if let (Some(a), Some(pool)) = (f.snat, &mut s.snat) {
+            let hairpin = s.cfg.hairpin_snat.as_ref().map(|n| n.address);
+            let pool = if f.snat.map(|a| *a.ip()) == hairpin {
+                &mut s.hairpin_pool
+            } else {
+                &mut s.snat
+            };
+            if let (Some(a), Some(pool)) = (f.snat, pool) {
                 pool.release(a.port());
             }
         }
@@ -342,8 +479,10 @@ mod tests {
         Backend {
             addr: SocketAddrV4::new([198, 51, 100, 1].into(), 80),
             weight,
+            config_weight: weight,
             feedback_weight: None,
             healthy: true,
+            checked: true,
             ok_streak: 0,
             fail_streak: 0,
             active: 0,

@@ -216,6 +216,8 @@ pub unsafe extern "C" fn affinity_rs_init(cfg: *const sys::affinity_config_t) ->
             agent_name: "vpp-affinity".into(),
             instance_id: c.agent_address ^ 0x5650_5000,
             auth,
+            // Managers renew only flows reported active (issue 11).
+            activity_report_interval_ms: 10_000,
             ..Default::default()
         };
         let agent = Agent::new(config);

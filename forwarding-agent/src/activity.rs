@@ -1,0 +1,157 @@
+//! Activity reports: every `activity_report_interval_ms` the agent tells
+//! each manager it has heard from which fixed affinities carried packets
+//! since the previous report, so a manager renews only its flows that are
+//! in use and lets idle ones expire, and learns the keys other managers'
+//! flows use (a backup that takes over, another client domain's manager)
+//! so it never installs over them (issue 11; layout in `api/PROTOCOL.md`,
+//! "Activity reports", exchange in `api/EXCHANGES.md`).
+//!
+//! Cost: one scan of the fixed table per interval on the control thread
+//! (the table's own per-entry counters, `per_flow_counters`, are read, no
+//! data-path work is added), and per manager one statistics report (type
+//! 19) per interval, plus one more for every [`ENTRIES_PER_REPORT`]
+//! active affinities beyond the first batch.
+
+use crate::agent::{ds, Agent, ControlState};
+use crate::counters::Counter;
+use affinity_api::{AffinityKey, FixedAffinity, MessageType, Segment, Statistics};
+use std::collections::HashMap;
+use std::net::SocketAddrV4;
+
+/// Active affinities per report message: each is a fixed affinity segment
+/// (28 bytes) and a statistics segment (24 bytes); 24 of them with the
+/// header, identity info, the summary statistics and a signature stay
+/// under about 1400 bytes (no IP fragmentation on a 1500-byte path).
+pub const ENTRIES_PER_REPORT: usize = 24;
+
+/// The control thread's activity bookkeeping.
+#[derive(Debug, Default)]
+pub(crate) struct ActivityState {
+    /// When the next report is due (the caller's monotonic ns); `None`
+    /// until a manager is heard (or with reports off).
+    pub next_ns: Option<u64>,
+    /// Per fixed affinity that carried packets: the (packets, bytes)
+    /// totals at the last report.
+    last: HashMap<AffinityKey, (u64, u64)>,
+    /// Port each manager (by owner index) sends from: where its reports go.
+    ports: Vec<u16>,
+}
+
+impl ActivityState {
+    /// Notes the port manager `owner` sent from (its listen port) at
+    /// `now_ns`; the first manager heard schedules the first report an
+    /// interval (`interval_ns`, 0 = reports off) later.
+    pub fn note_manager(&mut self, owner: u16, port: u16, now_ns: u64, interval_ns: u64) {
+        if self.next_ns.is_none() && interval_ns > 0 {
+            self.next_ns = Some(now_ns + interval_ns);
+        }
+        let i = owner as usize;
+        if self.ports.len() <= i {
+            self.ports.resize(i + 1, 0);
+        }
+        self.ports[i] = port;
+    }
+}
+
+/// One active affinity in a report.
+struct Entry {
+    key: AffinityKey,
+    /// Seconds the agent still holds it.
+    ttl: u32,
+    packets: u64,
+    bytes: u64,
+}
+
+impl Agent {
+    /// Builds the activity reports due at `now_ns` (called from `tick`).
+    /// Nothing when reports are off (`activity_report_interval_ms` 0) or
+    /// per-flow counters are off (nothing to tell activity by).
+    pub(crate) fn activity_reports(
+        &self,
+        st: &mut ControlState,
+        now_ns: u64,
+    ) -> Vec<(SocketAddrV4, Vec<u8>)> {
+        let interval = self.config.activity_report_interval_ms * 1_000_000;
+        if interval == 0 || !self.config.per_flow_counters {
+            return Vec::new();
+        }
+        if st.activity.next_ns.is_none_or(|t| now_ns < t) {
+            return Vec::new();
+        }
+        st.activity.next_ns = Some(now_ns + interval);
+        let now = ds(now_ns);
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut seen = HashMap::with_capacity(st.activity.last.len());
+        let last = &st.activity.last;
+        self.fixed.for_each(|slot, key, v| {
+            if v.expires_ds <= now {
+                return true;
+            }
+            let (p, b) = self.fixed.counters(slot);
+            if p == 0 {
+                return true;
+            }
+            seen.insert(key, (p, b));
+            // Fewer than last time: the slot was reused by a new entry of
+            // the same key; everything it counted is new.
+            let (lp, lb) = last.get(&key).copied().unwrap_or((0, 0));
+            let (dp, db) = if p >= lp {
+                (p - lp, b.saturating_sub(lb))
+            } else {
+                (p, b)
+            };
+            if dp > 0 {
+                entries.push(Entry {
+                    key,
+                    ttl: (v.expires_ds - now).div_ceil(10),
+                    packets: dp,
+                    bytes: db,
+                });
+            }
+            true
+        });
+        st.activity.last = seen;
+        let mut sends = Vec::new();
+        for (i, m) in st.managers.iter().enumerate() {
+            let port = st.activity.ports.get(i).copied().unwrap_or(0);
+            if port == 0 {
+                continue;
+            }
+            let to = SocketAddrV4::new(m.address, port);
+            let (packets, bytes) = entries
+                .iter()
+                .fold((0u64, 0u64), |(p, b), e| (p + e.packets, b + e.bytes));
+            // The first message always goes (it tells the manager this
+            // agent reports, even when nothing was active).
+            let mut chunks: Vec<&[Entry]> = entries.chunks(ENTRIES_PER_REPORT).collect();
+            if chunks.is_empty() {
+                chunks.push(&[]);
+            }
+            for chunk in chunks {
+                let mut b = self.builder(MessageType::StatisticsReport);
+                b.push(Segment::Statistics(Statistics {
+                    packets,
+                    bytes,
+                    ..Default::default()
+                }));
+                for e in chunk {
+                    b.push(Segment::FixedAffinity(FixedAffinity {
+                        key: e.key,
+                        ttl: e.ttl,
+                        ..Default::default()
+                    }));
+                    b.push(Segment::Statistics(Statistics {
+                        packets: e.packets,
+                        bytes: e.bytes,
+                        ..Default::default()
+                    }));
+                }
+                if let Ok(bytes) = b.finish() {
+                    sends.push((to, bytes));
+                    st.counters.inc(Counter::ActivityReports);
+                }
+            }
+        }
+        sends
+    }
+}

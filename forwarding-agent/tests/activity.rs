@@ -1,0 +1,120 @@
+//! Activity reports (statistics report, type 19) and the drop of a packet
+//! whose fixed affinity was refused (issue 11).
+
+mod common;
+use affinity_api::{MessageType, Segment, ServiceMessage};
+use affinity_forwarding_agent::{Agent, AgentConfig, Counter, Disposition, PacketBuf};
+use common::{data, flow_msg, from, wildcard_msg, Wc, MGR, SEC};
+use std::net::Ipv4Addr;
+
+fn agent(fixed_capacity: usize) -> std::sync::Arc<Agent> {
+    let a = Agent::new(AgentConfig {
+        fixed_capacity,
+        agent_addr: Ipv4Addr::new(192, 0, 2, 1),
+        activity_report_interval_ms: 10_000,
+        ..Default::default()
+    });
+    a.handle_control(
+        0,
+        from(MGR),
+        &wildcard_msg(MGR, 1, &[Wc::to_vip(10), Wc::from_backends(11)], None),
+    );
+    a
+}
+
+/// (fixed affinity key's client port, TTL left, packets) per reported
+/// entry of each report message.
+fn entries(msgs: &[(std::net::SocketAddrV4, Vec<u8>)]) -> Vec<Vec<(u16, u32, u64)>> {
+    msgs.iter()
+        .map(|(to, m)| {
+            assert_eq!(*to, from(MGR), "sent to the manager's own port");
+            let msg = ServiceMessage::parse(m).expect("a valid message");
+            assert_eq!(msg.msg_type(), MessageType::StatisticsReport);
+            assert!(m.len() <= 1400, "bounded: {} bytes", m.len());
+            let mut out = Vec::new();
+            let mut cur = None;
+            for (seg, _) in msg.segments() {
+                match seg {
+                    Segment::FixedAffinity(f) => cur = Some(f),
+                    Segment::Statistics(s) => {
+                        if let Some(f) = cur.take() {
+                            out.push((f.key.src_port, f.ttl, s.packets));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+#[test]
+fn each_interval_one_report_lists_the_affinities_that_carried_packets() {
+    let a = agent(1024);
+    let mut w = a.worker();
+    for port in 1..=30u16 {
+        a.handle_control(
+            SEC,
+            from(MGR),
+            &flow_msg(MGR, 1 + port as u64, port, 30, None, None),
+        );
+    }
+    assert_eq!(
+        a.poll_timeout(),
+        Some(10 * SEC),
+        "first report an interval after the manager"
+    );
+    // Flow 1 carries 3 packets, flow 2 one; the other 28 none.
+    for (port, n) in [(1u16, 3), (2, 1)] {
+        for _ in 0..n {
+            let p = data(port, 0x10);
+            let mut buf = common::buffer(&p, 256);
+            let mut out = [Disposition::Pass];
+            w.process_batch(
+                2 * SEC,
+                &mut [PacketBuf::new(&mut buf, 256, p.len())],
+                &mut out,
+            );
+            assert_eq!(out[0], Disposition::Pass);
+        }
+    }
+    let mut r = entries(&a.tick(10 * SEC));
+    r.iter_mut().for_each(|m| m.sort());
+    // TTL 30 s given at 1 s: 21 s left at 10 s.
+    assert_eq!(r, vec![vec![(1, 21, 3), (2, 21, 1)]]);
+    // Next interval: nothing new carried packets; the report still goes
+    // (the manager learns the agent reports) and lists nothing.
+    let r = entries(&a.tick(20 * SEC));
+    assert_eq!(r, vec![vec![]]);
+    // 30 active flows: split 24 + 6, one message per 24 entries.
+    for port in 1..=30u16 {
+        let p = data(port, 0x10);
+        let mut buf = common::buffer(&p, 256);
+        let mut out = [Disposition::Pass];
+        w.process_batch(
+            21 * SEC,
+            &mut [PacketBuf::new(&mut buf, 256, p.len())],
+            &mut out,
+        );
+    }
+    let r = entries(&a.tick(30 * SEC));
+    assert_eq!(r.iter().map(Vec::len).collect::<Vec<_>>(), vec![24, 6]);
+    assert!(r.iter().flatten().all(|&(_, _, p)| p == 1));
+    assert_eq!(a.counter(Counter::ActivityReports), 4);
+}
+
+#[test]
+fn a_packet_whose_affinity_was_refused_is_dropped_and_counted() {
+    // Room for one flow (two entries) only.
+    let a = agent(2);
+    a.handle_control(SEC, from(MGR), &flow_msg(MGR, 2, 1, 30, None, None));
+    let syn = common::syn(2);
+    let out = a.handle_control(SEC, from(MGR), &flow_msg(MGR, 3, 2, 30, None, Some(&syn)));
+    assert!(
+        out.returned.is_empty(),
+        "the SYN is not returned untranslated"
+    );
+    assert_eq!(a.counter(Counter::ReturnedDroppedRefused), 1);
+    assert!(a.counter(Counter::DenySent) >= 1, "and the manager is told");
+}
