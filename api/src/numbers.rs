@@ -120,6 +120,8 @@ pub mod seg {
     pub const CAPABILITIES: u16 = 17;
     /// Statistics, 20 bytes (extension).
     pub const STATISTICS: u16 = 18;
+    /// Admission action (punt budgets, SYN proxy), 20 bytes (extension).
+    pub const ADMISSION_ACTION: u16 = 19;
 }
 
 /// Dispatch flags of an affinity.
