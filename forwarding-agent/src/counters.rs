@@ -65,6 +65,12 @@ counters! {
     ActionFull => "action-table-full",
     UnsupportedAction => "unsupported-required-action",
     DenySent => "deny-sent",
+    PuntAdmitDropNew => "punt-admission-drop-new-flow",
+    PuntAdmitDropKnown => "punt-admission-drop-known-flow",
+    SynProxyAnswered => "syn-proxy-syn-answered",
+    SynProxyProved => "syn-proxy-cookie-ack-proved",
+    SynProxyBadCookie => "syn-proxy-bad-cookie",
+    SynProxyNoRoom => "syn-proxy-no-room-for-syn-ack",
 }
 
 pub const N_COUNTERS: usize = Counter::ALL.len();

@@ -108,6 +108,7 @@ impl Agent {
                 .map(|a| (a.address, a.mask.unwrap_or(Ipv4Addr::BROADCAST))),
             expires_ds: AtomicU32::new(expires),
             ttl: w.ttl,
+            admission: e.admission,
         };
         match self.wildcards.upsert(entry) {
             Upsert::Refreshed => {

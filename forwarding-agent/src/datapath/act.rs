@@ -48,7 +48,18 @@ impl Worker {
             // The packet's own bits are reported: a superset of those that
             // hit, so a manager sees e.g. SYN even when it asked for ALL.
             if c.mask & hit.bits != 0 && repunt_ok {
-                if c.flags & InterestCriteria::COPY != 0 {
+                // Admission control (wildcard matches only): a copy past
+                // its budget is not sent, a punt past it is dropped.
+                let admitted = match hit.wildcard {
+                    Some(w) => self.admission.admit(w, hit.bits, ctx.now_ns),
+                    None => Ok(()),
+                };
+                if let Err(reason) = admitted {
+                    self.counters.inc(reason);
+                    if c.flags & InterestCriteria::COPY == 0 {
+                        return Disposition::Drop(reason);
+                    }
+                } else if c.flags & InterestCriteria::COPY != 0 {
                     self.send_copy(ctx, p, hit);
                 } else {
                     return self.punt(ctx, p, hit);

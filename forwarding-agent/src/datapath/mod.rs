@@ -32,6 +32,7 @@
 //! packet can take is the hold queue's, and only when it is held.
 
 mod act;
+mod admission;
 pub(crate) mod forward_stats;
 mod lookup;
 mod punt;
@@ -107,6 +108,8 @@ pub struct Worker {
     counters: LocalCounters,
     shared: Arc<SharedCounters>,
     frag: FragmentCache,
+    /// Punt budgets per wildcard ([`admission`]).
+    admission: admission::Admission,
     forward: Arc<ForwardTally>,
     messages: Vec<(SocketAddrV4, Vec<u8>)>,
     infos: Vec<Result<PacketInfo, wire::PacketError>>,
@@ -137,6 +140,7 @@ impl Agent {
             counters: LocalCounters::default(),
             shared,
             frag: FragmentCache::new(self.config.fragment_cache),
+            admission: admission::Admission::new(self.config.wildcard_capacity),
             forward,
             messages: Vec::new(),
             infos: Vec::with_capacity(BATCH),
