@@ -84,6 +84,9 @@ pub struct Agent {
     pub(crate) published: ArcSwap<Published>,
     /// Replaceable at run time (binary API, CLI); starts as `config.auth`.
     auth: RwLock<AuthPolicy>,
+    /// Master secret of the SYN-proxy cookies (random per agent; each
+    /// worker derives the rotating generation keys from it).
+    pub(crate) syn_secret: [u8; 32],
 }
 
 impl Agent {
@@ -115,6 +118,7 @@ impl Agent {
             sequence: AtomicU64::new(SequenceSource::from_system_clock().next()),
             published: ArcSwap::from_pointee(published),
             auth: RwLock::new(config.auth.clone()),
+            syn_secret: crate::synproxy::random_secret(),
             config,
         })
     }

@@ -3,13 +3,15 @@
 //! SYN proxy (cookies, the proved ACK's interest match, the splice).
 
 mod common;
+use affinity_api::ServiceMessage;
 use affinity_api::{
     interest, AdmissionAction, AffinityIdentifier, AffinityKey, IdentityInfo, InterestCriteria,
     MessageBuilder, MessageType, Segment, ServicePrecedence, WildcardAffinity,
 };
+use affinity_forwarding_agent::synproxy::{SynProxyState, TcpOptions};
 use affinity_forwarding_agent::wire::{self, build};
 use affinity_forwarding_agent::{Agent, AgentConfig, Counter, Disposition, PacketBuf, Worker};
-use common::{buffer, from, CLIENT, MGR, SEC, VIP};
+use common::{buffer, checksums_ok, from, CLIENT, MGR, SEC, VIP};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -155,4 +157,198 @@ fn without_admission_action_the_default_budget_applies() {
     }
     assert_eq!(punted, burst);
     assert_eq!(dropped, 100);
+}
+
+/// A TCP packet with `opts` (options area, a multiple of 4 bytes) and
+/// valid checksums.
+#[allow(clippy::too_many_arguments)]
+fn tcp_opts(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    opts: &TcpOptions,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut o = [0u8; 20];
+    let n = opts.emit(&mut o);
+    let thl = 20 + n;
+    let total = 20 + thl + payload.len();
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 6;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    let c = wire::checksum::ipv4_header_checksum(&p[..20]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p[20..22].copy_from_slice(&sport.to_be_bytes());
+    p[22..24].copy_from_slice(&dport.to_be_bytes());
+    p[24..28].copy_from_slice(&seq.to_be_bytes());
+    p[28..32].copy_from_slice(&ack.to_be_bytes());
+    p[32] = ((thl / 4) as u8) << 4;
+    p[33] = flags;
+    p[34..36].copy_from_slice(&4096u16.to_be_bytes());
+    p[40..40 + n].copy_from_slice(&o[..n]);
+    p[20 + thl..].copy_from_slice(payload);
+    let info = wire::parse_ipv4(&p).unwrap();
+    let c = wire::checksum::l4_checksum(&p, &info).unwrap();
+    p[36..38].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+fn u32_at(p: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([p[at], p[at + 1], p[at + 2], p[at + 3]])
+}
+
+/// The options of the TCP header of `p` (no IP options).
+fn options_of(p: &[u8]) -> TcpOptions {
+    let thl = (p[32] >> 4) as usize * 4;
+    TcpOptions::parse(&p[40..20 + thl])
+}
+
+const CLIENT_OPTS: TcpOptions = TcpOptions {
+    mss: Some(1460),
+    wscale: Some(8),
+    sack_permitted: true,
+    timestamps: Some((12345, 0)),
+};
+
+fn proxied_admission() -> AdmissionAction {
+    AdmissionAction {
+        flags: AdmissionAction::SYN_PROXY,
+        ..AdmissionAction::default()
+    }
+}
+
+/// Client SYN → the agent's SYN-ACK; the cookie (its ISN) and the
+/// SYN-ACK's TSval.
+fn handshake_syn(a: &Agent, w: &mut Worker, now: u64, cport: u16) -> (u32, u32) {
+    let punted = a.counter(Counter::Punted);
+    let syn = tcp_opts(
+        CLIENT,
+        cport,
+        VIP,
+        80,
+        build::TCP_SYN,
+        1000,
+        0,
+        &CLIENT_OPTS,
+        &[],
+    );
+    let mut buf = buffer(&syn, HEADROOM);
+    let len = syn.len();
+    let mut pkts = [PacketBuf::new(&mut buf, HEADROOM, len)];
+    let mut out = [Disposition::Drop(Counter::Packets)];
+    w.process_batch(now, &mut pkts, &mut out);
+    assert_eq!(out[0], Disposition::Pass);
+    let sa_len = pkts[0].len;
+    let sa = buf[HEADROOM..HEADROOM + sa_len].to_vec();
+    assert!(checksums_ok(&sa), "SYN-ACK checksums");
+    let info = wire::parse_ipv4(&sa).unwrap();
+    assert_eq!(info.total_len, sa_len);
+    assert_eq!(
+        (
+            info.key.src_addr,
+            info.key.src_port,
+            info.key.dst_addr,
+            info.key.dst_port
+        ),
+        (VIP, 80, CLIENT, cport)
+    );
+    assert_eq!(info.tcp_flags, build::TCP_SYN | build::TCP_ACK);
+    assert_eq!(u32_at(&sa, 28), 1001, "acknowledges the client's ISN");
+    let o = options_of(&sa);
+    assert_eq!(o.mss, Some(1460));
+    assert_eq!(
+        o.wscale,
+        Some(affinity_forwarding_agent::synproxy::ADVERTISED_WSCALE)
+    );
+    assert!(o.sack_permitted);
+    let (tsval, tsecr) = o.timestamps.unwrap();
+    assert_eq!(tsecr, 12345);
+    assert_eq!(
+        tsval & 0x1f,
+        8 | 0x10,
+        "window scale 8 and SACK in the TSval"
+    );
+    assert_eq!(a.counter(Counter::Punted), punted, "a SYN punts nothing");
+    assert!(w.take_messages().is_empty());
+    (u32_at(&sa, 24), tsval)
+}
+
+fn cookie_ack(cport: u16, cookie: u32, tsval: u32) -> Vec<u8> {
+    let opts = TcpOptions {
+        timestamps: Some((12346, tsval)),
+        ..TcpOptions::default()
+    };
+    tcp_opts(
+        CLIENT,
+        cport,
+        VIP,
+        80,
+        build::TCP_ACK,
+        1001,
+        cookie.wrapping_add(1),
+        &opts,
+        &[],
+    )
+}
+
+#[test]
+fn syn_proxy_answers_syns_and_only_a_cookie_ack_becomes_an_interest_match() {
+    let (a, mut w) = agent();
+    install(&a, Some(proxied_admission()));
+    let (cookie, tsval) = handshake_syn(&a, &mut w, SEC, 40000);
+    // A wrong cookie, a forged ACK for another port, a lone RST: dropped.
+    for bad in [
+        cookie_ack(40000, cookie ^ 0x100, tsval),
+        cookie_ack(40001, cookie, tsval),
+        build::tcp(CLIENT, 40000, VIP, 80, build::TCP_RST, 1001, 0, &[]),
+    ] {
+        assert_eq!(
+            run(&mut w, SEC, &bad).0,
+            Disposition::Drop(Counter::SynProxyBadCookie)
+        );
+    }
+    assert_eq!(a.counter(Counter::SynProxyBadCookie), 3);
+    assert_eq!(a.counter(Counter::Punted), 0);
+    // The right cookie, a minute later (the next secret generation).
+    let ack = cookie_ack(40000, cookie, tsval);
+    let (d, buf) = run(&mut w, 65 * SEC, &ack);
+    let Disposition::Punt { start, .. } = d else {
+        panic!("{d:?}")
+    };
+    let msg = ServiceMessage::parse(&buf[start..]).unwrap();
+    assert_eq!(msg.msg_type(), MessageType::InterestMatchWildcard);
+    assert_eq!(msg.ip_packet().unwrap(), &ack[..]);
+    let reason = msg.affinities().next().unwrap().identifier.unwrap().reason;
+    assert_eq!(
+        reason & (interest::SYN | interest::ACK),
+        interest::SYN | interest::ACK
+    );
+    let data = msg.fa_interest_data().unwrap();
+    assert_eq!(data.len(), 16 + SynProxyState::LEN);
+    let state = SynProxyState::decode(&data[16..]).unwrap();
+    assert_eq!(
+        state,
+        SynProxyState {
+            client_isn: 1000,
+            cookie_isn: cookie,
+            mss: 1460,
+            wscale: Some(8),
+            sack_permitted: true,
+            timestamps: Some((12346, tsval)),
+        }
+    );
+    assert_eq!(a.counter(Counter::SynProxyProved), 1);
+    // Past two generations the cookie is refused.
+    assert_eq!(
+        run(&mut w, 200 * SEC, &ack).0,
+        Disposition::Drop(Counter::SynProxyBadCookie)
+    );
 }

@@ -155,6 +155,16 @@ impl Worker {
             if bits & interest::DATA != 0 || info.key.protocol == wire::UDP {
                 bits |= interest::FIRST_DATA;
             }
+            // SYN proxy: only a proved cookie ACK goes on, as a new flow.
+            if origin == Origin::Wire && super::synproxy::applies(&w.entry, &info) {
+                match self.syn_proxy(ctx, p, &info) {
+                    Ok(state) => {
+                        bits |= interest::SYN;
+                        self.proxied = Some(state);
+                    }
+                    Err(d) => return d,
+                }
+            }
             let actions = agent.actions.get(w.action);
             let hit = Hit {
                 info: &info,
@@ -163,7 +173,9 @@ impl Worker {
                 wildcard: Some(&w.entry),
                 origin,
             };
-            return self.act(ctx, p, &hit);
+            let d = self.act(ctx, p, &hit);
+            self.proxied = None;
+            return d;
         }
         let advertised = wild.is_advertised(info.key.dst_addr);
         if let Origin::Returned(_) = origin {

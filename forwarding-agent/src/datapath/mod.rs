@@ -36,6 +36,7 @@ mod admission;
 pub(crate) mod forward_stats;
 mod lookup;
 mod punt;
+mod synproxy;
 
 use crate::agent::{ds, Agent, Published};
 use crate::counters::{Counter, LocalCounters, SharedCounters};
@@ -110,6 +111,10 @@ pub struct Worker {
     frag: FragmentCache,
     /// Punt budgets per wildcard ([`admission`]).
     admission: admission::Admission,
+    /// SYN-proxy cookies ([`crate::synproxy`]), and the state of the proved
+    /// cookie ACK being punted (appended to its interest data).
+    cookies: crate::synproxy::SynCookies,
+    proxied: Option<crate::synproxy::SynProxyState>,
     forward: Arc<ForwardTally>,
     messages: Vec<(SocketAddrV4, Vec<u8>)>,
     infos: Vec<Result<PacketInfo, wire::PacketError>>,
@@ -141,6 +146,8 @@ impl Agent {
             shared,
             frag: FragmentCache::new(self.config.fragment_cache),
             admission: admission::Admission::new(self.config.wildcard_capacity),
+            cookies: crate::synproxy::SynCookies::new(self.syn_secret),
+            proxied: None,
             forward,
             messages: Vec::new(),
             infos: Vec::with_capacity(BATCH),
