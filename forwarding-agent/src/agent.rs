@@ -87,6 +87,9 @@ pub struct Agent {
     /// Master secret of the SYN-proxy cookies (random per agent; each
     /// worker derives the rotating generation keys from it).
     pub(crate) syn_secret: [u8; 32],
+    /// SYN-proxied connections between the manager's answer and the
+    /// backend's SYN-ACK, and the sequence adjusts installed for them.
+    pub(crate) splice: crate::synproxy::SpliceTable,
 }
 
 impl Agent {
@@ -119,6 +122,7 @@ impl Agent {
             published: ArcSwap::from_pointee(published),
             auth: RwLock::new(config.auth.clone()),
             syn_secret: crate::synproxy::random_secret(),
+            splice: crate::synproxy::SpliceTable::default(),
             config,
         })
     }

@@ -71,6 +71,10 @@ counters! {
     SynProxyProved => "syn-proxy-cookie-ack-proved",
     SynProxyBadCookie => "syn-proxy-bad-cookie",
     SynProxyNoRoom => "syn-proxy-no-room-for-syn-ack",
+    SynProxyBackendSyn => "syn-proxy-backend-syn-sent",
+    SynProxyPendingFull => "syn-proxy-pending-full",
+    SynProxySpliced => "syn-proxy-spliced",
+    SynProxyAckNotReleased => "syn-proxy-client-ack-not-released",
 }
 
 pub const N_COUNTERS: usize = Counter::ALL.len();

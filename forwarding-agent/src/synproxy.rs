@@ -529,3 +529,123 @@ mod tests {
         assert_eq!(SynProxyState::decode(&s.encode()), Some(s));
     }
 }
+
+/// A proxied connection waiting for the backend's SYN-ACK: the state the
+/// manager echoed and the client's ACK (or first data), released once the
+/// backend has answered.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub state: SynProxyState,
+    /// The client's packet as punted (client → VIP, before NAT).
+    pub packet: Vec<u8>,
+    /// The caller's monotonic nanoseconds after which it is forgotten.
+    pub deadline_ns: u64,
+}
+
+/// How long a proxied connection waits for the backend's SYN-ACK (10 s,
+/// about a SYN's first three retransmissions).
+pub const PENDING_NS: u64 = 10_000_000_000;
+
+/// The agent's proxied connections between the manager's answer and the
+/// backend's SYN-ACK (`pending`, keyed by the client flow: client → VIP),
+/// and the sequence adjusts the agent installed for them (`spliced`, kept
+/// across the manager's refreshes, which do not carry them). Locked by the
+/// control thread and, for a backend SYN-ACK while something is pending,
+/// by a worker: once per proxied connection, never per data packet.
+#[derive(Debug, Default)]
+pub struct SpliceTable {
+    pending: parking_lot::Mutex<std::collections::HashMap<affinity_api::AffinityKey, Pending>>,
+    /// Entries of `pending`: a worker checks this before taking the lock.
+    pending_n: std::sync::atomic::AtomicUsize,
+    spliced: parking_lot::Mutex<
+        std::collections::HashMap<affinity_api::AffinityKey, affinity_api::SeqAdjustAction>,
+    >,
+}
+
+impl SpliceTable {
+    /// Adds a pending connection (at most `cap`; expired ones are pruned
+    /// first); false when full.
+    pub fn add_pending(
+        &self,
+        key: affinity_api::AffinityKey,
+        p: Pending,
+        now_ns: u64,
+        cap: usize,
+    ) -> bool {
+        let mut m = self.pending.lock();
+        m.retain(|_, v| v.deadline_ns > now_ns);
+        let ok = m.len() < cap || m.contains_key(&key);
+        if ok {
+            m.insert(key, p);
+        }
+        self.pending_n
+            .store(m.len(), std::sync::atomic::Ordering::Relaxed);
+        ok
+    }
+
+    /// Whether any connection is pending (no lock).
+    #[inline]
+    pub fn any_pending(&self) -> bool {
+        self.pending_n.load(std::sync::atomic::Ordering::Relaxed) != 0
+    }
+
+    /// Takes the pending connection of client flow `key`, if live.
+    pub fn take_pending(&self, key: &affinity_api::AffinityKey, now_ns: u64) -> Option<Pending> {
+        let mut m = self.pending.lock();
+        let p = m.remove(key);
+        self.pending_n
+            .store(m.len(), std::sync::atomic::Ordering::Relaxed);
+        p.filter(|p| p.deadline_ns > now_ns)
+    }
+
+    /// Remembers the sequence adjust installed on fixed affinity `key`
+    /// (at most `cap` remembered; past that the oldest are not tracked).
+    pub fn remember(
+        &self,
+        key: affinity_api::AffinityKey,
+        s: affinity_api::SeqAdjustAction,
+        cap: usize,
+    ) {
+        let mut m = self.spliced.lock();
+        if m.len() < cap || m.contains_key(&key) {
+            m.insert(key, s);
+        }
+    }
+
+    /// The sequence adjust the agent installed on `key`, if any.
+    pub fn installed(
+        &self,
+        key: &affinity_api::AffinityKey,
+    ) -> Option<affinity_api::SeqAdjustAction> {
+        self.spliced.lock().get(key).copied()
+    }
+
+    /// Forgets `key` (its fixed affinity was deleted).
+    pub fn forget(&self, key: &affinity_api::AffinityKey) {
+        self.spliced.lock().remove(key);
+    }
+}
+
+/// The two sequence adjusts that join a proxied connection's halves
+/// (backend ISN vs cookie ISN): on the client flow (client → VIP) the
+/// acknowledgment numbers from the cookie ISN + 1 on are moved to the
+/// backend's; on the backend flow (backend → client) the sequence numbers
+/// from the backend ISN + 1 on are moved to the cookie's. (forward, reverse).
+pub fn splice_adjusts(
+    cookie_isn: u32,
+    backend_isn: u32,
+) -> (affinity_api::SeqAdjustAction, affinity_api::SeqAdjustAction) {
+    let fwd = affinity_api::SeqAdjustAction {
+        seq_delta: 0,
+        initial_seq: 0,
+        ack_delta: backend_isn.wrapping_sub(cookie_isn),
+        initial_ack: cookie_isn.wrapping_add(1),
+    };
+    let rev = affinity_api::SeqAdjustAction {
+        seq_delta: cookie_isn.wrapping_sub(backend_isn),
+        initial_seq: backend_isn.wrapping_add(1),
+        ack_delta: 0,
+        initial_ack: 0,
+    };
+    (fwd, rev)
+}

@@ -11,7 +11,9 @@ use affinity_api::{
 use affinity_forwarding_agent::synproxy::{SynProxyState, TcpOptions};
 use affinity_forwarding_agent::wire::{self, build};
 use affinity_forwarding_agent::{Agent, AgentConfig, Counter, Disposition, PacketBuf, Worker};
-use common::{buffer, checksums_ok, from, CLIENT, MGR, SEC, VIP};
+use common::{
+    buffer, checksums_ok, flow_msg, from, wildcard_msg, Wc, BACKEND, CLIENT, MGR, SEC, VIP,
+};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -350,5 +352,169 @@ fn syn_proxy_answers_syns_and_only_a_cookie_ack_becomes_an_interest_match() {
     assert_eq!(
         run(&mut w, 200 * SEC, &ack).0,
         Disposition::Drop(Counter::SynProxyBadCookie)
+    );
+}
+
+/// The sequence and acknowledgment numbers of a packet without IP options.
+fn seq_ack(p: &[u8]) -> (u32, u32) {
+    (u32_at(p, 24), u32_at(p, 28))
+}
+
+#[test]
+fn syn_proxy_splices_the_backend_connection_with_sequence_adjust_both_ways() {
+    let (a, mut w) = agent();
+    install(&a, Some(proxied_admission()));
+    // The backends' side (supports the reverse fixed affinity).
+    let out = a.handle_control(
+        0,
+        from(MGR),
+        &wildcard_msg(MGR, 2, &[Wc::from_backends(11)], None),
+    );
+    assert!(out.replies.is_empty());
+    let cport = 40000;
+    let (cookie, tsval) = handshake_syn(&a, &mut w, SEC, cport);
+    let ack = cookie_ack(cport, cookie, tsval);
+    let (d, buf) = run(&mut w, SEC, &ack);
+    let Disposition::Punt { start, .. } = d else {
+        panic!("{d:?}")
+    };
+    let msg = ServiceMessage::parse(&buf[start..]).unwrap();
+    let echo = msg.fa_interest_data().unwrap().to_vec();
+
+    // The manager answers as usual: NAT to the backend, echoing the data
+    // and returning the ACK. The agent keeps the ACK and sends the SYN.
+    let out = a.handle_control(
+        SEC,
+        from(MGR),
+        &flow_msg(MGR, 3, cport, 30, Some(&echo), Some(&ack)),
+    );
+    assert!(out.replies.is_empty(), "{:?}", out.replies);
+    assert_eq!(out.returned.len(), 1);
+    assert_eq!(a.counter(Counter::SynProxyBackendSyn), 1);
+    let r = &out.returned[0];
+    let mut sbuf = buffer(&r.packet, 64);
+    let len = r.packet.len();
+    let d = w.process_returned(SEC, &mut PacketBuf::new(&mut sbuf, 64, len), r.rank_limit);
+    assert_eq!(d, Disposition::Pass);
+    let syn = &sbuf[64..];
+    assert!(checksums_ok(syn));
+    let info = wire::parse_ipv4(syn).unwrap();
+    assert_eq!(info.tcp_flags, build::TCP_SYN);
+    assert_eq!((info.key.src_addr, info.key.src_port), (CLIENT, cport));
+    assert_eq!((info.key.dst_addr, info.key.dst_port), (BACKEND, 8080));
+    assert_eq!(seq_ack(syn).0, 1000, "the client's ISN");
+    assert_eq!(
+        options_of(syn),
+        TcpOptions {
+            mss: Some(1460),
+            wscale: Some(8),
+            sack_permitted: true,
+            timestamps: Some((12346, 0)),
+        },
+        "the client's original options"
+    );
+
+    // The backend's SYN-ACK: swallowed; the client's ACK goes out in its
+    // place, acknowledging the backend's ISN.
+    let b_isn = 0xfff0_0000u32; // wraps during the test
+    let opts = TcpOptions {
+        mss: Some(1400),
+        wscale: Some(7),
+        sack_permitted: true,
+        timestamps: Some((777, 12346)),
+    };
+    let synack = tcp_opts(
+        BACKEND,
+        8080,
+        CLIENT,
+        cport,
+        build::TCP_SYN | build::TCP_ACK,
+        b_isn,
+        1001,
+        &opts,
+        &[],
+    );
+    let (d, buf) = run(&mut w, SEC, &synack);
+    assert_eq!(d, Disposition::Pass);
+    assert_eq!(a.counter(Counter::SynProxySpliced), 1);
+    let out_ack = &buf[HEADROOM..HEADROOM + ack.len()];
+    assert!(checksums_ok(out_ack));
+    let info = wire::parse_ipv4(out_ack).unwrap();
+    assert_eq!(info.tcp_flags, build::TCP_ACK);
+    assert_eq!((info.key.dst_addr, info.key.dst_port), (BACKEND, 8080));
+    assert_eq!(seq_ack(out_ack), (1001, b_isn.wrapping_add(1)));
+
+    // Data both ways, 70 000 bytes on (past the backend ISN's wrap).
+    let req = b"GET / HTTP/1.0\r\n\r\n";
+    let data = build::tcp(
+        CLIENT,
+        cport,
+        VIP,
+        80,
+        build::TCP_ACK | build::TCP_PSH,
+        1001,
+        cookie.wrapping_add(70_001),
+        req,
+    );
+    let (d, buf) = run(&mut w, 2 * SEC, &data);
+    assert_eq!(d, Disposition::Pass);
+    let expected = build::tcp(
+        CLIENT,
+        cport,
+        BACKEND,
+        8080,
+        build::TCP_ACK | build::TCP_PSH,
+        1001,
+        b_isn.wrapping_add(70_001),
+        req,
+    );
+    assert_eq!(
+        &buf[HEADROOM..],
+        &expected[..],
+        "client → backend, acknowledgment moved"
+    );
+    assert!(checksums_ok(&buf[HEADROOM..]));
+    let resp = b"HTTP/1.0 200 OK\r\n\r\n";
+    let rsp = |seq_off: u32| {
+        build::tcp(
+            BACKEND,
+            8080,
+            CLIENT,
+            cport,
+            build::TCP_ACK,
+            b_isn.wrapping_add(seq_off),
+            1001 + req.len() as u32,
+            resp,
+        )
+    };
+    let check_reply = |w: &mut Worker, now: u64| {
+        let (d, buf) = run(w, now, &rsp(70_001));
+        assert_eq!(d, Disposition::Pass);
+        let expected = build::tcp(
+            VIP,
+            80,
+            CLIENT,
+            cport,
+            build::TCP_ACK,
+            cookie.wrapping_add(70_001),
+            1001 + req.len() as u32,
+            resp,
+        );
+        assert_eq!(
+            &buf[HEADROOM..],
+            &expected[..],
+            "backend → client, sequence moved"
+        );
+        assert!(checksums_ok(&buf[HEADROOM..]));
+    };
+    check_reply(&mut w, 2 * SEC);
+    // The manager's refresh (no sequence adjust in it) keeps the splice.
+    let out = a.handle_control(3 * SEC, from(MGR), &flow_msg(MGR, 4, cport, 30, None, None));
+    assert!(out.replies.is_empty() && out.returned.is_empty());
+    check_reply(&mut w, 3 * SEC);
+    assert_eq!(
+        a.counter(Counter::Punted),
+        1,
+        "only the proved ACK reached the manager"
     );
 }

@@ -142,6 +142,7 @@ impl Agent {
     ) {
         let (owner, now, now_ns) = (inc.owner, inc.now, inc.now_ns);
         if f.ttl == 0 {
+            self.splice.forget(&f.key);
             if let Some(old) = self.fixed.remove(&f.key) {
                 self.actions.release(old.action, now_ns);
                 st.counters.inc(Counter::FixedDelete);
@@ -165,6 +166,7 @@ impl Agent {
             let t = seg::FIXED_AFFINITY;
             return self.deny(st, out, inc, t, DenyReason::NO_SUPPORTING_WILDCARD, e);
         }
+        let e = &self.keep_splice(&f.key, e);
         let actions = self.action_set(e, owner, f.dispatch_flags, f.info_flags, f.forward_addr);
         let Some(action) = self.actions.acquire(&actions, now_ns) else {
             st.counters.inc(Counter::ActionFull);

@@ -12,6 +12,7 @@
 
 mod apply;
 mod reply;
+mod synproxy;
 mod verify;
 
 use crate::agent::{ds, Agent};
@@ -110,7 +111,9 @@ impl Agent {
                         });
                     });
                 }
-                self.return_packet(out, &msg, data);
+                if !self.syn_proxy_update(&mut st, out, &msg, now_ns) {
+                    self.return_packet(out, &msg, data);
+                }
             }
             MessageType::IpPacketOnly => {
                 let data = self.own_interest_data(&msg);

@@ -78,6 +78,16 @@ impl Worker {
                 Err(_) => return self.malformed(ctx),
             }
         }
+        // A backend's SYN-ACK for a SYN-proxied connection ends here.
+        let synack = wire::tcp::flags::SYN | wire::tcp::flags::ACK;
+        if info.tcp_flags & synack == synack
+            && hit.wildcard.is_none()
+            && ctx.agent.splice.any_pending()
+        {
+            if let Some(d) = self.splice(ctx, p, hit.info, &info) {
+                return d;
+            }
+        }
         if let Some(s) = a.seq_adjust {
             if wire::apply_seq_adjust(p.packet(), &info, &s.into()).is_ok()
                 && info.key.protocol == wire::TCP

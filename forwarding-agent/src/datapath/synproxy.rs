@@ -6,6 +6,7 @@
 //! the agent's interest data); anything else without a fixed affinity is
 //! dropped.
 
+use super::lookup::{Lookup, Origin};
 use super::{BatchCtx, Disposition, PacketBuf, Worker};
 use crate::counters::Counter;
 use crate::synproxy::{self, SynProxyState};
@@ -60,5 +61,68 @@ impl Worker {
         }
         self.counters.inc(Counter::SynProxyBadCookie);
         Err(Disposition::Drop(Counter::SynProxyBadCookie))
+    }
+}
+
+impl Worker {
+    /// A SYN-ACK on a fixed affinity while SYN-proxied connections are
+    /// pending: if it answers one (its flow reversed, after NAT, is a
+    /// pending client flow, and it acknowledges the client's ISN), installs
+    /// the sequence adjusts that join the halves on both fixed affinities,
+    /// drops the SYN-ACK (the client had the agent's) and puts the client's
+    /// kept ACK in its place, sent on through the now spliced flow — which
+    /// acknowledges the backend's SYN-ACK. `None`: not a proxied one.
+    /// `orig` is the SYN-ACK as received, `info` after NAT.
+    pub(super) fn splice(
+        &mut self,
+        ctx: &BatchCtx<'_>,
+        p: &mut PacketBuf<'_>,
+        orig: &PacketInfo,
+        info: &PacketInfo,
+    ) -> Option<Disposition> {
+        let agent = ctx.agent;
+        let k = info.key;
+        let client_flow = affinity_api::AffinityKey {
+            protocol: k.protocol,
+            src_addr: k.dst_addr,
+            dst_addr: k.src_addr,
+            src_port: k.dst_port,
+            dst_port: k.src_port,
+        };
+        let pending = agent.splice.take_pending(&client_flow, ctx.now_ns)?;
+        let l4 = p.packet().get(info.l4_offset..info.total_len)?;
+        let backend_isn = wire::get_u32(l4, tcp::field::SEQ_NUM);
+        let ack = wire::get_u32(l4, tcp::field::ACK_NUM);
+        if ack != pending.state.client_isn.wrapping_add(1) {
+            self.counters.inc(Counter::SynProxyBadCookie);
+            return Some(Disposition::Drop(Counter::SynProxyBadCookie));
+        }
+        let (fwd, rev) = synproxy::splice_adjusts(pending.state.cookie_isn, backend_isn);
+        for (key, adj) in [(client_flow, fwd), (orig.key, rev)] {
+            let Some((v, _)) = agent.fixed.lookup(&key) else {
+                continue;
+            };
+            let mut actions = agent.actions.get(v.action);
+            actions.seq_adjust = Some(adj.into());
+            // Whole seconds left, rounded up (table time is deciseconds).
+            let ttl = v.expires_ds.saturating_sub(ctx.now).div_ceil(10);
+            if agent
+                .install_fixed_local(ctx.now_ns, key, &actions, ttl)
+                .is_ok()
+            {
+                agent.splice.remember(key, adj, agent.config.fixed_capacity);
+            }
+        }
+        self.counters.inc(Counter::SynProxySpliced);
+        // The client's ACK takes the SYN-ACK's buffer, if it fits.
+        let end = p.start + pending.packet.len();
+        let Some(dst) = p.buf.get_mut(p.start..end) else {
+            self.counters.inc(Counter::SynProxyAckNotReleased);
+            return Some(Disposition::Consumed);
+        };
+        dst.copy_from_slice(&pending.packet);
+        p.len = pending.packet.len();
+        let parsed = wire::parse_ipv4(p.packet());
+        Some(self.process_one(ctx, p, parsed, Lookup::Later, Origin::Wire))
     }
 }
