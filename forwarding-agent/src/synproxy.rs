@@ -12,6 +12,7 @@
 //! `cookie_timestamp_decode`). Layout of the cookie and the wire format of
 //! the state: PROTOCOL.md, "19 — admission action".
 
+use crate::actions::{SeqAdjustKey, TsAdjustKey};
 use crate::wire::{self, checksum, get_u16, get_u32, ipv4, set_u16, set_u32, shifted, tcp};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -530,6 +531,9 @@ mod tests {
     }
 }
 
+/// What the agent installed on a spliced flow's fixed affinity.
+pub type Installed = (SeqAdjustKey, Option<TsAdjustKey>);
+
 /// A proxied connection waiting for the backend's SYN-ACK: the state the
 /// manager echoed and the client's ACK (or first data), released once the
 /// backend has answered.
@@ -557,9 +561,7 @@ pub struct SpliceTable {
     pending: parking_lot::Mutex<std::collections::HashMap<affinity_api::AffinityKey, Pending>>,
     /// Entries of `pending`: a worker checks this before taking the lock.
     pending_n: std::sync::atomic::AtomicUsize,
-    spliced: parking_lot::Mutex<
-        std::collections::HashMap<affinity_api::AffinityKey, affinity_api::SeqAdjustAction>,
-    >,
+    spliced: parking_lot::Mutex<std::collections::HashMap<affinity_api::AffinityKey, Installed>>,
 }
 
 impl SpliceTable {
@@ -598,25 +600,17 @@ impl SpliceTable {
         p.filter(|p| p.deadline_ns > now_ns)
     }
 
-    /// Remembers the sequence adjust installed on fixed affinity `key`
-    /// (at most `cap` remembered; past that the oldest are not tracked).
-    pub fn remember(
-        &self,
-        key: affinity_api::AffinityKey,
-        s: affinity_api::SeqAdjustAction,
-        cap: usize,
-    ) {
+    /// Remembers the adjusts installed on fixed affinity `key` (at most
+    /// `cap` flows remembered; past that new ones are not tracked).
+    pub fn remember(&self, key: affinity_api::AffinityKey, s: Installed, cap: usize) {
         let mut m = self.spliced.lock();
         if m.len() < cap || m.contains_key(&key) {
             m.insert(key, s);
         }
     }
 
-    /// The sequence adjust the agent installed on `key`, if any.
-    pub fn installed(
-        &self,
-        key: &affinity_api::AffinityKey,
-    ) -> Option<affinity_api::SeqAdjustAction> {
+    /// The adjusts the agent installed on `key`, if any.
+    pub fn installed(&self, key: &affinity_api::AffinityKey) -> Option<Installed> {
         self.spliced.lock().get(key).copied()
     }
 
@@ -648,4 +642,65 @@ pub fn splice_adjusts(
         initial_ack: 0,
     };
     (fwd, rev)
+}
+
+/// Offset (from the TCP header) of the timestamp option's TSval in the TCP
+/// header `l4`, if it has one.
+fn timestamp_at(l4: &[u8]) -> Option<usize> {
+    let doff = tcp::header_len(*l4.get(tcp::field::DATA_OFF)?);
+    let opts = l4.get(tcp::HEADER_LEN..doff)?;
+    let mut i = 0;
+    while let Some(&kind) = opts.get(i) {
+        match kind {
+            opt::END => return None,
+            opt::NOP => i += 1,
+            _ => {
+                let len = *opts.get(i + 1)? as usize;
+                if len < 2 || i + len > opts.len() {
+                    return None;
+                }
+                if kind == opt::TIMESTAMP && len == 10 {
+                    return Some(tcp::HEADER_LEN + i + 2);
+                }
+                i += len;
+            }
+        }
+    }
+    None
+}
+
+/// The TSval of the TCP packet `pkt` (`info`), if it carries timestamps.
+pub fn tsval(pkt: &[u8], info: &wire::PacketInfo) -> Option<u32> {
+    let l4 = pkt.get(info.l4_offset..info.total_len)?;
+    let at = timestamp_at(l4)?;
+    Some(get_u32(l4, at..at + 4))
+}
+
+/// Applies a timestamp offset (`crate::actions::TsAdjustKey`) to the TCP
+/// packet `pkt` in place, with an incremental checksum update (RFC 1624);
+/// packets without timestamps are left alone.
+pub fn apply_ts_adjust(pkt: &mut [u8], info: &wire::PacketInfo, t: TsAdjustKey) {
+    if info.key.protocol != wire::TCP || info.fragment == wire::Fragment::Later {
+        return;
+    }
+    let Some(l4) = pkt.get_mut(info.l4_offset..info.total_len) else {
+        return;
+    };
+    let Some(at) = timestamp_at(l4) else {
+        return;
+    };
+    let field = if t.echo { at + 4..at + 8 } else { at..at + 4 };
+    // The checksum update works on whole 16-bit words of the segment.
+    let words = (field.start & !1)..((field.end + 1) & !1).min(l4.len());
+    if words.end < field.end {
+        return;
+    }
+    let mut old = [0u8; 6];
+    let n = words.len();
+    old[..n].copy_from_slice(&l4[words.clone()]);
+    let v = get_u32(l4, field.clone()).wrapping_add(t.delta);
+    set_u32(l4, field, v);
+    let c = get_u16(l4, tcp::field::CHECKSUM);
+    let c = checksum::update(c, &old[..n], &l4[words]);
+    set_u16(l4, tcp::field::CHECKSUM, c);
 }

@@ -443,6 +443,11 @@ fn syn_proxy_splices_the_backend_connection_with_sequence_adjust_both_ways() {
     assert_eq!(info.tcp_flags, build::TCP_ACK);
     assert_eq!((info.key.dst_addr, info.key.dst_port), (BACKEND, 8080));
     assert_eq!(seq_ack(out_ack), (1001, b_isn.wrapping_add(1)));
+    assert_eq!(
+        options_of(out_ack).timestamps,
+        Some((12346, 777)),
+        "the echo of the agent's TSval becomes the backend's"
+    );
 
     // Data both ways, 70 000 bytes on (past the backend ISN's wrap).
     let req = b"GET / HTTP/1.0\r\n\r\n";
@@ -516,5 +521,53 @@ fn syn_proxy_splices_the_backend_connection_with_sequence_adjust_both_ways() {
         a.counter(Counter::Punted),
         1,
         "only the proved ACK reached the manager"
+    );
+
+    // Timestamps: the backend's TSval clock is moved onto the agent's
+    // (which the client saw in the SYN-ACK), the client's echo back.
+    let ts = |val, ecr| TcpOptions {
+        timestamps: Some((val, ecr)),
+        ..TcpOptions::default()
+    };
+    let b_seq = b_isn.wrapping_add(1);
+    let bdata = tcp_opts(
+        BACKEND,
+        8080,
+        CLIENT,
+        cport,
+        build::TCP_ACK,
+        b_seq,
+        1001,
+        &ts(800, 12346),
+        resp,
+    );
+    let (d, buf) = run(&mut w, 3 * SEC, &bdata);
+    assert_eq!(d, Disposition::Pass);
+    let got = &buf[HEADROOM..];
+    assert!(checksums_ok(got));
+    assert_eq!(
+        options_of(got).timestamps,
+        Some((tsval.wrapping_add(800 - 777), 12346))
+    );
+    assert_eq!(seq_ack(got), (cookie.wrapping_add(1), 1001));
+    let cdata = tcp_opts(
+        CLIENT,
+        cport,
+        VIP,
+        80,
+        build::TCP_ACK,
+        1001,
+        cookie.wrapping_add(1 + resp.len() as u32),
+        &ts(12400, tsval.wrapping_add(23)),
+        req,
+    );
+    let (d, buf) = run(&mut w, 3 * SEC, &cdata);
+    assert_eq!(d, Disposition::Pass);
+    let got = &buf[HEADROOM..];
+    assert!(checksums_ok(got));
+    assert_eq!(options_of(got).timestamps, Some((12400, 800)));
+    assert_eq!(
+        seq_ack(got),
+        (1001, b_isn.wrapping_add(1 + resp.len() as u32))
     );
 }

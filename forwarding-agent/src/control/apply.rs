@@ -46,6 +46,7 @@ impl Agent {
                 .interest
                 .filter(|_| enabled(seg::INTEREST_CRITERIA_ACTION))
                 .map(Into::into),
+            ts_adjust: None,
             dispatch_flags,
             info_flags,
             forward_addr: forward.into(),
@@ -166,8 +167,8 @@ impl Agent {
             let t = seg::FIXED_AFFINITY;
             return self.deny(st, out, inc, t, DenyReason::NO_SUPPORTING_WILDCARD, e);
         }
-        let e = &self.keep_splice(&f.key, e);
         let actions = self.action_set(e, owner, f.dispatch_flags, f.info_flags, f.forward_addr);
+        let actions = self.keep_splice(&f.key, actions);
         let Some(action) = self.actions.acquire(&actions, now_ns) else {
             st.counters.inc(Counter::ActionFull);
             let t = seg::FIXED_AFFINITY;

@@ -8,12 +8,13 @@
 //! adjust the agent installed (managers do not know it).
 
 use super::{ControlOutput, ReturnedPacket};
+use crate::actions::ActionSet;
 use crate::agent::{Agent, ControlState};
 use crate::counters::Counter;
 use crate::interest_data::ForwardingAgentInterestData;
 use crate::synproxy::{self, Pending, SynProxyState, PENDING_NS};
 use crate::wire;
-use affinity_api::{AffinityEntry, AffinityKey, ServiceMessage};
+use affinity_api::{AffinityKey, ServiceMessage};
 
 impl Agent {
     /// For a fixed update answering a proved cookie ACK: keeps the ACK
@@ -68,17 +69,14 @@ impl Agent {
         true
     }
 
-    /// `e` with the sequence adjust the SYN proxy installed on `key` when
-    /// the update carries none (a manager's refresh of a spliced flow).
-    pub(super) fn keep_splice<'a>(
-        &self,
-        key: &AffinityKey,
-        e: &AffinityEntry<'a>,
-    ) -> AffinityEntry<'a> {
-        let mut e = *e;
-        if e.seq_adjust.is_none() {
-            e.seq_adjust = self.splice.installed(key);
+    /// `a` with the sequence adjust (when the update carries none) and the
+    /// timestamp offset the SYN proxy installed on `key` (a manager's
+    /// refresh of a spliced flow).
+    pub(super) fn keep_splice(&self, key: &AffinityKey, mut a: ActionSet) -> ActionSet {
+        if let Some((seq, ts)) = self.splice.installed(key) {
+            a.seq_adjust = a.seq_adjust.or(Some(seq));
+            a.ts_adjust = ts;
         }
-        e
+        a
     }
 }

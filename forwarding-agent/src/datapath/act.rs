@@ -95,6 +95,9 @@ impl Worker {
                 self.counters.inc(Counter::SeqAdjusted);
             }
         }
+        if let Some(t) = a.ts_adjust {
+            crate::synproxy::apply_ts_adjust(p.packet(), &info, t);
+        }
         // Next hop.
         if a.dispatch_flags & dispatch::FORWARD != 0 {
             if a.forward_addr == 0 {

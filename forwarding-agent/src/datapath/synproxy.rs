@@ -8,6 +8,7 @@
 
 use super::lookup::{Lookup, Origin};
 use super::{BatchCtx, Disposition, PacketBuf, Worker};
+use crate::actions::TsAdjustKey;
 use crate::counters::Counter;
 use crate::synproxy::{self, SynProxyState};
 use crate::wildcard_affinity::WildcardEntry;
@@ -98,19 +99,39 @@ impl Worker {
             return Some(Disposition::Drop(Counter::SynProxyBadCookie));
         }
         let (fwd, rev) = synproxy::splice_adjusts(pending.state.cookie_isn, backend_isn);
-        for (key, adj) in [(client_flow, fwd), (orig.key, rev)] {
+        // Timestamps (when both sides use them): the client knows the
+        // agent's TSval clock (its ACK echoed `ours`), the backend its own.
+        let ours = pending.state.timestamps.map(|(_, ecr)| ecr);
+        let (fwd_ts, rev_ts) = match (ours, synproxy::tsval(p.packet(), info)) {
+            (Some(ours), Some(theirs)) => (
+                Some(TsAdjustKey {
+                    delta: theirs.wrapping_sub(ours),
+                    echo: true,
+                }),
+                Some(TsAdjustKey {
+                    delta: ours.wrapping_sub(theirs),
+                    echo: false,
+                }),
+            ),
+            _ => (None, None),
+        };
+        for (key, adj, ts) in [(client_flow, fwd, fwd_ts), (orig.key, rev, rev_ts)] {
             let Some((v, _)) = agent.fixed.lookup(&key) else {
                 continue;
             };
             let mut actions = agent.actions.get(v.action);
             actions.seq_adjust = Some(adj.into());
+            actions.ts_adjust = ts;
             // Whole seconds left, rounded up (table time is deciseconds).
             let ttl = v.expires_ds.saturating_sub(ctx.now).div_ceil(10);
             if agent
                 .install_fixed_local(ctx.now_ns, key, &actions, ttl)
                 .is_ok()
             {
-                agent.splice.remember(key, adj, agent.config.fixed_capacity);
+                let installed = (adj.into(), ts);
+                agent
+                    .splice
+                    .remember(key, installed, agent.config.fixed_capacity);
             }
         }
         self.counters.inc(Counter::SynProxySpliced);
