@@ -571,3 +571,29 @@ fn syn_proxy_splices_the_backend_connection_with_sequence_adjust_both_ways() {
         (1001, b_isn.wrapping_add(1 + resp.len() as u32))
     );
 }
+
+#[test]
+fn a_new_admission_action_takes_effect_and_a_refresh_keeps_the_buckets() {
+    let (a, mut w) = agent();
+    let tight = |burst| AdmissionAction {
+        flags: 0,
+        new_rate: 1,
+        new_burst: burst,
+        known_rate: 0,
+        known_burst: 0,
+    };
+    install(&a, Some(tight(2)));
+    let punts = |w: &mut Worker, from: u16| {
+        (0..4)
+            .filter(|i| is_punt(run(w, SEC, &syn_from(from + i)).0))
+            .count()
+    };
+    assert_eq!(punts(&mut w, 1000), 2);
+    // The same wildcard again (a refresh): the empty bucket stays empty.
+    install(&a, Some(tight(2)));
+    assert_eq!(punts(&mut w, 2000), 0);
+    // New budgets: a fresh bucket of the new depth.
+    install(&a, Some(tight(3)));
+    assert_eq!(punts(&mut w, 3000), 3);
+    assert_eq!(a.counter(Counter::PuntAdmitDropNew), 2 + 4 + 1);
+}
