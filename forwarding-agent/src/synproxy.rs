@@ -61,8 +61,9 @@ pub struct TcpOptions {
     pub mss: Option<u16>,
     /// Window scale shift (RFC 7323), at most 14.
     pub wscale: Option<u8>,
+    /// SACK-permitted (RFC 2018) offered.
     pub sack_permitted: bool,
-    /// (TSval, TSecr).
+    /// (TSval, TSecr), as on the wire (units of the sender's clock).
     pub timestamps: Option<(u32, u32)>,
 }
 
@@ -170,7 +171,9 @@ pub struct SynCookies {
 /// A cookie's inputs besides the secret.
 #[derive(Debug, Clone, Copy)]
 pub struct CookieInput {
+    /// The client's address and port (the SYN's source).
     pub src: Ipv4Addr,
+    /// The VIP and port (the SYN's destination).
     pub dst: Ipv4Addr,
     pub sport: u16,
     pub dport: u16,
@@ -179,6 +182,7 @@ pub struct CookieInput {
 }
 
 impl SynCookies {
+    /// A cookie maker over `master` (32 bytes, [`random_secret`]).
     pub fn new(master: [u8; 32]) -> Self {
         SynCookies {
             master,
@@ -258,6 +262,7 @@ pub struct SynProxyState {
     pub mss: u16,
     /// The client's window scale, if it offered one (known only with timestamps).
     pub wscale: Option<u8>,
+    /// The client offered SACK-permitted (known only with timestamps).
     pub sack_permitted: bool,
     /// The client's timestamps from its ACK (TSval, TSecr), if it uses them.
     pub timestamps: Option<(u32, u32)>,
@@ -267,6 +272,9 @@ impl SynProxyState {
     /// Encoded length, bytes.
     pub const LEN: usize = 20;
 
+    /// The 20 bytes: client ISN, cookie ISN (u32 each), MSS (u16), window
+    /// scale (u8, 255 = none), flags (bit 0 SACK-permitted, bit 1
+    /// timestamps present), TSval, TSecr (u32 each); network order.
     pub fn encode(&self) -> [u8; Self::LEN] {
         let mut b = [0u8; Self::LEN];
         set_u32(&mut b, 0..4, self.client_isn);
@@ -539,6 +547,7 @@ pub type Installed = (SeqAdjustKey, Option<TsAdjustKey>);
 /// backend has answered.
 #[derive(Debug, Clone)]
 pub struct Pending {
+    /// What the manager echoed.
     pub state: SynProxyState,
     /// The client's packet as punted (client → VIP, before NAT).
     pub packet: Vec<u8>,
