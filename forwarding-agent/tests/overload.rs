@@ -597,3 +597,48 @@ fn a_new_admission_action_takes_effect_and_a_refresh_keeps_the_buckets() {
     assert_eq!(punts(&mut w, 3000), 3);
     assert_eq!(a.counter(Counter::PuntAdmitDropNew), 2 + 4 + 1);
 }
+
+#[test]
+fn ten_thousand_spoofed_syns_at_the_syn_proxy_punt_nothing_and_install_nothing() {
+    let (a, mut w) = agent();
+    install(&a, Some(proxied_admission()));
+    const HEAD: usize = 64;
+    const SLOT: usize = HEAD + 64;
+    let mut bufs = vec![0u8; 256 * SLOT];
+    let mut out = [Disposition::Consumed; 256];
+    let mut x = 0x9e37_79b9_u32;
+    // Bounded: 40 batches of 250 SYNs from random sources in 198.18.0.0/15.
+    for b in 0..40u64 {
+        let mut lens = [0usize; 250];
+        for (i, len) in lens.iter_mut().enumerate() {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let src = Ipv4Addr::from(0xc612_0000 | (x & 0x1_ffff));
+            let p = build::tcp(
+                src,
+                1024 + (x >> 20) as u16,
+                VIP,
+                80,
+                build::TCP_SYN,
+                x,
+                0,
+                &[],
+            );
+            bufs[i * SLOT + HEAD..i * SLOT + HEAD + p.len()].copy_from_slice(&p);
+            *len = p.len();
+        }
+        let mut pkts: Vec<PacketBuf<'_>> = bufs
+            .chunks_mut(SLOT)
+            .zip(lens)
+            .map(|(s, len)| PacketBuf::new(s, HEAD, len))
+            .collect();
+        w.process_batch(SEC + b * SEC / 40, &mut pkts, &mut out[..250]);
+        assert!(out[..250].iter().all(|d| *d == Disposition::Pass));
+        assert!(w.take_messages().is_empty());
+    }
+    assert_eq!(a.counter(Counter::SynProxyAnswered), 10_000);
+    assert_eq!(a.counter(Counter::Punted), 0);
+    assert_eq!(a.fixed_count(2 * SEC), 0);
+    assert_eq!(a.held_packets(), 0);
+}
