@@ -242,6 +242,66 @@ else
     agent_cmd 1 stats | awk '$1 > 0' | sed 's/^/  a1: /'; grep -i 'deny\|retry' "$LAB_DIR"/m1.log | tail -n 4 | sed 's/^/  m1: /' 
 fi
 
+# 10b. An agent that cannot NAT (issue 13): agent 2 runs with NAT disabled.
+#     The wildcards list NAT as a required action, so it denies them and
+#     installs none (nothing it forwards is left untranslated); the manager
+#     stops using it for every service and says why in `status`.
+stop_managers
+VPP_AFFINITY_EXTRA="" restart_agents
+lab_kill_ns $LAB-a2 9; wait_for 5 ns_empty $LAB-a2
+if [ "$AGENT_KIND" = vpp ]; then
+    VPP_AFFINITY_EXTRA="disable-action nat" start_agent 2
+    wait_for 10 vppctl_a 2 show version
+else
+    start_agent 2 --disable-action nat
+    wait_for 5 test -S "$LAB_DIR/a2.sock"
+fi
+start_manager 1 "$(manager_config 1 0)"
+nat_refused() { manager_status_has 1 'agent 192.0.2.2:1637 not used for service web: cannot perform nat'; }
+wait_for 10 nat_refused
+n_status=$(manager_cmd 1 status | grep -c '^agent 192.0.2.2:1637 not used for service .*: cannot perform nat')
+wait_for 10 web_wildcard_present 1
+a2_wild=$(wildcard_count 2)
+if [ "${n_status:-0}" = 4 ] && [ "$a2_wild" = 0 ] && web_wildcard_present 1; then
+    pass agent-without-nat "agent 2 (NAT disabled) installed 0 wildcards; manager status: not used for 4/4 services, 'cannot perform nat'; agent 1 keeps the service"
+else
+    fail agent-without-nat "status lines=${n_status:-0} agent-2 wildcards=$a2_wild"
+    manager_cmd 1 status | grep '^agent' | sed 's/^/  m1: /'
+fi
+
+# Back to two agents that can NAT, for what follows.
+stop_managers
+restart_agents
+start_manager 1 "$(manager_config 1 0)"
+wait_for 10 web_wildcard_present 1 && wait_for 10 web_wildcard_present 2
+wait_for 10 healthy 1 && wait_for 10 healthy 2 && wait_for 10 healthy 3
+
+# 10c. Advertise into routing (issue 13, seed FIG 10H): while the web service
+#     advertises its virtual address, each host agent holds a kernel route
+#     for it tagged with route protocol 197 (for BIRD/FRR to redistribute);
+#     when the wildcard goes (the manager stops, its 1 s TTL runs out), the
+#     route is withdrawn. (VPP agents: the FIB part is not implemented.)
+if [ "$AGENT_KIND" = vpp ]; then
+    skip advertise-route "the VPP agent does not install advertised prefixes in the FIB yet"
+else
+    stop_managers
+    WEB_EXTRA='advertise = true' start_manager 1 "$(WEB_EXTRA='advertise = true' manager_config 1 0)"
+    adv_route() { ip -n $LAB-a$1 route show proto 197 | grep -q '^203\.0\.113\.10 .*dev afftun0'; }
+    no_adv_route() { ! adv_route "$1"; }
+    wait_for 10 adv_route 1 && wait_for 5 adv_route 2; r_up=$?
+    r_text=$(ip -n $LAB-a1 route show proto 197 | head -n 1)
+    stop_managers
+    wait_for 6 no_adv_route 1 && wait_for 6 no_adv_route 2; r_down=$?
+    if [ "$r_up" = 0 ] && [ "$r_down" = 0 ]; then
+        pass advertise-route "both agents installed '$r_text' (proto 197) while advertised, and withdrew it when the wildcard expired"
+    else
+        fail advertise-route "route up=$r_up down=$r_down; a1 proto-197 routes: $(ip -n $LAB-a1 route show proto 197 | tr '\n' ';')"
+    fi
+    start_manager 1 "$(manager_config 1 0)"
+    wait_for 10 web_wildcard_present 1 && wait_for 10 web_wildcard_present 2
+    wait_for 10 healthy 1 && wait_for 10 healthy 2 && wait_for 10 healthy 3
+fi
+
 # 11. VPP only: the same traffic with a worker thread (`cpu { workers 1 }`):
 #     packets are processed on the worker, control updates arrive meanwhile,
 #     and the per-thread counters are summed in `show affinity stats`.

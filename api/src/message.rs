@@ -55,6 +55,14 @@ impl<'a> ServiceMessage<'a> {
             let required = framed.raw_type & REQUIRED_FLAG != 0;
             let t = framed.raw_type & !REQUIRED_FLAG;
             let body = framed.body;
+            // Nothing, known or not, may follow the IP packet segment.
+            if msg.once.ip_packet.is_some() {
+                return Err(ParseError::Segment {
+                    index: index - 1,
+                    seg_type: seg::IP_PACKET,
+                    kind: SegmentErrorKind::PacketNotLast,
+                });
+            }
             match Segment::body_bounds(t) {
                 None if required => return Err(err(SegmentErrorKind::UnknownRequired)),
                 None => {}
@@ -79,13 +87,6 @@ impl<'a> ServiceMessage<'a> {
                         return Err(err(SegmentErrorKind::Duplicate));
                     }
                     seen |= bit;
-                    if msg.once.ip_packet.is_some() {
-                        return Err(ParseError::Segment {
-                            index: index - 1,
-                            seg_type: seg::IP_PACKET,
-                            kind: SegmentErrorKind::PacketNotLast,
-                        });
-                    }
                     match Segment::parse_body(t, body).map_err(err)? {
                         Segment::Security(s) => {
                             if index != 0 {

@@ -128,12 +128,18 @@ pub mod seg {
 pub mod dispatch {
     /// Send the packet to the forward address as next hop, untranslated.
     pub const FORWARD: u8 = 0x01;
+    /// All dispatch bits defined in version 1; others make an affinity
+    /// segment malformed.
+    pub const DEFINED: u8 = FORWARD;
 }
 
 /// Information flags of an affinity.
 pub mod info {
     /// Count packets and bytes per forward address.
     pub const STATISTICS: u8 = 0x01;
+    /// All information bits defined in version 1; others make an affinity
+    /// segment malformed.
+    pub const DEFINED: u8 = STATISTICS;
 }
 
 /// Interest mask bits: why a packet interests a manager.

@@ -69,7 +69,7 @@ const RULES: [Rule; 19] = [
     rule(seg::ADVERTISE_ACTION,          MANY, OPT, [a, a, X, X, X, X, X, X, X, X]),
     rule(seg::SEQ_ADJUST_ACTION,         MANY, REQ, [a, a, X, X, X, X, X, X, X, X]),
     rule(seg::INTEREST_CRITERIA_ACTION,  MANY, REQ, [a, a, X, X, X, X, X, X, X, X]),
-    rule(seg::ACTION_LIST,               MANY, OPT, [a, a, X, X, X, X, X, X, X, X]),
+    rule(seg::ACTION_LIST,               MANY, OPT, [a, a, a, X, X, X, X, X, X, X]),
     rule(seg::IP_PACKET,                 ONCE, REQ, [X, a, X, a, a, M, X, X, X, X]),
     rule(seg::DENY_REASON,               ONCE, REQ, [X, X, M, X, X, X, X, X, X, X]),
     rule(seg::CAPABILITIES,              ONCE, OPT, [X, X, X, X, X, X, M, X, X, X]),

@@ -29,6 +29,32 @@ pub struct ActionSet {
     pub affinity_id: u32,
     /// Index of the owning manager in the agent's manager list.
     pub owner: u16,
+    /// The affinity's place in precedence order (`WildcardEntry::order`'s
+    /// first three fields): search-first flag, service precedence (higher
+    /// wins), backup precedence (lower wins). For a fixed affinity, those
+    /// of its update or else of its owner's supporting wildcard; another
+    /// manager may replace or delete it only by outranking them (seed FIG
+    /// 9B).
+    pub search_first: bool,
+    pub service_precedence: u16,
+    pub backup_precedence: u16,
+    /// Manager interest data echoed in this affinity's interest matches:
+    /// an id in [`crate::interest_data::ManagerDataTable`], 0 = none
+    /// (below 2^24).
+    pub manager_data: u32,
+}
+
+impl ActionSet {
+    /// Precedence rank, smaller = stronger: (search-first clear, inverted
+    /// service precedence, backup precedence), the order wildcards are
+    /// searched in.
+    pub fn rank(&self) -> (bool, u16, u16) {
+        (
+            !self.search_first,
+            u16::MAX - self.service_precedence,
+            self.backup_precedence,
+        )
+    }
 }
 
 /// `NatAction` in a hashable form.
@@ -155,6 +181,8 @@ mod slot {
     pub const DISPATCH_FLAGS: At = (0, 8);
     pub const INFO_FLAGS: At = (0, 16);
     pub const OWNER: At = (0, 24);
+    /// 24 bits: the top of word 0.
+    pub const MANAGER_DATA: At = (0, 40);
     pub const NAT_SRC_ADDR: At = (1, 32);
     pub const NAT_DST_ADDR: At = (1, 0);
     pub const NAT_SRC_PORT: At = (2, 48);
@@ -168,8 +196,15 @@ mod slot {
     pub const INTEREST_PORT: At = (5, 16);
     pub const INTEREST_MASK: At = (5, 0);
     pub const INTEREST_FLAGS: At = (6, 0);
-    pub const TS_ECHO: At = (6, 8);
-    pub const TS_DELTA: At = (6, 32);
+    pub const SERVICE_PRECEDENCE: At = (6, 8);
+    pub const BACKUP_PRECEDENCE: At = (6, 24);
+    pub const SEARCH_FIRST: At = (6, 40);
+    /// The timestamp offset: its 32 bits in two halves (no word has 32
+    /// free bits), and the echo flag. Below bit 24 of word 2 and above bit
+    /// 47 of word 6 no other field's `get` reads.
+    pub const TS_DELTA_HI: At = (6, 48);
+    pub const TS_DELTA_LO: At = (2, 0);
+    pub const TS_ECHO: At = (2, 16);
     pub const FORWARD_ADDR: At = (7, 32);
     pub const AFFINITY_ID: At = (7, 0);
 
@@ -216,13 +251,18 @@ impl ActionSet {
         }
         if let Some(t) = self.ts_adjust {
             present |= PRESENT_TS;
-            put(&mut w, slot::TS_DELTA, t.delta);
+            put(&mut w, slot::TS_DELTA_HI, (t.delta >> 16) as u16);
+            put(&mut w, slot::TS_DELTA_LO, t.delta as u16);
             put(&mut w, slot::TS_ECHO, t.echo as u8);
         }
         put(&mut w, slot::PRESENT, present);
         put(&mut w, slot::DISPATCH_FLAGS, self.dispatch_flags);
         put(&mut w, slot::INFO_FLAGS, self.info_flags);
         put(&mut w, slot::OWNER, self.owner);
+        put(&mut w, slot::MANAGER_DATA, self.manager_data & 0x00ff_ffff);
+        put(&mut w, slot::SERVICE_PRECEDENCE, self.service_precedence);
+        put(&mut w, slot::BACKUP_PRECEDENCE, self.backup_precedence);
+        put(&mut w, slot::SEARCH_FIRST, self.search_first as u8);
         put(&mut w, slot::FORWARD_ADDR, self.forward_addr);
         put(&mut w, slot::AFFINITY_ID, self.affinity_id);
         w
@@ -254,12 +294,17 @@ impl ActionSet {
                 flags: get(slot::INTEREST_FLAGS) as u8,
             }),
             ts_adjust: (present & PRESENT_TS != 0).then(|| TsAdjustKey {
-                delta: get(slot::TS_DELTA) as u32,
+                delta: (get(slot::TS_DELTA_HI) as u16 as u32) << 16
+                    | get(slot::TS_DELTA_LO) as u16 as u32,
                 echo: get(slot::TS_ECHO) as u8 & 1 != 0,
             }),
             dispatch_flags: get(slot::DISPATCH_FLAGS) as u8,
             info_flags: get(slot::INFO_FLAGS) as u8,
             owner: get(slot::OWNER) as u16,
+            manager_data: get(slot::MANAGER_DATA) as u32,
+            service_precedence: get(slot::SERVICE_PRECEDENCE) as u16,
+            backup_precedence: get(slot::BACKUP_PRECEDENCE) as u16,
+            search_first: get(slot::SEARCH_FIRST) as u8 != 0,
             forward_addr: get(slot::FORWARD_ADDR) as u32,
             affinity_id: get(slot::AFFINITY_ID) as u32,
         }
@@ -382,7 +427,7 @@ mod tests {
     };
 
     #[test]
-    fn timestamp_offset_round_trips_next_to_the_interest_flags() {
+    fn timestamp_offset_round_trips_in_the_free_bits() {
         let a = ActionSet {
             ts_adjust: Some(TsAdjustKey {
                 delta: 0xdead_beef,
@@ -395,7 +440,8 @@ mod tests {
             ..Default::default()
         };
         let w = a.encode();
-        assert_eq!(w[6], 0xdead_beef << 32 | 1 << 8 | 7);
+        assert_eq!(w[6], 0xdead << 48 | 7);
+        assert_eq!(w[2], 1 << 16 | 0xbeef);
         assert_eq!(ActionSet::decode(&w), a);
     }
 
@@ -423,7 +469,18 @@ mod tests {
             forward_addr: 12,
             affinity_id: 13,
             owner: 14,
+            ..Default::default()
         };
+        // The new fields (precedence, manager data) round-trip in the
+        // room word 0 and word 6 had left.
+        let ranked = ActionSet {
+            search_first: true,
+            service_precedence: 0xfedc,
+            backup_precedence: 0xba98,
+            manager_data: 0x00ab_cdef,
+            ..a
+        };
+        assert_eq!(ActionSet::decode(&ranked.encode()), ranked);
         // The slot layout, word by word (the encoding before `slot` named it).
         assert_eq!(
             a.encode(),

@@ -80,6 +80,8 @@ pub struct Agent {
     pub(crate) cleared: Mutex<[u64; N_COUNTERS]>,
     pub(crate) forward_cleared: Mutex<HashMap<Ipv4Addr, ForwardStats>>,
     pub(crate) hold: HoldQueue,
+    /// Manager interest data echoed in interest matches.
+    pub(crate) manager_data: crate::interest_data::ManagerDataTable,
     pub(crate) sequence: AtomicU64,
     pub(crate) published: ArcSwap<Published>,
     /// Replaceable at run time (binary API, CLI); starts as `config.auth`.
@@ -118,6 +120,7 @@ impl Agent {
             cleared: Mutex::new([0; N_COUNTERS]),
             forward_cleared: Mutex::new(HashMap::new()),
             hold: HoldQueue::new(config.hold_limit),
+            manager_data: Default::default(),
             sequence: AtomicU64::new(SequenceSource::from_system_clock().next()),
             published: ArcSwap::from_pointee(published),
             auth: RwLock::new(config.auth.clone()),

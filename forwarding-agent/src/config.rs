@@ -55,6 +55,14 @@ impl Default for AgentConfig {
     }
 }
 
+impl AgentConfig {
+    /// Whether this agent performs action segment type `t` (10–13): one it
+    /// implements ([`SUPPORTED_ACTIONS`]) and the operator has not disabled.
+    pub fn supports_action(&self, t: u16) -> bool {
+        SUPPORTED_ACTIONS.contains(&t) && !self.disabled_actions.contains(&t)
+    }
+}
+
 /// Actions this agent implements (segment types, `affinity_api::seg`).
 pub const SUPPORTED_ACTIONS: [u16; 5] = [
     seg::NAT_ACTION,

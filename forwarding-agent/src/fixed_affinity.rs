@@ -145,6 +145,11 @@ pub struct FixedTable {
     wide: Mutex<HashMap<usize, (u64, u64)>>,
     /// Whether `wide` may hold anything (saves inserts the lock).
     any_wide: AtomicBool,
+    /// One bit per slot: a payload-carrying packet has hit the entry (the
+    /// interest bit FIRST_DATA, PROTOCOL.md "13 — interest criteria").
+    /// Apart from the entries so that only affinities whose interest mask
+    /// asks for first data touch it (one bit per slot: 1/256 of the table).
+    data_seen: Box<[AtomicU64]>,
 }
 
 /// Result of an insert.
@@ -172,7 +177,18 @@ impl FixedTable {
             len: AtomicU64::new(0),
             wide: Mutex::new(HashMap::new()),
             any_wide: AtomicBool::new(false),
+            data_seen: (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+
+    /// Marks that a payload-carrying packet hit the entry at `slot`;
+    /// whether it is the first since the entry was added (any worker; one
+    /// atomic OR). Refreshes and replacements keep the mark.
+    pub fn first_data(&self, slot: usize) -> bool {
+        let bit = 1u64 << (slot % 64);
+        self.data_seen
+            .get(slot / 64)
+            .is_some_and(|w| w.fetch_or(bit, Relaxed) & bit == 0)
     }
 
     pub fn capacity(&self) -> usize {
@@ -340,6 +356,9 @@ impl FixedTable {
         if let Some(e) = self.entry(slot) {
             e.packets.store(0, Relaxed);
             e.bytes.store(0, Relaxed);
+        }
+        if let Some(w) = self.data_seen.get(slot / 64) {
+            w.fetch_and(!(1u64 << (slot % 64)), Relaxed);
         }
         if self.any_wide.load(Relaxed) {
             self.wide.lock().remove(&slot);

@@ -76,3 +76,52 @@ impl ForwardingAgentInterestData {
         }
     }
 }
+
+/// Manager interest data (segment 7) the agent holds for echoing in
+/// interest matches (PROTOCOL.md §7, seed FIG 10C), interned: affinities
+/// with the same data share one copy, named by a small id in their action
+/// set. Ids are never reused, so a worker never reads another affinity's
+/// data; the table is therefore bounded ([`ManagerDataTable::CAPACITY`]
+/// distinct values) and data beyond it is not echoed (counted).
+#[derive(Default)]
+pub(crate) struct ManagerDataTable {
+    inner: parking_lot::RwLock<ManagerData>,
+}
+
+#[derive(Default)]
+struct ManagerData {
+    /// Id n is `values[n - 1]`.
+    values: Vec<std::sync::Arc<[u8]>>,
+    ids: std::collections::HashMap<std::sync::Arc<[u8]>, u32>,
+}
+
+impl ManagerDataTable {
+    /// Distinct values kept (each at most 1024 bytes: at most 4 MiB).
+    pub const CAPACITY: usize = 4096;
+
+    /// The id of `data` (≥ 1), adding it when new; `None` when the table
+    /// is full (control thread).
+    pub fn intern(&self, data: &[u8]) -> Option<u32> {
+        if let Some(&id) = self.inner.read().ids.get(data) {
+            return Some(id);
+        }
+        let mut t = self.inner.write();
+        if let Some(&id) = t.ids.get(data) {
+            return Some(id);
+        }
+        if t.values.len() >= Self::CAPACITY {
+            return None;
+        }
+        let v: std::sync::Arc<[u8]> = data.into();
+        t.values.push(v.clone());
+        let id = t.values.len() as u32;
+        t.ids.insert(v, id);
+        Some(id)
+    }
+
+    /// The data of id `id` (workers, when building an interest match).
+    pub fn get(&self, id: u32) -> Option<std::sync::Arc<[u8]>> {
+        let i = (id as usize).checked_sub(1)?;
+        self.inner.read().values.get(i).cloned()
+    }
+}

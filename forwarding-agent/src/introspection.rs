@@ -174,6 +174,20 @@ impl Agent {
             .collect()
     }
 
+    /// The prefixes live wildcards advertise (advertise action), as
+    /// (address, mask), address not yet masked, one per wildcard: what a
+    /// host should route toward the agent (seed FIG 10H).
+    pub fn advertised_prefixes(&self, now_ns: u64) -> Vec<(Ipv4Addr, Ipv4Addr)> {
+        let now = ds(now_ns);
+        self.wildcards
+            .snapshot()
+            .entries()
+            .iter()
+            .filter(|w| w.expires_ds.load(Relaxed) > now)
+            .filter_map(|w| w.advertise)
+            .collect()
+    }
+
     /// Managers heard from.
     pub fn managers(&self) -> Vec<ManagerInfo> {
         self.control.lock().managers.clone()

@@ -26,7 +26,11 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub struct WildcardEntry {
     pub owner: u16,
+    /// The affinity identifier; 0 when the update carried none.
     pub id: u32,
+    /// The update carried no affinity identifier (PROTOCOL.md: it is
+    /// optional): the entry is then named by its key and masks instead.
+    pub anonymous: bool,
     pub key: AffinityKey,
     pub src_mask: Ipv4Addr,
     pub dst_mask: Ipv4Addr,
@@ -46,7 +50,20 @@ pub struct WildcardEntry {
     pub admission: Option<AdmissionAction>,
 }
 
+/// What names a wildcard in the table: its owner and affinity identifier,
+/// or, without an identifier, its owner, key and masks (so wildcards
+/// without identifiers do not replace each other).
+pub type WildcardName = (u16, u32, Option<(AffinityKey, Ipv4Addr, Ipv4Addr)>);
+
 impl WildcardEntry {
+    /// The entry's name in the table ([`WildcardName`]).
+    pub fn name(&self) -> WildcardName {
+        let anon = self
+            .anonymous
+            .then_some((self.key, self.src_mask, self.dst_mask));
+        (self.owner, self.id, anon)
+    }
+
     /// Sort key: smaller is searched first.
     pub fn order(&self) -> (bool, u16, u16, u32, u16, u32) {
         let mask_len =
@@ -298,7 +315,7 @@ pub struct WildcardTable {
 /// The control thread's copy; `dirty` until the next [`WildcardTable::commit`].
 #[derive(Default)]
 struct Master {
-    map: HashMap<(u16, u32), Arc<WildcardEntry>>,
+    map: HashMap<WildcardName, Arc<WildcardEntry>>,
     dirty: bool,
 }
 
@@ -338,7 +355,7 @@ impl WildcardTable {
     /// published by [`WildcardTable::commit`], once per control message.
     pub fn upsert(&self, e: WildcardEntry) -> Upsert {
         let mut m = self.master.lock();
-        if let Some(old) = m.map.get(&(e.owner, e.id)) {
+        if let Some(old) = m.map.get(&e.name()) {
             let same = old.key == e.key
                 && old.src_mask == e.src_mask
                 && old.dst_mask == e.dst_mask
@@ -359,15 +376,15 @@ impl WildcardTable {
         } else if m.map.len() >= self.capacity {
             return Upsert::Full;
         }
-        let old = m.map.insert((e.owner, e.id), Arc::new(e));
+        let old = m.map.insert(e.name(), Arc::new(e));
         m.dirty = true;
         Upsert::Changed(old)
     }
 
-    /// Deletes (owner, id); the removed entry.
-    pub fn remove(&self, owner: u16, id: u32) -> Option<Arc<WildcardEntry>> {
+    /// Deletes the wildcard named `name`; the removed entry.
+    pub fn remove(&self, name: &WildcardName) -> Option<Arc<WildcardEntry>> {
         let mut m = self.master.lock();
-        let old = m.map.remove(&(owner, id));
+        let old = m.map.remove(name);
         m.dirty |= old.is_some();
         old
     }

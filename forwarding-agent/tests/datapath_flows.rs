@@ -551,7 +551,8 @@ fn fragments_follow_the_first_fragments_affinity() {
     );
     assert!(wire::checksum::verify_ipv4(&b2[64..]));
     assert_eq!(a.counter(Counter::FragmentCacheHit), 1);
-    // A later fragment with no first: only port-any wildcards could match; none do here.
+    // A later fragment with no first: held until its first fragment decides
+    // (issue 12; it used to pass untranslated, which lost the datagram).
     let stray = build::fragment(
         &build::tcp(CLIENT, 1, VIP, 80, 0, 0, 0, &[0; 64]),
         40,
@@ -562,8 +563,9 @@ fn fragments_follow_the_first_fragments_affinity() {
     stray[5] ^= 0x55; // another IP id
     let c = wire::checksum::ipv4_header_checksum(&stray[..20]);
     stray[10..12].copy_from_slice(&c.to_be_bytes());
-    assert_eq!(run(&mut w, 0, &stray, 64).0, Disposition::Pass);
+    assert_eq!(run(&mut w, 0, &stray, 64).0, Disposition::Consumed);
     assert_eq!(a.counter(Counter::FragmentNoState), 1);
+    assert_eq!(a.counter(Counter::FragmentHeld), 1);
 }
 
 #[test]

@@ -315,11 +315,158 @@ proptest! {
     }
 
     #[test]
+    fn icmp_error_translation_keeps_every_checksum(
+        p in packet(), flags in 0u8..16, sa in addr(), da in addr(), sp in any::<u16>(),
+        dp in any::<u16>(), ty in 0..3usize, quote_len in 8usize..80, from_peer in any::<bool>(),
+        opts in 0..3usize,
+    ) {
+        // The error quotes `p` (a packet the error's destination sent), with
+        // 0, 4 or 8 bytes of IP options in the quote.
+        let mut q = p.clone();
+        if opts > 0 {
+            let n = 4 * opts;
+            q.splice(20..20, std::iter::repeat_n(1u8, n));
+            q[0] = 0x45 + opts as u8;
+            let len = q.len() as u16;
+            q[2..4].copy_from_slice(&len.to_be_bytes());
+            q[10..12].copy_from_slice(&[0, 0]);
+            let c = checksum::ipv4_header_checksum(&q[..20 + n]);
+            q[10..12].copy_from_slice(&c.to_be_bytes());
+        }
+        let ihl = 20 + 4 * opts;
+        let quoted = &q[..(ihl + quote_len).min(q.len())];
+        let src = if from_peer { Ipv4Addr::from([q[16], q[17], q[18], q[19]]) } else { Ipv4Addr::new(192, 0, 2, 254) };
+        let dst = Ipv4Addr::from([q[12], q[13], q[14], q[15]]);
+        let mut l4 = vec![[3u8, 11, 12][ty], 0, 0, 0, 0, 0, 5, 120];
+        l4.extend_from_slice(quoted);
+        let c = !checksum::fold(checksum::sum16(&l4));
+        l4[2..4].copy_from_slice(&c.to_be_bytes());
+        let mut e = build::udp(src, 0, dst, 0, &[]);
+        e.truncate(20);
+        e[9] = wire::ICMP;
+        e.extend_from_slice(&l4);
+        let len = e.len() as u16;
+        e[2..4].copy_from_slice(&len.to_be_bytes());
+        e[10..12].copy_from_slice(&[0, 0]);
+        let c = checksum::ipv4_header_checksum(&e[..20]);
+        e[10..12].copy_from_slice(&c.to_be_bytes());
+
+        let info = wire::parse_ipv4(&e).unwrap();
+        let qp = wire::quoted_packet(&e, &info).unwrap();
+        let pi = wire::parse_ipv4(&p).unwrap();
+        prop_assert_eq!(qp.key, pi.key);
+        let nat = NatAction { flags, src_addr: sa, dst_addr: da, src_port: sp, dst_port: dp };
+        wire::translate_icmp_error(&mut e, &info, &qp, &nat).unwrap();
+        prop_assert!(checksum::verify_ipv4(&e), "outer IP checksum");
+        prop_assert_eq!(checksum::fold(checksum::sum16(&e[20..])), 0xffff, "ICMP checksum");
+        prop_assert!(checksum::verify_ipv4(&e[28..]), "quoted IP checksum");
+        // The quoted packet is the one the reversed flow's NAT makes: the
+        // same translation applied to the packet itself, with roles
+        // swapped (a NAT of the quoted direction).
+        let swapped = NatAction {
+            flags: (flags & 0b0101) << 1 | (flags & 0b1010) >> 1,
+            src_addr: da, dst_addr: sa, src_port: dp, dst_port: sp,
+        };
+        let mut direct = q.clone();
+        let qi = wire::parse_ipv4(&direct).unwrap();
+        let after = wire::apply_nat(&mut direct, &qi, &swapped).unwrap();
+        let n = quoted.len();
+        let got = wire::quoted_packet(&e, &wire::parse_ipv4(&e).unwrap()).unwrap();
+        prop_assert_eq!(got.key, after.key);
+        // Bytes equal where both rewrite (the TCP checksum only when quoted).
+        let tcp_csum_quoted = pi.key.protocol != wire::TCP || quote_len >= 18;
+        if tcp_csum_quoted {
+            prop_assert_eq!(&e[28..28 + n], &direct[..n]);
+        }
+        if from_peer && flags & NatAction::SRC_ADDR != 0 {
+            prop_assert_eq!(&e[12..16], &sa.octets());
+        }
+        if flags & NatAction::DST_ADDR != 0 {
+            prop_assert_eq!(&e[16..20], &da.octets());
+        }
+    }
+
+    #[test]
+    fn sack_adjust_keeps_checksum(
+        p in packet(), d in any::<u32>(), i in any::<u32>(),
+        edges in proptest::collection::vec(any::<u32>(), 0..8), lead in 0..3usize,
+    ) {
+        let info = wire::parse_ipv4(&p).unwrap();
+        if info.key.protocol != wire::TCP {
+            return Ok(());
+        }
+        // Re-build with NOPs (shifting the edges' alignment) and a SACK option.
+        let blocks = edges.len() / 2;
+        let mut opts = vec![1u8; lead];
+        if blocks > 0 {
+            opts.push(5);
+            opts.push((2 + 8 * blocks) as u8);
+            for e in &edges[..2 * blocks] {
+                opts.extend_from_slice(&e.to_be_bytes());
+            }
+        }
+        while opts.len() % 4 != 0 {
+            opts.push(0);
+        }
+        opts.truncate(40);
+        let mut q = p[..40].to_vec();
+        q.extend_from_slice(&opts);
+        q.extend_from_slice(&p[40..]);
+        q[32] = (((20 + opts.len()) / 4) << 4) as u8;
+        q[33] |= 0x10;
+        let len = q.len() as u16;
+        q[2..4].copy_from_slice(&len.to_be_bytes());
+        q[10..12].copy_from_slice(&[0, 0]);
+        let c = checksum::ipv4_header_checksum(&q[..20]);
+        q[10..12].copy_from_slice(&c.to_be_bytes());
+        let qi = wire::parse_ipv4(&q).unwrap();
+        let c = checksum::l4_checksum(&q, &qi).unwrap();
+        q[36..38].copy_from_slice(&c.to_be_bytes());
+        let adj = SeqAdjustAction { ack_delta: d, initial_ack: i, ..Default::default() };
+        let before = q.clone();
+        wire::apply_seq_adjust(&mut q, &qi, &adj).unwrap();
+        prop_assert!(checksum::verify_l4(&q, &qi));
+        // Every edge moved exactly when at or after the initial ack.
+        let start = 40 + lead + 2;
+        for b in 0..2 * blocks {
+            let at = start + 4 * b;
+            if at + 4 > 40 + opts.len() { break; }
+            let old = u32::from_be_bytes(before[at..at + 4].try_into().unwrap());
+            let new = u32::from_be_bytes(q[at..at + 4].try_into().unwrap());
+            let moved = d != 0 && wire::SeqNumber(old).is_at_or_after(wire::SeqNumber(i));
+            prop_assert_eq!(new, if moved { old.wrapping_add(d) } else { old });
+        }
+    }
+
+    #[test]
+    fn partial_checksum_nat_is_the_pseudo_header_sum(p in packet(), flags in 0u8..16, sa in addr(), da in addr(), sp in any::<u16>(), dp in any::<u16>()) {
+        let info = wire::parse_ipv4(&p).unwrap();
+        let pseudo = |v: &[u8]| {
+            let s = checksum::sum16(&v[12..20]) + info.key.protocol as u32 + (v.len() - 20) as u32;
+            checksum::fold(s)
+        };
+        let at = if info.key.protocol == wire::TCP { 36 } else { 26 };
+        let mut q = p.clone();
+        let ps = pseudo(&q);
+        q[at..at + 2].copy_from_slice(&ps.to_be_bytes());
+        let nat = NatAction { flags, src_addr: sa, dst_addr: da, src_port: sp, dst_port: dp };
+        wire::apply_nat_offload(&mut q, &info, &nat, true).unwrap();
+        prop_assert!(checksum::verify_ipv4(&q));
+        // Equal as one's complement numbers (0 and 0xffff are the same).
+        let got = u16::from_be_bytes([q[at], q[at + 1]]);
+        let want = pseudo(&q);
+        prop_assert!(got == want || (got, want) == (0, 0xffff) || (got, want) == (0xffff, 0), "{:04x} vs {:04x}", got, want);
+    }
+
+    #[test]
     fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
         if let Ok(info) = wire::parse_ipv4(&bytes) {
             prop_assert!(info.total_len <= bytes.len());
             let mut b = bytes.clone();
             let _ = wire::apply_nat(&mut b, &info, &NatAction { flags: 0x0f, ..Default::default() });
+            if let Some(q) = wire::quoted_packet(&b, &info) {
+                let _ = wire::translate_icmp_error(&mut b, &info, &q, &NatAction { flags: 0x0f, ..Default::default() });
+            }
         }
     }
 }

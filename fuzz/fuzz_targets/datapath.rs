@@ -2,10 +2,18 @@
 //! Arbitrary packets through the data path with affinities installed from
 //! the input: the first bytes choose wildcard/fixed affinities (as real
 //! service messages), the rest are packets. Nothing may panic, and every
-//! rewritten packet that verified before must still verify.
-use affinity_api::*;
-use affinity_forwarding_agent::wire::{self, checksum};
-use affinity_forwarding_agent::{Agent, AgentConfig, Disposition, PacketBuf};
+//! rewritten packet that verified before must still verify. Each packet
+//! also drives an ICMP error quoting a packet of the installed flow's
+//! reverse (so errors about a tracked flow are translated) and a train of
+//! fragments of a packet of the flow, in an order, with duplicates and a
+//! clock the input chooses; every fragment that leaves, at once or
+//! released later, keeps a valid IP header checksum.
+use affinity_api::{
+    interest, AffinityKey, FixedAffinity, InterestCriteria, MessageBuilder, MessageType,
+    NatAction, Segment, SeqAdjustAction, ServiceMessage, WildcardAffinity, MANAGER_PORT,
+};
+use affinity_forwarding_agent::wire::{self, build, checksum};
+use affinity_forwarding_agent::{Agent, AgentConfig, Disposition, PacketBuf, Worker};
 use libfuzzer_sys::fuzz_target;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -37,7 +45,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(m) = f.finish() {
         agent.handle_control(0, mgr, &m);
     }
+    let mut now = 1u64;
     for pkt in rest.split(|&b| b == 0xfe).take(8) {
+        icmp_error_about(&mut w, &key, pkt);
+        fragment_train(&mut w, &key, pkt, &mut now);
         let before = wire::parse_ipv4(pkt).ok().filter(|i| checksum::verify_ipv4(pkt) && checksum::verify_l4(pkt, i));
         let mut buf = vec![0u8; 256 + pkt.len()];
         buf[256..].copy_from_slice(pkt);
@@ -59,3 +70,98 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = agent.tick(10_000_000_000);
 });
+
+/// A packet of `key`'s flow (TCP or UDP by its protocol; else ICMP echo)
+/// carrying `payload`.
+fn flow_packet(k: &AffinityKey, reverse: bool, payload: &[u8]) -> Vec<u8> {
+    let (s, sp, d, dp) = if reverse {
+        (k.dst_addr, k.dst_port, k.src_addr, k.src_port)
+    } else {
+        (k.src_addr, k.src_port, k.dst_addr, k.dst_port)
+    };
+    match k.protocol {
+        6 => build::tcp(s, sp, d, dp, build::TCP_ACK, 1, 1, payload),
+        17 => build::udp(s, sp, d, dp, payload),
+        _ => build::icmp_echo(s, d, sp, dp, true, payload),
+    }
+}
+
+fn ip_ok(p: &[u8]) -> bool {
+    wire::parse_ipv4(p).is_ok() && checksum::verify_ipv4(p)
+}
+
+/// An ICMP error (type, code, quote length from `b`) toward the source of a
+/// reverse-direction packet of the installed flow, quoting it.
+fn icmp_error_about(w: &mut Worker, k: &AffinityKey, b: &[u8]) {
+    if b.len() < 3 {
+        return;
+    }
+    let q = flow_packet(k, true, &b[3..]);
+    let qlen = (20 + b[2] as usize).min(q.len());
+    let mut l4 = vec![[3u8, 11, 12, 5][b[0] as usize % 4], b[1], 0, 0, 0, 0, 5, 120];
+    l4.extend_from_slice(&q[..qlen]);
+    let c = !checksum::fold(checksum::sum16(&l4));
+    l4[2..4].copy_from_slice(&c.to_be_bytes());
+    let outer = build::udp(Ipv4Addr::new(192, 0, 2, 254), 0, k.dst_addr, 0, &l4[8..]);
+    // Rebuild as ICMP: the UDP builder's IP header with protocol 1.
+    let mut p = outer[..20].to_vec();
+    p.extend_from_slice(&l4);
+    let len = p.len() as u16;
+    p[2..4].copy_from_slice(&len.to_be_bytes());
+    p[9] = 1;
+    p[10..12].copy_from_slice(&[0, 0]);
+    let c = checksum::ipv4_header_checksum(&p[..20]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    let icmp_ok = checksum::fold(checksum::sum16(&p[20..])) == 0xffff;
+    let mut buf = p.clone();
+    let n = buf.len();
+    let mut out = [Disposition::Pass];
+    w.process_batch(1, &mut [PacketBuf::new(&mut buf, 0, n)], &mut out);
+    if let Disposition::Pass | Disposition::Forward(_) = out[0] {
+        assert!(ip_ok(&buf), "outer IP checksum broken");
+        if icmp_ok {
+            assert_eq!(checksum::fold(checksum::sum16(&buf[20..])), 0xffff, "ICMP checksum broken");
+        }
+    }
+    let _ = w.take_messages();
+}
+
+/// A packet of the flow cut into fragments at 8-byte boundaries from `b`,
+/// sent in the order `b` gives (indices modulo the count, so duplicates
+/// and missing ones), with the clock stepping by up to ~1 s per fragment.
+fn fragment_train(w: &mut Worker, k: &AffinityKey, b: &[u8], now: &mut u64) {
+    if b.len() < 4 {
+        return;
+    }
+    let whole = flow_packet(k, false, &b[4..]);
+    let payload_len = whole.len() - 20;
+    let step = 8 * (1 + b[0] as usize % 8);
+    let mut frags = Vec::new();
+    let mut off = 0;
+    while off < payload_len && frags.len() < 16 {
+        let len = step.min(payload_len - off);
+        frags.push(build::fragment(&whole, off, len, off + len < payload_len));
+        off += len;
+    }
+    for &i in b.iter().skip(1).take(24) {
+        let f = &frags[i as usize % frags.len()];
+        *now += (i as u64) << 22;
+        let mut buf = f.clone();
+        let n = buf.len();
+        let mut out = [Disposition::Pass];
+        w.process_batch(*now, &mut [PacketBuf::new(&mut buf, 0, n)], &mut out);
+        // A first fragment too short for its transport header is
+        // malformed and passed as it is; the others must stay valid.
+        if let (Disposition::Pass | Disposition::Forward(_), true) = (out[0], ip_ok(f)) {
+            assert!(ip_ok(&buf), "fragment IP checksum broken");
+        }
+        for (p, d) in w.take_released() {
+            if let Disposition::Pass | Disposition::Forward(_) = d {
+                assert!(ip_ok(&p), "released fragment IP checksum broken");
+            }
+        }
+        let _ = w.take_messages();
+    }
+    w.poll_fragments(*now + 3_000_000_000);
+    let _ = w.take_released();
+}

@@ -6,11 +6,12 @@
 //! to route. Service messages use UDP 1637; `affinity-agent status` reads the
 //! tables over a Unix socket.
 
+mod routes;
 mod show;
 mod tun;
 
 use affinity_api::{AuthAlgorithm, AuthPolicy, Key, AGENT_PORT, MANAGER_PORT};
-use affinity_forwarding_agent::{Agent, AgentConfig, Disposition, PacketBuf};
+use affinity_forwarding_agent::{Agent, AgentConfig, Disposition, PacketBuf, Worker};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::unix::net::UnixListener;
@@ -24,6 +25,7 @@ const USAGE: &str = "usage:
   affinity-agent --tun NAME --address ADDR [--name NAME] [--listen PORT]
                  [--multicast-group GROUP] [--manager ADDR]... [--key-file F --key-id N [--key-algorithm hmac-sha256|keyed-md5]]
                  [--disable-action nat|advertise|seq-adjust|interest] [--fixed-capacity N] [--socket PATH]
+                 [--route-protocol N (advertised prefixes become routes with this protocol; default 197, 0 = none)]
   affinity-agent --socket PATH status|fixed|wildcard|managers|stats";
 
 struct Opts {
@@ -32,6 +34,9 @@ struct Opts {
     listen: u16,
     group: Option<Ipv4Addr>,
     managers: Vec<Ipv4Addr>,
+    /// Route protocol number of advertised prefixes' kernel routes; 0 =
+    /// do not install routes.
+    route_protocol: u8,
     cfg: AgentConfig,
 }
 
@@ -42,6 +47,7 @@ fn parse_args(args: &[String]) -> Result<(Opts, Vec<String>), String> {
         listen: AGENT_PORT,
         group: None,
         managers: Vec::new(),
+        route_protocol: routes::DEFAULT_ROUTE_PROTOCOL,
         cfg: AgentConfig {
             fixed_capacity: 1 << 18,
             action_capacity: 1 << 16,
@@ -73,6 +79,9 @@ fn parse_args(args: &[String]) -> Result<(Opts, Vec<String>), String> {
                 } else {
                     AuthAlgorithm::HmacSha256
                 }
+            }
+            "--route-protocol" => {
+                o.route_protocol = val(a)?.parse().map_err(|_| "bad --route-protocol")?
             }
             "--fixed-capacity" => {
                 o.cfg.fixed_capacity = val(a)?.parse().map_err(|_| "bad --fixed-capacity")?
@@ -179,7 +188,14 @@ fn run(o: Opts) -> std::io::Result<()> {
     // into one buffer reused for every returned packet.
     const HEAD: usize = 512;
     let mut returned = vec![0u8; HEAD + 65536];
+    let mut routes =
+        (o.route_protocol != 0).then(|| routes::Advertiser::new(&o.tun, o.route_protocol));
     while !stop.load(Ordering::Relaxed) {
+        // Advertised prefixes follow the live wildcards (at least once per
+        // `max_sleep`, so an expiry is withdrawn within a second).
+        if let Some(r) = routes.as_mut() {
+            r.sync(&routes::prefixes(&agent.advertised_prefixes(now())));
+        }
         let t = now();
         if agent.poll_timeout().is_some_and(|due| due <= t) {
             for (to, m) in agent.tick(t) {
@@ -207,12 +223,16 @@ fn run(o: Opts) -> std::io::Result<()> {
                 );
                 emit(&tun, &sock, d, &returned, HEAD, len);
             }
+            emit_released(&mut worker, &tun, &sock);
             for (to, m) in worker.take_messages() {
                 let _ = sock.send_to(&m, to);
             }
         }
     }
     let _ = dp.join();
+    if let Some(r) = routes.as_mut() {
+        r.withdraw_all();
+    }
     let _ = std::fs::remove_file(&o.socket);
     Ok(())
 }
@@ -249,6 +269,14 @@ fn emit(tun: &tun::Tun, sock: &UdpSocket, d: Disposition, buf: &[u8], start: usi
     }
 }
 
+/// Sends the fragments the core held until their first fragment's
+/// decision (out of order, or the first was with the manager).
+fn emit_released(worker: &mut Worker, tun: &tun::Tun, sock: &UdpSocket) {
+    for (pkt, d) in worker.take_released() {
+        emit(tun, sock, d, &pkt, 0, pkt.len());
+    }
+}
+
 /// The packet thread: TUN in, a batch through the core, TUN out. Buffers,
 /// packet descriptors and dispositions live across batches: nothing is
 /// allocated per batch.
@@ -270,6 +298,9 @@ fn datapath(
     let mut out = [Disposition::Pass; BATCH];
     while !stop.load(Ordering::Relaxed) {
         if !tun.wait_readable(STOP_CHECK_MS) {
+            // Idle: held fragments whose flow appeared meanwhile go out.
+            worker.poll_fragments(now());
+            emit_released(&mut worker, tun, sock);
             continue;
         }
         let mut pkts = bufs.each_mut().map(|b| PacketBuf::new(b, HEAD, 0));
@@ -290,6 +321,7 @@ fn datapath(
         for (p, d) in pkts.iter().zip(out.iter()).take(n) {
             emit(tun, sock, *d, p.buf, p.start, p.len);
         }
+        emit_released(&mut worker, tun, sock);
         for (to, m) in worker.take_messages() {
             let _ = sock.send_to(&m, to);
         }

@@ -210,6 +210,12 @@ impl<'a> ActionList<'a> {
     pub fn is_empty(&self) -> bool {
         self.raw.is_empty()
     }
+    /// Whether segment type `t` (Required flag cleared) is an action type
+    /// an action list may name: NAT, advertise, sequence adjust or
+    /// interest criteria (10–13).
+    pub fn is_action(t: u16) -> bool {
+        (seg::NAT_ACTION..=seg::INTEREST_CRITERIA_ACTION).contains(&t)
+    }
     /// Wraps already-encoded entries (big-endian u16 each).
     pub fn from_raw(raw: &'a [u8]) -> Option<Self> {
         raw.len().is_multiple_of(2).then_some(ActionList { raw })
@@ -227,7 +233,14 @@ impl<'a> SegmentBody<'a> for ActionList<'a> {
     const MAX_LEN: usize = 64;
 
     fn parse(body: &'a [u8]) -> Result<Self, SegmentErrorKind> {
-        ActionList::from_raw(body).ok_or(bad("action list length", body.len() as u32))
+        let list =
+            ActionList::from_raw(body).ok_or(bad("action list length", body.len() as u32))?;
+        // Each entry names an action segment type (10–13), PROTOCOL.md
+        // "14 — action list"; anything else is malformed.
+        match list.entries().find(|&(t, _)| !ActionList::is_action(t)) {
+            Some((t, _)) => Err(bad("action list entry", t.into())),
+            None => Ok(list),
+        }
     }
 
     fn emit(v: &Self, w: &mut Writer<'_>) {

@@ -3,10 +3,11 @@
 //! (3), service precedence (4) and backup precedence (5). Layouts:
 //! PROTOCOL.md, "Segments".
 
+use super::layout::only_defined;
 use super::layout::{fixed_layout, one_flag, read_whole, SegmentBody};
 use crate::codec::{Reader, Writer};
 use crate::error::SegmentErrorKind;
-use crate::numbers::seg;
+use crate::numbers::{dispatch, info, seg};
 use std::net::Ipv4Addr;
 
 const ANY: Ipv4Addr = Ipv4Addr::UNSPECIFIED;
@@ -86,8 +87,22 @@ impl Default for WildcardAffinity {
     }
 }
 
+/// Rejects dispatch or information flag bits version 1 does not define
+/// (PROTOCOL.md, "Segment header": undefined flag bits make a segment
+/// malformed).
+fn check_flags(dispatch_flags: u8, info_flags: u8) -> Result<(), SegmentErrorKind> {
+    only_defined(dispatch_flags, dispatch::DEFINED, "dispatch flags")?;
+    only_defined(info_flags, info::DEFINED, "information flags")
+}
+
+impl WildcardAffinity {
+    fn check_defined(&self) -> Result<(), SegmentErrorKind> {
+        check_flags(self.dispatch_flags, self.info_flags)
+    }
+}
+
 fixed_layout! {
-    WildcardAffinity = seg::WILDCARD_AFFINITY;
+    WildcardAffinity = seg::WILDCARD_AFFINITY, check WildcardAffinity::check_defined;
     u8(key.protocol),
     u8(dispatch_flags),
     u8(info_flags),
@@ -130,8 +145,14 @@ impl Default for FixedAffinity {
     }
 }
 
+impl FixedAffinity {
+    fn check_defined(&self) -> Result<(), SegmentErrorKind> {
+        check_flags(self.dispatch_flags, self.info_flags)
+    }
+}
+
 fixed_layout! {
-    FixedAffinity = seg::FIXED_AFFINITY;
+    FixedAffinity = seg::FIXED_AFFINITY, check FixedAffinity::check_defined;
     u8(key.protocol),
     u8(dispatch_flags),
     u8(info_flags),

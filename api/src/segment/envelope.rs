@@ -42,10 +42,21 @@ impl<'a> SegmentBody<'a> for Security<'a> {
         r.zero(1);
         let key_id = r.u16();
         read_whole::<Self>(&r, body)?;
+        let digest = r.rest();
+        // PROTOCOL.md "6 — security": algorithm 1 has a 16-byte digest,
+        // 2 a 32-byte one; anything else is malformed.
+        let want = match algorithm {
+            1 => 16,
+            2 => 32,
+            _ => return Err(bad("security algorithm", algorithm.into())),
+        };
+        if digest.len() != want {
+            return Err(bad("security digest length", digest.len() as u32));
+        }
         Ok(Security {
             algorithm,
             key_id,
-            digest: r.rest(),
+            digest,
         })
     }
 

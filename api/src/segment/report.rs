@@ -1,7 +1,8 @@
 //! Segments an agent reports with: deny reason (type 16), capabilities (17)
 //! and statistics (18). Layouts: PROTOCOL.md, "Segments".
 
-use super::layout::fixed_layout;
+use super::layout::{bad, fixed_layout};
+use crate::error::SegmentErrorKind;
 use crate::numbers::seg;
 use std::net::Ipv4Addr;
 
@@ -27,10 +28,19 @@ impl DenyReason {
     pub const TABLE_FULL: u16 = 4;
     /// Code 5: the message was malformed.
     pub const MALFORMED: u16 = 5;
+
+    /// Rejects a code outside 1–5 (PROTOCOL.md, "16 — deny reason").
+    fn check_defined(&self) -> Result<(), SegmentErrorKind> {
+        if (Self::UNKNOWN_REQUIRED_SEGMENT..=Self::MALFORMED).contains(&self.code) {
+            Ok(())
+        } else {
+            Err(bad("deny code", self.code.into()))
+        }
+    }
 }
 
 fixed_layout! {
-    DenyReason = seg::DENY_REASON;
+    DenyReason = seg::DENY_REASON, check DenyReason::check_defined;
     u16(denied_type),
     u16(code),
     u64(denied_sequence),

@@ -6,36 +6,71 @@
 use super::{ControlOutput, Incoming};
 use crate::actions::ActionSet;
 use crate::agent::{ds, Agent, ControlState};
-use crate::config::SUPPORTED_ACTIONS;
 use crate::counters::Counter;
 use crate::fixed_affinity::{FixedValue, Inserted};
 use crate::wildcard_affinity::{Upsert, WildcardEntry};
-use affinity_api::{seg, AffinityEntry, AffinityKey, DenyReason, FixedAffinity, WildcardAffinity};
+use affinity_api::{
+    seg, ActionList, AffinityEntry, AffinityKey, DenyReason, FixedAffinity, ServiceMessage,
+    WildcardAffinity,
+};
 use std::net::Ipv4Addr;
 use std::sync::atomic::AtomicU32;
 
 impl Agent {
-    /// Checks the affinity's action list; the first unsupported required action.
-    fn unsupported_action(&self, e: &AffinityEntry<'_>) -> Option<u16> {
-        let list = e.action_list?;
-        list.entries()
-            .find(|&(t, required)| {
-                required
-                    && (!SUPPORTED_ACTIONS.contains(&t)
-                        || self.config.disabled_actions.contains(&t))
-            })
-            .map(|(t, _)| t)
+    /// The required actions of the affinity's action list this agent does
+    /// not perform, in list order (empty: none).
+    fn unsupported_actions(&self, e: &AffinityEntry<'_>) -> Vec<u16> {
+        let mut v = Vec::new();
+        for (t, required) in e.action_list.iter().flat_map(|l| l.entries()) {
+            if required && !self.config.supports_action(t) && !v.contains(&t) {
+                v.push(t);
+            }
+        }
+        v
     }
 
+    /// The action segments of `msg` marked Required (bit 15 of their type)
+    /// that this agent does not perform, each type once, in message order.
+    /// Seed FIG 8B: a Required segment that cannot be processed drops the
+    /// whole message.
+    pub(super) fn unprocessable_required(&self, msg: &ServiceMessage<'_>) -> Vec<u16> {
+        let mut v = Vec::new();
+        for (s, required) in msg.segments() {
+            let t = s.seg_type();
+            if required
+                && ActionList::is_action(t)
+                && !self.config.supports_action(t)
+                && !v.contains(&t)
+            {
+                v.push(t);
+            }
+        }
+        v
+    }
+
+    /// The action set of affinity `e`: its enabled actions, flags, owner,
+    /// precedence `rank` (search-first, service, backup precedence) and the
+    /// message's manager interest data, if any (interned; counted when the
+    /// table is full and then not echoed).
+    #[allow(clippy::too_many_arguments)]
     fn action_set(
         &self,
+        st: &mut ControlState,
+        inc: &Incoming<'_, '_>,
         e: &AffinityEntry<'_>,
-        owner: u16,
         dispatch_flags: u8,
         info_flags: u8,
         forward: Ipv4Addr,
+        rank: (bool, u16, u16),
     ) -> ActionSet {
         let enabled = |t: u16| !self.config.disabled_actions.contains(&t);
+        let manager_data = match inc.msg.sm_interest_data() {
+            Some(d) => self.manager_data.intern(d).unwrap_or_else(|| {
+                st.counters.inc(Counter::ManagerDataFull);
+                0
+            }),
+            None => 0,
+        };
         ActionSet {
             nat: e.nat.filter(|_| enabled(seg::NAT_ACTION)).map(Into::into),
             seq_adjust: e
@@ -51,7 +86,11 @@ impl Agent {
             info_flags,
             forward_addr: forward.into(),
             affinity_id: e.identifier.map_or(0, |i| i.id),
-            owner,
+            owner: inc.owner,
+            search_first: rank.0,
+            service_precedence: rank.1,
+            backup_precedence: rank.2,
+            manager_data,
         }
     }
 
@@ -65,37 +104,56 @@ impl Agent {
     ) {
         let (owner, now_ns) = (inc.owner, inc.now_ns);
         let id = e.identifier.map_or(0, |i| i.id);
+        let anonymous = e.identifier.is_none();
+        let name = (
+            owner,
+            id,
+            anonymous.then_some((w.key, w.src_mask, w.dst_mask)),
+        );
         if w.ttl == 0 {
-            if let Some(old) = self.wildcards.remove(owner, id) {
+            if let Some(old) = self.wildcards.remove(&name) {
                 self.actions.release(old.action, now_ns);
                 st.counters.inc(Counter::WildcardDelete);
             }
             return;
         }
-        if let Some(t) = self.unsupported_action(e) {
+        let refused = self.unsupported_actions(e);
+        if !refused.is_empty() {
             st.counters.inc(Counter::UnsupportedAction);
-            if let Some(old) = self.wildcards.remove(owner, id) {
+            if let Some(old) = self.wildcards.remove(&name) {
                 self.actions.release(old.action, now_ns);
             }
-            return self.deny(st, out, inc, t, DenyReason::UNSUPPORTED_REQUIRED_ACTION, e);
+            let code = DenyReason::UNSUPPORTED_REQUIRED_ACTION;
+            return self.deny(st, out, inc, &refused, code, Some(e));
         }
-        let actions = self.action_set(e, owner, w.dispatch_flags, w.info_flags, w.forward_addr);
+        let sp = e.service_precedence.unwrap_or_default();
+        let bp = e.backup_precedence.map_or(0, |b| b.value);
+        let rank = (sp.search_first, sp.value, bp);
+        let actions = self.action_set(
+            st,
+            inc,
+            e,
+            w.dispatch_flags,
+            w.info_flags,
+            w.forward_addr,
+            rank,
+        );
         let Some(action) = self.actions.acquire(&actions, now_ns) else {
             st.counters.inc(Counter::ActionFull);
             let t = seg::WILDCARD_AFFINITY;
-            return self.deny(st, out, inc, t, DenyReason::TABLE_FULL, e);
+            return self.deny(st, out, inc, &[t], DenyReason::TABLE_FULL, Some(e));
         };
-        let sp = e.service_precedence.unwrap_or_default();
         let expires = inc.now.saturating_add(w.ttl.saturating_mul(10));
         let entry = WildcardEntry {
             owner,
             id,
+            anonymous,
             key: w.key,
             src_mask: w.src_mask,
             dst_mask: w.dst_mask,
             search_first: sp.search_first,
             service_precedence: sp.value,
-            backup_precedence: e.backup_precedence.map_or(0, |b| b.value),
+            backup_precedence: bp,
             action,
             actions,
             advertise: e
@@ -126,11 +184,62 @@ impl Agent {
                 self.actions.release(action, now_ns);
                 st.counters.inc(Counter::WildcardFull);
                 let t = seg::WILDCARD_AFFINITY;
-                return self.deny(st, out, inc, t, DenyReason::TABLE_FULL, e);
+                return self.deny(st, out, inc, &[t], DenyReason::TABLE_FULL, Some(e));
             }
         }
         // Reclaimed a second after expiry (`WildcardTable::reclaim`).
         st.next_wildcard_reclaim_ds = st.next_wildcard_reclaim_ds.min(expires.saturating_add(10));
+    }
+
+    /// The precedence rank a fixed affinity of `owner` for `key` takes:
+    /// the service/backup precedence segments that apply to it, else those
+    /// of the owner's strongest live wildcard matching the key; `None`
+    /// without such a wildcard (the seed's supporting wildcard).
+    fn fixed_rank(
+        &self,
+        owner: u16,
+        now: u32,
+        e: &AffinityEntry<'_>,
+        key: &AffinityKey,
+    ) -> Option<(bool, u16, u16)> {
+        self.wildcards.commit();
+        let snap = self.wildcards.snapshot();
+        let best = snap
+            .entries()
+            .iter()
+            .filter(|w| w.owner == owner && w.is_live(now) && w.matches(key, true))
+            .min_by_key(|w| w.order())?;
+        let sp = e
+            .service_precedence
+            .map_or((best.search_first, best.service_precedence), |s| {
+                (s.search_first, s.value)
+            });
+        let bp = e
+            .backup_precedence
+            .map_or(best.backup_precedence, |b| b.value);
+        Some((sp.0, sp.1, bp))
+    }
+
+    /// Whether `owner`, with precedence `rank`, may replace or delete the
+    /// fixed affinity for `key`: always when there is none (or it has
+    /// expired) or it is its own; otherwise only by outranking it (seed
+    /// FIG 9B: a backup's affinity is ignored while the primary's exists).
+    fn may_change_fixed(
+        &self,
+        owner: u16,
+        now: u32,
+        key: &AffinityKey,
+        rank: Option<(bool, u16, u16)>,
+    ) -> bool {
+        let Some((old, _)) = self.fixed.lookup(key) else {
+            return true;
+        };
+        if old.expires_ds <= now {
+            return true;
+        }
+        let held = self.actions.get(old.action);
+        let order = |r: (bool, u16, u16)| (!r.0, u16::MAX - r.1, r.2);
+        held.owner == owner || rank.is_some_and(|r| order(r) < held.rank())
     }
 
     pub(super) fn apply_fixed(
@@ -142,6 +251,12 @@ impl Agent {
         f: FixedAffinity,
     ) {
         let (owner, now, now_ns) = (inc.owner, inc.now, inc.now_ns);
+        let rank = self.fixed_rank(owner, now, e, &f.key);
+        if !self.may_change_fixed(owner, now, &f.key, rank) {
+            // Another manager's, and not outranked: ignored (counted).
+            st.counters.inc(Counter::FixedNotOwner);
+            return;
+        }
         if f.ttl == 0 {
             self.splice.forget(&f.key);
             if let Some(old) = self.fixed.remove(&f.key) {
@@ -150,29 +265,33 @@ impl Agent {
             }
             return;
         }
-        if let Some(t) = self.unsupported_action(e) {
+        let refused = self.unsupported_actions(e);
+        if !refused.is_empty() {
             st.counters.inc(Counter::UnsupportedAction);
-            return self.deny(st, out, inc, t, DenyReason::UNSUPPORTED_REQUIRED_ACTION, e);
+            let code = DenyReason::UNSUPPORTED_REQUIRED_ACTION;
+            return self.deny(st, out, inc, &refused, code, Some(e));
         }
         // Seed rule: a fixed affinity needs a live wildcard of its owner.
-        self.wildcards.commit();
-        let supported = self
-            .wildcards
-            .snapshot()
-            .entries()
-            .iter()
-            .any(|w| w.owner == owner && w.is_live(now) && w.matches(&f.key, true));
-        if !supported {
+        let Some(rank) = rank else {
             st.counters.inc(Counter::FixedNoWildcard);
             let t = seg::FIXED_AFFINITY;
-            return self.deny(st, out, inc, t, DenyReason::NO_SUPPORTING_WILDCARD, e);
-        }
-        let actions = self.action_set(e, owner, f.dispatch_flags, f.info_flags, f.forward_addr);
+            let code = DenyReason::NO_SUPPORTING_WILDCARD;
+            return self.deny(st, out, inc, &[t], code, Some(e));
+        };
+        let actions = self.action_set(
+            st,
+            inc,
+            e,
+            f.dispatch_flags,
+            f.info_flags,
+            f.forward_addr,
+            rank,
+        );
         let actions = self.keep_splice(&f.key, actions);
         let Some(action) = self.actions.acquire(&actions, now_ns) else {
             st.counters.inc(Counter::ActionFull);
             let t = seg::FIXED_AFFINITY;
-            return self.deny(st, out, inc, t, DenyReason::TABLE_FULL, e);
+            return self.deny(st, out, inc, &[t], DenyReason::TABLE_FULL, Some(e));
         };
         let expires = now.saturating_add(f.ttl.saturating_mul(10));
         match self.fixed.insert(
@@ -194,7 +313,7 @@ impl Agent {
                 self.actions.release(action, now_ns);
                 st.counters.inc(Counter::FixedFull);
                 let t = seg::FIXED_AFFINITY;
-                self.deny(st, out, inc, t, DenyReason::TABLE_FULL, e);
+                self.deny(st, out, inc, &[t], DenyReason::TABLE_FULL, Some(e));
             }
         }
     }

@@ -18,7 +18,7 @@ mod verify;
 use crate::agent::{ds, Agent};
 use crate::counters::Counter;
 use crate::interest_data::ForwardingAgentInterestData;
-use affinity_api::{datagram_messages, AffinityRef, MessageType, ServiceMessage};
+use affinity_api::{datagram_messages, AffinityRef, DenyReason, MessageType, ServiceMessage};
 use std::net::SocketAddrV4;
 
 /// A packet the control plane hands back to the data path.
@@ -72,7 +72,7 @@ impl Agent {
     ) {
         let mut st = self.control.lock();
         st.counters.inc(Counter::CtlMessages);
-        let Some(msg) = self.parse(&mut st, out, from, bytes) else {
+        let Some(msg) = self.parse(&mut st, out, now_ns, from, bytes) else {
             self.publish_control(&st);
             return;
         };
@@ -87,6 +87,24 @@ impl Agent {
             now: ds(now_ns),
             now_ns,
         };
+        if matches!(
+            msg.msg_type(),
+            MessageType::AffinityUpdateWildcard | MessageType::AffinityUpdateFixed
+        ) {
+            // Seed FIG 8B/9C: a Required action segment this agent cannot
+            // perform drops the whole message (nothing installed, no packet
+            // returned, so nothing leaves untranslated), and the deny names
+            // every such action.
+            let refused = self.unprocessable_required(&msg);
+            if !refused.is_empty() {
+                st.counters.inc(Counter::UnsupportedRequiredSegment);
+                let first = msg.affinities().next();
+                let code = DenyReason::UNSUPPORTED_REQUIRED_ACTION;
+                self.deny(&mut st, out, &inc, &refused, code, first.as_ref());
+                self.publish_control(&st);
+                return;
+            }
+        }
         match msg.msg_type() {
             MessageType::AffinityUpdateWildcard => {
                 for e in msg.affinities() {
@@ -102,16 +120,21 @@ impl Agent {
                     }
                 }
                 let data = self.own_interest_data(&msg);
+                let mut released = false;
                 if let Some(d) = data.filter(|d| d.hold_token != 0) {
                     self.hold.release(d.hold_token, |h| {
                         st.counters.inc(Counter::HoldReleased);
+                        released = true;
                         out.returned.push(ReturnedPacket {
                             packet: h.packet,
                             rank_limit: Some(h.rank),
                         });
                     });
                 }
-                if !self.syn_proxy_update(&mut st, out, &msg, now_ns) {
+                // A held packet the match also carried (HOLD with DATA) comes
+                // back twice: the held copy goes on, the returned one is
+                // dropped, so the packet leaves once.
+                if !released && !self.syn_proxy_update(&mut st, out, &msg, now_ns) {
                     self.return_packet(out, &msg, data);
                 }
             }

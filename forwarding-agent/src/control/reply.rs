@@ -6,43 +6,65 @@ use crate::agent::{Agent, ControlState};
 use crate::config::SUPPORTED_ACTIONS;
 use crate::counters::Counter;
 use affinity_api::{
-    AffinityEntry, AffinityIdentifier, AffinityRef, Capabilities, DenyReason, MessageType, Segment,
+    encode_action_list, ActionList, AffinityEntry, AffinityIdentifier, AffinityRef, Capabilities,
+    DenyReason, MessageType, Segment,
 };
 
 impl Agent {
-    /// Counts and queues an affinity update-deny naming `denied_type`
-    /// (a segment type) with deny `code`, for the affinity `e` of `inc`.
+    /// Counts and queues an affinity update-deny naming `denied[0]` (a
+    /// segment type) with deny `code`, for the affinity `e` of `inc`. With
+    /// code 2 every type in `denied` is also listed in an action list
+    /// (each with the Required bit), so the manager learns all it must drop
+    /// at once (seed FIG 9C: the deny names every unsupported action).
     pub(super) fn deny(
         &self,
         st: &mut ControlState,
         out: &mut ControlOutput,
         inc: &Incoming<'_, '_>,
-        denied_type: u16,
+        denied: &[u16],
         code: u16,
-        e: &AffinityEntry<'_>,
+        e: Option<&AffinityEntry<'_>>,
     ) {
         st.counters.inc(Counter::DenySent);
         let reason = DenyReason {
-            denied_type,
+            denied_type: denied.first().copied().unwrap_or(0),
             code,
             denied_sequence: inc.msg.sequence(),
         };
+        let listed = if code == DenyReason::UNSUPPORTED_REQUIRED_ACTION {
+            denied
+        } else {
+            &[]
+        };
         out.replies.push((
             inc.from,
-            self.build_deny(reason, e.identifier, Some(e.affinity)),
+            self.build_deny(
+                reason,
+                listed,
+                e.and_then(|e| e.identifier),
+                e.map(|e| e.affinity),
+            ),
         ));
     }
 
     /// An affinity update-deny (the encoded message; empty if it could not
-    /// be built).
+    /// be built): the deny reason, an action list naming `unsupported`
+    /// (action segment types, each marked required; left out when empty),
+    /// and the refused affinity with its identifier when given.
     pub fn build_deny(
         &self,
         reason: DenyReason,
+        unsupported: &[u16],
         id: Option<AffinityIdentifier>,
         affinity: Option<AffinityRef>,
     ) -> Vec<u8> {
         let mut b = self.builder(MessageType::AffinityUpdateDeny);
         b.push(Segment::DenyReason(reason));
+        let entries: Vec<(u16, bool)> = unsupported.iter().map(|&t| (t, true)).collect();
+        let raw = encode_action_list(&entries);
+        if let Some(list) = ActionList::from_raw(&raw).filter(|l| !l.is_empty()) {
+            b.push(Segment::ActionList(list));
+        }
         if let Some(id) = id {
             b.push(Segment::AffinityIdentifier(id));
         }

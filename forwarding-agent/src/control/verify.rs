@@ -6,8 +6,8 @@ use crate::agent::{Agent, ControlState};
 use crate::counters::Counter;
 use crate::introspection::ManagerInfo;
 use affinity_api::{
-    AuthPolicy, DenyReason, Header, ParseError, ReplayWindow, SegmentErrorKind, ServiceMessage,
-    REQUIRED_FLAG,
+    seg, AuthAlgorithm, AuthPolicy, DenyReason, Header, ParseError, ReplayWindow, SegmentErrorKind,
+    ServiceMessage, HEADER_LEN, REQUIRED_FLAG,
 };
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -18,6 +18,7 @@ impl Agent {
         &self,
         st: &mut ControlState,
         out: &mut ControlOutput,
+        now_ns: u64,
         from: SocketAddrV4,
         bytes: &'m [u8],
     ) -> Option<ServiceMessage<'m>> {
@@ -37,13 +38,17 @@ impl Agent {
             Ok(h),
         ) = (e, Header::parse(bytes))
         {
-            if verify_unparsed_ok(&self.auth()) {
+            let known = st.managers.iter_mut().find(|m| m.address == *from.ip());
+            let window = known.map(|m| &mut m.replay);
+            let now = now_ns / 1_000_000_000;
+            if verify_unparsed_ok(&self.auth(), now, bytes, h.sequence, window) {
                 let deny = DenyReason {
                     denied_type: seg_type & !REQUIRED_FLAG,
                     code: DenyReason::UNKNOWN_REQUIRED_SEGMENT,
                     denied_sequence: h.sequence,
                 };
-                out.replies.push((from, self.build_deny(deny, None, None)));
+                out.replies
+                    .push((from, self.build_deny(deny, &[], None, None)));
                 st.counters.inc(Counter::DenySent);
             }
         }
@@ -60,7 +65,14 @@ impl Agent {
         from: SocketAddrV4,
         msg: &ServiceMessage<'_>,
     ) -> Option<u16> {
-        if self.auth().verify(msg, now_ns / 1_000_000_000).is_err() {
+        // Seed: a receiver that expects no security (no key, signatures not
+        // required) ignores the security segment and accepts the message,
+        // so turning signing on at one end first is not an outage.
+        let keyless = {
+            let policy = self.auth();
+            policy.keys.is_empty() && !policy.require
+        };
+        if !keyless && self.auth().verify(msg, now_ns / 1_000_000_000).is_err() {
             st.counters.inc(Counter::CtlAuthFail);
             return None;
         }
@@ -69,7 +81,7 @@ impl Agent {
             _ => (*from.ip(), ""),
         };
         let owner = self.owner_index(st, owner_addr, name, now_ns);
-        let signed = msg.security().is_some();
+        let signed = msg.security().is_some() && !keyless;
         let m = &mut st.managers[owner as usize];
         if signed && !m.replay.accept(msg.sequence()) {
             st.counters.inc(Counter::CtlReplay);
@@ -105,8 +117,55 @@ impl Agent {
     }
 }
 
-/// A message that did not parse cannot be authenticated; answer it only
-/// when authentication is off, so a forged packet cannot make us send.
-fn verify_unparsed_ok(policy: &AuthPolicy) -> bool {
-    !policy.require
+/// Whether a message that did not parse (an unknown Required segment) may
+/// be answered with a deny: always when authentication is off; with it
+/// on, only when its first segment is a security segment whose digest,
+/// computed over the raw bytes, verifies with an accepted key and its
+/// sequence passes the sender's replay window (when the sender is known),
+/// with a key still accepted at `now_secs` (the caller's clock, seconds),
+/// so a forged or replayed packet cannot make the agent send.
+fn verify_unparsed_ok(
+    policy: &AuthPolicy,
+    now_secs: u64,
+    bytes: &[u8],
+    sequence: u64,
+    window: Option<&mut ReplayWindow>,
+) -> bool {
+    if !policy.require {
+        return true;
+    }
+    // Header (16 bytes), then the security segment: type, length,
+    // algorithm, reserved, key id, digest (PROTOCOL.md "6 — security").
+    let at = HEADER_LEN;
+    let field = |i: usize| {
+        bytes
+            .get(i..i + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    let (Some(t), Some(len), Some(key_id)) = (field(at), field(at + 2), field(at + 6)) else {
+        return false;
+    };
+    let digest_at = at + 8;
+    let end = at + len as usize;
+    if t & !REQUIRED_FLAG != seg::SECURITY || end > bytes.len() || end < digest_at {
+        return false;
+    }
+    let Some(key) = policy.keys.get(key_id) else {
+        return false;
+    };
+    if key.accept_until.is_some_and(|t| now_secs > t) {
+        return false;
+    }
+    let algorithm = AuthAlgorithm::from_u8(bytes[at + 4]);
+    if algorithm != Some(key.algorithm) || end - digest_at != key.algorithm.digest_len() {
+        return false;
+    }
+    let mut signed = bytes.to_vec();
+    key.sign_in_place(&mut signed);
+    // Compared in full (no early exit), as the parsed path does.
+    let diff = signed[digest_at..end]
+        .iter()
+        .zip(&bytes[digest_at..end])
+        .fold(0u8, |d, (a, b)| d | (a ^ b));
+    diff == 0 && window.is_none_or(|w| w.accept(sequence))
 }

@@ -1,6 +1,7 @@
 //! Packet path, step 3: act on the matched action set — count forward
 //! statistics, hand interest matches to [`super::punt`], rewrite the packet
-//! in place (NAT, then TCP sequence adjust) and choose its next hop.
+//! in place (NAT, then TCP sequence adjust; a partial checksum the NIC
+//! completes is kept partial) and choose its next hop.
 
 use super::lookup::Origin;
 use super::{matched, BatchCtx, Disposition, PacketBuf, Worker};
@@ -23,6 +24,10 @@ pub(super) struct Hit<'b> {
     /// The wildcard that matched; `None` for a fixed affinity.
     pub wildcard: Option<&'b WildcardEntry>,
     pub origin: Origin,
+    /// A returned packet met the wildcard that punted it (or one above):
+    /// its rewrite and next hop apply, its interest criteria do not (seed:
+    /// the action "is performed by the forwarding agent at that time").
+    pub no_interest: bool,
 }
 
 impl Worker {
@@ -39,7 +44,7 @@ impl Worker {
             self.forward
                 .add(Ipv4Addr::from(a.forward_addr), hit.info.total_len as u64);
         }
-        if let Some(c) = a.interest {
+        if let Some(c) = a.interest.filter(|_| !hit.no_interest) {
             // A returned packet is never punted again by the affinity that
             // punted it; on a fixed affinity only copies are sent for it.
             let repunt_ok = hit.wildcard.is_some()
@@ -68,8 +73,9 @@ impl Worker {
         }
         // Rewrite.
         let mut info = *hit.info;
+        let partial = p.l4_partial;
         if let Some(n) = a.nat {
-            match wire::apply_nat(p.packet(), &info, &n.into()) {
+            match wire::apply_nat_offload(p.packet(), &info, &n.into(), partial) {
                 Ok(i) => {
                     info = i;
                     self.cur |= matched::NAT;
@@ -89,7 +95,7 @@ impl Worker {
             }
         }
         if let Some(s) = a.seq_adjust {
-            if wire::apply_seq_adjust(p.packet(), &info, &s.into()).is_ok()
+            if wire::apply_seq_adjust_offload(p.packet(), &info, &s.into(), partial).is_ok()
                 && info.key.protocol == wire::TCP
             {
                 self.counters.inc(Counter::SeqAdjusted);
@@ -98,7 +104,13 @@ impl Worker {
         if let Some(t) = a.ts_adjust {
             crate::synproxy::apply_ts_adjust(p.packet(), &info, t);
         }
-        // Next hop.
+        self.next_hop(a)
+    }
+
+    /// The next hop an action set gives: its forward address, or normal
+    /// routing.
+    #[inline(always)]
+    pub(super) fn next_hop(&mut self, a: &ActionSet) -> Disposition {
         if a.dispatch_flags & dispatch::FORWARD != 0 {
             if a.forward_addr == 0 {
                 self.counters.inc(Counter::DropForwardZero);

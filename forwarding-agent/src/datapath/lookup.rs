@@ -1,15 +1,18 @@
 //! Packet path, step 2: which affinity a packet belongs to — its fixed
 //! affinity (looked up ahead by the batch loop, or here), else the first
 //! live wildcard in search order; later fragments use the flow their first
-//! fragment had (the per-worker [`FragmentCache`]).
+//! fragment had, or wait for it (the per-worker cache in
+//! [`super::fragments`]); an ICMP error that matches nothing by its own
+//! key is tried as part of the flow it quotes ([`super::icmp_error`]).
 
 use super::act::Hit;
+use super::fragments::{Decision, Later};
 use super::{matched, BatchCtx, Disposition, PacketBuf, Worker};
 use crate::counters::Counter;
 use crate::fixed_affinity::FixedValue;
+use crate::wildcard_affinity::WildcardEntry;
 use crate::wire::{self, Fragment, PacketInfo};
 use affinity_api::{interest, AffinityKey};
-use std::collections::{HashMap, VecDeque};
 
 /// How a packet entered the data path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,57 +30,55 @@ pub(super) enum Lookup {
     Later,
 }
 
-/// (source, destination, protocol, IP id): the fragments of one datagram.
-type FragKey = (u32, u32, u8, u16);
-
-/// A worker's first-fragment decisions, kept for the later fragments of the
-/// same datagram (oldest forgotten first, at most `cap`).
-pub(super) struct FragmentCache {
-    map: HashMap<FragKey, AffinityKey>,
-    order: VecDeque<FragKey>,
-    cap: usize,
-}
-
-impl FragmentCache {
-    pub fn new(cap: usize) -> Self {
-        FragmentCache {
-            map: HashMap::new(),
-            order: VecDeque::new(),
-            cap,
-        }
-    }
-
-    #[inline]
-    fn get(&self, info: &PacketInfo) -> Option<AffinityKey> {
-        self.map.get(&frag_key(info)).copied()
-    }
-
-    fn remember(&mut self, info: &PacketInfo) {
-        if self.cap == 0 {
-            return;
-        }
-        let k = frag_key(info);
-        if self.map.insert(k, info.key).is_none() {
-            self.order.push_back(k);
-            while self.order.len() > self.cap {
-                if let Some(old) = self.order.pop_front() {
-                    self.map.remove(&old);
-                }
-            }
-        }
-    }
-}
-
-fn frag_key(info: &PacketInfo) -> FragKey {
-    (
-        u32::from(info.key.src_addr),
-        u32::from(info.key.dst_addr),
-        info.key.protocol,
-        info.ip_id,
-    )
-}
-
 impl Worker {
+    /// Service chaining (seed FIG 10B): a returned packet that an affinity
+    /// of the punting service (or above it) has just passed, possibly
+    /// rewritten, goes on to the wildcards ranked below the one that
+    /// punted it, matched on its rewritten headers; with none, it is
+    /// routed (counted as not re-punted). Anything else keeps `d`.
+    #[cold]
+    fn chain(
+        &mut self,
+        ctx: &BatchCtx<'_>,
+        p: &mut PacketBuf<'_>,
+        d: Disposition,
+        origin: Origin,
+    ) -> Disposition {
+        let Origin::Returned(Some(limit)) = origin else {
+            return d;
+        };
+        if d != Disposition::Pass {
+            return d;
+        }
+        let Ok(info) = wire::parse_ipv4(p.packet()) else {
+            return d;
+        };
+        let ports_known = info.fragment != Fragment::Later;
+        let found = ctx
+            .wild
+            .lookup(&info.key, ports_known, ctx.now, |w| w.rank() > limit);
+        let Some(w) = found else {
+            self.counters.inc(Counter::ReturnedNotRepunted);
+            return d;
+        };
+        self.counters.inc(Counter::WildcardHit);
+        self.cur |= matched::WILDCARD;
+        let mut bits = wire::interest_bits(&info) | interest::ALL;
+        if bits & interest::DATA != 0 || info.key.protocol == wire::UDP {
+            bits |= interest::FIRST_DATA;
+        }
+        let actions = ctx.agent.actions.get(w.action);
+        let hit = Hit {
+            info: &info,
+            actions: &actions,
+            bits,
+            wildcard: Some(&w.entry),
+            origin,
+            no_interest: false,
+        };
+        self.act(ctx, p, &hit)
+    }
+
     /// One packet, from its parse result to its disposition. `#[inline]`:
     /// the batch loop is in another file, and without the hint the call
     /// may cross codegen units, where it is never inlined.
@@ -91,6 +92,22 @@ impl Worker {
         origin: Origin,
     ) -> Disposition {
         self.counters.inc(Counter::Packets);
+        self.process_counted(ctx, p, info, pre, origin)
+    }
+
+    /// [`Worker::process_one`] after the packet was counted (released
+    /// fragments come back through here). Always inlined: the batch loop's
+    /// path must stay one function, as it was before released fragments
+    /// gave this a second (cold) caller.
+    #[inline(always)]
+    pub(super) fn process_counted(
+        &mut self,
+        ctx: &BatchCtx<'_>,
+        p: &mut PacketBuf<'_>,
+        info: Result<PacketInfo, wire::PacketError>,
+        pre: Lookup,
+        origin: Origin,
+    ) -> Disposition {
         let info = match info {
             Ok(i) => i,
             Err(_) => return self.malformed(ctx),
@@ -98,14 +115,10 @@ impl Worker {
         let agent = ctx.agent;
         // 1. Fixed affinity (later fragments: the first fragment's flow).
         let fixed_key = match info.fragment {
-            Fragment::Later => {
-                let k = self.frag.get(&info);
-                match k {
-                    Some(_) => self.counters.inc(Counter::FragmentCacheHit),
-                    None => self.counters.inc(Counter::FragmentNoState),
-                }
-                k
-            }
+            Fragment::Later => match self.later_fragment(ctx, p, &info) {
+                Ok(k) => k,
+                Err(d) => return d,
+            },
             _ => Some(info.key),
         };
         if let Some(k) = fixed_key {
@@ -117,36 +130,76 @@ impl Worker {
                 Some((v, slot)) if v.expires_ds > ctx.now => {
                     self.counters.inc(Counter::FixedHit);
                     self.cur |= matched::FIXED;
-                    if info.fragment == Fragment::First {
-                        self.frag.remember(&info);
-                    }
                     if agent.config.per_flow_counters {
                         agent.fixed.count(slot, info.total_len as u64);
                     }
                     let actions = agent.actions.get(v.action);
+                    let mut bits = wire::interest_bits(&info) | interest::ALL;
+                    // First data (PROTOCOL.md, interest bit 7): looked up
+                    // only for affinities that ask for it, since the mark
+                    // costs a shared write per data packet.
+                    if actions
+                        .interest
+                        .is_some_and(|c| c.mask & interest::FIRST_DATA != 0)
+                        && (bits & interest::DATA != 0 || info.key.protocol == wire::UDP)
+                        && agent.fixed.first_data(slot)
+                    {
+                        bits |= interest::FIRST_DATA;
+                    }
                     let hit = Hit {
                         info: &info,
                         actions: &actions,
-                        bits: wire::interest_bits(&info) | interest::ALL,
+                        bits,
                         wildcard: None,
                         origin,
+                        no_interest: false,
                     };
-                    return self.act(ctx, p, &hit);
+                    let d = self.act(ctx, p, &hit);
+                    if info.fragment == Fragment::First {
+                        self.first_fragment(ctx, &info, Decision::Fixed(info.key), d);
+                    }
+                    return self.chain(ctx, p, d, origin);
                 }
                 Some(_) => self.counters.inc(Counter::FixedExpired),
                 None => {}
             }
         }
-        // 2. Wildcards.
-        let rank_ok = |limit: Option<(bool, u16)>, r: (bool, u16)| limit.is_some_and(|l| r > l);
+        // An ICMP error about a tracked flow goes with that flow.
+        if info.key.protocol == wire::ICMP {
+            if let Some(d) = self.icmp_error(ctx, p, &info) {
+                return d;
+            }
+        }
+        // 2. Wildcards. A returned packet may meet the wildcard that
+        // punted it (or one ranked above): that one's rewrite applies but
+        // it is not punted again, and the search goes on below its rank
+        // (`chain`). Without our interest data (limit `None`) no wildcard
+        // applies at all.
         let ports_known = info.fragment != Fragment::Later;
         let wild = ctx.wild;
         let found = match origin {
-            Origin::Wire => wild.lookup(&info.key, ports_known, ctx.now, |_| true),
-            Origin::Returned(limit) => wild.lookup(&info.key, ports_known, ctx.now, |w| {
-                rank_ok(limit, w.rank())
-            }),
+            Origin::Returned(None) => None,
+            _ => wild.lookup(&info.key, ports_known, ctx.now, |_| true),
         };
+        let above_limit = |w: &WildcardEntry| match origin {
+            Origin::Returned(Some(limit)) => w.rank() <= limit,
+            _ => false,
+        };
+        if let Some(w) = found.filter(|w| above_limit(&w.entry)) {
+            self.counters.inc(Counter::WildcardHit);
+            self.cur |= matched::WILDCARD;
+            let actions = agent.actions.get(w.action);
+            let hit = Hit {
+                info: &info,
+                actions: &actions,
+                bits: wire::interest_bits(&info) | interest::ALL,
+                wildcard: Some(&w.entry),
+                origin,
+                no_interest: true,
+            };
+            let d = self.act(ctx, p, &hit);
+            return self.chain(ctx, p, d, origin);
+        }
         if let Some(w) = found {
             self.counters.inc(Counter::WildcardHit);
             self.cur |= matched::WILDCARD;
@@ -172,20 +225,88 @@ impl Worker {
                 bits,
                 wildcard: Some(&w.entry),
                 origin,
+                no_interest: false,
             };
             let d = self.act(ctx, p, &hit);
             self.proxied = None;
+            if info.fragment == Fragment::First {
+                self.first_fragment(ctx, &info, Decision::Actions(actions), d);
+            }
             return d;
         }
         let advertised = wild.is_advertised(info.key.dst_addr);
         if let Origin::Returned(_) = origin {
             self.counters.inc(Counter::ReturnedNotRepunted);
+            // A manager handed it back: it is routed even to an advertised
+            // address (EXCHANGES.md, "Returned packets").
+            if advertised {
+                self.counters.inc(Counter::ReturnedAdvertisedRouted);
+            }
+            self.counters.inc(Counter::MissPassed);
+            return Disposition::Pass;
         }
-        if advertised {
+        let (d, decision) = if advertised {
             self.counters.inc(Counter::DropAdvertised);
-            return Disposition::Drop(Counter::DropAdvertised);
+            let c = Counter::DropAdvertised;
+            (Disposition::Drop(c), Decision::Drop(c))
+        } else {
+            self.counters.inc(Counter::MissPassed);
+            (Disposition::Pass, Decision::Pass)
+        };
+        if info.fragment == Fragment::First {
+            self.first_fragment(ctx, &info, decision, d);
         }
-        self.counters.inc(Counter::MissPassed);
-        Disposition::Pass
+        d
+    }
+
+    /// A later fragment: `Ok` with the fixed key to look up (its first
+    /// fragment's), or `Ok(None)` to go on to the wildcards with unknown
+    /// ports (no decision and no room to wait); `Err` with the disposition
+    /// when its first fragment's decision settles it or it is held. Out of
+    /// line: ordinary packets never come here.
+    #[inline(never)]
+    fn later_fragment(
+        &mut self,
+        ctx: &BatchCtx<'_>,
+        p: &mut PacketBuf<'_>,
+        info: &PacketInfo,
+    ) -> Result<Option<AffinityKey>, Disposition> {
+        let pkt = p.packet();
+        let pkt = pkt.get(..info.total_len).unwrap_or(pkt);
+        let d = match self.frag.later(info, pkt, ctx.now_ns, &mut self.counters) {
+            Later::Decided(d) => d,
+            Later::Held => {
+                self.counters.inc(Counter::FragmentNoState);
+                self.counters.inc(Counter::FragmentHeld);
+                return Err(Disposition::Consumed);
+            }
+            Later::Overflow => {
+                self.counters.inc(Counter::FragmentNoState);
+                self.counters.inc(Counter::FragmentOverflow);
+                return Ok(None);
+            }
+        };
+        self.counters.inc(Counter::FragmentCacheHit);
+        match d {
+            Decision::Fixed(k) => Ok(Some(k)),
+            Decision::Actions(actions) => {
+                // The first fragment's match; its interest is not repeated
+                // (no bits: a later fragment has no flags or ports).
+                let hit = Hit {
+                    info,
+                    actions: &actions,
+                    bits: 0,
+                    wildcard: None,
+                    origin: Origin::Wire,
+                    no_interest: false,
+                };
+                Err(self.act(ctx, p, &hit))
+            }
+            Decision::Pass => Err(Disposition::Pass),
+            Decision::Drop(c) => {
+                self.counters.inc(c);
+                Err(Disposition::Drop(c))
+            }
+        }
     }
 }

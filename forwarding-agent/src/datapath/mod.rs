@@ -4,7 +4,8 @@
 //! 1. parse and batch (this file): [`Worker::process_batch`] parses every
 //!    packet (`crate::wire`) and hashes its key to a fixed-table line;
 //! 2. [`lookup`]: fixed affinity (later fragments: their first fragment's
-//!    flow), then wildcards in search order;
+//!    flow, or held until it is known: [`fragments`]), an ICMP error's
+//!    quoted flow ([`icmp_error`]), then wildcards in search order;
 //! 3. [`act`]: the matched action set — statistics, interest, then the
 //!    rewrite (NAT, sequence adjust) and the next hop (forward or pass);
 //! 4. [`punt`]: interest matches — copies, punts in place or out of line,
@@ -34,6 +35,8 @@
 mod act;
 mod admission;
 pub(crate) mod forward_stats;
+mod fragments;
+mod icmp_error;
 mod lookup;
 mod punt;
 mod synproxy;
@@ -43,7 +46,8 @@ use crate::counters::{Counter, LocalCounters, SharedCounters};
 use crate::wildcard_affinity::WildcardSet;
 use crate::wire::{self, Fragment, PacketInfo};
 use forward_stats::ForwardTally;
-use lookup::{FragmentCache, Lookup, Origin};
+use fragments::FragmentCache;
+use lookup::{Lookup, Origin};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
@@ -61,11 +65,32 @@ pub struct PacketBuf<'a> {
     pub buf: &'a mut [u8],
     pub start: usize,
     pub len: usize,
+    /// The TCP/UDP checksum field holds only the pseudo-header sum, for the
+    /// NIC to complete (VPP: `VNET_BUFFER_F_OFFLOAD` with
+    /// `VNET_BUFFER_OFFLOAD_F_TCP_CKSUM`/`UDP_CKSUM`; Linux:
+    /// `CHECKSUM_PARTIAL`). NAT then updates it as a pseudo-header sum
+    /// (addresses only) and sequence adjust leaves it
+    /// ([`crate::wire::apply_nat_offload`]). False from [`PacketBuf::new`].
+    pub l4_partial: bool,
 }
 
 impl<'a> PacketBuf<'a> {
+    /// A packet at `buf[start..start + len]` (bytes) with a complete
+    /// checksum.
     pub fn new(buf: &'a mut [u8], start: usize, len: usize) -> Self {
-        PacketBuf { buf, start, len }
+        PacketBuf {
+            buf,
+            start,
+            len,
+            l4_partial: false,
+        }
+    }
+
+    /// The same, marked as carrying a partial L4 checksum (see
+    /// [`PacketBuf::l4_partial`]).
+    pub fn with_partial_l4_checksum(mut self) -> Self {
+        self.l4_partial = true;
+        self
     }
     fn packet(&mut self) -> &mut [u8] {
         let end = (self.start + self.len).min(self.buf.len());
@@ -117,6 +142,8 @@ pub struct Worker {
     proxied: Option<crate::synproxy::SynProxyState>,
     forward: Arc<ForwardTally>,
     messages: Vec<(SocketAddrV4, Vec<u8>)>,
+    /// Held fragments released since the last `take_released`.
+    released: Vec<(Vec<u8>, Disposition)>,
     infos: Vec<Result<PacketInfo, wire::PacketError>>,
     /// Per packet of the chunk: the fixed-table bucket its key hashes to
     /// (none for packets looked up later).
@@ -150,6 +177,7 @@ impl Agent {
             proxied: None,
             forward,
             messages: Vec::new(),
+            released: Vec::new(),
             infos: Vec::with_capacity(BATCH),
             buckets: Vec::with_capacity(BATCH),
             matched: Vec::with_capacity(BATCH),
@@ -203,6 +231,9 @@ impl Worker {
             if m < GROUP {
                 self.prefetch(&agent, 0..m);
             }
+            if !self.frag.is_empty() {
+                self.fragment_upkeep(&ctx);
+            }
             for start in (0..m).step_by(GROUP) {
                 let end = (start + GROUP).min(m);
                 self.prefetch(&agent, end..(end + GROUP).min(m));
@@ -250,6 +281,37 @@ impl Worker {
         let d = self.process_one(&ctx, pkt, info, Lookup::Later, origin);
         self.flush();
         d
+    }
+
+    /// Fragment upkeep without packets: forgets datagrams whose time is up
+    /// and releases held fragments whose first fragment's flow has been
+    /// installed since (see [`fragments`]). A batch does the same; call
+    /// this when no batch came for a while (the host agent: after each
+    /// idle wait). Released fragments are in [`Worker::take_released`].
+    pub fn poll_fragments(&mut self, now_ns: u64) {
+        if self.frag.is_empty() {
+            return;
+        }
+        let agent = self.agent.clone();
+        let wild = agent.wildcards.snapshot();
+        let published = agent.published.load();
+        let ctx = BatchCtx {
+            agent: &agent,
+            wild: &wild,
+            published: &published,
+            now_ns,
+            now: ds(now_ns),
+        };
+        self.fragment_upkeep(&ctx);
+        self.flush();
+    }
+
+    /// Held fragments released since the last call (their first fragment's
+    /// decision came): each IPv4 packet, rewritten, with its disposition (a
+    /// `Punt`'s `start` indexes that packet's own bytes). The caller sends
+    /// them as it sends a batch's packets.
+    pub fn take_released(&mut self) -> Vec<(Vec<u8>, Disposition)> {
+        std::mem::take(&mut self.released)
     }
 
     /// Per packet of the last batch: which table matched and whether it

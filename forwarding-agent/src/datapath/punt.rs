@@ -80,18 +80,40 @@ impl Worker {
         }
     }
 
-    fn match_segments<'s>(hit: &Hit<'_>, data: &'s [u8]) -> [Segment<'s>; 3] {
-        [
-            Segment::AffinityIdentifier(AffinityIdentifier {
-                id: hit.actions.affinity_id,
-                reason: hit.bits,
-            }),
-            Segment::FixedAffinity(FixedAffinity {
-                key: hit.info.key,
-                ..Default::default()
-            }),
-            Segment::FaInterestData(data),
-        ]
+    /// The segments of an interest match before identity and packet:
+    /// affinity identifier, fixed affinity, the affinity's manager interest
+    /// data when it has any (`smd`, seed FIG 10C), this agent's interest
+    /// data. The second value is how many of the four are used.
+    fn match_segments<'s>(
+        hit: &Hit<'_>,
+        smd: Option<&'s [u8]>,
+        data: &'s [u8],
+    ) -> ([Segment<'s>; 4], usize) {
+        let id = Segment::AffinityIdentifier(AffinityIdentifier {
+            id: hit.actions.affinity_id,
+            reason: hit.bits,
+        });
+        // The affinity's own dispatch and information flags (seed FIG
+        // 9D), the packet's key as received, TTL 0.
+        let fixed = Segment::FixedAffinity(FixedAffinity {
+            key: hit.info.key,
+            dispatch_flags: hit.actions.dispatch_flags,
+            info_flags: hit.actions.info_flags,
+            ..Default::default()
+        });
+        let fa = Segment::FaInterestData(data);
+        match smd {
+            Some(d) => ([id, fixed, Segment::SmInterestData(d), fa], 4),
+            None => ([id, fixed, fa, fa], 3),
+        }
+    }
+
+    /// The affinity's manager interest data, if it has any.
+    fn manager_data(&self, hit: &Hit<'_>) -> Option<std::sync::Arc<[u8]>> {
+        match hit.actions.manager_data {
+            0 => None,
+            id => self.agent.manager_data.get(id),
+        }
     }
 
     /// An out-of-line interest match (with the packet, if given).
@@ -105,8 +127,10 @@ impl Worker {
         let mut b = self
             .agent
             .builder_with(Self::message_type(hit), ctx.published);
-        for s in Self::match_segments(hit, data) {
-            b.push(s);
+        let smd = self.manager_data(hit);
+        let (segs, n) = Self::match_segments(hit, smd.as_deref(), data);
+        for s in &segs[..n] {
+            b.push(*s);
         }
         if let Some(pkt) = packet {
             b.push(Segment::IpPacket(pkt));
@@ -169,31 +193,31 @@ impl Worker {
             }
             self.counters.inc(Counter::HoldOverflow);
         }
+        // Not held (no HOLD flag, or the queue is full): the packet goes to
+        // the manager in the match whatever the DATA flag says, since the
+        // agent keeps no copy and the manager must return it (seed, hold
+        // flag; DATA only decides for copies and holds).
         let data = self.interest_data(hit, 0);
-        if !with_packet && c.flags & InterestCriteria::HOLD == 0 {
-            if let Some(m) = self.build_match(ctx, hit, &data, None) {
-                self.messages.push((to, m));
-            }
-            self.counters.inc(Counter::InterestNoData);
-            return Disposition::Consumed;
-        }
         // In place: the service message goes into the headroom in front of
         // the packet, which becomes its last segment.
         let key = ctx.published.signing_key.as_ref();
-        let segs = Self::match_segments(hit, &data);
+        let smd = self.manager_data(hit);
+        let (segs, n) = Self::match_segments(hit, smd.as_deref(), &data);
         let identity = Segment::IdentityInfo(IdentityInfo {
             address: self.agent.config.agent_addr,
             host_name: &self.agent.config.agent_name,
         });
-        let all = [segs[0], segs[1], segs[2], identity];
-        let need = prefix_len(key, &all);
+        let mut all = [identity; 5];
+        all[..n].copy_from_slice(&segs[..n]);
+        let all = &all[..n + 1];
+        let need = prefix_len(key, all);
         // Link padding past the IP total length is not part of the punt.
         p.len = p.len.min(hit.info.total_len);
         if need <= p.start {
             let new_start = p.start - need;
             let seq = self.agent.next_sequence();
             let t = Self::message_type(hit);
-            if emit_prefix(&mut p.buf[new_start..p.start], t, seq, key, &all, p.len).is_ok() {
+            if emit_prefix(&mut p.buf[new_start..p.start], t, seq, key, all, p.len).is_ok() {
                 if let Some(k) = key {
                     let end = p.start + p.len;
                     k.sign_in_place(&mut p.buf[new_start..end]);

@@ -19,7 +19,9 @@ pub enum Fragment {
 /// Result of a checked parse of an IPv4 packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PacketInfo {
-    /// Ports are 0 when not present (later fragments, ICMP, other protocols).
+    /// Ports are 0 when not present (later fragments, ICMP other than echo,
+    /// other protocols); an ICMP echo request or reply carries its
+    /// identifier as both ports (RFC 5508 REQ-1/2).
     pub key: AffinityKey,
     pub header_len: usize,
     /// IPv4 total length; bytes past it (link padding) are ignored.
@@ -150,11 +152,14 @@ pub fn parse_ipv4(pkt: &[u8]) -> Result<PacketInfo, PacketError> {
             if l4.len() < icmp::HEADER_LEN {
                 return Err(PacketError::TruncatedL4);
             }
-            if matches!(
-                l4[icmp::field::TYPE],
-                icmp::msg_type::ECHO_REQUEST | icmp::msg_type::ECHO_REPLY
-            ) {
-                info.icmp_echo_id = Some(get_u16(l4, icmp::field::ECHO_IDENT));
+            if icmp::is_echo(l4[icmp::field::TYPE]) {
+                // RFC 5508 REQ-1/2: the identifier is the query's port,
+                // on both sides of the key (as VPP's nat44-ed keys it), so
+                // a request's key reversed is its reply's.
+                let id = get_u16(l4, icmp::field::ECHO_IDENT);
+                info.icmp_echo_id = Some(id);
+                info.key.src_port = id;
+                info.key.dst_port = id;
             }
             info.payload_len = l4.len() - icmp::HEADER_LEN;
         }

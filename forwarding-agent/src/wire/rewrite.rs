@@ -4,7 +4,9 @@
 
 use super::checksum;
 use super::parse::{Fragment, PacketError, PacketInfo};
-use super::{get_u16, get_u32, ipv4, set_u16, set_u32, tcp, udp, Field, IpProtocol, SeqNumber};
+use super::{
+    get_u16, get_u32, icmp, ipv4, set_u16, set_u32, tcp, udp, Field, IpProtocol, SeqNumber,
+};
 use affinity_api::{NatAction, SeqAdjustAction};
 use std::net::SocketAddrV4;
 
@@ -23,13 +25,34 @@ pub const IPV4_UDP_HEADER_LEN: usize = ipv4::HEADER_LEN + udp::HEADER_LEN;
 /// Applies a NAT action in place. One delta for the address change goes to
 /// both the IP header checksum and the TCP/UDP checksum (pseudo-header); the
 /// port change goes to the transport checksum only. A UDP checksum of 0
-/// stays 0. ICMP and later fragments get address rewrites only. Returns the
-/// packet's new info.
+/// stays 0. Later fragments get address rewrites only. An ICMP echo request
+/// gets its identifier from the source port, an echo reply from the
+/// destination port (the identifier is the query's port, RFC 5508 REQ-1/2),
+/// with the ICMP checksum updated; other ICMP get address rewrites only.
+/// Returns the packet's new info.
 #[inline]
 pub fn apply_nat(
     pkt: &mut [u8],
     info: &PacketInfo,
     nat: &NatAction,
+) -> Result<PacketInfo, PacketError> {
+    apply_nat_offload(pkt, info, nat, false)
+}
+
+/// [`apply_nat`] for a packet whose TCP/UDP checksum may be partial:
+/// with `l4_partial` the checksum field holds the folded pseudo-header sum
+/// (not complemented) that the NIC completes over the segment (VPP's
+/// `VNET_BUFFER_F_OFFLOAD` with the TCP/UDP checksum offload flags; Linux
+/// `CHECKSUM_PARTIAL`), so the address delta is added to it as a plain sum
+/// and the ports (summed by the NIC) leave it alone, as Linux's
+/// `inet_proto_csum_replace4(.., pseudohdr = true)` does. The IP header
+/// checksum is always updated.
+#[inline]
+pub fn apply_nat_offload(
+    pkt: &mut [u8],
+    info: &PacketInfo,
+    nat: &NatAction,
+    l4_partial: bool,
 ) -> Result<PacketInfo, PacketError> {
     if pkt.len() < info.total_len
         || info.total_len < info.header_len
@@ -64,6 +87,9 @@ pub fn apply_nat(
     }
     let protocol = IpProtocol::from(info.key.protocol);
     let Some(csum_field) = checksum::l4_checksum_field(protocol) else {
+        if protocol == IpProtocol::Icmp && info.icmp_echo_id.is_some() {
+            nat_echo_ident(pkt, info, nat, &mut out)?;
+        }
         return Ok(out);
     };
     let seg = pkt
@@ -81,6 +107,11 @@ pub fn apply_nat(
         out.key.dst_port = nat.dst_port;
     }
     let old = get_u16(seg, csum_field.clone());
+    if l4_partial {
+        // A pseudo-header sum: addresses only, added (not complemented).
+        set_u16(seg, csum_field, checksum::fold(old as u32 + addr_delta));
+        return Ok(out);
+    }
     let is_udp = protocol == IpProtocol::Udp;
     if is_udp && old == udp::NO_CHECKSUM {
         return Ok(out);
@@ -95,22 +126,84 @@ pub fn apply_nat(
     Ok(out)
 }
 
+/// The identifier of an ICMP echo (NAT'ed like a port: a request's from
+/// the source port, a reply's from the destination port), ICMP checksum
+/// updated (RFC 1624; ICMP has no pseudo-header).
+fn nat_echo_ident(
+    pkt: &mut [u8],
+    info: &PacketInfo,
+    nat: &NatAction,
+    out: &mut PacketInfo,
+) -> Result<(), PacketError> {
+    let seg = pkt
+        .get_mut(info.l4_offset..info.total_len)
+        .and_then(|s| s.first_chunk_mut::<{ icmp::HEADER_LEN }>())
+        .ok_or(PacketError::TruncatedL4)?;
+    let id = match seg[icmp::field::TYPE] {
+        icmp::msg_type::ECHO_REQUEST if nat.flags & NatAction::SRC_PORT != 0 => nat.src_port,
+        icmp::msg_type::ECHO_REPLY if nat.flags & NatAction::DST_PORT != 0 => nat.dst_port,
+        _ => return Ok(()),
+    };
+    let mut old = [0u8; 2];
+    old.copy_from_slice(&seg[icmp::field::ECHO_IDENT]);
+    set_u16(seg, icmp::field::ECHO_IDENT, id);
+    let c = checksum::update(
+        get_u16(seg, icmp::field::CHECKSUM),
+        &old,
+        &seg[icmp::field::ECHO_IDENT],
+    );
+    set_u16(seg, icmp::field::CHECKSUM, c);
+    out.key.src_port = id;
+    out.key.dst_port = id;
+    out.icmp_echo_id = Some(id);
+    Ok(())
+}
+
 /// TCP sequence/ack adjust: seq += seq_delta when at or after initial_seq,
 /// ack += ack_delta when at or after initial_ack (serial order, see
-/// [`SeqNumber`]); checksum updated incrementally. No-op for non-TCP
-/// packets and later fragments.
+/// [`SeqNumber`]); every SACK block edge (RFC 2018 section 3) moves as an
+/// ack would, since it acknowledges the same sequence space; checksum
+/// updated incrementally. No-op for non-TCP packets and later fragments.
 #[inline]
 pub fn apply_seq_adjust(
     pkt: &mut [u8],
     info: &PacketInfo,
     adj: &SeqAdjustAction,
 ) -> Result<(), PacketError> {
+    apply_seq_adjust_offload(pkt, info, adj, false)
+}
+
+/// [`apply_seq_adjust`] for a packet whose TCP checksum may be partial
+/// (see [`apply_nat_offload`]): with `l4_partial` the numbers change but
+/// the checksum field (a pseudo-header sum the NIC completes over them)
+/// does not.
+#[inline]
+pub fn apply_seq_adjust_offload(
+    pkt: &mut [u8],
+    info: &PacketInfo,
+    adj: &SeqAdjustAction,
+    l4_partial: bool,
+) -> Result<(), PacketError> {
     if IpProtocol::from(info.key.protocol) != IpProtocol::Tcp || info.fragment == Fragment::Later {
         return Ok(());
     }
-    let hdr = pkt
+    let seg = pkt
         .get_mut(info.l4_offset..info.total_len)
-        .and_then(|s| s.first_chunk_mut::<{ tcp::HEADER_LEN }>())
+        .ok_or(PacketError::TruncatedL4)?;
+    // The parse checked the data offset against the segment; checked again
+    // here since the info may come from elsewhere.
+    let hdr_len = seg
+        .get(tcp::field::DATA_OFF)
+        .map_or(0, |&b| tcp::header_len(b))
+        .clamp(tcp::HEADER_LEN, seg.len().max(tcp::HEADER_LEN));
+    let acked = adj.ack_delta != 0 && info.tcp_flags & tcp::flags::ACK != 0;
+    if acked && hdr_len > tcp::HEADER_LEN {
+        if let Some(hdr) = seg.get_mut(..hdr_len) {
+            adjust_sack(hdr, adj, l4_partial);
+        }
+    }
+    let hdr = seg
+        .first_chunk_mut::<{ tcp::HEADER_LEN }>()
         .ok_or(PacketError::TruncatedL4)?;
     let mut old = [0u8; 8];
     old.copy_from_slice(&hdr[tcp::field::SEQ_ACK]);
@@ -126,10 +219,60 @@ pub fn apply_seq_adjust(
     {
         set_u32(hdr, tcp::field::ACK_NUM, (ack + adj.ack_delta).0);
     }
-    let csum = get_u16(hdr, tcp::field::CHECKSUM);
-    let new = checksum::update(csum, &old, &hdr[tcp::field::SEQ_ACK]);
-    set_u16(hdr, tcp::field::CHECKSUM, new);
+    if !l4_partial {
+        let csum = get_u16(hdr, tcp::field::CHECKSUM);
+        let new = checksum::update(csum, &old, &hdr[tcp::field::SEQ_ACK]);
+        set_u16(hdr, tcp::field::CHECKSUM, new);
+    }
     Ok(())
+}
+
+/// Moves every SACK block edge (option kind 5, RFC 2018 section 3) at or
+/// after `initial_ack` by `ack_delta`, in a TCP header with options
+/// (`hdr` is the whole header); the checksum takes one delta over the
+/// options (they start at an even offset, so any edge alignment sums
+/// right). A malformed option list stops the walk where it breaks.
+fn adjust_sack(hdr: &mut [u8], adj: &SeqAdjustAction, l4_partial: bool) {
+    let mut before = [0u8; tcp::MAX_OPTIONS_LEN];
+    let opts_len = (hdr.len() - tcp::HEADER_LEN).min(tcp::MAX_OPTIONS_LEN);
+    before[..opts_len].copy_from_slice(&hdr[tcp::HEADER_LEN..tcp::HEADER_LEN + opts_len]);
+    let mut changed = false;
+    let mut i = 0;
+    while i < opts_len {
+        let opts = &mut hdr[tcp::HEADER_LEN..tcp::HEADER_LEN + opts_len];
+        match opts[i] {
+            tcp::option::END => break,
+            tcp::option::NOP => i += 1,
+            kind => {
+                let Some(&len) = opts.get(i + 1) else { break };
+                let len = len as usize;
+                if len < 2 || i + len > opts_len {
+                    break;
+                }
+                if kind == tcp::option::SACK {
+                    let mut e = i + 2;
+                    while e + 4 <= i + len {
+                        let f = e..e + 4;
+                        let edge = SeqNumber(get_u32(opts, f.clone()));
+                        if edge.is_at_or_after(SeqNumber(adj.initial_ack)) {
+                            set_u32(opts, f, (edge + adj.ack_delta).0);
+                            changed = true;
+                        }
+                        e += 4;
+                    }
+                }
+                i += len;
+            }
+        }
+    }
+    if changed && !l4_partial {
+        let csum = get_u16(hdr, tcp::field::CHECKSUM);
+        let d = checksum::delta(
+            &before[..opts_len],
+            &hdr[tcp::HEADER_LEN..tcp::HEADER_LEN + opts_len],
+        );
+        set_u16(hdr, tcp::field::CHECKSUM, checksum::apply(csum, d));
+    }
 }
 
 /// Decrements the TTL with an incremental checksum update; false (packet

@@ -42,6 +42,20 @@ pub mod flags {
 /// Header length without options, bytes (data offset 5).
 pub const HEADER_LEN: usize = 20;
 
+/// Most option bytes a header can carry (data offset 15: 60 − 20).
+pub const MAX_OPTIONS_LEN: usize = 40;
+
+/// Option kinds (IANA "TCP Option Kind Numbers") this crate reads.
+pub mod option {
+    /// End of option list (RFC 793).
+    pub const END: u8 = 0;
+    /// No-operation, one byte (RFC 793).
+    pub const NOP: u8 = 1;
+    /// SACK: kind, length 2 + 8n, then n blocks of two 32-bit edges, left
+    /// and right, in network order (RFC 2018 section 3).
+    pub const SACK: u8 = 5;
+}
+
 /// The [`field::DATA_OFF`] byte for a header of `header_len` bytes.
 #[inline]
 pub const fn data_off(header_len: usize) -> u8 {

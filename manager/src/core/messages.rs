@@ -108,12 +108,15 @@ impl Messages {
             None => domain,
         };
         let id_base = s.id_base;
-        let mut required = vec![(seg::INTEREST_CRITERIA_ACTION, true)];
-        if advertise {
-            required.push((seg::ADVERTISE_ACTION, true));
-        }
+        // Every action the service needs from an agent, marked required
+        // (seed FIG 8B): an agent that cannot perform one denies the
+        // wildcard instead of attracting flows it cannot translate.
+        let required: Vec<(u16, bool)> = needed_actions(s).iter().map(|&t| (t, true)).collect();
         let list = encode_action_list(&required);
-        let rev_list = encode_action_list(&[(seg::INTEREST_CRITERIA_ACTION, true)]);
+        let rev_list = encode_action_list(&[
+            (seg::INTEREST_CRITERIA_ACTION, true),
+            (seg::NAT_ACTION, true),
+        ]);
         let mut b = self.builder(MessageType::AffinityUpdateWildcard);
         b.push(Segment::ServicePrecedence(sp));
         b.push(Segment::BackupPrecedence(bp));
@@ -216,6 +219,18 @@ impl Messages {
         }
         b.finish().ok()
     }
+}
+
+/// The action segment types a service needs an agent to perform (its
+/// forward wildcard's action list): interest criteria (punts and close
+/// tracking), NAT (every flow is translated both ways) and, while the
+/// service advertises its virtual address, advertise.
+pub fn needed_actions(s: &Service) -> Vec<u16> {
+    let mut v = vec![seg::INTEREST_CRITERIA_ACTION, seg::NAT_ACTION];
+    if s.advertise {
+        v.push(seg::ADVERTISE_ACTION);
+    }
+    v
 }
 
 /// The two fixed affinities of a flow, appended to `b`: forward with the

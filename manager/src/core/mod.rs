@@ -31,7 +31,7 @@ pub use services::{Backend, Service, ServiceRegistry};
 use crate::config::Config;
 use affinity_api::{
     datagram_messages, interest, seg, AffinityKey, AffinityRef, AuthPolicy, DenyReason,
-    MessageType, ReplayWindow, ServiceMessage, AGENT_PORT,
+    MessageType, ReplayWindow, Segment, ServiceMessage, AGENT_PORT,
 };
 use affinity_forwarding_agent::wire;
 use reports::Report;
@@ -55,6 +55,23 @@ pub struct AgentSeen {
     pub last_heard: u64,
     pub interest_matches: u64,
     pub denies: u64,
+    /// Action types it performs (bit n: action segment type n), from its
+    /// hello's capabilities; `None` until it sent one.
+    pub capabilities: Option<u32>,
+    /// Services this agent is not used for, by name, and why (from its
+    /// capabilities or its denies); shown by `status`.
+    pub refused: BTreeMap<String, String>,
+}
+
+/// A readable name of action segment type `t`, for `status`.
+fn action_name(t: u16) -> &'static str {
+    match t {
+        seg::NAT_ACTION => "nat",
+        seg::ADVERTISE_ACTION => "advertise",
+        seg::SEQ_ADJUST_ACTION => "seq-adjust",
+        seg::INTEREST_CRITERIA_ACTION => "interest",
+        _ => "unknown action",
+    }
 }
 
 /// The decision core.
@@ -115,10 +132,68 @@ impl ManagerCore {
         d
     }
 
-    /// Every service's wildcards with `ttl` (s) to every wildcard destination.
+    /// Every service's wildcards with `ttl` (s) to every wildcard
+    /// destination, except (with `ttl` > 0) to a unicast agent that is not
+    /// used for the service (its capabilities or a deny said it cannot
+    /// perform an action the service needs: seed FIG 9C).
     fn send_wildcards(&mut self, ttl: u32, out: &mut Vec<Outgoing>) {
-        let msgs = self.messages.wildcards(self.services.as_slice(), ttl);
-        self.fan_out(msgs, out);
+        let dests = self.wildcard_destinations();
+        for s in self.services.as_slice() {
+            for m in self.messages.wildcards(std::slice::from_ref(s), ttl) {
+                for d in &dests {
+                    let refused = self
+                        .agents
+                        .get(d)
+                        .is_some_and(|a| a.refused.contains_key(&s.cfg.name));
+                    if ttl > 0 && refused {
+                        *self.counters.entry("wildcards-withheld").or_default() += 1;
+                        continue;
+                    }
+                    out.push((*d, m.clone()));
+                }
+                *self.counters.entry("wildcard-updates-sent").or_default() += 1;
+            }
+        }
+    }
+
+    /// Records that agent `from` is not used for the services for which
+    /// `lacks` returns a missing action (by type), with the reason.
+    fn refuse_services(&mut self, from: SocketAddrV4, lacks: impl Fn(&Service) -> Option<u16>) {
+        let mut refused = Vec::new();
+        for s in self.services.as_slice() {
+            if let Some(t) = lacks(s) {
+                refused.push((s.cfg.name.clone(), t));
+            }
+        }
+        let agent = self.agents.entry(from).or_default();
+        for (name, t) in refused {
+            let why = format!("cannot perform {}", action_name(t));
+            if agent.refused.get(&name) != Some(&why) {
+                tracing::warn!(%from, service = %name, reason = %why, "agent not used for the service");
+            }
+            agent.refused.insert(name, why);
+        }
+    }
+
+    /// An agent hello: keeps its capabilities and stops using it for the
+    /// services that need an action it lacks.
+    fn on_hello(&mut self, from: SocketAddrV4, msg: &ServiceMessage<'_>) {
+        self.count("rx-hello");
+        let Some(caps) = msg.segments().find_map(|(s, _)| match s {
+            Segment::Capabilities(c) => Some(c.actions),
+            _ => None,
+        }) else {
+            return;
+        };
+        if let Some(a) = self.agents.get_mut(&from) {
+            a.capabilities = Some(caps);
+            a.refused.clear();
+        }
+        self.refuse_services(from, |s| {
+            messages::needed_actions(s)
+                .into_iter()
+                .find(|&t| caps & (1u32 << t) == 0)
+        });
     }
 
     fn fan_out(&mut self, msgs: Vec<Vec<u8>>, out: &mut Vec<Outgoing>) {
@@ -151,12 +226,21 @@ impl ManagerCore {
                 return out;
             }
         };
-        if let Err(e) = self.auth.verify(&msg, now / SEC) {
+        // Seed: with no key and signatures not required, a security
+        // segment is ignored and the message accepted.
+        let keyless = self.auth.keys.is_empty() && !self.auth.require;
+        let verified = if keyless {
+            Ok(())
+        } else {
+            self.auth.verify(&msg, now / SEC)
+        };
+        if let Err(e) = verified {
             self.count("rx-auth-failed");
             tracing::debug!(%from, error = %e, "authentication failed");
             return out;
         }
         if msg.security().is_some()
+            && !keyless
             && !self
                 .replay
                 .entry(*from.ip())
@@ -211,7 +295,8 @@ impl ManagerCore {
                 }
             }
             MessageType::AffinityUpdateDeny => self.on_deny(from, &msg, &mut out),
-            MessageType::AgentHello | MessageType::Keepalive => self.count("rx-hello"),
+            MessageType::AgentHello => self.on_hello(from, &msg),
+            MessageType::Keepalive => self.count("rx-hello"),
             _ => self.count("rx-unexpected-type"),
         }
         out
@@ -227,6 +312,7 @@ impl ManagerCore {
         match r.code {
             DenyReason::UNSUPPORTED_REQUIRED_ACTION => {
                 self.count("deny-unsupported-action");
+                self.refuse_denied(from, msg, r.denied_type);
                 if r.denied_type == seg::ADVERTISE_ACTION {
                     let id = msg
                         .affinities()
@@ -263,6 +349,46 @@ impl ManagerCore {
             DenyReason::TABLE_FULL => self.count("deny-table-full"),
             _ => self.count("deny-other"),
         }
+    }
+
+    /// A deny (code 2) naming actions the agent cannot perform (the deny
+    /// reason's type and its action list): the service it was about, found
+    /// by the affinity identifier or the denied flow's key, no longer uses
+    /// the agent, unless every such action is optional for it (advertise
+    /// is then retried without, in `on_deny`).
+    fn refuse_denied(&mut self, from: SocketAddrV4, msg: &ServiceMessage<'_>, first: u16) {
+        let mut types = vec![first];
+        for (s, _) in msg.segments() {
+            if let Segment::ActionList(l) = s {
+                types.extend(l.entries().map(|(t, _)| t));
+            }
+        }
+        let entry = msg.affinities().next();
+        let by_id = entry
+            .and_then(|e| e.identifier)
+            .and_then(|i| (i.id >> 16).checked_sub(1))
+            .and_then(|i| self.services.as_slice().get(i as usize))
+            .map(|s| s.cfg.name.clone());
+        let by_flow = entry.and_then(|e| match e.affinity {
+            AffinityRef::Fixed(f) => self
+                .flows
+                .lookup(&f.key)
+                .and_then(|k| self.flows.get(&k))
+                .map(|f| f.service.to_string()),
+            AffinityRef::Wildcard(_) => None,
+        });
+        let Some(name) = by_id.or(by_flow) else {
+            return;
+        };
+        self.refuse_services(from, |s| {
+            (s.cfg.name == name)
+                .then(|| {
+                    types.iter().copied().find(|&t| {
+                        !(t == seg::ADVERTISE_ACTION && s.cfg.action_optional("advertise"))
+                    })
+                })
+                .flatten()
+        });
     }
 
     fn on_interest(&mut self, now: u64, m: Interest<'_>, out: &mut Vec<Outgoing>) {
@@ -302,10 +428,17 @@ impl ManagerCore {
             self.count("tracking-unknown-flow");
             return;
         }
+        let refused = self.agents.get(&from).map(|a| a.refused.clone());
         let Some(s) = self.services.serving(&key) else {
             self.count("interest-no-service");
             return;
         };
+        if refused.is_some_and(|r| r.contains_key(&s.cfg.name)) {
+            // It cannot perform what the service needs (e.g. NAT): no flow
+            // is placed through it, so nothing leaves untranslated.
+            self.count("interest-from-agent-not-used");
+            return;
+        }
         let is_tcp = key.protocol == wire::TCP;
         let syn = reason & interest::SYN != 0 && reason & interest::ACK == 0;
         if is_tcp && !syn && !s.is_consistent() {

@@ -72,6 +72,9 @@ impl Report<'_> {
                 info.interest_matches,
                 info.denies
             );
+            for (service, why) in &info.refused {
+                let _ = writeln!(s, "agent {a} not used for service {service}: {why}");
+            }
         }
         for (k, v) in self.counters {
             let _ = writeln!(s, "counter {k} {v}");

@@ -120,6 +120,18 @@ fn send_ip(pkt: &[u8]) {
     unsafe { sys::affinity_shim_send_ip(pkt.as_ptr(), pkt.len() as u32) };
 }
 
+/// Sends the fragments a worker held until their first fragment's decision
+/// came (`Worker::take_released`), as returned packets are sent.
+fn send_released(w: &mut Worker) {
+    for (pkt, d) in w.take_released() {
+        match d {
+            Disposition::Pass | Disposition::Forward(_) => send_ip(&pkt),
+            Disposition::Punt { to, start } => send_udp(to, pkt.get(start..).unwrap_or_default()),
+            Disposition::Drop(_) | Disposition::Consumed => {}
+        }
+    }
+}
+
 fn flush(messages: Vec<(SocketAddrV4, Vec<u8>)>) {
     for (to, m) in messages {
         send_udp(to, &m);
@@ -304,6 +316,7 @@ pub unsafe extern "C" fn affinity_rs_process(
             }
         }
         drop(bufs);
+        send_released(&mut w);
         flush(w.take_messages());
     }));
     if r.is_err() {
@@ -347,6 +360,7 @@ pub unsafe extern "C" fn affinity_rs_control(
                 Disposition::Drop(_) | Disposition::Consumed => {}
             }
         }
+        send_released(&mut w);
         flush(w.take_messages());
     }));
 }
