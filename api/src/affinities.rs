@@ -3,9 +3,9 @@
 //! affinity are defaults, those after an affinity apply to it.
 
 use crate::segment::{
-    ActionList, AdvertiseAction, AffinityIdentifier, BackupPrecedence, FixedAffinity,
-    InterestCriteria, NatAction, Segment, Segments, SeqAdjustAction, ServicePrecedence,
-    WildcardAffinity,
+    ActionList, AdmissionAction, AdvertiseAction, AffinityIdentifier, BackupPrecedence,
+    FixedAffinity, InterestCriteria, NatAction, Segment, Segments, SeqAdjustAction,
+    ServicePrecedence, WildcardAffinity,
 };
 
 /// The affinity an [`AffinityEntry`] is about.
@@ -40,6 +40,8 @@ pub struct AffinityEntry<'a> {
     pub interest: Option<InterestCriteria>,
     /// Action list (type 14) that applies, if any.
     pub action_list: Option<ActionList<'a>>,
+    /// Admission action (type 20) that applies, if any.
+    pub admission: Option<AdmissionAction>,
 }
 
 impl<'a> AffinityEntry<'a> {
@@ -54,6 +56,7 @@ impl<'a> AffinityEntry<'a> {
             seq_adjust: None,
             interest: None,
             action_list: None,
+            admission: None,
         }
     }
 
@@ -67,6 +70,7 @@ impl<'a> AffinityEntry<'a> {
             Segment::SeqAdjustAction(v) => self.seq_adjust = Some(v),
             Segment::InterestCriteria(v) => self.interest = Some(v),
             Segment::ActionList(v) => self.action_list = Some(v),
+            Segment::AdmissionAction(v) => self.admission = Some(v),
             _ => {}
         }
     }

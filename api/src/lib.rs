@@ -67,10 +67,10 @@ pub use numbers::{
 };
 pub use security::{unix_now, AuthAlgorithm, Key, KeyRing, ReplayWindow, SequenceSource};
 pub use segment::{
-    encode_action_list, ActionList, AdvertiseAction, AffinityIdentifier, AffinityKey,
-    BackupPrecedence, Capabilities, DenyReason, FixedAffinity, IdentityInfo, InterestCriteria,
-    NatAction, Receiver, Security, Segment, Segments, SeqAdjustAction, ServicePrecedence,
-    Statistics, WildcardAffinity,
+    encode_action_list, ActionList, AdmissionAction, AdvertiseAction, AffinityIdentifier,
+    AffinityKey, BackupPrecedence, Capabilities, DenyReason, FixedAffinity, IdentityInfo,
+    InterestCriteria, NatAction, Receiver, Security, Segment, Segments, SeqAdjustAction,
+    ServicePrecedence, Statistics, WildcardAffinity,
 };
 
 /// UDP port forwarding agents listen on (the port Cisco's CASA used).

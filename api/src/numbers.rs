@@ -124,6 +124,8 @@ pub mod seg {
     /// covered by the digest so a signed message cannot be replayed to
     /// another receiver (PROTOCOL.md, "Security").
     pub const RECEIVER: u16 = 19;
+    /// Admission action (punt budgets, SYN proxy), 20 bytes (extension).
+    pub const ADMISSION_ACTION: u16 = 20;
 }
 
 /// Dispatch flags of an affinity.

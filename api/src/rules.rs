@@ -54,7 +54,7 @@ const X: Cell = Cell::No;
 /// first: an interest match missing both identifier and fixed affinity is
 /// refused naming the identifier.
 #[rustfmt::skip]
-const RULES: [Rule; 19] = [
+const RULES: [Rule; 20] = [
     //   segment type                    once  flag   1  2  3  4  5  6 16 17 18 19
     rule(seg::AFFINITY_IDENTIFIER,       MANY, OPT, [a, a, a, M, M, X, X, X, a, a]),
     rule(seg::WILDCARD_AFFINITY,         MANY, REQ, [M, X, a, X, X, X, X, X, X, X]),
@@ -75,6 +75,7 @@ const RULES: [Rule; 19] = [
     rule(seg::CAPABILITIES,              ONCE, OPT, [X, X, X, X, X, X, M, X, X, X]),
     rule(seg::STATISTICS,                MANY, OPT, [X, X, X, X, X, X, X, X, X, M]),
     rule(seg::RECEIVER,                  ONCE, OPT, [a, a, a, a, a, a, a, a, a, a]),
+    rule(seg::ADMISSION_ACTION,          MANY, OPT, [a, X, X, X, X, X, X, X, X, X]),
 ];
 
 /// Index into [`RULES`] by segment type number (`u8::MAX`: no row), filled

@@ -4,10 +4,10 @@
 //! emitter forgot to write shows).
 
 use affinity_api::{
-    emit_prefix, interest, prefix_len, AffinityIdentifier, AffinityKey, AuthAlgorithm,
-    Capabilities, DenyReason, EmitError, FixedAffinity, IdentityInfo, InterestCriteria, Key,
-    MessageBuilder, MessageType, NatAction, ParseError, Segment, ServiceMessage, ServicePrecedence,
-    Statistics, WildcardAffinity,
+    emit_prefix, interest, prefix_len, AdmissionAction, AffinityIdentifier, AffinityKey,
+    AuthAlgorithm, Capabilities, DenyReason, EmitError, FixedAffinity, IdentityInfo,
+    InterestCriteria, Key, MessageBuilder, MessageType, NatAction, ParseError, Segment,
+    ServiceMessage, ServicePrecedence, Statistics, WildcardAffinity,
 };
 use std::net::Ipv4Addr;
 
@@ -97,6 +97,68 @@ fn type1_wildcard_update() {
         }),
     ];
     check(&g, MessageType::AffinityUpdateWildcard, &segs);
+}
+
+#[test]
+fn type1_wildcard_update_with_admission_action() {
+    let g = hex("
+        01 01 00 5c 01 00 00 00  00 00 00 00 00 00 00 04   # v1 type1 len 92 IPv4; seq 4
+        80 01 00 24                                        # wildcard affinity, required, 36
+        06 00 00 00                                        # tcp, dispatch 0, info 0
+        00 00 00 00 00 00 00 00                            # src any
+        cb 00 71 0a ff ff ff ff                            # dst 203.0.113.10 / 32
+        00 00 00 50 00 00 00 00 00 00 00 1e                # sport any, dport 80, forward 0, ttl 30
+        00 14 00 18 01 00 00 00                            # admission, optional, 24: SYN_PROXY
+        00 00 03 e8 00 00 07 d0                            # new: 1000/s, burst 2000
+        00 00 00 00 00 00 00 00                            # known: defaults
+        00 0d 00 10 00 00 00 00 00 00 00 02 01 00 00 00    # interest: owner, mask SYN, DATA
+    ");
+    let segs = [
+        Segment::WildcardAffinity(WildcardAffinity {
+            key: AffinityKey {
+                protocol: 6,
+                src_addr: Ipv4Addr::UNSPECIFIED,
+                dst_addr: VIP,
+                src_port: 0,
+                dst_port: 80,
+            },
+            src_mask: Ipv4Addr::UNSPECIFIED,
+            dst_mask: Ipv4Addr::BROADCAST,
+            dispatch_flags: 0,
+            info_flags: 0,
+            forward_addr: Ipv4Addr::UNSPECIFIED,
+            ttl: 30,
+        }),
+        Segment::AdmissionAction(AdmissionAction {
+            flags: AdmissionAction::SYN_PROXY,
+            new_rate: 1000,
+            new_burst: 2000,
+            known_rate: 0,
+            known_burst: 0,
+        }),
+        Segment::InterestCriteria(InterestCriteria {
+            address: Ipv4Addr::UNSPECIFIED,
+            port: 0,
+            mask: interest::SYN,
+            flags: InterestCriteria::DATA,
+        }),
+    ];
+    check(&g, MessageType::AffinityUpdateWildcard, &segs);
+    let msg = ServiceMessage::parse(&g).unwrap();
+    let e = msg.affinities().next().unwrap();
+    let adm = e.admission.unwrap();
+    assert_eq!(adm.new_budget(), (1000, 2000));
+    assert_eq!(
+        adm.known_budget(),
+        (
+            AdmissionAction::DEFAULT_KNOWN_RATE,
+            AdmissionAction::DEFAULT_KNOWN_BURST
+        )
+    );
+    // An undefined flag bit is malformed.
+    let mut bad = g.clone();
+    bad[16 + 36 + 4] = 0x02;
+    assert!(ServiceMessage::parse(&bad).is_err());
 }
 
 #[test]

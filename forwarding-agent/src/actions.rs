@@ -19,6 +19,9 @@ pub struct ActionSet {
     pub nat: Option<NatActionKey>,
     pub seq_adjust: Option<SeqAdjustKey>,
     pub interest: Option<InterestKey>,
+    /// TCP timestamp offset of a SYN-proxied flow (installed by the agent
+    /// itself, `crate::synproxy`; no segment carries it).
+    pub ts_adjust: Option<TsAdjustKey>,
     pub dispatch_flags: u8,
     pub info_flags: u8,
     pub forward_addr: u32,
@@ -127,6 +130,16 @@ impl From<SeqAdjustKey> for SeqAdjustAction {
     }
 }
 
+/// A TCP timestamp offset (RFC 7323 option kind 8): `delta` is added,
+/// modulo 2^32, to the TSval (`echo` false: the backend → client flow) or to
+/// the TSecr (`echo` true: the client → backend flow), as Linux SYNPROXY's
+/// `synproxy_tstamp_adjust` does after a splice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TsAdjustKey {
+    pub delta: u32,
+    pub echo: bool,
+}
+
 /// `InterestCriteria` in a hashable form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct InterestKey {
@@ -156,6 +169,7 @@ impl InterestKey {
 const PRESENT_NAT: u8 = 1;
 const PRESENT_SEQ: u8 = 2;
 const PRESENT_INTEREST: u8 = 4;
+const PRESENT_TS: u8 = 8;
 
 /// Where each field of an [`ActionSet`] sits in a slot's eight words:
 /// (word index, bit shift of the field's lowest bit). Encode and decode
@@ -185,6 +199,12 @@ mod slot {
     pub const SERVICE_PRECEDENCE: At = (6, 8);
     pub const BACKUP_PRECEDENCE: At = (6, 24);
     pub const SEARCH_FIRST: At = (6, 40);
+    /// The timestamp offset: its 32 bits in two halves (no word has 32
+    /// free bits), and the echo flag. Below bit 24 of word 2 and above bit
+    /// 47 of word 6 no other field's `get` reads.
+    pub const TS_DELTA_HI: At = (6, 48);
+    pub const TS_DELTA_LO: At = (2, 0);
+    pub const TS_ECHO: At = (2, 16);
     pub const FORWARD_ADDR: At = (7, 32);
     pub const AFFINITY_ID: At = (7, 0);
 
@@ -229,6 +249,12 @@ impl ActionSet {
             put(&mut w, slot::INTEREST_MASK, i.mask);
             put(&mut w, slot::INTEREST_FLAGS, i.flags);
         }
+        if let Some(t) = self.ts_adjust {
+            present |= PRESENT_TS;
+            put(&mut w, slot::TS_DELTA_HI, (t.delta >> 16) as u16);
+            put(&mut w, slot::TS_DELTA_LO, t.delta as u16);
+            put(&mut w, slot::TS_ECHO, t.echo as u8);
+        }
         put(&mut w, slot::PRESENT, present);
         put(&mut w, slot::DISPATCH_FLAGS, self.dispatch_flags);
         put(&mut w, slot::INFO_FLAGS, self.info_flags);
@@ -266,6 +292,11 @@ impl ActionSet {
                 port: get(slot::INTEREST_PORT) as u16,
                 mask: get(slot::INTEREST_MASK) as u16,
                 flags: get(slot::INTEREST_FLAGS) as u8,
+            }),
+            ts_adjust: (present & PRESENT_TS != 0).then(|| TsAdjustKey {
+                delta: (get(slot::TS_DELTA_HI) as u16 as u32) << 16
+                    | get(slot::TS_DELTA_LO) as u16 as u32,
+                echo: get(slot::TS_ECHO) as u8 & 1 != 0,
             }),
             dispatch_flags: get(slot::DISPATCH_FLAGS) as u8,
             info_flags: get(slot::INFO_FLAGS) as u8,
@@ -391,7 +422,28 @@ impl ActionTable {
 
 #[cfg(test)]
 mod tests {
-    use super::{ActionSet, ActionTable, InterestKey, NatActionKey, SeqAdjustKey, QUARANTINE_NS};
+    use super::{
+        ActionSet, ActionTable, InterestKey, NatActionKey, SeqAdjustKey, TsAdjustKey, QUARANTINE_NS,
+    };
+
+    #[test]
+    fn timestamp_offset_round_trips_in_the_free_bits() {
+        let a = ActionSet {
+            ts_adjust: Some(TsAdjustKey {
+                delta: 0xdead_beef,
+                echo: true,
+            }),
+            interest: Some(InterestKey {
+                flags: 7,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let w = a.encode();
+        assert_eq!(w[6], 0xdead << 48 | 7);
+        assert_eq!(w[2], 1 << 16 | 0xbeef);
+        assert_eq!(ActionSet::decode(&w), a);
+    }
 
     #[test]
     fn encode_decode_round_trip_and_sharing() {
@@ -411,6 +463,7 @@ mod tests {
                 mask: 11,
                 flags: 2,
             }),
+            ts_adjust: None,
             dispatch_flags: 1,
             info_flags: 1,
             forward_addr: 12,

@@ -96,6 +96,12 @@ pub struct Agent {
     pub(crate) published: ArcSwap<Published>,
     /// Replaceable at run time (binary API, CLI); starts as `config.auth`.
     auth: RwLock<AuthPolicy>,
+    /// Master secret of the SYN-proxy cookies (random per agent; each
+    /// worker derives the rotating generation keys from it).
+    pub(crate) syn_secret: [u8; 32],
+    /// SYN-proxied connections between the manager's answer and the
+    /// backend's SYN-ACK, and the sequence adjusts installed for them.
+    pub(crate) splice: crate::synproxy::SpliceTable,
 }
 
 impl Agent {
@@ -132,6 +138,8 @@ impl Agent {
             sequence: AtomicU64::new(SequenceSource::from_system_clock().next()),
             published: ArcSwap::from_pointee(published),
             auth: RwLock::new(config.auth.clone()),
+            syn_secret: crate::synproxy::random_secret(),
+            splice: crate::synproxy::SpliceTable::default(),
             config,
         })
     }

@@ -95,6 +95,16 @@ counters! {
     ReturnedAdvertisedRouted => "returned-advertised-routed",
     ActivityReports => "activity-reports-sent",
     ReturnedDroppedRefused => "returned-dropped-install-refused",
+    PuntAdmitDropNew => "punt-admission-drop-new-flow",
+    PuntAdmitDropKnown => "punt-admission-drop-known-flow",
+    SynProxyAnswered => "syn-proxy-syn-answered",
+    SynProxyProved => "syn-proxy-cookie-ack-proved",
+    SynProxyBadCookie => "syn-proxy-bad-cookie",
+    SynProxyNoRoom => "syn-proxy-no-room-for-syn-ack",
+    SynProxyBackendSyn => "syn-proxy-backend-syn-sent",
+    SynProxyPendingFull => "syn-proxy-pending-full",
+    SynProxySpliced => "syn-proxy-spliced",
+    SynProxyAckNotReleased => "syn-proxy-client-ack-not-released",
 }
 
 pub const N_COUNTERS: usize = Counter::ALL.len();

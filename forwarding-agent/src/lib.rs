@@ -54,6 +54,7 @@ pub mod huge_pages;
 pub mod interest_data;
 pub mod introspection;
 pub mod show;
+pub mod synproxy;
 pub mod timers;
 pub mod wildcard_affinity;
 pub mod wire;

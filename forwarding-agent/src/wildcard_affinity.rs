@@ -15,7 +15,7 @@
 //! per packet (measured with a variant that skipped it).
 
 use crate::actions::ActionSet;
-use affinity_api::AffinityKey;
+use affinity_api::{AdmissionAction, AffinityKey};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -45,6 +45,9 @@ pub struct WildcardEntry {
     /// Deciseconds since the agent epoch; refreshed in place.
     pub expires_ds: AtomicU32,
     pub ttl: u32,
+    /// Punt budgets and SYN proxy (admission action, type 20); `None`:
+    /// the documented default budgets, no SYN proxy.
+    pub admission: Option<AdmissionAction>,
 }
 
 /// What names a wildcard in the table: its owner and affinity identifier,
@@ -440,7 +443,8 @@ impl WildcardTable {
                 && old.search_first == e.search_first
                 && old.service_precedence == e.service_precedence
                 && old.backup_precedence == e.backup_precedence
-                && old.advertise == e.advertise;
+                && old.advertise == e.advertise
+                && old.admission == e.admission;
             if same {
                 let expires = e.expires_ds.load(Relaxed);
                 old.expires_ds.store(expires, Relaxed);

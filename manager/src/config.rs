@@ -254,6 +254,11 @@ pub struct ServiceConfig {
     /// Actions the service can do without (`advertise`).
     #[serde(default)]
     pub optional_actions: Vec<String>,
+    /// TCP only: agents answer SYNs with SYN cookies and punt only proved
+    /// handshakes (the admission action's SYN_PROXY flag, PROTOCOL.md
+    /// "19 — admission action"). The backends should use window scale 7.
+    #[serde(default)]
+    pub syn_proxy: bool,
     /// After a close, keep the flow's affinities this long (ms).
     #[serde(default = "default_sticky")]
     pub sticky_timeout_ms: u64,

@@ -547,3 +547,100 @@ fn shutdown_deletes_wildcards_and_reload_keeps_flows() {
         "established flows stay on agents"
     );
 }
+
+/// A TCP packet with timestamps (TSval, TSecr) and, on a SYN, MSS 1460,
+/// SACK-permitted and window scale 8; valid checksums.
+fn tcp_ts(
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    flags: u8,
+    seq: u32,
+    ack: u32,
+    ts: (u32, u32),
+) -> Vec<u8> {
+    use affinity_forwarding_agent::synproxy::TcpOptions;
+    let syn = flags & build::TCP_SYN != 0;
+    let opts = TcpOptions {
+        mss: syn.then_some(1460),
+        wscale: syn.then_some(8),
+        sack_permitted: syn,
+        timestamps: Some(ts),
+    };
+    let mut o = [0u8; 20];
+    let n = opts.emit(&mut o);
+    // Built without options, then given them: the builder's header plus
+    // the options area, lengths and checksums redone.
+    let mut p = build::tcp(src.0, src.1, dst.0, dst.1, flags, seq, ack, &o[..n]);
+    p[32] = (((20 + n) / 4) as u8) << 4;
+    p[36..38].fill(0);
+    let info = wire::parse_ipv4(&p).unwrap();
+    let c = wire::checksum::l4_checksum(&p, &info).unwrap();
+    p[36..38].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+#[test]
+fn syn_proxy_service_punts_only_the_proved_handshake_and_splices_the_backend() {
+    let mut s = Sim::new(config("syn_proxy = true", ""));
+    let c = (client(7), 41000);
+    let syn = tcp_ts(c, (VIP, 80), build::TCP_SYN, 500, 0, (100, 0));
+    // The agent answers; the manager hears nothing.
+    assert_eq!(s.send(0, &syn), Disposition::Pass);
+    assert_eq!(s.mgr.flow_count(), 0);
+    let (k, synack) = s.last(0);
+    assert_eq!((k.src_addr, k.dst_addr), (VIP, client(7)));
+    let cookie = u32::from_be_bytes([synack[24], synack[25], synack[26], synack[27]]);
+    let tsval = u32::from_be_bytes([synack[44], synack[45], synack[46], synack[47]]);
+    // 100 spoofed SYNs: answered, no flow, no fixed affinity.
+    for i in 0..100u16 {
+        let spoof = tcp_ts(
+            (client(9), 1024 + i),
+            (VIP, 80),
+            build::TCP_SYN,
+            1,
+            0,
+            (1, 0),
+        );
+        assert_eq!(s.send(0, &spoof), Disposition::Pass);
+    }
+    assert_eq!(s.mgr.flow_count(), 0);
+    assert_eq!(s.agents[0].1.fixed_count(s.now), 0);
+    assert_eq!(s.agents[0].1.counter(Counter::Punted), 0);
+    // The cookie ACK: a flow; the agent sends the backend the client's SYN.
+    let ack = tcp_ts(
+        c,
+        (VIP, 80),
+        build::TCP_ACK,
+        501,
+        cookie.wrapping_add(1),
+        (101, tsval),
+    );
+    assert!(matches!(s.send(0, &ack), Disposition::Punt { .. }));
+    assert_eq!(s.mgr.flow_count(), 1);
+    let (k, bsyn) = s.last(0);
+    assert!(B.contains(&k.dst_addr) && k.dst_port == 8080, "{k:?}");
+    assert_eq!(bsyn[33], build::TCP_SYN);
+    assert_eq!(
+        u32::from_be_bytes([bsyn[24], bsyn[25], bsyn[26], bsyn[27]]),
+        500
+    );
+    // The backend answers (on the same agent): the client's ACK goes on.
+    let backend = k.dst_addr;
+    let bsa = tcp_ts(
+        (backend, 8080),
+        c,
+        build::TCP_SYN | build::TCP_ACK,
+        90_000,
+        501,
+        (5, 100),
+    );
+    assert_eq!(s.send(0, &bsa), Disposition::Pass);
+    let (k, out) = s.last(0);
+    assert_eq!((k.dst_addr, k.dst_port), (backend, 8080));
+    assert_eq!(out[33], build::TCP_ACK);
+    assert_eq!(
+        u32::from_be_bytes([out[28], out[29], out[30], out[31]]),
+        90_001
+    );
+    assert_eq!(s.agents[0].1.counter(Counter::SynProxySpliced), 1);
+}

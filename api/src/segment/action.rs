@@ -1,7 +1,7 @@
 //! The action segments, which say what an agent does to an affinity's
 //! packets: NAT (type 10), advertise (11), sequence-number adjust (12),
-//! interest criteria (13) and the action list (14). Layouts: PROTOCOL.md,
-//! "Segments".
+//! interest criteria (13), the action list (14) and the admission action
+//! (19, an extension). Layouts: PROTOCOL.md, "Segments".
 
 use super::layout::{bad, fixed_layout, one_flag, only_defined, read_whole, SegmentBody};
 use crate::codec::{Reader, Writer};
@@ -260,4 +260,83 @@ pub fn encode_action_list(entries: &[(u16, bool)]) -> Vec<u8> {
             ((t & !REQUIRED_FLAG) | if req { REQUIRED_FLAG } else { 0 }).to_be_bytes()
         })
         .collect()
+}
+
+/// Admission action segment (type 20, 20 bytes, an extension of this
+/// implementation; PROTOCOL.md "20 — admission action"): on a wildcard, how
+/// many interest matches per second each agent worker may send its manager
+/// (token buckets), and whether the agent answers SYNs itself with SYN
+/// cookies (RFC 4987 section 3.6). A rate or burst of 0 means the agent's
+/// default ([`AdmissionAction::DEFAULT_NEW_RATE`] etc.).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct AdmissionAction {
+    /// [`AdmissionAction::SYN_PROXY`].
+    pub flags: u8,
+    /// Interest matches of new flows (SYN, or a proved cookie ACK) per
+    /// second per worker; 0 = [`AdmissionAction::DEFAULT_NEW_RATE`].
+    pub new_rate: u32,
+    /// Bucket depth for new flows, matches; 0 = [`AdmissionAction::DEFAULT_NEW_BURST`].
+    pub new_burst: u32,
+    /// Interest matches of packets of flows the manager already knows
+    /// (non-SYN re-punts) per second per worker; 0 =
+    /// [`AdmissionAction::DEFAULT_KNOWN_RATE`].
+    pub known_rate: u32,
+    /// Bucket depth for known flows, matches; 0 = [`AdmissionAction::DEFAULT_KNOWN_BURST`].
+    pub known_burst: u32,
+}
+
+impl AdmissionAction {
+    /// Flag bit 0: answer SYNs with SYN cookies; only a valid cookie ACK
+    /// becomes an interest match.
+    pub const SYN_PROXY: u8 = 1 << 0;
+    /// All flag bits defined; others make the segment malformed.
+    pub const DEFINED: u8 = Self::SYN_PROXY;
+    /// New-flow matches per second per worker when the manager gives 0 or
+    /// no admission action (a manager answers a few thousand flows a
+    /// second; a worker seeing more new flows than that is under a flood).
+    pub const DEFAULT_NEW_RATE: u32 = 10_000;
+    /// New-flow bucket depth when the manager gives 0 or none.
+    pub const DEFAULT_NEW_BURST: u32 = 20_000;
+    /// Known-flow matches per second per worker when the manager gives 0 or none.
+    pub const DEFAULT_KNOWN_RATE: u32 = 20_000;
+    /// Known-flow bucket depth when the manager gives 0 or none.
+    pub const DEFAULT_KNOWN_BURST: u32 = 40_000;
+
+    fn check_defined(&self) -> Result<(), SegmentErrorKind> {
+        only_defined(self.flags, Self::DEFINED, "admission flags")
+    }
+
+    /// (rate per second, burst) of the new-flow bucket, defaults applied.
+    pub fn new_budget(&self) -> (u32, u32) {
+        (
+            or_default(self.new_rate, Self::DEFAULT_NEW_RATE),
+            or_default(self.new_burst, Self::DEFAULT_NEW_BURST),
+        )
+    }
+
+    /// (rate per second, burst) of the known-flow bucket, defaults applied.
+    pub fn known_budget(&self) -> (u32, u32) {
+        (
+            or_default(self.known_rate, Self::DEFAULT_KNOWN_RATE),
+            or_default(self.known_burst, Self::DEFAULT_KNOWN_BURST),
+        )
+    }
+}
+
+fn or_default(v: u32, d: u32) -> u32 {
+    if v == 0 {
+        d
+    } else {
+        v
+    }
+}
+
+fixed_layout! {
+    AdmissionAction = seg::ADMISSION_ACTION, check AdmissionAction::check_defined;
+    u8(flags),
+    zero(3),
+    u32(new_rate),
+    u32(new_burst),
+    u32(known_rate),
+    u32(known_burst),
 }

@@ -7,7 +7,7 @@
 //! live in one file per family:
 //! - `affinity.rs`: the affinity key, wildcard and fixed affinities and the
 //!   per-affinity identifier and precedences (types 1–5);
-//! - `action.rs`: the action segments (types 10–14);
+//! - `action.rs`: the action segments (types 10–14, 19);
 //! - `envelope.rs`: what frames or rides along with a message — security,
 //!   identity, interest data, the IP packet (types 6–9, 15);
 //! - `report.rs`: what an agent reports — deny reason, capabilities,
@@ -25,7 +25,8 @@ mod layout;
 mod report;
 
 pub use action::{
-    encode_action_list, ActionList, AdvertiseAction, InterestCriteria, NatAction, SeqAdjustAction,
+    encode_action_list, ActionList, AdmissionAction, AdvertiseAction, InterestCriteria, NatAction,
+    SeqAdjustAction,
 };
 pub use affinity::{
     AffinityIdentifier, AffinityKey, BackupPrecedence, FixedAffinity, ServicePrecedence,
@@ -149,6 +150,8 @@ segments! {
     Statistics(Statistics) = Statistics,
     /// Type 19: the address the message is meant for (extension).
     Receiver(Receiver) = Receiver,
+    /// Type 20: punt budgets and the SYN proxy of a wildcard (extension).
+    AdmissionAction(AdmissionAction) = AdmissionAction,
 }
 
 impl Segment<'_> {

@@ -81,6 +81,7 @@ impl Agent {
                 .interest
                 .filter(|_| enabled(seg::INTEREST_CRITERIA_ACTION))
                 .map(Into::into),
+            ts_adjust: None,
             dispatch_flags,
             info_flags,
             forward_addr: forward.into(),
@@ -166,6 +167,7 @@ impl Agent {
                 .map(|a| (a.address, a.mask.unwrap_or(Ipv4Addr::BROADCAST))),
             expires_ds: AtomicU32::new(expires),
             ttl: w.ttl,
+            admission: e.admission,
         };
         let q = self.config.owner_quota;
         let limits = WildcardLimits {
@@ -272,6 +274,7 @@ impl Agent {
             return f.ttl == 0;
         }
         if f.ttl == 0 {
+            self.splice.forget(&f.key);
             if let Some(old) = self.fixed.remove(&f.key) {
                 self.fixed_owner_dec(st, old.action);
                 self.actions.release(old.action, now_ns);
@@ -314,6 +317,7 @@ impl Agent {
             f.forward_addr,
             rank,
         );
+        let actions = self.keep_splice(&f.key, actions);
         let Some(action) = self.actions.acquire(&actions, now_ns) else {
             st.counters.inc(Counter::ActionFull);
             let t = seg::FIXED_AFFINITY;

@@ -12,6 +12,7 @@
 
 mod apply;
 mod reply;
+mod synproxy;
 mod verify;
 
 use crate::agent::{ds, Agent};
@@ -180,10 +181,11 @@ impl Agent {
                 // dropped, so the packet leaves once. A packet whose
                 // affinities were refused (table full, ...) is dropped and
                 // counted: returned, it would find no affinity and go on
-                // untranslated (issue 11 case 3).
+                // untranslated (issue 11 case 3). A SYN-proxied flow's
+                // update starts the backend handshake instead.
                 if refused && !released && msg.ip_packet().is_some() {
                     st.counters.inc(Counter::ReturnedDroppedRefused);
-                } else if !released {
+                } else if !released && !self.syn_proxy_update(&mut st, out, &msg, now_ns) {
                     self.return_packet(out, &msg, data);
                 }
             }

@@ -53,7 +53,18 @@ impl Worker {
             // The packet's own bits are reported: a superset of those that
             // hit, so a manager sees e.g. SYN even when it asked for ALL.
             if c.mask & hit.bits != 0 && repunt_ok {
-                if c.flags & InterestCriteria::COPY != 0 {
+                // Admission control (wildcard matches only): a copy past
+                // its budget is not sent, a punt past it is dropped.
+                let admitted = match hit.wildcard {
+                    Some(w) => self.admission.admit(w, hit.bits, ctx.now_ns),
+                    None => Ok(()),
+                };
+                if let Err(reason) = admitted {
+                    self.counters.inc(reason);
+                    if c.flags & InterestCriteria::COPY == 0 {
+                        return Disposition::Drop(reason);
+                    }
+                } else if c.flags & InterestCriteria::COPY != 0 {
                     self.send_copy(ctx, p, hit);
                 } else {
                     return self.punt(ctx, p, hit);
@@ -73,12 +84,25 @@ impl Worker {
                 Err(_) => return self.malformed(ctx),
             }
         }
+        // A backend's SYN-ACK for a SYN-proxied connection ends here.
+        let synack = wire::tcp::flags::SYN | wire::tcp::flags::ACK;
+        if info.tcp_flags & synack == synack
+            && hit.wildcard.is_none()
+            && ctx.agent.splice.any_pending()
+        {
+            if let Some(d) = self.splice(ctx, p, hit.info, &info) {
+                return d;
+            }
+        }
         if let Some(s) = a.seq_adjust {
             if wire::apply_seq_adjust_offload(p.packet(), &info, &s.into(), partial).is_ok()
                 && info.key.protocol == wire::TCP
             {
                 self.counters.inc(Counter::SeqAdjusted);
             }
+        }
+        if let Some(t) = a.ts_adjust {
+            crate::synproxy::apply_ts_adjust(p.packet(), &info, t);
         }
         self.next_hop(a)
     }

@@ -218,6 +218,16 @@ impl Worker {
             if bits & interest::DATA != 0 || info.key.protocol == wire::UDP {
                 bits |= interest::FIRST_DATA;
             }
+            // SYN proxy: only a proved cookie ACK goes on, as a new flow.
+            if origin == Origin::Wire && super::synproxy::applies(&w.entry, &info) {
+                match self.syn_proxy(ctx, p, &info) {
+                    Ok(state) => {
+                        bits |= interest::SYN;
+                        self.proxied = Some(state);
+                    }
+                    Err(d) => return d,
+                }
+            }
             let actions = agent.actions.get(w.action);
             let hit = Hit {
                 info: &info,
@@ -228,6 +238,7 @@ impl Worker {
                 no_interest: false,
             };
             let d = self.act(ctx, p, &hit);
+            self.proxied = None;
             if info.fragment == Fragment::First {
                 self.first_fragment(ctx, &info, Decision::Actions(actions), d);
             }

@@ -33,11 +33,13 @@
 //! packet can take is the hold queue's, and only when it is held.
 
 mod act;
+mod admission;
 pub(crate) mod forward_stats;
 mod fragments;
 mod icmp_error;
 mod lookup;
 mod punt;
+mod synproxy;
 
 use crate::agent::{ds, Agent, Published};
 use crate::counters::{Counter, LocalCounters, SharedCounters};
@@ -158,6 +160,12 @@ pub struct Worker {
     counters: LocalCounters,
     shared: Arc<SharedCounters>,
     frag: FragmentCache,
+    /// Punt budgets per wildcard ([`admission`]).
+    admission: admission::Admission,
+    /// SYN-proxy cookies ([`crate::synproxy`]), and the state of the proved
+    /// cookie ACK being punted (appended to its interest data).
+    cookies: crate::synproxy::SynCookies,
+    proxied: Option<crate::synproxy::SynProxyState>,
     forward: Arc<ForwardTally>,
     messages: Vec<(SocketAddrV4, Vec<u8>)>,
     /// Held fragments released since the last `take_released`.
@@ -194,6 +202,9 @@ impl Agent {
             counters: LocalCounters::default(),
             shared,
             frag: FragmentCache::new(self.config.fragment_cache),
+            admission: admission::Admission::new(self.config.wildcard_capacity),
+            cookies: crate::synproxy::SynCookies::new(self.syn_secret),
+            proxied: None,
             forward,
             messages: Vec::new(),
             released: Vec::new(),

@@ -11,6 +11,7 @@ use super::{BatchCtx, Disposition, PacketBuf, Worker};
 use crate::actions::ActionSet;
 use crate::counters::Counter;
 use crate::interest_data::ForwardingAgentInterestData;
+use crate::synproxy::SynProxyState;
 use affinity_api::{
     emit_prefix, prefix_len, AffinityIdentifier, FixedAffinity, IdentityInfo, InterestCriteria,
     MessageType, Segment, MANAGER_PORT,
@@ -19,6 +20,22 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// The rank reported for a fixed affinity's punt (below every wildcard).
 const FIXED_RANK: (bool, u16) = (true, u16::MAX);
+
+/// Longest agent interest data: the 16 bytes, then a proxied connection's state.
+const INTEREST_MAX: usize = ForwardingAgentInterestData::LEN + SynProxyState::LEN;
+
+/// The agent interest data of one match, on the stack.
+struct InterestBytes {
+    buf: [u8; INTEREST_MAX],
+    len: usize,
+}
+
+impl std::ops::Deref for InterestBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
 
 impl Worker {
     /// Where the match goes: the interest criteria's address and port, or
@@ -37,10 +54,22 @@ impl Worker {
         SocketAddrV4::new(addr, if c.port == 0 { MANAGER_PORT } else { c.port })
     }
 
-    fn interest_data(&self, hit: &Hit<'_>, token: u32) -> [u8; ForwardingAgentInterestData::LEN] {
+    fn interest_data(&self, hit: &Hit<'_>, token: u32) -> InterestBytes {
         let (rank, id) = hit.wildcard.map_or((FIXED_RANK, 0), |w| (w.rank(), w.id));
-        ForwardingAgentInterestData::for_rank(self.agent.config.instance_id, token, rank, id)
-            .encode()
+        let d =
+            ForwardingAgentInterestData::for_rank(self.agent.config.instance_id, token, rank, id);
+        let mut out = InterestBytes {
+            buf: [0; INTEREST_MAX],
+            len: ForwardingAgentInterestData::LEN,
+        };
+        out.buf[..ForwardingAgentInterestData::LEN].copy_from_slice(&d.encode());
+        // A proved SYN-proxy ACK: the connection's state follows, for the
+        // manager to echo in its fixed update.
+        if let Some(s) = &self.proxied {
+            out.buf[out.len..].copy_from_slice(&s.encode());
+            out.len = INTEREST_MAX;
+        }
+        out
     }
 
     fn message_type(hit: &Hit<'_>) -> MessageType {

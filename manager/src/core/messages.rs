@@ -7,10 +7,10 @@ use super::flows::Flow;
 use super::services::Service;
 use crate::config::Config;
 use affinity_api::{
-    encode_action_list, interest, seg, ActionList, AdvertiseAction, AffinityIdentifier,
-    AffinityKey, AuthPolicy, BackupPrecedence, FixedAffinity, IdentityInfo, InterestCriteria, Key,
-    MessageBuilder, MessageType, NatAction, Receiver, Segment, SequenceSource, ServicePrecedence,
-    WildcardAffinity,
+    encode_action_list, interest, seg, ActionList, AdmissionAction, AdvertiseAction,
+    AffinityIdentifier, AffinityKey, AuthPolicy, BackupPrecedence, FixedAffinity, IdentityInfo,
+    InterestCriteria, Key, MessageBuilder, MessageType, NatAction, Receiver, Segment,
+    SequenceSource, ServicePrecedence, WildcardAffinity,
 };
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -162,6 +162,13 @@ impl Messages {
             id: id_base,
             reason: 0,
         }));
+        // Optional: an agent that does not know it punts SYNs as before.
+        if s.cfg.syn_proxy && proto == 6 {
+            b.push(Segment::AdmissionAction(AdmissionAction {
+                flags: AdmissionAction::SYN_PROXY,
+                ..AdmissionAction::default()
+            }));
+        }
         b.push(Segment::ActionList(ActionList::from_raw(&list).unwrap_or(
             ActionList::from_raw(&[]).expect("empty list is valid"),
         )));

@@ -1,0 +1,82 @@
+//! Control path: the SYN proxy's part of a fixed update. When the manager
+//! answers a proved cookie ACK (its fixed update echoes the agent interest
+//! data with the proxied state, and returns the ACK), the agent does not
+//! release the ACK: it keeps it pending and sends the backend a SYN with the
+//! client's ISN and original options instead, through the flow's new fixed
+//! affinity. The backend's SYN-ACK completes the splice on the packet path
+//! (`datapath::synproxy`). Refreshes of a spliced flow keep the sequence
+//! adjust the agent installed (managers do not know it).
+
+use super::{ControlOutput, ReturnedPacket};
+use crate::actions::ActionSet;
+use crate::agent::{Agent, ControlState};
+use crate::counters::Counter;
+use crate::interest_data::ForwardingAgentInterestData;
+use crate::synproxy::{self, Pending, SynProxyState, PENDING_NS};
+use crate::wire;
+use affinity_api::{AffinityKey, ServiceMessage};
+
+impl Agent {
+    /// For a fixed update answering a proved cookie ACK: keeps the ACK
+    /// pending and queues the backend SYN in `out.returned`; true when it
+    /// did (the message's packet must then not be returned as is).
+    pub(super) fn syn_proxy_update(
+        &self,
+        st: &mut ControlState,
+        out: &mut ControlOutput,
+        msg: &ServiceMessage<'_>,
+        now_ns: u64,
+    ) -> bool {
+        const OWN: usize = ForwardingAgentInterestData::LEN;
+        let Some(d) = msg.fa_interest_data() else {
+            return false;
+        };
+        if d.len() != OWN + SynProxyState::LEN {
+            return false;
+        }
+        let Some(own) = ForwardingAgentInterestData::decode(&d[..OWN])
+            .filter(|x| x.instance_id == self.config.instance_id)
+        else {
+            return false;
+        };
+        let (Some(state), Some(pkt)) = (SynProxyState::decode(&d[OWN..]), msg.ip_packet()) else {
+            return false;
+        };
+        let Ok(info) = wire::parse_ipv4(pkt) else {
+            return false;
+        };
+        // Denied or not for this flow: the packet goes back as usual.
+        if self.fixed.lookup(&info.key).is_none() {
+            return false;
+        }
+        let p = Pending {
+            state,
+            packet: pkt.to_vec(),
+            deadline_ns: now_ns.saturating_add(PENDING_NS),
+        };
+        if !self
+            .splice
+            .add_pending(info.key, p, now_ns, self.config.hold_limit)
+        {
+            st.counters.inc(Counter::SynProxyPendingFull);
+            return true;
+        }
+        out.returned.push(ReturnedPacket {
+            packet: synproxy::backend_syn(&info.key, &state),
+            rank_limit: Some(own.rank()),
+        });
+        st.counters.inc(Counter::SynProxyBackendSyn);
+        true
+    }
+
+    /// `a` with the sequence adjust (when the update carries none) and the
+    /// timestamp offset the SYN proxy installed on `key` (a manager's
+    /// refresh of a spliced flow).
+    pub(super) fn keep_splice(&self, key: &AffinityKey, mut a: ActionSet) -> ActionSet {
+        if let Some((seq, ts)) = self.splice.installed(key) {
+            a.seq_adjust = a.seq_adjust.or(Some(seq));
+            a.ts_adjust = ts;
+        }
+        a
+    }
+}

@@ -1,0 +1,149 @@
+//! Packet path: the SYN proxy's hook on a wildcard match (the cookie logic
+//! itself is in [`crate::synproxy`]). A wildcard whose admission action has
+//! `SYN_PROXY` answers a SYN in place with a cookie SYN-ACK and sends its
+//! manager nothing; a pure ACK carrying a valid cookie goes on as the flow's
+//! first packet (an interest match with SYN|ACK, the proxied state after
+//! the agent's interest data); anything else without a fixed affinity is
+//! dropped.
+
+use super::lookup::{Lookup, Origin};
+use super::{BatchCtx, Disposition, PacketBuf, Worker};
+use crate::actions::TsAdjustKey;
+use crate::counters::Counter;
+use crate::synproxy::{self, SynProxyState};
+use crate::wildcard_affinity::WildcardEntry;
+use crate::wire::{self, tcp, PacketInfo};
+use affinity_api::AdmissionAction;
+
+/// Whether the SYN proxy handles `info` on wildcard `w` (a TCP packet with
+/// ports, on a wildcard with the `SYN_PROXY` flag).
+#[inline]
+pub(super) fn applies(w: &WildcardEntry, info: &PacketInfo) -> bool {
+    info.key.protocol == wire::TCP
+        && info.fragment != wire::Fragment::Later
+        && w.admission
+            .is_some_and(|a| a.flags & AdmissionAction::SYN_PROXY != 0)
+}
+
+impl Worker {
+    /// The SYN proxy's step for a packet of a proxied wildcard: `Err` with
+    /// the packet's disposition when it ends here (a SYN answered, a bad
+    /// cookie dropped), `Ok` with the proved connection's state for a valid
+    /// cookie ACK, which then goes on to the interest match.
+    pub(super) fn syn_proxy(
+        &mut self,
+        ctx: &BatchCtx<'_>,
+        p: &mut PacketBuf<'_>,
+        info: &PacketInfo,
+    ) -> Result<SynProxyState, Disposition> {
+        let f = info.tcp_flags;
+        let (syn, ack) = (tcp::flags::SYN, tcp::flags::ACK);
+        let other = tcp::flags::RST | tcp::flags::FIN;
+        if f & (syn | ack | other) == syn {
+            // Answered in place: the SYN-ACK goes back where the SYN came
+            // from (`Pass`: normal routing toward the client).
+            return match synproxy::answer_syn(p.packet(), info, &mut self.cookies, ctx.now_ns) {
+                Some(len) => {
+                    p.len = len;
+                    self.counters.inc(Counter::SynProxyAnswered);
+                    Err(Disposition::Pass)
+                }
+                None => {
+                    self.counters.inc(Counter::SynProxyNoRoom);
+                    Err(Disposition::Drop(Counter::SynProxyNoRoom))
+                }
+            };
+        }
+        if f & (syn | ack | other) == ack {
+            if let Some(s) = synproxy::prove_ack(p.packet(), info, &mut self.cookies, ctx.now_ns) {
+                self.counters.inc(Counter::SynProxyProved);
+                return Ok(s);
+            }
+        }
+        self.counters.inc(Counter::SynProxyBadCookie);
+        Err(Disposition::Drop(Counter::SynProxyBadCookie))
+    }
+}
+
+impl Worker {
+    /// A SYN-ACK on a fixed affinity while SYN-proxied connections are
+    /// pending: if it answers one (its flow reversed, after NAT, is a
+    /// pending client flow, and it acknowledges the client's ISN), installs
+    /// the sequence adjusts that join the halves on both fixed affinities,
+    /// drops the SYN-ACK (the client had the agent's) and puts the client's
+    /// kept ACK in its place, sent on through the now spliced flow — which
+    /// acknowledges the backend's SYN-ACK. `None`: not a proxied one.
+    /// `orig` is the SYN-ACK as received, `info` after NAT.
+    pub(super) fn splice(
+        &mut self,
+        ctx: &BatchCtx<'_>,
+        p: &mut PacketBuf<'_>,
+        orig: &PacketInfo,
+        info: &PacketInfo,
+    ) -> Option<Disposition> {
+        let agent = ctx.agent;
+        let k = info.key;
+        let client_flow = affinity_api::AffinityKey {
+            protocol: k.protocol,
+            src_addr: k.dst_addr,
+            dst_addr: k.src_addr,
+            src_port: k.dst_port,
+            dst_port: k.src_port,
+        };
+        let pending = agent.splice.take_pending(&client_flow, ctx.now_ns)?;
+        let l4 = p.packet().get(info.l4_offset..info.total_len)?;
+        let backend_isn = wire::get_u32(l4, tcp::field::SEQ_NUM);
+        let ack = wire::get_u32(l4, tcp::field::ACK_NUM);
+        if ack != pending.state.client_isn.wrapping_add(1) {
+            self.counters.inc(Counter::SynProxyBadCookie);
+            return Some(Disposition::Drop(Counter::SynProxyBadCookie));
+        }
+        let (fwd, rev) = synproxy::splice_adjusts(pending.state.cookie_isn, backend_isn);
+        // Timestamps (when both sides use them): the client knows the
+        // agent's TSval clock (its ACK echoed `ours`), the backend its own.
+        let ours = pending.state.timestamps.map(|(_, ecr)| ecr);
+        let (fwd_ts, rev_ts) = match (ours, synproxy::tsval(p.packet(), info)) {
+            (Some(ours), Some(theirs)) => (
+                Some(TsAdjustKey {
+                    delta: theirs.wrapping_sub(ours),
+                    echo: true,
+                }),
+                Some(TsAdjustKey {
+                    delta: ours.wrapping_sub(theirs),
+                    echo: false,
+                }),
+            ),
+            _ => (None, None),
+        };
+        for (key, adj, ts) in [(client_flow, fwd, fwd_ts), (orig.key, rev, rev_ts)] {
+            let Some((v, _)) = agent.fixed.lookup(&key) else {
+                continue;
+            };
+            let mut actions = agent.actions.get(v.action);
+            actions.seq_adjust = Some(adj.into());
+            actions.ts_adjust = ts;
+            // Whole seconds left, rounded up (table time is deciseconds).
+            let ttl = v.expires_ds.saturating_sub(ctx.now).div_ceil(10);
+            if agent
+                .install_fixed_local(ctx.now_ns, key, &actions, ttl)
+                .is_ok()
+            {
+                let installed = (adj.into(), ts);
+                agent
+                    .splice
+                    .remember(key, installed, agent.config.fixed_capacity);
+            }
+        }
+        self.counters.inc(Counter::SynProxySpliced);
+        // The client's ACK takes the SYN-ACK's buffer, if it fits.
+        let end = p.start + pending.packet.len();
+        let Some(dst) = p.buf.get_mut(p.start..end) else {
+            self.counters.inc(Counter::SynProxyAckNotReleased);
+            return Some(Disposition::Consumed(Counter::SynProxyAckNotReleased));
+        };
+        dst.copy_from_slice(&pending.packet);
+        p.len = pending.packet.len();
+        let parsed = wire::parse_ipv4(p.packet());
+        Some(self.process_one(ctx, p, parsed, Lookup::Later, Origin::Wire))
+    }
+}
