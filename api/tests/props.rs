@@ -8,7 +8,7 @@ use affinity_api::{
     SegmentErrorKind, SeqAdjustAction, ServiceMessage, ServicePrecedence, WildcardAffinity,
     REQUIRED_FLAG,
 };
-use proptest::prelude::*;
+use proptest::prelude::{any, prop_assert, prop_assert_eq, prop_oneof, proptest, Strategy};
 use std::net::Ipv4Addr;
 
 fn addr() -> impl Strategy<Value = Ipv4Addr> {
