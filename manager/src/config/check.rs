@@ -1,0 +1,248 @@
+//! `Config::parse`: TOML into [`Config`], then every check that would break
+//! the service, each error with its line and column in the file.
+
+use super::{
+    parse_port_range, parse_prefix, read_key_file, Config, ConfigError, MAX_HEALTH_MS,
+    MAX_WILDCARD_TTL,
+};
+use std::collections::HashSet;
+
+/// Finds the line/column of the first occurrence of `needle` after the
+/// `index`-th `[[service]]` header (for semantic errors).
+fn locate(text: &str, index: Option<usize>, needle: &str) -> (usize, usize) {
+    let mut start = 0;
+    if let Some(i) = index {
+        if let Some((pos, _)) = text.match_indices("[[service]]").nth(i) {
+            start = pos;
+        }
+    }
+    let pos = text[start..].find(needle).map_or(start, |p| start + p);
+    let line = text[..pos].matches('\n').count() + 1;
+    let col = pos - text[..pos].rfind('\n').map_or(0, |p| p + 1) + 1;
+    (line, col)
+}
+
+impl Config {
+    /// Parses and validates; every problem found, each with its place.
+    pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map_or((0, 0), |s| {
+                let pos = s.start.min(text.len());
+                (
+                    text[..pos].matches('\n').count() + 1,
+                    pos - text[..pos].rfind('\n').map_or(0, |p| p + 1) + 1,
+                )
+            });
+            vec![ConfigError {
+                line,
+                column,
+                message: e.message().to_string(),
+            }]
+        })?;
+        let mut errors = Vec::new();
+        let mut err = |index: Option<usize>, needle: &str, message: String| {
+            let (line, column) = locate(text, index, needle);
+            errors.push(ConfigError {
+                line,
+                column,
+                message,
+            });
+        };
+        if cfg.manager.wildcard_ttl == 0 || cfg.manager.wildcard_ttl > MAX_WILDCARD_TTL {
+            err(
+                None,
+                "wildcard_ttl",
+                format!("wildcard_ttl must be 1..={MAX_WILDCARD_TTL} seconds (failover takes up to one TTL)"),
+            );
+        }
+        if let Some(g) = cfg.agents.multicast_group {
+            if !g.is_multicast() {
+                err(
+                    None,
+                    "multicast_group",
+                    format!("multicast_group {g} is not a multicast address (224.0.0.0/4)"),
+                );
+            }
+        }
+        if cfg.auth.max_sequence_ahead_secs == 0 || cfg.auth.max_sequence_ahead_secs > 86_400 {
+            err(
+                None,
+                "max_sequence_ahead_secs",
+                "max_sequence_ahead_secs must be 1..=86400".into(),
+            );
+        }
+        if cfg.manager.fixed_ttl < 3 {
+            err(
+                None,
+                "fixed_ttl",
+                "fixed_ttl must be at least 3 seconds (renewed every third)".into(),
+            );
+        }
+        let m = &cfg.manager;
+        for (name, v, min) in [
+            ("tcp_transitory_timeout", m.tcp_transitory_timeout, 1),
+            ("tcp_established_timeout", m.tcp_established_timeout, 1),
+            ("udp_timeout", m.udp_timeout, 1),
+            ("icmp_timeout", m.icmp_timeout, 1),
+        ] {
+            if v < min {
+                err(None, name, format!("{name} must be at least 1 second"));
+            }
+        }
+        let sends = cfg.auth.keys.iter().filter(|k| k.send).count();
+        if !cfg.auth.keys.is_empty() && sends != 1 {
+            err(
+                None,
+                "[auth]",
+                format!("exactly one key must have send = true, {sends} do"),
+            );
+        }
+        for k in &cfg.auth.keys {
+            if !matches!(k.algorithm.as_str(), "hmac-sha256" | "keyed-md5") {
+                err(
+                    None,
+                    &k.algorithm,
+                    format!(
+                        "unknown algorithm {:?} (hmac-sha256 or keyed-md5)",
+                        k.algorithm
+                    ),
+                );
+            }
+            if let Err(e) = read_key_file(&k.file) {
+                err(None, &k.file.display().to_string(), e);
+            }
+        }
+        let mut names = HashSet::new();
+        let mut vips = Vec::new();
+        for (i, s) in cfg.services.iter().enumerate() {
+            if !names.insert(s.name.clone()) {
+                err(
+                    Some(i),
+                    "name",
+                    format!("service name {:?} used twice", s.name),
+                );
+            }
+            if !matches!(s.protocol.as_str(), "tcp" | "udp") {
+                err(
+                    Some(i),
+                    "protocol",
+                    format!("protocol must be tcp or udp, not {:?}", s.protocol),
+                );
+            }
+            if parse_prefix(&s.client_domain).is_none() {
+                err(
+                    Some(i),
+                    "client_domain",
+                    format!("client_domain {:?} is not ADDR/LEN", s.client_domain),
+                );
+            }
+            let key = (s.virtual_addr, s.protocol.clone(), s.client_domain.clone());
+            if vips.contains(&key) {
+                err(Some(i), "virtual", format!("service {:?} overlaps another service (same virtual address, protocol and client domain)", s.name));
+            }
+            vips.push(key);
+            if s.virtual_addr.port() == 0 {
+                err(
+                    Some(i),
+                    "virtual",
+                    format!(
+                        "virtual address {} needs a port from 1 to 65535 (port 0 is not a service port)",
+                        s.virtual_addr
+                    ),
+                );
+            }
+            if s.backends.is_empty() {
+                err(
+                    Some(i),
+                    "name",
+                    format!("service {:?} has no [[service.backend]]", s.name),
+                );
+            }
+            let mut seen = HashSet::new();
+            for b in &s.backends {
+                if !seen.insert(b.address) {
+                    err(
+                        Some(i),
+                        &b.address.to_string(),
+                        format!("backend {} listed twice in service {:?}", b.address, s.name),
+                    );
+                }
+                if b.address.port() == 0 {
+                    err(
+                        Some(i),
+                        &b.address.to_string(),
+                        format!("backend {} needs a port", b.address),
+                    );
+                }
+            }
+            if !s.backends.is_empty() && s.backends.iter().all(|b| b.weight == 0) {
+                err(
+                    Some(i),
+                    "weight",
+                    format!(
+                        "every backend of service {:?} has weight 0: it could place no flow (drain some, not all)",
+                        s.name
+                    ),
+                );
+            }
+            if let Some(n) = &s.snat {
+                if parse_port_range(&n.ports).is_none() {
+                    err(
+                        Some(i),
+                        "ports",
+                        format!(
+                            "snat ports {:?} is not LOW-HIGH with 0 < LOW <= HIGH",
+                            n.ports
+                        ),
+                    );
+                }
+            }
+            if let Some(h) = &s.health {
+                if !matches!(h.kind.as_str(), "tcp" | "http")
+                    || h.rise == 0
+                    || h.fall == 0
+                    || h.interval_ms == 0
+                {
+                    err(
+                        Some(i),
+                        "health",
+                        "health needs kind tcp|http and rise, fall, interval_ms > 0".into(),
+                    );
+                }
+                if h.interval_ms > MAX_HEALTH_MS
+                    || h.timeout_ms == 0
+                    || h.timeout_ms > MAX_HEALTH_MS
+                {
+                    err(
+                        Some(i),
+                        "health",
+                        format!("health interval_ms and timeout_ms must be 1..={MAX_HEALTH_MS} (a 0 timeout fails every check)"),
+                    );
+                } else if h.timeout_ms > h.interval_ms {
+                    err(
+                        Some(i),
+                        "timeout_ms",
+                        format!(
+                            "health timeout_ms {} is longer than interval_ms {}: a check would still run when the next starts",
+                            h.timeout_ms, h.interval_ms
+                        ),
+                    );
+                }
+            }
+            for a in &s.optional_actions {
+                if a != "advertise" {
+                    err(
+                        Some(i),
+                        "optional_actions",
+                        format!("only \"advertise\" can be optional, not {a:?}"),
+                    );
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(errors)
+        }
+    }
+}

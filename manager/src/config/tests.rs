@@ -1,0 +1,87 @@
+//! `--check-config` cases: each refused with a clear message.
+
+use super::{Config, ConfigError};
+use std::path::Path;
+
+const HEAD: &str = "[manager]\nlisten = \"192.0.2.10:1638\"\n[[service]]\nname = \"web\"\n";
+
+/// The errors for `HEAD` + `rest`, as `LINE:COL: message` lines.
+fn errors(rest: &str) -> Vec<String> {
+    match Config::parse(&format!("{HEAD}{rest}")) {
+        Ok(_) => vec![],
+        Err(e) => e.iter().map(ConfigError::to_string).collect(),
+    }
+}
+
+#[test]
+fn a_backend_listed_twice_is_refused() {
+    let e = errors(
+        "virtual = \"203.0.113.10:80\"\n[[service.backend]]\naddress = \"198.51.100.11:8080\"\n[[service.backend]]\naddress = \"198.51.100.11:8080\"\n",
+    );
+    assert!(
+        e.iter()
+            .any(|e| e.contains("198.51.100.11:8080 listed twice")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn virtual_port_zero_is_refused() {
+    let e = errors(
+        "virtual = \"203.0.113.10:0\"\n[[service.backend]]\naddress = \"198.51.100.11:8080\"\n",
+    );
+    assert!(
+        e.iter()
+            .any(|e| e.starts_with("5:") && e.contains("needs a port from 1 to 65535")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn all_weights_zero_is_refused_but_some_zero_is_fine() {
+    let one = "virtual = \"203.0.113.10:80\"\n[[service.backend]]\naddress = \"198.51.100.11:8080\"\nweight = 0\n";
+    assert!(
+        errors(one).iter().any(|e| e.contains("has weight 0")),
+        "{:?}",
+        errors(one)
+    );
+    let mixed = format!("{one}[[service.backend]]\naddress = \"198.51.100.12:8080\"\n");
+    assert_eq!(errors(&mixed), Vec::<String>::new());
+}
+
+#[test]
+fn health_timeout_longer_than_interval_is_refused() {
+    let e = errors("virtual = \"203.0.113.10:80\"\nhealth = { kind = \"tcp\", interval_ms = 300, timeout_ms = 400 }\n[[service.backend]]\naddress = \"198.51.100.11:8080\"\n");
+    assert!(
+        e.iter()
+            .any(|e| e.starts_with("6:")
+                && e.contains("timeout_ms 400 is longer than interval_ms 300")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_negative_weight_is_explained_in_words() {
+    let e = errors("virtual = \"203.0.113.10:80\"\n[[service.backend]]\naddress = \"198.51.100.11:8080\"\nweight = -1\n");
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("8:"), "{e:?}");
+    assert!(
+        e[0].contains("weight must be a whole number from 0"),
+        "{e:?}"
+    );
+    assert!(e[0].contains("not -1"), "{e:?}");
+    assert!(!e[0].contains("u32"), "{e:?}");
+}
+
+#[test]
+fn a_missing_file_is_named_without_a_place() {
+    let path = Path::new("/nonexistent/affinity-manager.toml");
+    let e = Config::load(path).unwrap_err();
+    let text = e[0].located(path);
+    assert!(
+        text.starts_with("/nonexistent/affinity-manager.toml: cannot read"),
+        "{text}"
+    );
+    assert!(!text.contains(":0:0:"), "{text}");
+    assert!(text.contains("No such file"), "{text}");
+}
