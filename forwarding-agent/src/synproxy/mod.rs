@@ -12,7 +12,6 @@
 //! `cookie_timestamp_decode`). Layout of the cookie and the wire format of
 //! the state: PROTOCOL.md, "20 — admission action".
 
-use crate::actions::{SeqAdjustKey, TsAdjustKey};
 use crate::wire::{self, checksum, get_u16, get_u32, ipv4, set_u16, set_u32, shifted, tcp};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -303,12 +302,10 @@ impl SynProxyState {
     }
 }
 
-/// Fills in the IPv4 header (20 bytes, DF, TTL 64, no options) and the
-/// TCP header of `pkt[..40 + options.len()]`, both checksums computed in
-/// full; the packet's length.
-#[allow(clippy::too_many_arguments)]
-fn write_tcp(
-    pkt: &mut [u8],
+/// The header fields of a TCP segment the agent writes itself (host
+/// order; `flags` are TCP flag bits).
+#[derive(Clone, Copy)]
+struct Segment {
     src: Ipv4Addr,
     sport: u16,
     dst: Ipv4Addr,
@@ -316,8 +313,21 @@ fn write_tcp(
     flags: u8,
     seq: u32,
     ack: u32,
-    options: &[u8],
-) -> usize {
+}
+
+/// Fills in the IPv4 header (20 bytes, DF, TTL 64, no options) and the
+/// TCP header of `pkt[..40 + options.len()]`, both checksums computed in
+/// full; the packet's length.
+fn write_tcp(pkt: &mut [u8], seg: &Segment, options: &[u8]) -> usize {
+    let Segment {
+        src,
+        sport,
+        dst,
+        dport,
+        flags,
+        seq,
+        ack,
+    } = *seg;
     let ip = ipv4::HEADER_LEN;
     let thl = tcp::HEADER_LEN + options.len();
     let total = ip + thl;
@@ -394,17 +404,16 @@ pub fn answer_syn(
     }
     let flags = tcp::flags::SYN | tcp::flags::ACK;
     let (ack, sport, dport) = (client_isn.wrapping_add(1), k.dst_port, k.src_port);
-    Some(write_tcp(
-        pkt,
-        k.dst_addr,
+    let seg = Segment {
+        src: k.dst_addr,
         sport,
-        k.src_addr,
+        dst: k.src_addr,
         dport,
         flags,
-        cookie,
+        seq: cookie,
         ack,
-        &o[..n],
-    ))
+    };
+    Some(write_tcp(pkt, &seg, &o[..n]))
 }
 
 /// Checks the client's ACK in `pkt`: a valid cookie gives the proxied
@@ -464,252 +473,23 @@ pub fn backend_syn(key: &affinity_api::AffinityKey, s: &SynProxyState) -> Vec<u8
     let mut o = [0u8; 20];
     let n = opts.emit(&mut o);
     let mut pkt = vec![0u8; ipv4::HEADER_LEN + tcp::HEADER_LEN + n];
-    write_tcp(
-        &mut pkt,
-        key.src_addr,
-        key.src_port,
-        key.dst_addr,
-        key.dst_port,
-        tcp::flags::SYN,
-        s.client_isn,
-        0,
-        &o[..n],
-    );
+    let seg = Segment {
+        src: key.src_addr,
+        sport: key.src_port,
+        dst: key.dst_addr,
+        dport: key.dst_port,
+        flags: tcp::flags::SYN,
+        seq: s.client_isn,
+        ack: 0,
+    };
+    write_tcp(&mut pkt, &seg, &o[..n]);
     pkt
 }
 
+mod splice;
+pub use splice::{
+    apply_ts_adjust, splice_adjusts, tsval, Installed, Pending, SpliceTable, PENDING_NS,
+};
+
 #[cfg(test)]
-mod tests {
-    use super::{mss_index, CookieInput, SynCookies, SynProxyState, TcpOptions, GENERATION_NS};
-    use std::net::Ipv4Addr;
-
-    const C: CookieInput = CookieInput {
-        src: Ipv4Addr::new(198, 18, 0, 5),
-        dst: Ipv4Addr::new(203, 0, 113, 10),
-        sport: 40000,
-        dport: 80,
-        client_isn: 1000,
-    };
-
-    #[test]
-    fn cookies_check_for_two_generations_then_expire() {
-        let mut k = SynCookies::new([7; 32]);
-        let t0 = 5 * GENERATION_NS + 1;
-        let c = k.make(t0, &C, 6);
-        assert_eq!(k.check(t0, &C, c), Some(6));
-        assert_eq!(k.check(t0 + GENERATION_NS, &C, c), Some(6));
-        assert_eq!(k.check(t0 + 2 * GENERATION_NS, &C, c), None);
-        // Another tuple, ISN, MSS index or secret: refused.
-        let other = CookieInput { sport: 40001, ..C };
-        assert_eq!(k.check(t0, &other, c), None);
-        let isn = CookieInput {
-            client_isn: 1001,
-            ..C
-        };
-        assert_eq!(k.check(t0, &isn, c), None);
-        assert_eq!(k.check(t0, &C, c ^ 1), None);
-        assert_eq!(SynCookies::new([8; 32]).check(t0, &C, c), None);
-    }
-
-    #[test]
-    fn options_round_trip_and_mss_table() {
-        let o = TcpOptions {
-            mss: Some(1460),
-            wscale: Some(7),
-            sack_permitted: true,
-            timestamps: Some((1, 2)),
-        };
-        let mut b = [0u8; 20];
-        let n = o.emit(&mut b);
-        assert_eq!(n, 20);
-        assert_eq!(TcpOptions::parse(&b[..n]), o);
-        assert_eq!(mss_index(1460), 6);
-        assert_eq!(mss_index(1459), 5);
-        assert_eq!(mss_index(100), 0);
-        assert_eq!(mss_index(9000), 7);
-        let s = SynProxyState {
-            client_isn: 1,
-            cookie_isn: 2,
-            mss: 1460,
-            wscale: Some(3),
-            sack_permitted: true,
-            timestamps: None,
-        };
-        assert_eq!(SynProxyState::decode(&s.encode()), Some(s));
-    }
-}
-
-/// What the agent installed on a spliced flow's fixed affinity.
-pub type Installed = (SeqAdjustKey, Option<TsAdjustKey>);
-
-/// A proxied connection waiting for the backend's SYN-ACK: the state the
-/// manager echoed and the client's ACK (or first data), released once the
-/// backend has answered.
-#[derive(Debug, Clone)]
-pub struct Pending {
-    /// What the manager echoed.
-    pub state: SynProxyState,
-    /// The client's packet as punted (client → VIP, before NAT).
-    pub packet: Vec<u8>,
-    /// The caller's monotonic nanoseconds after which it is forgotten.
-    pub deadline_ns: u64,
-}
-
-/// How long a proxied connection waits for the backend's SYN-ACK (10 s,
-/// about a SYN's first three retransmissions).
-pub const PENDING_NS: u64 = 10_000_000_000;
-
-/// The agent's proxied connections between the manager's answer and the
-/// backend's SYN-ACK (`pending`, keyed by the client flow: client → VIP),
-/// and the sequence adjusts the agent installed for them (`spliced`, kept
-/// across the manager's refreshes, which do not carry them). Locked by the
-/// control thread and, for a backend SYN-ACK while something is pending,
-/// by a worker: once per proxied connection, never per data packet.
-#[derive(Debug, Default)]
-pub struct SpliceTable {
-    pending: parking_lot::Mutex<std::collections::HashMap<affinity_api::AffinityKey, Pending>>,
-    /// Entries of `pending`: a worker checks this before taking the lock.
-    pending_n: std::sync::atomic::AtomicUsize,
-    spliced: parking_lot::Mutex<std::collections::HashMap<affinity_api::AffinityKey, Installed>>,
-}
-
-impl SpliceTable {
-    /// Adds a pending connection (at most `cap`; expired ones are pruned
-    /// first); false when full.
-    pub fn add_pending(
-        &self,
-        key: affinity_api::AffinityKey,
-        p: Pending,
-        now_ns: u64,
-        cap: usize,
-    ) -> bool {
-        let mut m = self.pending.lock();
-        m.retain(|_, v| v.deadline_ns > now_ns);
-        let ok = m.len() < cap || m.contains_key(&key);
-        if ok {
-            m.insert(key, p);
-        }
-        self.pending_n
-            .store(m.len(), std::sync::atomic::Ordering::Relaxed);
-        ok
-    }
-
-    /// Whether any connection is pending (no lock).
-    #[inline]
-    pub fn any_pending(&self) -> bool {
-        self.pending_n.load(std::sync::atomic::Ordering::Relaxed) != 0
-    }
-
-    /// Takes the pending connection of client flow `key`, if live.
-    pub fn take_pending(&self, key: &affinity_api::AffinityKey, now_ns: u64) -> Option<Pending> {
-        let mut m = self.pending.lock();
-        let p = m.remove(key);
-        self.pending_n
-            .store(m.len(), std::sync::atomic::Ordering::Relaxed);
-        p.filter(|p| p.deadline_ns > now_ns)
-    }
-
-    /// Remembers the adjusts installed on fixed affinity `key` (at most
-    /// `cap` flows remembered; past that new ones are not tracked).
-    pub fn remember(&self, key: affinity_api::AffinityKey, s: Installed, cap: usize) {
-        let mut m = self.spliced.lock();
-        if m.len() < cap || m.contains_key(&key) {
-            m.insert(key, s);
-        }
-    }
-
-    /// The adjusts the agent installed on `key`, if any.
-    pub fn installed(&self, key: &affinity_api::AffinityKey) -> Option<Installed> {
-        self.spliced.lock().get(key).copied()
-    }
-
-    /// Forgets `key` (its fixed affinity was deleted).
-    pub fn forget(&self, key: &affinity_api::AffinityKey) {
-        self.spliced.lock().remove(key);
-    }
-}
-
-/// The two sequence adjusts that join a proxied connection's halves
-/// (backend ISN vs cookie ISN): on the client flow (client → VIP) the
-/// acknowledgment numbers from the cookie ISN + 1 on are moved to the
-/// backend's; on the backend flow (backend → client) the sequence numbers
-/// from the backend ISN + 1 on are moved to the cookie's. (forward, reverse).
-pub fn splice_adjusts(
-    cookie_isn: u32,
-    backend_isn: u32,
-) -> (affinity_api::SeqAdjustAction, affinity_api::SeqAdjustAction) {
-    let fwd = affinity_api::SeqAdjustAction {
-        seq_delta: 0,
-        initial_seq: 0,
-        ack_delta: backend_isn.wrapping_sub(cookie_isn),
-        initial_ack: cookie_isn.wrapping_add(1),
-    };
-    let rev = affinity_api::SeqAdjustAction {
-        seq_delta: cookie_isn.wrapping_sub(backend_isn),
-        initial_seq: backend_isn.wrapping_add(1),
-        ack_delta: 0,
-        initial_ack: 0,
-    };
-    (fwd, rev)
-}
-
-/// Offset (from the TCP header) of the timestamp option's TSval in the TCP
-/// header `l4`, if it has one.
-fn timestamp_at(l4: &[u8]) -> Option<usize> {
-    let doff = tcp::header_len(*l4.get(tcp::field::DATA_OFF)?);
-    let opts = l4.get(tcp::HEADER_LEN..doff)?;
-    let mut i = 0;
-    while let Some(&kind) = opts.get(i) {
-        match kind {
-            opt::END => return None,
-            opt::NOP => i += 1,
-            _ => {
-                let len = *opts.get(i + 1)? as usize;
-                if len < 2 || i + len > opts.len() {
-                    return None;
-                }
-                if kind == opt::TIMESTAMP && len == 10 {
-                    return Some(tcp::HEADER_LEN + i + 2);
-                }
-                i += len;
-            }
-        }
-    }
-    None
-}
-
-/// The TSval of the TCP packet `pkt` (`info`), if it carries timestamps.
-pub fn tsval(pkt: &[u8], info: &wire::PacketInfo) -> Option<u32> {
-    let l4 = pkt.get(info.l4_offset..info.total_len)?;
-    let at = timestamp_at(l4)?;
-    Some(get_u32(l4, at..at + 4))
-}
-
-/// Applies a timestamp offset (`crate::actions::TsAdjustKey`) to the TCP
-/// packet `pkt` in place, with an incremental checksum update (RFC 1624);
-/// packets without timestamps are left alone.
-pub fn apply_ts_adjust(pkt: &mut [u8], info: &wire::PacketInfo, t: TsAdjustKey) {
-    if info.key.protocol != wire::TCP || info.fragment == wire::Fragment::Later {
-        return;
-    }
-    let Some(l4) = pkt.get_mut(info.l4_offset..info.total_len) else {
-        return;
-    };
-    let Some(at) = timestamp_at(l4) else {
-        return;
-    };
-    let field = if t.echo { at + 4..at + 8 } else { at..at + 4 };
-    // The checksum update works on whole 16-bit words of the segment.
-    let words = (field.start & !1)..((field.end + 1) & !1).min(l4.len());
-    if words.end < field.end {
-        return;
-    }
-    let mut old = [0u8; 6];
-    let n = words.len();
-    old[..n].copy_from_slice(&l4[words.clone()]);
-    let v = get_u32(l4, field.clone()).wrapping_add(t.delta);
-    set_u32(l4, field, v);
-    let c = get_u16(l4, tcp::field::CHECKSUM);
-    let c = checksum::update(c, &old[..n], &l4[words]);
-    set_u16(l4, tcp::field::CHECKSUM, c);
-}
+mod tests;
