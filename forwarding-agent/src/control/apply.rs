@@ -16,6 +16,15 @@ use affinity_api::{
 use std::net::Ipv4Addr;
 use std::sync::atomic::AtomicU32;
 
+/// What an affinity segment says about dispatch (PROTOCOL.md, segments 1
+/// and 2): its dispatch and information flags and its forward address.
+#[derive(Debug, Clone, Copy)]
+struct Dispatch {
+    dispatch_flags: u8,
+    info_flags: u8,
+    forward: Ipv4Addr,
+}
+
 impl Agent {
     /// The required actions of the affinity's action list this agent does
     /// not perform, in list order (empty: none).
@@ -52,17 +61,19 @@ impl Agent {
     /// precedence `rank` (search-first, service, backup precedence) and the
     /// message's manager interest data, if any (interned; counted when the
     /// table is full and then not echoed).
-    #[allow(clippy::too_many_arguments)]
     fn action_set(
         &self,
         st: &mut ControlState,
         inc: &Incoming<'_, '_>,
         e: &AffinityEntry<'_>,
-        dispatch_flags: u8,
-        info_flags: u8,
-        forward: Ipv4Addr,
+        dispatch: Dispatch,
         rank: (bool, u16, u16),
     ) -> ActionSet {
+        let Dispatch {
+            dispatch_flags,
+            info_flags,
+            forward,
+        } = dispatch;
         let enabled = |t: u16| !self.config.disabled_actions.contains(&t);
         let manager_data = match inc.msg.sm_interest_data() {
             Some(d) => self.manager_data.intern(d).unwrap_or_else(|| {
@@ -129,15 +140,12 @@ impl Agent {
         let sp = e.service_precedence.unwrap_or_default();
         let bp = e.backup_precedence.map_or(0, |b| b.value);
         let rank = (sp.search_first, sp.value, bp);
-        let actions = self.action_set(
-            st,
-            inc,
-            e,
-            w.dispatch_flags,
-            w.info_flags,
-            w.forward_addr,
-            rank,
-        );
+        let dispatch = Dispatch {
+            dispatch_flags: w.dispatch_flags,
+            info_flags: w.info_flags,
+            forward: w.forward_addr,
+        };
+        let actions = self.action_set(st, inc, e, dispatch, rank);
         let Some(action) = self.actions.acquire(&actions, now_ns) else {
             st.counters.inc(Counter::ActionFull);
             let t = seg::WILDCARD_AFFINITY;
@@ -308,15 +316,12 @@ impl Agent {
             self.deny(st, out, inc, &[t], DenyReason::QUOTA_EXCEEDED, Some(e));
             return false;
         }
-        let actions = self.action_set(
-            st,
-            inc,
-            e,
-            f.dispatch_flags,
-            f.info_flags,
-            f.forward_addr,
-            rank,
-        );
+        let dispatch = Dispatch {
+            dispatch_flags: f.dispatch_flags,
+            info_flags: f.info_flags,
+            forward: f.forward_addr,
+        };
+        let actions = self.action_set(st, inc, e, dispatch, rank);
         let actions = self.keep_splice(&f.key, actions);
         let Some(action) = self.actions.acquire(&actions, now_ns) else {
             st.counters.inc(Counter::ActionFull);
