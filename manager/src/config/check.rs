@@ -7,8 +7,12 @@ use super::{
 };
 use std::collections::HashSet;
 
-/// Finds the line/column of the first occurrence of `needle` after the
-/// `index`-th `[[service]]` header (for semantic errors).
+/// Finds the line/column of the key `needle` (a `needle =` assignment, a
+/// `[...needle]` table header, or `needle` itself when it is a header such
+/// as `[auth]`) after the `index`-th `[[service]]` header, for semantic
+/// errors. Text in comments and inside longer names (`timeout_ms` in
+/// `sticky_timeout_ms`) does not count; with no such key, the first
+/// occurrence anywhere after the header.
 fn locate(text: &str, index: Option<usize>, needle: &str) -> (usize, usize) {
     let mut start = 0;
     if let Some(i) = index {
@@ -16,7 +20,27 @@ fn locate(text: &str, index: Option<usize>, needle: &str) -> (usize, usize) {
             start = pos;
         }
     }
-    let pos = text[start..].find(needle).map_or(start, |p| start + p);
+    let hay = &text[start..];
+    let is_key = |p: usize| {
+        let line_start = hay[..p].rfind('\n').map_or(0, |i| i + 1);
+        let before = &hay[line_start..p];
+        if before.contains('#') {
+            return false;
+        }
+        let prev_ok = before
+            .chars()
+            .last()
+            .is_none_or(|c| c.is_whitespace() || matches!(c, '{' | ',' | '[' | '.'));
+        let after = hay[p + needle.len()..].trim_start_matches([' ', '\t']);
+        let next_ok = needle.starts_with('[') || after.starts_with('=') || after.starts_with(']');
+        prev_ok && next_ok
+    };
+    let pos = hay
+        .match_indices(needle)
+        .map(|(p, _)| p)
+        .find(|&p| is_key(p))
+        .or_else(|| hay.find(needle))
+        .map_or(start, |p| start + p);
     let line = text[..pos].matches('\n').count() + 1;
     let col = pos - text[..pos].rfind('\n').map_or(0, |p| p + 1) + 1;
     (line, col)

@@ -85,3 +85,20 @@ fn a_missing_file_is_named_without_a_place() {
     assert!(!text.contains(":0:0:"), "{text}");
     assert!(text.contains("No such file"), "{text}");
 }
+
+#[test]
+fn errors_point_at_the_key_not_at_comments_or_longer_names() {
+    let text = "[manager]\nlisten = \"192.0.2.10:1638\"\n\n# weighted-round-robin spreads by weight; unhealthy backends are skipped\n[[service]]\nname = \"web\"\nvirtual = \"203.0.113.10:80\"\nsticky_timeout_ms = 1000\nhealth = { kind = \"tcp\", interval_ms = 1000, timeout_ms = 1500, rise = 2, fall = 2 }\n[[service.backend]]\naddress = \"198.51.100.1:8080\"\nweight = 0\n";
+    let errs = Config::parse(text).unwrap_err();
+    let timeout = errs
+        .iter()
+        .find(|e| e.message.contains("timeout_ms"))
+        .expect("timeout_ms refused");
+    // Line 9, the health table's `timeout_ms`, not `sticky_timeout_ms` on 8.
+    assert_eq!((timeout.line, timeout.column), (9, 46), "{timeout}");
+    let weight = errs
+        .iter()
+        .find(|e| e.message.contains("weight"))
+        .expect("all weights 0 refused");
+    assert_eq!(weight.line, 12, "{weight}");
+}
