@@ -33,23 +33,32 @@ pub(crate) struct ActivityState {
     /// Per fixed affinity that carried packets: the (packets, bytes)
     /// totals at the last report.
     last: HashMap<AffinityKey, (u64, u64)>,
-    /// Port each manager (by owner index) sends from: where its reports go.
-    ports: Vec<u16>,
+    /// Address and port each manager (by owner index) sends from: where its
+    /// reports go (PROTOCOL.md: "to the address and port that manager's
+    /// messages come from", never the address its identity claims).
+    sources: Vec<Option<SocketAddrV4>>,
 }
 
 impl ActivityState {
-    /// Notes the port manager `owner` sent from (its listen port) at
-    /// `now_ns`; the first manager heard schedules the first report an
-    /// interval (`interval_ns`, 0 = reports off) later.
-    pub fn note_manager(&mut self, owner: u16, port: u16, now_ns: u64, interval_ns: u64) {
+    /// Notes the address and port manager `owner` sent from (its listen
+    /// socket) at `now_ns`; the first manager heard schedules the first
+    /// report an interval (`interval_ns`, 0 = reports off) later.
+    pub fn note_manager(&mut self, owner: u16, from: SocketAddrV4, now_ns: u64, interval_ns: u64) {
         if self.next_ns.is_none() && interval_ns > 0 {
             self.next_ns = Some(now_ns + interval_ns);
         }
         let i = owner as usize;
-        if self.ports.len() <= i {
-            self.ports.resize(i + 1, 0);
+        if self.sources.len() <= i {
+            self.sources.resize(i + 1, None);
         }
-        self.ports[i] = port;
+        self.sources[i] = Some(from);
+    }
+
+    /// Forgets where manager `owner` sent from (its slot is being reused).
+    pub fn forget_manager(&mut self, owner: u16) {
+        if let Some(s) = self.sources.get_mut(owner as usize) {
+            *s = None;
+        }
     }
 }
 
@@ -112,12 +121,10 @@ impl Agent {
         });
         st.activity.last = seen;
         let mut sends = Vec::new();
-        for (i, m) in st.managers.iter().enumerate() {
-            let port = st.activity.ports.get(i).copied().unwrap_or(0);
-            if port == 0 {
+        for i in 0..st.managers.len() {
+            let Some(to) = st.activity.sources.get(i).copied().flatten() else {
                 continue;
-            }
-            let to = SocketAddrV4::new(m.address, port);
+            };
             let (packets, bytes) = entries
                 .iter()
                 .fold((0u64, 0u64), |(p, b), e| (p + e.packets, b + e.bytes));

@@ -95,6 +95,7 @@ counters! {
     ReturnedAdvertisedRouted => "returned-advertised-routed",
     ActivityReports => "activity-reports-sent",
     ReturnedDroppedRefused => "returned-dropped-install-refused",
+    CtlManagerReused => "control-manager-slot-reused",
     PuntAdmitDropNew => "punt-admission-drop-new-flow",
     PuntAdmitDropKnown => "punt-admission-drop-known-flow",
     SynProxyAnswered => "syn-proxy-syn-answered",

@@ -7,7 +7,7 @@
 mod common;
 
 use affinity_api::{
-    unix_now, AffinityKey, AuthAlgorithm, AuthPolicy, DenyReason, IdentityInfo, Key,
+    unix_now, AffinityKey, AuthAlgorithm, AuthPolicy, Capabilities, DenyReason, IdentityInfo, Key,
     MessageBuilder, MessageType, Receiver, Segment, ServiceMessage,
 };
 use affinity_forwarding_agent::{wire, Agent, AgentConfig, Counter, OwnerQuota};
@@ -17,6 +17,8 @@ use std::sync::Arc;
 
 const ME: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const OTHER_AGENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+
+const SEC: u64 = 1_000_000_000;
 
 fn key() -> Key {
     Key::new(7, AuthAlgorithm::HmacSha256, b"lab-secret".to_vec())
@@ -451,4 +453,68 @@ fn patterns_cost() {
             }
         );
     }
+}
+
+/// An agent hello (a type only managers act on) claiming `identity`.
+fn hello(identity: Ipv4Addr) -> Vec<u8> {
+    let mut b = MessageBuilder::new(MessageType::AgentHello, 1);
+    b.push(Segment::IdentityInfo(IdentityInfo {
+        address: identity,
+        host_name: "x",
+    }));
+    b.push(Segment::Capabilities(Capabilities {
+        actions: 0,
+        fixed_capacity: 1,
+        wildcard_capacity: 1,
+    }));
+    b.finish().unwrap()
+}
+
+#[test]
+fn forged_identities_cannot_fill_the_manager_table_for_ever() {
+    // Messages an agent does not act on (agent hellos) create no entry.
+    let open = Agent::new(AgentConfig::default());
+    for i in 0..200u32 {
+        open.handle_control(0, from(MGR), &hello(Ipv4Addr::from(0xC000_0264 + i)));
+    }
+    assert!(open.managers().is_empty());
+    assert_eq!(open.counter(Counter::CtlUnexpected), 200);
+    // Entries that own nothing and stay silent free their slot after a
+    // minute: a new manager is not locked out by leftovers.
+    let max = AgentConfig::default().max_managers as u32;
+    for i in 0..max {
+        open.handle_control(
+            0,
+            from(MGR),
+            &keepalive(Ipv4Addr::from(0xC000_0264 + i), 1, None),
+        );
+    }
+    assert_eq!(open.managers().len(), max as usize);
+    let late = Ipv4Addr::new(192, 0, 2, 250);
+    open.handle_control(SEC, from(MGR), &keepalive(late, 2, None));
+    assert!(open.managers().iter().all(|m| m.address != late));
+    open.handle_control(61 * SEC, from(MGR), &keepalive(late, 3, None));
+    assert!(open.managers().iter().any(|m| m.address == late));
+    assert_eq!(open.managers().len(), max as usize);
+    assert_eq!(open.counter(Counter::CtlManagerReused), 1);
+}
+
+#[test]
+fn activity_reports_go_where_the_manager_sent_from_not_to_its_claimed_identity() {
+    let a = Agent::new(AgentConfig {
+        activity_report_interval_ms: 1000,
+        ..Default::default()
+    });
+    let claimed = Ipv4Addr::new(192, 0, 2, 150);
+    let src = std::net::SocketAddrV4::new(MGR, 40000);
+    a.handle_control(0, src, &keepalive(claimed, 1, None));
+    let reports: Vec<_> = a
+        .tick(2 * SEC)
+        .into_iter()
+        .filter(|(_, m)| {
+            ServiceMessage::parse(m).is_ok_and(|m| m.msg_type() == MessageType::StatisticsReport)
+        })
+        .collect();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].0, src);
 }

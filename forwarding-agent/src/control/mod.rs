@@ -118,8 +118,7 @@ impl Agent {
             return;
         };
         let interval_ns = self.config.activity_report_interval_ms * 1_000_000;
-        st.activity
-            .note_manager(owner, from.port(), now_ns, interval_ns);
+        st.activity.note_manager(owner, from, now_ns, interval_ns);
         let inc = Incoming {
             from,
             msg: &msg,

@@ -110,6 +110,19 @@ impl Agent {
             self.log_refusal(st, out, now_ns, from, &e);
             return None;
         }
+        // Only the message types an agent acts on create or refresh a
+        // manager entry: a hello, a report or an interest match (agent-to-
+        // manager types) sent to an agent is counted and dropped here.
+        if !matches!(
+            msg.msg_type(),
+            MessageType::AffinityUpdateWildcard
+                | MessageType::AffinityUpdateFixed
+                | MessageType::IpPacketOnly
+                | MessageType::Keepalive
+        ) {
+            st.counters.inc(Counter::CtlUnexpected);
+            return None;
+        }
         let (owner_addr, name) = match msg.identity() {
             Some(i) if !i.address.is_unspecified() => (i.address, i.host_name),
             _ => (*from.ip(), ""),
@@ -205,22 +218,37 @@ impl Agent {
         name: &str,
         now_ns: u64,
     ) -> Option<u16> {
+        let fresh = ManagerInfo {
+            address: addr,
+            name: String::new(),
+            last_heard_ns: now_ns,
+            messages: 0,
+            replay: ReplayWindow::default(),
+            last_stale_deny_ns: None,
+        };
         let i = match st.managers.iter().position(|m| m.address == addr) {
             Some(i) => i,
-            None => {
-                if st.managers.len() >= self.config.max_managers.min(u16::MAX as usize) {
-                    return None;
-                }
-                st.managers.push(ManagerInfo {
-                    address: addr,
-                    name: String::new(),
-                    last_heard_ns: now_ns,
-                    messages: 0,
-                    replay: ReplayWindow::default(),
-                    last_stale_deny_ns: None,
-                });
+            None if st.managers.len() < self.config.max_managers.min(u16::MAX as usize) => {
+                st.managers.push(fresh);
                 self.republish(st);
                 st.managers.len() - 1
+            }
+            None => {
+                // Full: a slot whose manager has been silent for
+                // MANAGER_IDLE_NS and owns no fixed or wildcard entry is
+                // reused (its index names nothing any more), so entries
+                // made by senders that went away cannot lock others out.
+                let reusable = (0..st.managers.len()).find(|&i| {
+                    let owner = i as u16;
+                    now_ns.saturating_sub(st.managers[i].last_heard_ns) >= MANAGER_IDLE_NS
+                        && st.fixed_by_owner.get(&owner).copied().unwrap_or(0) == 0
+                        && self.wildcards.owner_len(owner) == 0
+                })?;
+                st.managers[reusable] = fresh;
+                st.activity.forget_manager(reusable as u16);
+                st.counters.inc(Counter::CtlManagerReused);
+                self.republish(st);
+                reusable
             }
         };
         let m = &mut st.managers[i];
@@ -230,6 +258,11 @@ impl Agent {
         Some(i as u16)
     }
 }
+
+/// How long a manager entry must be silent (ns) before its slot may be
+/// reused for another sender when the table is full (it must also own no
+/// entries): longer than any wildcard refresh interval.
+const MANAGER_IDLE_NS: u64 = 60_000_000_000;
 
 /// The per-reason counter of an authentication failure.
 fn auth_counter(e: &AuthError) -> Counter {

@@ -564,9 +564,9 @@ impl ManagerCore {
     /// next refresh — our wildcards, and the fixed affinities of the open
     /// flows it carries — so replies from backends are translated from
     /// its first packets (issue 16, item 5). Unverified (open mode), the
-    /// claimed source gets nothing directly (no amplification): the usual
-    /// wildcard refresh and renewals are brought forward instead, at most
-    /// every [`MIN_WILDCARD_REFRESH`].
+    /// claimed source gets nothing directly (no amplification): only the
+    /// usual wildcard refresh is brought forward, at most every
+    /// [`MIN_WILDCARD_REFRESH`].
     fn resync_agent(
         &mut self,
         now: u64,
@@ -576,9 +576,13 @@ impl ManagerCore {
     ) {
         self.count("agent-hello-resync");
         if !verified {
+            // Only the wildcards, which go to the configured destinations
+            // (multicast group, unicast agents), never to the claimed
+            // source; renewals are not brought forward either: they go to
+            // the agents holding flows, which in open mode may be any
+            // address an earlier unverified punt named (issue 16 item 7).
             let soon = self.last_wildcards.saturating_add(MIN_WILDCARD_REFRESH);
             self.next_wildcards = self.next_wildcards.min(soon);
-            self.next_renewal = self.next_renewal.min(soon.max(now));
             return;
         }
         let ttl = self.cfg.manager.wildcard_ttl;
