@@ -1096,3 +1096,59 @@ fn status_shows_health_detail_and_drain_as_a_state() {
     );
     assert!(text.contains("state draining"), "{text}");
 }
+
+/// Issue 15: the role per service. Manager A places and carries a flow
+/// (`serving`); manager B, configured with the same service as a backup
+/// (backup precedence 100), places nothing and learns A's live keys
+/// toward the virtual address from the agent's activity report
+/// (`standing-by`); before any traffic both are `idle`.
+#[test]
+fn role_per_service_serving_standing_by_and_idle() {
+    let web = r#"
+[[service]]
+name = "web"
+virtual = "203.0.113.10:80"
+algorithm = "round-robin"
+backup_precedence = BP
+[[service.backend]]
+address = "198.51.100.1:8080"
+"#;
+    let mut s = Sim::new(config("", &web.replace("BP", "0")));
+    let mut cfg_b = config("", &web.replace("BP", "100"));
+    cfg_b.manager.listen = "192.0.2.11:1638".parse().unwrap();
+    let b_addr = cfg_b.manager.listen;
+    let mut b = ManagerCore::new(cfg_b, 0);
+    let agent = s.agents[0].0;
+    let role = |m: &mut ManagerCore, now: u64| -> String {
+        let j = m.command(Command::StatusJson, now).expect("status");
+        let v: serde_json::Value = serde_json::from_str(&j).expect("JSON");
+        v["services"][0]["role"].as_str().unwrap_or("").to_string()
+    };
+    assert_eq!(role(&mut s.mgr, 0), "idle");
+    assert_eq!(role(&mut b, 0), "idle");
+    // B's wildcards reach agent 1, so the agent reports to B too.
+    for (to, m) in b.tick(0) {
+        if to == agent {
+            s.agents[0].1.handle_control(s.now, b_addr, &m);
+        }
+    }
+    let c = client(13);
+    s.through(0, &tcp(c, 40000, VIP, 80, build::TCP_SYN, &[]))
+        .expect("placed by manager A");
+    s.through(0, &tcp(c, 40000, VIP, 80, build::TCP_ACK, b"GET /"));
+    s.now = 10 * SEC;
+    for (to, m) in s.agents[0].1.tick(s.now) {
+        if to == b_addr {
+            b.handle_datagram(s.now, agent, &m);
+        } else if to == s.mgr_addr {
+            s.mgr.handle_datagram(s.now, agent, &m);
+        }
+    }
+    assert_eq!(role(&mut s.mgr, s.now), "serving");
+    assert_eq!(role(&mut b, s.now), "standing-by");
+    let m = affinity_manager::metrics::encode(&b.status_report(s.now), None);
+    assert!(
+        m.contains("affinity_manager_service_role{service=\"web\",role=\"standing-by\"} 1"),
+        "{m}"
+    );
+}
