@@ -562,5 +562,95 @@ else
     manager_cmd 1 status | grep -E 'flows by state|counter (flows|rx-activity)' | sed 's/^/  m1: /'
 fi
 
+# 17. Visibility (issue 15): `affinity-manager stats` sums the agents'
+#     activity reports per backend. Six UDP flows of 10 datagrams each
+#     (one source port each, so one backend each): the per-backend packet
+#     and byte counts the manager shows grow by what the lab sent and got
+#     back (within the packets the agents punted meanwhile: a punted packet
+#     is counted when the manager's answer returns it), /metrics agrees, and
+#     `connections` lists a held TCP connection with both sides and agents.
+S0="$LAB_DIR/stats0.json"; S1="$LAB_DIR/stats1.json"; U="$LAB_DIR/udp-stats.out"; : >"$U"
+punts() { echo $(( $(counter 1 punted) + $(counter 2 punted) )); }
+pu0=$(punts)
+manager_cmd 1 stats --json >"$S0"
+for sp in 40201 40202 40203 40204 40205 40206; do client c1 udp $VIP 53 10 $sp >>"$U"; done
+pu1=$(punts)
+stats_match() {
+    manager_cmd 1 stats --json >"$S1" || return 1
+    python3 - "$S0" "$S1" "$U" $(( pu1 - pu0 )) <<'PY'
+import collections, json, sys
+s0, s1 = (json.load(open(p)) for p in sys.argv[1:3])
+tol = int(sys.argv[4])
+sent = collections.defaultdict(lambda: [0, 0, 0, 0])  # pkts in, bytes in, pkts out, bytes out
+flows = {}
+replies = [l for l in open(sys.argv[3]) if l.startswith("backend-")]
+for l in replies:
+    name, client, body = l.split(" ")[:3]
+    flows[client.split(":")[1]] = "198.51.100.1" + name.split("-")[1] + ":5353"
+for sport, b in flows.items():
+    sent[b][0] += 10
+    sent[b][1] += sum(28 + len(f"q{i}") for i in range(10))
+for l in replies:
+    name, client = l.split(" ")[:2]
+    b = flows[client.split(":")[1]]
+    sent[b][2] += 1
+    sent[b][3] += 28 + len(l.rsplit(" peer=", 1)[0].encode())
+def backends(s):
+    svc = next(x for x in s["services"] if x["name"] == "dns")
+    return {b["address"]: b["traffic"] for b in svc["backends"]}
+b0, b1 = backends(s0), backends(s1)
+ok = len(flows) == 6 and len(replies) == 60
+parts = []
+for b, t in sorted(b1.items()):
+    got = [t[k] - b0.get(b, {}).get(k, 0) for k in ("packets_in", "bytes_in", "packets_out", "bytes_out")]
+    want = sent.get(b, [0, 0, 0, 0])
+    ok = ok and abs(got[0] - want[0]) <= tol and abs(got[2] - want[2]) <= tol and (tol > 0 or got == want)
+    parts.append(f"{b} in {got[0]}/{want[0]} pkts {got[1]}/{want[1]} B, out {got[2]}/{want[2]} pkts {got[3]}/{want[3]} B")
+print(f"{len(flows)} flows, {len(replies)}/60 replies; shown/sent per backend: " + "; ".join(parts) + f" (punts meanwhile: {tol})")
+sys.exit(0 if ok else 1)
+PY
+}
+st_ok=1
+for k in $(seq 1 $(( REPORT_S * 2 + 4 ))); do
+    sleep 1
+    if st_msg=$(stats_match); then st_ok=0; break; fi
+done
+dns_metrics=$(scrape $LAB-m1 http://192.0.2.10:9638/metrics | grep '^affinity_manager_backend_packets_total{service="dns"')
+m_in=$(awk '/direction="in"/ {s += $2} END {print s + 0}' <<<"$dns_metrics")
+j_in=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(sum(b["traffic"]["packets_in"] for s in d["services"] if s["name"]=="dns" for b in s["backends"]))' "$S1")
+dns_text=$(manager_cmd 1 stats | grep -A4 '(dns)' | tr -s ' ')
+if [ "$st_ok" = 0 ] && [ "$m_in" = "$j_in" ] && grep -q 'UDP 203.0.113.10:53 (dns)' <<<"$dns_text"; then
+    pass stats "manager 1 stats: $st_msg; /metrics backend_packets_total in = $m_in as in stats --json; text: $(head -n 3 <<<"$dns_text" | tr '\n' '|')"
+else
+    fail stats "${st_msg:-no stats}; metrics in=$m_in json in=$j_in"
+    echo "$dns_text" | sed 's/^/  m1: /'
+fi
+
+GO2="$LAB_DIR/go2"; HOLD2="$LAB_DIR/hold2.out"
+client c1 hold $VIP 9000 "$GO2" "$HOLD2" &
+HOLD2_PID=$!
+wait_for 12 grep -q before "$HOLD2"
+h_port=$(grep before "$HOLD2" | sed -E 's/.*client=[0-9.]+:([0-9]+).*/\1/')
+h_backend=$(grep before "$HOLD2" | grep -o '^backend-[0-9]')
+h_addr="198.51.100.1${h_backend#backend-}:9000"
+conn_has() {
+    manager_cmd 1 connections echo --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+c = [c for c in d["connections"] if c["client"] == "198.18.0.11:" + sys.argv[1]]
+sys.exit(0 if len(c) == 1 and c[0]["virtual_address"] == "203.0.113.10:9000" and c[0]["backend"] == sys.argv[2]
+         and c[0]["source_to_backend"] == c[0]["client"] and c[0]["state"] == "established"
+         and c[0]["agents"] and c[0]["expires_in_s"] > 0 else 1)' "$h_port" "$h_addr"
+}
+# Established once the agents reported packets both ways (a report interval).
+wait_for $(( REPORT_S * 2 + 3 )) conn_has; c_rc=$?
+c_line=$(manager_cmd 1 connections echo "$h_addr" | grep "198.18.0.11:$h_port " | tr -s ' ')
+touch "$GO2"; wait $HOLD2_PID
+if [ "$c_rc" = 0 ] && [ -n "$c_line" ]; then
+    pass connections "manager 1 connections echo $h_addr lists the held connection: $c_line"
+else
+    fail connections "held 198.18.0.11:${h_port:-?} on ${h_addr}: not listed as established; $(manager_cmd 1 connections echo | head -n 5 | tr -s ' ' | tr '\n' '|')"
+fi
+
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" = 0 ]

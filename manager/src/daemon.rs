@@ -266,7 +266,15 @@ impl Daemon {
             while let Ok(ev) = self.rx.try_recv() {
                 match ev {
                     Event::Health(r) => {
-                        let out = self.core.health(&r.service, r.backend, r.ok);
+                        let now = self.now();
+                        let out = self.core.health_check(
+                            now,
+                            &r.service,
+                            r.backend,
+                            r.ok,
+                            r.failure.as_deref(),
+                            Some(r.latency_us),
+                        );
                         self.send(out);
                     }
                     Event::Command(Command::Metrics, reply) => {

@@ -14,9 +14,13 @@ pub struct HealthResult {
     pub service: String,
     pub backend: SocketAddrV4,
     pub ok: bool,
+    /// Why it failed (see [`probe_detail`]); `None` when it passed.
+    pub failure: Option<String>,
+    /// How long the probe took (µs).
+    pub latency_us: u64,
 }
 
-/// Probes a backend once.
+/// Probes a backend once: true when it passed.
 pub fn probe(
     backend: SocketAddrV4,
     kind: &str,
@@ -24,18 +28,43 @@ pub fn probe(
     expect: u16,
     timeout: Duration,
 ) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&backend.into(), timeout) else {
-        return false;
-    };
+    probe_detail(backend, kind, path, expect, timeout).is_ok()
+}
+
+/// A connect error as a short reason: `refused`, `timeout`,
+/// `unreachable`, else the system's message.
+fn connect_reason(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::ConnectionRefused => "refused".into(),
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => "timeout".into(),
+        ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => "unreachable".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Probes a backend once (TCP connect within `timeout`; with `kind`
+/// `http`, then `GET path` and the status line's code must be `expect`).
+/// Errors: why it failed — `refused`, `timeout`, `unreachable`,
+/// `http send failed`, `http no status line`, `http status N`.
+pub fn probe_detail(
+    backend: SocketAddrV4,
+    kind: &str,
+    path: &str,
+    expect: u16,
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut s =
+        TcpStream::connect_timeout(&backend.into(), timeout).map_err(|e| connect_reason(&e))?;
     if kind != "http" {
-        return true;
+        return Ok(());
     }
     let _ = s.set_read_timeout(Some(timeout));
     let _ = s.set_write_timeout(Some(timeout));
     let req =
         format!("GET {path} HTTP/1.0\r\nHost: {backend}\r\nUser-Agent: affinity-manager\r\n\r\n");
     if s.write_all(req.as_bytes()).is_err() {
-        return false;
+        return Err("http send failed".into());
     }
     let mut buf = [0u8; 64];
     let mut n = 0;
@@ -46,10 +75,16 @@ pub fn probe(
         }
     }
     let line = String::from_utf8_lossy(&buf[..n]);
-    line.split_whitespace()
+    match line
+        .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse::<u16>().ok())
-        == Some(expect)
+    {
+        Some(c) if c == expect => Ok(()),
+        Some(c) => Err(format!("http status {c}")),
+        None if n == 0 => Err("timeout (no http answer)".into()),
+        None => Err("http no status line".into()),
+    }
 }
 
 /// Runs health checks until `stop`; `config` is re-read every round so a
@@ -71,7 +106,8 @@ pub fn run(
                     continue;
                 }
                 next.insert(k, now + Duration::from_millis(h.interval_ms));
-                let ok = probe(
+                let t0 = Instant::now();
+                let r = probe_detail(
                     b.address,
                     &h.kind,
                     &h.path,
@@ -82,7 +118,9 @@ pub fn run(
                     .send(HealthResult {
                         service: s.name.clone(),
                         backend: b.address,
-                        ok,
+                        ok: r.is_ok(),
+                        failure: r.err(),
+                        latency_us: t0.elapsed().as_micros().try_into().unwrap_or(u64::MAX),
                     })
                     .is_err()
                 {

@@ -45,6 +45,26 @@ enum Cmd {
     },
     /// The Prometheus text exposition.
     Metrics,
+    /// Per-service and per-backend traffic over all agents (activity
+    /// reports): connections, packets, bytes, rates (ipvsadm -Ln --stats --rate).
+    Stats {
+        /// Machine-readable: one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Flows placed: both sides' 5-tuples, backend, state, age, expiry, agents (ipvsadm -Lnc).
+    Connections {
+        /// Only this service's flows.
+        service: Option<String>,
+        /// Only flows on this backend (ADDR:PORT) of the service.
+        backend: Option<SocketAddrV4>,
+        /// List at most N flows (oldest first).
+        #[arg(long, value_name = "N", default_value_t = affinity_manager::core::DEFAULT_CONNECTIONS_LIMIT)]
+        limit: usize,
+        /// Machine-readable: one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Set a backend's weight (0 drains: existing flows stay).
     SetWeight {
         service: String,
@@ -71,6 +91,18 @@ impl Cmd {
             Cmd::Status { json: false } => Command::Status,
             Cmd::Status { json: true } => Command::StatusJson,
             Cmd::Metrics => Command::Metrics,
+            Cmd::Stats { json } => Command::Stats { json },
+            Cmd::Connections {
+                service,
+                backend,
+                limit,
+                json,
+            } => Command::Connections {
+                service,
+                backend,
+                limit,
+                json,
+            },
             Cmd::SetWeight {
                 service,
                 backend,

@@ -120,12 +120,70 @@ pub fn encode(r: &StatusReport, daemon: Option<&DaemonStats>) -> String {
         "backend_effective_weight",
         "Weight the selector sees (0 when unhealthy; feedback-derived)",
     );
+    let packets = counter_family(
+        &mut reg,
+        "backend_packets",
+        "Packets of the backend's flows the agents reported (activity reports, summed over agents), by direction: in = client to virtual address, out = backend to client",
+    );
+    let bytes = counter_family(
+        &mut reg,
+        "backend_bytes",
+        "Bytes (IP length) of the backend's flows the agents reported, by direction (in, out)",
+    );
+    let failures = gauge_family(
+        &mut reg,
+        "backend_check_consecutive_failures",
+        "Health checks failed in a row (0 after a success)",
+    );
+    let latency = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    reg.register(
+        "backend_check_latency_seconds",
+        "Latency of the backend's last health check (connect, plus the HTTP answer)",
+        latency.clone(),
+    );
+    let state = gauge_family(
+        &mut reg,
+        "backend_state",
+        "1 for the backend's state: up, draining (weight 0) or down (failing its health check)",
+    );
+    let role = gauge_family(
+        &mut reg,
+        "service_role",
+        "1 for this manager's role for the service: serving, standing-by (another manager's affinities are live) or idle",
+    );
     for s in &r.services {
+        for name in crate::core::SERVICE_ROLES {
+            role.get_or_create(&vec![
+                ("service", s.name.clone()),
+                ("role", name.to_string()),
+            ])
+            .set(i64::from(s.role == name));
+        }
         for b in &s.backends {
             let l: Labels = vec![
                 ("service", s.name.clone()),
                 ("backend", b.address.to_string()),
             ];
+            for (dir, p, n) in [
+                ("in", b.packets_in, b.bytes_in),
+                ("out", b.packets_out, b.bytes_out),
+            ] {
+                let mut d = l.clone();
+                d.push(("direction", dir.to_string()));
+                packets.get_or_create(&d).inc_by(p);
+                bytes.get_or_create(&d).inc_by(n);
+            }
+            failures
+                .get_or_create(&l)
+                .set(i64::from(b.consecutive_failures));
+            if let Some(ms) = b.check_latency_ms {
+                latency.get_or_create(&l).set(ms / 1e3);
+            }
+            for st in ["up", "draining", "down"] {
+                let mut d = l.clone();
+                d.push(("state", st.to_string()));
+                state.get_or_create(&d).set(i64::from(b.state == st));
+            }
             active.get_or_create(&l).set(g(b.active_flows));
             total.get_or_create(&l).inc_by(b.total_flows);
             healthy.get_or_create(&l).set(i64::from(b.healthy));
@@ -239,6 +297,10 @@ mod tests {
             "affinity_manager_backend_flows_total{service=\"web\",backend=\"198.51.100.11:8080\"} 0",
             "affinity_manager_backend_healthy{service=\"web\",backend=\"198.51.100.11:8080\"} 1",
             "affinity_manager_flows 0",
+            "affinity_manager_backend_packets_total{service=\"web\",backend=\"198.51.100.11:8080\",direction=\"in\"} 0",
+            "affinity_manager_backend_bytes_total{service=\"web\",backend=\"198.51.100.11:8080\",direction=\"out\"} 0",
+            "affinity_manager_backend_state{service=\"web\",backend=\"198.51.100.11:8080\",state=\"up\"} 1",
+            "affinity_manager_service_role{service=\"web\",role=\"idle\"} 1",
         ] {
             assert!(text.contains(want), "no {want:?} in:\n{text}");
         }

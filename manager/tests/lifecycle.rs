@@ -906,3 +906,249 @@ address = "198.51.100.3:8080"
     let k = s.through(1, &ack).expect("forwarded on the fast path");
     assert_eq!(k.dst_addr, backend, "the same backend as the primary chose");
 }
+
+/// Issue 15 (visibility): `stats` sums the agents' activity reports per
+/// backend. Three TCP flows through two agents (the second agent learns
+/// one of them by punting, FIGURE 5); after a report interval the
+/// per-backend packet and byte counts equal every packet sent, in each
+/// direction — the punted ones too: the manager's answer returns them to
+/// the agent, which sends them through the new fixed affinity (counted
+/// there) — and `connections` lists each flow once with both agents on
+/// the shared one.
+#[test]
+fn stats_count_every_packet_the_agents_carried_per_backend_and_direction() {
+    let mut s = Sim::new(config("", WEB_RR));
+    let mut sent_in: std::collections::BTreeMap<Ipv4Addr, (u64, u64)> = Default::default();
+    let mut sent_out: std::collections::BTreeMap<Ipv4Addr, (u64, u64)> = Default::default();
+    let mut backends = Vec::new();
+    for n in 0..3u8 {
+        let c = client(20 + n);
+        let port = 41000 + n as u16;
+        let syn = tcp(c, port, VIP, 80, build::TCP_SYN, &[]);
+        let k = s.through(0, &syn).expect("SYN NAT'ed");
+        let b = k.dst_addr;
+        backends.push((c, port, b));
+        // The SYN was punted, returned, and carried by the fixed affinity.
+        let e = sent_in.entry(b).or_default();
+        e.0 += 1;
+        e.1 += syn.len() as u64;
+        for i in 0..(5 + n as usize) {
+            let p = tcp(c, port, VIP, 80, build::TCP_ACK, &vec![b'x'; 10 * i]);
+            assert_eq!(s.through(0, &p).map(|k| k.dst_addr), Some(b));
+            let e = sent_in.entry(b).or_default();
+            e.0 += 1;
+            e.1 += p.len() as u64;
+        }
+        for i in 0..(3 + n as usize) {
+            let p = tcp(b, 8080, c, port, build::TCP_ACK, &vec![b'y'; 100 + i]);
+            assert!(s.through(0, &p).is_some(), "reply translated");
+            let e = sent_out.entry(b).or_default();
+            e.0 += 1;
+            e.1 += p.len() as u64;
+        }
+    }
+    // The first flow's replies also cross agent 2: its first one is
+    // punted (agent 2 learns the flow) and returned, the next two pass its
+    // new fixed affinity; all are counted.
+    let (c0, p0, b0) = backends[0];
+    for i in 0..3 {
+        let p = tcp(b0, 8080, c0, p0, build::TCP_ACK, b"zz");
+        assert!(s.through(1, &p).is_some(), "reply {i} through agent 2");
+        let e = sent_out.entry(b0).or_default();
+        e.0 += 1;
+        e.1 += p.len() as u64;
+    }
+    s.run_until(s.now + 12 * SEC);
+    assert!(s.counter("rx-activity-report") >= 2);
+    let j = s
+        .mgr
+        .command(Command::Stats { json: true }, s.now)
+        .expect("stats");
+    let v: serde_json::Value = serde_json::from_str(&j).expect("JSON");
+    let web = &v["services"][0];
+    assert_eq!(web["name"], "web");
+    let (mut all_in, mut all_out) = (0, 0);
+    for b in web["backends"].as_array().expect("backends") {
+        let addr: SocketAddrV4 = b["address"].as_str().unwrap_or("").parse().expect("addr");
+        let t = &b["traffic"];
+        let (pi, bi) = sent_in.get(addr.ip()).copied().unwrap_or_default();
+        let (po, bo) = sent_out.get(addr.ip()).copied().unwrap_or_default();
+        assert_eq!(t["packets_in"], pi, "{addr} in: {j}");
+        assert_eq!(t["bytes_in"], bi, "{addr} bytes in: {j}");
+        assert_eq!(t["packets_out"], po, "{addr} out: {j}");
+        assert_eq!(t["bytes_out"], bo, "{addr} bytes out: {j}");
+        let flows = backends.iter().filter(|x| x.2 == *addr.ip()).count() as u64;
+        assert_eq!(t["connections"], flows, "{addr}: {j}");
+        assert_eq!(t["active_connections"], flows, "{addr}: {j}");
+        all_in += pi;
+        all_out += po;
+    }
+    assert_eq!(web["traffic"]["packets_in"], all_in);
+    assert_eq!(web["traffic"]["packets_out"], all_out);
+    assert_eq!(web["traffic"]["connections"], 3);
+    assert_eq!(web["role"], "serving");
+    assert!(
+        web["traffic"]["rates"]["packets_in_per_s"].as_f64() > Some(0.0),
+        "{j}"
+    );
+    let text = s
+        .mgr
+        .command(Command::Stats { json: false }, s.now)
+        .expect("stats");
+    assert!(text.contains("TCP 203.0.113.10:80 (web)"), "{text}");
+
+    let all = s
+        .mgr
+        .command(
+            Command::Connections {
+                service: Some("web".into()),
+                backend: None,
+                limit: 1000,
+                json: true,
+            },
+            s.now,
+        )
+        .expect("connections");
+    let v: serde_json::Value = serde_json::from_str(&all).expect("JSON");
+    assert_eq!(v["matched"], 3, "{all}");
+    let first = &v["connections"][0];
+    assert_eq!(first["client"], format!("{c0}:{p0}"));
+    assert_eq!(first["virtual_address"], "203.0.113.10:80");
+    assert_eq!(first["backend"], format!("{b0}:8080"));
+    assert_eq!(first["source_to_backend"], format!("{c0}:{p0}"), "no SNAT");
+    assert_eq!(first["state"], "established");
+    assert_eq!(first["agents"].as_array().map(Vec::len), Some(2), "{all}");
+    assert!(first["expires_in_s"].as_f64() > Some(0.0));
+    // Filtered by backend and limited.
+    let one = s
+        .mgr
+        .command(
+            Command::Connections {
+                service: Some("web".into()),
+                backend: Some(SocketAddrV4::new(b0, 8080)),
+                limit: 0,
+                json: false,
+            },
+            s.now,
+        )
+        .expect("connections");
+    assert!(one.contains("more not shown (--limit 0)"), "{one}");
+    assert!(s
+        .mgr
+        .command(
+            Command::Connections {
+                service: Some("nope".into()),
+                backend: None,
+                limit: 1,
+                json: false,
+            },
+            s.now,
+        )
+        .is_err());
+}
+
+/// Issue 15: health detail — the last failure's reason, latency,
+/// failures in a row, time since the change — and drain as a state.
+#[test]
+fn status_shows_health_detail_and_drain_as_a_state() {
+    let svc = WEB_RR.replace(
+        "sticky_timeout_ms = 2000\n",
+        "sticky_timeout_ms = 2000\n[service.health]\nkind = \"tcp\"\ninterval_ms = 1000\ntimeout_ms = 500\nrise = 2\nfall = 2\n",
+    );
+    let mut s = Sim::new(config("", &svc));
+    let b1 = SocketAddrV4::new(B[0], 8080);
+    let b2 = SocketAddrV4::new(B[1], 8080);
+    for ok in [true, true] {
+        s.mgr.health_check(SEC, "web", b1, ok, None, Some(800));
+        s.mgr.health_check(SEC, "web", b2, ok, None, Some(800));
+    }
+    s.mgr
+        .health_check(2 * SEC, "web", b1, false, Some("refused"), Some(150));
+    s.mgr
+        .health_check(3 * SEC, "web", b1, false, Some("timeout"), Some(500_000));
+    s.mgr
+        .command(
+            Command::SetWeight {
+                service: "web".into(),
+                backend: b2,
+                weight: 0,
+            },
+            3 * SEC,
+        )
+        .expect("drain");
+    let now = 13 * SEC;
+    let j = s.mgr.command(Command::StatusJson, now).expect("status");
+    let v: serde_json::Value = serde_json::from_str(&j).expect("JSON");
+    let b = &v["services"][0]["backends"];
+    assert_eq!(b[0]["state"], "down", "{j}");
+    assert_eq!(b[0]["last_failure"], "timeout");
+    assert_eq!(b[0]["consecutive_failures"], 2);
+    assert_eq!(b[0]["check_latency_ms"], 500.0);
+    assert_eq!(b[0]["since_change_s"], 10.0);
+    assert_eq!(b[0]["checks"], 4);
+    assert_eq!(b[1]["state"], "draining");
+    assert_eq!(b[1]["last_failure"], serde_json::Value::Null);
+    assert_eq!(v["services"][0]["role"], "idle", "no traffic yet");
+    let text = s.mgr.command(Command::Status, now).expect("status");
+    assert!(
+        text.contains("state down checks 4 failing-in-a-row 2 last-failure \"timeout\" latency 500.0ms changed 10s ago"),
+        "{text}"
+    );
+    assert!(text.contains("state draining"), "{text}");
+}
+
+/// Issue 15: the role per service. Manager A places and carries a flow
+/// (`serving`); manager B, configured with the same service as a backup
+/// (backup precedence 100), places nothing and learns A's live keys
+/// toward the virtual address from the agent's activity report
+/// (`standing-by`); before any traffic both are `idle`.
+#[test]
+fn role_per_service_serving_standing_by_and_idle() {
+    let web = r#"
+[[service]]
+name = "web"
+virtual = "203.0.113.10:80"
+algorithm = "round-robin"
+backup_precedence = BP
+[[service.backend]]
+address = "198.51.100.1:8080"
+"#;
+    let mut s = Sim::new(config("", &web.replace("BP", "0")));
+    let mut cfg_b = config("", &web.replace("BP", "100"));
+    cfg_b.manager.listen = "192.0.2.11:1638".parse().unwrap();
+    let b_addr = cfg_b.manager.listen;
+    let mut b = ManagerCore::new(cfg_b, 0);
+    let agent = s.agents[0].0;
+    let role = |m: &mut ManagerCore, now: u64| -> String {
+        let j = m.command(Command::StatusJson, now).expect("status");
+        let v: serde_json::Value = serde_json::from_str(&j).expect("JSON");
+        v["services"][0]["role"].as_str().unwrap_or("").to_string()
+    };
+    assert_eq!(role(&mut s.mgr, 0), "idle");
+    assert_eq!(role(&mut b, 0), "idle");
+    // B's wildcards reach agent 1, so the agent reports to B too.
+    for (to, m) in b.tick(0) {
+        if to == agent {
+            s.agents[0].1.handle_control(s.now, b_addr, &m);
+        }
+    }
+    let c = client(13);
+    s.through(0, &tcp(c, 40000, VIP, 80, build::TCP_SYN, &[]))
+        .expect("placed by manager A");
+    s.through(0, &tcp(c, 40000, VIP, 80, build::TCP_ACK, b"GET /"));
+    s.now = 10 * SEC;
+    for (to, m) in s.agents[0].1.tick(s.now) {
+        if to == b_addr {
+            b.handle_datagram(s.now, agent, &m);
+        } else if to == s.mgr_addr {
+            s.mgr.handle_datagram(s.now, agent, &m);
+        }
+    }
+    assert_eq!(role(&mut s.mgr, s.now), "serving");
+    assert_eq!(role(&mut b, s.now), "standing-by");
+    let m = affinity_manager::metrics::encode(&b.status_report(s.now), None);
+    assert!(
+        m.contains("affinity_manager_service_role{service=\"web\",role=\"standing-by\"} 1"),
+        "{m}"
+    );
+}

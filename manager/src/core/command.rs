@@ -4,6 +4,9 @@
 
 use std::net::SocketAddrV4;
 
+/// Connections listed at most unless `--limit` says otherwise.
+pub const DEFAULT_CONNECTIONS_LIMIT: usize = 1000;
+
 /// A command from the local control socket.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -13,6 +16,19 @@ pub enum Command {
     StatusJson,
     /// Prometheus text exposition.
     Metrics,
+    /// Per-service and per-backend traffic summed over the agents'
+    /// activity reports, with rates (`stats [--json]`; `ipvsadm -Ln
+    /// --stats --rate`).
+    Stats { json: bool },
+    /// The flows placed, both sides' 5-tuples, state, age, expiry and
+    /// agents (`connections [--json] [--limit N] [SERVICE [BACKEND]]`;
+    /// `ipvsadm -Lnc`): at most `limit` of them, oldest first.
+    Connections {
+        service: Option<String>,
+        backend: Option<SocketAddrV4>,
+        limit: usize,
+        json: bool,
+    },
     /// A backend's configured weight (0 drains: existing flows stay).
     SetWeight {
         service: String,
@@ -29,7 +45,9 @@ pub enum Command {
 }
 
 impl Command {
-    /// Parses one line: `status`, `status --json`, `metrics`, `set-weight SERVICE ADDR:PORT
+    /// Parses one line: `status`, `status --json`, `metrics`, `stats
+    /// [--json]`, `connections [--json] [--limit N] [SERVICE [BACKEND]]`
+    /// (limit [`DEFAULT_CONNECTIONS_LIMIT`] unless given), `set-weight SERVICE ADDR:PORT
     /// W`, `drain SERVICE ADDR:PORT` (weight 0), `load-report SERVICE
     /// ADDR:PORT LOAD` (the core refuses more than 100). The error names the bad word, or
     /// lists the commands.
@@ -43,10 +61,35 @@ impl Command {
             ["status"] => Ok(Command::Status),
             ["status", "--json"] => Ok(Command::StatusJson),
             ["metrics"] => Ok(Command::Metrics),
+            ["stats"] => Ok(Command::Stats { json: false }),
+            ["stats", "--json"] => Ok(Command::Stats { json: true }),
+            ["connections", rest @ ..] => {
+                let mut json = false;
+                let mut limit = DEFAULT_CONNECTIONS_LIMIT;
+                let mut words = Vec::new();
+                let mut it = rest.iter();
+                while let Some(a) = it.next() {
+                    match *a {
+                        "--json" => json = true,
+                        "--limit" => {
+                            let n = it.next().ok_or("--limit needs a number")?;
+                            limit = n.parse().map_err(|_| format!("bad limit {n:?}"))?;
+                        }
+                        w => words.push(w),
+                    }
+                }
+                let (service, backend) = match words.as_slice() {
+                    [] => (None, None),
+                    [s] => (Some(s.to_string()), None),
+                    [s, b] => (Some(s.to_string()), Some(backend(b)?)),
+                    _ => return Err("connections [--json] [--limit N] [SERVICE [BACKEND]]".to_string()),
+                };
+                Ok(Command::Connections { service, backend, limit, json })
+            }
             ["set-weight", s, b, n] => Ok(Command::SetWeight { service: s.to_string(), backend: backend(b)?, weight: n.parse().map_err(|_| format!("bad weight {n:?}"))? }),
             ["drain", s, b] => Ok(Command::SetWeight { service: s.to_string(), backend: backend(b)?, weight: 0 }),
             ["load-report", s, b, n] => Ok(Command::LoadReport { service: s.to_string(), backend: backend(b)?, load: n.parse::<u32>().map_err(|_| format!("bad load {n:?}"))? }),
-            _ => Err(format!("unknown command {line:?}; try: status [--json] | metrics | set-weight SERVICE BACKEND W | drain SERVICE BACKEND | load-report SERVICE BACKEND LOAD(0-100)")),
+            _ => Err(format!("unknown command {line:?}; try: status [--json] | stats [--json] | connections [--json] [--limit N] [SERVICE [BACKEND]] | metrics | set-weight SERVICE BACKEND W | drain SERVICE BACKEND | load-report SERVICE BACKEND LOAD(0-100)")),
         }
     }
 }
@@ -59,6 +102,27 @@ impl std::fmt::Display for Command {
             Command::Status => write!(f, "status"),
             Command::StatusJson => write!(f, "status --json"),
             Command::Metrics => write!(f, "metrics"),
+            Command::Stats { json } => {
+                write!(f, "stats{}", if *json { " --json" } else { "" })
+            }
+            Command::Connections {
+                service,
+                backend,
+                limit,
+                json,
+            } => {
+                write!(f, "connections --limit {limit}")?;
+                if *json {
+                    write!(f, " --json")?;
+                }
+                if let Some(s) = service {
+                    write!(f, " {s}")?;
+                }
+                if let Some(b) = backend {
+                    write!(f, " {b}")?;
+                }
+                Ok(())
+            }
             Command::SetWeight {
                 service,
                 backend,
@@ -119,6 +183,20 @@ mod tests {
             Command::Status,
             Command::StatusJson,
             Command::Metrics,
+            Command::Stats { json: true },
+            Command::Stats { json: false },
+            Command::Connections {
+                service: Some("web".into()),
+                backend: Some(b),
+                limit: 7,
+                json: true,
+            },
+            Command::Connections {
+                service: None,
+                backend: None,
+                limit: super::DEFAULT_CONNECTIONS_LIMIT,
+                json: false,
+            },
             Command::SetWeight {
                 service: "web".into(),
                 backend: b,

@@ -121,6 +121,10 @@ pub struct Flow {
     pub packets_fwd: u64,
     /// Packets the agents reported on the reverse key (backend → client).
     pub packets_rev: u64,
+    /// Bytes (IP length) reported on the forward key, like `packets_fwd`.
+    pub bytes_fwd: u64,
+    /// Bytes (IP length) reported on the reverse key.
+    pub bytes_rev: u64,
 }
 
 impl Flow {
@@ -166,6 +170,22 @@ impl Flow {
             held_until: now,
             packets_fwd: 0,
             packets_rev: 0,
+            bytes_fwd: 0,
+            bytes_rev: 0,
+        }
+    }
+
+    /// When the flow ends unless more packets come (ns): a closed flow's
+    /// deletion after its sticky time, an ended flow's last TTL given
+    /// (agents may hold it until then), else its last activity plus its
+    /// state's idle timeout in `t`.
+    pub fn expires_at(&self, t: &Timeouts) -> u64 {
+        match self.state {
+            FlowState::Closed => self.delete_at.unwrap_or(self.held_until),
+            FlowState::Ended => self.held_until,
+            s => t
+                .idle(self.fwd.protocol, s)
+                .map_or(self.held_until, |i| self.last_active.saturating_add(i)),
         }
     }
 
@@ -193,6 +213,8 @@ impl Flow {
         self.last_active = now;
         self.packets_fwd = 0;
         self.packets_rev = 0;
+        self.bytes_fwd = 0;
+        self.bytes_rev = 0;
         if !self.agents.contains(&from) {
             self.agents.push(from);
         }
@@ -222,19 +244,21 @@ impl Flow {
     }
 
     /// Notes an agent's activity report for one of the flow's keys:
-    /// `packets` since its last report. A TCP flow with packets both ways
+    /// `packets` (and `bytes`, IP length) since its last report. A TCP flow with packets both ways
     /// after its SYN (≥ 2 forward, ≥ 1 reverse) is established. A flow in
     /// SYN seen stays idle for reverse packets alone: a backend
     /// retransmitting its SYN-ACK to a spoofed client keeps no half-open
     /// flow alive.
-    pub(super) fn note_activity(&mut self, now: u64, is_fwd: bool, packets: u64) {
+    pub(super) fn note_activity(&mut self, now: u64, is_fwd: bool, packets: u64, bytes: u64) {
         if packets == 0 {
             return;
         }
         if is_fwd {
             self.packets_fwd = self.packets_fwd.saturating_add(packets);
+            self.bytes_fwd = self.bytes_fwd.saturating_add(bytes);
         } else {
             self.packets_rev = self.packets_rev.saturating_add(packets);
+            self.bytes_rev = self.bytes_rev.saturating_add(bytes);
         }
         if self.state == FlowState::SynSeen && self.packets_fwd >= 2 && self.packets_rev >= 1 {
             self.state = FlowState::Established;
@@ -324,6 +348,18 @@ impl FlowTable {
     /// Forgets foreign keys no agent holds any more at `now`.
     pub(super) fn expire_foreign(&mut self, now: u64) {
         self.foreign.retain(|_, until| *until > now);
+    }
+
+    /// Foreign keys toward `vip` (forward keys of another manager's flows
+    /// of that virtual address and port) live at `now` (ns): another
+    /// manager serves it.
+    pub fn foreign_toward(&self, vip: SocketAddrV4, now: u64) -> usize {
+        self.foreign
+            .iter()
+            .filter(|(k, until)| {
+                **until > now && k.dst_addr == *vip.ip() && k.dst_port == vip.port()
+            })
+            .count()
     }
 
     /// Foreign keys known (other managers' live affinities).

@@ -22,11 +22,13 @@ mod flows;
 mod messages;
 mod reports;
 mod services;
+mod stats;
 
-pub use command::Command;
+pub use command::{Command, DEFAULT_CONNECTIONS_LIMIT};
 pub use flows::{Flow, FlowState, FlowTable, Timeouts};
 pub use messages::Messages;
-pub use services::{Backend, Service, ServiceRegistry};
+pub use services::{backend_state, Backend, HealthDetail, Service, ServiceRegistry};
+pub use stats::{RateWindow, Rates, Traffic, RATE_WINDOW};
 
 use crate::config::Config;
 use affinity_api::{
@@ -36,7 +38,9 @@ use affinity_api::{
 use affinity_forwarding_agent::wire;
 use reports::Report;
 pub use reports::{
-    AgentReport, BackendReport, ManagerReport, ServiceReport, SnatReport, StatusReport, EVENTS,
+    AgentReport, BackendReport, BackendStats, ConnectionReport, ConnectionsReport, ManagerReport,
+    ServiceReport, ServiceStats, SnatReport, StatsReport, StatusReport, TrafficReport, EVENTS,
+    SERVICE_ROLES,
 };
 use services::Refusal;
 use std::collections::{BTreeMap, HashMap};
@@ -127,6 +131,9 @@ pub struct ManagerCore {
     last_auth_log: u64,
     /// When a deny was last logged at INFO (ns; 0 = never).
     last_deny_log: u64,
+    /// The latest time the core was given (ns): for events that come
+    /// without one ([`Self::health`]).
+    clock: u64,
 }
 
 /// The 5-tuple and TCP flags (FIN..URG, else 0) of the IPv4 packet an
@@ -155,6 +162,7 @@ impl ManagerCore {
             last_wildcards: now,
             last_auth_log: 0,
             last_deny_log: 0,
+            clock: now,
             cfg,
         }
     }
@@ -249,6 +257,7 @@ impl ManagerCore {
     /// Handles a datagram from `from`: its message, or its messages back to
     /// back (PROTOCOL.md); broken framing is counted as unparsable.
     pub fn handle_datagram(&mut self, now: u64, from: SocketAddrV4, bytes: &[u8]) -> Vec<Outgoing> {
+        self.clock = self.clock.max(now);
         let mut out = Vec::new();
         for m in datagram_messages(bytes) {
             out.extend(self.handle_message(now, from, m.unwrap_or_default()));
@@ -732,6 +741,9 @@ impl ManagerCore {
         if to.hairpin {
             self.count("hairpin-flows");
         }
+        // A new connection: the backend's rates and the service's role.
+        self.services
+            .note_traffic(now, &name, to.placement.backend, true, 0, 0);
         let mut flow = Flow::new(name, vip, key, to.placement, from, now);
         flow.state = Self::start_state(&key, reason);
         self.flows.insert(flow);
@@ -812,11 +824,21 @@ impl ManagerCore {
                     let Some(f) = self.flows.get_mut(&fk) else {
                         continue;
                     };
+                    // Counted whatever the flow's state: the agent carried
+                    // these packets to the flow's backend.
+                    self.services.note_traffic(
+                        now,
+                        &f.service,
+                        f.backend,
+                        fk == key,
+                        st.packets,
+                        st.bytes,
+                    );
                     if f.state == FlowState::Ended {
                         resend.push(fk);
                         continue;
                     }
-                    f.note_activity(now, fk == key, st.packets);
+                    f.note_activity(now, fk == key, st.packets, st.bytes);
                     if !f.agents.contains(&from) {
                         f.agents.push(from);
                     }
@@ -838,6 +860,7 @@ impl ManagerCore {
     /// renewal. Call at [`Self::poll_timeout`] (calling earlier is
     /// harmless: it does work only when something is due).
     pub fn tick(&mut self, now: u64) -> Vec<Outgoing> {
+        self.clock = self.clock.max(now);
         let mut out = Vec::new();
         if now >= self.next_wildcards {
             let ttl = self.cfg.manager.wildcard_ttl;
@@ -958,8 +981,28 @@ impl ManagerCore {
     /// (UDP always, TCP with `expire_nodest_conn`): the deletions are
     /// returned, to send.
     pub fn health(&mut self, service: &str, backend: SocketAddrV4, ok: bool) -> Vec<Outgoing> {
+        let now = self.clock;
+        self.health_check(now, service, backend, ok, None, None)
+    }
+
+    /// [`Self::health`] with the check's detail, shown by `status`: why it
+    /// failed (`refused`, `timeout`, `http status 503`, ...), its latency
+    /// (µs), and `now` (ns) for the time since the backend's last change.
+    pub fn health_check(
+        &mut self,
+        now: u64,
+        service: &str,
+        backend: SocketAddrV4,
+        ok: bool,
+        failure: Option<&str>,
+        latency_us: Option<u64>,
+    ) -> Vec<Outgoing> {
+        self.clock = self.clock.max(now);
         let mut out = Vec::new();
-        match self.services.health(service, backend, ok) {
+        match self
+            .services
+            .health(now, service, backend, ok, failure, latency_us)
+        {
             Some(true) => tracing::info!(service, %backend, "backend healthy"),
             Some(false) => {
                 tracing::warn!(service, %backend, "backend unhealthy: no new flows; its UDP flows move");
@@ -979,6 +1022,38 @@ impl ManagerCore {
                 .map(|j| j + "\n")
                 .map_err(|e| e.to_string()),
             Command::Metrics => Ok(self.metrics(now)),
+            Command::Stats { json: false } => Ok(self.report().stats_text(now)),
+            Command::Stats { json: true } => {
+                serde_json::to_string_pretty(&self.report().stats(now))
+                    .map(|j| j + "\n")
+                    .map_err(|e| e.to_string())
+            }
+            Command::Connections {
+                service,
+                backend,
+                limit,
+                json,
+            } => {
+                if let Some(s) = &service {
+                    if !self.services.as_slice().iter().any(|x| x.cfg.name == *s) {
+                        return Err(format!("no service {s:?}"));
+                    }
+                }
+                let r = self.report().connections(
+                    now,
+                    service.as_deref(),
+                    backend,
+                    limit,
+                    &self.timeouts(),
+                );
+                if json {
+                    serde_json::to_string_pretty(&r)
+                        .map(|j| j + "\n")
+                        .map_err(|e| e.to_string())
+                } else {
+                    Ok(reports::connections_text(&r))
+                }
+            }
             Command::SetWeight {
                 service,
                 backend,
@@ -1096,6 +1171,7 @@ impl ManagerCore {
             cfg: &self.cfg,
             services: self.services.as_slice(),
             flows: self.flows.len(),
+            flow_table: &self.flows,
             by_state: self.flows.by_state(),
             agents: &self.agents,
             counters: &self.counters,

@@ -4,6 +4,7 @@
 //! back when they end; it sends nothing itself.
 
 use super::flows::Flow;
+use super::stats::{RateWindow, Traffic};
 use crate::algorithm::{Candidate, Selector};
 use crate::config::{parse_port_range, ServiceConfig};
 use crate::snat::PortPool;
@@ -36,6 +37,41 @@ pub struct Backend {
     pub active: u64,
     /// Flows ever placed on this backend.
     pub total: u64,
+    /// Traffic the agents reported for its flows, summed over agents
+    /// (`connections` = `total`).
+    pub traffic: Traffic,
+    /// Samples of `traffic` for the rates.
+    pub rates: RateWindow,
+    /// Health-check detail (`status`): the last result's reason and
+    /// latency, when the state last changed.
+    pub check: HealthDetail,
+}
+
+/// What the health checks last said about a backend.
+#[derive(Debug, Clone, Default)]
+pub struct HealthDetail {
+    /// Why the last failed check failed (`refused`, `timeout`, `http
+    /// status 503`, ...); kept after later successes.
+    pub last_failure: Option<String>,
+    /// Latency of the last check (µs): connect, plus the HTTP answer.
+    pub latency_us: Option<u64>,
+    /// Checks run (since the manager started).
+    pub checks: u64,
+    /// When the healthy state last changed (ns, the core's clock); `None`
+    /// before any change.
+    pub changed_at: Option<u64>,
+}
+
+/// The state a backend is shown in: `down` (failing its health check),
+/// `draining` (weight 0: no new flows, existing ones stay), else `up`.
+pub fn backend_state(b: &Backend) -> &'static str {
+    if !b.healthy {
+        "down"
+    } else if b.weight == 0 {
+        "draining"
+    } else {
+        "up"
+    }
 }
 
 impl Backend {
@@ -61,6 +97,25 @@ impl Backend {
     /// One health-check result: `rise` successes in a row make an unhealthy
     /// backend healthy, `fall` failures in a row the reverse. The new state
     /// when it changed.
+    /// Consecutive failed checks (0 after a success).
+    pub fn consecutive_failures(&self) -> u32 {
+        self.fail_streak
+    }
+
+    /// Adds reported traffic (`packets`, `bytes` in IP length) in one
+    /// direction (`inbound`: client → virtual address) at `now` (ns).
+    pub(super) fn note_traffic(&mut self, now: u64, inbound: bool, packets: u64, bytes: u64) {
+        let t = &mut self.traffic;
+        if inbound {
+            t.packets_in = t.packets_in.saturating_add(packets);
+            t.bytes_in = t.bytes_in.saturating_add(bytes);
+        } else {
+            t.packets_out = t.packets_out.saturating_add(packets);
+            t.bytes_out = t.bytes_out.saturating_add(bytes);
+        }
+        self.rates.record(now, self.traffic);
+    }
+
     fn record_health(&mut self, ok: bool, rise: u32, fall: u32) -> Option<bool> {
         let first = !self.checked;
         self.checked = true;
@@ -111,6 +166,9 @@ pub struct Service {
     pub(super) hairpin_pool: Option<PortPool>,
     /// Cleared when an agent denied the advertise action and it is optional.
     pub advertise: bool,
+    /// When this manager last placed a flow of the service or had packets
+    /// of one reported (ns; 0 never): its role (`serving`) in `status`.
+    pub last_served: u64,
 }
 
 /// Where a new flow goes.
@@ -180,6 +238,9 @@ impl Service {
                     fail_streak: kept.map_or(0, |k| k.fail_streak),
                     active: kept.map_or(0, |k| k.active),
                     total: kept.map_or(0, |k| k.total),
+                    traffic: kept.map_or(Traffic::default(), |k| k.traffic),
+                    rates: kept.map_or(RateWindow::default(), |k| k.rates.clone()),
+                    check: kept.map_or(HealthDetail::default(), |k| k.check.clone()),
                 }
             })
             .collect();
@@ -214,6 +275,7 @@ impl Service {
             backends,
             snat,
             hairpin_pool,
+            last_served: prev.map_or(0, |p| p.last_served),
             cfg: cfg.clone(),
         }
     }
@@ -310,6 +372,7 @@ impl Service {
         let b = &mut self.backends[bi];
         b.active += 1;
         b.total += 1;
+        b.traffic.connections = b.total;
         Ok(Placed {
             placement: Placement { backend, snat },
             remapped,
@@ -457,16 +520,51 @@ impl ServiceRegistry {
 
     /// A health-check result; the backend's new state when it changed
     /// (rise/fall from the service's `health`, 1/1 without).
+    ///
+    /// `failure` is why it failed (kept as the last failure), `latency_us`
+    /// how long the check took, `now` (ns) when the result arrived.
     pub(super) fn health(
         &mut self,
+        now: u64,
         service: &str,
         backend: SocketAddrV4,
         ok: bool,
+        failure: Option<&str>,
+        latency_us: Option<u64>,
     ) -> Option<bool> {
         let s = self.list.iter_mut().find(|s| s.cfg.name == service)?;
         let (rise, fall) = s.cfg.health.as_ref().map_or((1, 1), |h| (h.rise, h.fall));
         let b = s.backends.iter_mut().find(|b| b.addr == backend)?;
-        b.record_health(ok, rise, fall)
+        b.check.checks += 1;
+        b.check.latency_us = latency_us;
+        if !ok {
+            b.check.last_failure = Some(failure.unwrap_or("failed").to_string());
+        }
+        let changed = b.record_health(ok, rise, fall);
+        if changed.is_some() {
+            b.check.changed_at = Some(now);
+        }
+        changed
+    }
+
+    /// Adds reported traffic of a flow of `service` on `backend` (see
+    /// [`Backend::note_traffic`]) and marks the service served at `now`.
+    pub(super) fn note_traffic(
+        &mut self,
+        now: u64,
+        service: &str,
+        backend: SocketAddrV4,
+        inbound: bool,
+        packets: u64,
+        bytes: u64,
+    ) {
+        let Some(s) = self.list.iter_mut().find(|s| *s.name == *service) else {
+            return;
+        };
+        s.last_served = now.max(1);
+        if let Some(b) = s.backends.iter_mut().find(|b| b.addr == backend) {
+            b.note_traffic(now, inbound, packets, bytes);
+        }
     }
 }
 
@@ -487,6 +585,9 @@ mod tests {
             fail_streak: 0,
             active: 0,
             total: 0,
+            traffic: Default::default(),
+            rates: Default::default(),
+            check: Default::default(),
         }
     }
 
