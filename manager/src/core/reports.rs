@@ -848,9 +848,15 @@ mod tests {
     fn every_counted_event_is_listed() {
         let sources = [
             include_str!("mod.rs"),
+            include_str!("receive.rs"),
+            include_str!("agents.rs"),
+            include_str!("placement.rs"),
+            include_str!("timers.rs"),
+            include_str!("operator.rs"),
             include_str!("flows.rs"),
             include_str!("services.rs"),
             include_str!("messages.rs"),
+            include_str!("stats.rs"),
         ];
         for src in sources {
             for pattern in ["count(\"", "counters.entry(\""] {

@@ -1,0 +1,240 @@
+//! Flow placement: an interest match places a new flow on a backend (or
+//! finds its known flow, or reopens a closed one), installs both directions'
+//! fixed affinities, and follows FIN/RST (connection tracking).
+
+use super::services::Refusal;
+use super::{Flow, FlowState, Interest, ManagerCore, Outgoing, SEC};
+use affinity_api::{interest, AffinityKey};
+use affinity_forwarding_agent::wire;
+use std::net::SocketAddrV4;
+
+impl ManagerCore {
+    /// The state a flow (re)starts in for a packet with interest `reason`
+    /// bits: TCP SYN without ACK → SYN seen; other TCP → established
+    /// (adopted mid-connection); UDP/ICMP → active.
+    pub(super) fn start_state(key: &AffinityKey, reason: u16) -> FlowState {
+        if key.protocol != wire::TCP {
+            FlowState::Active
+        } else if reason & interest::SYN != 0 && reason & interest::ACK == 0 {
+            FlowState::SynSeen
+        } else {
+            FlowState::Established
+        }
+    }
+
+    /// Sends flow `fwd`'s affinities with the fixed TTL to `to`, noting how
+    /// long agents may hold them.
+    pub(super) fn install(
+        &mut self,
+        now: u64,
+        fwd: &AffinityKey,
+        to: &[SocketAddrV4],
+        echo: Option<&[u8]>,
+        packet: Option<&[u8]>,
+        out: &mut Vec<Outgoing>,
+    ) {
+        let ttl = self.cfg.manager.fixed_ttl;
+        let Some(f) = self.flows.get_mut(fwd) else {
+            return;
+        };
+        f.held_until = f.held_until.max(now + ttl as u64 * SEC);
+        let f = f.clone();
+        // One message per agent: with keys, each names its receiver.
+        for a in to {
+            if let Some(m) = self.messages.flow(*a.ip(), &f, ttl, echo, packet) {
+                out.push((*a, m));
+            }
+        }
+    }
+
+    /// Ends flow `fwd` (TTL 0 to every agent holding it); its keys stay
+    /// reserved until no agent may hold them (`Flow::held_until`).
+    pub(super) fn end_flow(
+        &mut self,
+        fwd: &AffinityKey,
+        why: &'static str,
+        out: &mut Vec<Outgoing>,
+    ) {
+        if let Some(f) = self.flows.end(fwd) {
+            for a in &f.agents {
+                if let Some(m) = self.messages.flow(*a.ip(), &f, 0, None, None) {
+                    out.push((*a, m));
+                }
+            }
+            self.count(why);
+        }
+    }
+
+    pub(super) fn on_interest(&mut self, now: u64, m: Interest<'_>, out: &mut Vec<Outgoing>) {
+        let Interest {
+            from,
+            key,
+            reason,
+            tracking,
+            echo,
+            packet,
+        } = m;
+        if let Some(fk) = self.flows.lookup(&key) {
+            if tracking {
+                self.on_tracking(now, fk, fk == key, reason, from, out);
+                return;
+            }
+            let Some(f) = self.flows.get(&fk) else {
+                return;
+            };
+            let state = Self::start_state(&fk, reason);
+            if f.state == FlowState::Ended {
+                if fk != key {
+                    // The backend still sending on an ended flow (e.g. a
+                    // SYN-ACK retransmitted to a spoofed client): only the
+                    // client's own packets bring a flow back.
+                    self.count("ended-flow-reverse-dropped");
+                    return;
+                }
+                if self.services.can_take(&f.service, f.backend) {
+                    // A packet of a flow that ended but whose keys are still
+                    // reserved: it goes on where it was (same backend, same
+                    // SNAT port), so agents cannot disagree about it.
+                    self.flows.revive(&fk, now, state, from);
+                    self.install(now, &fk, &[from], echo, packet, out);
+                    self.count("flows-revived");
+                    return;
+                }
+                // Its backend is gone: free it and place the packet anew.
+                if let Some(old) = self.flows.remove(&fk) {
+                    self.services.release(&old);
+                }
+            } else {
+                // Known flow punted (duplicate SYN, or another agent: FIGURE 5).
+                let reopen =
+                    f.state == FlowState::Closed && fk == key && state == FlowState::SynSeen;
+                let Some(f) = self.flows.get_mut(&fk) else {
+                    return;
+                };
+                if !f.agents.contains(&from) {
+                    f.agents.push(from);
+                }
+                f.last_active = now;
+                if reopen {
+                    f.reopen(now, state, from);
+                }
+                let f = f.clone();
+                if reopen {
+                    self.count("flows-reopened");
+                }
+                if f.closed_at.is_some() {
+                    let ttl = (self.services.sticky_ms(&f.service) / 1000).max(1) as u32;
+                    if let Some(m) = self.messages.flow(*from.ip(), &f, ttl, echo, packet) {
+                        out.push((from, m));
+                    }
+                } else {
+                    self.install(now, &fk, &[from], echo, packet, out);
+                }
+                self.count("known-flow-installed");
+                return;
+            }
+        }
+        if tracking {
+            self.count("tracking-unknown-flow");
+            return;
+        }
+        // A punted key another manager installed (learned from activity
+        // reports) is that flow going on here (a backup adopting it after
+        // a takeover): its reverse key is then expected in use too.
+        let continuation = self.flows.is_foreign(&key);
+        let refused = self.agents.get(&from).map(|a| a.refused.clone());
+        let Some(s) = self.services.serving(&key) else {
+            self.count("interest-no-service");
+            return;
+        };
+        if refused.is_some_and(|r| r.contains_key(&s.cfg.name)) {
+            // It cannot perform what the service needs (e.g. NAT): no flow
+            // is placed through it, so nothing leaves untranslated.
+            self.count("interest-from-agent-not-used");
+            return;
+        }
+        let is_tcp = key.protocol == wire::TCP;
+        let syn = reason & interest::SYN != 0 && reason & interest::ACK == 0;
+        if is_tcp && !syn && !s.is_consistent() {
+            self.count("unknown-flow-dropped");
+            return;
+        }
+        let adopted = is_tcp && !syn;
+        let flows = &self.flows;
+        let placed = s.place(&key, |rev| {
+            flows.own_key(rev) || (!continuation && flows.is_foreign(rev))
+        });
+        let (name, vip) = (s.name.clone(), s.cfg.virtual_addr);
+        if adopted {
+            self.count("flow-adopted");
+        }
+        let to = match placed {
+            Ok(to) => to,
+            Err(Refusal::NoBackend) => {
+                self.count("no-backend-available");
+                tracing::warn!(service = %name, "no healthy backend with weight > 0");
+                return;
+            }
+            Err(Refusal::SnatExhausted) => {
+                self.count("snat-ports-exhausted");
+                tracing::warn!(service = %name, "source NAT ports exhausted; new flow refused");
+                return;
+            }
+            Err(Refusal::Collision) => {
+                self.count("install-collision-refused");
+                tracing::info!(service = %name, client = %key.src_addr, port = key.src_port, "the flow's reverse key is another live flow's; refused");
+                return;
+            }
+        };
+        if to.remapped {
+            self.count("install-collision-remapped");
+        }
+        if to.hairpin {
+            self.count("hairpin-flows");
+        }
+        // A new connection: the backend's rates and the service's role.
+        self.services
+            .note_traffic(now, &name, to.placement.backend, true, 0, 0);
+        let mut flow = Flow::new(name, vip, key, to.placement, from, now);
+        flow.state = Self::start_state(&key, reason);
+        self.flows.insert(flow);
+        self.install(now, &key, &[from], echo, packet, out);
+        self.count("flows-created");
+    }
+
+    /// A tracked copy from a flow's fixed affinity: FIN/RST close it; a SYN
+    /// (without ACK, client → virtual address) on a closing or closed flow
+    /// reopens it on the same backend (RFC 793 TIME-WAIT reuse; nat44-ed
+    /// does the same), renewed on every agent holding it.
+    pub(super) fn on_tracking(
+        &mut self,
+        now: u64,
+        fk: AffinityKey,
+        is_fwd: bool,
+        reason: u16,
+        from: SocketAddrV4,
+        out: &mut Vec<Outgoing>,
+    ) {
+        let Some(f) = self.flows.get(&fk) else {
+            return;
+        };
+        let syn = reason & interest::SYN != 0 && reason & interest::ACK == 0;
+        if syn && is_fwd {
+            if matches!(f.state, FlowState::Closing | FlowState::Closed) {
+                let agents = f.agents.clone();
+                if let Some(f) = self.flows.get_mut(&fk) {
+                    f.reopen(now, FlowState::SynSeen, from);
+                }
+                self.install(now, &fk, &agents, None, None, out);
+                self.count("flows-reopened");
+            } else if let Some(f) = self.flows.get_mut(&fk) {
+                f.last_active = now;
+            }
+            return;
+        }
+        let sticky = self.services.sticky_ms(&f.service);
+        if self.flows.note_close(now, fk, is_fwd, reason, sticky) {
+            self.count("flows-closed");
+        }
+    }
+}
