@@ -136,6 +136,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Table occupancy (used / capacity) and each manager's share.
+    Tables,
     /// Managers heard from.
     Managers {
         #[arg(long)]
@@ -164,6 +166,7 @@ impl Cmd {
                 (w.join(" "), *json)
             }
             Cmd::Wildcard { json } => ("wildcard".to_string(), *json),
+            Cmd::Tables => ("tables".to_string(), false),
             Cmd::Managers { json } => ("managers".to_string(), *json),
             Cmd::Stats { json } => ("stats".to_string(), *json),
             Cmd::Clear { what } => (format!("clear {what}"), false),
@@ -839,6 +842,10 @@ mod tests {
         assert_eq!(
             line(&["affinity-agent", "stats", "--json"]).as_deref(),
             Some("stats --json")
+        );
+        assert_eq!(
+            line(&["affinity-agent", "tables"]).as_deref(),
+            Some("tables")
         );
         assert_eq!(
             line(&["affinity-agent", "clear", "stats"]).as_deref(),

@@ -46,6 +46,16 @@ fn locate(text: &str, index: Option<usize>, needle: &str) -> (usize, usize) {
     (line, col)
 }
 
+/// Longest `fixed_ttl` accepted (s): a day. The TTL is also how long an
+/// agent keeps a flow of a manager that died, so it must stay bounded.
+const MAX_FIXED_TTL: u32 = 86_400;
+
+/// An address a host can have: not 0.0.0.0, the limited broadcast or a
+/// multicast group.
+fn usable_host(a: std::net::Ipv4Addr) -> bool {
+    !(a.is_unspecified() || a.is_broadcast() || a.is_multicast())
+}
+
 impl Config {
     /// Parses and validates; every problem found, each with its place.
     pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
@@ -95,12 +105,21 @@ impl Config {
                 "max_sequence_ahead_secs must be 1..=86400".into(),
             );
         }
-        if cfg.manager.fixed_ttl < 3 {
+        if cfg.manager.fixed_ttl < 3 || cfg.manager.fixed_ttl > MAX_FIXED_TTL {
             err(
                 None,
                 "fixed_ttl",
-                "fixed_ttl must be at least 3 seconds (renewed every third)".into(),
+                format!("fixed_ttl must be 3..={MAX_FIXED_TTL} seconds (renewed every third; a dead manager's flows live one TTL)"),
             );
+        }
+        for a in &cfg.agents.unicast {
+            if a.port() == 0 || !usable_host(*a.ip()) {
+                err(
+                    None,
+                    "unicast",
+                    format!("unicast agent {a} needs a host address and a port from 1 to 65535"),
+                );
+            }
         }
         let m = &cfg.manager;
         for (name, v, min) in [
@@ -120,6 +139,19 @@ impl Config {
                 "[auth]",
                 format!("exactly one key must have send = true, {sends} do"),
             );
+        }
+        let mut ids = HashSet::new();
+        for k in &cfg.auth.keys {
+            if !ids.insert(k.id) {
+                err(
+                    None,
+                    "[auth]",
+                    format!(
+                        "key id {} listed twice (a receiver could not tell the keys apart)",
+                        k.id
+                    ),
+                );
+            }
         }
         for k in &cfg.auth.keys {
             if !matches!(k.algorithm.as_str(), "hmac-sha256" | "keyed-md5") {
@@ -165,6 +197,16 @@ impl Config {
                 err(Some(i), "virtual", format!("service {:?} overlaps another service (same virtual address, protocol and client domain)", s.name));
             }
             vips.push(key);
+            if !usable_host(*s.virtual_addr.ip()) {
+                err(
+                    Some(i),
+                    "virtual",
+                    format!(
+                        "virtual address {} must be a unicast host address (not 0.0.0.0, broadcast or multicast)",
+                        s.virtual_addr.ip()
+                    ),
+                );
+            }
             if s.virtual_addr.port() == 0 {
                 err(
                     Some(i),
@@ -196,6 +238,16 @@ impl Config {
                         Some(i),
                         &b.address.to_string(),
                         format!("backend {} needs a port", b.address),
+                    );
+                }
+                if !usable_host(*b.address.ip()) {
+                    err(
+                        Some(i),
+                        &b.address.to_string(),
+                        format!(
+                            "backend {} must be a unicast host address (not 0.0.0.0, broadcast or multicast)",
+                            b.address.ip()
+                        ),
                     );
                 }
             }
@@ -251,6 +303,27 @@ impl Config {
                             h.timeout_ms, h.interval_ms
                         ),
                     );
+                }
+                if h.kind == "http" {
+                    // The path goes into the request line as is: it must be
+                    // an origin-form path, no spaces or control characters
+                    // (a CR/LF would inject headers).
+                    let path_ok =
+                        h.path.starts_with('/') && h.path.bytes().all(|b| b.is_ascii_graphic());
+                    if !path_ok {
+                        err(
+                            Some(i),
+                            "path",
+                            format!("health path {:?} must start with / and hold no spaces or control characters", h.path),
+                        );
+                    }
+                    if !(100..=599).contains(&h.expect) {
+                        err(
+                            Some(i),
+                            "expect",
+                            format!("health expect {} is not an HTTP status (100-599)", h.expect),
+                        );
+                    }
                 }
             }
             for a in &s.optional_actions {

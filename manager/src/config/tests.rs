@@ -102,3 +102,61 @@ fn errors_point_at_the_key_not_at_comments_or_longer_names() {
         .expect("all weights 0 refused");
     assert_eq!(weight.line, 12, "{weight}");
 }
+
+#[test]
+fn addresses_health_requests_ttls_and_key_ids_that_break_the_service_are_refused() {
+    let svc = |virt: &str, backend: &str, health: &str| {
+        format!("virtual = \"{virt}\"\n{health}[[service.backend]]\naddress = \"{backend}\"\n")
+    };
+    let ok = svc("203.0.113.10:80", "198.51.100.11:8080", "");
+    assert!(errors(&ok).is_empty(), "{:?}", errors(&ok));
+    for (rest, expect) in [
+        (
+            svc("224.1.2.3:80", "198.51.100.11:8080", ""),
+            "virtual address 224.1.2.3 must be a unicast host address",
+        ),
+        (
+            svc("203.0.113.10:80", "0.0.0.0:8080", ""),
+            "backend 0.0.0.0 must be a unicast host address",
+        ),
+        (
+            svc("203.0.113.10:80", "255.255.255.255:8080", ""),
+            "backend 255.255.255.255 must be a unicast host address",
+        ),
+        (
+            svc(
+                "203.0.113.10:80",
+                "198.51.100.11:8080",
+                "health = { kind = \"http\", path = \"no slash\\r\\nX: y\" }\n",
+            ),
+            "must start with / and hold no spaces or control characters",
+        ),
+        (
+            svc(
+                "203.0.113.10:80",
+                "198.51.100.11:8080",
+                "health = { kind = \"http\", expect = 999 }\n",
+            ),
+            "health expect 999 is not an HTTP status",
+        ),
+    ] {
+        let e = errors(&rest);
+        assert!(e.iter().any(|m| m.contains(expect)), "{expect}: {e:?}");
+    }
+    let top = |extra: &str| match Config::parse(&format!(
+        "[manager]\nlisten = \"192.0.2.10:1638\"\n{extra}\n[[service]]\nname = \"web\"\n{ok}"
+    )) {
+        Ok(_) => vec![],
+        Err(e) => e.iter().map(ConfigError::to_string).collect::<Vec<_>>(),
+    };
+    assert!(top("fixed_ttl = 4294967295")
+        .iter()
+        .any(|m| m.contains("fixed_ttl must be 3..=86400")));
+    assert!(top("[agents]\nunicast = [\"192.0.2.1:0\"]")
+        .iter()
+        .any(|m| m.contains("unicast agent 192.0.2.1:0 needs")));
+    let keys = "[auth]\nkeys = [{ id = 7, file = \"/dev/null\", send = true }, { id = 7, file = \"/dev/null\" }]";
+    assert!(top(keys)
+        .iter()
+        .any(|m| m.contains("key id 7 listed twice")));
+}
