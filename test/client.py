@@ -13,7 +13,7 @@
                                            at once, wait WAIT s, GET again; prints both bodies
   client.py streams HOST PORT N STOP_FILE
                                            N held connections to a line echo, each sending
-                                           a line every 50 ms until STOP_FILE exists (at
+                                           a line every 10 ms until STOP_FILE exists (at
                                            most 300 s); prints "conns=N ok=.. reset=.. stalled=.. lines=.."
   client.py synflood HOST PORT COUNT RATE  COUNT SYNs from spoofed 198.19.x.y sources at
                                            RATE per second (raw socket), never answered
@@ -230,7 +230,7 @@ elif cmd == "streams":
 
     def stream(i):
         # Connect (retried: establishing is not what is tested), then a
-        # line every 50 ms; a reply may wait out an agent restart (TCP
+        # line every 10 ms; a reply may wait out an agent restart (TCP
         # retransmits), a reset ends the connection and is what counts.
         end = time.time() + 10
         while True:
@@ -254,7 +254,7 @@ elif cmd == "streams":
                 if not line:
                     raise ConnectionResetError("closed by peer")
                 k += 1
-                time.sleep(0.05)
+                time.sleep(0.01)
             r = "ok"
         except (ConnectionResetError, BrokenPipeError):
             r = "reset"
