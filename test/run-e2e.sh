@@ -488,6 +488,7 @@ if [ -n "$CAP_PID" ] && command -v tshark >/dev/null; then
     fi
 else
     skip dissector "needs tcpdump and tshark (make deps)"
+fi
 
 # 14-16. Flow lifecycle (issue 11): agents report activity every second
 #     (the VPP agent: every 10 s), the transitory TCP timeout is 10 s.
