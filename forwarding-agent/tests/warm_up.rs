@@ -42,11 +42,19 @@ fn warm_up_drops_unmatched_tcp_until_every_manager_sent_wildcards() {
     let udp = affinity_forwarding_agent::wire::build::udp(BACKEND, 53, CLIENT, 4000, b"x");
     assert_eq!(run(&a, SEC, &udp), Disposition::Pass);
     // One manager's wildcards are not enough...
-    a.handle_control(SEC, from(MGR), &wildcard_msg(MGR, 1, &[Wc::to_vip(1)], None));
+    a.handle_control(
+        SEC,
+        from(MGR),
+        &wildcard_msg(MGR, 1, &[Wc::to_vip(1)], None),
+    );
     assert!(a.warming(SEC));
     assert_eq!(run(&a, SEC, &reply(4000, 0x10)), DROP);
     // ...the last one's ends the window: a miss is routed again.
-    a.handle_control(SEC, from(MGR2), &wildcard_msg(MGR2, 1, &[Wc::to_vip(2)], None));
+    a.handle_control(
+        SEC,
+        from(MGR2),
+        &wildcard_msg(MGR2, 1, &[Wc::to_vip(2)], None),
+    );
     assert!(!a.warming(SEC));
     assert_eq!(run(&a, SEC, &reply(4000, 0x10)), Disposition::Pass);
     let shown = a.counter(Counter::DropWarmUp);
@@ -71,7 +79,11 @@ fn warm_up_ends_after_the_hold_down_and_is_off_by_default() {
 #[test]
 fn warm_up_leaves_matched_packets_alone() {
     let a = agent();
-    a.handle_control(0, from(MGR), &wildcard_msg(MGR, 1, &[Wc::from_backends(1)], None));
+    a.handle_control(
+        0,
+        from(MGR),
+        &wildcard_msg(MGR, 1, &[Wc::from_backends(1)], None),
+    );
     a.start_warm_up(0, 5_000, &[MGR2]);
     // Covered by a wildcard: handled by it (sent to its manager), not
     // dropped by the warm-up.
