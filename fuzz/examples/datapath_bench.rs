@@ -1,11 +1,12 @@
 //! Runs per second of the data-path harness without libFuzzer (and without
 //! coverage instrumentation): every file of the corpus directories given,
 //! round after round, for about `AFFINITY_BENCH_SECS` seconds (default 10).
-//! `cargo build --release --manifest-path fuzz/Cargo.toml --bin
-//! datapath_bench && fuzz/target/release/datapath_bench DIR...`
+//! `cargo run --release --manifest-path fuzz/Cargo.toml --example
+//! datapath_bench -- fuzz/seeds/datapath`. An example, not a bin: cargo-fuzz
+//! builds and lists every bin as a fuzz target.
 use std::time::{Duration, Instant};
 
-#[path = "datapath_harness.rs"]
+#[path = "../fuzz_targets/datapath_harness.rs"]
 mod datapath_harness;
 
 fn main() {
