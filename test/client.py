@@ -11,6 +11,10 @@
                                            port; prints "T backend-N" per reply (T: s since start)
   client.py reuse HOST PORT SPORT WAIT     GET, close, reconnect from the same source port
                                            at once, wait WAIT s, GET again; prints both bodies
+  client.py streams HOST PORT N STOP_FILE
+                                           N held connections to a line echo, each sending
+                                           a line every 10 ms until STOP_FILE exists (at
+                                           most 300 s); prints "conns=N ok=.. reset=.. stalled=.. lines=.."
   client.py synflood HOST PORT COUNT RATE  COUNT SYNs from spoofed 198.19.x.y sources at
                                            RATE per second (raw socket), never answered
 """
@@ -217,3 +221,54 @@ elif cmd == "first-served":
         print("never")
         sys.exit(1)
     print(f"{done:.3f}")
+elif cmd == "streams":
+    import threading
+    n, stop = int(sys.argv[4]), sys.argv[5]
+    limit = time.time() + 300
+    results, lines = [], [0]
+    lock = threading.Lock()
+
+    def stream(i):
+        # Connect (retried: establishing is not what is tested), then a
+        # line every 10 ms; a reply may wait out an agent restart (TCP
+        # retransmits), a reset ends the connection and is what counts.
+        end = time.time() + 10
+        while True:
+            try:
+                s = socket.create_connection((host, port), timeout=3)
+                break
+            except OSError:
+                if time.time() >= end:
+                    with lock:
+                        results.append("noconnect")
+                    return
+                time.sleep(0.2)
+        s.settimeout(30)
+        f = s.makefile("rwb")
+        k = 0
+        try:
+            while not os.path.exists(stop) and time.time() < limit:
+                f.write(f"c{i}-{k}\n".encode())
+                f.flush()
+                line = f.readline()
+                if not line:
+                    raise ConnectionResetError("closed by peer")
+                k += 1
+                time.sleep(0.01)
+            r = "ok"
+        except (ConnectionResetError, BrokenPipeError):
+            r = "reset"
+        except OSError:
+            r = "stalled"
+        with lock:
+            results.append(r)
+            lines[0] += k
+        s.close()
+
+    ts = [threading.Thread(target=stream, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout=400)
+    print(f"conns={n} ok={results.count('ok')} reset={results.count('reset')} "
+          f"stalled={results.count('stalled')} noconnect={results.count('noconnect')} lines={lines[0]}", flush=True)

@@ -652,5 +652,15 @@ else
     fail connections "held 198.18.0.11:${h_port:-?} on ${h_addr}: not listed as established; $(manager_cmd 1 connections echo | head -n 5 | tr -s ' ' | tr '\n' '|')"
 fi
 
+# Agent restarts under load (issue 16, item 5): a lab of its own (~20 s),
+# host agents only (the warm-up is the host agent's --warm-up-ms).
+if [ "$AGENT_KIND" = host ]; then
+    r=$(SKIP_BUILD=1 LAB_ID='' LAB_DIR='' test/restart-check.sh 2>&1)
+    case $(grep -m1 'agent-restart:' <<<"$r") in
+        "PASS agent-restart: "*) pass agent-restart "$(grep -m1 -o 'agent-restart: .*' <<<"$r" | cut -d' ' -f2-)" ;;
+        *) fail agent-restart "$(tail -n 3 <<<"$r" | tr '\n' ' ')" ;;
+    esac
+fi
+
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" = 0 ]

@@ -70,6 +70,9 @@ pub(crate) struct ControlState {
     /// Fixed affinities held per owner (manager index), for the per-owner
     /// quota ([`crate::OwnerQuota::fixed`]) and `show`.
     pub fixed_by_owner: HashMap<u16, usize>,
+    /// Managers whose first wildcard update the warm-up still waits for
+    /// ([`Agent::start_warm_up`]); empty once warm.
+    pub warm_waiting: Vec<Ipv4Addr>,
 }
 
 /// The agent's shared state. `Send + Sync`: share it in an `Arc` between the
@@ -102,6 +105,9 @@ pub struct Agent {
     /// SYN-proxied connections between the manager's answer and the
     /// backend's SYN-ACK, and the sequence adjusts installed for them.
     pub(crate) splice: crate::synproxy::SpliceTable,
+    /// End of the warm-up window (caller's monotonic ns); 0 = warm (the
+    /// default: no warm-up). See [`Agent::start_warm_up`].
+    pub(crate) warm_until_ns: AtomicU64,
 }
 
 impl Agent {
@@ -127,6 +133,7 @@ impl Agent {
                 last_auth_log_ns: None,
                 batching: false,
                 fixed_by_owner: HashMap::new(),
+                warm_waiting: Vec::new(),
             }),
             control_counters: SharedCounters::default(),
             worker_counters: Mutex::new(Vec::new()),
@@ -140,8 +147,57 @@ impl Agent {
             auth: RwLock::new(config.auth.clone()),
             syn_secret: crate::synproxy::random_secret(),
             splice: crate::synproxy::SpliceTable::default(),
+            warm_until_ns: AtomicU64::new(0),
             config,
         })
+    }
+
+    /// Starts the warm-up window of a freshly (re)started agent (issue 16,
+    /// item 5): until each of `managers` has sent its first wildcard update
+    /// (its resynchronisation after our hello: wildcards, then the fixed
+    /// affinities of our live flows, in one burst) or `hold_ms`
+    /// milliseconds after `now_ns` (the caller's monotonic nanoseconds),
+    /// whichever comes first, a TCP segment other than a bare SYN that
+    /// matches no fixed affinity and no wildcard is dropped
+    /// (`drop-warm-up-no-affinity`) instead of routed.
+    ///
+    /// Why drop: before the wildcards arrive, a backend's reply of an
+    /// established connection cannot be translated; routed as it is, it
+    /// reaches the client from the backend's address and the client
+    /// answers with a RST, ending the connection. Dropped, it is
+    /// retransmitted by the backend and translated once the wildcards are
+    /// in. Bare SYNs (new connections) and other protocols still pass: a
+    /// new connection is not harmed by the window, and UDP or ICMP draw no
+    /// reset. With `managers` empty or `hold_ms` 0 the agent is warm at once.
+    pub fn start_warm_up(&self, now_ns: u64, hold_ms: u64, managers: &[Ipv4Addr]) {
+        let mut st = self.control.lock();
+        if managers.is_empty() || hold_ms == 0 {
+            st.warm_waiting.clear();
+            self.warm_until_ns.store(0, Relaxed);
+            return;
+        }
+        st.warm_waiting = managers.to_vec();
+        let until = now_ns.saturating_add(hold_ms.saturating_mul(1_000_000));
+        self.warm_until_ns.store(until.max(1), Relaxed);
+    }
+
+    /// Whether the agent is still in its warm-up window at `now_ns` (see
+    /// [`Agent::start_warm_up`]).
+    #[inline]
+    pub fn warming(&self, now_ns: u64) -> bool {
+        now_ns < self.warm_until_ns.load(Relaxed)
+    }
+
+    /// A manager at `from` had a wildcard update accepted: it no longer
+    /// holds up the warm-up; the last one ends it.
+    pub(crate) fn warm_heard(&self, st: &mut ControlState, from: Ipv4Addr) {
+        if st.warm_waiting.is_empty() {
+            return;
+        }
+        st.warm_waiting.retain(|m| *m != from);
+        if st.warm_waiting.is_empty() {
+            self.warm_until_ns.store(0, Relaxed);
+        }
     }
 
     pub(crate) fn next_sequence(&self) -> u64 {

@@ -31,6 +31,9 @@ counters! {
     Forwarded => "dispatched-to-forward-address",
     DropForwardZero => "drop-forward-address-zero",
     DropAdvertised => "drop-advertised-no-affinity",
+    // A TCP segment (not a bare SYN) that matched nothing while the agent
+    // warms up after a start (`Agent::start_warm_up`).
+    DropWarmUp => "drop-warm-up-no-affinity",
     DropMalformed => "drop-malformed",
     // Counted by the VPP shim: the forward address's neighbour is not yet
     // resolved (ARPed), and a frame dropped because the core panicked.

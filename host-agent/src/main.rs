@@ -85,6 +85,13 @@ struct Cli {
     /// flows reported active.
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     activity_report_interval_ms: u64,
+    /// Warm-up after start (ms; 0 = none): until every --manager's first
+    /// wildcard update arrived (its resync after our hello) or this long,
+    /// TCP segments other than bare SYNs that match no affinity are dropped
+    /// rather than routed untranslated (a backend's bare reply would draw
+    /// a RST from the client).
+    #[arg(long, value_name = "MS", default_value_t = 5_000)]
+    warm_up_ms: u64,
     /// Treat an action as unsupported (repeatable): nat, advertise, seq-adjust, interest.
     #[arg(long = "disable-action", value_name = "ACTION", value_parser = parse_action)]
     disabled_actions: Vec<u16>,
@@ -192,6 +199,8 @@ struct Opts {
     /// Control socket receive buffer (bytes): a burst of updates must not
     /// overflow the kernel default (~200 KiB) while a batch is applied.
     rcvbuf: usize,
+    /// Warm-up hold-down (ms; see `Agent::start_warm_up`).
+    warm_up_ms: u64,
     cfg: AgentConfig,
 }
 
@@ -270,6 +279,7 @@ fn opts(cli: Cli) -> Result<Opts, String> {
         metrics: cli.metrics,
         route_protocol: cli.route_protocol,
         rcvbuf: cli.rcvbuf,
+        warm_up_ms: cli.warm_up_ms,
         cfg,
     })
 }
@@ -454,6 +464,8 @@ fn run(o: Opts) -> std::io::Result<()> {
         metrics = %o.metrics.map_or("off".to_string(), |a| a.to_string()),
         "affinity-agent running; TUN up"
     );
+    // Before the hello: its answers end the warm-up.
+    agent.start_warm_up(now(), o.warm_up_ms, &o.managers);
     hello("start");
     let mut seen = BTreeMap::new();
     let mut next_watch = 0u64;

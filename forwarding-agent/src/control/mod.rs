@@ -151,6 +151,7 @@ impl Agent {
                         self.apply_wildcard(&mut st, out, &inc, &e, w);
                     }
                 }
+                self.warm_heard(&mut st, *from.ip());
             }
             MessageType::AffinityUpdateFixed => {
                 let mut refused = false;

@@ -259,6 +259,17 @@ impl Worker {
             self.counters.inc(Counter::DropAdvertised);
             let c = Counter::DropAdvertised;
             (Disposition::Drop(c), Decision::Drop(c))
+        } else if info.key.protocol == wire::TCP
+            && info.tcp_flags & (wire::build::TCP_SYN | wire::build::TCP_ACK)
+                != wire::build::TCP_SYN
+            && agent.warming(ctx.now_ns)
+        {
+            // Warm-up after a start: maybe a backend's reply the wildcards
+            // (not yet here) would translate; routed bare it would draw a
+            // RST from the client. Dropped, it is retransmitted.
+            self.counters.inc(Counter::DropWarmUp);
+            let c = Counter::DropWarmUp;
+            (Disposition::Drop(c), Decision::Drop(c))
         } else {
             self.counters.inc(Counter::MissPassed);
             (Disposition::Pass, Decision::Pass)
