@@ -6,6 +6,7 @@ use affinity_manager::config::Config;
 use affinity_manager::daemon::{client, Daemon};
 use affinity_manager::Command;
 use clap::{Parser, Subcommand};
+use std::io::Write;
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -158,11 +159,16 @@ fn main() -> ExitCode {
             .unwrap_or_else(|| PathBuf::from("/run/affinity-manager.sock"));
         return match client(&path, &cmd.command().to_string()) {
             Ok(s) => {
-                print!("{s}");
-                if s.starts_with("error:") {
-                    ExitCode::from(1)
-                } else {
-                    ExitCode::SUCCESS
+                // `... | head -1` closes the pipe early: that is success,
+                // not a panic (print! would panic on EPIPE).
+                let mut out = std::io::stdout().lock();
+                match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
+                    Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                        eprintln!("affinity-manager: {e}");
+                        ExitCode::from(1)
+                    }
+                    _ if s.starts_with("error:") => ExitCode::from(1),
+                    _ => ExitCode::SUCCESS,
                 }
             }
             Err(e) => {
