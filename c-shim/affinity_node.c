@@ -170,7 +170,10 @@ VLIB_NODE_FN (affinity_node)
 	  break;
 	case AFFINITY_NEXT_DROP:
 	  b[i]->error = node->errors[p->error];
-	  held += p->error == AFFINITY_ERROR_HELD;
+	  /* Held packets and held fragments: released or expired by the
+	     timer process (fragments: Worker::poll_fragments). */
+	  held += p->error == AFFINITY_ERROR_HELD ||
+		  p->error == AFFINITY_ERROR_FRAGMENT_HELD;
 	  break;
 	case AFFINITY_NEXT_LOOKUP:
 	  /* A punt: the service message's IPv4/UDP headers were written in

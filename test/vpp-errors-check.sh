@@ -16,6 +16,11 @@
 #    (addresses only, not ports), and left for pg1's offload to complete;
 #  - an ICMP fragmentation-needed about a NATed flow (issue 12 item 1's
 #    bytes) reaches the backend translated, byte for byte;
+#  - the SYN proxy (a wildcard with the admission action, sent as a
+#    manager would): the SYN-ACK answered in place leaves with the core's
+#    length, not the SYN's;
+#  - a later fragment held with no first fragment, on an idle thread, is
+#    expired by the timer process (Worker::poll_fragments);
 #  - `allowed-manager`: a service message from another source is refused
 #    (control-sender-not-allowed), one from the allowed manager is not.
 # Needs VPP (VPP_PREFIX, default /opt/vpp) and the plugin in
@@ -114,6 +119,26 @@ struct.pack_into("!H", h, 10, ip_cksum(bytes(h)))
 pcap("offload.pcap", [bytes(h) + bytes(seg)])
 pcap("icmp.pcap", [bytes.fromhex("45000038424200004001397ac00002fecb00710a03042c1300000578450005a042420000400630f4cb00710ac61200050050a7f800002328")])
 ka = bytes.fromhex("01110010010000000000000000000009")
+# api/tests/golden.rs: wildcard tcp any -> 203.0.113.10:80, SYN proxy.
+wc = bytes.fromhex("0101005c010000000000000000000004800100240600000000000000000000"
+                   "00cb00710affffffff00000050000000000000001e00140018010000000000"
+                   "03e8000007d0000000000000000000000d001000000000000000020100000000")
+pcap("synproxy-wc.pcap", [udp("192.0.2.10", "192.0.2.1", 40000, 1637, wc)])
+# A SYN with MSS, SACK-permitted, timestamps and window scale (60 bytes).
+opts = bytes.fromhex("020405b40402080a0000000100000000") + bytes.fromhex("01030307")
+tcp = bytearray(struct.pack("!HHIIBBHHH", 2000, 80, 1000, 0, (5 + len(opts) // 4) << 4, 0x02, 65535, 0, 0) + opts)
+src, dst = bytes([198, 18, 0, 60]), bytes([203, 0, 113, 10])
+s = sum(struct.unpack("!HHHH", src + dst)) + 6 + len(tcp) + sum(struct.unpack("!%dH" % (len(tcp) // 2), tcp))
+while s >> 16: s = (s & 0xffff) + (s >> 16)
+struct.pack_into("!H", tcp, 16, ~s & 0xffff)
+h = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 3, 0, 64, 6, 0, src, dst))
+struct.pack_into("!H", h, 10, ip_cksum(bytes(h)))
+pcap("syn.pcap", [bytes(h) + bytes(tcp)])
+# The second (last) fragment of a UDP datagram whose first never comes.
+frag = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + 528, 0x1002, 1480 // 8, 64, 17, 0,
+                             bytes([198, 18, 0, 7]), bytes([203, 0, 113, 10]))) + bytes(528)
+struct.pack_into("!H", frag, 10, ip_cksum(bytes(frag[:20])))
+pcap("frag.pcap", [bytes(frag)])
 pcap("stranger.pcap", [udp("198.18.0.99", "192.0.2.1", 40000, 1637, ka)])
 pcap("manager.pcap", [udp("192.0.2.10", "192.0.2.1", 40000, 1637, ka)])
 PY
@@ -127,6 +152,10 @@ test affinity fill 198.18.0.50 1 ports 1024 1 dst 203.0.113.10 80 nat 198.51.100
 test affinity fill 198.18.0.5 1 ports 43000 1 dst 203.0.113.10 80 nat 198.51.100.3 8080
 packet-generator new { name offload limit 1 interface pg2 node ip4-input pcap $PG_DIR/offload.pcap }
 packet-generator new { name fragneeded limit 1 interface pg0 node ip4-input pcap $PG_DIR/icmp.pcap }
+packet-generator new { name synproxy-wc limit 1 interface pg2 node ip4-input pcap $PG_DIR/synproxy-wc.pcap }
+packet-generator new { name syn limit 1 interface pg0 node ip4-input pcap $PG_DIR/syn.pcap }
+packet-generator new { name frag limit 1 interface pg0 node ip4-input pcap $PG_DIR/frag.pcap }
+set ip neighbor pg0 198.18.0.60 02:00:00:00:00:60
 packet-generator new { name stranger limit 1 interface pg0 node ip4-input pcap $PG_DIR/stranger.pcap }
 packet-generator new { name manager limit 1 interface pg2 node ip4-input pcap $PG_DIR/manager.pcap }
 CLI
@@ -178,6 +207,49 @@ if grep -q "^icmp ok" <<<"$checks"; then
 else
     echo "FAIL vpp-icmp-frag-needed: ${checks:-no packet captured on pg1}"; fail=1
 fi
+
+# The SYN proxy answers in place; the SYN-ACK goes back out of pg0.
+V packet-generator capture pg0 pcap "$PG_DIR/pg0.pcap" count 1 >/dev/null
+V packet-generator enable-stream synproxy-wc >/dev/null
+sleep 0.3
+V packet-generator enable-stream syn >/dev/null
+sleep 0.5
+V packet-generator capture pg0 disable >/dev/null
+synack=$(/usr/bin/python3 - "$PG_DIR/pg0.pcap" <<'PY'
+import struct, sys
+data = open(sys.argv[1], "rb").read()
+off = 24
+while off + 16 <= len(data):
+    incl = struct.unpack_from("<I", data, off + 8)[0]
+    f = data[off + 16: off + 16 + incl]
+    off += 16 + incl
+    ip = f[14:]
+    if len(ip) >= 40 and ip[9] == 6 and ip[33] & 0x12 == 0x12:
+        total = struct.unpack_from("!H", ip, 2)[0]
+        print("%s ip-total-length %d frame-ip-bytes %d (the SYN: 60)" % ("ok" if total == len(ip) and total != 60 else "bad", total, len(ip)))
+PY
+)
+answered=$(V show affinity stats | awk '$2 == "syn-proxy-syn-answered" {print $1}')
+if grep -q "^ok" <<<"$synack" && [ "${answered:-0}" = 1 ]; then
+    echo "PASS vpp-syn-proxy-length: SYN-ACK answered in place left with the core's length: ${synack#ok }"
+else
+    echo "FAIL vpp-syn-proxy-length: syn-proxy-syn-answered=${answered:-0} SYN-ACK: ${synack:-none captured}"; fail=1
+fi
+
+# A held fragment on a thread that sees no more packets: the timer
+# process expires it (2 s) without a frame to do it.
+stat() { V show affinity stats | awk -v n="$1" '$2 == n {print $1}'; }
+V packet-generator enable-stream frag >/dev/null
+sleep 0.3
+fh=$(stat fragment-held)
+sleep 3
+fe=$(stat fragment-expired)
+if [ "${fh:-0}" = 1 ] && [ "${fe:-0}" = 1 ]; then
+    echo "PASS vpp-fragment-expiry: a later fragment without its first held (fragment-held 1), expired by the timer process on an idle thread (fragment-expired 1)"
+else
+    echo "FAIL vpp-fragment-expiry: fragment-held=${fh:-0} fragment-expired=${fe:-0}"; fail=1
+fi
+
 notallowed() { V show affinity stats | awk '$2 == "control-sender-not-allowed" {print $1}'; }
 V packet-generator enable-stream stranger >/dev/null
 sleep 0.3
