@@ -496,6 +496,7 @@ if [ -n "$CAP_PID" ] && command -v tshark >/dev/null; then
     fi
 else
     skip dissector "needs tcpdump and tshark (make deps)"
+fi
 
 # 14-16. Flow lifecycle (issue 11): agents report activity every second
 #     (the VPP agent too: activity-report-interval-ms in startup.conf), the
