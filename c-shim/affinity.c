@@ -52,7 +52,6 @@ static clib_error_t *
 affinity_config_fn (vlib_main_t *vm, unformat_input_t *input)
 {
   affinity_main_t *am = &affinity_main;
-  am->cfg.activity_report_interval_ms = ~0;
   ip4_address_t a;
   u32 v;
   u8 *word = 0;
@@ -77,7 +76,10 @@ affinity_config_fn (vlib_main_t *vm, unformat_input_t *input)
 	  am->cfg.allowed_managers[am->cfg.n_allowed_managers++] = a.as_u32;
 	}
       else if (unformat (input, "activity-report-interval-ms %u", &v))
-	am->cfg.activity_report_interval_ms = v;
+	{
+	  am->cfg.activity_report_interval_ms = v;
+	  am->activity_interval_given = 1;
+	}
       else if (unformat (input, "listen-port %u", &v) && v && v < 65536)
 	am->cfg.listen_port = v;
       else if (unformat (input, "fixed-table-size %u", &v))
@@ -167,6 +169,9 @@ affinity_main_loop_enter (vlib_main_t *vm)
 {
   affinity_main_t *am = &affinity_main;
   am->cfg.n_threads = vlib_num_workers () + 1;
+  /* Not given (or no affinity section at all): the core's VPP default. */
+  if (!am->activity_interval_given)
+    am->cfg.activity_report_interval_ms = ~0;
   am->cfg.auth_key_file = (const char *) am->key_file;
   vec_add1 (am->disabled_actions, 0);
   am->cfg.disabled_actions = (const char *) am->disabled_actions;
