@@ -11,6 +11,8 @@
 #include <vnet/ip/format.h>
 #include <vnet/udp/udp_local.h>
 #include <vnet/feature/feature.h>
+#include <vnet/fib/fib_table.h>
+#include <vnet/fib/fib_source.h>
 
 #include "affinity.h"
 
@@ -65,6 +67,19 @@ affinity_config_fn (vlib_main_t *vm, unformat_input_t *input)
 	  if (am->cfg.n_managers < 8)
 	    am->cfg.managers[am->cfg.n_managers++] = a.as_u32;
 	}
+      else if (unformat (input, "allowed-manager %U", unformat_ip4_address,
+			 &a))
+	{
+	  if (am->cfg.n_allowed_managers >= ARRAY_LEN (am->cfg.allowed_managers))
+	    return clib_error_return (0, "affinity: at most %u allowed-manager",
+				      ARRAY_LEN (am->cfg.allowed_managers));
+	  am->cfg.allowed_managers[am->cfg.n_allowed_managers++] = a.as_u32;
+	}
+      else if (unformat (input, "activity-report-interval-ms %u", &v))
+	{
+	  am->cfg.activity_report_interval_ms = v;
+	  am->activity_interval_given = 1;
+	}
       else if (unformat (input, "listen-port %u", &v) && v && v < 65536)
 	am->cfg.listen_port = v;
       else if (unformat (input, "fixed-table-size %u", &v))
@@ -86,6 +101,21 @@ affinity_config_fn (vlib_main_t *vm, unformat_input_t *input)
 	return clib_error_return (0, "affinity: unknown input '%U'",
 				  format_unformat_error, input);
     }
+  /* As the host agent's --key-file: a key file that cannot be used stops
+     the start, rather than a VPP running without the plugin's core. */
+  if (am->key_file)
+    switch (affinity_rs_check_key_file ((const char *) am->key_file))
+      {
+      case AFFINITY_RC_OK:
+	break;
+      case AFFINITY_RC_KEY_FILE_INVALID:
+	return clib_error_return (
+	  0, "affinity: auth-key-file %s is empty or longer than 4096 bytes",
+	  am->key_file);
+      default:
+	return clib_error_return (0, "affinity: cannot read auth-key-file %s",
+				  am->key_file);
+      }
   return 0;
 }
 
@@ -97,6 +127,10 @@ static clib_error_t *
 affinity_init (vlib_main_t *vm)
 {
   affinity_main_t *am = &affinity_main;
+  /* Advertised prefixes (seed FIG 10H): below the CLI, API and interface
+     sources, so an operator's route wins; a simple special entry. */
+  am->fib_source = fib_source_allocate ("affinity", FIB_SOURCE_PRIORITY_LOW,
+					FIB_SOURCE_BH_SIMPLE);
   if (!am->cfg.listen_port)
     am->cfg.listen_port = 1637;
   if (!am->cfg.fixed_table_size)
@@ -135,6 +169,9 @@ affinity_main_loop_enter (vlib_main_t *vm)
 {
   affinity_main_t *am = &affinity_main;
   am->cfg.n_threads = vlib_num_workers () + 1;
+  /* Not given (or no affinity section at all): the core's VPP default. */
+  if (!am->activity_interval_given)
+    am->cfg.activity_report_interval_ms = ~0;
   am->cfg.auth_key_file = (const char *) am->key_file;
   vec_add1 (am->disabled_actions, 0);
   am->cfg.disabled_actions = (const char *) am->disabled_actions;
@@ -146,6 +183,10 @@ affinity_main_loop_enter (vlib_main_t *vm)
     case AFFINITY_RC_KEY_FILE_UNREADABLE:
       return clib_error_return (0, "affinity: cannot read auth-key-file %s",
 				am->key_file);
+    case AFFINITY_RC_KEY_FILE_INVALID:
+      return clib_error_return (
+	0, "affinity: auth-key-file %s is empty or longer than 4096 bytes",
+	am->key_file);
     case AFFINITY_RC_UNKNOWN_ACTION:
       return clib_error_return (
 	0, "affinity: unknown disable-action name (known: nat, advertise, "

@@ -22,6 +22,8 @@ typedef struct
   u8 *key_file;
   u8 *disabled_actions; /* NUL-separated names */
   u8 initialised;
+  u8 activity_interval_given; /* activity-report-interval-ms in startup.conf */
+  u32 fib_source; /* fib_source_t of advertised prefixes */
 } affinity_main_t;
 
 extern affinity_main_t affinity_main;

@@ -8,6 +8,7 @@
 #include <vnet/ip/format.h>
 #include <vnet/udp/udp_packet.h>
 #include <vnet/udp/udp_local.h>
+#include <vnet/fib/fib_table.h>
 
 #include "affinity.h"
 
@@ -32,6 +33,27 @@ affinity_shim_send_ip (const uint8_t *packet, uint32_t len)
   to[0] = bi;
   f->n_vectors = 1;
   vlib_put_frame_to_node (vm, ip4_lookup_node.index, f);
+}
+
+/* ---- advertising into routing ------------------------------------------ */
+
+void
+affinity_shim_advertise (uint32_t address, uint8_t len, uint8_t is_add)
+{
+  vlib_main_t *vm = vlib_get_main ();
+  fib_prefix_t pfx = {
+    .fp_proto = FIB_PROTOCOL_IP4,
+    .fp_len = clib_min (len, 32),
+    .fp_addr.ip4.as_u32 = address,
+  };
+  /* The FIB is changed with the workers stopped. */
+  vlib_worker_thread_barrier_sync (vm);
+  if (is_add)
+    fib_table_entry_special_add (0, &pfx, affinity_main.fib_source,
+				 FIB_ENTRY_FLAG_DROP);
+  else
+    fib_table_entry_special_remove (0, &pfx, affinity_main.fib_source);
+  vlib_worker_thread_barrier_release (vm);
 }
 
 /* ---- the control-input node: service messages on the UDP port ----------- */

@@ -138,6 +138,12 @@ VLIB_NODE_FN (affinity_node)
       /* Headroom: the buffer's pre-data area plus what precedes current. */
       p->headroom = VLIB_BUFFER_PRE_DATA_SIZE + b[i]->current_data;
       p->trace = 0;
+      /* A partial checksum the NIC completes (af_packet/virtio/DPDK rx of
+	 a local sender's packet): the core must keep it partial. */
+      p->l4_partial =
+	(b[i]->flags & VNET_BUFFER_F_OFFLOAD) &&
+	(vnet_buffer (b[i])->oflags &
+	 (VNET_BUFFER_OFFLOAD_F_TCP_CKSUM | VNET_BUFFER_OFFLOAD_F_UDP_CKSUM));
       if (PREDICT_FALSE (tracing && (b[i]->flags & VLIB_BUFFER_IS_TRACED)))
 	p->trace = vlib_add_trace (vm, node, b[i], sizeof (affinity_trace_t));
       p->advance = 0;
@@ -156,11 +162,18 @@ VLIB_NODE_FN (affinity_node)
       switch (next)
 	{
 	case AFFINITY_NEXT_FEATURE:
+	  /* The core may have rewritten the packet in place to another
+	     length (a SYN-proxy SYN-ACK answering a SYN). */
+	  if (PREDICT_FALSE (p->new_len != p->len))
+	    b[i]->current_length = p->new_len;
 	  vnet_feature_next_u16 (&next, b[i]);
 	  break;
 	case AFFINITY_NEXT_DROP:
 	  b[i]->error = node->errors[p->error];
-	  held += p->error == AFFINITY_ERROR_HELD;
+	  /* Held packets and held fragments: released or expired by the
+	     timer process (fragments: Worker::poll_fragments). */
+	  held += p->error == AFFINITY_ERROR_HELD ||
+		  p->error == AFFINITY_ERROR_FRAGMENT_HELD;
 	  break;
 	case AFFINITY_NEXT_LOOKUP:
 	  /* A punt: the service message's IPv4/UDP headers were written in
@@ -171,6 +184,8 @@ VLIB_NODE_FN (affinity_node)
 	  b[i]->flags |= VNET_BUFFER_F_LOCALLY_ORIGINATED;
 	  break;
 	case AFFINITY_NEXT_LOAD_BALANCE:
+	  if (PREDICT_FALSE (p->new_len != p->len))
+	    b[i]->current_length = p->new_len;
 	  next = affinity_forward (vm, node, b[i], p->forward_address,
 				   &unresolved);
 	  break;

@@ -31,6 +31,7 @@ typedef enum affinity_rc
   AFFINITY_RC_UNKNOWN_ACTION = -5,	   /* disable-action name */
   AFFINITY_RC_NOT_INITIALISED = -6,
   AFFINITY_RC_UNKNOWN_ALGORITHM = -7, /* authentication algorithm */
+  AFFINITY_RC_KEY_FILE_INVALID = -8,  /* auth-key-file empty or > 4096 B */
 } affinity_rc_t;
 
 /* The data node's next slots (its .next_nodes), and the one next that is
@@ -97,9 +98,17 @@ typedef struct affinity_pkt
   uint32_t len;		   /* bytes from data to the end of the buffer */
   uint32_t headroom;	   /* writable bytes before data */
   affinity_trace_t *trace; /* non-NULL: traced, Rust fills the record */
+  /* 1: the TCP/UDP checksum holds only the pseudo-header sum, for the NIC
+     to complete (VNET_BUFFER_F_OFFLOAD with VNET_BUFFER_OFFLOAD_F_TCP_CKSUM
+     or _UDP_CKSUM, vnet/buffer.h): the core updates it as such (addresses
+     only, PacketBuf::with_partial_l4_checksum). */
+  uint32_t l4_partial;
   /* outputs (Rust) */
   int32_t advance;	    /* add to current_data (negative: prepended) */
-  uint32_t new_len;	    /* packet length after processing */
+  uint32_t new_len;	    /* packet length after processing (bytes); for a
+			       pass or forward the core's own length, which
+			       differs from len when it rewrote the packet in
+			       place to another size (a SYN-proxy SYN-ACK) */
   uint32_t forward_address; /* AFFINITY_NEXT_LOAD_BALANCE: next hop, net order */
   uint16_t next;  /* enum affinity_next */
   uint16_t error; /* enum affinity_error, why; b->error for NEXT_DROP */
@@ -120,11 +129,22 @@ typedef struct affinity_config
   uint16_t auth_key_id;
   /* `disable-action NAME`: NUL-separated names, ending with an empty one */
   const char *disabled_actions;
+  /* `allowed-manager ADDR` (network order): control messages are accepted
+     only from these sources when n_allowed_managers > 0 (AgentConfig::
+     allowed_managers); none given = from any source. */
+  uint32_t allowed_managers[8];
+  uint32_t n_allowed_managers;
+  /* `activity-report-interval-ms N` (AgentConfig::
+     activity_report_interval_ms); ~0 = not given, the default 10 000. */
+  uint32_t activity_report_interval_ms;
 } affinity_config_t;
 
 /* ---- implemented in Rust (vpp-plugin/src/ffi) -------------------------- */
 /* Returns AFFINITY_RC_OK or an affinity_rc_t naming the failure. */
 int32_t affinity_rs_init (const affinity_config_t *cfg);
+/* startup.conf's auth-key-file, checked at config time (a bad one stops
+   VPP): AFFINITY_RC_OK, _KEY_FILE_UNREADABLE or _KEY_FILE_INVALID. */
+int32_t affinity_rs_check_key_file (const char *path);
 /* One frame: fills each descriptor's outputs, and counts[i] (AFFINITY_N_ERROR
    entries) with how much counter i grew in this frame, less the packets
    sent to error-drop under it (error-drop counts those). */
@@ -189,6 +209,12 @@ int32_t affinity_rs_set_auth_key (uint16_t key_id, uint8_t algorithm,
 /* ---- implemented in C (c-shim/), called from Rust ----------------------- */
 /* Sends a complete IPv4 packet (built by Rust) through ip4-lookup. */
 void affinity_shim_send_ip (const uint8_t *packet, uint32_t len);
+/* Adds (is_add 1) or withdraws (0) the advertised prefix address/len
+   (network order, masked) in the default FIB under the plugin's FIB source
+   ("affinity"): a drop entry other routing sources override and routing
+   daemons can export (seed FIG 10H). Main thread only (the timer
+   process). */
+void affinity_shim_advertise (uint32_t address, uint8_t len, uint8_t is_add);
 /* Links the shim's objects into the plugin; returns the shim's version. */
 uint32_t affinity_shim_version (void);
 

@@ -127,3 +127,53 @@ pub const SUPPORTED_ACTIONS: [u16; 5] = [
     seg::INTEREST_CRITERIA_ACTION,
     seg::ACTION_LIST,
 ];
+
+/// Largest key file read (bytes): `/dev/zero` must not be read until
+/// memory runs out, and a key longer than a hash block adds nothing. The
+/// host agent's `--key-file` and the VPP plugin's `auth-key-file` share it.
+pub const MAX_KEY_FILE_BYTES: u64 = 4096;
+
+/// Why a key file gave no key ([`read_key_file`]).
+#[derive(Debug)]
+pub enum KeyFileError {
+    /// Could not be opened or read.
+    Io(std::io::Error),
+    /// Nothing but (at most) a newline: an empty key would authenticate
+    /// anyone who knows the algorithm.
+    Empty,
+    /// Longer than [`MAX_KEY_FILE_BYTES`].
+    TooLong,
+}
+
+impl std::fmt::Display for KeyFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyFileError::Io(e) => write!(f, "{e}"),
+            KeyFileError::Empty => write!(f, "empty key"),
+            KeyFileError::TooLong => {
+                write!(f, "key file longer than {MAX_KEY_FILE_BYTES} bytes")
+            }
+        }
+    }
+}
+
+/// Reads a key file: at most [`MAX_KEY_FILE_BYTES`] bytes, one trailing
+/// newline dropped; an unreadable, empty or longer file is an error.
+pub fn read_key_file(path: &std::path::Path) -> Result<Vec<u8>, KeyFileError> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(KeyFileError::Io)?;
+    let mut secret = Vec::new();
+    f.take(MAX_KEY_FILE_BYTES + 1)
+        .read_to_end(&mut secret)
+        .map_err(KeyFileError::Io)?;
+    if secret.len() as u64 > MAX_KEY_FILE_BYTES {
+        return Err(KeyFileError::TooLong);
+    }
+    if secret.last() == Some(&b'\n') {
+        secret.pop();
+    }
+    if secret.is_empty() {
+        return Err(KeyFileError::Empty);
+    }
+    Ok(secret)
+}

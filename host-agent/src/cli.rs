@@ -188,31 +188,12 @@ pub(crate) struct Opts {
     pub(crate) cfg: AgentConfig,
 }
 
-/// Largest key file read (bytes); `/dev/zero` must not be read until
-/// memory runs out, and a key longer than a hash block adds nothing.
-const MAX_KEY_FILE_BYTES: u64 = 4096;
-
-/// Reads a key file: at most [`MAX_KEY_FILE_BYTES`], one trailing newline
-/// dropped; an unreadable, empty or longer file is an error (text).
+/// Reads a key file (the core's bounded reader,
+/// [`affinity_forwarding_agent::config::read_key_file`]); the error text
+/// names the file.
 pub(crate) fn read_key_file(path: &str) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let f = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
-    let mut secret = Vec::new();
-    f.take(MAX_KEY_FILE_BYTES + 1)
-        .read_to_end(&mut secret)
-        .map_err(|e| format!("{path}: {e}"))?;
-    if secret.len() as u64 > MAX_KEY_FILE_BYTES {
-        return Err(format!(
-            "{path}: key file longer than {MAX_KEY_FILE_BYTES} bytes"
-        ));
-    }
-    if secret.last() == Some(&b'\n') {
-        secret.pop();
-    }
-    if secret.is_empty() {
-        return Err(format!("{path}: empty key"));
-    }
-    Ok(secret)
+    affinity_forwarding_agent::config::read_key_file(std::path::Path::new(path))
+        .map_err(|e| format!("{path}: {e}"))
 }
 
 pub(crate) fn opts(cli: Cli) -> Result<Opts, String> {

@@ -339,6 +339,14 @@ impl Worker {
         self.flush();
     }
 
+    /// Whether fragments are held or datagrams remembered (bytes or state
+    /// [`Worker::poll_fragments`] has to release or expire within
+    /// [`fragments::TIMEOUT_NS`]): a caller that polls only on demand
+    /// polls again soon while this is true.
+    pub fn holds_fragments(&self) -> bool {
+        !self.frag.is_empty()
+    }
+
     /// Held fragments released since the last call (their first fragment's
     /// decision came): each IPv4 packet, rewritten, with its disposition (a
     /// `Punt`'s `start` indexes that packet's own bytes). The caller sends

@@ -154,32 +154,16 @@ impl Default for AuthSection {
     }
 }
 
-/// Largest key file read (bytes): a key longer than a hash block adds
-/// nothing, and `/dev/zero` must not be read until memory runs out.
-pub const MAX_KEY_FILE_BYTES: u64 = 4096;
+/// Largest key file read (bytes): the forwarding-agent core's limit, one
+/// rule for every reader of key files.
+pub use affinity_forwarding_agent::config::MAX_KEY_FILE_BYTES;
 
-/// Reads a key file: at most [`MAX_KEY_FILE_BYTES`], one trailing newline
-/// dropped; errors (text) for an unreadable, empty or over-long file.
+/// Reads a key file with the core's bounded reader (at most
+/// [`MAX_KEY_FILE_BYTES`], one trailing newline dropped, not empty); the
+/// error text names the file.
 pub fn read_key_file(path: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let f = std::fs::File::open(path).map_err(|e| format!("key file {}: {e}", path.display()))?;
-    let mut secret = Vec::new();
-    f.take(MAX_KEY_FILE_BYTES + 1)
-        .read_to_end(&mut secret)
-        .map_err(|e| format!("key file {}: {e}", path.display()))?;
-    if secret.len() as u64 > MAX_KEY_FILE_BYTES {
-        return Err(format!(
-            "key file {}: longer than {MAX_KEY_FILE_BYTES} bytes",
-            path.display()
-        ));
-    }
-    if secret.last() == Some(&b'\n') {
-        secret.pop();
-    }
-    if secret.is_empty() {
-        return Err(format!("key file {}: empty key", path.display()));
-    }
-    Ok(secret)
+    affinity_forwarding_agent::config::read_key_file(path)
+        .map_err(|e| format!("key file {}: {e}", path.display()))
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -19,11 +19,13 @@ mod sys {
 }
 
 use affinity_api::{AuthAlgorithm, AuthPolicy, Key, AGENT_PORT};
+use affinity_forwarding_agent::config::{read_key_file, KeyFileError};
 use affinity_forwarding_agent::counters::{SharedCounters, N_COUNTERS};
 use affinity_forwarding_agent::wire::{self, IpProtocol, IPV4_UDP_HEADER_LEN};
 use affinity_forwarding_agent::{Agent, AgentConfig, Counter, Disposition, PacketBuf, Worker};
 use once_cell::sync::OnceCell;
 use parking_lot::Mutex;
+use std::collections::BTreeSet;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -83,6 +85,9 @@ struct State {
     /// What the shim counts itself (its own drops, bad control packets).
     shim_counters: Arc<SharedCounters>,
     counter_names: Vec<CString>,
+    /// Prefixes installed in the FIB (`affinity_shim_advertise`), as
+    /// (address network order masked, length): the timer process's only.
+    advertised: Mutex<BTreeSet<(u32, u8)>>,
 }
 
 static STATE: OnceCell<State> = OnceCell::new();
@@ -174,16 +179,17 @@ pub unsafe extern "C" fn affinity_rs_init(cfg: *const sys::affinity_config_t) ->
             let path = unsafe { CStr::from_ptr(c.auth_key_file) }
                 .to_string_lossy()
                 .into_owned();
-            match std::fs::read(&path) {
+            // Bounded and non-empty, as the host agent's --key-file.
+            match read_key_file(std::path::Path::new(&path)) {
                 Ok(k) => {
-                    let k = k.strip_suffix(b"\n").map(<[u8]>::to_vec).unwrap_or(k);
                     auth = AuthPolicy::with_key(Key::new(
                         c.auth_key_id.max(1),
                         AuthAlgorithm::HmacSha256,
                         k,
                     ));
                 }
-                Err(_) => return sys::AFFINITY_RC_KEY_FILE_UNREADABLE,
+                Err(KeyFileError::Io(_)) => return sys::AFFINITY_RC_KEY_FILE_UNREADABLE,
+                Err(_) => return sys::AFFINITY_RC_KEY_FILE_INVALID,
             }
         }
         let mut disabled_actions = Vec::new();
@@ -216,8 +222,20 @@ pub unsafe extern "C" fn affinity_rs_init(cfg: *const sys::affinity_config_t) ->
             agent_name: "vpp-affinity".into(),
             instance_id: c.agent_address ^ 0x5650_5000,
             auth,
-            // Managers renew only flows reported active (issue 11).
-            activity_report_interval_ms: 10_000,
+            // Managers renew only flows reported active (issue 11);
+            // `activity-report-interval-ms` (~0: not given).
+            activity_report_interval_ms: if c.activity_report_interval_ms == u32::MAX {
+                10_000
+            } else {
+                u64::from(c.activity_report_interval_ms)
+            },
+            // `allowed-manager ADDR`: none given, any source (trusted LAN).
+            allowed_managers: (c.n_allowed_managers > 0).then(|| {
+                c.allowed_managers[..(c.n_allowed_managers as usize).min(8)]
+                    .iter()
+                    .map(|a| Ipv4Addr::from(u32::from_be(*a)))
+                    .collect()
+            }),
             ..Default::default()
         };
         let agent = Agent::new(config);
@@ -228,6 +246,7 @@ pub unsafe extern "C" fn affinity_rs_init(cfg: *const sys::affinity_config_t) ->
                 .collect(),
             control: Mutex::new(agent.worker()),
             shim_counters: agent.external_counters(),
+            advertised: Mutex::new(BTreeSet::new()),
             counter_names: Counter::ALL
                 .iter()
                 .map(|c| CString::new(c.name()).unwrap_or_default())
@@ -245,6 +264,32 @@ pub unsafe extern "C" fn affinity_rs_init(cfg: *const sys::affinity_config_t) ->
             return sys::AFFINITY_RC_ALREADY_INITIALISED;
         }
         sys::AFFINITY_RC_OK
+    })
+    .unwrap_or(sys::AFFINITY_RC_PANIC)
+}
+
+/// Checks startup.conf's `auth-key-file` before VPP starts (its config
+/// function): the same bounded read as at init ([`read_key_file`], at most
+/// 4096 bytes, not empty), so a bad key file stops VPP instead of leaving
+/// it running without a core. Returns `AFFINITY_RC_OK`,
+/// `AFFINITY_RC_KEY_FILE_UNREADABLE`, `_KEY_FILE_INVALID` (empty or too
+/// long) or `_BAD_ARGUMENT` (NULL).
+///
+/// # Safety
+/// `path` is NULL or NUL-terminated, valid for the call.
+#[no_mangle]
+pub unsafe extern "C" fn affinity_rs_check_key_file(path: *const c_char) -> i32 {
+    if path.is_null() {
+        return sys::AFFINITY_RC_BAD_ARGUMENT;
+    }
+    // SAFETY: NUL-terminated, by this function's contract.
+    let path = unsafe { CStr::from_ptr(path) }
+        .to_string_lossy()
+        .into_owned();
+    catch_unwind(|| match read_key_file(std::path::Path::new(&path)) {
+        Ok(_) => sys::AFFINITY_RC_OK,
+        Err(KeyFileError::Io(_)) => sys::AFFINITY_RC_KEY_FILE_UNREADABLE,
+        Err(_) => sys::AFFINITY_RC_KEY_FILE_INVALID,
     })
     .unwrap_or(sys::AFFINITY_RC_PANIC)
 }
@@ -294,19 +339,89 @@ pub unsafe extern "C" fn affinity_rs_control(
 }
 
 /// The core's timers (expiry, hold timeouts), at `now` (`vlib_time_now`,
-/// seconds). Returns when they are next needed, in the same clock
-/// ([`Agent::poll_timeout`]), or -1 when nothing is scheduled (or before
-/// init): the timer process sleeps until then.
+/// seconds), run by the timer process on the main thread: the agent's
+/// tick; fragment upkeep of every thread's worker (held fragments of an
+/// idle worker released or expired, `Worker::poll_fragments`); the
+/// advertised prefixes brought into the FIB. Returns when they are next
+/// needed, in the same clock ([`Agent::poll_timeout`]), or -1 when nothing
+/// is scheduled (or before init): the timer process sleeps until then.
 #[no_mangle]
 pub extern "C" fn affinity_rs_tick(now: f64) -> f64 {
     let Some(st) = STATE.get() else { return -1.0 };
     catch_unwind(AssertUnwindSafe(|| {
-        flush(st.agent.tick(ns(now)));
-        st.agent
-            .poll_timeout()
-            .map_or(-1.0, |due_ns| due_ns as f64 / 1e9)
+        let t = ns(now);
+        flush(st.agent.tick(t));
+        // Fragment state is released or expired within seconds
+        // (fragments::TIMEOUT_NS, 2 s), a deadline poll_timeout does not
+        // know: while any is kept, come back in FRAGMENT_POLL_S.
+        let mut soon = false;
+        for thread in &st.workers {
+            match thread.try_lock() {
+                Some(mut ts) => soon |= ts.poll_fragments(t),
+                // A worker busy with a frame does its own upkeep; look
+                // again soon.
+                None => soon = true,
+            }
+        }
+        {
+            let mut w = st.control.lock();
+            w.poll_fragments(t);
+            send_released(&mut w);
+            flush(w.take_messages());
+            soon |= w.holds_fragments();
+        }
+        // Wildcards expire without a deadline of their own here: while a
+        // prefix is advertised, look again within ADVERTISE_POLL_S.
+        let advertising = sync_advertised(st, t);
+        let due = st.agent.poll_timeout().map(|due_ns| due_ns as f64 / 1e9);
+        let cap = if soon {
+            Some(now + FRAGMENT_POLL_S)
+        } else if advertising {
+            Some(now + ADVERTISE_POLL_S)
+        } else {
+            None
+        };
+        match (due, cap) {
+            (Some(d), Some(c)) => d.min(c),
+            (d, c) => d.or(c).unwrap_or(-1.0),
+        }
     }))
     .unwrap_or(-1.0)
+}
+
+/// How soon the timer process looks again while fragments are held
+/// (seconds): well inside their 2 s timeout.
+const FRAGMENT_POLL_S: f64 = 0.2;
+/// How soon it looks again while prefixes are advertised (seconds): how
+/// late a withdrawal may come after the wildcard's expiry.
+const ADVERTISE_POLL_S: f64 = 1.0;
+
+/// Brings the FIB's entries of the plugin's source to the prefixes live
+/// wildcards advertise now ([`Agent::advertised_prefixes`], seed FIG 10H):
+/// new ones added, gone ones (wildcard deleted or expired) withdrawn.
+/// Returns whether any prefix is advertised.
+fn sync_advertised(st: &State, now_ns: u64) -> bool {
+    let want: BTreeSet<(u32, u8)> = st
+        .agent
+        .advertised_prefixes(now_ns)
+        .into_iter()
+        .map(|(addr, mask)| {
+            let m = u32::from(mask);
+            ((u32::from(addr) & m).to_be(), m.count_ones() as u8)
+        })
+        .collect();
+    let mut have = st.advertised.lock();
+    for &(a, l) in have.difference(&want) {
+        // SAFETY: FFI call with plain values, on the main thread (the timer
+        // process), as the shim requires.
+        unsafe { sys::affinity_shim_advertise(a, l, 0) };
+    }
+    for &(a, l) in want.difference(&have) {
+        // SAFETY: as above.
+        unsafe { sys::affinity_shim_advertise(a, l, 1) };
+    }
+    *have = want;
+    !have.is_empty()
 }
 
 /// Counts `n` events the shim decided itself into the core's counter

@@ -26,6 +26,17 @@ pub(super) struct ThreadState {
 }
 
 impl ThreadState {
+    /// Fragment upkeep while no frame comes (`Worker::poll_fragments`):
+    /// released fragments are sent, expired ones forgotten. `now_ns` in
+    /// the core's clock (nanoseconds). Returns whether fragment state is
+    /// still kept (poll again soon).
+    pub(super) fn poll_fragments(&mut self, now_ns: u64) -> bool {
+        self.worker.poll_fragments(now_ns);
+        send_released(&mut self.worker);
+        flush(self.worker.take_messages());
+        self.worker.holds_fragments()
+    }
+
     pub(super) fn new(worker: Worker) -> Self {
         ThreadState {
             reported: worker.counters().0,
@@ -168,7 +179,12 @@ unsafe fn process(
             let t = unsafe { &mut *d.trace };
             t.before = tuple(packet(buf, d.headroom as usize, d.len as usize));
         }
-        bufs.push(PacketBuf::new(buf, d.headroom as usize, d.len as usize));
+        let p = PacketBuf::new(buf, d.headroom as usize, d.len as usize);
+        bufs.push(if d.l4_partial != 0 {
+            p.with_partial_l4_checksum()
+        } else {
+            p
+        });
     }
     ts.out.clear();
     ts.out.resize(bufs.len(), Disposition::Pass);
@@ -177,6 +193,10 @@ unsafe fn process(
     // Packets sent to error-drop, per counter: error-drop counts them.
     let mut dropped = [0u32; N_COUNTERS];
     for (i, (d, p)) in descs.iter_mut().zip(bufs.iter_mut()).enumerate() {
+        // A pass or forward leaves with the core's length: it may have
+        // rewritten the packet in place to another size (the SYN proxy's
+        // SYN-ACK). Punts set their own below.
+        d.new_len = p.len as u32;
         let verdict = match ts.out[i] {
             Disposition::Pass => sys::AFFINITY_VERDICT_PASS,
             Disposition::Forward(to) => {
