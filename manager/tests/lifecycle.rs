@@ -6,31 +6,13 @@
 use affinity_api::AffinityKey;
 use affinity_forwarding_agent::wire::{self, build};
 use affinity_forwarding_agent::{Disposition, PacketBuf};
-use affinity_manager::{Command, Config, FlowState, ManagerCore, Outgoing};
+use affinity_manager::{Command, FlowState, ManagerCore, Outgoing};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 mod common;
-use common::{client, Sim, B, SEC, VIP};
+use common::{client, config, Sim, B, SEC, VIP};
 
 const VIP2: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
-
-/// `[manager]` (with `manager_extra`) and two agents, then `services`.
-fn config(manager_extra: &str, services: &str) -> Config {
-    let text = format!(
-        r#"
-[manager]
-listen = "192.0.2.10:1638"
-name = "mgr1"
-wildcard_ttl = 3
-fixed_ttl = 30
-{manager_extra}
-[agents]
-unicast = ["192.0.2.1:1637", "192.0.2.2:1637"]
-{services}
-"#
-    );
-    Config::parse(&text).unwrap_or_else(|e| panic!("{e:?}"))
-}
 
 /// TCP `web` 203.0.113.10:80 → 198.51.100.1–3:8080, round robin, sticky 2 s.
 const WEB_RR: &str = r#"

@@ -13,15 +13,6 @@ use common::{client, Sim, B, SEC, VIP};
 fn config(extra_service: &str, manager_extra: &str) -> Config {
     let text = format!(
         r#"
-[manager]
-listen = "192.0.2.10:1638"
-name = "mgr1"
-wildcard_ttl = 3
-fixed_ttl = 30
-{manager_extra}
-[agents]
-unicast = ["192.0.2.1:1637", "192.0.2.2:1637"]
-
 [[service]]
 name = "web"
 virtual = "203.0.113.10:80"
@@ -48,7 +39,7 @@ address = "198.51.100.1:53"
 address = "198.51.100.2:53"
 "#
     );
-    Config::parse(&text).unwrap_or_else(|e| panic!("{e:?}"))
+    common::config(manager_extra, &text)
 }
 
 #[test]

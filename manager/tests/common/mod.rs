@@ -27,6 +27,33 @@ pub fn client(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 0, n)
 }
 
+/// The `[manager]` section every test starts from (mgr1 on 192.0.2.10:1638,
+/// wildcard TTL 3 s, fixed TTL 30 s), `manager_extra` lines appended.
+pub fn manager_section(manager_extra: &str) -> String {
+    format!(
+        r#"
+[manager]
+listen = "192.0.2.10:1638"
+name = "mgr1"
+wildcard_ttl = 3
+fixed_ttl = 30
+{manager_extra}"#
+    )
+}
+
+/// `[manager]` (with `manager_extra`) and two agents, then `services`.
+pub fn config(manager_extra: &str, services: &str) -> Config {
+    let text = format!(
+        r#"{}
+[agents]
+unicast = ["192.0.2.1:1637", "192.0.2.2:1637"]
+{services}
+"#,
+        manager_section(manager_extra)
+    );
+    Config::parse(&text).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
 /// The manager core and two simulated agents (192.0.2.1 and 192.0.2.2,
 /// port `AGENT_PORT`), on one clock in nanoseconds.
 pub struct Sim {
