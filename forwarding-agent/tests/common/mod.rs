@@ -3,9 +3,10 @@
 #![allow(dead_code)]
 
 use affinity_api::{
-    encode_action_list, interest, ActionList, AdvertiseAction, AffinityIdentifier, AffinityKey,
-    BackupPrecedence, FixedAffinity, IdentityInfo, InterestCriteria, Key, MessageBuilder,
-    MessageType, NatAction, Segment, ServicePrecedence, WildcardAffinity, MANAGER_PORT,
+    encode_action_list, interest, ActionList, AdmissionAction, AdvertiseAction, AffinityIdentifier,
+    AffinityKey, BackupPrecedence, FixedAffinity, IdentityInfo, InterestCriteria, Key,
+    MessageBuilder, MessageType, NatAction, Segment, ServicePrecedence, WildcardAffinity,
+    MANAGER_PORT,
 };
 use affinity_forwarding_agent::wire::{self, build};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -37,6 +38,9 @@ pub struct Wc {
     pub dispatch: u8,
     pub info: u8,
     pub forward: Ipv4Addr,
+    /// Admission control for this wildcard's punts (token budgets, SYN proxy);
+    /// `None` leaves the agent's defaults.
+    pub admission: Option<AdmissionAction>,
 }
 
 impl Wc {
@@ -68,6 +72,7 @@ impl Wc {
             dispatch: 0,
             info: 0,
             forward: Ipv4Addr::UNSPECIFIED,
+            admission: None,
         }
     }
     /// backends → clients (reverse direction).
@@ -139,6 +144,9 @@ pub fn wildcard_msg(mgr: Ipv4Addr, seq: u64, wcs: &[Wc], key: Option<&Key>) -> V
         }
         if !w.actions_required.is_empty() {
             b.push(Segment::ActionList(ActionList::from_raw(list).unwrap()));
+        }
+        if let Some(a) = w.admission {
+            b.push(Segment::AdmissionAction(a));
         }
     }
     b.finish().unwrap()
