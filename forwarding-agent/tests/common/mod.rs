@@ -92,6 +92,41 @@ impl Wc {
     }
 }
 
+impl Wc {
+    /// [`Wc::to_vip`] whose SYNs only are interesting, with `flags`
+    /// (`InterestCriteria::HOLD`: held until the manager answers).
+    pub fn syn_interest(id: u32, flags: u8) -> Wc {
+        Wc {
+            interest: Some(InterestCriteria {
+                address: Ipv4Addr::UNSPECIFIED,
+                port: 0,
+                mask: interest::SYN,
+                flags,
+            }),
+            ..Wc::to_vip(id)
+        }
+    }
+
+    /// [`Wc::to_vip`] that also advertises VIP/32: packets to the VIP
+    /// that match no wildcard are dropped (`Counter::DropAdvertised`).
+    pub fn advertising_vip(id: u32) -> Wc {
+        Wc {
+            advertise: Some(AdvertiseAction {
+                address: VIP,
+                mask: None,
+            }),
+            ..Wc::to_vip(id)
+        }
+    }
+}
+
+/// From MGR, sequence 1: SYNs to VIP:80 interesting with `flags` (wildcard
+/// 10, [`Wc::syn_interest`]) and the backends' replies (wildcard 11).
+pub fn syn_interest_msg(flags: u8) -> Vec<u8> {
+    let w = [Wc::syn_interest(10, flags), Wc::from_backends(11)];
+    wildcard_msg(MGR, 1, &w, None)
+}
+
 pub fn wildcard_msg(mgr: Ipv4Addr, seq: u64, wcs: &[Wc], key: Option<&Key>) -> Vec<u8> {
     let mut b = match key {
         Some(k) => MessageBuilder::signed(MessageType::AffinityUpdateWildcard, seq, k),
