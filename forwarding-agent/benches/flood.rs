@@ -11,11 +11,12 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+mod figures;
+
 use affinity_api::{interest, AdmissionAction, InterestCriteria};
 use affinity_forwarding_agent::wire::build;
 use affinity_forwarding_agent::{Agent, AgentConfig, Counter, Disposition, PacketBuf};
 use common::{from, wildcard_msg, Wc, MGR, SEC, VIP};
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -259,17 +260,5 @@ fn main() {
         "pkts",
     ));
 
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-figures.txt");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .ok();
-    for (n, v, u) in figures {
-        let line = format!("{n} {v:.2} {u}");
-        println!("{line}");
-        if let Some(f) = f.as_mut() {
-            let _ = writeln!(f, "{line}");
-        }
-    }
+    figures::report(figures);
 }
