@@ -6,7 +6,7 @@
 use affinity_api::AffinityKey;
 use affinity_forwarding_agent::wire::{self, build};
 use affinity_forwarding_agent::{Disposition, PacketBuf};
-use affinity_manager::{Command, FlowState, ManagerCore, Outgoing};
+use affinity_manager::{Command, Config, FlowState, ManagerCore, Outgoing};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 mod common;
@@ -43,6 +43,33 @@ address = "198.51.100.1:53"
 [[service.backend]]
 address = "198.51.100.2:53"
 "#;
+
+/// TCP `web` 203.0.113.10:80 → 198.51.100.1:8080 only, round robin.
+const WEB_B1: &str = r#"
+[[service]]
+name = "web"
+virtual = "203.0.113.10:80"
+algorithm = "round-robin"
+[[service.backend]]
+address = "198.51.100.1:8080"
+"#;
+
+/// TCP `web2` 203.0.113.11:80 → the same backend as [`WEB_B1`].
+const WEB2_B1: &str = r#"
+[[service]]
+name = "web2"
+virtual = "203.0.113.11:80"
+algorithm = "round-robin"
+[[service.backend]]
+address = "198.51.100.1:8080"
+"#;
+
+/// Another manager (B, 192.0.2.11:1638) with `cfg`, and its address.
+fn second_manager(mut cfg: Config) -> (ManagerCore, SocketAddrV4) {
+    cfg.manager.listen = "192.0.2.11:1638".parse().unwrap();
+    let addr = cfg.manager.listen;
+    (ManagerCore::new(cfg, 0), addr)
+}
 
 fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8, data: &[u8]) -> Vec<u8> {
     build::tcp(src, sport, dst, dport, flags, 1, 1, data)
@@ -301,20 +328,7 @@ fn case3_transitory_and_established_timeouts_apply_per_state() {
 /// counted, and the first flow's replies still come from its own VIP.
 #[test]
 fn case4_an_install_never_replaces_another_flows_reverse_affinity() {
-    let two = r#"
-[[service]]
-name = "web"
-virtual = "203.0.113.10:80"
-algorithm = "round-robin"
-[[service.backend]]
-address = "198.51.100.1:8080"
-[[service]]
-name = "web2"
-virtual = "203.0.113.11:80"
-algorithm = "round-robin"
-[[service.backend]]
-address = "198.51.100.1:8080"
-"#;
+    let two = &format!("{WEB_B1}{WEB2_B1}");
     let mut s = Sim::reporting(config("", two), 4096);
     let c = client(12);
     assert!(s
@@ -545,27 +559,8 @@ weight = 4
 /// activity reports and never installs over them.
 #[test]
 fn case4_another_manager_learns_live_keys_from_activity_reports() {
-    let web = r#"
-[[service]]
-name = "web"
-virtual = "203.0.113.10:80"
-algorithm = "round-robin"
-[[service.backend]]
-address = "198.51.100.1:8080"
-"#;
-    let web2 = r#"
-[[service]]
-name = "web2"
-virtual = "203.0.113.11:80"
-algorithm = "round-robin"
-[[service.backend]]
-address = "198.51.100.1:8080"
-"#;
-    let mut s = Sim::reporting(config("", web), 4096);
-    let mut cfg_b = config("", web2);
-    cfg_b.manager.listen = "192.0.2.11:1638".parse().unwrap();
-    let b_addr = cfg_b.manager.listen;
-    let mut b = ManagerCore::new(cfg_b, 0);
+    let mut s = Sim::reporting(config("", WEB_B1), 4096);
+    let (mut b, b_addr) = second_manager(config("", WEB2_B1));
     let agent = s.agents[0].0;
     // Manager B's answers go to agent 1 as coming from B.
     let to_agent = |s: &mut Sim, out: Vec<Outgoing>| -> Vec<Vec<u8>> {
@@ -662,10 +657,7 @@ address = "198.51.100.3:8080"
         )
     };
     let mut s = Sim::reporting(config("", &web(0)), 4096);
-    let mut cfg_b = config("", &web(100));
-    cfg_b.manager.listen = "192.0.2.11:1638".parse().unwrap();
-    let b_addr = cfg_b.manager.listen;
-    let mut b = ManagerCore::new(cfg_b, 0);
+    let (mut b, b_addr) = second_manager(config("", &web(100)));
     // Manager B's messages to the agents, as coming from B.
     let to_agents = |s: &mut Sim, out: Vec<Outgoing>| -> Vec<(usize, Vec<u8>)> {
         let mut returned = Vec::new();
@@ -933,10 +925,7 @@ backup_precedence = BP
 address = "198.51.100.1:8080"
 "#;
     let mut s = Sim::reporting(config("", &web.replace("BP", "0")), 4096);
-    let mut cfg_b = config("", &web.replace("BP", "100"));
-    cfg_b.manager.listen = "192.0.2.11:1638".parse().unwrap();
-    let b_addr = cfg_b.manager.listen;
-    let mut b = ManagerCore::new(cfg_b, 0);
+    let (mut b, b_addr) = second_manager(config("", &web.replace("BP", "100")));
     let agent = s.agents[0].0;
     let role = |m: &mut ManagerCore, now: u64| -> String {
         let j = m.command(Command::StatusJson, now).expect("status");
