@@ -12,13 +12,14 @@
 //! `AFFINITY_BENCH_ROUNDS=n` sets the rounds (25: a round is ~30 ms per
 //! case, and the best of 7 still moved ±8 % between runs on a shared VM).
 
+mod figures;
+
 use affinity_api::{AffinityKey, NatAction};
 use affinity_forwarding_agent::actions::{ActionSet, NatActionKey};
 use affinity_forwarding_agent::wire::{self, build};
 use affinity_forwarding_agent::{Agent, AgentConfig, Disposition, PacketBuf};
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
@@ -315,17 +316,5 @@ fn main() {
         figures.push(("ratio_wildcard_10k_vs_10".into(), ns[1] / ns[0], "x"));
     }
 
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-figures.txt");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .ok();
-    for (n, v, u) in figures {
-        let line = format!("{n} {v:.2} {u}");
-        println!("{line}");
-        if let Some(f) = f.as_mut() {
-            let _ = writeln!(f, "{line}");
-        }
-    }
+    figures::report(figures);
 }

@@ -8,14 +8,16 @@
 //! The lab flood (10 000 SYN/s for 30 s at a VIP with host agents or VPP)
 //! is a separate test; these are the core's share of it.
 
-use affinity_api::{
-    interest, AdmissionAction, AffinityIdentifier, AffinityKey, IdentityInfo, InterestCriteria,
-    MessageBuilder, MessageType, Segment, WildcardAffinity, MANAGER_PORT,
-};
-use affinity_forwarding_agent::wire::{self, build};
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+mod figures;
+
+use affinity_api::{interest, AdmissionAction, InterestCriteria};
+use affinity_forwarding_agent::wire::build;
 use affinity_forwarding_agent::{Agent, AgentConfig, Counter, Disposition, PacketBuf};
-use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use common::{from, wildcard_msg, Wc, MGR, SEC, VIP};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,45 +25,23 @@ const SYNS: usize = 10_000;
 const BATCH: usize = 256;
 const HEAD: usize = 256;
 const SLOT: usize = HEAD + 64;
-const SEC: u64 = 1_000_000_000;
-const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
-const MGR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 
+/// Clients → VIP:80/tcp, SYNs punted to MGR, with `admission` if given.
 fn wildcard(admission: Option<AdmissionAction>) -> Vec<u8> {
-    let mut b = MessageBuilder::new(MessageType::AffinityUpdateWildcard, 1);
-    b.push(Segment::IdentityInfo(IdentityInfo {
-        address: MGR,
-        host_name: "mgr",
-    }));
-    b.push(Segment::WildcardAffinity(WildcardAffinity {
-        key: AffinityKey {
-            protocol: wire::TCP,
-            src_addr: Ipv4Addr::UNSPECIFIED,
-            dst_addr: VIP,
-            src_port: 0,
-            dst_port: 80,
-        },
-        src_mask: Ipv4Addr::UNSPECIFIED,
-        dst_mask: Ipv4Addr::BROADCAST,
-        dispatch_flags: 0,
-        info_flags: 0,
-        forward_addr: Ipv4Addr::UNSPECIFIED,
+    let w = Wc {
         ttl: 3600,
-    }));
-    b.push(Segment::AffinityIdentifier(AffinityIdentifier {
-        id: 1,
-        reason: 0,
-    }));
-    b.push(Segment::InterestCriteria(InterestCriteria {
-        address: Ipv4Addr::UNSPECIFIED,
-        port: 0,
-        mask: interest::SYN,
-        flags: InterestCriteria::DATA,
-    }));
-    if let Some(a) = admission {
-        b.push(Segment::AdmissionAction(a));
-    }
-    b.finish().unwrap_or_default()
+        // No service precedence segment was sent here: the agent's default, 0.
+        service: 0,
+        interest: Some(InterestCriteria {
+            address: Ipv4Addr::UNSPECIFIED,
+            port: 0,
+            mask: interest::SYN,
+            flags: InterestCriteria::DATA,
+        }),
+        admission,
+        ..Wc::to_vip(1)
+    };
+    wildcard_msg(MGR, 1, &[w], None)
 }
 
 /// xorshift64: reproducible spoofed sources.
@@ -217,11 +197,7 @@ fn agent(admission: Option<AdmissionAction>) -> Arc<Agent> {
         fixed_capacity: 1 << 16,
         ..AgentConfig::default()
     });
-    let _ = a.handle_control(
-        0,
-        SocketAddrV4::new(MGR, MANAGER_PORT),
-        &wildcard(admission),
-    );
+    let _ = a.handle_control(0, from(MGR), &wildcard(admission));
     a
 }
 
@@ -284,17 +260,5 @@ fn main() {
         "pkts",
     ));
 
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-figures.txt");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .ok();
-    for (n, v, u) in figures {
-        let line = format!("{n} {v:.2} {u}");
-        println!("{line}");
-        if let Some(f) = f.as_mut() {
-            let _ = writeln!(f, "{line}");
-        }
-    }
+    figures::report(figures);
 }

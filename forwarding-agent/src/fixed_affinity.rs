@@ -501,8 +501,9 @@ mod tests {
         assert_eq!(n, 1000);
     }
 
-    #[test]
-    fn counters_accumulate_and_restart_with_a_new_entry() {
+    /// A 16-slot table holding `key(1)` (action 1, expiry 1 ds): the
+    /// table, the value and the entry's slot.
+    fn one_entry() -> (FixedTable, FixedValue, usize) {
         let t = FixedTable::new(16);
         let v = FixedValue {
             action: 1,
@@ -511,6 +512,12 @@ mod tests {
         let Ok(Inserted::New(slot)) = t.insert(&key(1), v) else {
             panic!("not inserted")
         };
+        (t, v, slot)
+    }
+
+    #[test]
+    fn counters_accumulate_and_restart_with_a_new_entry() {
+        let (t, v, slot) = one_entry();
         t.count(slot, 60);
         t.count(slot, 40);
         assert_eq!(t.counters(slot), (2, 100));
@@ -528,14 +535,7 @@ mod tests {
 
     #[test]
     fn counters_carry_past_32_bits() {
-        let t = FixedTable::new(16);
-        let v = FixedValue {
-            action: 1,
-            expires_ds: 1,
-        };
-        let Ok(Inserted::New(slot)) = t.insert(&key(1), v) else {
-            panic!("not inserted")
-        };
+        let (t, v, slot) = one_entry();
         let e = t.entry(slot).unwrap();
         e.packets.store(u32::MAX, Relaxed);
         e.bytes.store(u32::MAX - 10, Relaxed);

@@ -12,8 +12,8 @@ use affinity_forwarding_agent::{
     Agent, AgentConfig, Counter, Disposition, ForwardingAgentInterestData, PacketBuf, Worker,
 };
 use common::{
-    buffer, checksums_ok, data, flow_msg, from, reply, syn, wildcard_msg, Wc, BACKEND, CLIENT, MGR,
-    MGR2, SEC, VIP,
+    buffer, checksums_ok, data, flow_msg, from, reply, syn, syn_interest_msg, wildcard_msg, Wc,
+    BACKEND, CLIENT, MGR, MGR2, SEC, VIP,
 };
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -469,11 +469,7 @@ fn service_chaining_returned_packet_goes_to_next_precedence_only() {
 #[test]
 fn advertised_address_without_match_is_dropped() {
     let (a, mut w) = agent(AgentConfig::default());
-    let mut wc = Wc::to_vip(10);
-    wc.advertise = Some(AdvertiseAction {
-        address: VIP,
-        mask: None,
-    });
+    let wc = Wc::advertising_vip(10);
     a.handle_control(0, from(MGR), &wildcard_msg(MGR, 1, &[wc], None));
     // Port 22 on the VIP matches no wildcard.
     let p = build::tcp(CLIENT, 1, VIP, 22, build::TCP_SYN, 0, 0, &[]);
@@ -577,18 +573,7 @@ fn hold_releases_on_fixed_update_and_times_out_to_manager() {
         hold_timeout_ms: 500,
         ..Default::default()
     });
-    let mut wc = Wc::to_vip(10);
-    wc.interest = Some(InterestCriteria {
-        address: Ipv4Addr::UNSPECIFIED,
-        port: 0,
-        mask: interest::SYN,
-        flags: InterestCriteria::HOLD,
-    });
-    a.handle_control(
-        0,
-        from(MGR),
-        &wildcard_msg(MGR, 1, &[wc, Wc::from_backends(11)], None),
-    );
+    a.handle_control(0, from(MGR), &syn_interest_msg(InterestCriteria::HOLD));
     assert_eq!(
         run(&mut w, 0, &syn(1), 256).0,
         Disposition::Consumed(Counter::Held)

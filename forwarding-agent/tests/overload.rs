@@ -4,10 +4,7 @@
 
 mod common;
 use affinity_api::ServiceMessage;
-use affinity_api::{
-    interest, AdmissionAction, AffinityIdentifier, AffinityKey, IdentityInfo, InterestCriteria,
-    MessageBuilder, MessageType, Segment, ServicePrecedence, WildcardAffinity,
-};
+use affinity_api::{interest, AdmissionAction, MessageType};
 use affinity_forwarding_agent::synproxy::{SynProxyState, TcpOptions};
 use affinity_forwarding_agent::wire::{self, build};
 use affinity_forwarding_agent::{Agent, AgentConfig, Counter, Disposition, PacketBuf, Worker};
@@ -33,44 +30,12 @@ fn agent() -> (Arc<Agent>, Worker) {
 /// A wildcard for clients → VIP:80/tcp punting every packet (with data)
 /// to MGR, with `admission` if given.
 fn vip_wildcard(admission: Option<AdmissionAction>) -> Vec<u8> {
-    let mut b = MessageBuilder::new(MessageType::AffinityUpdateWildcard, 1);
-    b.push(Segment::IdentityInfo(IdentityInfo {
-        address: MGR,
-        host_name: "mgr",
-    }));
-    b.push(Segment::WildcardAffinity(WildcardAffinity {
-        key: AffinityKey {
-            protocol: wire::TCP,
-            src_addr: Ipv4Addr::UNSPECIFIED,
-            dst_addr: VIP,
-            src_port: 0,
-            dst_port: 80,
-        },
-        src_mask: Ipv4Addr::UNSPECIFIED,
-        dst_mask: Ipv4Addr::BROADCAST,
-        dispatch_flags: 0,
-        info_flags: 0,
-        forward_addr: Ipv4Addr::UNSPECIFIED,
+    let w = Wc {
         ttl: 3600,
-    }));
-    b.push(Segment::AffinityIdentifier(AffinityIdentifier {
-        id: 10,
-        reason: 0,
-    }));
-    b.push(Segment::ServicePrecedence(ServicePrecedence {
-        search_first: false,
-        value: 100,
-    }));
-    b.push(Segment::InterestCriteria(InterestCriteria {
-        address: Ipv4Addr::UNSPECIFIED,
-        port: 0,
-        mask: interest::ALL,
-        flags: InterestCriteria::DATA,
-    }));
-    if let Some(adm) = admission {
-        b.push(Segment::AdmissionAction(adm));
-    }
-    b.finish().unwrap()
+        admission,
+        ..Wc::to_vip(10)
+    };
+    wildcard_msg(MGR, 1, &[w], None)
 }
 
 fn install(a: &Agent, admission: Option<AdmissionAction>) {

@@ -3,9 +3,9 @@
 //! reclaim — and `tick` at that time does it.
 
 mod common;
-use affinity_api::{interest, InterestCriteria};
+use affinity_api::InterestCriteria;
 use affinity_forwarding_agent::{Agent, AgentConfig, Counter, Disposition, PacketBuf};
-use common::{flow_msg, from, syn, wildcard_msg, Wc, MGR, SEC};
+use common::{flow_msg, from, syn, syn_interest_msg, MGR, SEC};
 use std::net::Ipv4Addr;
 
 const MS: u64 = 1_000_000;
@@ -17,18 +17,7 @@ fn held_service(hold_timeout_ms: u64) -> std::sync::Arc<Agent> {
         hold_timeout_ms,
         ..Default::default()
     });
-    let mut wc = Wc::to_vip(10);
-    wc.interest = Some(InterestCriteria {
-        address: Ipv4Addr::UNSPECIFIED,
-        port: 0,
-        mask: interest::SYN,
-        flags: InterestCriteria::HOLD,
-    });
-    a.handle_control(
-        0,
-        from(MGR),
-        &wildcard_msg(MGR, 1, &[wc, Wc::from_backends(11)], None),
-    );
+    a.handle_control(0, from(MGR), &syn_interest_msg(InterestCriteria::HOLD));
     a
 }
 

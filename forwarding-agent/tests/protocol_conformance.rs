@@ -10,16 +10,17 @@
 
 mod common;
 use affinity_api::{
-    dispatch, info, interest, seg, AdvertiseAction, AffinityIdentifier, AffinityKey, AffinityRef,
-    BackupPrecedence, DenyReason, FixedAffinity, IdentityInfo, InterestCriteria, MessageBuilder,
-    MessageType, NatAction, Segment, ServiceMessage, ServicePrecedence, WildcardAffinity,
+    dispatch, info, interest, seg, AffinityIdentifier, AffinityKey, AffinityRef, BackupPrecedence,
+    DenyReason, FixedAffinity, IdentityInfo, InterestCriteria, MessageBuilder, MessageType,
+    NatAction, Segment, ServiceMessage, ServicePrecedence, WildcardAffinity,
 };
 use affinity_forwarding_agent::wire::{self, build};
 use affinity_forwarding_agent::{
     Agent, AgentConfig, Counter, Disposition, ForwardingAgentInterestData, PacketBuf, Worker,
 };
 use common::{
-    buffer, data, flow_msg, from, syn, wildcard_msg, Wc, BACKEND, CLIENT, MGR, MGR2, SEC, VIP,
+    buffer, data, flow_msg, from, syn, syn_interest_msg, wildcard_msg, Wc, BACKEND, CLIENT, MGR,
+    MGR2, SEC, VIP,
 };
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -209,17 +210,10 @@ fn punt_without_data_copy_or_hold_carries_the_packet() {
 #[test]
 fn hold_with_data_returns_the_packet_once() {
     let (a, mut w) = agent(AgentConfig::default());
-    let mut wc = Wc::to_vip(10);
-    wc.interest = Some(InterestCriteria {
-        address: Ipv4Addr::UNSPECIFIED,
-        port: 0,
-        mask: interest::SYN,
-        flags: InterestCriteria::HOLD | InterestCriteria::DATA,
-    });
     a.handle_control(
         0,
         from(MGR),
-        &wildcard_msg(MGR, 1, &[wc, Wc::from_backends(11)], None),
+        &syn_interest_msg(InterestCriteria::HOLD | InterestCriteria::DATA),
     );
     assert_eq!(
         run(&mut w, 0, &syn(1)).0,
@@ -307,11 +301,7 @@ fn chaining_continues_to_the_next_service_after_a_fixed_update() {
 #[test]
 fn returned_packet_to_an_advertised_address_is_routed() {
     let (a, mut w) = agent(AgentConfig::default());
-    let mut wc = Wc::to_vip(10);
-    wc.advertise = Some(AdvertiseAction {
-        address: VIP,
-        mask: None,
-    });
+    let wc = Wc::advertising_vip(10);
     a.handle_control(0, from(MGR), &wildcard_msg(MGR, 1, &[wc], None));
     let p = build::tcp(CLIENT, 1, VIP, 22, build::TCP_SYN, 0, 0, &[]);
     assert_eq!(

@@ -11,18 +11,16 @@ use affinity_manager::{Config, ManagerCore};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
+mod common;
+use common::manager_section;
+
 const SEC: u64 = 1_000_000_000;
 const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 5);
 
 fn config() -> Config {
-    Config::parse(
-        r#"
-[manager]
-listen = "192.0.2.10:1638"
-name = "mgr1"
-wildcard_ttl = 3
-fixed_ttl = 30
+    Config::parse(&format!(
+        r#"{}
 [agents]
 unicast = ["192.0.2.1:1637"]
 
@@ -35,7 +33,8 @@ algorithm = "maglev"
 [[service.backend]]
 address = "198.51.100.2:8080"
 "#,
-    )
+        manager_section("")
+    ))
     .unwrap_or_else(|e| panic!("{e:?}"))
 }
 

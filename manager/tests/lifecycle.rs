@@ -3,43 +3,16 @@
 //! delivered packet's checksums verified by full recompute. Each test is
 //! one of the issue's cases, with its right values.
 
-use affinity_api::{AffinityKey, AGENT_PORT};
+use affinity_api::AffinityKey;
 use affinity_forwarding_agent::wire::{self, build};
-use affinity_forwarding_agent::{Agent, AgentConfig, Disposition, PacketBuf, Worker};
+use affinity_forwarding_agent::{Disposition, PacketBuf};
 use affinity_manager::{Command, Config, FlowState, ManagerCore, Outgoing};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::Arc;
 
-const SEC: u64 = 1_000_000_000;
-const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+mod common;
+use common::{client, config, Sim, B, SEC, VIP};
+
 const VIP2: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
-const B: [Ipv4Addr; 3] = [
-    Ipv4Addr::new(198, 51, 100, 1),
-    Ipv4Addr::new(198, 51, 100, 2),
-    Ipv4Addr::new(198, 51, 100, 3),
-];
-
-fn client(n: u8) -> Ipv4Addr {
-    Ipv4Addr::new(198, 18, 0, n)
-}
-
-/// `[manager]` (with `manager_extra`) and two agents, then `services`.
-fn config(manager_extra: &str, services: &str) -> Config {
-    let text = format!(
-        r#"
-[manager]
-listen = "192.0.2.10:1638"
-name = "mgr1"
-wildcard_ttl = 3
-fixed_ttl = 30
-{manager_extra}
-[agents]
-unicast = ["192.0.2.1:1637", "192.0.2.2:1637"]
-{services}
-"#
-    );
-    Config::parse(&text).unwrap_or_else(|e| panic!("{e:?}"))
-}
 
 /// TCP `web` 203.0.113.10:80 → 198.51.100.1–3:8080, round robin, sticky 2 s.
 const WEB_RR: &str = r#"
@@ -71,158 +44,31 @@ address = "198.51.100.1:53"
 address = "198.51.100.2:53"
 "#;
 
-struct Sim {
-    mgr: ManagerCore,
-    mgr_addr: SocketAddrV4,
-    agents: Vec<(SocketAddrV4, Arc<Agent>, Worker)>,
-    now: u64,
-    /// Packets the agents let through (after rewrite), per agent.
-    delivered: Vec<Vec<Vec<u8>>>,
-}
+/// TCP `web` 203.0.113.10:80 → 198.51.100.1:8080 only, round robin.
+const WEB_B1: &str = r#"
+[[service]]
+name = "web"
+virtual = "203.0.113.10:80"
+algorithm = "round-robin"
+[[service.backend]]
+address = "198.51.100.1:8080"
+"#;
 
-impl Sim {
-    fn new(cfg: Config) -> Sim {
-        Sim::with_capacity(cfg, 4096)
-    }
+/// TCP `web2` 203.0.113.11:80 → the same backend as [`WEB_B1`].
+const WEB2_B1: &str = r#"
+[[service]]
+name = "web2"
+virtual = "203.0.113.11:80"
+algorithm = "round-robin"
+[[service.backend]]
+address = "198.51.100.1:8080"
+"#;
 
-    fn with_capacity(cfg: Config, fixed_capacity: usize) -> Sim {
-        let mgr_addr = cfg.manager.listen;
-        let mut agents = Vec::new();
-        for i in 1..=2u8 {
-            let addr = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, i), AGENT_PORT);
-            let a = Agent::new(AgentConfig {
-                fixed_capacity,
-                agent_addr: *addr.ip(),
-                agent_name: format!("fa{i}"),
-                instance_id: i as u32,
-                activity_report_interval_ms: 10_000,
-                ..Default::default()
-            });
-            let w = a.worker();
-            agents.push((addr, a, w));
-        }
-        let mut s = Sim {
-            mgr: ManagerCore::new(cfg, 0),
-            mgr_addr,
-            agents,
-            now: 0,
-            delivered: vec![vec![], vec![]],
-        };
-        s.tick(0);
-        s
-    }
-
-    /// Delivers manager output to agents (and agent replies back).
-    fn deliver(&mut self, out: Vec<Outgoing>) {
-        let mut queue = out;
-        while let Some((to, bytes)) = queue.pop() {
-            if to == self.mgr_addr {
-                continue;
-            }
-            let Some(i) = self.agents.iter().position(|(a, _, _)| *a == to) else {
-                continue;
-            };
-            let co = self.agents[i]
-                .1
-                .handle_control(self.now, self.mgr_addr, &bytes);
-            for (dst, reply) in co.replies {
-                let from = self.agents[i].0;
-                if dst == self.mgr_addr {
-                    queue.extend(self.mgr.handle_datagram(self.now, from, &reply));
-                }
-            }
-            for r in co.returned {
-                let mut buf = vec![0u8; 512 + r.packet.len()];
-                buf[512..].copy_from_slice(&r.packet);
-                let len = r.packet.len();
-                let now = self.now;
-                let d = self.agents[i].2.process_returned(
-                    now,
-                    &mut PacketBuf::new(&mut buf, 512, len),
-                    r.rank_limit,
-                );
-                if d == Disposition::Pass {
-                    self.delivered[i].push(buf[512..512 + len].to_vec());
-                }
-            }
-        }
-    }
-
-    /// Time passes to `now`: the manager's timers, then the agents' (their
-    /// messages, activity reports included, go to the manager).
-    fn tick(&mut self, now: u64) {
-        self.now = now;
-        let out = self.mgr.tick(now);
-        self.deliver(out);
-        for i in 0..self.agents.len() {
-            let from = self.agents[i].0;
-            let sends = self.agents[i].1.tick(now);
-            for (to, m) in sends {
-                if to == self.mgr_addr {
-                    let replies = self.mgr.handle_datagram(now, from, &m);
-                    self.deliver(replies);
-                }
-            }
-        }
-    }
-
-    /// Ticks every second from the current time up to `until`.
-    fn run_until(&mut self, until: u64) {
-        let mut t = self.now - self.now % SEC + SEC;
-        while t <= until {
-            self.tick(t);
-            t += SEC;
-        }
-    }
-
-    /// Sends a packet through agent `i`; punts go to the manager and back.
-    fn send(&mut self, i: usize, pkt: &[u8]) -> Disposition {
-        let mut buf = vec![0u8; 512 + pkt.len()];
-        buf[512..].copy_from_slice(pkt);
-        let mut out = [Disposition::Pass];
-        let now = self.now;
-        self.agents[i].2.process_batch(
-            now,
-            &mut [PacketBuf::new(&mut buf, 512, pkt.len())],
-            &mut out,
-        );
-        let from = self.agents[i].0;
-        let mut to_mgr: Vec<Vec<u8>> = self.agents[i]
-            .2
-            .take_messages()
-            .into_iter()
-            .map(|(_, m)| m)
-            .collect();
-        match out[0] {
-            Disposition::Punt { start, .. } => to_mgr.push(buf[start..].to_vec()),
-            Disposition::Pass => self.delivered[i].push(buf[512..].to_vec()),
-            _ => {}
-        }
-        for m in to_mgr {
-            let replies = self.mgr.handle_datagram(now, from, &m);
-            self.deliver(replies);
-        }
-        out[0]
-    }
-
-    /// Sends `pkt` through agent `i` and returns the key of what came out
-    /// (checksums verified), or `None` when nothing was delivered.
-    fn through(&mut self, i: usize, pkt: &[u8]) -> Option<AffinityKey> {
-        let before = self.delivered[i].len();
-        self.send(i, pkt);
-        if self.delivered[i].len() == before {
-            return None;
-        }
-        let p = self.delivered[i].last().expect("delivered").clone();
-        assert!(wire::checksum::verify_ipv4(&p));
-        let info = wire::parse_ipv4(&p).expect("IPv4");
-        assert!(wire::checksum::verify_l4(&p, &info));
-        Some(info.key)
-    }
-
-    fn counter(&self, name: &str) -> u64 {
-        self.mgr.counters.get(name).copied().unwrap_or(0)
-    }
+/// Another manager (B, 192.0.2.11:1638) with `cfg`, and its address.
+fn second_manager(mut cfg: Config) -> (ManagerCore, SocketAddrV4) {
+    cfg.manager.listen = "192.0.2.11:1638".parse().unwrap();
+    let addr = cfg.manager.listen;
+    (ManagerCore::new(cfg, 0), addr)
 }
 
 fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8, data: &[u8]) -> Vec<u8> {
@@ -244,7 +90,7 @@ fn fwd_key(src: Ipv4Addr, sport: u16, proto: u8, dst: Ipv4Addr, dport: u16) -> A
 /// algorithm (round robin here).
 #[test]
 fn case1_syn_on_a_closed_five_tuple_reopens_it_on_the_same_backend() {
-    let mut s = Sim::new(config("", WEB_RR));
+    let mut s = Sim::reporting(config("", WEB_RR), 4096);
     let c = client(8);
     let k = s
         .through(0, &tcp(c, 40000, VIP, 80, build::TCP_SYN, &[]))
@@ -306,7 +152,7 @@ fn case1_syn_on_a_closed_five_tuple_reopens_it_on_the_same_backend() {
 #[test]
 fn case2_udp_flows_move_off_a_removed_or_unhealthy_backend() {
     for how in ["reload", "health"] {
-        let mut s = Sim::new(config("", DNS));
+        let mut s = Sim::reporting(config("", DNS), 4096);
         let c = client(9);
         let first = s
             .through(0, &build::udp(c, 7000, VIP, 53, b"q0"))
@@ -364,7 +210,7 @@ fn case2_tcp_flows_of_an_unhealthy_backend_follow_expire_nodest_conn() {
             "sticky_timeout_ms = 2000",
             &format!("sticky_timeout_ms = 2000\nexpire_nodest_conn = {expire}"),
         );
-        let mut s = Sim::new(config("", &web));
+        let mut s = Sim::reporting(config("", &web), 4096);
         let k = s
             .through(0, &tcp(client(1), 1000, VIP, 80, build::TCP_SYN, &[]))
             .expect("SYN");
@@ -391,7 +237,7 @@ fn case3_half_open_and_idle_flows_expire_and_a_full_table_drops() {
     // The issue's numbers: agents with 4096 fixed entries, 2500 spoofed
     // SYNs never answered and 200 one-shot DNS queries fill them.
     let cfg = config("", &format!("{WEB_RR}{DNS}"));
-    let mut s = Sim::with_capacity(cfg, 4096);
+    let mut s = Sim::reporting(cfg, 4096);
     for i in 0..2500u16 {
         let spoofed = Ipv4Addr::new(198, 19, (i >> 8) as u8, i as u8);
         s.send(0, &tcp(spoofed, 1024 + i, VIP, 80, build::TCP_SYN, &[]));
@@ -440,7 +286,7 @@ fn case3_half_open_and_idle_flows_expire_and_a_full_table_drops() {
 /// before; an established one (packets both ways) stays.
 #[test]
 fn case3_transitory_and_established_timeouts_apply_per_state() {
-    let mut s = Sim::new(config("tcp_transitory_timeout = 60", WEB_RR));
+    let mut s = Sim::reporting(config("tcp_transitory_timeout = 60", WEB_RR), 4096);
     let half = fwd_key(client(1), 1, wire::TCP, VIP, 80);
     let full = fwd_key(client(2), 2, wire::TCP, VIP, 80);
     s.send(0, &tcp(client(1), 1, VIP, 80, build::TCP_SYN, &[]));
@@ -482,21 +328,8 @@ fn case3_transitory_and_established_timeouts_apply_per_state() {
 /// counted, and the first flow's replies still come from its own VIP.
 #[test]
 fn case4_an_install_never_replaces_another_flows_reverse_affinity() {
-    let two = r#"
-[[service]]
-name = "web"
-virtual = "203.0.113.10:80"
-algorithm = "round-robin"
-[[service.backend]]
-address = "198.51.100.1:8080"
-[[service]]
-name = "web2"
-virtual = "203.0.113.11:80"
-algorithm = "round-robin"
-[[service.backend]]
-address = "198.51.100.1:8080"
-"#;
-    let mut s = Sim::new(config("", two));
+    let two = &format!("{WEB_B1}{WEB2_B1}");
+    let mut s = Sim::reporting(config("", two), 4096);
     let c = client(12);
     assert!(s
         .through(0, &tcp(c, 40000, VIP, 80, build::TCP_SYN, &[]))
@@ -535,7 +368,7 @@ snat = { address = "198.51.100.254", ports = "20000-20001" }
 [[service.backend]]
 address = "198.51.100.1:8080"
 "#;
-    let mut s = Sim::new(config("", two));
+    let mut s = Sim::reporting(config("", two), 4096);
     let a = s
         .through(0, &tcp(client(1), 1, VIP, 80, build::TCP_SYN, &[]))
         .expect("first");
@@ -585,7 +418,7 @@ address = "198.51.100.3:8080"
                 "",
             )
         };
-        let mut s = Sim::new(config("", &text));
+        let mut s = Sim::reporting(config("", &text), 4096);
         let mut to_self = 0;
         for p in 0..60u16 {
             let k = s
@@ -609,7 +442,7 @@ address = "198.51.100.3:8080"
 /// client through another agent at t = 25 gets the same backend.
 #[test]
 fn case6_the_manager_keeps_a_flow_as_long_as_an_agent_may_hold_it() {
-    let mut s = Sim::new(config("flow_max_lifetime = 10", DNS));
+    let mut s = Sim::reporting(config("flow_max_lifetime = 10", DNS), 4096);
     let c = client(9);
     let first = s
         .through(0, &build::udp(c, 7000, VIP, 53, b"q"))
@@ -628,7 +461,7 @@ fn case6_the_manager_keeps_a_flow_as_long_as_an_agent_may_hold_it() {
     assert_eq!(second, first, "the two agents agree on the flow");
     // An ended flow's keys stay reserved for a fixed TTL after the last
     // TTL given (at least twice the TTL after its last renewal).
-    let mut s = Sim::new(config("flow_max_lifetime = 10", DNS));
+    let mut s = Sim::reporting(config("flow_max_lifetime = 10", DNS), 4096);
     s.send(0, &build::udp(c, 7000, VIP, 53, b"q"));
     s.run_until(20 * SEC);
     s.run_until(69 * SEC);
@@ -658,7 +491,7 @@ weight = 10
 address = "198.51.100.2:8080"
 weight = 4
 "#;
-    let mut s = Sim::new(config("", fb));
+    let mut s = Sim::reporting(config("", fb), 4096);
     let b1 = SocketAddrV4::new(B[0], 8080);
     let b2 = SocketAddrV4::new(B[1], 8080);
     for b in [b1, b2] {
@@ -726,27 +559,8 @@ weight = 4
 /// activity reports and never installs over them.
 #[test]
 fn case4_another_manager_learns_live_keys_from_activity_reports() {
-    let web = r#"
-[[service]]
-name = "web"
-virtual = "203.0.113.10:80"
-algorithm = "round-robin"
-[[service.backend]]
-address = "198.51.100.1:8080"
-"#;
-    let web2 = r#"
-[[service]]
-name = "web2"
-virtual = "203.0.113.11:80"
-algorithm = "round-robin"
-[[service.backend]]
-address = "198.51.100.1:8080"
-"#;
-    let mut s = Sim::new(config("", web));
-    let mut cfg_b = config("", web2);
-    cfg_b.manager.listen = "192.0.2.11:1638".parse().unwrap();
-    let b_addr = cfg_b.manager.listen;
-    let mut b = ManagerCore::new(cfg_b, 0);
+    let mut s = Sim::reporting(config("", WEB_B1), 4096);
+    let (mut b, b_addr) = second_manager(config("", WEB2_B1));
     let agent = s.agents[0].0;
     // Manager B's answers go to agent 1 as coming from B.
     let to_agent = |s: &mut Sim, out: Vec<Outgoing>| -> Vec<Vec<u8>> {
@@ -805,7 +619,7 @@ address = "198.51.100.1:8080"
 /// packets do, on the same backend).
 #[test]
 fn case3_backend_packets_do_not_revive_an_ended_half_open_flow() {
-    let mut s = Sim::new(config("tcp_transitory_timeout = 60", WEB_RR));
+    let mut s = Sim::reporting(config("tcp_transitory_timeout = 60", WEB_RR), 4096);
     let spoofed = Ipv4Addr::new(198, 19, 0, 1);
     let b = s
         .through(0, &tcp(spoofed, 1000, VIP, 80, build::TCP_SYN, &[]))
@@ -842,11 +656,8 @@ address = "198.51.100.3:8080"
 "#
         )
     };
-    let mut s = Sim::new(config("", &web(0)));
-    let mut cfg_b = config("", &web(100));
-    cfg_b.manager.listen = "192.0.2.11:1638".parse().unwrap();
-    let b_addr = cfg_b.manager.listen;
-    let mut b = ManagerCore::new(cfg_b, 0);
+    let mut s = Sim::reporting(config("", &web(0)), 4096);
+    let (mut b, b_addr) = second_manager(config("", &web(100)));
     // Manager B's messages to the agents, as coming from B.
     let to_agents = |s: &mut Sim, out: Vec<Outgoing>| -> Vec<(usize, Vec<u8>)> {
         let mut returned = Vec::new();
@@ -917,7 +728,7 @@ address = "198.51.100.3:8080"
 /// the shared one.
 #[test]
 fn stats_count_every_packet_the_agents_carried_per_backend_and_direction() {
-    let mut s = Sim::new(config("", WEB_RR));
+    let mut s = Sim::reporting(config("", WEB_RR), 4096);
     let mut sent_in: std::collections::BTreeMap<Ipv4Addr, (u64, u64)> = Default::default();
     let mut sent_out: std::collections::BTreeMap<Ipv4Addr, (u64, u64)> = Default::default();
     let mut backends = Vec::new();
@@ -1055,7 +866,7 @@ fn status_shows_health_detail_and_drain_as_a_state() {
         "sticky_timeout_ms = 2000\n",
         "sticky_timeout_ms = 2000\n[service.health]\nkind = \"tcp\"\ninterval_ms = 1000\ntimeout_ms = 500\nrise = 2\nfall = 2\n",
     );
-    let mut s = Sim::new(config("", &svc));
+    let mut s = Sim::reporting(config("", &svc), 4096);
     let b1 = SocketAddrV4::new(B[0], 8080);
     let b2 = SocketAddrV4::new(B[1], 8080);
     for ok in [true, true] {
@@ -1113,11 +924,8 @@ backup_precedence = BP
 [[service.backend]]
 address = "198.51.100.1:8080"
 "#;
-    let mut s = Sim::new(config("", &web.replace("BP", "0")));
-    let mut cfg_b = config("", &web.replace("BP", "100"));
-    cfg_b.manager.listen = "192.0.2.11:1638".parse().unwrap();
-    let b_addr = cfg_b.manager.listen;
-    let mut b = ManagerCore::new(cfg_b, 0);
+    let mut s = Sim::reporting(config("", &web.replace("BP", "0")), 4096);
+    let (mut b, b_addr) = second_manager(config("", &web.replace("BP", "100")));
     let agent = s.agents[0].0;
     let role = |m: &mut ManagerCore, now: u64| -> String {
         let j = m.command(Command::StatusJson, now).expect("status");

@@ -15,6 +15,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+mod common;
+use common::manager_section;
+
 const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const MGR: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 10), 1638);
 const A1: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), AGENT_PORT);
@@ -29,12 +32,7 @@ fn key_file(tag: &str, content: &[u8]) -> PathBuf {
 
 fn config_text(auth: &str) -> String {
     format!(
-        r#"
-[manager]
-listen = "192.0.2.10:1638"
-name = "mgr1"
-wildcard_ttl = 3
-fixed_ttl = 30
+        r#"{}
 [agents]
 multicast_group = "239.255.16.37"
 unicast = ["192.0.2.1:1637", "192.0.2.2:1637"]
@@ -47,7 +45,8 @@ client_domain = "198.18.0.0/15"
 sticky_timeout_ms = 2000
 [[service.backend]]
 address = "198.51.100.1:8080"
-"#
+"#,
+        manager_section("")
     )
 }
 

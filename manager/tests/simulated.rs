@@ -1,33 +1,18 @@
 //! The manager core against simulated forwarding agents that run the real
 //! agent core (`affinity-forwarding-agent`): packets in, affinities and rewrites out.
 
-use affinity_api::{seg, AffinityKey, AuthAlgorithm, AuthPolicy, Key, AGENT_PORT};
+use affinity_api::{seg, AuthAlgorithm, AuthPolicy, Key, AGENT_PORT};
 use affinity_forwarding_agent::wire::{self, build};
-use affinity_forwarding_agent::{Agent, AgentConfig, Counter, Disposition, PacketBuf, Worker};
-use affinity_manager::{Command, Config, ManagerCore, Outgoing};
+use affinity_forwarding_agent::{Agent, AgentConfig, Counter, Disposition};
+use affinity_manager::{Command, Config, ManagerCore};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::Arc;
 
-const SEC: u64 = 1_000_000_000;
-const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
-const B: [Ipv4Addr; 3] = [
-    Ipv4Addr::new(198, 51, 100, 1),
-    Ipv4Addr::new(198, 51, 100, 2),
-    Ipv4Addr::new(198, 51, 100, 3),
-];
+mod common;
+use common::{client, Sim, B, SEC, VIP};
 
 fn config(extra_service: &str, manager_extra: &str) -> Config {
     let text = format!(
         r#"
-[manager]
-listen = "192.0.2.10:1638"
-name = "mgr1"
-wildcard_ttl = 3
-fixed_ttl = 30
-{manager_extra}
-[agents]
-unicast = ["192.0.2.1:1637", "192.0.2.2:1637"]
-
 [[service]]
 name = "web"
 virtual = "203.0.113.10:80"
@@ -54,134 +39,7 @@ address = "198.51.100.1:53"
 address = "198.51.100.2:53"
 "#
     );
-    Config::parse(&text).unwrap_or_else(|e| panic!("{e:?}"))
-}
-
-struct Sim {
-    mgr: ManagerCore,
-    mgr_addr: SocketAddrV4,
-    agents: Vec<(SocketAddrV4, Arc<Agent>, Worker)>,
-    now: u64,
-    /// Packets the agents let through (after rewrite), per agent.
-    delivered: Vec<Vec<Vec<u8>>>,
-}
-
-impl Sim {
-    fn new(cfg: Config) -> Sim {
-        let mgr_addr = cfg.manager.listen;
-        let mut agents = Vec::new();
-        for i in 1..=2u8 {
-            let addr = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, i), AGENT_PORT);
-            let a = Agent::new(AgentConfig {
-                fixed_capacity: 4096,
-                agent_addr: *addr.ip(),
-                agent_name: format!("fa{i}"),
-                instance_id: i as u32,
-                ..Default::default()
-            });
-            let w = a.worker();
-            agents.push((addr, a, w));
-        }
-        let mut s = Sim {
-            mgr: ManagerCore::new(cfg, 0),
-            mgr_addr,
-            agents,
-            now: 0,
-            delivered: vec![vec![], vec![]],
-        };
-        s.tick(0);
-        s
-    }
-
-    /// Delivers manager output to agents (and agent replies back).
-    fn deliver(&mut self, out: Vec<Outgoing>) {
-        let mut queue = out;
-        while let Some((to, bytes)) = queue.pop() {
-            if to == self.mgr_addr {
-                continue;
-            }
-            let Some(i) = self.agents.iter().position(|(a, _, _)| *a == to) else {
-                continue;
-            };
-            let co = self.agents[i]
-                .1
-                .handle_control(self.now, self.mgr_addr, &bytes);
-            for (dst, reply) in co.replies {
-                let from = self.agents[i].0;
-                if dst == self.mgr_addr {
-                    queue.extend(self.mgr.handle_datagram(self.now, from, &reply));
-                }
-            }
-            for r in co.returned {
-                let mut buf = vec![0u8; 512 + r.packet.len()];
-                buf[512..].copy_from_slice(&r.packet);
-                let len = r.packet.len();
-                let now = self.now;
-                let d = self.agents[i].2.process_returned(
-                    now,
-                    &mut PacketBuf::new(&mut buf, 512, len),
-                    r.rank_limit,
-                );
-                if d == Disposition::Pass {
-                    self.delivered[i].push(buf[512..512 + len].to_vec());
-                }
-            }
-        }
-    }
-
-    fn tick(&mut self, now: u64) {
-        self.now = now;
-        let out = self.mgr.tick(now);
-        self.deliver(out);
-        for (_, a, _) in &self.agents {
-            a.tick(now);
-        }
-    }
-
-    /// Sends a packet through agent `i`; punts go to the manager and back.
-    fn send(&mut self, i: usize, pkt: &[u8]) -> Disposition {
-        let mut buf = vec![0u8; 512 + pkt.len()];
-        buf[512..].copy_from_slice(pkt);
-        let mut out = [Disposition::Pass];
-        let now = self.now;
-        self.agents[i].2.process_batch(
-            now,
-            &mut [PacketBuf::new(&mut buf, 512, pkt.len())],
-            &mut out,
-        );
-        let from = self.agents[i].0;
-        let mut to_mgr: Vec<Vec<u8>> = self.agents[i]
-            .2
-            .take_messages()
-            .into_iter()
-            .map(|(_, m)| m)
-            .collect();
-        match out[0] {
-            Disposition::Punt { start, .. } => to_mgr.push(buf[start..].to_vec()),
-            Disposition::Pass => self.delivered[i].push(buf[512..].to_vec()),
-            _ => {}
-        }
-        for m in to_mgr {
-            let replies = self.mgr.handle_datagram(now, from, &m);
-            self.deliver(replies);
-        }
-        out[0]
-    }
-
-    fn last(&self, i: usize) -> (AffinityKey, Vec<u8>) {
-        let p = self.delivered[i]
-            .last()
-            .expect("a packet was delivered")
-            .clone();
-        assert!(wire::checksum::verify_ipv4(&p));
-        let info = wire::parse_ipv4(&p).unwrap();
-        assert!(wire::checksum::verify_l4(&p, &info));
-        (info.key, p)
-    }
-}
-
-fn client(n: u8) -> Ipv4Addr {
-    Ipv4Addr::new(198, 18, 0, n)
+    common::config(manager_extra, &text)
 }
 
 #[test]

@@ -3,9 +3,10 @@
 #![allow(dead_code)]
 
 use affinity_api::{
-    encode_action_list, interest, ActionList, AdvertiseAction, AffinityIdentifier, AffinityKey,
-    BackupPrecedence, FixedAffinity, IdentityInfo, InterestCriteria, Key, MessageBuilder,
-    MessageType, NatAction, Segment, ServicePrecedence, WildcardAffinity, MANAGER_PORT,
+    encode_action_list, interest, ActionList, AdmissionAction, AdvertiseAction, AffinityIdentifier,
+    AffinityKey, BackupPrecedence, FixedAffinity, IdentityInfo, InterestCriteria, Key,
+    MessageBuilder, MessageType, NatAction, Segment, ServicePrecedence, WildcardAffinity,
+    MANAGER_PORT,
 };
 use affinity_forwarding_agent::wire::{self, build};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -37,6 +38,9 @@ pub struct Wc {
     pub dispatch: u8,
     pub info: u8,
     pub forward: Ipv4Addr,
+    /// Admission control for this wildcard's punts (token budgets, SYN proxy);
+    /// `None` leaves the agent's defaults.
+    pub admission: Option<AdmissionAction>,
 }
 
 impl Wc {
@@ -68,6 +72,7 @@ impl Wc {
             dispatch: 0,
             info: 0,
             forward: Ipv4Addr::UNSPECIFIED,
+            admission: None,
         }
     }
     /// backends → clients (reverse direction).
@@ -85,6 +90,41 @@ impl Wc {
             ..Wc::to_vip(id)
         }
     }
+}
+
+impl Wc {
+    /// [`Wc::to_vip`] whose SYNs only are interesting, with `flags`
+    /// (`InterestCriteria::HOLD`: held until the manager answers).
+    pub fn syn_interest(id: u32, flags: u8) -> Wc {
+        Wc {
+            interest: Some(InterestCriteria {
+                address: Ipv4Addr::UNSPECIFIED,
+                port: 0,
+                mask: interest::SYN,
+                flags,
+            }),
+            ..Wc::to_vip(id)
+        }
+    }
+
+    /// [`Wc::to_vip`] that also advertises VIP/32: packets to the VIP
+    /// that match no wildcard are dropped (`Counter::DropAdvertised`).
+    pub fn advertising_vip(id: u32) -> Wc {
+        Wc {
+            advertise: Some(AdvertiseAction {
+                address: VIP,
+                mask: None,
+            }),
+            ..Wc::to_vip(id)
+        }
+    }
+}
+
+/// From MGR, sequence 1: SYNs to VIP:80 interesting with `flags` (wildcard
+/// 10, [`Wc::syn_interest`]) and the backends' replies (wildcard 11).
+pub fn syn_interest_msg(flags: u8) -> Vec<u8> {
+    let w = [Wc::syn_interest(10, flags), Wc::from_backends(11)];
+    wildcard_msg(MGR, 1, &w, None)
 }
 
 pub fn wildcard_msg(mgr: Ipv4Addr, seq: u64, wcs: &[Wc], key: Option<&Key>) -> Vec<u8> {
@@ -139,6 +179,9 @@ pub fn wildcard_msg(mgr: Ipv4Addr, seq: u64, wcs: &[Wc], key: Option<&Key>) -> V
         }
         if !w.actions_required.is_empty() {
             b.push(Segment::ActionList(ActionList::from_raw(list).unwrap()));
+        }
+        if let Some(a) = w.admission {
+            b.push(Segment::AdmissionAction(a));
         }
     }
     b.finish().unwrap()

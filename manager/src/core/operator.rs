@@ -1,6 +1,7 @@
 //! The operator's side: health results, control commands, reload and
 //! shutdown.
 
+use super::services::HealthResult;
 use super::{Command, ManagerCore, Outgoing};
 use crate::config::Config;
 use std::net::SocketAddrV4;
@@ -31,10 +32,12 @@ impl ManagerCore {
     ) -> Vec<Outgoing> {
         self.clock = self.clock.max(now);
         let mut out = Vec::new();
-        match self
-            .services
-            .health(now, service, backend, ok, failure, latency_us)
-        {
+        let result = HealthResult {
+            ok,
+            failure,
+            latency_us,
+        };
+        match self.services.health(now, service, backend, result) {
             Some(true) => tracing::info!(service, %backend, "backend healthy"),
             Some(false) => {
                 tracing::warn!(service, %backend, "backend unhealthy: no new flows; its UDP flows move");

@@ -17,6 +17,17 @@ use std::sync::Arc;
 /// default `sticky_timeout_ms`.
 const DEFAULT_STICKY_MS: u64 = 5000;
 
+/// One health check's outcome, as [`ServiceRegistry::health`] takes it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct HealthResult<'a> {
+    /// Whether the check passed.
+    pub ok: bool,
+    /// Why it failed (`refused`, `timeout`, ...), kept as the last failure.
+    pub failure: Option<&'a str>,
+    /// How long the check took (µs).
+    pub latency_us: Option<u64>,
+}
+
 /// Run-time state of one backend.
 #[derive(Debug, Clone)]
 pub struct Backend {
@@ -518,20 +529,21 @@ impl ServiceRegistry {
         }
     }
 
-    /// A health-check result; the backend's new state when it changed
-    /// (rise/fall from the service's `health`, 1/1 without).
-    ///
-    /// `failure` is why it failed (kept as the last failure), `latency_us`
-    /// how long the check took, `now` (ns) when the result arrived.
+    /// A health-check result, received at `now` (ns); the backend's new
+    /// state when it changed (rise/fall from the service's `health`, 1/1
+    /// without).
     pub(super) fn health(
         &mut self,
         now: u64,
         service: &str,
         backend: SocketAddrV4,
-        ok: bool,
-        failure: Option<&str>,
-        latency_us: Option<u64>,
+        result: HealthResult<'_>,
     ) -> Option<bool> {
+        let HealthResult {
+            ok,
+            failure,
+            latency_us,
+        } = result;
         let s = self.list.iter_mut().find(|s| s.cfg.name == service)?;
         let (rise, fall) = s.cfg.health.as_ref().map_or((1, 1), |h| (h.rise, h.fall));
         let b = s.backends.iter_mut().find(|b| b.addr == backend)?;

@@ -1,0 +1,244 @@
+//! The simulated-agents harness the manager's tests share: the manager core
+//! against forwarding agents that run the real agent core
+//! (`affinity-forwarding-agent`), packets in, affinities and rewrites out.
+// Each test crate uses part of this module.
+#![allow(dead_code)]
+
+use affinity_api::{AffinityKey, AGENT_PORT};
+use affinity_forwarding_agent::wire;
+use affinity_forwarding_agent::{Agent, AgentConfig, Disposition, PacketBuf, Worker};
+use affinity_manager::{Config, ManagerCore, Outgoing};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+
+/// One second in the clock's nanoseconds.
+pub const SEC: u64 = 1_000_000_000;
+/// The virtual address of the tests' services.
+pub const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+/// The tests' backends.
+pub const B: [Ipv4Addr; 3] = [
+    Ipv4Addr::new(198, 51, 100, 1),
+    Ipv4Addr::new(198, 51, 100, 2),
+    Ipv4Addr::new(198, 51, 100, 3),
+];
+
+/// Client `n`: 198.18.0.n.
+pub fn client(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, n)
+}
+
+/// The `[manager]` section every test starts from (mgr1 on 192.0.2.10:1638,
+/// wildcard TTL 3 s, fixed TTL 30 s), `manager_extra` lines appended.
+pub fn manager_section(manager_extra: &str) -> String {
+    format!(
+        r#"
+[manager]
+listen = "192.0.2.10:1638"
+name = "mgr1"
+wildcard_ttl = 3
+fixed_ttl = 30
+{manager_extra}"#
+    )
+}
+
+/// `[manager]` (with `manager_extra`) and two agents, then `services`.
+pub fn config(manager_extra: &str, services: &str) -> Config {
+    let text = format!(
+        r#"{}
+[agents]
+unicast = ["192.0.2.1:1637", "192.0.2.2:1637"]
+{services}
+"#,
+        manager_section(manager_extra)
+    );
+    Config::parse(&text).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+/// The manager core and two simulated agents (192.0.2.1 and 192.0.2.2,
+/// port `AGENT_PORT`), on one clock in nanoseconds.
+pub struct Sim {
+    pub mgr: ManagerCore,
+    pub mgr_addr: SocketAddrV4,
+    pub agents: Vec<(SocketAddrV4, Arc<Agent>, Worker)>,
+    pub now: u64,
+    /// Packets the agents let through (after rewrite), per agent.
+    pub delivered: Vec<Vec<Vec<u8>>>,
+    /// Whether what the agents send on their own timers (activity reports)
+    /// goes to the manager.
+    relay_agent_timers: bool,
+}
+
+impl Sim {
+    /// Agents with 4096 fixed entries and no activity reports; what the
+    /// agents send on their own timers is dropped.
+    pub fn new(cfg: Config) -> Sim {
+        Sim::build(cfg, 4096, 0, false)
+    }
+
+    /// Agents with `fixed_capacity` entries that report activity every 10 s;
+    /// what they send on their own timers reaches the manager.
+    pub fn reporting(cfg: Config, fixed_capacity: usize) -> Sim {
+        Sim::build(cfg, fixed_capacity, 10_000, true)
+    }
+
+    fn build(
+        cfg: Config,
+        fixed_capacity: usize,
+        activity_report_interval_ms: u64,
+        relay_agent_timers: bool,
+    ) -> Sim {
+        let mgr_addr = cfg.manager.listen;
+        let mut agents = Vec::new();
+        for i in 1..=2u8 {
+            let addr = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, i), AGENT_PORT);
+            let a = Agent::new(AgentConfig {
+                fixed_capacity,
+                agent_addr: *addr.ip(),
+                agent_name: format!("fa{i}"),
+                instance_id: i as u32,
+                activity_report_interval_ms,
+                ..Default::default()
+            });
+            let w = a.worker();
+            agents.push((addr, a, w));
+        }
+        let mut s = Sim {
+            mgr: ManagerCore::new(cfg, 0),
+            mgr_addr,
+            agents,
+            now: 0,
+            delivered: vec![vec![], vec![]],
+            relay_agent_timers,
+        };
+        s.tick(0);
+        s
+    }
+
+    /// Delivers manager output to agents (and agent replies back).
+    pub fn deliver(&mut self, out: Vec<Outgoing>) {
+        let mut queue = out;
+        while let Some((to, bytes)) = queue.pop() {
+            if to == self.mgr_addr {
+                continue;
+            }
+            let Some(i) = self.agents.iter().position(|(a, _, _)| *a == to) else {
+                continue;
+            };
+            let co = self.agents[i]
+                .1
+                .handle_control(self.now, self.mgr_addr, &bytes);
+            for (dst, reply) in co.replies {
+                let from = self.agents[i].0;
+                if dst == self.mgr_addr {
+                    queue.extend(self.mgr.handle_datagram(self.now, from, &reply));
+                }
+            }
+            for r in co.returned {
+                let mut buf = vec![0u8; 512 + r.packet.len()];
+                buf[512..].copy_from_slice(&r.packet);
+                let len = r.packet.len();
+                let now = self.now;
+                let d = self.agents[i].2.process_returned(
+                    now,
+                    &mut PacketBuf::new(&mut buf, 512, len),
+                    r.rank_limit,
+                );
+                if d == Disposition::Pass {
+                    self.delivered[i].push(buf[512..512 + len].to_vec());
+                }
+            }
+        }
+    }
+
+    /// Time passes to `now`: the manager's timers, then the agents' (their
+    /// messages, activity reports included, go to the manager when relayed).
+    pub fn tick(&mut self, now: u64) {
+        self.now = now;
+        let out = self.mgr.tick(now);
+        self.deliver(out);
+        for i in 0..self.agents.len() {
+            let from = self.agents[i].0;
+            let sends = self.agents[i].1.tick(now);
+            if !self.relay_agent_timers {
+                continue;
+            }
+            for (to, m) in sends {
+                if to == self.mgr_addr {
+                    let replies = self.mgr.handle_datagram(now, from, &m);
+                    self.deliver(replies);
+                }
+            }
+        }
+    }
+
+    /// Ticks every second from the current time up to `until`.
+    pub fn run_until(&mut self, until: u64) {
+        let mut t = self.now - self.now % SEC + SEC;
+        while t <= until {
+            self.tick(t);
+            t += SEC;
+        }
+    }
+
+    /// Sends a packet through agent `i`; punts go to the manager and back.
+    pub fn send(&mut self, i: usize, pkt: &[u8]) -> Disposition {
+        let mut buf = vec![0u8; 512 + pkt.len()];
+        buf[512..].copy_from_slice(pkt);
+        let mut out = [Disposition::Pass];
+        let now = self.now;
+        self.agents[i].2.process_batch(
+            now,
+            &mut [PacketBuf::new(&mut buf, 512, pkt.len())],
+            &mut out,
+        );
+        let from = self.agents[i].0;
+        let mut to_mgr: Vec<Vec<u8>> = self.agents[i]
+            .2
+            .take_messages()
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect();
+        match out[0] {
+            Disposition::Punt { start, .. } => to_mgr.push(buf[start..].to_vec()),
+            Disposition::Pass => self.delivered[i].push(buf[512..].to_vec()),
+            _ => {}
+        }
+        for m in to_mgr {
+            let replies = self.mgr.handle_datagram(now, from, &m);
+            self.deliver(replies);
+        }
+        out[0]
+    }
+
+    /// Sends `pkt` through agent `i` and returns the key of what came out
+    /// (checksums verified), or `None` when nothing was delivered.
+    pub fn through(&mut self, i: usize, pkt: &[u8]) -> Option<AffinityKey> {
+        let before = self.delivered[i].len();
+        self.send(i, pkt);
+        if self.delivered[i].len() == before {
+            return None;
+        }
+        let p = self.delivered[i].last().expect("delivered").clone();
+        assert!(wire::checksum::verify_ipv4(&p));
+        let info = wire::parse_ipv4(&p).expect("IPv4");
+        assert!(wire::checksum::verify_l4(&p, &info));
+        Some(info.key)
+    }
+
+    /// The manager counter `name` (0 when it was never counted).
+    pub fn counter(&self, name: &str) -> u64 {
+        self.mgr.counters.get(name).copied().unwrap_or(0)
+    }
+
+    /// The last packet agent `i` delivered and its key, checksums verified.
+    pub fn last(&self, i: usize) -> (AffinityKey, Vec<u8>) {
+        let p = self.delivered[i]
+            .last()
+            .expect("a packet was delivered")
+            .clone();
+        assert!(wire::checksum::verify_ipv4(&p));
+        let info = wire::parse_ipv4(&p).unwrap();
+        assert!(wire::checksum::verify_l4(&p, &info));
+        (info.key, p)
+    }
+}
