@@ -300,18 +300,10 @@ impl Worker {
     ) -> Disposition {
         self.counters.inc(Counter::Returned);
         let info = wire::parse_ipv4(pkt.packet());
-        let agent = self.agent.clone();
-        let wild = agent.wildcards.snapshot();
-        let published = agent.published.load();
-        let ctx = BatchCtx {
-            agent: &agent,
-            wild: &wild,
-            published: &published,
-            now_ns,
-            now: ds(now_ns),
-        };
         let origin = Origin::Returned(rank_limit);
-        let d = self.process_one(&ctx, pkt, info, Lookup::Later, origin);
+        let d = self.with_snapshots(now_ns, |w, ctx| {
+            w.process_one(ctx, pkt, info, Lookup::Later, origin)
+        });
         self.flush();
         d
     }
@@ -325,6 +317,18 @@ impl Worker {
         if self.frag.is_empty() {
             return;
         }
+        self.with_snapshots(now_ns, |w, ctx| w.fragment_upkeep(ctx));
+        self.flush();
+    }
+
+    /// Runs `f` with a context of freshly loaded snapshots at `now_ns`,
+    /// for the work done outside a batch (returned packets, fragment
+    /// upkeep); the batch loop loads its own once per chunk.
+    fn with_snapshots<R>(
+        &mut self,
+        now_ns: u64,
+        f: impl FnOnce(&mut Worker, &BatchCtx<'_>) -> R,
+    ) -> R {
         let agent = self.agent.clone();
         let wild = agent.wildcards.snapshot();
         let published = agent.published.load();
@@ -335,8 +339,7 @@ impl Worker {
             now_ns,
             now: ds(now_ns),
         };
-        self.fragment_upkeep(&ctx);
-        self.flush();
+        f(self, &ctx)
     }
 
     /// Whether fragments are held or datagrams remembered (bytes or state
