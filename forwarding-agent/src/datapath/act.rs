@@ -75,9 +75,8 @@ impl Worker {
         let mut info = *hit.info;
         let partial = p.l4_partial;
         if let Some(n) = a.nat {
-            match wire::apply_nat_offload(p.packet(), &info, &n.into(), partial) {
-                Ok(i) => {
-                    info = i;
+            match wire::apply_nat_in_place(p.packet(), &mut info, &n.into(), partial) {
+                Ok(()) => {
                     self.cur.nat = true;
                     self.counters.inc(Counter::NatApplied);
                 }

@@ -316,7 +316,7 @@ impl super::Worker {
             let d = self.process_counted(
                 ctx,
                 &mut p,
-                info,
+                &info,
                 super::lookup::Lookup::Later,
                 super::lookup::Origin::Wire,
             );

@@ -265,6 +265,9 @@ impl Worker {
             if !self.frag.is_empty() {
                 self.fragment_upkeep(&ctx);
             }
+            // Out of `self` for the chunk, so each packet's info is lent
+            // to the packet path instead of copied (put back below).
+            let infos = std::mem::take(&mut self.infos);
             for start in (0..m).step_by(GROUP) {
                 let end = (start + GROUP).min(m);
                 self.prefetch(&agent, end..(end + GROUP).min(m));
@@ -272,20 +275,21 @@ impl Worker {
                 // whatever is still on its way.
                 let mut pre = [Lookup::Later; GROUP];
                 for (i, l) in (start..end).zip(pre.iter_mut()) {
-                    if let (Ok(pi), Some(b)) = (&self.infos[i], self.buckets[i]) {
+                    if let (Ok(pi), Some(b)) = (&infos[i], self.buckets[i]) {
                         *l = Lookup::Done(agent.fixed.lookup_from(&pi.key, b));
                     }
                 }
                 for i in start..end {
-                    let info = self.infos[i];
                     self.cur = Decision::default();
                     let origin = Origin::Wire;
-                    outs[i] = self.process_one(&ctx, &mut chunk[i], info, pre[i - start], origin);
+                    outs[i] =
+                        self.process_one(&ctx, &mut chunk[i], &infos[i], pre[i - start], origin);
                     if self.tracing {
                         self.decisions.push(self.cur);
                     }
                 }
             }
+            self.infos = infos;
         }
         self.flush();
     }
@@ -302,7 +306,7 @@ impl Worker {
         let info = wire::parse_ipv4(pkt.packet());
         let origin = Origin::Returned(rank_limit);
         let d = self.with_snapshots(now_ns, |w, ctx| {
-            w.process_one(ctx, pkt, info, Lookup::Later, origin)
+            w.process_one(ctx, pkt, &info, Lookup::Later, origin)
         });
         self.flush();
         d

@@ -144,6 +144,6 @@ impl Worker {
         dst.copy_from_slice(&pending.packet);
         p.len = pending.packet.len();
         let parsed = wire::parse_ipv4(p.packet());
-        Some(self.process_one(ctx, p, parsed, Lookup::Later, Origin::Wire))
+        Some(self.process_one(ctx, p, &parsed, Lookup::Later, Origin::Wire))
     }
 }

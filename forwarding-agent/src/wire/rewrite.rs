@@ -54,27 +54,51 @@ pub fn apply_nat_offload(
     nat: &NatAction,
     l4_partial: bool,
 ) -> Result<PacketInfo, PacketError> {
+    let mut out = *info;
+    apply_nat_in_place(pkt, &mut out, nat, l4_partial)?;
+    Ok(out)
+}
+
+/// [`apply_nat_offload`] updating `info` in place to the rewritten
+/// packet's (the data path's form: the packet info is not copied in and
+/// out). On `Err` the packet may be partly rewritten (a transport header
+/// cut short after the IPv4 header was translated) and `info` is
+/// unspecified; the caller treats the packet as malformed.
+///
+/// The checksum deltas are taken over both addresses and both ports
+/// whether or not each changed (RFC 1624 eqn. 3 per 16-bit word), as a
+/// byte-wise delta over the two fields would: the same sums, so the same
+/// checksums bit for bit, without going through byte slices.
+#[inline]
+pub fn apply_nat_in_place(
+    pkt: &mut [u8],
+    info: &mut PacketInfo,
+    nat: &NatAction,
+    l4_partial: bool,
+) -> Result<(), PacketError> {
     if pkt.len() < info.total_len
         || info.total_len < info.header_len
         || info.header_len < ipv4::HEADER_LEN
     {
         return Err(PacketError::TooShort);
     }
-    let mut out = *info;
     let ip = pkt
         .first_chunk_mut::<{ ipv4::HEADER_LEN }>()
         .ok_or(PacketError::TooShort)?;
-    let mut old_addrs = [0u8; 8];
-    old_addrs.copy_from_slice(&ip[ipv4::field::ADDRS]);
+    let old_src = get_u32(ip, ipv4::field::SRC_ADDR);
+    let old_dst = get_u32(ip, ipv4::field::DST_ADDR);
+    let (mut src, mut dst) = (old_src, old_dst);
     if nat.flags & NatAction::SRC_ADDR != 0 {
-        ip[ipv4::field::SRC_ADDR].copy_from_slice(&nat.src_addr.octets());
-        out.key.src_addr = nat.src_addr;
+        src = u32::from(nat.src_addr);
+        set_u32(ip, ipv4::field::SRC_ADDR, src);
+        info.key.src_addr = nat.src_addr;
     }
     if nat.flags & NatAction::DST_ADDR != 0 {
-        ip[ipv4::field::DST_ADDR].copy_from_slice(&nat.dst_addr.octets());
-        out.key.dst_addr = nat.dst_addr;
+        dst = u32::from(nat.dst_addr);
+        set_u32(ip, ipv4::field::DST_ADDR, dst);
+        info.key.dst_addr = nat.dst_addr;
     }
-    let addr_delta = checksum::delta(&old_addrs, &ip[ipv4::field::ADDRS]);
+    let addr_delta = checksum::delta32(old_src, src) + checksum::delta32(old_dst, dst);
     let ip_csum = get_u16(ip, ipv4::field::CHECKSUM);
     set_u16(
         ip,
@@ -83,47 +107,52 @@ pub fn apply_nat_offload(
     );
 
     if info.fragment == Fragment::Later {
-        return Ok(out);
+        return Ok(());
     }
     let protocol = IpProtocol::from(info.key.protocol);
     let Some(csum_field) = checksum::l4_checksum_field(protocol) else {
         if protocol == IpProtocol::Icmp && info.icmp_echo_id.is_some() {
-            nat_echo_ident(pkt, info, nat, &mut out)?;
+            let before = *info;
+            nat_echo_ident(pkt, &before, nat, info)?;
         }
-        return Ok(out);
+        return Ok(());
     };
     let seg = pkt
         .get_mut(info.l4_offset..info.total_len)
         .filter(|s| s.len() >= csum_field.end)
         .ok_or(PacketError::TruncatedL4)?;
-    let mut old_ports = [0u8; 4];
-    old_ports.copy_from_slice(&seg[PORTS]);
+    let old_sport = get_u16(seg, tcp::field::SRC_PORT);
+    let old_dport = get_u16(seg, tcp::field::DST_PORT);
+    let (mut sport, mut dport) = (old_sport, old_dport);
     if nat.flags & NatAction::SRC_PORT != 0 {
-        set_u16(seg, tcp::field::SRC_PORT, nat.src_port);
-        out.key.src_port = nat.src_port;
+        sport = nat.src_port;
+        set_u16(seg, tcp::field::SRC_PORT, sport);
+        info.key.src_port = sport;
     }
     if nat.flags & NatAction::DST_PORT != 0 {
-        set_u16(seg, tcp::field::DST_PORT, nat.dst_port);
-        out.key.dst_port = nat.dst_port;
+        dport = nat.dst_port;
+        set_u16(seg, tcp::field::DST_PORT, dport);
+        info.key.dst_port = dport;
     }
     let old = get_u16(seg, csum_field.clone());
     if l4_partial {
         // A pseudo-header sum: addresses only, added (not complemented).
         set_u16(seg, csum_field, checksum::fold(old as u32 + addr_delta));
-        return Ok(out);
+        return Ok(());
     }
     let is_udp = protocol == IpProtocol::Udp;
     if is_udp && old == udp::NO_CHECKSUM {
-        return Ok(out);
+        return Ok(());
     }
-    let delta = addr_delta + checksum::delta(&old_ports, &seg[PORTS]);
+    let delta =
+        addr_delta + checksum::delta16(old_sport, sport) + checksum::delta16(old_dport, dport);
     let mut new = checksum::apply(old, delta);
     if is_udp && new == udp::NO_CHECKSUM {
         // RFC 768: a computed 0 is sent as all ones.
         new = 0xffff;
     }
     set_u16(seg, csum_field, new);
-    Ok(out)
+    Ok(())
 }
 
 /// The identifier of an ICMP echo (NAT'ed like a port: a request's from
