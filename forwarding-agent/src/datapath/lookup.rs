@@ -124,7 +124,7 @@ impl Worker {
         let agent = ctx.agent;
         // 1. Fixed affinity (later fragments: the first fragment's flow).
         let fixed_key = match info.fragment {
-            Fragment::Later => match self.later_fragment(ctx, p, &info) {
+            Fragment::Later => match self.later_fragment(ctx, p, info) {
                 Ok(k) => k,
                 Err(d) => return d,
             },
@@ -144,7 +144,7 @@ impl Worker {
                         agent.fixed.count(slot, info.total_len as u64);
                     }
                     let actions = agent.actions.get(v.action);
-                    let mut bits = wire::interest_bits(&info) | interest::ALL;
+                    let mut bits = wire::interest_bits(info) | interest::ALL;
                     // First data (PROTOCOL.md, interest bit 7): looked up
                     // only for affinities that ask for it, since the mark
                     // costs a shared write per data packet.
@@ -157,7 +157,7 @@ impl Worker {
                         bits |= interest::FIRST_DATA;
                     }
                     let hit = Hit {
-                        info: &info,
+                        info,
                         actions: &actions,
                         bits,
                         wildcard: None,
@@ -166,7 +166,7 @@ impl Worker {
                     };
                     let d = self.act(ctx, p, &hit);
                     if info.fragment == Fragment::First {
-                        self.first_fragment(ctx, &info, Decision::Fixed(info.key), d);
+                        self.first_fragment(ctx, info, Decision::Fixed(info.key), d);
                     }
                     return self.chain(ctx, p, d, origin);
                 }
@@ -176,7 +176,7 @@ impl Worker {
         }
         // An ICMP error about a tracked flow goes with that flow.
         if info.key.protocol == wire::ICMP {
-            if let Some(d) = self.icmp_error(ctx, p, &info) {
+            if let Some(d) = self.icmp_error(ctx, p, info) {
                 return d;
             }
         }
@@ -201,9 +201,9 @@ impl Worker {
             self.cur.action = w.action;
             let actions = agent.actions.get(w.action);
             let hit = Hit {
-                info: &info,
+                info,
                 actions: &actions,
-                bits: wire::interest_bits(&info) | interest::ALL,
+                bits: wire::interest_bits(info) | interest::ALL,
                 wildcard: Some(&w.entry),
                 origin,
                 no_interest: true,
@@ -215,14 +215,14 @@ impl Worker {
             self.counters.inc(Counter::WildcardHit);
             self.cur.matched = Matched::Wildcard { id: w.entry.id };
             self.cur.action = w.action;
-            let mut bits = wire::interest_bits(&info) | interest::ALL;
+            let mut bits = wire::interest_bits(info) | interest::ALL;
             // No flow state yet: this is the flow's first data (UDP: first packet).
             if bits & interest::DATA != 0 || info.key.protocol == wire::UDP {
                 bits |= interest::FIRST_DATA;
             }
             // SYN proxy: only a proved cookie ACK goes on, as a new flow.
-            if origin == Origin::Wire && super::synproxy::applies(&w.entry, &info) {
-                match self.syn_proxy(ctx, p, &info) {
+            if origin == Origin::Wire && super::synproxy::applies(&w.entry, info) {
+                match self.syn_proxy(ctx, p, info) {
                     Ok(state) => {
                         bits |= interest::SYN;
                         self.proxied = Some(state);
@@ -232,7 +232,7 @@ impl Worker {
             }
             let actions = agent.actions.get(w.action);
             let hit = Hit {
-                info: &info,
+                info,
                 actions: &actions,
                 bits,
                 wildcard: Some(&w.entry),
@@ -242,7 +242,7 @@ impl Worker {
             let d = self.act(ctx, p, &hit);
             self.proxied = None;
             if info.fragment == Fragment::First {
-                self.first_fragment(ctx, &info, Decision::Actions(actions), d);
+                self.first_fragment(ctx, info, Decision::Actions(actions), d);
             }
             return d;
         }
@@ -277,7 +277,7 @@ impl Worker {
             (Disposition::Pass, Decision::Pass)
         };
         if info.fragment == Fragment::First {
-            self.first_fragment(ctx, &info, decision, d);
+            self.first_fragment(ctx, info, decision, d);
         }
         d
     }
