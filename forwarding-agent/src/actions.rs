@@ -267,46 +267,132 @@ impl ActionSet {
         put(&mut w, slot::AFFINITY_ID, self.affinity_id);
         w
     }
+}
 
-    fn decode(w: &[u64; 8]) -> ActionSet {
-        let get = |at| slot::get(w, at);
-        let present = get(slot::PRESENT) as u8;
+/// An action set as its slot stores it (eight words, the layout in
+/// [`slot`]), read field by field where used: the packet path reads only
+/// the fields it acts on (a fixed hit with NAT: the present bits, the NAT
+/// fields, the flags) instead of decoding the whole set — measured 68
+/// instructions per packet for the full decode. [`ActionView::decode`]
+/// gives the whole [`ActionSet`] (punts, control).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ActionView([u64; 8]);
+
+impl From<&ActionSet> for ActionView {
+    fn from(a: &ActionSet) -> Self {
+        ActionView(a.encode())
+    }
+}
+
+impl ActionView {
+    #[inline(always)]
+    fn get(&self, at: slot::At) -> u64 {
+        slot::get(&self.0, at)
+    }
+
+    #[inline(always)]
+    fn present(&self, bit: u8) -> bool {
+        self.get(slot::PRESENT) as u8 & bit != 0
+    }
+
+    /// [`ActionSet::nat`].
+    #[inline]
+    pub fn nat(&self) -> Option<NatActionKey> {
+        self.present(PRESENT_NAT).then(|| NatActionKey {
+            src_addr: self.get(slot::NAT_SRC_ADDR) as u32,
+            dst_addr: self.get(slot::NAT_DST_ADDR) as u32,
+            src_port: self.get(slot::NAT_SRC_PORT) as u16,
+            dst_port: self.get(slot::NAT_DST_PORT) as u16,
+            flags: self.get(slot::NAT_FLAGS) as u8,
+        })
+    }
+
+    /// [`ActionSet::seq_adjust`].
+    #[inline]
+    pub fn seq_adjust(&self) -> Option<SeqAdjustKey> {
+        self.present(PRESENT_SEQ).then(|| {
+            SeqAdjustKey(
+                self.get(slot::SEQ_DELTA) as u32,
+                self.get(slot::INITIAL_SEQ) as u32,
+                self.get(slot::ACK_DELTA) as u32,
+                self.get(slot::INITIAL_ACK) as u32,
+            )
+        })
+    }
+
+    /// [`ActionSet::interest`].
+    #[inline]
+    pub fn interest(&self) -> Option<InterestKey> {
+        self.present(PRESENT_INTEREST).then(|| InterestKey {
+            address: self.get(slot::INTEREST_ADDRESS) as u32,
+            port: self.get(slot::INTEREST_PORT) as u16,
+            mask: self.get(slot::INTEREST_MASK) as u16,
+            flags: self.get(slot::INTEREST_FLAGS) as u8,
+        })
+    }
+
+    /// [`ActionSet::ts_adjust`].
+    #[inline]
+    pub fn ts_adjust(&self) -> Option<TsAdjustKey> {
+        self.present(PRESENT_TS).then(|| TsAdjustKey {
+            delta: (self.get(slot::TS_DELTA_HI) as u16 as u32) << 16
+                | self.get(slot::TS_DELTA_LO) as u16 as u32,
+            echo: self.get(slot::TS_ECHO) as u8 & 1 != 0,
+        })
+    }
+
+    /// [`ActionSet::dispatch_flags`].
+    #[inline]
+    pub fn dispatch_flags(&self) -> u8 {
+        self.get(slot::DISPATCH_FLAGS) as u8
+    }
+
+    /// [`ActionSet::info_flags`].
+    #[inline]
+    pub fn info_flags(&self) -> u8 {
+        self.get(slot::INFO_FLAGS) as u8
+    }
+
+    /// [`ActionSet::forward_addr`] (host order).
+    #[inline]
+    pub fn forward_addr(&self) -> u32 {
+        self.get(slot::FORWARD_ADDR) as u32
+    }
+
+    /// [`ActionSet::affinity_id`].
+    #[inline]
+    pub fn affinity_id(&self) -> u32 {
+        self.get(slot::AFFINITY_ID) as u32
+    }
+
+    /// [`ActionSet::owner`].
+    #[inline]
+    pub fn owner(&self) -> u16 {
+        self.get(slot::OWNER) as u16
+    }
+
+    /// [`ActionSet::manager_data`].
+    #[inline]
+    pub fn manager_data(&self) -> u32 {
+        self.get(slot::MANAGER_DATA) as u32
+    }
+
+    /// The whole action set.
+    pub fn decode(&self) -> ActionSet {
         ActionSet {
-            nat: (present & PRESENT_NAT != 0).then(|| NatActionKey {
-                src_addr: get(slot::NAT_SRC_ADDR) as u32,
-                dst_addr: get(slot::NAT_DST_ADDR) as u32,
-                src_port: get(slot::NAT_SRC_PORT) as u16,
-                dst_port: get(slot::NAT_DST_PORT) as u16,
-                flags: get(slot::NAT_FLAGS) as u8,
-            }),
-            seq_adjust: (present & PRESENT_SEQ != 0).then(|| {
-                SeqAdjustKey(
-                    get(slot::SEQ_DELTA) as u32,
-                    get(slot::INITIAL_SEQ) as u32,
-                    get(slot::ACK_DELTA) as u32,
-                    get(slot::INITIAL_ACK) as u32,
-                )
-            }),
-            interest: (present & PRESENT_INTEREST != 0).then(|| InterestKey {
-                address: get(slot::INTEREST_ADDRESS) as u32,
-                port: get(slot::INTEREST_PORT) as u16,
-                mask: get(slot::INTEREST_MASK) as u16,
-                flags: get(slot::INTEREST_FLAGS) as u8,
-            }),
-            ts_adjust: (present & PRESENT_TS != 0).then(|| TsAdjustKey {
-                delta: (get(slot::TS_DELTA_HI) as u16 as u32) << 16
-                    | get(slot::TS_DELTA_LO) as u16 as u32,
-                echo: get(slot::TS_ECHO) as u8 & 1 != 0,
-            }),
-            dispatch_flags: get(slot::DISPATCH_FLAGS) as u8,
-            info_flags: get(slot::INFO_FLAGS) as u8,
-            owner: get(slot::OWNER) as u16,
-            manager_data: get(slot::MANAGER_DATA) as u32,
-            service_precedence: get(slot::SERVICE_PRECEDENCE) as u16,
-            backup_precedence: get(slot::BACKUP_PRECEDENCE) as u16,
-            search_first: get(slot::SEARCH_FIRST) as u8 != 0,
-            forward_addr: get(slot::FORWARD_ADDR) as u32,
-            affinity_id: get(slot::AFFINITY_ID) as u32,
+            nat: self.nat(),
+            seq_adjust: self.seq_adjust(),
+            interest: self.interest(),
+            ts_adjust: self.ts_adjust(),
+            dispatch_flags: self.dispatch_flags(),
+            info_flags: self.info_flags(),
+            owner: self.owner(),
+            manager_data: self.manager_data(),
+            service_precedence: self.get(slot::SERVICE_PRECEDENCE) as u16,
+            backup_precedence: self.get(slot::BACKUP_PRECEDENCE) as u16,
+            search_first: self.get(slot::SEARCH_FIRST) as u8 != 0,
+            forward_addr: self.forward_addr(),
+            affinity_id: self.affinity_id(),
         }
     }
 }
@@ -356,12 +442,16 @@ impl ActionTable {
     /// Reads a slot (workers; lock-free).
     #[inline]
     pub fn get(&self, idx: u32) -> ActionSet {
+        self.view(idx).decode()
+    }
+
+    /// Reads a slot's words, to be decoded field by field (the packet
+    /// path; lock-free). An index past the table reads as the empty set.
+    #[inline]
+    pub fn view(&self, idx: u32) -> ActionView {
         match self.slots.get(idx as usize) {
-            Some(s) => {
-                let w = std::array::from_fn(|i| s.0[i].load(Relaxed));
-                ActionSet::decode(&w)
-            }
-            None => ActionSet::default(),
+            Some(s) => ActionView(std::array::from_fn(|i| s.0[i].load(Relaxed))),
+            None => ActionView::default(),
         }
     }
 
@@ -423,7 +513,8 @@ impl ActionTable {
 #[cfg(test)]
 mod tests {
     use super::{
-        ActionSet, ActionTable, InterestKey, NatActionKey, SeqAdjustKey, TsAdjustKey, QUARANTINE_NS,
+        ActionSet, ActionTable, ActionView, InterestKey, NatActionKey, SeqAdjustKey, TsAdjustKey,
+        QUARANTINE_NS,
     };
 
     #[test]
@@ -442,7 +533,7 @@ mod tests {
         let w = a.encode();
         assert_eq!(w[6], 0xdead << 48 | 7);
         assert_eq!(w[2], 1 << 16 | 0xbeef);
-        assert_eq!(ActionSet::decode(&w), a);
+        assert_eq!(ActionView(w).decode(), a);
     }
 
     #[test]
@@ -480,7 +571,7 @@ mod tests {
             manager_data: 0x00ab_cdef,
             ..a
         };
-        assert_eq!(ActionSet::decode(&ranked.encode()), ranked);
+        assert_eq!(ActionView::from(&ranked).decode(), ranked);
         // The slot layout, word by word (the encoding before `slot` named it).
         assert_eq!(
             a.encode(),

@@ -21,9 +21,14 @@
 //! 100–101; the few keys further away cost a miss the loop cannot hide.
 //! A counter's high bits move to a side table the rare time its low 32 bits
 //! wrap (once per 4 Gi packets or 4 GiB of one entry).
-//! Workers never take a lock; the only shared writes are the counters'
-//! atomic adds, outside the version check, so they scale with VPP's worker
-//! threads. The single control thread that writes bumps an entry's version
+//! Workers never take a lock; the only shared writes are the counters,
+//! outside the version check, as a relaxed load and store each, not an
+//! atomic add: a locked read-modify-write is a full barrier that stalls
+//! the batch loop's overlapped look-ups behind it, on every packet. A flow
+//! direction's entry is hit by one worker (VPP's RSS hashes it to one
+//! queue; the host agent has one), so nothing is lost; two workers hitting
+//! one entry in the same nanoseconds may lose one of the increments, as
+//! statistics may (the flow's activity is still seen). The single control thread that writes bumps an entry's version
 //! around each change, so a reader that raced with it retries instead of
 //! seeing a torn entry. All words are atomics, so this is safe Rust.
 //! Deletion leaves a tombstone that inserts reuse; a probe sequence is
@@ -126,6 +131,24 @@ fn hash(w0: u64, w1: u64) -> u64 {
     h ^ (h >> 33)
 }
 
+/// A key prepared for lookup by [`FixedTable::probe`]: its two packed
+/// words and its home slot in that table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    w0: u64,
+    w1: u64,
+    start: usize,
+}
+
+impl Probe {
+    /// The slot the probe starts at: the first entry of the key's home
+    /// line (what [`FixedTable::prefetch`] takes).
+    #[inline]
+    pub fn start(&self) -> usize {
+        self.start
+    }
+}
+
 /// Why an insert failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertError {
@@ -214,8 +237,20 @@ impl FixedTable {
     /// of a line.
     #[inline]
     pub fn bucket_of(&self, key: &AffinityKey) -> usize {
+        self.probe(key).start
+    }
+
+    /// A key's lookup, prepared: its packed words and the slot its probe
+    /// starts at ([`Probe::start`], for [`FixedTable::prefetch`]), so the
+    /// batch loop packs and hashes each key once ([`FixedTable::lookup_probe`]).
+    #[inline]
+    pub fn probe(&self, key: &AffinityKey) -> Probe {
         let (w0, w1) = key_words(key);
-        hash(w0, w1) as usize & self.mask & !1
+        Probe {
+            w0,
+            w1,
+            start: hash(w0, w1) as usize & self.mask & !1,
+        }
     }
 
     /// Hints the CPU to load the line holding `slot` and the next one,
@@ -236,8 +271,13 @@ impl FixedTable {
         if let Some(e) = self.entry(slot) {
             // A packet is < 64 KiB; the clamp only keeps the carry exact.
             let b = bytes.min(u32::MAX as u64) as u32;
-            let p_wrapped = e.packets.fetch_add(1, Relaxed) == u32::MAX;
-            let b_wrapped = e.bytes.fetch_add(b, Relaxed).checked_add(b).is_none();
+            // Load and store, not fetch_add: see the module comment.
+            let pk = e.packets.load(Relaxed);
+            let by = e.bytes.load(Relaxed);
+            e.packets.store(pk.wrapping_add(1), Relaxed);
+            e.bytes.store(by.wrapping_add(b), Relaxed);
+            let p_wrapped = pk == u32::MAX;
+            let b_wrapped = by.checked_add(b).is_none();
             if p_wrapped || b_wrapped {
                 self.carry(slot, p_wrapped, b_wrapped);
             }
@@ -280,6 +320,13 @@ impl FixedTable {
     #[inline]
     pub fn lookup_from(&self, key: &AffinityKey, start: usize) -> Option<(FixedValue, usize)> {
         let (w0, w1) = key_words(key);
+        self.lookup_probe(&Probe { w0, w1, start })
+    }
+
+    /// [`lookup`](Self::lookup) of a key prepared with [`FixedTable::probe`].
+    #[inline]
+    pub fn lookup_probe(&self, probe: &Probe) -> Option<(FixedValue, usize)> {
+        let Probe { w0, w1, start } = *probe;
         for p in 0..MAX_PROBE {
             let slot = (start + p) & self.mask;
             let e = self.entry(slot)?;

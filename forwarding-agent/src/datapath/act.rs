@@ -5,7 +5,7 @@
 
 use super::lookup::Origin;
 use super::{BatchCtx, Disposition, PacketBuf, Worker};
-use crate::actions::ActionSet;
+use crate::actions::ActionView;
 use crate::counters::Counter;
 use crate::wildcard_affinity::WildcardEntry;
 use crate::wire::{self, PacketInfo};
@@ -18,7 +18,7 @@ use std::net::Ipv4Addr;
 /// alternating runs).
 pub(super) struct Hit<'b> {
     pub info: &'b PacketInfo,
-    pub actions: &'b ActionSet,
+    pub actions: &'b ActionView,
     /// The packet's interest bits (`affinity_api::interest`).
     pub bits: u16,
     /// The wildcard that matched; `None` for a fixed affinity.
@@ -40,11 +40,11 @@ impl Worker {
         hit: &Hit<'_>,
     ) -> Disposition {
         let a = hit.actions;
-        if a.info_flags & info::STATISTICS != 0 {
+        if a.info_flags() & info::STATISTICS != 0 {
             self.forward
-                .add(Ipv4Addr::from(a.forward_addr), hit.info.total_len as u64);
+                .add(Ipv4Addr::from(a.forward_addr()), hit.info.total_len as u64);
         }
-        if let Some(c) = a.interest.filter(|_| !hit.no_interest) {
+        if let Some(c) = a.interest().filter(|_| !hit.no_interest) {
             // A returned packet is never punted again by the affinity that
             // punted it; on a fixed affinity only copies are sent for it.
             let repunt_ok = hit.wildcard.is_some()
@@ -74,7 +74,7 @@ impl Worker {
         // Rewrite.
         let mut info = *hit.info;
         let partial = p.l4_partial;
-        if let Some(n) = a.nat {
+        if let Some(n) = a.nat() {
             match wire::apply_nat_in_place(p.packet(), &mut info, &n.into(), partial) {
                 Ok(()) => {
                     self.cur.nat = true;
@@ -93,14 +93,14 @@ impl Worker {
                 return d;
             }
         }
-        if let Some(s) = a.seq_adjust {
+        if let Some(s) = a.seq_adjust() {
             if wire::apply_seq_adjust_offload(p.packet(), &info, &s.into(), partial).is_ok()
                 && info.key.protocol == wire::TCP
             {
                 self.counters.inc(Counter::SeqAdjusted);
             }
         }
-        if let Some(t) = a.ts_adjust {
+        if let Some(t) = a.ts_adjust() {
             crate::synproxy::apply_ts_adjust(p.packet(), &info, t);
         }
         self.next_hop(a)
@@ -109,14 +109,14 @@ impl Worker {
     /// The next hop an action set gives: its forward address, or normal
     /// routing.
     #[inline(always)]
-    pub(super) fn next_hop(&mut self, a: &ActionSet) -> Disposition {
-        if a.dispatch_flags & dispatch::FORWARD != 0 {
-            if a.forward_addr == 0 {
+    pub(super) fn next_hop(&mut self, a: &ActionView) -> Disposition {
+        if a.dispatch_flags() & dispatch::FORWARD != 0 {
+            if a.forward_addr() == 0 {
                 self.counters.inc(Counter::DropForwardZero);
                 return Disposition::Drop(Counter::DropForwardZero);
             }
             self.counters.inc(Counter::Forwarded);
-            return Disposition::Forward(Ipv4Addr::from(a.forward_addr));
+            return Disposition::Forward(Ipv4Addr::from(a.forward_addr()));
         }
         Disposition::Pass
     }

@@ -31,7 +31,7 @@
 //! and released as it came, and the destination's reassembly resolves them
 //! (RFC 791 section 3.2).
 
-use crate::actions::ActionSet;
+use crate::actions::ActionView;
 use crate::counters::{Counter, LocalCounters};
 use crate::wire::PacketInfo;
 use affinity_api::AffinityKey;
@@ -60,7 +60,7 @@ pub(super) enum Decision {
     /// per-flow counters and expiry apply to them too).
     Fixed(AffinityKey),
     /// It matched a wildcard that did not punt it: these actions.
-    Actions(ActionSet),
+    Actions(ActionView),
     /// Nothing matched: passed.
     Pass,
     /// Dropped, for this reason.

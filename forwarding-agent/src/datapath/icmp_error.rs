@@ -32,8 +32,8 @@ impl Worker {
             .fixed
             .lookup(&q.reversed_key())
             .filter(|(v, _)| v.expires_ds > ctx.now)?;
-        let a = ctx.agent.actions.get(v.action);
-        if let Some(n) = a.nat {
+        let a = ctx.agent.actions.view(v.action);
+        if let Some(n) = a.nat() {
             wire::translate_icmp_error(p.packet(), info, &q, &n.into()).ok()?;
             self.cur.nat = true;
         }

@@ -68,7 +68,7 @@ impl Worker {
         if bits & interest::DATA != 0 || info.key.protocol == wire::UDP {
             bits |= interest::FIRST_DATA;
         }
-        let actions = ctx.agent.actions.get(w.action);
+        let actions = ctx.agent.actions.view(w.action);
         let hit = Hit {
             info: &info,
             actions: &actions,
@@ -143,13 +143,13 @@ impl Worker {
                     if agent.config.per_flow_counters {
                         agent.fixed.count(slot, info.total_len as u64);
                     }
-                    let actions = agent.actions.get(v.action);
+                    let actions = agent.actions.view(v.action);
                     let mut bits = wire::interest_bits(info) | interest::ALL;
                     // First data (PROTOCOL.md, interest bit 7): looked up
                     // only for affinities that ask for it, since the mark
                     // costs a shared write per data packet.
                     if actions
-                        .interest
+                        .interest()
                         .is_some_and(|c| c.mask & interest::FIRST_DATA != 0)
                         && (bits & interest::DATA != 0 || info.key.protocol == wire::UDP)
                         && agent.fixed.first_data(slot)
@@ -199,7 +199,7 @@ impl Worker {
             self.counters.inc(Counter::WildcardHit);
             self.cur.matched = Matched::Wildcard { id: w.entry.id };
             self.cur.action = w.action;
-            let actions = agent.actions.get(w.action);
+            let actions = agent.actions.view(w.action);
             let hit = Hit {
                 info,
                 actions: &actions,
@@ -230,7 +230,7 @@ impl Worker {
                     Err(d) => return d,
                 }
             }
-            let actions = agent.actions.get(w.action);
+            let actions = agent.actions.view(w.action);
             let hit = Hit {
                 info,
                 actions: &actions,

@@ -171,9 +171,10 @@ pub struct Worker {
     /// Held fragments released since the last `take_released`.
     released: Vec<(Vec<u8>, Disposition)>,
     infos: Vec<Result<PacketInfo, wire::PacketError>>,
-    /// Per packet of the chunk: the fixed-table bucket its key hashes to
-    /// (none for packets looked up later).
-    buckets: Vec<Option<usize>>,
+    /// Per packet of the chunk: its fixed-table lookup, prepared (key
+    /// packed and hashed to its home line; none for packets looked up
+    /// later).
+    buckets: Vec<Option<crate::fixed_affinity::Probe>>,
     /// Per packet of the last batch, while tracing ([`Worker::decisions`]).
     decisions: Vec<Decision>,
     /// The decision for the packet being processed.
@@ -237,7 +238,7 @@ impl Worker {
                 // A later fragment's flow is known only once the first
                 // fragment (maybe in this batch) has been processed.
                 let bucket = match &info {
-                    Ok(i) if i.fragment != Fragment::Later => Some(agent.fixed.bucket_of(&i.key)),
+                    Ok(i) if i.fragment != Fragment::Later => Some(agent.fixed.probe(&i.key)),
                     _ => None,
                 };
                 self.infos.push(info);
@@ -275,8 +276,8 @@ impl Worker {
                 // whatever is still on its way.
                 let mut pre = [Lookup::Later; GROUP];
                 for (i, l) in (start..end).zip(pre.iter_mut()) {
-                    if let (Ok(pi), Some(b)) = (&infos[i], self.buckets[i]) {
-                        *l = Lookup::Done(agent.fixed.lookup_from(&pi.key, b));
+                    if let Some(b) = &self.buckets[i] {
+                        *l = Lookup::Done(agent.fixed.lookup_probe(b));
                     }
                 }
                 for i in start..end {
@@ -392,7 +393,7 @@ impl Worker {
     #[inline]
     fn prefetch(&self, agent: &Agent, range: std::ops::Range<usize>) {
         for b in self.buckets[range].iter().flatten() {
-            agent.fixed.prefetch(*b);
+            agent.fixed.prefetch(b.start());
         }
     }
 

@@ -8,7 +8,7 @@
 
 use super::act::Hit;
 use super::{BatchCtx, Disposition, PacketBuf, Worker};
-use crate::actions::ActionSet;
+use crate::actions::ActionView;
 use crate::counters::Counter;
 use crate::interest_data::ForwardingAgentInterestData;
 use crate::synproxy::SynProxyState;
@@ -40,12 +40,12 @@ impl std::ops::Deref for InterestBytes {
 impl Worker {
     /// Where the match goes: the interest criteria's address and port, or
     /// else the owning manager at [`MANAGER_PORT`].
-    fn destination(&self, ctx: &BatchCtx<'_>, a: &ActionSet) -> SocketAddrV4 {
-        let c = a.interest.unwrap_or_default();
+    fn destination(&self, ctx: &BatchCtx<'_>, a: &ActionView) -> SocketAddrV4 {
+        let c = a.interest().unwrap_or_default();
         let addr = if c.address == 0 {
             ctx.published
                 .managers
-                .get(a.owner as usize)
+                .get(a.owner() as usize)
                 .copied()
                 .unwrap_or(Ipv4Addr::UNSPECIFIED)
         } else {
@@ -90,15 +90,15 @@ impl Worker {
         data: &'s [u8],
     ) -> ([Segment<'s>; 4], usize) {
         let id = Segment::AffinityIdentifier(AffinityIdentifier {
-            id: hit.actions.affinity_id,
+            id: hit.actions.affinity_id(),
             reason: hit.bits,
         });
         // The affinity's own dispatch and information flags (seed FIG
         // 9D), the packet's key as received, TTL 0.
         let fixed = Segment::FixedAffinity(FixedAffinity {
             key: hit.info.key,
-            dispatch_flags: hit.actions.dispatch_flags,
-            info_flags: hit.actions.info_flags,
+            dispatch_flags: hit.actions.dispatch_flags(),
+            info_flags: hit.actions.info_flags(),
             ..Default::default()
         });
         let fa = Segment::FaInterestData(data);
@@ -110,7 +110,7 @@ impl Worker {
 
     /// The affinity's manager interest data, if it has any.
     fn manager_data(&self, hit: &Hit<'_>) -> Option<std::sync::Arc<[u8]>> {
-        match hit.actions.manager_data {
+        match hit.actions.manager_data() {
             0 => None,
             id => self.agent.manager_data.get(id),
         }
@@ -148,7 +148,7 @@ impl Worker {
         let data = self.interest_data(hit, 0);
         let with_packet = hit
             .actions
-            .interest
+            .interest()
             .is_some_and(|c| c.flags & InterestCriteria::DATA != 0);
         let pkt = if with_packet {
             Some(Self::ip_packet(p, hit))
@@ -169,7 +169,7 @@ impl Worker {
         hit: &Hit<'_>,
     ) -> Disposition {
         let to = self.destination(ctx, hit.actions);
-        let c = hit.actions.interest.unwrap_or_default();
+        let c = hit.actions.interest().unwrap_or_default();
         let with_packet = c.flags & InterestCriteria::DATA != 0;
         if c.flags & InterestCriteria::HOLD != 0 {
             let deadline = ctx.now_ns + self.agent.config.hold_timeout_ms * 1_000_000;

@@ -154,7 +154,15 @@ mod tests {
 
     #[test]
     fn fold_at_the_edges() {
-        for s in [0, 0xffff, 0x1_0000, 0x1_fffe, 0x1_ffff, 0xffff_0000, u32::MAX] {
+        for s in [
+            0,
+            0xffff,
+            0x1_0000,
+            0x1_fffe,
+            0x1_ffff,
+            0xffff_0000,
+            u32::MAX,
+        ] {
             assert_eq!(fold(s), fold_loop(s), "{s:#x}");
         }
         assert_eq!(fold(u32::MAX), 0xffff);
