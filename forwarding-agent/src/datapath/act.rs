@@ -19,7 +19,9 @@ use std::net::Ipv4Addr;
 pub(super) struct Hit<'b> {
     pub info: &'b PacketInfo,
     pub actions: &'b ActionView,
-    /// The packet's interest bits (`affinity_api::interest`).
+    /// The packet's interest bits (`affinity_api::interest`); 0 for a fixed
+    /// affinity without interest criteria (not worked out: nothing reads
+    /// them).
     pub bits: u16,
     /// The wildcard that matched; `None` for a fixed affinity.
     pub wildcard: Option<&'b WildcardEntry>,

@@ -144,18 +144,26 @@ impl Worker {
                         agent.fixed.count(slot, info.total_len as u64);
                     }
                     let actions = agent.actions.view(v.action);
-                    let mut bits = wire::interest_bits(info) | interest::ALL;
-                    // First data (PROTOCOL.md, interest bit 7): looked up
-                    // only for affinities that ask for it, since the mark
-                    // costs a shared write per data packet.
-                    if actions
-                        .interest()
-                        .is_some_and(|c| c.mask & interest::FIRST_DATA != 0)
-                        && (bits & interest::DATA != 0 || info.key.protocol == wire::UDP)
-                        && agent.fixed.first_data(slot)
-                    {
-                        bits |= interest::FIRST_DATA;
-                    }
+                    // The packet's interest bits matter only to an
+                    // affinity with interest criteria (most fixed
+                    // affinities have none: not worked out per packet).
+                    let bits = match actions.interest() {
+                        None => 0,
+                        Some(c) => {
+                            let mut bits = wire::interest_bits(info) | interest::ALL;
+                            // First data (PROTOCOL.md, interest bit 7):
+                            // looked up only for affinities that ask for
+                            // it, since the mark costs a shared write per
+                            // data packet.
+                            if c.mask & interest::FIRST_DATA != 0
+                                && (bits & interest::DATA != 0 || info.key.protocol == wire::UDP)
+                                && agent.fixed.first_data(slot)
+                            {
+                                bits |= interest::FIRST_DATA;
+                            }
+                            bits
+                        }
+                    };
                     let hit = Hit {
                         info,
                         actions: &actions,
