@@ -41,6 +41,56 @@ fixed_ttl = 30
     )
 }
 
+/// A `[[service]]` table of the configuration's TOML: `name`, `virtual`
+/// (`vip`, "address:port"), each of `options` on a line of its own (keys
+/// such as `algorithm = "maglev"`, then any sub-table such as
+/// `[service.health]`), then a `[[service.backend]]` table per entry of
+/// `backends`: its "address:port", optionally followed by a space and
+/// more of the table's keys (`"198.51.100.1:8080 weight = 10"`). Written
+/// once so that the tests' services differ only where they mean to.
+pub fn service<S: AsRef<str>>(name: &str, vip: &str, options: &[&str], backends: &[S]) -> String {
+    let mut t = format!("\n[[service]]\nname = \"{name}\"\nvirtual = \"{vip}\"\n");
+    for o in options {
+        t.push_str(o);
+        t.push('\n');
+    }
+    for b in backends {
+        let (addr, keys) = b.as_ref().split_once(' ').unwrap_or((b.as_ref(), ""));
+        t.push_str(&format!("[[service.backend]]\naddress = \"{addr}\"\n"));
+        if !keys.is_empty() {
+            t.push_str(keys);
+            t.push('\n');
+        }
+    }
+    t
+}
+
+/// The first `n` of the backends [`B`] on `port`, as [`service`] takes them.
+pub fn backends(n: usize, port: u16) -> Vec<String> {
+    B.iter().take(n).map(|b| format!("{b}:{port}")).collect()
+}
+
+/// TCP `web` 203.0.113.10:80 from clients in 198.18.0.0/15 with
+/// `algorithm`, sticky 2 s, then `extra` keys, to the three backends
+/// 198.51.100.1–3:8080.
+pub fn web(algorithm: &str, extra: &[&str]) -> String {
+    let algorithm = format!("algorithm = \"{algorithm}\"");
+    let mut options = vec![
+        r#"protocol = "tcp""#,
+        r#"client_domain = "198.18.0.0/15""#,
+        &algorithm,
+        "sticky_timeout_ms = 2000",
+    ];
+    options.extend_from_slice(extra);
+    service("web", "203.0.113.10:80", &options, &backends(3, 8080))
+}
+
+/// UDP `dns` 203.0.113.10:53 → 198.51.100.1–2:53, round robin.
+pub fn dns() -> String {
+    let options = [r#"protocol = "udp""#, r#"algorithm = "round-robin""#];
+    service("dns", "203.0.113.10:53", &options, &backends(2, 53))
+}
+
 /// `[manager]` (with `manager_extra`) and two agents, then `services`.
 pub fn config(manager_extra: &str, services: &str) -> Config {
     let text = format!(
