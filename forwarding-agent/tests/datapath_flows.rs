@@ -4,16 +4,15 @@
 mod common;
 use affinity_api::{
     dispatch, info, interest, seg, AdvertiseAction, AffinityIdentifier, AffinityRef, AuthAlgorithm,
-    AuthPolicy, DenyReason, InterestCriteria, Key, MessageBuilder, MessageType, Segment,
-    ServiceMessage, WildcardAffinity, MANAGER_PORT,
+    AuthPolicy, DenyReason, InterestCriteria, Key, MessageType, ServiceMessage, MANAGER_PORT,
 };
 use affinity_forwarding_agent::wire::{self, build};
 use affinity_forwarding_agent::{
     Agent, AgentConfig, Counter, Disposition, ForwardingAgentInterestData, PacketBuf, Worker,
 };
 use common::{
-    buffer, checksums_ok, data, flow_msg, from, reply, syn, syn_interest_msg, wildcard_msg, Wc,
-    BACKEND, CLIENT, MGR, MGR2, SEC, VIP,
+    buffer, checksums_ok, data, flow_msg, from, reply, syn, syn_interest_msg, unknown_required_msg,
+    wildcard_msg, Wc, BACKEND, CLIENT, MGR, MGR2, SEC, VIP,
 };
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -305,19 +304,7 @@ fn unsupported_required_action_is_denied_and_affinity_discarded() {
 #[test]
 fn unknown_required_segment_is_denied() {
     let (a, _w) = agent(AgentConfig::default());
-    let mut b = MessageBuilder::new(MessageType::AffinityUpdateWildcard, 9);
-    b.push(Segment::WildcardAffinity(WildcardAffinity {
-        ttl: 5,
-        ..Default::default()
-    }));
-    b.push_with(
-        Segment::Unknown {
-            seg_type: 99,
-            body: &[1, 2],
-        },
-        true,
-    );
-    let out = a.handle_control(0, from(MGR), &b.finish().unwrap());
+    let out = a.handle_control(0, from(MGR), &unknown_required_msg(9, None));
     let m = ServiceMessage::parse(&out.replies[0].1).unwrap();
     assert_eq!(
         m.deny_reason().unwrap(),

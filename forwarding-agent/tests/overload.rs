@@ -126,45 +126,29 @@ fn without_admission_action_the_default_budget_applies() {
     assert_eq!(dropped, 100);
 }
 
-/// A TCP packet with `opts` (options area, a multiple of 4 bytes) and
-/// valid checksums.
-#[allow(clippy::too_many_arguments)]
-fn tcp_opts(
-    src: Ipv4Addr,
-    sport: u16,
-    dst: Ipv4Addr,
-    dport: u16,
-    flags: u8,
-    seq: u32,
-    ack: u32,
-    opts: &TcpOptions,
-    payload: &[u8],
-) -> Vec<u8> {
+/// `pkt` (IPv4+TCP from `build::tcp`, no IP options) with `opts` in its
+/// TCP header (a multiple of 4 bytes), the window 4096 and IP
+/// identification 0 this file's option-carrying packets have; the lengths
+/// and both checksums made good again.
+fn with_options(pkt: Vec<u8>, opts: &TcpOptions) -> Vec<u8> {
+    use wire::{ipv4, tcp};
     let mut o = [0u8; 20];
     let n = opts.emit(&mut o);
-    let thl = 20 + n;
-    let total = 20 + thl + payload.len();
-    let mut p = vec![0u8; total];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    p[8] = 64;
-    p[9] = 6;
-    p[12..16].copy_from_slice(&src.octets());
-    p[16..20].copy_from_slice(&dst.octets());
-    let c = wire::checksum::ipv4_header_checksum(&p[..20]);
-    p[10..12].copy_from_slice(&c.to_be_bytes());
-    p[20..22].copy_from_slice(&sport.to_be_bytes());
-    p[22..24].copy_from_slice(&dport.to_be_bytes());
-    p[24..28].copy_from_slice(&seq.to_be_bytes());
-    p[28..32].copy_from_slice(&ack.to_be_bytes());
-    p[32] = ((thl / 4) as u8) << 4;
-    p[33] = flags;
-    p[34..36].copy_from_slice(&4096u16.to_be_bytes());
-    p[40..40 + n].copy_from_slice(&o[..n]);
-    p[20 + thl..].copy_from_slice(payload);
+    let at = ipv4::HEADER_LEN + tcp::HEADER_LEN;
+    let mut p = [&pkt[..at], &o[..n], &pkt[at..]].concat();
+    let total = p.len() as u16;
+    p[ipv4::field::LENGTH].copy_from_slice(&total.to_be_bytes());
+    p[ipv4::field::IDENT].fill(0);
+    p[ipv4::field::CHECKSUM].fill(0);
+    let c = wire::checksum::ipv4_header_checksum(&p[..ipv4::HEADER_LEN]);
+    p[ipv4::field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
+    let l4 = &mut p[ipv4::HEADER_LEN..];
+    l4[tcp::field::DATA_OFF] = tcp::data_off(tcp::HEADER_LEN + n);
+    l4[tcp::field::WIN_SIZE].copy_from_slice(&4096u16.to_be_bytes());
+    l4[tcp::field::CHECKSUM].fill(0);
     let info = wire::parse_ipv4(&p).unwrap();
     let c = wire::checksum::l4_checksum(&p, &info).unwrap();
-    p[36..38].copy_from_slice(&c.to_be_bytes());
+    p[ipv4::HEADER_LEN..][tcp::field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
     p
 }
 
@@ -196,16 +180,9 @@ fn proxied_admission() -> AdmissionAction {
 /// SYN-ACK's TSval.
 fn handshake_syn(a: &Agent, w: &mut Worker, now: u64, cport: u16) -> (u32, u32) {
     let punted = a.counter(Counter::Punted);
-    let syn = tcp_opts(
-        CLIENT,
-        cport,
-        VIP,
-        80,
-        build::TCP_SYN,
-        1000,
-        0,
+    let syn = with_options(
+        build::tcp(CLIENT, cport, VIP, 80, build::TCP_SYN, 1000, 0, &[]),
         &CLIENT_OPTS,
-        &[],
     );
     let mut buf = buffer(&syn, HEADROOM);
     let len = syn.len();
@@ -253,16 +230,18 @@ fn cookie_ack(cport: u16, cookie: u32, tsval: u32) -> Vec<u8> {
         timestamps: Some((12346, tsval)),
         ..TcpOptions::default()
     };
-    tcp_opts(
-        CLIENT,
-        cport,
-        VIP,
-        80,
-        build::TCP_ACK,
-        1001,
-        cookie.wrapping_add(1),
+    with_options(
+        build::tcp(
+            CLIENT,
+            cport,
+            VIP,
+            80,
+            build::TCP_ACK,
+            1001,
+            cookie.wrapping_add(1),
+            &[],
+        ),
         &opts,
-        &[],
     )
 }
 
@@ -388,16 +367,18 @@ fn syn_proxy_splices_the_backend_connection_with_sequence_adjust_both_ways() {
         sack_permitted: true,
         timestamps: Some((777, 12346)),
     };
-    let synack = tcp_opts(
-        BACKEND,
-        8080,
-        CLIENT,
-        cport,
-        build::TCP_SYN | build::TCP_ACK,
-        b_isn,
-        1001,
+    let synack = with_options(
+        build::tcp(
+            BACKEND,
+            8080,
+            CLIENT,
+            cport,
+            build::TCP_SYN | build::TCP_ACK,
+            b_isn,
+            1001,
+            &[],
+        ),
         &opts,
-        &[],
     );
     let (d, buf) = run(&mut w, SEC, &synack);
     assert_eq!(d, Disposition::Pass);
@@ -495,16 +476,18 @@ fn syn_proxy_splices_the_backend_connection_with_sequence_adjust_both_ways() {
         ..TcpOptions::default()
     };
     let b_seq = b_isn.wrapping_add(1);
-    let bdata = tcp_opts(
-        BACKEND,
-        8080,
-        CLIENT,
-        cport,
-        build::TCP_ACK,
-        b_seq,
-        1001,
+    let bdata = with_options(
+        build::tcp(
+            BACKEND,
+            8080,
+            CLIENT,
+            cport,
+            build::TCP_ACK,
+            b_seq,
+            1001,
+            resp,
+        ),
         &ts(800, 12346),
-        resp,
     );
     let (d, buf) = run(&mut w, 3 * SEC, &bdata);
     assert_eq!(d, Disposition::Pass);
@@ -515,16 +498,18 @@ fn syn_proxy_splices_the_backend_connection_with_sequence_adjust_both_ways() {
         Some((tsval.wrapping_add(800 - 777), 12346))
     );
     assert_eq!(seq_ack(got), (cookie.wrapping_add(1), 1001));
-    let cdata = tcp_opts(
-        CLIENT,
-        cport,
-        VIP,
-        80,
-        build::TCP_ACK,
-        1001,
-        cookie.wrapping_add(1 + resp.len() as u32),
+    let cdata = with_options(
+        build::tcp(
+            CLIENT,
+            cport,
+            VIP,
+            80,
+            build::TCP_ACK,
+            1001,
+            cookie.wrapping_add(1 + resp.len() as u32),
+            req,
+        ),
         &ts(12400, tsval.wrapping_add(23)),
-        req,
     );
     let (d, buf) = run(&mut w, 3 * SEC, &cdata);
     assert_eq!(d, Disposition::Pass);

@@ -187,6 +187,41 @@ pub fn wildcard_msg(mgr: Ipv4Addr, seq: u64, wcs: &[Wc], key: Option<&Key>) -> V
     b.finish().unwrap()
 }
 
+/// An update-fixed from `mgr` (sequence `seq`): its identity, the echoed
+/// agent data `echo`, then per entry of `affinities` a fixed affinity (key,
+/// TTL in seconds) followed by that affinity's segments, then the returned
+/// packet `packet`.
+pub fn fixed_msg(
+    mgr: Ipv4Addr,
+    seq: u64,
+    affinities: &[(AffinityKey, u32, &[Segment<'_>])],
+    echo: Option<&[u8]>,
+    packet: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut b = MessageBuilder::new(MessageType::AffinityUpdateFixed, seq);
+    b.push(Segment::IdentityInfo(IdentityInfo {
+        address: mgr,
+        host_name: "mgr",
+    }));
+    if let Some(e) = echo {
+        b.push(Segment::FaInterestData(e));
+    }
+    for &(key, ttl, per_affinity) in affinities {
+        b.push(Segment::FixedAffinity(FixedAffinity {
+            key,
+            ttl,
+            ..Default::default()
+        }));
+        for s in per_affinity {
+            b.push(*s);
+        }
+    }
+    if let Some(p) = packet {
+        b.push(Segment::IpPacket(p));
+    }
+    b.finish().unwrap()
+}
+
 /// The two fixed affinities of a NAT'ed flow client:cport → VIP:80 ⇒ BACKEND:8080.
 pub fn flow_msg(
     mgr: Ipv4Addr,
@@ -210,55 +245,51 @@ pub fn flow_msg(
         src_port: 8080,
         dst_port: cport,
     };
-    let mut b = MessageBuilder::new(MessageType::AffinityUpdateFixed, seq);
-    b.push(Segment::IdentityInfo(IdentityInfo {
-        address: mgr,
-        host_name: "mgr",
-    }));
-    if let Some(e) = echo {
-        b.push(Segment::FaInterestData(e));
-    }
-    let fin_rst = InterestCriteria {
+    let fin_rst = Segment::InterestCriteria(InterestCriteria {
         address: Ipv4Addr::UNSPECIFIED,
         port: 0,
         mask: interest::FIN | interest::RST,
         flags: InterestCriteria::COPY,
-    };
-    b.push(Segment::FixedAffinity(FixedAffinity {
-        key: fwd,
-        ttl,
-        ..Default::default()
-    }));
-    b.push(Segment::AffinityIdentifier(AffinityIdentifier {
-        id: 1,
-        reason: 0,
-    }));
-    b.push(Segment::NatAction(NatAction {
+    });
+    let id = |id| Segment::AffinityIdentifier(AffinityIdentifier { id, reason: 0 });
+    let to_backend = Segment::NatAction(NatAction {
         flags: NatAction::DST_ADDR | NatAction::DST_PORT,
         dst_addr: BACKEND,
         dst_port: 8080,
         ..Default::default()
-    }));
-    b.push(Segment::InterestCriteria(fin_rst));
-    b.push(Segment::FixedAffinity(FixedAffinity {
-        key: rev,
-        ttl,
-        ..Default::default()
-    }));
-    b.push(Segment::AffinityIdentifier(AffinityIdentifier {
-        id: 2,
-        reason: 0,
-    }));
-    b.push(Segment::NatAction(NatAction {
+    });
+    let from_vip = Segment::NatAction(NatAction {
         flags: NatAction::SRC_ADDR | NatAction::SRC_PORT,
         src_addr: VIP,
         src_port: 80,
         ..Default::default()
+    });
+    let affinities: [(AffinityKey, u32, &[Segment<'_>]); 2] = [
+        (fwd, ttl, &[id(1), to_backend, fin_rst]),
+        (rev, ttl, &[id(2), from_vip, fin_rst]),
+    ];
+    fixed_msg(mgr, seq, &affinities, echo, packet)
+}
+
+/// An update-wildcard (sequence `seq`, signed with `key` when given): one
+/// wildcard (TTL 5 s) and a Required segment of unknown type 99, which an
+/// agent must deny ([`DenyReason::UNKNOWN_REQUIRED_SEGMENT`]).
+pub fn unknown_required_msg(seq: u64, key: Option<&Key>) -> Vec<u8> {
+    let mut b = match key {
+        Some(k) => MessageBuilder::signed(MessageType::AffinityUpdateWildcard, seq, k),
+        None => MessageBuilder::new(MessageType::AffinityUpdateWildcard, seq),
+    };
+    b.push(Segment::WildcardAffinity(WildcardAffinity {
+        ttl: 5,
+        ..Default::default()
     }));
-    b.push(Segment::InterestCriteria(fin_rst));
-    if let Some(p) = packet {
-        b.push(Segment::IpPacket(p));
-    }
+    b.push_with(
+        Segment::Unknown {
+            seg_type: 99,
+            body: &[1, 2],
+        },
+        true,
+    );
     b.finish().unwrap()
 }
 
