@@ -11,8 +11,8 @@ use affinity_forwarding_agent::{
     Agent, AgentConfig, Counter, Disposition, ForwardingAgentInterestData, PacketBuf, Worker,
 };
 use common::{
-    buffer, checksums_ok, data, flow_msg, from, reply, syn, syn_interest_msg, unknown_required_msg,
-    wildcard_msg, Wc, BACKEND, CLIENT, MGR, MGR2, SEC, VIP,
+    buffer, checksums_ok, data, flow_msg, from, install_chain, reply, syn, syn_interest_msg,
+    unknown_required_msg, wildcard_msg, Wc, BACKEND, CLIENT, MGR, MGR2, SEC, VIP,
 };
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -423,12 +423,7 @@ fn wildcard_refresh_moves_its_expiry_either_way_without_a_rebuild() {
 #[test]
 fn service_chaining_returned_packet_goes_to_next_precedence_only() {
     let (a, mut w) = agent(AgentConfig::default());
-    let mut high = Wc::to_vip(10);
-    high.service = 200;
-    let mut low = Wc::to_vip(11);
-    low.service = 100;
-    a.handle_control(0, from(MGR), &wildcard_msg(MGR, 1, &[high], None));
-    a.handle_control(0, from(MGR2), &wildcard_msg(MGR2, 1, &[low], None));
+    install_chain(&a);
     let (d, buf) = run(&mut w, 0, &syn(1), 256);
     let Disposition::Punt { to, start } = d else {
         panic!()

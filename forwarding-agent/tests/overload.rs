@@ -9,7 +9,7 @@ use affinity_forwarding_agent::synproxy::{SynProxyState, TcpOptions};
 use affinity_forwarding_agent::wire::{self, build};
 use affinity_forwarding_agent::{Agent, AgentConfig, Counter, Disposition, PacketBuf, Worker};
 use common::{
-    buffer, checksums_ok, flow_msg, from, wildcard_msg, Wc, BACKEND, CLIENT, MGR, SEC, VIP,
+    batch, buffer, checksums_ok, flow_msg, from, wildcard_msg, Wc, BACKEND, CLIENT, MGR, SEC, VIP,
 };
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -397,28 +397,16 @@ fn syn_proxy_splices_the_backend_connection_with_sequence_adjust_both_ways() {
 
     // Data both ways, 70 000 bytes on (past the backend ISN's wrap).
     let req = b"GET / HTTP/1.0\r\n\r\n";
-    let data = build::tcp(
-        CLIENT,
-        cport,
-        VIP,
-        80,
-        build::TCP_ACK | build::TCP_PSH,
-        1001,
-        cookie.wrapping_add(70_001),
-        req,
-    );
+    // Segments between endpoints (address, port).
+    let (client, vip, backend) = ((CLIENT, cport), (VIP, 80), (BACKEND, 8080));
+    let seg = |from: (Ipv4Addr, u16), to: (Ipv4Addr, u16), flags: u8, seq: u32, ack: u32, data| {
+        build::tcp(from.0, from.1, to.0, to.1, flags, seq, ack, data)
+    };
+    let push = build::TCP_ACK | build::TCP_PSH;
+    let data = seg(client, vip, push, 1001, cookie.wrapping_add(70_001), req);
     let (d, buf) = run(&mut w, 2 * SEC, &data);
     assert_eq!(d, Disposition::Pass);
-    let expected = build::tcp(
-        CLIENT,
-        cport,
-        BACKEND,
-        8080,
-        build::TCP_ACK | build::TCP_PSH,
-        1001,
-        b_isn.wrapping_add(70_001),
-        req,
-    );
+    let expected = seg(client, backend, push, 1001, b_isn.wrapping_add(70_001), req);
     assert_eq!(
         &buf[HEADROOM..],
         &expected[..],
@@ -426,31 +414,19 @@ fn syn_proxy_splices_the_backend_connection_with_sequence_adjust_both_ways() {
     );
     assert!(checksums_ok(&buf[HEADROOM..]));
     let resp = b"HTTP/1.0 200 OK\r\n\r\n";
-    let rsp = |seq_off: u32| {
-        build::tcp(
-            BACKEND,
-            8080,
-            CLIENT,
-            cport,
-            build::TCP_ACK,
-            b_isn.wrapping_add(seq_off),
-            1001 + req.len() as u32,
-            resp,
-        )
-    };
+    let (ack, rsp_ack) = (build::TCP_ACK, 1001 + req.len() as u32);
     let check_reply = |w: &mut Worker, now: u64| {
-        let (d, buf) = run(w, now, &rsp(70_001));
-        assert_eq!(d, Disposition::Pass);
-        let expected = build::tcp(
-            VIP,
-            80,
-            CLIENT,
-            cport,
-            build::TCP_ACK,
-            cookie.wrapping_add(70_001),
-            1001 + req.len() as u32,
+        let rsp = seg(
+            backend,
+            client,
+            ack,
+            b_isn.wrapping_add(70_001),
+            rsp_ack,
             resp,
         );
+        let (d, buf) = run(w, now, &rsp);
+        assert_eq!(d, Disposition::Pass);
+        let expected = seg(vip, client, ack, cookie.wrapping_add(70_001), rsp_ack, resp);
         assert_eq!(
             &buf[HEADROOM..],
             &expected[..],
@@ -560,30 +536,17 @@ fn ten_thousand_spoofed_syns_at_the_syn_proxy_punt_nothing_and_install_nothing()
     let mut x = 0x9e37_79b9_u32;
     // Bounded: 40 batches of 250 SYNs from random sources in 198.18.0.0/15.
     for b in 0..40u64 {
-        let mut lens = [0usize; 250];
-        for (i, len) in lens.iter_mut().enumerate() {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            let src = Ipv4Addr::from(0xc612_0000 | (x & 0x1_ffff));
-            let p = build::tcp(
-                src,
-                1024 + (x >> 20) as u16,
-                VIP,
-                80,
-                build::TCP_SYN,
-                x,
-                0,
-                &[],
-            );
-            bufs[i * SLOT + HEAD..i * SLOT + HEAD + p.len()].copy_from_slice(&p);
-            *len = p.len();
-        }
-        let mut pkts: Vec<PacketBuf<'_>> = bufs
-            .chunks_mut(SLOT)
-            .zip(lens)
-            .map(|(s, len)| PacketBuf::new(s, HEAD, len))
+        let syns: Vec<Vec<u8>> = (0..250)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                let src = Ipv4Addr::from(0xc612_0000 | (x & 0x1_ffff));
+                let sport = 1024 + (x >> 20) as u16;
+                build::tcp(src, sport, VIP, 80, build::TCP_SYN, x, 0, &[])
+            })
             .collect();
+        let mut pkts = batch(&mut bufs, SLOT, HEAD, &syns);
         w.process_batch(SEC + b * SEC / 40, &mut pkts, &mut out[..250]);
         assert!(out[..250].iter().all(|d| *d == Disposition::Pass));
         assert!(w.take_messages().is_empty());

@@ -19,8 +19,8 @@ use affinity_forwarding_agent::{
     Agent, AgentConfig, Counter, Disposition, ForwardingAgentInterestData, PacketBuf, Worker,
 };
 use common::{
-    buffer, data, flow_msg, from, syn, syn_interest_msg, unknown_required_msg, wildcard_msg, Wc,
-    BACKEND, CLIENT, MGR, MGR2, SEC, VIP,
+    buffer, data, flow_msg, from, install_chain, syn, syn_interest_msg, unknown_required_msg,
+    wildcard_msg, Wc, BACKEND, CLIENT, MGR, MGR2, SEC, VIP,
 };
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -250,12 +250,7 @@ fn returned_packet_gets_the_punting_wildcards_nat() {
 #[test]
 fn chaining_continues_to_the_next_service_after_a_fixed_update() {
     let (a, mut w) = agent(AgentConfig::default());
-    let mut high = Wc::to_vip(10);
-    high.service = 200;
-    let mut low = Wc::to_vip(11);
-    low.service = 100;
-    a.handle_control(0, from(MGR), &wildcard_msg(MGR, 1, &[high], None));
-    a.handle_control(0, from(MGR2), &wildcard_msg(MGR2, 1, &[low], None));
+    install_chain(&a);
     let (d, buf) = run(&mut w, SEC, &syn(1));
     let Disposition::Punt { to, .. } = d else {
         panic!("{d:?}")

@@ -9,6 +9,7 @@ use affinity_api::{
     MANAGER_PORT,
 };
 use affinity_forwarding_agent::wire::{self, build};
+use affinity_forwarding_agent::{Agent, PacketBuf};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 pub const MGR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
@@ -125,6 +126,18 @@ impl Wc {
 pub fn syn_interest_msg(flags: u8) -> Vec<u8> {
     let w = [Wc::syn_interest(10, flags), Wc::from_backends(11)];
     wildcard_msg(MGR, 1, &w, None)
+}
+
+/// A service chain on `a` at time 0: MGR's wildcard 10 to VIP:80 at
+/// service precedence 200, then MGR2's wildcard 11 to the same at 100 (the
+/// next service a returned packet goes to).
+pub fn install_chain(a: &Agent) {
+    let mut high = Wc::to_vip(10);
+    high.service = 200;
+    let mut low = Wc::to_vip(11);
+    low.service = 100;
+    a.handle_control(0, from(MGR), &wildcard_msg(MGR, 1, &[high], None));
+    a.handle_control(0, from(MGR2), &wildcard_msg(MGR2, 1, &[low], None));
 }
 
 pub fn wildcard_msg(mgr: Ipv4Addr, seq: u64, wcs: &[Wc], key: Option<&Key>) -> Vec<u8> {
@@ -333,4 +346,36 @@ pub fn buffer(pkt: &[u8], headroom: usize) -> Vec<u8> {
 pub fn checksums_ok(pkt: &[u8]) -> bool {
     let info = wire::parse_ipv4(pkt).unwrap();
     wire::checksum::verify_ipv4(pkt) && wire::checksum::verify_l4(pkt, &info)
+}
+
+/// `packets` laid out in `bufs` as one batch: packet `i` at
+/// `i * slot + head` (the `head` bytes before it are headroom the agent may
+/// grow the packet into); the batch's buffers, one per packet.
+pub fn batch<'a>(
+    bufs: &'a mut [u8],
+    slot: usize,
+    head: usize,
+    packets: &[Vec<u8>],
+) -> Vec<PacketBuf<'a>> {
+    for (i, p) in packets.iter().enumerate() {
+        bufs[i * slot + head..i * slot + head + p.len()].copy_from_slice(p);
+    }
+    bufs.chunks_mut(slot)
+        .zip(packets)
+        .map(|(s, p)| PacketBuf::new(s, head, p.len()))
+        .collect()
+}
+
+/// xorshift64 (shifts 13, 7, 17): reproducible pseudo-random flows and
+/// spoofed sources for the benches, the same sequence from the same seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number of the sequence.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
 }
