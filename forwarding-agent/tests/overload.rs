@@ -181,7 +181,7 @@ fn proxied_admission() -> AdmissionAction {
 fn handshake_syn(a: &Agent, w: &mut Worker, now: u64, cport: u16) -> (u32, u32) {
     let punted = a.counter(Counter::Punted);
     let syn = with_options(
-        build::tcp(CLIENT, cport, VIP, 80, build::TCP_SYN, 1000, 0, &[]),
+        from_client(cport, build::TCP_SYN, 1000, 0, &[]),
         &CLIENT_OPTS,
     );
     let mut buf = buffer(&syn, HEADROOM);
@@ -225,22 +225,19 @@ fn handshake_syn(a: &Agent, w: &mut Worker, now: u64, cport: u16) -> (u32, u32) 
     (u32_at(&sa, 24), tsval)
 }
 
+/// A TCP segment from the client's port `cport` to VIP:80 (see
+/// `build::tcp`).
+fn from_client(cport: u16, flags: u8, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
+    build::tcp(CLIENT, cport, VIP, 80, flags, seq, ack, payload)
+}
+
 fn cookie_ack(cport: u16, cookie: u32, tsval: u32) -> Vec<u8> {
     let opts = TcpOptions {
         timestamps: Some((12346, tsval)),
         ..TcpOptions::default()
     };
     with_options(
-        build::tcp(
-            CLIENT,
-            cport,
-            VIP,
-            80,
-            build::TCP_ACK,
-            1001,
-            cookie.wrapping_add(1),
-            &[],
-        ),
+        from_client(cport, build::TCP_ACK, 1001, cookie.wrapping_add(1), &[]),
         &opts,
     )
 }
@@ -475,11 +472,8 @@ fn syn_proxy_splices_the_backend_connection_with_sequence_adjust_both_ways() {
     );
     assert_eq!(seq_ack(got), (cookie.wrapping_add(1), 1001));
     let cdata = with_options(
-        build::tcp(
-            CLIENT,
+        from_client(
             cport,
-            VIP,
-            80,
             build::TCP_ACK,
             1001,
             cookie.wrapping_add(1 + resp.len() as u32),
