@@ -9,7 +9,8 @@ use affinity_forwarding_agent::synproxy::{SynProxyState, TcpOptions};
 use affinity_forwarding_agent::wire::{self, build};
 use affinity_forwarding_agent::{Agent, AgentConfig, Counter, Disposition, PacketBuf, Worker};
 use common::{
-    batch, buffer, checksums_ok, flow_msg, from, wildcard_msg, Wc, BACKEND, CLIENT, MGR, SEC, VIP,
+    batch, buffer, checksums_ok, flow_msg, from, run_one, wildcard_msg, Wc, BACKEND, CLIENT, MGR,
+    SEC, VIP,
 };
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -45,12 +46,7 @@ fn install(a: &Agent, admission: Option<AdmissionAction>) {
 }
 
 fn run(w: &mut Worker, now: u64, pkt: &[u8]) -> (Disposition, Vec<u8>) {
-    let mut buf = buffer(pkt, HEADROOM);
-    let len = pkt.len();
-    let mut pkts = [PacketBuf::new(&mut buf, HEADROOM, len)];
-    let mut out = [Disposition::Pass];
-    w.process_batch(now, &mut pkts, &mut out);
-    (out[0], buf)
+    run_one(w, now, pkt, HEADROOM)
 }
 
 fn syn_from(port: u16) -> Vec<u8> {

@@ -19,8 +19,8 @@ use affinity_forwarding_agent::{
     Agent, AgentConfig, Counter, Disposition, ForwardingAgentInterestData, PacketBuf, Worker,
 };
 use common::{
-    buffer, data, flow_msg, from, install_chain, syn, syn_interest_msg, unknown_required_msg,
-    wildcard_msg, Wc, BACKEND, CLIENT, MGR, MGR2, SEC, VIP,
+    buffer, data, flow_msg, from, install_chain, run_one, syn, syn_interest_msg,
+    unknown_required_msg, wildcard_msg, Wc, BACKEND, CLIENT, MGR, MGR2, SEC, VIP,
 };
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -37,11 +37,7 @@ fn agent(cfg: AgentConfig) -> (Arc<Agent>, Worker) {
 }
 
 fn run(w: &mut Worker, now: u64, pkt: &[u8]) -> (Disposition, Vec<u8>) {
-    let mut buf = buffer(pkt, 256);
-    let mut pkts = [PacketBuf::new(&mut buf, 256, pkt.len())];
-    let mut out = [Disposition::Pass];
-    w.process_batch(now, &mut pkts, &mut out);
-    (out[0], buf)
+    run_one(w, now, pkt, 256)
 }
 
 fn returned(

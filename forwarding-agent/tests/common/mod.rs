@@ -9,7 +9,7 @@ use affinity_api::{
     MANAGER_PORT,
 };
 use affinity_forwarding_agent::wire::{self, build};
-use affinity_forwarding_agent::{Agent, PacketBuf};
+use affinity_forwarding_agent::{Agent, Disposition, PacketBuf, Worker};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 pub const MGR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
@@ -341,6 +341,16 @@ pub fn buffer(pkt: &[u8], headroom: usize) -> Vec<u8> {
     let mut b = vec![0xa5u8; headroom];
     b.extend_from_slice(pkt);
     b
+}
+
+/// `pkt` alone through worker `w` at `now` (ns), after `headroom` bytes of
+/// headroom (see [`buffer`]): its disposition and the whole buffer after.
+pub fn run_one(w: &mut Worker, now: u64, pkt: &[u8], headroom: usize) -> (Disposition, Vec<u8>) {
+    let mut buf = buffer(pkt, headroom);
+    let mut pkts = [PacketBuf::new(&mut buf, headroom, pkt.len())];
+    let mut out = [Disposition::Pass];
+    w.process_batch(now, &mut pkts, &mut out);
+    (out[0], buf)
 }
 
 pub fn checksums_ok(pkt: &[u8]) -> bool {
