@@ -5,7 +5,7 @@
 
 use affinity_api::AffinityKey;
 use affinity_forwarding_agent::wire::{self, build};
-use affinity_forwarding_agent::{Disposition, PacketBuf};
+use affinity_forwarding_agent::Disposition;
 use affinity_manager::{Command, Config, FlowState, ManagerCore, Outgoing};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -544,16 +544,9 @@ fn case4_another_manager_learns_live_keys_from_activity_reports() {
     to_agent(&mut s, out);
     // The same client port to B's service, same backend: B refuses.
     let syn = tcp(c, 40000, VIP2, 80, build::TCP_SYN, &[]);
-    let mut buf = vec![0u8; 512 + syn.len()];
-    buf[512..].copy_from_slice(&syn);
-    let mut d = [Disposition::Pass];
-    s.agents[0].2.process_batch(
-        s.now,
-        &mut [PacketBuf::new(&mut buf, 512, syn.len())],
-        &mut d,
-    );
-    let Disposition::Punt { start, .. } = d[0] else {
-        panic!("punted to B: {:?}", d[0]);
+    let (d, buf) = s.process(0, &syn);
+    let Disposition::Punt { start, .. } = d else {
+        panic!("punted to B: {d:?}");
     };
     let out = b.handle_datagram(s.now, agent, &buf[start..]);
     assert!(to_agent(&mut s, out).is_empty(), "nothing installed");
@@ -631,16 +624,9 @@ fn case4_a_backup_still_adopts_the_flows_whose_keys_it_learned() {
     // The flow's next packet crosses agent 2, which never held it: it is
     // punted to the backup, which adopts it on the same backend.
     let ack = tcp(c, 41000, VIP, 80, build::TCP_ACK, b"more");
-    let mut buf = vec![0u8; 512 + ack.len()];
-    buf[512..].copy_from_slice(&ack);
-    let mut d = [Disposition::Pass];
-    s.agents[1].2.process_batch(
-        s.now,
-        &mut [PacketBuf::new(&mut buf, 512, ack.len())],
-        &mut d,
-    );
-    let Disposition::Punt { start, .. } = d[0] else {
-        panic!("punted to the backup: {:?}", d[0]);
+    let (d, buf) = s.process(1, &ack);
+    let Disposition::Punt { start, .. } = d else {
+        panic!("punted to the backup: {d:?}");
     };
     let agent2 = s.agents[1].0;
     let out = b.handle_datagram(s.now, agent2, &buf[start..]);

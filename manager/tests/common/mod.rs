@@ -230,17 +230,24 @@ impl Sim {
         }
     }
 
-    /// Sends a packet through agent `i`; punts go to the manager and back.
-    pub fn send(&mut self, i: usize, pkt: &[u8]) -> Disposition {
+    /// `pkt` through agent `i`'s worker alone, after 512 bytes of headroom;
+    /// nothing it sends is relayed. Its disposition and the whole buffer.
+    pub fn process(&mut self, i: usize, pkt: &[u8]) -> (Disposition, Vec<u8>) {
         let mut buf = vec![0u8; 512 + pkt.len()];
         buf[512..].copy_from_slice(pkt);
         let mut out = [Disposition::Pass];
-        let now = self.now;
         self.agents[i].2.process_batch(
-            now,
+            self.now,
             &mut [PacketBuf::new(&mut buf, 512, pkt.len())],
             &mut out,
         );
+        (out[0], buf)
+    }
+
+    /// Sends a packet through agent `i`; punts go to the manager and back.
+    pub fn send(&mut self, i: usize, pkt: &[u8]) -> Disposition {
+        let (d, buf) = self.process(i, pkt);
+        let now = self.now;
         let from = self.agents[i].0;
         let mut to_mgr: Vec<Vec<u8>> = self.agents[i]
             .2
@@ -248,7 +255,7 @@ impl Sim {
             .into_iter()
             .map(|(_, m)| m)
             .collect();
-        match out[0] {
+        match d {
             Disposition::Punt { start, .. } => to_mgr.push(buf[start..].to_vec()),
             Disposition::Pass => self.delivered[i].push(buf[512..].to_vec()),
             _ => {}
@@ -257,7 +264,7 @@ impl Sim {
             let replies = self.mgr.handle_datagram(now, from, &m);
             self.deliver(replies);
         }
-        out[0]
+        d
     }
 
     /// Sends `pkt` through agent `i` and returns the key of what came out
