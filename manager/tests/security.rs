@@ -410,7 +410,8 @@ fn a_restarted_agent_is_resynchronised_on_its_hello() {
 
 #[test]
 fn control_socket_has_timeouts_line_limits_and_no_echo() {
-    use affinity_manager::daemon::{client, Daemon};
+    use affinity_daemon_common::ask;
+    use affinity_manager::daemon::Daemon;
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -437,7 +438,7 @@ fn control_socket_has_timeouts_line_limits_and_no_echo() {
     let (tx, rx) = std::sync::mpsc::channel();
     let p = sock.clone();
     std::thread::spawn(move || {
-        let _ = tx.send(client(&p, "status"));
+        let _ = tx.send(ask(&p, "status", "manager"));
     });
     let status = rx
         .recv_timeout(Duration::from_secs(3))
