@@ -28,17 +28,23 @@ import time
 cmd, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
 
+def fetch(c):
+    """One HTTP/1.0 GET / on the connected socket `c`: the body, stripped."""
+    c.sendall(f"GET / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+    data = b""
+    while True:
+        b = c.recv(4096)
+        if not b:
+            break
+        data += b
+    return data.split(b"\r\n\r\n", 1)[-1].decode().strip()
+
+
 def get():
     with socket.create_connection((host, port), timeout=2) as s:
-        s.sendall(f"GET / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
-        data = b""
-        while True:
-            b = s.recv(4096)
-            if not b:
-                break
-            data += b
+        body = fetch(s)
         peer = s.getpeername()
-    return data.split(b"\r\n\r\n", 1)[-1].decode().strip(), peer
+    return body, peer
 
 
 if cmd == "http":
@@ -87,16 +93,6 @@ elif cmd == "reuse":
         c.settimeout(3)
         c.connect((host, port))
         return c
-
-    def fetch(c):
-        c.sendall(f"GET / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
-        data = b""
-        while True:
-            b = c.recv(4096)
-            if not b:
-                break
-            data += b
-        return data.split(b"\r\n\r\n", 1)[-1].decode().strip()
 
     try:
         c = conn()

@@ -199,6 +199,20 @@ agent_cmd() {
     "$AGENT_BIN" --socket "$LAB_DIR/a$i.sock" "$@"
 }
 
+# service_head NAME PORT PROTOCOL ALGORITHM -> the start of a [[service]]
+# table at $VIP:PORT with the caller's $backup precedence.
+service_head() {
+    printf '[[service]]\nname = "%s"\nvirtual = "%s:%s"\nprotocol = "%s"\nalgorithm = "%s"\nbackup_precedence = %s\n' \
+        "$1" "$VIP" "$2" "$3" "$4" "$backup"
+}
+
+# backend_tables PORT HOST... -> a [[service.backend]] table for each
+# 198.51.100.HOST:PORT (the lab's backends), for a service in a config.
+backend_tables() {
+    local port=$1 h; shift
+    for h in "$@"; do printf '[[service.backend]]\naddress = "198.51.100.%s:%s"\n' "$h" "$port"; done
+}
+
 # manager_config N BACKUP_PRECEDENCE [extra [manager] lines] -> path
 manager_config() {
     local i=$1 backup=$2 extra=${3:-} addr=192.0.2.1$(( $1 - 1 )) f="$LAB_DIR/m$1.toml"
@@ -218,61 +232,23 @@ multicast_group = "239.255.16.37"
 multicast_interface = "$addr"
 ${AGENTS_UNICAST:-}
 
-[[service]]
-name = "web"
-virtual = "$VIP:80"
-protocol = "tcp"
+$(service_head web 80 tcp maglev)
 client_domain = "198.18.0.0/15"
-algorithm = "maglev"
-backup_precedence = $backup
 sticky_timeout_ms = 2000
 ${WEB_EXTRA:-}
 health = { kind = "http", interval_ms = 300, timeout_ms = 200, rise = 2, fall = 2 }
-[[service.backend]]
-address = "198.51.100.11:8080"
-[[service.backend]]
-address = "198.51.100.12:8080"
-[[service.backend]]
-address = "198.51.100.13:8080"
+$(backend_tables 8080 11 12 13)
 
-[[service]]
-name = "echo"
-virtual = "$VIP:9000"
-protocol = "tcp"
-algorithm = "maglev"
-backup_precedence = $backup
-[[service.backend]]
-address = "198.51.100.11:9000"
-[[service.backend]]
-address = "198.51.100.12:9000"
-[[service.backend]]
-address = "198.51.100.13:9000"
+$(service_head echo 9000 tcp maglev)
+$(backend_tables 9000 11 12 13)
 
-[[service]]
-name = "web-snat"
-virtual = "$VIP:8080"
-protocol = "tcp"
-algorithm = "weighted-round-robin"
-backup_precedence = $backup
+$(service_head web-snat 8080 tcp weighted-round-robin)
 snat = { address = "198.51.100.250", ports = "40000-40099" }
-[[service.backend]]
-address = "198.51.100.11:8080"
-[[service.backend]]
-address = "198.51.100.12:8080"
+$(backend_tables 8080 11 12)
 weight = 2
 
-[[service]]
-name = "dns"
-virtual = "$VIP:53"
-protocol = "udp"
-algorithm = "round-robin"
-backup_precedence = $backup
-[[service.backend]]
-address = "198.51.100.11:5353"
-[[service.backend]]
-address = "198.51.100.12:5353"
-[[service.backend]]
-address = "198.51.100.13:5353"
+$(service_head dns 53 udp round-robin)
+$(backend_tables 5353 11 12 13)
 TOML
     echo "$f"
 }

@@ -12,12 +12,16 @@
 //! `AFFINITY_BENCH_ROUNDS=n` sets the rounds (25: a round is ~30 ms per
 //! case, and the best of 7 still moved ±8 % between runs on a shared VM).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 mod figures;
 
 use affinity_api::{AffinityKey, NatAction};
 use affinity_forwarding_agent::actions::{ActionSet, NatActionKey};
 use affinity_forwarding_agent::wire::{self, build};
 use affinity_forwarding_agent::{Agent, AgentConfig, Disposition, PacketBuf};
+use common::Rng;
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::net::Ipv4Addr;
@@ -50,16 +54,6 @@ fn packet(k: &AffinityKey) -> Vec<u8> {
         1,
         &[0u8; 24],
     )
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 /// Packet buffer memory, on huge pages as VPP's buffer pools are.
@@ -316,5 +310,5 @@ fn main() {
         figures.push(("ratio_wildcard_10k_vs_10".into(), ns[1] / ns[0], "x"));
     }
 
-    figures::report(figures);
+    figures::report(figures, 2);
 }

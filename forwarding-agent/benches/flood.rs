@@ -15,8 +15,8 @@ mod figures;
 
 use affinity_api::{interest, AdmissionAction, InterestCriteria};
 use affinity_forwarding_agent::wire::build;
-use affinity_forwarding_agent::{Agent, AgentConfig, Counter, Disposition, PacketBuf};
-use common::{from, wildcard_msg, Wc, MGR, SEC, VIP};
+use affinity_forwarding_agent::{Agent, AgentConfig, Counter, Disposition};
+use common::{batch, from, wildcard_msg, Rng, Wc, MGR, SEC, VIP};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -42,17 +42,6 @@ fn wildcard(admission: Option<AdmissionAction>) -> Vec<u8> {
         ..Wc::to_vip(1)
     };
     wildcard_msg(MGR, 1, &[w], None)
-}
-
-/// xorshift64: reproducible spoofed sources.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 fn spoofed(rng: &mut Rng, flags: u8) -> Vec<u8> {
@@ -89,18 +78,8 @@ fn flood(agent: &Arc<Agent>, flags: u8, seed: u64) -> Outcome {
     let batches = SYNS.div_ceil(BATCH);
     for b in 0..batches {
         let n = BATCH.min(SYNS - b * BATCH);
-        let mut lens = [0usize; BATCH];
-        for (i, len) in lens.iter_mut().enumerate().take(n) {
-            let p = spoofed(&mut rng, flags);
-            bufs[i * SLOT + HEAD..i * SLOT + HEAD + p.len()].copy_from_slice(&p);
-            *len = p.len();
-        }
-        let mut pkts: Vec<PacketBuf<'_>> = bufs
-            .chunks_mut(SLOT)
-            .zip(lens)
-            .take(n)
-            .map(|(s, len)| PacketBuf::new(s, HEAD, len))
-            .collect();
+        let packets: Vec<Vec<u8>> = (0..n).map(|_| spoofed(&mut rng, flags)).collect();
+        let mut pkts = batch(&mut bufs, SLOT, HEAD, &packets);
         let now = SEC + (b as u64 * SEC) / batches as u64;
         let t = Instant::now();
         w.process_batch(now, &mut pkts, &mut out[..n]);
@@ -139,22 +118,17 @@ fn legit_during_flood(agent: &Arc<Agent>, rounds: usize, legit: usize) -> (u64, 
             )
         };
         // SYNs: the real clients first, then spoofed.
-        let mut lens = [0usize; BATCH];
-        for (i, len) in lens.iter_mut().enumerate() {
-            let p = if i < legit {
-                let (a, port) = client(i);
-                build::tcp(a, port, VIP, 80, build::TCP_SYN, 7000, 0, &[])
-            } else {
-                spoofed(&mut rng, build::TCP_SYN)
-            };
-            bufs[i * SLOT + HEAD..i * SLOT + HEAD + p.len()].copy_from_slice(&p);
-            *len = p.len();
-        }
-        let mut pkts: Vec<PacketBuf<'_>> = bufs
-            .chunks_mut(SLOT)
-            .zip(lens)
-            .map(|(s, len)| PacketBuf::new(s, HEAD, len))
+        let syns: Vec<Vec<u8>> = (0..BATCH)
+            .map(|i| {
+                if i < legit {
+                    let (a, port) = client(i);
+                    build::tcp(a, port, VIP, 80, build::TCP_SYN, 7000, 0, &[])
+                } else {
+                    spoofed(&mut rng, build::TCP_SYN)
+                }
+            })
             .collect();
+        let mut pkts = batch(&mut bufs, SLOT, HEAD, &syns);
         w.process_batch(now, &mut pkts, &mut out);
         // The SYN-ACKs' sequence numbers are the cookies.
         let cookies: Vec<u32> = (0..legit)
@@ -163,23 +137,18 @@ fn legit_during_flood(agent: &Arc<Agent>, rounds: usize, legit: usize) -> (u64, 
                 u32::from_be_bytes([bufs[at], bufs[at + 1], bufs[at + 2], bufs[at + 3]])
             })
             .collect();
-        let mut lens = [0usize; BATCH];
-        for (i, len) in lens.iter_mut().enumerate() {
-            let p = if i < legit {
-                let (a, port) = client(i);
-                let ack = cookies[i].wrapping_add(1);
-                build::tcp(a, port, VIP, 80, build::TCP_ACK, 7001, ack, &[])
-            } else {
-                spoofed(&mut rng, build::TCP_ACK)
-            };
-            bufs[i * SLOT + HEAD..i * SLOT + HEAD + p.len()].copy_from_slice(&p);
-            *len = p.len();
-        }
-        let mut pkts: Vec<PacketBuf<'_>> = bufs
-            .chunks_mut(SLOT)
-            .zip(lens)
-            .map(|(s, len)| PacketBuf::new(s, HEAD, len))
+        let acks: Vec<Vec<u8>> = (0..BATCH)
+            .map(|i| {
+                if i < legit {
+                    let (a, port) = client(i);
+                    let ack = cookies[i].wrapping_add(1);
+                    build::tcp(a, port, VIP, 80, build::TCP_ACK, 7001, ack, &[])
+                } else {
+                    spoofed(&mut rng, build::TCP_ACK)
+                }
+            })
             .collect();
+        let mut pkts = batch(&mut bufs, SLOT, HEAD, &acks);
         w.process_batch(now, &mut pkts, &mut out);
         for (i, d) in out.iter().enumerate() {
             if matches!(d, Disposition::Punt { .. } | Disposition::Consumed(_)) {
@@ -260,5 +229,5 @@ fn main() {
         "pkts",
     ));
 
-    figures::report(figures);
+    figures::report(figures, 2);
 }

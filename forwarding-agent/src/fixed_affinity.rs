@@ -1,7 +1,15 @@
 //! The fixed affinity table: exact match on the 5-tuple.
 //!
-//! Length: over 600 lines because about 240 of them are its unit tests,
-//! which check the private line layout and probe bounds and so stay here.
+//! This file holds the entry layout and the workers' side (bucket,
+//! prefetch, lookup, count, first-data mark); the table's other parts live
+//! in sibling files:
+//! - `fixed_affinity/write.rs` — the single writer: seqlock write, insert,
+//!   remove;
+//! - `fixed_affinity/stats.rs` — per-flow statistics: the counters' carry
+//!   past 32 bits and their read;
+//! - `fixed_affinity/visit.rs` — visiting live entries (show, dumps);
+//! - `fixed_affinity/tests.rs`, `fixed_affinity/fill_tests.rs` — unit
+//!   tests (line layout, torn reads, carry; probe lengths at full load).
 //!
 //! Design: open addressing with linear probing over 32-byte entries, two to
 //! a 64-byte cache line; a key's home is the first entry of a line, and the
@@ -38,8 +46,16 @@
 use affinity_api::AffinityKey;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64};
+
+#[cfg(test)]
+mod fill_tests;
+mod stats;
+#[cfg(test)]
+mod tests;
+mod visit;
+mod write;
 
 /// Entries probed before an insert is refused / a lookup gives up. Linear
 /// probing at ≤ 50 % load keeps clusters short, but over millions of keys
@@ -101,16 +117,6 @@ fn key_words(k: &AffinityKey) -> (u64, u64) {
     let w0 = (u32::from(k.src_addr) as u64) << 32 | u32::from(k.dst_addr) as u64;
     let w1 = (k.src_port as u64) << 48 | (k.dst_port as u64) << 32 | (k.protocol as u64) << 24;
     (w0, w1)
-}
-
-fn key_from_words(w0: u64, w1: u64) -> AffinityKey {
-    AffinityKey {
-        protocol: (w1 >> 24) as u8,
-        src_addr: ((w0 >> 32) as u32).into(),
-        dst_addr: (w0 as u32).into(),
-        src_port: (w1 >> 48) as u16,
-        dst_port: (w1 >> 32) as u16,
-    }
 }
 
 /// Whether stored key words `k0`, `k1` are a live entry for key `w0`, `w1`.
@@ -284,32 +290,6 @@ impl FixedTable {
         }
     }
 
-    #[cold]
-    fn carry(&self, slot: usize, packets: bool, bytes: bool) {
-        let mut w = self.wide.lock();
-        let e = w.entry(slot).or_default();
-        e.0 += (packets as u64) << 32;
-        e.1 += (bytes as u64) << 32;
-        self.any_wide.store(true, Relaxed);
-    }
-
-    /// Packets and bytes counted for the entry at `slot`. (Between a low
-    /// word's wrap and its carry, a read may come out 2^32 short.)
-    pub fn counters(&self, slot: usize) -> (u64, u64) {
-        let Some(e) = self.entry(slot) else {
-            return (0, 0);
-        };
-        let (hp, hb) = if self.any_wide.load(Relaxed) {
-            self.wide.lock().get(&slot).copied().unwrap_or_default()
-        } else {
-            (0, 0)
-        };
-        (
-            hp + e.packets.load(Relaxed) as u64,
-            hb + e.bytes.load(Relaxed) as u64,
-        )
-    }
-
     /// Lock-free lookup: the value and slot of the entry, if present.
     #[inline]
     pub fn lookup(&self, key: &AffinityKey) -> Option<(FixedValue, usize)> {
@@ -356,102 +336,6 @@ impl FixedTable {
         }
         None
     }
-
-    /// Rewrites the entry at `slot` (single writer): key word 1 goes odd,
-    /// the other words change, then it takes the new key, state and the
-    /// next even version.
-    fn write(&self, slot: usize, k0: u64, k1: u64, val: u64) {
-        let Some(e) = self.entry(slot) else {
-            return;
-        };
-        let old = e.key1.load(Relaxed);
-        let odd = ((old & VERSION_MASK) + VERSION_ONE) & VERSION_MASK;
-        e.key1.store(old & !VERSION_MASK | odd, Relaxed);
-        fence(Release);
-        e.key0.store(k0, Relaxed);
-        e.value.store(val, Relaxed);
-        let even = (odd + VERSION_ONE) & VERSION_MASK;
-        e.key1.store(k1 & !VERSION_MASK | even, Release);
-    }
-
-    /// Inserts or updates (single writer).
-    pub fn insert(&self, key: &AffinityKey, value: FixedValue) -> Result<Inserted, InsertError> {
-        let (w0, w1) = key_words(key);
-        let start = self.bucket_of(key);
-        let mut free: Option<usize> = None;
-        for p in 0..MAX_PROBE {
-            let slot = (start + p) & self.mask;
-            let Some(e) = self.entry(slot) else { break };
-            let k0 = e.key0.load(Relaxed);
-            let k1 = e.key1.load(Relaxed);
-            if holds(k0, k1, w0, w1) {
-                let old = FixedValue::decode(e.value.load(Relaxed));
-                self.write(slot, w0, w1 | VALID, value.encode());
-                return Ok(Inserted::Replaced(slot, old));
-            }
-            if k1 & VALID == 0 {
-                free.get_or_insert(slot);
-                if k1 & TOMB == 0 {
-                    break;
-                }
-            }
-        }
-        if self.len() >= self.capacity {
-            return Err(InsertError::Full);
-        }
-        let slot = free.ok_or(InsertError::Full)?;
-        if let Some(e) = self.entry(slot) {
-            e.packets.store(0, Relaxed);
-            e.bytes.store(0, Relaxed);
-        }
-        if let Some(w) = self.data_seen.get(slot / 64) {
-            w.fetch_and(!(1u64 << (slot % 64)), Relaxed);
-        }
-        if self.any_wide.load(Relaxed) {
-            self.wide.lock().remove(&slot);
-        }
-        self.write(slot, w0, w1 | VALID, value.encode());
-        self.len.fetch_add(1, Relaxed);
-        Ok(Inserted::New(slot))
-    }
-
-    /// Removes an entry (single writer); its value if it was present.
-    pub fn remove(&self, key: &AffinityKey) -> Option<FixedValue> {
-        let (w0, w1) = key_words(key);
-        let start = self.bucket_of(key);
-        for p in 0..MAX_PROBE {
-            let slot = (start + p) & self.mask;
-            let e = self.entry(slot)?;
-            let k0 = e.key0.load(Relaxed);
-            let k1 = e.key1.load(Relaxed);
-            if holds(k0, k1, w0, w1) {
-                let old = FixedValue::decode(e.value.load(Relaxed));
-                self.write(slot, 0, TOMB, 0);
-                self.len.fetch_sub(1, Relaxed);
-                return Some(old);
-            }
-            if k1 & (VALID | TOMB) == 0 {
-                return None;
-            }
-        }
-        None
-    }
-
-    /// Visits live entries (control thread; for show commands and dumps).
-    pub fn for_each(&self, mut f: impl FnMut(usize, AffinityKey, FixedValue) -> bool) {
-        for (i, line) in self.lines.iter().enumerate() {
-            for (j, e) in line.0.iter().enumerate() {
-                let k1 = e.key1.load(Relaxed);
-                if k1 & VALID != 0 {
-                    let k0 = e.key0.load(Relaxed);
-                    let v = FixedValue::decode(e.value.load(Relaxed));
-                    if !f(2 * i + j, key_from_words(k0, k1), v) {
-                        return;
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// Hints the CPU to load the cache line at `p` (no effect on correctness).
@@ -465,251 +349,4 @@ pub(crate) fn prefetch_line(p: *const i8) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{AffinityKey, FixedTable, FixedValue, InsertError, Inserted, Line, Relaxed};
-    use crate::wire::TCP;
-    use std::net::Ipv4Addr;
-
-    fn key(i: u32) -> AffinityKey {
-        AffinityKey {
-            protocol: TCP,
-            src_addr: Ipv4Addr::from(0xc612_0000 + i),
-            dst_addr: Ipv4Addr::new(203, 0, 113, 10),
-            src_port: (i % 60000) as u16 + 1,
-            dst_port: 80,
-        }
-    }
-
-    #[test]
-    fn two_entries_share_a_cache_line() {
-        assert_eq!(FixedTable::bytes_per_slot(), 32);
-        assert_eq!(std::mem::size_of::<Line>(), 64);
-        assert_eq!(std::mem::align_of::<Line>(), 64);
-    }
-
-    #[test]
-    fn insert_lookup_remove_and_capacity() {
-        let t = FixedTable::new(1000);
-        for i in 0..1000 {
-            assert!(matches!(
-                t.insert(
-                    &key(i),
-                    FixedValue {
-                        action: i,
-                        expires_ds: 7
-                    }
-                ),
-                Ok(Inserted::New(_))
-            ));
-        }
-        assert_eq!(
-            t.insert(
-                &key(5000),
-                FixedValue {
-                    action: 1,
-                    expires_ds: 1
-                }
-            ),
-            Err(InsertError::Full)
-        );
-        for i in 0..1000 {
-            assert_eq!(t.lookup(&key(i)).unwrap().0.action, i);
-        }
-        assert!(t.lookup(&key(5000)).is_none());
-        assert!(matches!(
-            t.insert(
-                &key(3),
-                FixedValue {
-                    action: 9,
-                    expires_ds: 8
-                }
-            ),
-            Ok(Inserted::Replaced(_, FixedValue { action: 3, .. }))
-        ));
-        assert_eq!(t.remove(&key(3)).unwrap().action, 9);
-        assert!(t.lookup(&key(3)).is_none());
-        assert!(t
-            .insert(
-                &key(5000),
-                FixedValue {
-                    action: 1,
-                    expires_ds: 1
-                }
-            )
-            .is_ok());
-        let mut n = 0;
-        t.for_each(|_, _, _| {
-            n += 1;
-            true
-        });
-        assert_eq!(n, 1000);
-    }
-
-    /// A 16-slot table holding `key(1)` (action 1, expiry 1 ds): the
-    /// table, the value and the entry's slot.
-    fn one_entry() -> (FixedTable, FixedValue, usize) {
-        let t = FixedTable::new(16);
-        let v = FixedValue {
-            action: 1,
-            expires_ds: 1,
-        };
-        let Ok(Inserted::New(slot)) = t.insert(&key(1), v) else {
-            panic!("not inserted")
-        };
-        (t, v, slot)
-    }
-
-    #[test]
-    fn counters_accumulate_and_restart_with_a_new_entry() {
-        let (t, v, slot) = one_entry();
-        t.count(slot, 60);
-        t.count(slot, 40);
-        assert_eq!(t.counters(slot), (2, 100));
-        // A refresh keeps them; a new entry in the same slot starts at zero.
-        assert!(matches!(t.insert(&key(1), v), Ok(Inserted::Replaced(s, _)) if s == slot));
-        assert_eq!(t.counters(slot), (2, 100));
-        t.remove(&key(1));
-        let Ok(Inserted::New(again)) = t.insert(&key(1), v) else {
-            panic!("not inserted")
-        };
-        assert_eq!(again, slot, "the tombstone is reused");
-        assert_eq!(t.counters(slot), (0, 0));
-        assert_eq!(t.counters(usize::MAX), (0, 0));
-    }
-
-    #[test]
-    fn counters_carry_past_32_bits() {
-        let (t, v, slot) = one_entry();
-        let e = t.entry(slot).unwrap();
-        e.packets.store(u32::MAX, Relaxed);
-        e.bytes.store(u32::MAX - 10, Relaxed);
-        t.count(slot, 100);
-        assert_eq!(t.counters(slot), (1 << 32, (1 << 32) + 89));
-        t.count(slot, 11);
-        assert_eq!(t.counters(slot), ((1 << 32) + 1, (1 << 32) + 100));
-        // The entry's next tenant starts from zero, high words included.
-        t.remove(&key(1));
-        let Ok(Inserted::New(again)) = t.insert(&key(1), v) else {
-            panic!("not inserted")
-        };
-        assert_eq!(again, slot);
-        assert_eq!(t.counters(slot), (0, 0));
-    }
-
-    #[test]
-    fn readers_never_see_torn_entries() {
-        use std::sync::Arc;
-        let t = Arc::new(FixedTable::new(64));
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let readers: Vec<_> = (0..2)
-            .map(|_| {
-                let (t, stop) = (t.clone(), stop.clone());
-                std::thread::spawn(move || {
-                    let mut seen = 0u64;
-                    while !stop.load(Relaxed) {
-                        for i in 0..32 {
-                            if let Some((v, _)) = t.lookup(&key(i)) {
-                                // Writer always stores action == expires_ds.
-                                assert_eq!(v.action, v.expires_ds, "torn read");
-                                seen += 1;
-                            }
-                        }
-                    }
-                    seen
-                })
-            })
-            .collect();
-        for round in 0..20_000u32 {
-            let i = round % 32;
-            if round % 3 == 0 {
-                t.remove(&key(i));
-            } else {
-                t.insert(
-                    &key(i),
-                    FixedValue {
-                        action: round,
-                        expires_ds: round,
-                    },
-                )
-                .unwrap();
-            }
-        }
-        stop.store(true, Relaxed);
-        for r in readers {
-            r.join().unwrap();
-        }
-    }
-}
-
-#[cfg(test)]
-mod fill_tests {
-    use super::{AffinityKey, FixedTable, FixedValue};
-    use crate::wire::TCP;
-    use std::net::Ipv4Addr;
-
-    /// At capacity (≤ 50 % load) most keys are in their home line and
-    /// nearly all in it or the next: the two lines the batch loop prefetches.
-    #[test]
-    fn nearly_all_keys_sit_in_the_two_prefetched_lines() {
-        // 49.6 % of the 2^19 entries.
-        let n = 260_000u32;
-        let t = FixedTable::new(n as usize);
-        let key = |i: u32| AffinityKey {
-            protocol: TCP,
-            src_addr: Ipv4Addr::from(0xc612_0000u32 + (i >> 8)),
-            dst_addr: Ipv4Addr::new(203, 0, 113, 10),
-            src_port: 1024 + (i & 0xff) as u16,
-            dst_port: 80,
-        };
-        let v = FixedValue {
-            action: 0,
-            expires_ds: 1,
-        };
-        for i in 0..n {
-            t.insert(&key(i), v).unwrap();
-        }
-        // Lines past the home line (the table is far from wrapping here).
-        let beyond =
-            |i: u32| (t.lookup(&key(i)).unwrap().1 / 2).wrapping_sub(t.bucket_of(&key(i)) / 2);
-        let share = |lines: usize| (0..n).filter(|&i| beyond(i) >= lines).count() as f64 / n as f64;
-        let (home, two) = (share(1), share(2));
-        eprintln!(
-            "{:.1} % of keys outside their home line, {:.2} % outside it and the next",
-            home * 100.0,
-            two * 100.0
-        );
-        assert!(home < 0.15, "{home}");
-        assert!(two < 0.05, "{two}");
-    }
-
-    /// A table takes its full capacity of sequential-looking keys.
-    #[test]
-    fn fills_to_capacity_with_clustered_keys() {
-        let n = 300_000u32;
-        let t = FixedTable::new(n as usize);
-        for i in 0..n {
-            let k = AffinityKey {
-                protocol: TCP,
-                src_addr: Ipv4Addr::from(0xc612_0000u32 + (i >> 8)),
-                dst_addr: Ipv4Addr::new(203, 0, 113, 10),
-                src_port: 1024 + (i & 0xff) as u16,
-                dst_port: 80,
-            };
-            assert!(
-                t.insert(
-                    &k,
-                    FixedValue {
-                        action: 0,
-                        expires_ds: 1
-                    }
-                )
-                .is_ok(),
-                "refused at {i}"
-            );
-        }
-        assert_eq!(t.len(), n as usize);
-    }
 }

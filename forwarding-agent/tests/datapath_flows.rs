@@ -4,16 +4,15 @@
 mod common;
 use affinity_api::{
     dispatch, info, interest, seg, AdvertiseAction, AffinityIdentifier, AffinityRef, AuthAlgorithm,
-    AuthPolicy, DenyReason, InterestCriteria, Key, MessageBuilder, MessageType, Segment,
-    ServiceMessage, WildcardAffinity, MANAGER_PORT,
+    AuthPolicy, DenyReason, InterestCriteria, Key, MessageType, ServiceMessage, MANAGER_PORT,
 };
 use affinity_forwarding_agent::wire::{self, build};
 use affinity_forwarding_agent::{
     Agent, AgentConfig, Counter, Disposition, ForwardingAgentInterestData, PacketBuf, Worker,
 };
 use common::{
-    buffer, checksums_ok, data, flow_msg, from, reply, syn, syn_interest_msg, wildcard_msg, Wc,
-    BACKEND, CLIENT, MGR, MGR2, SEC, VIP,
+    buffer, checksums_ok, data, flow_msg, from, install_chain, reply, run_one, syn,
+    syn_interest_msg, unknown_required_msg, wildcard_msg, Wc, BACKEND, CLIENT, MGR, MGR2, SEC, VIP,
 };
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -26,15 +25,6 @@ fn agent(cfg: AgentConfig) -> (std::sync::Arc<Agent>, Worker) {
     });
     let w = a.worker();
     (a, w)
-}
-
-fn run(w: &mut Worker, now: u64, pkt: &[u8], headroom: usize) -> (Disposition, Vec<u8>) {
-    let mut buf = buffer(pkt, headroom);
-    let len = pkt.len();
-    let mut pkts = [PacketBuf::new(&mut buf, headroom, len)];
-    let mut out = [Disposition::Pass];
-    w.process_batch(now, &mut pkts, &mut out);
-    (out[0], buf)
 }
 
 fn install_service(a: &Agent) {
@@ -52,7 +42,7 @@ fn syn_is_punted_in_place_with_interest_match() {
     let (a, mut w) = agent(AgentConfig::default());
     install_service(&a);
     let pkt = syn(40000);
-    let (d, buf) = run(&mut w, SEC, &pkt, 256);
+    let (d, buf) = run_one(&mut w, SEC, &pkt, 256);
     let Disposition::Punt { to, start } = d else {
         panic!("{d:?}")
     };
@@ -102,7 +92,7 @@ fn punt_in_place_leaves_link_padding_out() {
 fn punt_without_headroom_is_copied_out() {
     let (a, mut w) = agent(AgentConfig::default());
     install_service(&a);
-    let (d, _) = run(&mut w, SEC, &syn(40000), 8);
+    let (d, _) = run_one(&mut w, SEC, &syn(40000), 8);
     assert_eq!(d, Disposition::Consumed(Counter::PuntCopiedOut));
     let msgs = w.take_messages();
     assert_eq!(msgs.len(), 1);
@@ -170,7 +160,7 @@ fn fixed_affinities_nat_both_directions_with_valid_checksums() {
         ),
     ];
     for (input, expected) in table {
-        let (d, buf) = run(&mut w, 2 * SEC, &input, 64);
+        let (d, buf) = run_one(&mut w, 2 * SEC, &input, 64);
         assert_eq!(d, Disposition::Pass);
         assert_eq!(&buf[64..], &expected[..], "rewritten bytes");
         assert!(checksums_ok(&buf[64..]));
@@ -186,7 +176,7 @@ fn fixed_affinities_nat_both_directions_with_valid_checksums() {
     let text = affinity_forwarding_agent::show::render(&a, 2 * SEC, "clear stats");
     assert!(text.contains("cleared"), "{text}");
     assert_eq!(a.counter(Counter::FixedHit), 0);
-    let (d, _) = run(&mut w, 2 * SEC, &reply(40000, build::TCP_ACK), 64);
+    let (d, _) = run_one(&mut w, 2 * SEC, &reply(40000, build::TCP_ACK), 64);
     assert_eq!(d, Disposition::Pass);
     assert_eq!(a.counter(Counter::FixedHit), 1);
     assert!(a
@@ -202,7 +192,7 @@ fn fin_on_fixed_affinity_sends_copy_and_forwards() {
     let (a, mut w) = agent(AgentConfig::default());
     install_service(&a);
     a.handle_control(SEC, from(MGR), &flow_msg(MGR, 2, 40000, 30, None, None));
-    let (d, buf) = run(
+    let (d, buf) = run_one(
         &mut w,
         SEC,
         &data(40000, build::TCP_FIN | build::TCP_ACK),
@@ -305,19 +295,7 @@ fn unsupported_required_action_is_denied_and_affinity_discarded() {
 #[test]
 fn unknown_required_segment_is_denied() {
     let (a, _w) = agent(AgentConfig::default());
-    let mut b = MessageBuilder::new(MessageType::AffinityUpdateWildcard, 9);
-    b.push(Segment::WildcardAffinity(WildcardAffinity {
-        ttl: 5,
-        ..Default::default()
-    }));
-    b.push_with(
-        Segment::Unknown {
-            seg_type: 99,
-            body: &[1, 2],
-        },
-        true,
-    );
-    let out = a.handle_control(0, from(MGR), &b.finish().unwrap());
+    let out = a.handle_control(0, from(MGR), &unknown_required_msg(9, None));
     let m = ServiceMessage::parse(&out.replies[0].1).unwrap();
     assert_eq!(
         m.deny_reason().unwrap(),
@@ -363,11 +341,11 @@ fn ttl_expiry_refresh_and_delete() {
     assert_eq!(a.fixed_count(2 * SEC), 2);
     // Refresh at 2 s: lives until 5 s.
     a.handle_control(2 * SEC, from(MGR), &flow_msg(MGR, 3, 40000, 3, None, None));
-    let (d, _) = run(&mut w, 4 * SEC, &data(40000, build::TCP_ACK), 64);
+    let (d, _) = run_one(&mut w, 4 * SEC, &data(40000, build::TCP_ACK), 64);
     assert_eq!(d, Disposition::Pass);
     assert_eq!(a.counter(Counter::FixedHit), 1);
     // Past the TTL the entry no longer matches, even before reclaim.
-    let (d, _) = run(&mut w, 5 * SEC + 1, &data(40000, build::TCP_ACK), 256);
+    let (d, _) = run_one(&mut w, 5 * SEC + 1, &data(40000, build::TCP_ACK), 256);
     assert!(matches!(d, Disposition::Punt { .. }), "{d:?}");
     assert_eq!(a.fixed_count(5 * SEC + 1), 0);
     a.tick(7 * SEC);
@@ -399,9 +377,9 @@ fn primary_with_backup(a: &Agent) -> Wc {
 fn backup_precedence_orders_and_primary_expiry_fails_over() {
     let (a, mut w) = agent(AgentConfig::default());
     primary_with_backup(&a);
-    let (d, _) = run(&mut w, SEC / 2, &syn(1), 256);
+    let (d, _) = run_one(&mut w, SEC / 2, &syn(1), 256);
     assert!(matches!(d, Disposition::Punt { to, .. } if *to.ip() == MGR));
-    let (d, _) = run(&mut w, SEC + 1, &syn(2), 256);
+    let (d, _) = run_one(&mut w, SEC + 1, &syn(2), 256);
     assert!(matches!(d, Disposition::Punt { to, .. } if *to.ip() == MGR2));
 }
 
@@ -417,7 +395,7 @@ fn wildcard_refresh_moves_its_expiry_either_way_without_a_rebuild() {
         &wildcard_msg(MGR, 2, &[primary.clone()], None),
     );
     assert_eq!(a.counter(Counter::WildcardRefresh), 1);
-    let (d, _) = run(&mut w, 2 * SEC, &syn(1), 256);
+    let (d, _) = run_one(&mut w, 2 * SEC, &syn(1), 256);
     assert!(matches!(d, Disposition::Punt { to, .. } if *to.ip() == MGR));
     // Refreshed at 2.5 s for 1 s: the backup's from 3.5 s on.
     primary.ttl = 1;
@@ -426,9 +404,9 @@ fn wildcard_refresh_moves_its_expiry_either_way_without_a_rebuild() {
         from(MGR),
         &wildcard_msg(MGR, 3, &[primary], None),
     );
-    let (d, _) = run(&mut w, 3 * SEC, &syn(2), 256);
+    let (d, _) = run_one(&mut w, 3 * SEC, &syn(2), 256);
     assert!(matches!(d, Disposition::Punt { to, .. } if *to.ip() == MGR));
-    let (d, _) = run(&mut w, 7 * SEC / 2 + 1, &syn(3), 256);
+    let (d, _) = run_one(&mut w, 7 * SEC / 2 + 1, &syn(3), 256);
     assert!(matches!(d, Disposition::Punt { to, .. } if *to.ip() == MGR2));
     assert_eq!(a.counter(Counter::WildcardRefresh), 2);
 }
@@ -436,13 +414,8 @@ fn wildcard_refresh_moves_its_expiry_either_way_without_a_rebuild() {
 #[test]
 fn service_chaining_returned_packet_goes_to_next_precedence_only() {
     let (a, mut w) = agent(AgentConfig::default());
-    let mut high = Wc::to_vip(10);
-    high.service = 200;
-    let mut low = Wc::to_vip(11);
-    low.service = 100;
-    a.handle_control(0, from(MGR), &wildcard_msg(MGR, 1, &[high], None));
-    a.handle_control(0, from(MGR2), &wildcard_msg(MGR2, 1, &[low], None));
-    let (d, buf) = run(&mut w, 0, &syn(1), 256);
+    install_chain(&a);
+    let (d, buf) = run_one(&mut w, 0, &syn(1), 256);
     let Disposition::Punt { to, start } = d else {
         panic!()
     };
@@ -474,7 +447,7 @@ fn advertised_address_without_match_is_dropped() {
     // Port 22 on the VIP matches no wildcard.
     let p = build::tcp(CLIENT, 1, VIP, 22, build::TCP_SYN, 0, 0, &[]);
     assert_eq!(
-        run(&mut w, 0, &p, 64).0,
+        run_one(&mut w, 0, &p, 64).0,
         Disposition::Drop(Counter::DropAdvertised)
     );
     let other = build::tcp(
@@ -487,7 +460,7 @@ fn advertised_address_without_match_is_dropped() {
         0,
         &[],
     );
-    assert_eq!(run(&mut w, 0, &other, 64).0, Disposition::Pass);
+    assert_eq!(run_one(&mut w, 0, &other, 64).0, Disposition::Pass);
 }
 
 #[test]
@@ -506,7 +479,7 @@ fn dispatch_to_forward_address_and_zero_drops_with_statistics() {
     a.handle_control(0, from(MGR), &wildcard_msg(MGR, 1, &[wc, zero], None));
     let p = syn(1);
     assert_eq!(
-        run(&mut w, 0, &p, 64),
+        run_one(&mut w, 0, &p, 64),
         (
             Disposition::Forward(Ipv4Addr::new(198, 51, 100, 1)),
             buffer(&p, 64)
@@ -514,7 +487,7 @@ fn dispatch_to_forward_address_and_zero_drops_with_statistics() {
     );
     let p81 = build::tcp(CLIENT, 1, VIP, 81, build::TCP_SYN, 0, 0, &[]);
     assert_eq!(
-        run(&mut w, 0, &p81, 64).0,
+        run_one(&mut w, 0, &p81, 64).0,
         Disposition::Drop(Counter::DropForwardZero)
     );
     let stats = a.forward_stats();
@@ -534,11 +507,11 @@ fn fragments_follow_the_first_fragments_affinity() {
     let whole = build::tcp(CLIENT, 40000, VIP, 80, build::TCP_ACK, 1, 1, &[7u8; 64]);
     let first = build::fragment(&whole, 0, 40, true);
     let later = build::fragment(&whole, 40, 44, false);
-    let (d, b1) = run(&mut w, 0, &first, 64);
+    let (d, b1) = run_one(&mut w, 0, &first, 64);
     assert_eq!(d, Disposition::Pass);
     assert_eq!(&b1[64 + 16..64 + 20], &BACKEND.octets());
     assert!(wire::checksum::verify_ipv4(&b1[64..]));
-    let (d, b2) = run(&mut w, 0, &later, 64);
+    let (d, b2) = run_one(&mut w, 0, &later, 64);
     assert_eq!(d, Disposition::Pass);
     assert_eq!(
         &b2[64 + 16..64 + 20],
@@ -560,7 +533,7 @@ fn fragments_follow_the_first_fragments_affinity() {
     let c = wire::checksum::ipv4_header_checksum(&stray[..20]);
     stray[10..12].copy_from_slice(&c.to_be_bytes());
     assert_eq!(
-        run(&mut w, 0, &stray, 64).0,
+        run_one(&mut w, 0, &stray, 64).0,
         Disposition::Consumed(Counter::FragmentHeld)
     );
     assert_eq!(a.counter(Counter::FragmentNoState), 1);
@@ -575,11 +548,11 @@ fn hold_releases_on_fixed_update_and_times_out_to_manager() {
     });
     a.handle_control(0, from(MGR), &syn_interest_msg(InterestCriteria::HOLD));
     assert_eq!(
-        run(&mut w, 0, &syn(1), 256).0,
+        run_one(&mut w, 0, &syn(1), 256).0,
         Disposition::Consumed(Counter::Held)
     );
     assert_eq!(
-        run(&mut w, 0, &syn(2), 256).0,
+        run_one(&mut w, 0, &syn(2), 256).0,
         Disposition::Consumed(Counter::Held)
     );
     assert_eq!(a.held_packets(), 2);
@@ -626,17 +599,17 @@ fn malformed_packets_pass_or_drop_by_rule() {
     let (_a, mut w) = agent(AgentConfig::default());
     let mut bad = syn(1);
     bad[0] = 0x4f; // IHL 60 > packet
-    assert_eq!(run(&mut w, 0, &bad, 64).0, Disposition::Pass);
+    assert_eq!(run_one(&mut w, 0, &bad, 64).0, Disposition::Pass);
     let (_a, mut w) = agent(AgentConfig {
         drop_malformed: true,
         ..Default::default()
     });
     assert_eq!(
-        run(&mut w, 0, &bad, 64).0,
+        run_one(&mut w, 0, &bad, 64).0,
         Disposition::Drop(Counter::DropMalformed)
     );
     assert_eq!(
-        run(&mut w, 0, &[0x45], 64).0,
+        run_one(&mut w, 0, &[0x45], 64).0,
         Disposition::Drop(Counter::DropMalformed)
     );
 }
@@ -652,7 +625,7 @@ fn ipv6_packets_pass_with_their_own_counter_not_as_malformed() {
     v6[0] = 0x60;
     v6[6] = 6;
     v6[7] = 64;
-    assert_eq!(run(&mut w, 0, &v6, 64).0, Disposition::Pass);
+    assert_eq!(run_one(&mut w, 0, &v6, 64).0, Disposition::Pass);
     assert_eq!(a.counter(Counter::Ipv6Passed), 1);
     assert_eq!(a.counter(Counter::MalformedPassed), 0);
     assert_eq!(a.counter(Counter::DropMalformed), 0);
@@ -686,7 +659,7 @@ fn ten_thousand_wildcards_pick_the_right_one() {
         0,
         &[],
     );
-    let (d, buf) = run(&mut w, 0, &p, 256);
+    let (d, buf) = run_one(&mut w, 0, &p, 256);
     let Disposition::Punt { start, .. } = d else {
         panic!()
     };

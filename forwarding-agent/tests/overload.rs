@@ -9,7 +9,8 @@ use affinity_forwarding_agent::synproxy::{SynProxyState, TcpOptions};
 use affinity_forwarding_agent::wire::{self, build};
 use affinity_forwarding_agent::{Agent, AgentConfig, Counter, Disposition, PacketBuf, Worker};
 use common::{
-    buffer, checksums_ok, flow_msg, from, wildcard_msg, Wc, BACKEND, CLIENT, MGR, SEC, VIP,
+    batch, buffer, checksums_ok, flow_msg, from, run_one, wildcard_msg, Wc, BACKEND, CLIENT, MGR,
+    SEC, VIP,
 };
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -45,12 +46,7 @@ fn install(a: &Agent, admission: Option<AdmissionAction>) {
 }
 
 fn run(w: &mut Worker, now: u64, pkt: &[u8]) -> (Disposition, Vec<u8>) {
-    let mut buf = buffer(pkt, HEADROOM);
-    let len = pkt.len();
-    let mut pkts = [PacketBuf::new(&mut buf, HEADROOM, len)];
-    let mut out = [Disposition::Pass];
-    w.process_batch(now, &mut pkts, &mut out);
-    (out[0], buf)
+    run_one(w, now, pkt, HEADROOM)
 }
 
 fn syn_from(port: u16) -> Vec<u8> {
@@ -126,45 +122,29 @@ fn without_admission_action_the_default_budget_applies() {
     assert_eq!(dropped, 100);
 }
 
-/// A TCP packet with `opts` (options area, a multiple of 4 bytes) and
-/// valid checksums.
-#[allow(clippy::too_many_arguments)]
-fn tcp_opts(
-    src: Ipv4Addr,
-    sport: u16,
-    dst: Ipv4Addr,
-    dport: u16,
-    flags: u8,
-    seq: u32,
-    ack: u32,
-    opts: &TcpOptions,
-    payload: &[u8],
-) -> Vec<u8> {
+/// `pkt` (IPv4+TCP from `build::tcp`, no IP options) with `opts` in its
+/// TCP header (a multiple of 4 bytes), the window 4096 and IP
+/// identification 0 this file's option-carrying packets have; the lengths
+/// and both checksums made good again.
+fn with_options(pkt: Vec<u8>, opts: &TcpOptions) -> Vec<u8> {
+    use wire::{ipv4, tcp};
     let mut o = [0u8; 20];
     let n = opts.emit(&mut o);
-    let thl = 20 + n;
-    let total = 20 + thl + payload.len();
-    let mut p = vec![0u8; total];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    p[8] = 64;
-    p[9] = 6;
-    p[12..16].copy_from_slice(&src.octets());
-    p[16..20].copy_from_slice(&dst.octets());
-    let c = wire::checksum::ipv4_header_checksum(&p[..20]);
-    p[10..12].copy_from_slice(&c.to_be_bytes());
-    p[20..22].copy_from_slice(&sport.to_be_bytes());
-    p[22..24].copy_from_slice(&dport.to_be_bytes());
-    p[24..28].copy_from_slice(&seq.to_be_bytes());
-    p[28..32].copy_from_slice(&ack.to_be_bytes());
-    p[32] = ((thl / 4) as u8) << 4;
-    p[33] = flags;
-    p[34..36].copy_from_slice(&4096u16.to_be_bytes());
-    p[40..40 + n].copy_from_slice(&o[..n]);
-    p[20 + thl..].copy_from_slice(payload);
+    let at = ipv4::HEADER_LEN + tcp::HEADER_LEN;
+    let mut p = [&pkt[..at], &o[..n], &pkt[at..]].concat();
+    let total = p.len() as u16;
+    p[ipv4::field::LENGTH].copy_from_slice(&total.to_be_bytes());
+    p[ipv4::field::IDENT].fill(0);
+    p[ipv4::field::CHECKSUM].fill(0);
+    let c = wire::checksum::ipv4_header_checksum(&p[..ipv4::HEADER_LEN]);
+    p[ipv4::field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
+    let l4 = &mut p[ipv4::HEADER_LEN..];
+    l4[tcp::field::DATA_OFF] = tcp::data_off(tcp::HEADER_LEN + n);
+    l4[tcp::field::WIN_SIZE].copy_from_slice(&4096u16.to_be_bytes());
+    l4[tcp::field::CHECKSUM].fill(0);
     let info = wire::parse_ipv4(&p).unwrap();
     let c = wire::checksum::l4_checksum(&p, &info).unwrap();
-    p[36..38].copy_from_slice(&c.to_be_bytes());
+    p[ipv4::HEADER_LEN..][tcp::field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
     p
 }
 
@@ -196,16 +176,9 @@ fn proxied_admission() -> AdmissionAction {
 /// SYN-ACK's TSval.
 fn handshake_syn(a: &Agent, w: &mut Worker, now: u64, cport: u16) -> (u32, u32) {
     let punted = a.counter(Counter::Punted);
-    let syn = tcp_opts(
-        CLIENT,
-        cport,
-        VIP,
-        80,
-        build::TCP_SYN,
-        1000,
-        0,
+    let syn = with_options(
+        from_client(cport, build::TCP_SYN, 1000, 0, &[]),
         &CLIENT_OPTS,
-        &[],
     );
     let mut buf = buffer(&syn, HEADROOM);
     let len = syn.len();
@@ -248,21 +221,20 @@ fn handshake_syn(a: &Agent, w: &mut Worker, now: u64, cport: u16) -> (u32, u32) 
     (u32_at(&sa, 24), tsval)
 }
 
+/// A TCP segment from the client's port `cport` to VIP:80 (see
+/// `build::tcp`).
+fn from_client(cport: u16, flags: u8, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
+    build::tcp(CLIENT, cport, VIP, 80, flags, seq, ack, payload)
+}
+
 fn cookie_ack(cport: u16, cookie: u32, tsval: u32) -> Vec<u8> {
     let opts = TcpOptions {
         timestamps: Some((12346, tsval)),
         ..TcpOptions::default()
     };
-    tcp_opts(
-        CLIENT,
-        cport,
-        VIP,
-        80,
-        build::TCP_ACK,
-        1001,
-        cookie.wrapping_add(1),
+    with_options(
+        from_client(cport, build::TCP_ACK, 1001, cookie.wrapping_add(1), &[]),
         &opts,
-        &[],
     )
 }
 
@@ -388,16 +360,18 @@ fn syn_proxy_splices_the_backend_connection_with_sequence_adjust_both_ways() {
         sack_permitted: true,
         timestamps: Some((777, 12346)),
     };
-    let synack = tcp_opts(
-        BACKEND,
-        8080,
-        CLIENT,
-        cport,
-        build::TCP_SYN | build::TCP_ACK,
-        b_isn,
-        1001,
+    let synack = with_options(
+        build::tcp(
+            BACKEND,
+            8080,
+            CLIENT,
+            cport,
+            build::TCP_SYN | build::TCP_ACK,
+            b_isn,
+            1001,
+            &[],
+        ),
         &opts,
-        &[],
     );
     let (d, buf) = run(&mut w, SEC, &synack);
     assert_eq!(d, Disposition::Pass);
@@ -416,28 +390,16 @@ fn syn_proxy_splices_the_backend_connection_with_sequence_adjust_both_ways() {
 
     // Data both ways, 70 000 bytes on (past the backend ISN's wrap).
     let req = b"GET / HTTP/1.0\r\n\r\n";
-    let data = build::tcp(
-        CLIENT,
-        cport,
-        VIP,
-        80,
-        build::TCP_ACK | build::TCP_PSH,
-        1001,
-        cookie.wrapping_add(70_001),
-        req,
-    );
+    // Segments between endpoints (address, port).
+    let (client, vip, backend) = ((CLIENT, cport), (VIP, 80), (BACKEND, 8080));
+    let seg = |from: (Ipv4Addr, u16), to: (Ipv4Addr, u16), flags: u8, seq: u32, ack: u32, data| {
+        build::tcp(from.0, from.1, to.0, to.1, flags, seq, ack, data)
+    };
+    let push = build::TCP_ACK | build::TCP_PSH;
+    let data = seg(client, vip, push, 1001, cookie.wrapping_add(70_001), req);
     let (d, buf) = run(&mut w, 2 * SEC, &data);
     assert_eq!(d, Disposition::Pass);
-    let expected = build::tcp(
-        CLIENT,
-        cport,
-        BACKEND,
-        8080,
-        build::TCP_ACK | build::TCP_PSH,
-        1001,
-        b_isn.wrapping_add(70_001),
-        req,
-    );
+    let expected = seg(client, backend, push, 1001, b_isn.wrapping_add(70_001), req);
     assert_eq!(
         &buf[HEADROOM..],
         &expected[..],
@@ -445,31 +407,19 @@ fn syn_proxy_splices_the_backend_connection_with_sequence_adjust_both_ways() {
     );
     assert!(checksums_ok(&buf[HEADROOM..]));
     let resp = b"HTTP/1.0 200 OK\r\n\r\n";
-    let rsp = |seq_off: u32| {
-        build::tcp(
-            BACKEND,
-            8080,
-            CLIENT,
-            cport,
-            build::TCP_ACK,
-            b_isn.wrapping_add(seq_off),
-            1001 + req.len() as u32,
-            resp,
-        )
-    };
+    let (ack, rsp_ack) = (build::TCP_ACK, 1001 + req.len() as u32);
     let check_reply = |w: &mut Worker, now: u64| {
-        let (d, buf) = run(w, now, &rsp(70_001));
-        assert_eq!(d, Disposition::Pass);
-        let expected = build::tcp(
-            VIP,
-            80,
-            CLIENT,
-            cport,
-            build::TCP_ACK,
-            cookie.wrapping_add(70_001),
-            1001 + req.len() as u32,
+        let rsp = seg(
+            backend,
+            client,
+            ack,
+            b_isn.wrapping_add(70_001),
+            rsp_ack,
             resp,
         );
+        let (d, buf) = run(w, now, &rsp);
+        assert_eq!(d, Disposition::Pass);
+        let expected = seg(vip, client, ack, cookie.wrapping_add(70_001), rsp_ack, resp);
         assert_eq!(
             &buf[HEADROOM..],
             &expected[..],
@@ -495,16 +445,18 @@ fn syn_proxy_splices_the_backend_connection_with_sequence_adjust_both_ways() {
         ..TcpOptions::default()
     };
     let b_seq = b_isn.wrapping_add(1);
-    let bdata = tcp_opts(
-        BACKEND,
-        8080,
-        CLIENT,
-        cport,
-        build::TCP_ACK,
-        b_seq,
-        1001,
+    let bdata = with_options(
+        build::tcp(
+            BACKEND,
+            8080,
+            CLIENT,
+            cport,
+            build::TCP_ACK,
+            b_seq,
+            1001,
+            resp,
+        ),
         &ts(800, 12346),
-        resp,
     );
     let (d, buf) = run(&mut w, 3 * SEC, &bdata);
     assert_eq!(d, Disposition::Pass);
@@ -515,16 +467,15 @@ fn syn_proxy_splices_the_backend_connection_with_sequence_adjust_both_ways() {
         Some((tsval.wrapping_add(800 - 777), 12346))
     );
     assert_eq!(seq_ack(got), (cookie.wrapping_add(1), 1001));
-    let cdata = tcp_opts(
-        CLIENT,
-        cport,
-        VIP,
-        80,
-        build::TCP_ACK,
-        1001,
-        cookie.wrapping_add(1 + resp.len() as u32),
+    let cdata = with_options(
+        from_client(
+            cport,
+            build::TCP_ACK,
+            1001,
+            cookie.wrapping_add(1 + resp.len() as u32),
+            req,
+        ),
         &ts(12400, tsval.wrapping_add(23)),
-        req,
     );
     let (d, buf) = run(&mut w, 3 * SEC, &cdata);
     assert_eq!(d, Disposition::Pass);
@@ -575,30 +526,17 @@ fn ten_thousand_spoofed_syns_at_the_syn_proxy_punt_nothing_and_install_nothing()
     let mut x = 0x9e37_79b9_u32;
     // Bounded: 40 batches of 250 SYNs from random sources in 198.18.0.0/15.
     for b in 0..40u64 {
-        let mut lens = [0usize; 250];
-        for (i, len) in lens.iter_mut().enumerate() {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            let src = Ipv4Addr::from(0xc612_0000 | (x & 0x1_ffff));
-            let p = build::tcp(
-                src,
-                1024 + (x >> 20) as u16,
-                VIP,
-                80,
-                build::TCP_SYN,
-                x,
-                0,
-                &[],
-            );
-            bufs[i * SLOT + HEAD..i * SLOT + HEAD + p.len()].copy_from_slice(&p);
-            *len = p.len();
-        }
-        let mut pkts: Vec<PacketBuf<'_>> = bufs
-            .chunks_mut(SLOT)
-            .zip(lens)
-            .map(|(s, len)| PacketBuf::new(s, HEAD, len))
+        let syns: Vec<Vec<u8>> = (0..250)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                let src = Ipv4Addr::from(0xc612_0000 | (x & 0x1_ffff));
+                let sport = 1024 + (x >> 20) as u16;
+                build::tcp(src, sport, VIP, 80, build::TCP_SYN, x, 0, &[])
+            })
             .collect();
+        let mut pkts = batch(&mut bufs, SLOT, HEAD, &syns);
         w.process_batch(SEC + b * SEC / 40, &mut pkts, &mut out[..250]);
         assert!(out[..250].iter().all(|d| *d == Disposition::Pass));
         assert!(w.take_messages().is_empty());

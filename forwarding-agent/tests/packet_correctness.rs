@@ -75,23 +75,19 @@ fn nat_both(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> NatAction {
 
 /// Fixed affinities (key, NAT, sequence adjust) as a manager sends them.
 fn fixed_msg(seq: u64, entries: &[(AffinityKey, NatAction, Option<SeqAdjustAction>)]) -> Vec<u8> {
-    let mut b = MessageBuilder::new(MessageType::AffinityUpdateFixed, seq);
-    b.push(Segment::IdentityInfo(IdentityInfo {
-        address: MGR,
-        host_name: "mgr",
-    }));
-    for (k, n, s) in entries {
-        b.push(Segment::FixedAffinity(FixedAffinity {
-            key: *k,
-            ttl: 30,
-            ..Default::default()
-        }));
-        b.push(Segment::NatAction(*n));
-        if let Some(s) = s {
-            b.push(Segment::SeqAdjustAction(*s));
-        }
-    }
-    b.finish().unwrap()
+    let segments: Vec<Vec<Segment<'_>>> = entries
+        .iter()
+        .map(|(_, n, s)| {
+            let adjust = s.map(Segment::SeqAdjustAction);
+            [Segment::NatAction(*n)].into_iter().chain(adjust).collect()
+        })
+        .collect();
+    let affinities: Vec<(AffinityKey, u32, &[Segment<'_>])> = entries
+        .iter()
+        .zip(&segments)
+        .map(|((k, _, _), segs)| (*k, 30, &segs[..]))
+        .collect();
+    common::fixed_msg(MGR, seq, &affinities, None, None)
 }
 
 /// An agent with a catch-all wildcard (no actions) supporting `entries`.

@@ -11,16 +11,16 @@
 mod common;
 use affinity_api::{
     dispatch, info, interest, seg, AffinityIdentifier, AffinityKey, AffinityRef, BackupPrecedence,
-    DenyReason, FixedAffinity, IdentityInfo, InterestCriteria, MessageBuilder, MessageType,
-    NatAction, Segment, ServiceMessage, ServicePrecedence, WildcardAffinity,
+    DenyReason, IdentityInfo, InterestCriteria, MessageBuilder, MessageType, NatAction, Segment,
+    ServiceMessage, ServicePrecedence, WildcardAffinity,
 };
 use affinity_forwarding_agent::wire::{self, build};
 use affinity_forwarding_agent::{
     Agent, AgentConfig, Counter, Disposition, ForwardingAgentInterestData, PacketBuf, Worker,
 };
 use common::{
-    buffer, data, flow_msg, from, syn, syn_interest_msg, wildcard_msg, Wc, BACKEND, CLIENT, MGR,
-    MGR2, SEC, VIP,
+    buffer, data, flow_msg, from, install_chain, run_one, syn, syn_interest_msg,
+    unknown_required_msg, wildcard_msg, Wc, BACKEND, CLIENT, MGR, MGR2, SEC, VIP,
 };
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -37,11 +37,7 @@ fn agent(cfg: AgentConfig) -> (Arc<Agent>, Worker) {
 }
 
 fn run(w: &mut Worker, now: u64, pkt: &[u8]) -> (Disposition, Vec<u8>) {
-    let mut buf = buffer(pkt, 256);
-    let mut pkts = [PacketBuf::new(&mut buf, 256, pkt.len())];
-    let mut out = [Disposition::Pass];
-    w.process_batch(now, &mut pkts, &mut out);
-    (out[0], buf)
+    run_one(w, now, pkt, 256)
 }
 
 fn returned(
@@ -84,26 +80,7 @@ fn fixed_msg(
     echo: Option<&[u8]>,
     packet: Option<&[u8]>,
 ) -> Vec<u8> {
-    let mut b = MessageBuilder::new(MessageType::AffinityUpdateFixed, seq);
-    b.push(Segment::IdentityInfo(IdentityInfo {
-        address: mgr,
-        host_name: "mgr",
-    }));
-    if let Some(e) = echo {
-        b.push(Segment::FaInterestData(e));
-    }
-    b.push(Segment::FixedAffinity(FixedAffinity {
-        key,
-        ttl,
-        ..Default::default()
-    }));
-    for s in per_affinity {
-        b.push(*s);
-    }
-    if let Some(p) = packet {
-        b.push(Segment::IpPacket(p));
-    }
-    b.finish().unwrap()
+    common::fixed_msg(mgr, seq, &[(key, ttl, per_affinity)], echo, packet)
 }
 
 fn deny_of(bytes: &[u8]) -> (DenyReason, Vec<(u16, bool)>) {
@@ -269,12 +246,7 @@ fn returned_packet_gets_the_punting_wildcards_nat() {
 #[test]
 fn chaining_continues_to_the_next_service_after_a_fixed_update() {
     let (a, mut w) = agent(AgentConfig::default());
-    let mut high = Wc::to_vip(10);
-    high.service = 200;
-    let mut low = Wc::to_vip(11);
-    low.service = 100;
-    a.handle_control(0, from(MGR), &wildcard_msg(MGR, 1, &[high], None));
-    a.handle_control(0, from(MGR2), &wildcard_msg(MGR2, 1, &[low], None));
+    install_chain(&a);
     let (d, buf) = run(&mut w, SEC, &syn(1));
     let Disposition::Punt { to, .. } = d else {
         panic!("{d:?}")
@@ -562,21 +534,7 @@ fn signed_message_with_unknown_required_segment_is_denied() {
         auth: affinity_api::AuthPolicy::with_key(key.clone()),
         ..Default::default()
     });
-    let msg = |k: &affinity_api::Key, seq: u64| {
-        let mut b = MessageBuilder::signed(MessageType::AffinityUpdateWildcard, seq, k);
-        b.push(Segment::WildcardAffinity(WildcardAffinity {
-            ttl: 5,
-            ..Default::default()
-        }));
-        b.push_with(
-            Segment::Unknown {
-                seg_type: 99,
-                body: &[1, 2],
-            },
-            true,
-        );
-        b.finish().unwrap()
-    };
+    let msg = |k: &affinity_api::Key, seq: u64| unknown_required_msg(seq, Some(k));
     let out = a.handle_control(0, from(MGR), &msg(&key, 9));
     assert_eq!(out.replies.len(), 1);
     let (r, _) = deny_of(&out.replies[0].1);

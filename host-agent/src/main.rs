@@ -10,7 +10,6 @@ mod cli;
 mod metrics;
 mod report;
 mod routes;
-mod show;
 mod status_socket;
 mod tun;
 
@@ -20,7 +19,6 @@ use clap::Parser;
 use cli::{opts, Cli, Opts};
 use status_socket::serve_status;
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::unix::net::UnixListener;
 use std::process::ExitCode;
@@ -28,40 +26,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Logs to stderr at `RUST_LOG` (default `info`), colours only on a
-/// terminal (a log file or journald gets plain text).
-fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(cmd) = &cli.command {
-        return match show::client(&cli.socket, &cmd.line()) {
-            Ok(s) => {
-                // `... | head -1` closes the pipe early: that is success,
-                // not a panic (print! would panic on EPIPE).
-                let mut out = std::io::stdout().lock();
-                match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
-                    Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                        eprintln!("affinity-agent: {e}");
-                        ExitCode::from(1)
-                    }
-                    _ if s.starts_with("error:") => ExitCode::from(1),
-                    _ => ExitCode::SUCCESS,
-                }
-            }
-            Err(e) => {
-                eprintln!("affinity-agent: {e}");
-                ExitCode::from(1)
-            }
-        };
+        let answer = affinity_daemon_common::ask(&cli.socket, &cmd.line(), "agent");
+        return affinity_daemon_common::print_answer(answer, "affinity-agent");
     }
     let o = match opts(cli) {
         Ok(o) => o,
@@ -73,7 +42,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging();
+    affinity_daemon_common::init_logging();
     match run(o) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -4,6 +4,9 @@
 //! decision core alone on the same messages, without sockets.
 //! Prints `name value unit` lines and appends them to target/bench-figures.txt.
 
+#[path = "../../forwarding-agent/benches/figures/mod.rs"]
+mod figures;
+
 use affinity_api::{
     interest, AffinityIdentifier, AffinityKey, FixedAffinity, IdentityInfo, MessageBuilder,
     MessageType, Segment, ServiceMessage,
@@ -11,7 +14,6 @@ use affinity_api::{
 use affinity_manager::batch_io::{send_all, RecvBatch};
 use affinity_manager::daemon::Daemon;
 use affinity_manager::{Config, ManagerCore};
-use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -263,17 +265,5 @@ fn main() {
         }
     }
     let _ = std::fs::remove_file(&sock);
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-figures.txt");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .ok();
-    for (n, v, u) in figures {
-        let line = format!("{n} {v:.1} {u}");
-        println!("{line}");
-        if let Some(f) = f.as_mut() {
-            let _ = writeln!(f, "{line}");
-        }
-    }
+    figures::report(figures, 1);
 }

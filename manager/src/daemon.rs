@@ -12,7 +12,7 @@ use crate::health::{self, parking_lot_free::Shared, HealthResult};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -433,21 +433,6 @@ fn serve_control(conn: &UnixStream, tx: &EventSender) {
 
 fn socket_multicast_ttl(s: &UdpSocket) {
     let _ = s.set_multicast_ttl_v4(8);
-}
-
-/// Sends one command line to a running manager's control socket.
-pub fn client(path: &Path, line: &str) -> std::io::Result<String> {
-    let mut s = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("{}: {e} (is the manager running?)", path.display()),
-        )
-    })?;
-    s.write_all(format!("{line}\n").as_bytes())?;
-    s.shutdown(std::net::Shutdown::Write)?;
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut s, &mut out)?;
-    Ok(out)
 }
 
 #[cfg(test)]

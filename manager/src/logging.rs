@@ -1,19 +1,5 @@
-//! Logging set-up and rate limiting for lines an outsider can provoke
-//! (agent hellos, control actions).
-
-use std::io::IsTerminal;
-
-/// Logs to stderr at `RUST_LOG` (default `info`), with ANSI colours only
-/// when stderr is a terminal (a log file or journald gets plain text).
-pub fn init() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-}
+//! Rate limiting for log lines an outsider can provoke (agent hellos,
+//! control actions); the logging set-up is `affinity_daemon_common`'s.
 
 /// At most `per_second` lines in each one-second window (by the caller's
 /// clock in ns); the lines refused are counted and reported once when the

@@ -3,10 +3,9 @@
 //! a bad command line prints the usage and exits 2.
 
 use affinity_manager::config::Config;
-use affinity_manager::daemon::{client, Daemon};
+use affinity_manager::daemon::Daemon;
 use affinity_manager::Command;
 use clap::{Parser, Subcommand};
-use std::io::Write;
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -157,25 +156,8 @@ fn main() -> ExitCode {
                     .map(|c| c.manager.control_socket)
             })
             .unwrap_or_else(|| PathBuf::from("/run/affinity-manager.sock"));
-        return match client(&path, &cmd.command().to_string()) {
-            Ok(s) => {
-                // `... | head -1` closes the pipe early: that is success,
-                // not a panic (print! would panic on EPIPE).
-                let mut out = std::io::stdout().lock();
-                match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
-                    Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                        eprintln!("affinity-manager: {e}");
-                        ExitCode::from(1)
-                    }
-                    _ if s.starts_with("error:") => ExitCode::from(1),
-                    _ => ExitCode::SUCCESS,
-                }
-            }
-            Err(e) => {
-                eprintln!("affinity-manager: {e}");
-                ExitCode::from(1)
-            }
-        };
+        let answer = affinity_daemon_common::ask(&path, &cmd.command().to_string(), "manager");
+        return affinity_daemon_common::print_answer(answer, "affinity-manager");
     }
     let Some(path) = cli.config else {
         let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -187,7 +169,7 @@ fn main() -> ExitCode {
             .print();
         return ExitCode::from(2);
     };
-    affinity_manager::logging::init();
+    affinity_daemon_common::init_logging();
     let cfg = match Config::load(&path) {
         Ok(c) => c,
         Err(errs) => {

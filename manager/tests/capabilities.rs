@@ -12,28 +12,22 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
 mod common;
-use common::manager_section;
+use common::{manager_section, service};
 
 const SEC: u64 = 1_000_000_000;
 const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 5);
 
 fn config() -> Config {
+    let options = [
+        r#"protocol = "tcp""#,
+        r#"client_domain = "198.18.0.0/15""#,
+        r#"algorithm = "maglev""#,
+    ];
     Config::parse(&format!(
-        r#"{}
-[agents]
-unicast = ["192.0.2.1:1637"]
-
-[[service]]
-name = "web"
-virtual = "203.0.113.10:80"
-protocol = "tcp"
-client_domain = "198.18.0.0/15"
-algorithm = "maglev"
-[[service.backend]]
-address = "198.51.100.2:8080"
-"#,
-        manager_section("")
+        "{}\n[agents]\nunicast = [\"192.0.2.1:1637\"]\n{}",
+        manager_section(""),
+        service("web", "203.0.113.10:80", &options, &["198.51.100.2:8080"])
     ))
     .unwrap_or_else(|e| panic!("{e:?}"))
 }

@@ -5,64 +5,31 @@
 
 use affinity_api::AffinityKey;
 use affinity_forwarding_agent::wire::{self, build};
-use affinity_forwarding_agent::{Disposition, PacketBuf};
+use affinity_forwarding_agent::Disposition;
 use affinity_manager::{Command, Config, FlowState, ManagerCore, Outgoing};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 mod common;
-use common::{client, config, Sim, B, SEC, VIP};
+use common::{backends, client, config, dns, service, web, Sim, B, SEC, VIP};
 
 const VIP2: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
 
 /// TCP `web` 203.0.113.10:80 → 198.51.100.1–3:8080, round robin, sticky 2 s.
-const WEB_RR: &str = r#"
-[[service]]
-name = "web"
-virtual = "203.0.113.10:80"
-protocol = "tcp"
-client_domain = "198.18.0.0/15"
-algorithm = "round-robin"
-sticky_timeout_ms = 2000
-[[service.backend]]
-address = "198.51.100.1:8080"
-[[service.backend]]
-address = "198.51.100.2:8080"
-[[service.backend]]
-address = "198.51.100.3:8080"
-"#;
-
-/// UDP `dns` 203.0.113.10:53 → 198.51.100.1–2:53, round robin.
-const DNS: &str = r#"
-[[service]]
-name = "dns"
-virtual = "203.0.113.10:53"
-protocol = "udp"
-algorithm = "round-robin"
-[[service.backend]]
-address = "198.51.100.1:53"
-[[service.backend]]
-address = "198.51.100.2:53"
-"#;
+fn web_rr() -> String {
+    web("round-robin", &[])
+}
 
 /// TCP `web` 203.0.113.10:80 → 198.51.100.1:8080 only, round robin.
-const WEB_B1: &str = r#"
-[[service]]
-name = "web"
-virtual = "203.0.113.10:80"
-algorithm = "round-robin"
-[[service.backend]]
-address = "198.51.100.1:8080"
-"#;
+fn web_b1() -> String {
+    let rr = [r#"algorithm = "round-robin""#];
+    service("web", "203.0.113.10:80", &rr, &backends(1, 8080))
+}
 
-/// TCP `web2` 203.0.113.11:80 → the same backend as [`WEB_B1`].
-const WEB2_B1: &str = r#"
-[[service]]
-name = "web2"
-virtual = "203.0.113.11:80"
-algorithm = "round-robin"
-[[service.backend]]
-address = "198.51.100.1:8080"
-"#;
+/// TCP `web2` 203.0.113.11:80 → the same backend as [`web_b1`].
+fn web2_b1() -> String {
+    let rr = [r#"algorithm = "round-robin""#];
+    service("web2", "203.0.113.11:80", &rr, &backends(1, 8080))
+}
 
 /// Another manager (B, 192.0.2.11:1638) with `cfg`, and its address.
 fn second_manager(mut cfg: Config) -> (ManagerCore, SocketAddrV4) {
@@ -90,7 +57,7 @@ fn fwd_key(src: Ipv4Addr, sport: u16, proto: u8, dst: Ipv4Addr, dport: u16) -> A
 /// algorithm (round robin here).
 #[test]
 fn case1_syn_on_a_closed_five_tuple_reopens_it_on_the_same_backend() {
-    let mut s = Sim::reporting(config("", WEB_RR), 4096);
+    let mut s = Sim::reporting(config("", &web_rr()), 4096);
     let c = client(8);
     let k = s
         .through(0, &tcp(c, 40000, VIP, 80, build::TCP_SYN, &[]))
@@ -152,7 +119,7 @@ fn case1_syn_on_a_closed_five_tuple_reopens_it_on_the_same_backend() {
 #[test]
 fn case2_udp_flows_move_off_a_removed_or_unhealthy_backend() {
     for how in ["reload", "health"] {
-        let mut s = Sim::reporting(config("", DNS), 4096);
+        let mut s = Sim::reporting(config("", &dns()), 4096);
         let c = client(9);
         let first = s
             .through(0, &build::udp(c, 7000, VIP, 53, b"q0"))
@@ -164,7 +131,7 @@ fn case2_udp_flows_move_off_a_removed_or_unhealthy_backend() {
         s.tick(t0);
         match how {
             "reload" => {
-                let kept = DNS.replace(
+                let kept = dns().replace(
                     &format!("[[service.backend]]\naddress = \"{first}:53\"\n"),
                     "",
                 );
@@ -206,7 +173,7 @@ fn case2_udp_flows_move_off_a_removed_or_unhealthy_backend() {
 #[test]
 fn case2_tcp_flows_of_an_unhealthy_backend_follow_expire_nodest_conn() {
     for expire in [false, true] {
-        let web = WEB_RR.replace(
+        let web = web_rr().replace(
             "sticky_timeout_ms = 2000",
             &format!("sticky_timeout_ms = 2000\nexpire_nodest_conn = {expire}"),
         );
@@ -236,7 +203,7 @@ fn case2_tcp_flows_of_an_unhealthy_backend_follow_expire_nodest_conn() {
 fn case3_half_open_and_idle_flows_expire_and_a_full_table_drops() {
     // The issue's numbers: agents with 4096 fixed entries, 2500 spoofed
     // SYNs never answered and 200 one-shot DNS queries fill them.
-    let cfg = config("", &format!("{WEB_RR}{DNS}"));
+    let cfg = config("", &format!("{}{}", web_rr(), dns()));
     let mut s = Sim::reporting(cfg, 4096);
     for i in 0..2500u16 {
         let spoofed = Ipv4Addr::new(198, 19, (i >> 8) as u8, i as u8);
@@ -286,7 +253,7 @@ fn case3_half_open_and_idle_flows_expire_and_a_full_table_drops() {
 /// before; an established one (packets both ways) stays.
 #[test]
 fn case3_transitory_and_established_timeouts_apply_per_state() {
-    let mut s = Sim::reporting(config("tcp_transitory_timeout = 60", WEB_RR), 4096);
+    let mut s = Sim::reporting(config("tcp_transitory_timeout = 60", &web_rr()), 4096);
     let half = fwd_key(client(1), 1, wire::TCP, VIP, 80);
     let full = fwd_key(client(2), 2, wire::TCP, VIP, 80);
     s.send(0, &tcp(client(1), 1, VIP, 80, build::TCP_SYN, &[]));
@@ -328,7 +295,7 @@ fn case3_transitory_and_established_timeouts_apply_per_state() {
 /// counted, and the first flow's replies still come from its own VIP.
 #[test]
 fn case4_an_install_never_replaces_another_flows_reverse_affinity() {
-    let two = &format!("{WEB_B1}{WEB2_B1}");
+    let two = &format!("{}{}", web_b1(), web2_b1());
     let mut s = Sim::reporting(config("", two), 4096);
     let c = client(12);
     assert!(s
@@ -354,20 +321,12 @@ fn case4_an_install_never_replaces_another_flows_reverse_affinity() {
 /// address; a port whose reverse key is live is never handed out again.
 #[test]
 fn case4_snat_ports_live_elsewhere_are_remapped() {
-    let two = r#"
-[[service]]
-name = "web"
-virtual = "203.0.113.10:80"
-snat = { address = "198.51.100.254", ports = "20000-20001" }
-[[service.backend]]
-address = "198.51.100.1:8080"
-[[service]]
-name = "web2"
-virtual = "203.0.113.11:80"
-snat = { address = "198.51.100.254", ports = "20000-20001" }
-[[service.backend]]
-address = "198.51.100.1:8080"
-"#;
+    let snat = r#"snat = { address = "198.51.100.254", ports = "20000-20001" }"#;
+    let two = &format!(
+        "{}{}",
+        service("web", "203.0.113.10:80", &[snat], &backends(1, 8080)),
+        service("web2", "203.0.113.11:80", &[snat], &backends(1, 8080))
+    );
     let mut s = Sim::reporting(config("", two), 4096);
     let a = s
         .through(0, &tcp(client(1), 1, VIP, 80, build::TCP_SYN, &[]))
@@ -395,20 +354,12 @@ address = "198.51.100.1:8080"
 /// balanced to itself; with `hairpin_snat` it is also source-NATed.
 #[test]
 fn case5_hairpin_client_is_never_sent_to_itself_and_can_be_snated() {
-    let svc = r#"
-[[service]]
-name = "web"
-virtual = "203.0.113.10:80"
-client_domain = "0.0.0.0/0"
-algorithm = "maglev"
-hairpin_snat = { address = "198.51.100.250", ports = "30000-30100" }
-[[service.backend]]
-address = "198.51.100.1:8080"
-[[service.backend]]
-address = "198.51.100.2:8080"
-[[service.backend]]
-address = "198.51.100.3:8080"
-"#;
+    let options = [
+        r#"client_domain = "0.0.0.0/0""#,
+        r#"algorithm = "maglev""#,
+        r#"hairpin_snat = { address = "198.51.100.250", ports = "30000-30100" }"#,
+    ];
+    let svc = service("web", "203.0.113.10:80", &options, &backends(3, 8080));
     for snat in [false, true] {
         let text = if snat {
             svc.to_string()
@@ -442,7 +393,7 @@ address = "198.51.100.3:8080"
 /// client through another agent at t = 25 gets the same backend.
 #[test]
 fn case6_the_manager_keeps_a_flow_as_long_as_an_agent_may_hold_it() {
-    let mut s = Sim::reporting(config("flow_max_lifetime = 10", DNS), 4096);
+    let mut s = Sim::reporting(config("flow_max_lifetime = 10", &dns()), 4096);
     let c = client(9);
     let first = s
         .through(0, &build::udp(c, 7000, VIP, 53, b"q"))
@@ -461,7 +412,7 @@ fn case6_the_manager_keeps_a_flow_as_long_as_an_agent_may_hold_it() {
     assert_eq!(second, first, "the two agents agree on the flow");
     // An ended flow's keys stay reserved for a fixed TTL after the last
     // TTL given (at least twice the TTL after its last renewal).
-    let mut s = Sim::reporting(config("flow_max_lifetime = 10", DNS), 4096);
+    let mut s = Sim::reporting(config("flow_max_lifetime = 10", &dns()), 4096);
     s.send(0, &build::udp(c, 7000, VIP, 53, b"q"));
     s.run_until(20 * SEC);
     s.run_until(69 * SEC);
@@ -477,21 +428,20 @@ fn case6_the_manager_keeps_a_flow_as_long_as_an_agent_may_hold_it() {
 /// is unhealthy until its first check passes.
 #[test]
 fn case7_operator_state_survives_reload_and_load_reports_are_bounded() {
-    let fb = r#"
-[[service]]
-name = "fb"
-virtual = "203.0.113.10:80"
-algorithm = "feedback"
-[service.health]
-kind = "tcp"
-[[service.backend]]
-address = "198.51.100.1:8080"
-weight = 10
-[[service.backend]]
-address = "198.51.100.2:8080"
-weight = 4
-"#;
-    let mut s = Sim::reporting(config("", fb), 4096);
+    let fb = service(
+        "fb",
+        "203.0.113.10:80",
+        &[
+            r#"algorithm = "feedback""#,
+            "[service.health]",
+            r#"kind = "tcp""#,
+        ],
+        &[
+            "198.51.100.1:8080 weight = 10",
+            "198.51.100.2:8080 weight = 4",
+        ],
+    );
+    let mut s = Sim::reporting(config("", &fb), 4096);
     let b1 = SocketAddrV4::new(B[0], 8080);
     let b2 = SocketAddrV4::new(B[1], 8080);
     for b in [b1, b2] {
@@ -516,7 +466,7 @@ weight = 4
         .contains("over 100"));
     cmd(&mut s, "drain fb 198.51.100.2:8080").unwrap();
     // Reload with the same file, a new backend and another listen address.
-    let more = fb.to_string() + "[[service.backend]]\naddress = \"198.51.100.3:8080\"\n";
+    let more = fb.clone() + "[[service.backend]]\naddress = \"198.51.100.3:8080\"\n";
     let mut cfg = config("", &more);
     cfg.manager.listen = "192.0.2.99:1638".parse().unwrap();
     let out = s.mgr.reload(cfg, SEC);
@@ -559,8 +509,8 @@ weight = 4
 /// activity reports and never installs over them.
 #[test]
 fn case4_another_manager_learns_live_keys_from_activity_reports() {
-    let mut s = Sim::reporting(config("", WEB_B1), 4096);
-    let (mut b, b_addr) = second_manager(config("", WEB2_B1));
+    let mut s = Sim::reporting(config("", &web_b1()), 4096);
+    let (mut b, b_addr) = second_manager(config("", &web2_b1()));
     let agent = s.agents[0].0;
     // Manager B's answers go to agent 1 as coming from B.
     let to_agent = |s: &mut Sim, out: Vec<Outgoing>| -> Vec<Vec<u8>> {
@@ -594,16 +544,9 @@ fn case4_another_manager_learns_live_keys_from_activity_reports() {
     to_agent(&mut s, out);
     // The same client port to B's service, same backend: B refuses.
     let syn = tcp(c, 40000, VIP2, 80, build::TCP_SYN, &[]);
-    let mut buf = vec![0u8; 512 + syn.len()];
-    buf[512..].copy_from_slice(&syn);
-    let mut d = [Disposition::Pass];
-    s.agents[0].2.process_batch(
-        s.now,
-        &mut [PacketBuf::new(&mut buf, 512, syn.len())],
-        &mut d,
-    );
-    let Disposition::Punt { start, .. } = d[0] else {
-        panic!("punted to B: {:?}", d[0]);
+    let (d, buf) = s.process(0, &syn);
+    let Disposition::Punt { start, .. } = d else {
+        panic!("punted to B: {d:?}");
     };
     let out = b.handle_datagram(s.now, agent, &buf[start..]);
     assert!(to_agent(&mut s, out).is_empty(), "nothing installed");
@@ -619,7 +562,7 @@ fn case4_another_manager_learns_live_keys_from_activity_reports() {
 /// packets do, on the same backend).
 #[test]
 fn case3_backend_packets_do_not_revive_an_ended_half_open_flow() {
-    let mut s = Sim::reporting(config("tcp_transitory_timeout = 60", WEB_RR), 4096);
+    let mut s = Sim::reporting(config("tcp_transitory_timeout = 60", &web_rr()), 4096);
     let spoofed = Ipv4Addr::new(198, 19, 0, 1);
     let b = s
         .through(0, &tcp(spoofed, 1000, VIP, 80, build::TCP_SYN, &[]))
@@ -640,21 +583,9 @@ fn case3_backend_packets_do_not_revive_an_ended_half_open_flow() {
 #[test]
 fn case4_a_backup_still_adopts_the_flows_whose_keys_it_learned() {
     let web = |backup: u16| {
-        format!(
-            r#"
-[[service]]
-name = "web"
-virtual = "203.0.113.10:80"
-algorithm = "maglev"
-backup_precedence = {backup}
-[[service.backend]]
-address = "198.51.100.1:8080"
-[[service.backend]]
-address = "198.51.100.2:8080"
-[[service.backend]]
-address = "198.51.100.3:8080"
-"#
-        )
+        let backup = format!("backup_precedence = {backup}");
+        let options = [r#"algorithm = "maglev""#, &backup];
+        service("web", "203.0.113.10:80", &options, &backends(3, 8080))
     };
     let mut s = Sim::reporting(config("", &web(0)), 4096);
     let (mut b, b_addr) = second_manager(config("", &web(100)));
@@ -693,16 +624,9 @@ address = "198.51.100.3:8080"
     // The flow's next packet crosses agent 2, which never held it: it is
     // punted to the backup, which adopts it on the same backend.
     let ack = tcp(c, 41000, VIP, 80, build::TCP_ACK, b"more");
-    let mut buf = vec![0u8; 512 + ack.len()];
-    buf[512..].copy_from_slice(&ack);
-    let mut d = [Disposition::Pass];
-    s.agents[1].2.process_batch(
-        s.now,
-        &mut [PacketBuf::new(&mut buf, 512, ack.len())],
-        &mut d,
-    );
-    let Disposition::Punt { start, .. } = d[0] else {
-        panic!("punted to the backup: {:?}", d[0]);
+    let (d, buf) = s.process(1, &ack);
+    let Disposition::Punt { start, .. } = d else {
+        panic!("punted to the backup: {d:?}");
     };
     let agent2 = s.agents[1].0;
     let out = b.handle_datagram(s.now, agent2, &buf[start..]);
@@ -728,7 +652,7 @@ address = "198.51.100.3:8080"
 /// the shared one.
 #[test]
 fn stats_count_every_packet_the_agents_carried_per_backend_and_direction() {
-    let mut s = Sim::reporting(config("", WEB_RR), 4096);
+    let mut s = Sim::reporting(config("", &web_rr()), 4096);
     let mut sent_in: std::collections::BTreeMap<Ipv4Addr, (u64, u64)> = Default::default();
     let mut sent_out: std::collections::BTreeMap<Ipv4Addr, (u64, u64)> = Default::default();
     let mut backends = Vec::new();
@@ -862,7 +786,7 @@ fn stats_count_every_packet_the_agents_carried_per_backend_and_direction() {
 /// failures in a row, time since the change — and drain as a state.
 #[test]
 fn status_shows_health_detail_and_drain_as_a_state() {
-    let svc = WEB_RR.replace(
+    let svc = web_rr().replace(
         "sticky_timeout_ms = 2000\n",
         "sticky_timeout_ms = 2000\n[service.health]\nkind = \"tcp\"\ninterval_ms = 1000\ntimeout_ms = 500\nrise = 2\nfall = 2\n",
     );
@@ -915,15 +839,8 @@ fn status_shows_health_detail_and_drain_as_a_state() {
 /// (`standing-by`); before any traffic both are `idle`.
 #[test]
 fn role_per_service_serving_standing_by_and_idle() {
-    let web = r#"
-[[service]]
-name = "web"
-virtual = "203.0.113.10:80"
-algorithm = "round-robin"
-backup_precedence = BP
-[[service.backend]]
-address = "198.51.100.1:8080"
-"#;
+    let options = [r#"algorithm = "round-robin""#, "backup_precedence = BP"];
+    let web = service("web", "203.0.113.10:80", &options, &backends(1, 8080));
     let mut s = Sim::reporting(config("", &web.replace("BP", "0")), 4096);
     let (mut b, b_addr) = second_manager(config("", &web.replace("BP", "100")));
     let agent = s.agents[0].0;

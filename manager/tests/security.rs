@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 mod common;
-use common::manager_section;
+use common::{manager_section, service};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const MGR: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 10), 1638);
@@ -31,22 +31,19 @@ fn key_file(tag: &str, content: &[u8]) -> PathBuf {
 }
 
 fn config_text(auth: &str) -> String {
+    let options = [
+        r#"protocol = "tcp""#,
+        r#"client_domain = "198.18.0.0/15""#,
+        "sticky_timeout_ms = 2000",
+    ];
     format!(
         r#"{}
 [agents]
 multicast_group = "239.255.16.37"
 unicast = ["192.0.2.1:1637", "192.0.2.2:1637"]
-{auth}
-[[service]]
-name = "web"
-virtual = "203.0.113.10:80"
-protocol = "tcp"
-client_domain = "198.18.0.0/15"
-sticky_timeout_ms = 2000
-[[service.backend]]
-address = "198.51.100.1:8080"
-"#,
-        manager_section("")
+{auth}{}"#,
+        manager_section(""),
+        service("web", "203.0.113.10:80", &options, &["198.51.100.1:8080"])
     )
 }
 
@@ -413,7 +410,8 @@ fn a_restarted_agent_is_resynchronised_on_its_hello() {
 
 #[test]
 fn control_socket_has_timeouts_line_limits_and_no_echo() {
-    use affinity_manager::daemon::{client, Daemon};
+    use affinity_daemon_common::ask;
+    use affinity_manager::daemon::Daemon;
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -440,7 +438,7 @@ fn control_socket_has_timeouts_line_limits_and_no_echo() {
     let (tx, rx) = std::sync::mpsc::channel();
     let p = sock.clone();
     std::thread::spawn(move || {
-        let _ = tx.send(client(&p, "status"));
+        let _ = tx.send(ask(&p, "status", "manager"));
     });
     let status = rx
         .recv_timeout(Duration::from_secs(3))

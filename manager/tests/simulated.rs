@@ -8,37 +8,13 @@ use affinity_manager::{Command, Config, ManagerCore};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 mod common;
-use common::{client, Sim, B, SEC, VIP};
+use common::{client, dns, web, Sim, B, SEC, VIP};
 
+/// TCP `web` (Maglev, sticky 2 s, three backends, `extra_service` keys
+/// added) and UDP `dns` (round robin, two backends), `manager_extra`
+/// lines in `[manager]`.
 fn config(extra_service: &str, manager_extra: &str) -> Config {
-    let text = format!(
-        r#"
-[[service]]
-name = "web"
-virtual = "203.0.113.10:80"
-protocol = "tcp"
-client_domain = "198.18.0.0/15"
-algorithm = "maglev"
-sticky_timeout_ms = 2000
-{extra_service}
-[[service.backend]]
-address = "198.51.100.1:8080"
-[[service.backend]]
-address = "198.51.100.2:8080"
-[[service.backend]]
-address = "198.51.100.3:8080"
-
-[[service]]
-name = "dns"
-virtual = "203.0.113.10:53"
-protocol = "udp"
-algorithm = "round-robin"
-[[service.backend]]
-address = "198.51.100.1:53"
-[[service.backend]]
-address = "198.51.100.2:53"
-"#
-    );
+    let text = format!("{}\n{}", web("maglev", &[extra_service]), dns());
     common::config(manager_extra, &text)
 }
 

@@ -9,6 +9,7 @@ use affinity_api::{
     MANAGER_PORT,
 };
 use affinity_forwarding_agent::wire::{self, build};
+use affinity_forwarding_agent::{Agent, Disposition, PacketBuf, Worker};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 pub const MGR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
@@ -127,6 +128,18 @@ pub fn syn_interest_msg(flags: u8) -> Vec<u8> {
     wildcard_msg(MGR, 1, &w, None)
 }
 
+/// A service chain on `a` at time 0: MGR's wildcard 10 to VIP:80 at
+/// service precedence 200, then MGR2's wildcard 11 to the same at 100 (the
+/// next service a returned packet goes to).
+pub fn install_chain(a: &Agent) {
+    let mut high = Wc::to_vip(10);
+    high.service = 200;
+    let mut low = Wc::to_vip(11);
+    low.service = 100;
+    a.handle_control(0, from(MGR), &wildcard_msg(MGR, 1, &[high], None));
+    a.handle_control(0, from(MGR2), &wildcard_msg(MGR2, 1, &[low], None));
+}
+
 pub fn wildcard_msg(mgr: Ipv4Addr, seq: u64, wcs: &[Wc], key: Option<&Key>) -> Vec<u8> {
     let mut b = match key {
         Some(k) => MessageBuilder::signed(MessageType::AffinityUpdateWildcard, seq, k),
@@ -187,6 +200,41 @@ pub fn wildcard_msg(mgr: Ipv4Addr, seq: u64, wcs: &[Wc], key: Option<&Key>) -> V
     b.finish().unwrap()
 }
 
+/// An update-fixed from `mgr` (sequence `seq`): its identity, the echoed
+/// agent data `echo`, then per entry of `affinities` a fixed affinity (key,
+/// TTL in seconds) followed by that affinity's segments, then the returned
+/// packet `packet`.
+pub fn fixed_msg(
+    mgr: Ipv4Addr,
+    seq: u64,
+    affinities: &[(AffinityKey, u32, &[Segment<'_>])],
+    echo: Option<&[u8]>,
+    packet: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut b = MessageBuilder::new(MessageType::AffinityUpdateFixed, seq);
+    b.push(Segment::IdentityInfo(IdentityInfo {
+        address: mgr,
+        host_name: "mgr",
+    }));
+    if let Some(e) = echo {
+        b.push(Segment::FaInterestData(e));
+    }
+    for &(key, ttl, per_affinity) in affinities {
+        b.push(Segment::FixedAffinity(FixedAffinity {
+            key,
+            ttl,
+            ..Default::default()
+        }));
+        for s in per_affinity {
+            b.push(*s);
+        }
+    }
+    if let Some(p) = packet {
+        b.push(Segment::IpPacket(p));
+    }
+    b.finish().unwrap()
+}
+
 /// The two fixed affinities of a NAT'ed flow client:cport → VIP:80 ⇒ BACKEND:8080.
 pub fn flow_msg(
     mgr: Ipv4Addr,
@@ -210,55 +258,51 @@ pub fn flow_msg(
         src_port: 8080,
         dst_port: cport,
     };
-    let mut b = MessageBuilder::new(MessageType::AffinityUpdateFixed, seq);
-    b.push(Segment::IdentityInfo(IdentityInfo {
-        address: mgr,
-        host_name: "mgr",
-    }));
-    if let Some(e) = echo {
-        b.push(Segment::FaInterestData(e));
-    }
-    let fin_rst = InterestCriteria {
+    let fin_rst = Segment::InterestCriteria(InterestCriteria {
         address: Ipv4Addr::UNSPECIFIED,
         port: 0,
         mask: interest::FIN | interest::RST,
         flags: InterestCriteria::COPY,
-    };
-    b.push(Segment::FixedAffinity(FixedAffinity {
-        key: fwd,
-        ttl,
-        ..Default::default()
-    }));
-    b.push(Segment::AffinityIdentifier(AffinityIdentifier {
-        id: 1,
-        reason: 0,
-    }));
-    b.push(Segment::NatAction(NatAction {
+    });
+    let id = |id| Segment::AffinityIdentifier(AffinityIdentifier { id, reason: 0 });
+    let to_backend = Segment::NatAction(NatAction {
         flags: NatAction::DST_ADDR | NatAction::DST_PORT,
         dst_addr: BACKEND,
         dst_port: 8080,
         ..Default::default()
-    }));
-    b.push(Segment::InterestCriteria(fin_rst));
-    b.push(Segment::FixedAffinity(FixedAffinity {
-        key: rev,
-        ttl,
-        ..Default::default()
-    }));
-    b.push(Segment::AffinityIdentifier(AffinityIdentifier {
-        id: 2,
-        reason: 0,
-    }));
-    b.push(Segment::NatAction(NatAction {
+    });
+    let from_vip = Segment::NatAction(NatAction {
         flags: NatAction::SRC_ADDR | NatAction::SRC_PORT,
         src_addr: VIP,
         src_port: 80,
         ..Default::default()
+    });
+    let affinities: [(AffinityKey, u32, &[Segment<'_>]); 2] = [
+        (fwd, ttl, &[id(1), to_backend, fin_rst]),
+        (rev, ttl, &[id(2), from_vip, fin_rst]),
+    ];
+    fixed_msg(mgr, seq, &affinities, echo, packet)
+}
+
+/// An update-wildcard (sequence `seq`, signed with `key` when given): one
+/// wildcard (TTL 5 s) and a Required segment of unknown type 99, which an
+/// agent must deny ([`DenyReason::UNKNOWN_REQUIRED_SEGMENT`]).
+pub fn unknown_required_msg(seq: u64, key: Option<&Key>) -> Vec<u8> {
+    let mut b = match key {
+        Some(k) => MessageBuilder::signed(MessageType::AffinityUpdateWildcard, seq, k),
+        None => MessageBuilder::new(MessageType::AffinityUpdateWildcard, seq),
+    };
+    b.push(Segment::WildcardAffinity(WildcardAffinity {
+        ttl: 5,
+        ..Default::default()
     }));
-    b.push(Segment::InterestCriteria(fin_rst));
-    if let Some(p) = packet {
-        b.push(Segment::IpPacket(p));
-    }
+    b.push_with(
+        Segment::Unknown {
+            seg_type: 99,
+            body: &[1, 2],
+        },
+        true,
+    );
     b.finish().unwrap()
 }
 
@@ -299,7 +343,49 @@ pub fn buffer(pkt: &[u8], headroom: usize) -> Vec<u8> {
     b
 }
 
+/// `pkt` alone through worker `w` at `now` (ns), after `headroom` bytes of
+/// headroom (see [`buffer`]): its disposition and the whole buffer after.
+pub fn run_one(w: &mut Worker, now: u64, pkt: &[u8], headroom: usize) -> (Disposition, Vec<u8>) {
+    let mut buf = buffer(pkt, headroom);
+    let mut pkts = [PacketBuf::new(&mut buf, headroom, pkt.len())];
+    let mut out = [Disposition::Pass];
+    w.process_batch(now, &mut pkts, &mut out);
+    (out[0], buf)
+}
+
 pub fn checksums_ok(pkt: &[u8]) -> bool {
     let info = wire::parse_ipv4(pkt).unwrap();
     wire::checksum::verify_ipv4(pkt) && wire::checksum::verify_l4(pkt, &info)
+}
+
+/// `packets` laid out in `bufs` as one batch: packet `i` at
+/// `i * slot + head` (the `head` bytes before it are headroom the agent may
+/// grow the packet into); the batch's buffers, one per packet.
+pub fn batch<'a>(
+    bufs: &'a mut [u8],
+    slot: usize,
+    head: usize,
+    packets: &[Vec<u8>],
+) -> Vec<PacketBuf<'a>> {
+    for (i, p) in packets.iter().enumerate() {
+        bufs[i * slot + head..i * slot + head + p.len()].copy_from_slice(p);
+    }
+    bufs.chunks_mut(slot)
+        .zip(packets)
+        .map(|(s, p)| PacketBuf::new(s, head, p.len()))
+        .collect()
+}
+
+/// xorshift64 (shifts 13, 7, 17): reproducible pseudo-random flows and
+/// spoofed sources for the benches, the same sequence from the same seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number of the sequence.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
 }

@@ -5,7 +5,8 @@
 //! [`ManagerCore`] owns its parts, each in a sibling file (the shape of
 //! quinn-proto's `connection/`):
 //! - `services.rs` — [`ServiceRegistry`]: services and backends (weights,
-//!   health, active flows, SNAT ports); places new flows on backends.
+//!   health, active flows, SNAT ports); places new flows on backends;
+//!   one backend's state in `services/backend.rs`.
 //! - `flows.rs` — [`FlowTable`]: placed flows by either direction's key,
 //!   close tracking, sticky deletion and the lifetime limit.
 //! - `messages.rs` — [`Messages`]: builders of everything the manager sends

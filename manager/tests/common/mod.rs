@@ -41,6 +41,56 @@ fixed_ttl = 30
     )
 }
 
+/// A `[[service]]` table of the configuration's TOML: `name`, `virtual`
+/// (`vip`, "address:port"), each of `options` on a line of its own (keys
+/// such as `algorithm = "maglev"`, then any sub-table such as
+/// `[service.health]`), then a `[[service.backend]]` table per entry of
+/// `backends`: its "address:port", optionally followed by a space and
+/// more of the table's keys (`"198.51.100.1:8080 weight = 10"`). Written
+/// once so that the tests' services differ only where they mean to.
+pub fn service<S: AsRef<str>>(name: &str, vip: &str, options: &[&str], backends: &[S]) -> String {
+    let mut t = format!("\n[[service]]\nname = \"{name}\"\nvirtual = \"{vip}\"\n");
+    for o in options {
+        t.push_str(o);
+        t.push('\n');
+    }
+    for b in backends {
+        let (addr, keys) = b.as_ref().split_once(' ').unwrap_or((b.as_ref(), ""));
+        t.push_str(&format!("[[service.backend]]\naddress = \"{addr}\"\n"));
+        if !keys.is_empty() {
+            t.push_str(keys);
+            t.push('\n');
+        }
+    }
+    t
+}
+
+/// The first `n` of the backends [`B`] on `port`, as [`service`] takes them.
+pub fn backends(n: usize, port: u16) -> Vec<String> {
+    B.iter().take(n).map(|b| format!("{b}:{port}")).collect()
+}
+
+/// TCP `web` 203.0.113.10:80 from clients in 198.18.0.0/15 with
+/// `algorithm`, sticky 2 s, then `extra` keys, to the three backends
+/// 198.51.100.1–3:8080.
+pub fn web(algorithm: &str, extra: &[&str]) -> String {
+    let algorithm = format!("algorithm = \"{algorithm}\"");
+    let mut options = vec![
+        r#"protocol = "tcp""#,
+        r#"client_domain = "198.18.0.0/15""#,
+        &algorithm,
+        "sticky_timeout_ms = 2000",
+    ];
+    options.extend_from_slice(extra);
+    service("web", "203.0.113.10:80", &options, &backends(3, 8080))
+}
+
+/// UDP `dns` 203.0.113.10:53 → 198.51.100.1–2:53, round robin.
+pub fn dns() -> String {
+    let options = [r#"protocol = "udp""#, r#"algorithm = "round-robin""#];
+    service("dns", "203.0.113.10:53", &options, &backends(2, 53))
+}
+
 /// `[manager]` (with `manager_extra`) and two agents, then `services`.
 pub fn config(manager_extra: &str, services: &str) -> Config {
     let text = format!(
@@ -180,17 +230,24 @@ impl Sim {
         }
     }
 
-    /// Sends a packet through agent `i`; punts go to the manager and back.
-    pub fn send(&mut self, i: usize, pkt: &[u8]) -> Disposition {
+    /// `pkt` through agent `i`'s worker alone, after 512 bytes of headroom;
+    /// nothing it sends is relayed. Its disposition and the whole buffer.
+    pub fn process(&mut self, i: usize, pkt: &[u8]) -> (Disposition, Vec<u8>) {
         let mut buf = vec![0u8; 512 + pkt.len()];
         buf[512..].copy_from_slice(pkt);
         let mut out = [Disposition::Pass];
-        let now = self.now;
         self.agents[i].2.process_batch(
-            now,
+            self.now,
             &mut [PacketBuf::new(&mut buf, 512, pkt.len())],
             &mut out,
         );
+        (out[0], buf)
+    }
+
+    /// Sends a packet through agent `i`; punts go to the manager and back.
+    pub fn send(&mut self, i: usize, pkt: &[u8]) -> Disposition {
+        let (d, buf) = self.process(i, pkt);
+        let now = self.now;
         let from = self.agents[i].0;
         let mut to_mgr: Vec<Vec<u8>> = self.agents[i]
             .2
@@ -198,7 +255,7 @@ impl Sim {
             .into_iter()
             .map(|(_, m)| m)
             .collect();
-        match out[0] {
+        match d {
             Disposition::Punt { start, .. } => to_mgr.push(buf[start..].to_vec()),
             Disposition::Pass => self.delivered[i].push(buf[512..].to_vec()),
             _ => {}
@@ -207,7 +264,7 @@ impl Sim {
             let replies = self.mgr.handle_datagram(now, from, &m);
             self.deliver(replies);
         }
-        out[0]
+        d
     }
 
     /// Sends `pkt` through agent `i` and returns the key of what came out

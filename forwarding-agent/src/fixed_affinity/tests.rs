@@ -1,0 +1,179 @@
+//! The fixed table's unit tests: the private line layout, the seqlock
+//! under concurrent readers, the counters' carry and the probe bounds at
+//! full load.
+
+use super::{FixedTable, FixedValue, InsertError, Inserted, Line};
+use crate::wire::TCP;
+use affinity_api::AffinityKey;
+use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering::Relaxed;
+
+fn key(i: u32) -> AffinityKey {
+    AffinityKey {
+        protocol: TCP,
+        src_addr: Ipv4Addr::from(0xc612_0000 + i),
+        dst_addr: Ipv4Addr::new(203, 0, 113, 10),
+        src_port: (i % 60000) as u16 + 1,
+        dst_port: 80,
+    }
+}
+
+#[test]
+fn two_entries_share_a_cache_line() {
+    assert_eq!(FixedTable::bytes_per_slot(), 32);
+    assert_eq!(std::mem::size_of::<Line>(), 64);
+    assert_eq!(std::mem::align_of::<Line>(), 64);
+}
+
+#[test]
+fn insert_lookup_remove_and_capacity() {
+    let t = FixedTable::new(1000);
+    for i in 0..1000 {
+        assert!(matches!(
+            t.insert(
+                &key(i),
+                FixedValue {
+                    action: i,
+                    expires_ds: 7
+                }
+            ),
+            Ok(Inserted::New(_))
+        ));
+    }
+    assert_eq!(
+        t.insert(
+            &key(5000),
+            FixedValue {
+                action: 1,
+                expires_ds: 1
+            }
+        ),
+        Err(InsertError::Full)
+    );
+    for i in 0..1000 {
+        assert_eq!(t.lookup(&key(i)).unwrap().0.action, i);
+    }
+    assert!(t.lookup(&key(5000)).is_none());
+    assert!(matches!(
+        t.insert(
+            &key(3),
+            FixedValue {
+                action: 9,
+                expires_ds: 8
+            }
+        ),
+        Ok(Inserted::Replaced(_, FixedValue { action: 3, .. }))
+    ));
+    assert_eq!(t.remove(&key(3)).unwrap().action, 9);
+    assert!(t.lookup(&key(3)).is_none());
+    assert!(t
+        .insert(
+            &key(5000),
+            FixedValue {
+                action: 1,
+                expires_ds: 1
+            }
+        )
+        .is_ok());
+    let mut n = 0;
+    t.for_each(|_, _, _| {
+        n += 1;
+        true
+    });
+    assert_eq!(n, 1000);
+}
+
+/// A 16-slot table holding `key(1)` (action 1, expiry 1 ds): the
+/// table, the value and the entry's slot.
+fn one_entry() -> (FixedTable, FixedValue, usize) {
+    let t = FixedTable::new(16);
+    let v = FixedValue {
+        action: 1,
+        expires_ds: 1,
+    };
+    let Ok(Inserted::New(slot)) = t.insert(&key(1), v) else {
+        panic!("not inserted")
+    };
+    (t, v, slot)
+}
+
+#[test]
+fn counters_accumulate_and_restart_with_a_new_entry() {
+    let (t, v, slot) = one_entry();
+    t.count(slot, 60);
+    t.count(slot, 40);
+    assert_eq!(t.counters(slot), (2, 100));
+    // A refresh keeps them; a new entry in the same slot starts at zero.
+    assert!(matches!(t.insert(&key(1), v), Ok(Inserted::Replaced(s, _)) if s == slot));
+    assert_eq!(t.counters(slot), (2, 100));
+    t.remove(&key(1));
+    let Ok(Inserted::New(again)) = t.insert(&key(1), v) else {
+        panic!("not inserted")
+    };
+    assert_eq!(again, slot, "the tombstone is reused");
+    assert_eq!(t.counters(slot), (0, 0));
+    assert_eq!(t.counters(usize::MAX), (0, 0));
+}
+
+#[test]
+fn counters_carry_past_32_bits() {
+    let (t, v, slot) = one_entry();
+    let e = t.entry(slot).unwrap();
+    e.packets.store(u32::MAX, Relaxed);
+    e.bytes.store(u32::MAX - 10, Relaxed);
+    t.count(slot, 100);
+    assert_eq!(t.counters(slot), (1 << 32, (1 << 32) + 89));
+    t.count(slot, 11);
+    assert_eq!(t.counters(slot), ((1 << 32) + 1, (1 << 32) + 100));
+    // The entry's next tenant starts from zero, high words included.
+    t.remove(&key(1));
+    let Ok(Inserted::New(again)) = t.insert(&key(1), v) else {
+        panic!("not inserted")
+    };
+    assert_eq!(again, slot);
+    assert_eq!(t.counters(slot), (0, 0));
+}
+
+#[test]
+fn readers_never_see_torn_entries() {
+    use std::sync::Arc;
+    let t = Arc::new(FixedTable::new(64));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (t, stop) = (t.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut seen = 0u64;
+                while !stop.load(Relaxed) {
+                    for i in 0..32 {
+                        if let Some((v, _)) = t.lookup(&key(i)) {
+                            // Writer always stores action == expires_ds.
+                            assert_eq!(v.action, v.expires_ds, "torn read");
+                            seen += 1;
+                        }
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    for round in 0..20_000u32 {
+        let i = round % 32;
+        if round % 3 == 0 {
+            t.remove(&key(i));
+        } else {
+            t.insert(
+                &key(i),
+                FixedValue {
+                    action: round,
+                    expires_ds: round,
+                },
+            )
+            .unwrap();
+        }
+    }
+    stop.store(true, Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+}
