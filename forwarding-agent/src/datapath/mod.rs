@@ -154,6 +154,20 @@ struct BatchCtx<'b> {
     now: u32,
 }
 
+impl<'b> BatchCtx<'b> {
+    /// The context of work at `now_ns` (the caller's monotonic clock,
+    /// nanoseconds) over loaded snapshots.
+    fn new(agent: &'b Agent, wild: &'b WildcardSet, published: &'b Published, now_ns: u64) -> Self {
+        BatchCtx {
+            agent,
+            wild,
+            published,
+            now_ns,
+            now: ds(now_ns),
+        }
+    }
+}
+
 /// A worker thread's handle on the agent.
 pub struct Worker {
     agent: Arc<Agent>,
@@ -253,13 +267,7 @@ impl Worker {
             // key change shows from the next batch on.
             let wild = agent.wildcards.snapshot();
             let published = agent.published.load();
-            let ctx = BatchCtx {
-                agent: &agent,
-                wild: &wild,
-                published: &published,
-                now_ns,
-                now: ds(now_ns),
-            };
+            let ctx = BatchCtx::new(&agent, &wild, &published, now_ns);
             if m < GROUP {
                 self.prefetch(&agent, 0..m);
             }
@@ -337,13 +345,7 @@ impl Worker {
         let agent = self.agent.clone();
         let wild = agent.wildcards.snapshot();
         let published = agent.published.load();
-        let ctx = BatchCtx {
-            agent: &agent,
-            wild: &wild,
-            published: &published,
-            now_ns,
-            now: ds(now_ns),
-        };
+        let ctx = BatchCtx::new(&agent, &wild, &published, now_ns);
         f(self, &ctx)
     }
 
