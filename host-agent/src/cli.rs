@@ -61,6 +61,10 @@ pub(crate) struct Cli {
     /// Distinct wildcard mask patterns one manager may use (default 8).
     #[arg(long, value_name = "N")]
     pattern_quota: Option<usize>,
+    /// Distinct wildcard mask patterns all managers together may use
+    /// (default 16, `AgentConfig::max_wildcard_patterns`).
+    #[arg(long, value_name = "N")]
+    max_wildcard_patterns: Option<usize>,
     /// Control socket receive buffer (bytes).
     #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
     rcvbuf: usize,
@@ -229,6 +233,9 @@ pub(crate) fn opts(cli: Cli) -> Result<Opts, String> {
     }
     if let Some(n) = cli.pattern_quota {
         cfg.owner_quota.wildcard_patterns = n;
+    }
+    if let Some(n) = cli.max_wildcard_patterns {
+        cfg.max_wildcard_patterns = n;
     }
     if !cli.accept_any_manager {
         cfg.allowed_managers = Some(cli.managers.clone());

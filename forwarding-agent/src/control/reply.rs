@@ -7,7 +7,7 @@ use crate::config::SUPPORTED_ACTIONS;
 use crate::counters::Counter;
 use affinity_api::{
     encode_action_list, ActionList, AffinityEntry, AffinityIdentifier, AffinityRef, Capabilities,
-    DenyReason, MessageType, Segment,
+    DenyReason, MessageBuilder, MessageType, Segment,
 };
 
 impl Agent {
@@ -73,6 +73,21 @@ impl Agent {
             Some(AffinityRef::Fixed(f)) => b.push(Segment::FixedAffinity(f)),
             None => &mut b,
         };
+        b.finish().unwrap_or_default()
+    }
+
+    /// The answer to a manager's return-routability challenge: a keepalive
+    /// carrying `cookie` (the challenge's manager interest data) unchanged,
+    /// signed when the agent signs, without identity info, so it is no
+    /// larger than the challenge (the encoded message; empty if it could
+    /// not be built).
+    pub fn build_echo(&self, cookie: &[u8]) -> Vec<u8> {
+        let seq = self.next_sequence();
+        let mut b = match &self.published.load().signing_key {
+            Some(k) => MessageBuilder::signed(MessageType::Keepalive, seq, k),
+            None => MessageBuilder::new(MessageType::Keepalive, seq),
+        };
+        b.push(Segment::SmInterestData(cookie));
         b.finish().unwrap_or_default()
     }
 
