@@ -50,6 +50,9 @@ pub(crate) struct Incoming<'a, 'm> {
     /// Table time (deciseconds) and the caller's monotonic nanoseconds.
     pub now: u32,
     pub now_ns: u64,
+    /// Signed and verified: its answers carry identity info. Otherwise they
+    /// do not (the sender may be forged; see [`Agent::handle_message`]).
+    pub authenticated: bool,
 }
 
 impl Agent {
@@ -104,8 +107,9 @@ impl Agent {
     /// echo) is bounded, unless the message was authenticated, by the
     /// message's own size in bytes: an unauthenticated sender's source
     /// address may be forged, and the agent must not be a reflector that
-    /// amplifies (issue 16, item 7). The answers are kept in order while
-    /// they fit; the rest are dropped and counted
+    /// amplifies (issue 16, item 7). Such answers leave out identity info
+    /// (a deny is then smaller than the affinity segments it answers), are
+    /// kept in order while they fit, and the rest are dropped and counted
     /// (`control-reply-larger-than-request`, one per answer).
     fn handle_message(
         &self,
@@ -171,6 +175,7 @@ impl Agent {
             owner,
             now: ds(now_ns),
             now_ns,
+            authenticated,
         };
         if matches!(
             msg.msg_type(),

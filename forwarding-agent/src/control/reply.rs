@@ -36,15 +36,14 @@ impl Agent {
         } else {
             &[]
         };
-        out.replies.push((
-            inc.from,
-            self.build_deny(
-                reason,
-                listed,
-                e.and_then(|e| e.identifier),
-                e.map(|e| e.affinity),
-            ),
-        ));
+        let deny = self.deny_message(
+            inc.authenticated,
+            reason,
+            listed,
+            e.and_then(|e| e.identifier),
+            e.map(|e| e.affinity),
+        );
+        out.replies.push((inc.from, deny));
     }
 
     /// An affinity update-deny (the encoded message; empty if it could not
@@ -58,7 +57,26 @@ impl Agent {
         id: Option<AffinityIdentifier>,
         affinity: Option<AffinityRef>,
     ) -> Vec<u8> {
-        let mut b = self.builder(MessageType::AffinityUpdateDeny);
+        self.deny_message(true, reason, unsupported, id, affinity)
+    }
+
+    /// [`Agent::build_deny`], with identity info only when `identify`
+    /// (the answer to an unauthenticated message goes without: its
+    /// sender learns nothing it needs from it, and it keeps the deny
+    /// smaller than what it answers).
+    pub(super) fn deny_message(
+        &self,
+        identify: bool,
+        reason: DenyReason,
+        unsupported: &[u16],
+        id: Option<AffinityIdentifier>,
+        affinity: Option<AffinityRef>,
+    ) -> Vec<u8> {
+        let mut b = if identify {
+            self.builder(MessageType::AffinityUpdateDeny)
+        } else {
+            self.bare_builder(MessageType::AffinityUpdateDeny)
+        };
         b.push(Segment::DenyReason(reason));
         let entries: Vec<(u16, bool)> = unsupported.iter().map(|&t| (t, true)).collect();
         let raw = encode_action_list(&entries);
@@ -82,13 +100,19 @@ impl Agent {
     /// larger than the challenge (the encoded message; empty if it could
     /// not be built).
     pub fn build_echo(&self, cookie: &[u8]) -> Vec<u8> {
-        let seq = self.next_sequence();
-        let mut b = match &self.published.load().signing_key {
-            Some(k) => MessageBuilder::signed(MessageType::Keepalive, seq, k),
-            None => MessageBuilder::new(MessageType::Keepalive, seq),
-        };
+        let mut b = self.bare_builder(MessageType::Keepalive);
         b.push(Segment::SmInterestData(cookie));
         b.finish().unwrap_or_default()
+    }
+
+    /// A message of type `t` with the next sequence number, signed when
+    /// the agent signs, without identity info.
+    fn bare_builder(&self, t: MessageType) -> MessageBuilder {
+        let seq = self.next_sequence();
+        match &self.published.load().signing_key {
+            Some(k) => MessageBuilder::signed(t, seq, k),
+            None => MessageBuilder::new(t, seq),
+        }
     }
 
     /// An agent hello announcing capabilities (the encoded message).
