@@ -59,7 +59,7 @@ pub mod timers;
 pub mod wildcard_affinity;
 pub mod wire;
 
-pub use agent::Agent;
+pub use agent::{Agent, DEFAULT_WARM_UP_MS};
 pub use config::{AgentConfig, OwnerQuota, DEFAULT_MAX_WILDCARD_PATTERNS};
 pub use control::{ControlOutput, ReturnedPacket};
 pub use counters::Counter;

@@ -78,7 +78,7 @@ pub(crate) struct Cli {
     /// TCP segments other than bare SYNs that match no affinity are dropped
     /// rather than routed untranslated (a backend's bare reply would draw
     /// a RST from the client).
-    #[arg(long, value_name = "MS", default_value_t = 5_000)]
+    #[arg(long, value_name = "MS", default_value_t = affinity_forwarding_agent::DEFAULT_WARM_UP_MS)]
     warm_up_ms: u64,
     /// Treat an action as unsupported (repeatable): nat, advertise, seq-adjust, interest.
     #[arg(long = "disable-action", value_name = "ACTION", value_parser = parse_action)]
