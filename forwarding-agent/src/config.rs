@@ -70,15 +70,17 @@ pub struct AgentConfig {
     pub activity_report_interval_ms: u64,
 }
 
-/// Default [`AgentConfig::max_wildcard_patterns`]: 16 distinct mask
-/// patterns for the whole agent, twice the per-owner default (two managers
-/// with disjoint pattern sets each at its own cap; a primary and its backup
-/// send the same patterns). Measured in `benches/datapath.rs`
-/// (`patterns_*`): 10 000 wildcards offered with 10 000 patterns by 8
-/// managers leave 16 groups, and a non-fixed packet that probes them all
-/// costs 1.7-1.9x what it costs with one pattern (about 75 against 43 ns);
-/// uncapped, 10 000 patterns cost about 1 450x.
-pub const DEFAULT_MAX_WILDCARD_PATTERNS: usize = 16;
+/// Default [`AgentConfig::max_wildcard_patterns`]: 12 distinct mask
+/// patterns for the whole agent. A manager's services need 2-4 (forward,
+/// reverse, source-NAT reverse), a primary and its backup send the same
+/// ones, and managers splitting clients by domain differ only in the
+/// domain's mask: room for three or four managers with disjoint sets.
+/// Measured in `benches/datapath.rs` (`patterns_*`): a packet that misses
+/// the fixed table and probes every group costs about 2.4 ns more per
+/// group; 10 000 wildcards offered with 10 000 patterns by 8 managers
+/// leave 12 groups, about 1.6-1.8x the cost with one pattern (16 groups
+/// measured 1.7-2.0x; uncapped, 10 000 patterns cost about 1 450x).
+pub const DEFAULT_MAX_WILDCARD_PATTERNS: usize = 12;
 
 /// Per-owner (per-manager) entry limits; see [`AgentConfig::owner_quota`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

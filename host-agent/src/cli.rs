@@ -62,7 +62,7 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "N")]
     pattern_quota: Option<usize>,
     /// Distinct wildcard mask patterns all managers together may use
-    /// (default 16, `AgentConfig::max_wildcard_patterns`).
+    /// (default 12, `AgentConfig::max_wildcard_patterns`).
     #[arg(long, value_name = "N")]
     max_wildcard_patterns: Option<usize>,
     /// Control socket receive buffer (bytes).
