@@ -80,6 +80,11 @@ affinity_config_fn (vlib_main_t *vm, unformat_input_t *input)
 	  am->cfg.activity_report_interval_ms = v;
 	  am->activity_interval_given = 1;
 	}
+      else if (unformat (input, "warm-up-ms %u", &v))
+	{
+	  am->cfg.warm_up_ms = v;
+	  am->warm_up_given = 1;
+	}
       else if (unformat (input, "listen-port %u", &v) && v && v < 65536)
 	am->cfg.listen_port = v;
       else if (unformat (input, "fixed-table-size %u", &v))
@@ -172,6 +177,9 @@ affinity_main_loop_enter (vlib_main_t *vm)
   /* Not given (or no affinity section at all): the core's VPP default. */
   if (!am->activity_interval_given)
     am->cfg.activity_report_interval_ms = ~0;
+  if (!am->warm_up_given)
+    am->cfg.warm_up_ms = ~0;
+  am->cfg.start_time = vlib_time_now (vm);
   am->cfg.auth_key_file = (const char *) am->key_file;
   vec_add1 (am->disabled_actions, 0);
   am->cfg.disabled_actions = (const char *) am->disabled_actions;

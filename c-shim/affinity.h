@@ -23,6 +23,7 @@ typedef struct
   u8 *disabled_actions; /* NUL-separated names */
   u8 initialised;
   u8 activity_interval_given; /* activity-report-interval-ms in startup.conf */
+  u8 warm_up_given;	      /* warm-up-ms in startup.conf */
   u32 fib_source; /* fib_source_t of advertised prefixes */
 } affinity_main_t;
 

@@ -137,6 +137,13 @@ typedef struct affinity_config
   /* `activity-report-interval-ms N` (AgentConfig::
      activity_report_interval_ms); ~0 = not given, the default 10 000. */
   uint32_t activity_report_interval_ms;
+  /* `warm-up-ms N` (Agent::start_warm_up, as the host agent's
+     --warm-up-ms): after start, until each `manager`'s first wildcard
+     update or N ms, TCP segments other than bare SYNs that match no
+     affinity are dropped; 0 = off; ~0 = not given, the default 5000. */
+  uint32_t warm_up_ms;
+  /* vlib_time_now when the core starts (s): the warm-up's start. */
+  double start_time;
 } affinity_config_t;
 
 /* ---- implemented in Rust (vpp-plugin/src/ffi) -------------------------- */

@@ -22,7 +22,9 @@
 #  - a later fragment held with no first fragment, on an idle thread, is
 #    expired by the timer process (Worker::poll_fragments);
 #  - `allowed-manager`: a service message from another source is refused
-#    (control-sender-not-allowed), one from the allowed manager is not.
+#    (control-sender-not-allowed), one from the allowed manager is not;
+#  - `warm-up-ms`: a second VPP waiting for its manager shows the window
+#    and drops a TCP ACK matching no affinity, not a bare SYN.
 # Needs VPP (VPP_PREFIX, default /opt/vpp) and the plugin in
 # target/vpp-plugins. Prints PASS/FAIL lines like run-e2e.sh; exit 1 on FAIL.
 set -u
@@ -283,6 +285,43 @@ for k in empty long; do
         echo "FAIL vpp-key-file-$k: exit $rc, log: $(tail -n 3 "$PG_DIR/out-$k.log" | tr '\n' ' ')"; fail=1
     fi
 done
+
+# warm-up-ms (issue 16, item 5, as the host agent's --warm-up-ms): this
+# VPP names no manager, so it has nothing to wait for; a second one with
+# `manager 192.0.2.10 warm-up-ms 30000` shows the window in `show affinity
+# managers` and drops a TCP ACK that matches no affinity
+# (drop-warm-up-no-affinity, in `show errors` too) while a bare SYN passes.
+cold=$(V show affinity managers)
+sed -e "s#cli-listen [^ ]*#cli-listen $PG_DIR/cli-warm.sock#" \
+    -e "s#prefix $PG_NS#prefix $PG_NS-warm#" -e "s#socket-name $PG_DIR/api.sock#socket-name $PG_DIR/api-warm.sock#" \
+    -e "s#socket-name $PG_DIR/stats.sock#socket-name $PG_DIR/stats-warm.sock#" -e "s#log $PG_DIR/vpp.log#log $PG_DIR/vpp-warm.log#" \
+    -e "s#^affinity {#affinity { manager 192.0.2.10 warm-up-ms 30000#" "$PG_DIR/startup.conf" >"$PG_DIR/startup-warm.conf"
+ip netns exec "$PG_NS" "$P/bin/vpp" -c "$PG_DIR/startup-warm.conf" >"$PG_DIR/out-warm.log" 2>&1 &
+warm_pid=$!
+W() { "$P/bin/vppctl" -s "$PG_DIR/cli-warm.sock" "$@" | tr -d '\r'; }
+for _ in $(seq 100); do "$P/bin/vppctl" -s "$PG_DIR/cli-warm.sock" show version >/dev/null 2>&1 && break; sleep 0.2; done
+while read -r line; do [ -n "$line" ] && W $line >/dev/null; done <<CLI
+create packet-generator interface pg0
+set interface ip address pg0 198.18.0.1/15
+set interface state pg0 up
+set interface affinity pg0
+packet-generator new { name ack limit 3 size 64-64 interface pg0 node ip4-input data { TCP: 198.18.0.70 -> 203.0.113.10 TCP: 1024 -> 80 ACK incrementing 24 } }
+packet-generator new { name syn limit 1 size 64-64 interface pg0 node ip4-input data { TCP: 198.18.0.71 -> 203.0.113.10 TCP: 1024 -> 80 SYN incrementing 24 } }
+CLI
+W packet-generator enable-stream ack >/dev/null
+W packet-generator enable-stream syn >/dev/null
+sleep 0.5
+warming=$(W show affinity managers | grep "warm-up:")
+wdrops=$(W show affinity stats | awk '$2 == "drop-warm-up-no-affinity" {print $1}')
+werr=$(W show errors | awk '$2 == "affinity" && $3 == "drop-warm-up-no-affinity" {print $1}')
+wpass=$(W show affinity stats | awk '$2 == "miss-passed" {print $1}')
+kill -9 "$warm_pid" 2>/dev/null
+if grep -q "warm-up: done" <<<"$cold" && grep -Eq "warm-up: [0-9.]+s left, waiting for 192.0.2.10" <<<"$warming" \
+    && [ "${wdrops:-0}" = 3 ] && [ "${werr:-0}" = 3 ] && [ "${wpass:-0}" = 1 ]; then
+    echo "PASS vpp-warm-up: warm-up-ms accepted; show affinity managers: '$(sed 's/^ *//' <<<"$warming")' (without a manager: 'warm-up: done'); 3 ACKs matching nothing dropped (drop-warm-up-no-affinity 3, show errors 3), the bare SYN passed"
+else
+    echo "FAIL vpp-warm-up: without manager '${cold//$'\n'/ }', with: '${warming:-no warm-up line}', drops ${wdrops:-0}, show errors ${werr:-0}, passed ${wpass:-0}; $(tail -n 3 "$PG_DIR/out-warm.log" | tr '\n' ' ')"; fail=1
+fi
 
 if [ "$fail" != 0 ]; then
     echo "$errors"; echo "$trace" | head -80; echo "$stats"

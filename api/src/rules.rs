@@ -62,7 +62,7 @@ const RULES: [Rule; 20] = [
     rule(seg::SERVICE_PRECEDENCE,        MANY, OPT, [a, a, X, X, X, X, X, X, X, X]),
     rule(seg::BACKUP_PRECEDENCE,         MANY, OPT, [a, a, X, X, X, X, X, X, X, X]),
     rule(seg::SECURITY,                  ONCE, REQ, [a, a, a, a, a, a, a, a, a, a]),
-    rule(seg::SM_INTEREST_DATA,          ONCE, OPT, [a, a, X, a, a, X, X, X, X, X]),
+    rule(seg::SM_INTEREST_DATA,          ONCE, OPT, [a, a, X, a, a, X, X, a, X, X]),
     rule(seg::FA_INTEREST_DATA,          ONCE, OPT, [X, a, X, a, a, a, X, X, X, X]),
     rule(seg::IDENTITY_INFO,             ONCE, OPT, [a, a, a, a, a, a, a, a, a, a]),
     rule(seg::NAT_ACTION,                MANY, REQ, [a, a, X, X, X, X, X, X, X, X]),

@@ -1,14 +1,16 @@
 //! Data-path benchmark: batches of 256 64-byte TCP packets, fixed hit + NAT
 //! rewrite, over 1 k, 1 M and 16 M installed flows, against a baseline doing
 //! a per-packet `std::collections::HashMap` lookup and the same rewrite, in
-//! the same run; and wildcard lookups with 10 and 10 k wildcards.
+//! the same run; wildcard lookups with 10 and 10 k wildcards; and 10 k
+//! wildcards offered with 10 k distinct mask patterns by 8 managers against
+//! 10 k with one pattern (issue 16, item 4: the agent-wide pattern cap).
 //! Every flow has two fixed affinities (client→VIP NATs to the backend, and
 //! client→backend NATs back to the VIP), so a packet rewritten in place
 //! hits the other one on the next round: no copying in the timed loop.
 //! Prints `name value unit` lines (also appended to target/bench-figures.txt).
 //! Packet buffers are on huge pages, as VPP's buffer pools are.
 //! `AFFINITY_BENCH_QUICK=1` skips the 16 M case; `AFFINITY_BENCH_ONLY=1k,16m`
-//! (names: 1k, 1m, 16m, wildcard) runs only those cases and
+//! (names: 1k, 1m, 16m, wildcard, patterns) runs only those cases and
 //! `AFFINITY_BENCH_ROUNDS=n` sets the rounds (25: a round is ~30 ms per
 //! case, and the best of 7 still moved ±8 % between runs on a shared VM).
 
@@ -310,5 +312,112 @@ fn main() {
         figures.push(("ratio_wildcard_10k_vs_10".into(), ns[1] / ns[0], "x"));
     }
 
+    if only.as_ref().is_none_or(|o| o.contains("patterns")) {
+        patterns(&mut figures, pkts, rounds);
+    }
+
     figures::report(figures, 2);
+}
+
+/// Issue 16, item 4: per-packet cost of non-fixed traffic with 10 000
+/// wildcards offered with 10 000 distinct (source mask, destination mask)
+/// patterns by 8 managers (1 250 each), against the same 10 000 with one
+/// pattern, in the same run and with the agent's default limits (the
+/// per-owner and the agent-wide pattern caps). The packets match no
+/// wildcard (destination port 443, the wildcards' is 80), so every group
+/// is probed: the worst case per packet.
+fn patterns(figures: &mut Vec<(String, f64, &'static str)>, pkts: usize, rounds: usize) {
+    const N: u32 = 10_000;
+    const MANAGERS: u32 = 8;
+    let mut cases = Vec::new();
+    let mut agents = Vec::new();
+    for distinct in [false, true] {
+        let agent = Agent::new(AgentConfig {
+            fixed_capacity: 1024,
+            wildcard_capacity: 20_000,
+            ..Default::default()
+        });
+        let ids: Vec<u32> = (0..N).collect();
+        for (c, chunk) in ids.chunks(50).enumerate() {
+            let m = chunk[0] % MANAGERS;
+            let mgr = std::net::SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 10 + m as u8), 1638);
+            let mut b = affinity_api::MessageBuilder::new(
+                affinity_api::MessageType::AffinityUpdateWildcard,
+                c as u64 + 1,
+            );
+            for &i in chunk {
+                // Pattern i: source mask 255.255.x.y with x.y = i (masks
+                // need not be contiguous), so 10 000 distinct patterns.
+                let src_mask = if distinct {
+                    0xffff_0000 | i
+                } else {
+                    0xffff_0000
+                };
+                b.push(affinity_api::Segment::WildcardAffinity(
+                    affinity_api::WildcardAffinity {
+                        key: AffinityKey {
+                            protocol: wire::TCP,
+                            src_addr: Ipv4Addr::new(198, 18, 0, 0),
+                            dst_addr: Ipv4Addr::from(0xc613_0000u32 + i),
+                            src_port: 0,
+                            dst_port: 80,
+                        },
+                        src_mask: Ipv4Addr::from(src_mask),
+                        dst_mask: Ipv4Addr::BROADCAST,
+                        dispatch_flags: 0,
+                        info_flags: 0,
+                        forward_addr: Ipv4Addr::UNSPECIFIED,
+                        ttl: 3600,
+                    },
+                ));
+                b.push(affinity_api::Segment::AffinityIdentifier(
+                    affinity_api::AffinityIdentifier { id: i, reason: 0 },
+                ));
+            }
+            // Open mode (no keys): sequences are not checked.
+            agent.handle_control(0, mgr, &b.finish().unwrap());
+        }
+        let o = agent.occupancy();
+        let name = if distinct { "10000" } else { "1" };
+        figures.push((
+            format!("patterns_{name}_wildcards_installed"),
+            o.wildcards.0 as f64,
+            "entries",
+        ));
+        figures.push((
+            format!("patterns_{name}_groups"),
+            o.wildcard_patterns as f64,
+            "patterns",
+        ));
+        let refused = agent.counter(affinity_forwarding_agent::Counter::WildcardPatternsFull)
+            + agent.counter(affinity_forwarding_agent::Counter::WildcardQuota);
+        figures.push((
+            format!("patterns_{name}_refused"),
+            refused as f64,
+            "wildcards",
+        ));
+        let mut rng = Rng(11);
+        let mut pristine = buffers();
+        for i in 0..POOL {
+            let d = (rng.next() % N as u64) as u32;
+            let k = AffinityKey {
+                protocol: wire::TCP,
+                src_addr: Ipv4Addr::new(198, 18, 9, 9),
+                dst_addr: Ipv4Addr::from(0xc613_0000u32 + d),
+                src_port: 5000,
+                dst_port: 443,
+            };
+            pristine[i * SLOT + HEAD..(i + 1) * SLOT].copy_from_slice(&packet(&k));
+        }
+        cases.push(agent_case(&agent, pristine));
+        agents.push(agent);
+    }
+    let ns = measure_interleaved(&mut cases, pkts, rounds);
+    figures.push(("patterns_1_miss_ns_per_pkt".into(), ns[0], "ns"));
+    figures.push(("patterns_10000_offered_miss_ns_per_pkt".into(), ns[1], "ns"));
+    figures.push((
+        "ratio_patterns_10000_offered_vs_1".into(),
+        ns[1] / ns[0],
+        "x",
+    ));
 }

@@ -75,6 +75,13 @@ pub(crate) struct ControlState {
     pub warm_waiting: Vec<Ipv4Addr>,
 }
 
+/// The warm-up window's length by default (ms): the host agent's
+/// `--warm-up-ms` and the VPP plugin's `warm-up-ms` ([`Agent::start_warm_up`]).
+/// Five seconds: a manager's resynchronisation after the agent's hello
+/// takes one round trip, the wildcard refresh it falls back to at most a
+/// third of the wildcard TTL (3 s by default), with room for a lost one.
+pub const DEFAULT_WARM_UP_MS: u64 = 5_000;
+
 /// The agent's shared state. `Send + Sync`: share it in an `Arc` between the
 /// control thread and the workers.
 pub struct Agent {
@@ -150,6 +157,19 @@ impl Agent {
             warm_until_ns: AtomicU64::new(0),
             config,
         })
+    }
+
+    /// Where the warm-up stands at `now_ns`: `None` when warm (no window,
+    /// or it ended), else the managers whose first wildcard update it
+    /// still waits for and the nanoseconds left (see
+    /// [`Agent::start_warm_up`]). For `show`.
+    pub fn warm_up_state(&self, now_ns: u64) -> Option<(Vec<Ipv4Addr>, u64)> {
+        let until = self.warm_until_ns.load(Relaxed);
+        if now_ns >= until {
+            return None;
+        }
+        let waiting = self.control.lock().warm_waiting.clone();
+        Some((waiting, until - now_ns))
     }
 
     /// Starts the warm-up window of a freshly (re)started agent (issue 16,

@@ -52,6 +52,16 @@ pub struct AgentConfig {
     /// action sets are at most its fixed plus wildcard entries. Default:
     /// entries limited only by the tables, 8 patterns.
     pub owner_quota: OwnerQuota,
+    /// Distinct wildcard mask patterns (source mask, destination mask,
+    /// which of protocol/ports are "any") among all managers' wildcards
+    /// together. Each is one more hash probe for every packet that misses
+    /// the fixed table, so this bounds per-packet work whatever the
+    /// wildcard set and however many managers add up their per-owner
+    /// quotas (issue 16, item 4); a wildcard that would add one more is
+    /// denied with `QUOTA_EXCEEDED` (code 7) and counted
+    /// (`wildcard-patterns-full`), installed ones stay. Default
+    /// [`DEFAULT_MAX_WILDCARD_PATTERNS`].
+    pub max_wildcard_patterns: usize,
     /// How often each manager gets an activity report of its fixed
     /// affinities that carried packets (milliseconds; 0 = never, the
     /// default here: the host agent and the VPP plugin set 10 000). Needs
@@ -59,6 +69,18 @@ pub struct AgentConfig {
     /// that report. See `crate::activity`.
     pub activity_report_interval_ms: u64,
 }
+
+/// Default [`AgentConfig::max_wildcard_patterns`]: 12 distinct mask
+/// patterns for the whole agent. A manager's services need 2-4 (forward,
+/// reverse, source-NAT reverse), a primary and its backup send the same
+/// ones, and managers splitting clients by domain differ only in the
+/// domain's mask: room for three or four managers with disjoint sets.
+/// Measured in `benches/datapath.rs` (`patterns_*`): a packet that misses
+/// the fixed table and probes every group costs about 2.4 ns more per
+/// group; 10 000 wildcards offered with 10 000 patterns by 8 managers
+/// leave 12 groups, about 1.6-1.8x the cost with one pattern (16 groups
+/// measured 1.7-2.0x; uncapped, 10 000 patterns cost about 1 450x).
+pub const DEFAULT_MAX_WILDCARD_PATTERNS: usize = 12;
 
 /// Per-owner (per-manager) entry limits; see [`AgentConfig::owner_quota`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +128,7 @@ impl Default for AgentConfig {
             max_managers: 64,
             multicast_groups: Vec::new(),
             owner_quota: OwnerQuota::default(),
+            max_wildcard_patterns: DEFAULT_MAX_WILDCARD_PATTERNS,
             activity_report_interval_ms: 0,
         }
     }

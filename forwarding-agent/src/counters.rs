@@ -75,6 +75,13 @@ counters! {
     CtlManagersFull => "control-manager-table-full",
     StaleDenySent => "stale-sequence-deny-sent",
     CtlUnexpected => "control-unexpected-type",
+    // A manager's return-routability challenge (a keepalive carrying
+    // manager interest data) echoed back to it.
+    CtlChallengeAnswered => "control-challenge-answered",
+    // Replies to an unauthenticated message left unsent because together
+    // they were larger than the message (no amplification: issue 16, item 7),
+    // one per reply.
+    CtlReplyLargerThanRequest => "control-reply-larger-than-request",
     WildcardAdd => "wildcard-added",
     WildcardRefresh => "wildcard-refreshed",
     WildcardDelete => "wildcard-deleted",
@@ -90,6 +97,9 @@ counters! {
     FixedQuota => "fixed-owner-quota-exceeded",
     ActionQuota => "action-owner-quota-exceeded",
     WildcardQuota => "wildcard-owner-quota-exceeded",
+    // A wildcard refused because it would add a mask pattern past the
+    // agent-wide cap (`AgentConfig::max_wildcard_patterns`).
+    WildcardPatternsFull => "wildcard-patterns-full",
     UnsupportedAction => "unsupported-required-action",
     DenySent => "deny-sent",
     UnsupportedRequiredSegment => "unsupported-required-segment-message-dropped",

@@ -59,8 +59,8 @@ pub mod timers;
 pub mod wildcard_affinity;
 pub mod wire;
 
-pub use agent::Agent;
-pub use config::{AgentConfig, OwnerQuota};
+pub use agent::{Agent, DEFAULT_WARM_UP_MS};
+pub use config::{AgentConfig, OwnerQuota, DEFAULT_MAX_WILDCARD_PATTERNS};
 pub use control::{ControlOutput, ReturnedPacket};
 pub use counters::Counter;
 pub use datapath::{Decision, Disposition, Matched, PacketBuf, Worker, BATCH};

@@ -195,6 +195,25 @@ fn managers(agent: &Agent, now: u64) -> String {
     let mut s = String::new();
     let m = agent.managers();
     let _ = writeln!(s, "managers: {}", m.len());
+    // The warm-up after a start (`Agent::start_warm_up`): its drops are
+    // counted as `drop-warm-up-no-affinity`.
+    let _ = match agent.warm_up_state(now) {
+        None => writeln!(s, "  warm-up: done"),
+        Some((waiting, left)) => writeln!(
+            s,
+            "  warm-up: {:.1}s left, waiting for {}",
+            left as f64 / 1e9,
+            if waiting.is_empty() {
+                String::from("nothing")
+            } else {
+                waiting
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }
+        ),
+    };
     for m in m {
         let _ = writeln!(
             s,

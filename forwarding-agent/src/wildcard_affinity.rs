@@ -133,6 +133,19 @@ impl Pattern {
 /// A key with a group's masks applied.
 type MaskedKey = (u32, u32, u8, u16, u16);
 
+/// The bit of a group's [`Group::filter`] that masked key `k` sets: six
+/// bits of a multiplicative hash. A look-up tests it before hashing and
+/// probing the group's map, so a group the packet cannot match costs a
+/// multiply and a load from the group itself (kept in one vector), not a
+/// map probe in memory of its own (issue 16, item 4).
+#[inline]
+fn filter_bit(k: &MaskedKey) -> u64 {
+    let addrs = (u64::from(k.0) << 32) | u64::from(k.1);
+    let rest = (u64::from(k.2) << 32) | (u64::from(k.3) << 16) | u64::from(k.4);
+    let h = (addrs ^ rest.rotate_left(23)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    1 << (h >> 58)
+}
+
 /// A wildcard as a look-up sees it.
 #[derive(Debug)]
 pub struct Member {
@@ -172,6 +185,10 @@ struct Group {
     pattern: Pattern,
     /// Best (smallest) order of any member: groups are searched in this order.
     best: u32,
+    /// [`filter_bit`] of every key in `map`: a clear bit means no key of
+    /// the group can match. All ones (not tested) past 16 keys, where it
+    /// would be mostly ones anyway: such a group is probed, as before.
+    filter: u64,
     // foldhash, seeded per process: a packet may probe every group, and
     // SipHash over the 5-tuple was most of a wildcard look-up's cost.
     map: HashMap<MaskedKey, Matches, foldhash::fast::RandomState>,
@@ -202,6 +219,7 @@ impl WildcardSet {
                 groups.push(Group {
                     pattern: p,
                     best: order,
+                    filter: 0,
                     map: HashMap::default(),
                 });
                 lists.push(HashMap::new());
@@ -215,6 +233,12 @@ impl WildcardSet {
             });
         }
         for (g, list) in groups.iter_mut().zip(lists) {
+            // Past 16 keys the filter would be mostly ones: not kept.
+            g.filter = if list.len() > 16 {
+                u64::MAX
+            } else {
+                list.keys().fold(0, |f, k| f | filter_bit(k))
+            };
             g.map.extend(list.into_iter().map(|(k, mut v)| {
                 let m = if v.len() == 1 {
                     Matches::One(v.remove(0))
@@ -274,7 +298,11 @@ impl WildcardSet {
             if !ports_known && (g.pattern.sport || g.pattern.dport) {
                 continue;
             }
-            let Some(list) = g.map.get(&g.pattern.apply(k)) else {
+            let masked = g.pattern.apply(k);
+            if g.filter != u64::MAX && g.filter & filter_bit(&masked) == 0 {
+                continue;
+            }
+            let Some(list) = g.map.get(&masked) else {
                 continue;
             };
             if let Some(m) = list
@@ -322,6 +350,9 @@ struct Master {
     /// Entries per (owner, mask pattern): the keys are the owner's distinct
     /// patterns, each one more group a look-up may probe.
     per_pattern: HashMap<(u16, Pattern), usize>,
+    /// Entries per mask pattern, all owners together: the keys are the
+    /// groups of the next snapshot (the agent-wide pattern cap).
+    patterns: HashMap<Pattern, usize>,
 }
 
 impl Master {
@@ -331,6 +362,7 @@ impl Master {
             .per_pattern
             .entry((e.owner, Pattern::of(e)))
             .or_default() += 1;
+        *self.patterns.entry(Pattern::of(e)).or_default() += 1;
     }
 
     fn removed(&mut self, e: &WildcardEntry) {
@@ -347,6 +379,12 @@ impl Master {
                 self.per_pattern.remove(&k);
             }
         }
+        if let Some(n) = self.patterns.get_mut(&k.1) {
+            *n -= 1;
+            if *n == 0 {
+                self.patterns.remove(&k.1);
+            }
+        }
     }
 
     fn patterns_of(&self, owner: u16) -> usize {
@@ -354,13 +392,18 @@ impl Master {
     }
 }
 
-/// Per-owner limits checked by [`WildcardTable::upsert_limited`].
+/// Per-owner and agent-wide limits checked by
+/// [`WildcardTable::upsert_limited`].
 #[derive(Debug, Clone, Copy)]
 pub struct WildcardLimits {
     /// Entries one owner may hold.
     pub per_owner: usize,
     /// Distinct mask patterns one owner's entries may use.
     pub patterns_per_owner: usize,
+    /// Distinct mask patterns among all owners' entries: the groups a
+    /// look-up may probe, so the bound on per-packet work however many
+    /// managers there are (issue 16, item 4).
+    pub patterns_total: usize,
 }
 
 impl WildcardLimits {
@@ -368,6 +411,7 @@ impl WildcardLimits {
     pub const NONE: WildcardLimits = WildcardLimits {
         per_owner: usize::MAX,
         patterns_per_owner: usize::MAX,
+        patterns_total: usize::MAX,
     };
 }
 
@@ -383,6 +427,9 @@ pub enum Upsert {
     OwnerQuota,
     /// The entry would give its owner one mask pattern more than allowed.
     PatternQuota,
+    /// The entry would give the agent one mask pattern more than allowed
+    /// ([`WildcardLimits::patterns_total`]), whoever holds the others.
+    PatternsFull,
 }
 
 impl WildcardTable {
@@ -416,8 +463,10 @@ impl WildcardTable {
     /// [`WildcardTable::upsert`] within per-owner `limits`: a new entry
     /// past the owner's entry quota, or one adding a mask pattern past the
     /// owner's pattern quota, is refused ([`Upsert::OwnerQuota`],
-    /// [`Upsert::PatternQuota`]). A replacement counts as the old entry
-    /// removed first.
+    /// [`Upsert::PatternQuota`]); one adding a pattern no entry of any
+    /// owner uses, past the agent-wide pattern cap, too
+    /// ([`Upsert::PatternsFull`]). A replacement counts as the old entry
+    /// removed first. A refusal changes nothing: installed entries stay.
     pub fn upsert_limited(&self, e: WildcardEntry, limits: WildcardLimits) -> Upsert {
         let mut m = self.master.lock();
         let old_pattern = m.map.get(&e.name()).map(|o| Pattern::of(o));
@@ -434,6 +483,13 @@ impl WildcardTable {
             old_pattern.is_some_and(|op| op != p && m.per_pattern.get(&(e.owner, op)) == Some(&1));
         if new_pattern && !frees_one && m.patterns_of(e.owner) >= limits.patterns_per_owner {
             return Upsert::PatternQuota;
+        }
+        // The same for the agent: a pattern no entry uses yet, unless the
+        // replaced entry was the last of its own.
+        let new_group = old_pattern != Some(p) && !m.patterns.contains_key(&p);
+        let frees_group = old_pattern.is_some_and(|op| op != p && m.patterns.get(&op) == Some(&1));
+        if new_group && !frees_group && m.patterns.len() >= limits.patterns_total {
+            return Upsert::PatternsFull;
         }
         if let Some(old) = m.map.get(&e.name()) {
             let same = old.key == e.key

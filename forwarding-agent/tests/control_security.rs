@@ -346,6 +346,74 @@ fn wildcard_mask_patterns_and_entries_are_capped_per_owner() {
     assert!(out.replies.is_empty());
 }
 
+/// Issue 16, item 4: the agent-wide cap on distinct mask patterns holds
+/// however many managers add up their per-owner quotas; a wildcard past it
+/// is denied with code 7 and counted, and nothing installed is lost.
+#[test]
+fn wildcard_mask_patterns_are_capped_agent_wide_without_losing_any() {
+    let a = Agent::new(AgentConfig {
+        max_wildcard_patterns: 4,
+        ..Default::default()
+    });
+    assert_eq!(
+        AgentConfig::default().max_wildcard_patterns,
+        affinity_forwarding_agent::DEFAULT_MAX_WILDCARD_PATTERNS
+    );
+    // Two managers, three patterns each (within the per-owner 8): the
+    // fifth and sixth distinct patterns are refused.
+    let mut codes = Vec::new();
+    let offered = [
+        (MGR, 1),
+        (MGR, 2),
+        (MGR, 3),
+        (MGR2, 4),
+        (MGR2, 5),
+        (MGR2, 6),
+    ];
+    for (seq, (m, i)) in offered.into_iter().enumerate() {
+        let msg = wildcard_msg(m, 1 + seq as u64, &[patterned(i)], None);
+        let out = a.handle_control(0, from(m), &msg);
+        for (_, d) in &out.replies {
+            codes.push(
+                ServiceMessage::parse(d)
+                    .unwrap()
+                    .deny_reason()
+                    .unwrap()
+                    .code,
+            );
+        }
+    }
+    assert_eq!(codes, [DenyReason::QUOTA_EXCEEDED; 2]);
+    assert_eq!(a.counter(Counter::WildcardPatternsFull), 2);
+    assert_eq!(a.counter(Counter::WildcardQuota), 0);
+    let o = a.occupancy();
+    assert_eq!((o.wildcards.0, o.wildcard_patterns), (4, 4));
+    // A pattern already in use costs no probe more: another manager's
+    // wildcard with it is installed, and refreshes of installed ones go on.
+    let mut same = patterned(1);
+    same.id = 50;
+    let out = a.handle_control(0, from(MGR2), &wildcard_msg(MGR2, 10, &[same], None));
+    assert!(out.replies.is_empty());
+    let out = a.handle_control(0, from(MGR), &wildcard_msg(MGR, 10, &[patterned(2)], None));
+    assert!(out.replies.is_empty());
+    assert_eq!(a.counter(Counter::WildcardRefresh), 1);
+    // Every established wildcard is still there.
+    let mut ids: Vec<(Ipv4Addr, u32)> = a
+        .wildcard_entries(0)
+        .iter()
+        .map(|r| (r.owner, r.id))
+        .collect();
+    ids.sort();
+    assert_eq!(ids, [(MGR, 1), (MGR, 2), (MGR, 3), (MGR2, 4), (MGR2, 50)]);
+    // Deleting the last wildcard of a pattern frees its place.
+    let mut gone = patterned(4);
+    gone.ttl = 0;
+    a.handle_control(0, from(MGR2), &wildcard_msg(MGR2, 11, &[gone], None));
+    let msg = wildcard_msg(MGR2, 12, &[patterned(5)], None);
+    assert!(a.handle_control(0, from(MGR2), &msg).replies.is_empty());
+    assert_eq!(a.occupancy().wildcard_patterns, 4);
+}
+
 /// 10 000 wildcards as 358 messages of up to 28 (the lab's burst).
 fn burst() -> Vec<Vec<u8>> {
     let wcs: Vec<Wc> = (0..10_000u32)
@@ -394,6 +462,8 @@ fn miss_cost(n: u32) -> f64 {
             wildcard_patterns: usize::MAX,
             ..Default::default()
         },
+        // Uncapped: this measures what the caps prevent.
+        max_wildcard_patterns: usize::MAX,
         ..Default::default()
     });
     // Pattern i: source mask 255.255.x.y with x.y = i (arbitrary masks are

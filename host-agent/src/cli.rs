@@ -61,6 +61,10 @@ pub(crate) struct Cli {
     /// Distinct wildcard mask patterns one manager may use (default 8).
     #[arg(long, value_name = "N")]
     pattern_quota: Option<usize>,
+    /// Distinct wildcard mask patterns all managers together may use
+    /// (default 12, `AgentConfig::max_wildcard_patterns`).
+    #[arg(long, value_name = "N")]
+    max_wildcard_patterns: Option<usize>,
     /// Control socket receive buffer (bytes).
     #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
     rcvbuf: usize,
@@ -74,7 +78,7 @@ pub(crate) struct Cli {
     /// TCP segments other than bare SYNs that match no affinity are dropped
     /// rather than routed untranslated (a backend's bare reply would draw
     /// a RST from the client).
-    #[arg(long, value_name = "MS", default_value_t = 5_000)]
+    #[arg(long, value_name = "MS", default_value_t = affinity_forwarding_agent::DEFAULT_WARM_UP_MS)]
     warm_up_ms: u64,
     /// Treat an action as unsupported (repeatable): nat, advertise, seq-adjust, interest.
     #[arg(long = "disable-action", value_name = "ACTION", value_parser = parse_action)]
@@ -229,6 +233,9 @@ pub(crate) fn opts(cli: Cli) -> Result<Opts, String> {
     }
     if let Some(n) = cli.pattern_quota {
         cfg.owner_quota.wildcard_patterns = n;
+    }
+    if let Some(n) = cli.max_wildcard_patterns {
+        cfg.max_wildcard_patterns = n;
     }
     if !cli.accept_any_manager {
         cfg.allowed_managers = Some(cli.managers.clone());

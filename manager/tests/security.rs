@@ -466,3 +466,207 @@ fn control_socket_has_timeouts_line_limits_and_no_echo() {
     h.join().unwrap();
     let _ = std::fs::remove_file(sock);
 }
+
+/// Bytes sent to `to`'s address among `out`.
+fn bytes_to(out: &[(SocketAddrV4, Vec<u8>)], to: SocketAddrV4) -> usize {
+    out.iter()
+        .filter(|(d, _)| d.ip() == to.ip())
+        .map(|(_, m)| m.len())
+        .sum()
+}
+
+/// An interest match (type 4 or 5) for `pkt` as an agent at `identity`
+/// punts it.
+fn interest_match(t: MessageType, identity: Ipv4Addr, pkt: &[u8]) -> Vec<u8> {
+    let key = affinity_forwarding_agent::wire::parse_ipv4(pkt)
+        .unwrap()
+        .key;
+    let mut b = MessageBuilder::new(t, 1);
+    b.push(Segment::IdentityInfo(IdentityInfo {
+        address: identity,
+        host_name: "fa",
+    }));
+    b.push(Segment::AffinityIdentifier(
+        affinity_api::AffinityIdentifier {
+            id: 0x1_0000,
+            reason: affinity_api::interest::SYN,
+        },
+    ));
+    b.push(Segment::FixedAffinity(affinity_api::FixedAffinity {
+        key,
+        dispatch_flags: 0,
+        info_flags: 0,
+        forward_addr: Ipv4Addr::UNSPECIFIED,
+        ttl: 0,
+    }));
+    b.push(Segment::IpPacket(pkt));
+    b.finish().unwrap()
+}
+
+/// Issue 16, item 7: in open mode neither daemon answers an unverified
+/// sender with more bytes than it sent. Each request is sent from a forged
+/// address (not a configured agent, no key); the bytes the manager or an
+/// agent sends back to that address over the request's bytes must be at
+/// most 1.0. Before: an interest match drew ×3.0 (the flow's fixed update
+/// and the packet), a deny ×18.9 (the wildcard set), a message with an
+/// unknown required segment ×2.4 (the agent's deny).
+#[test]
+fn open_mode_answers_unverified_senders_with_no_more_bytes_than_they_sent() {
+    let victim = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 99), AGENT_PORT);
+    let mut mgr = open_manager();
+    let _ = mgr.tick(0);
+    let mut ratios: Vec<(String, f64)> = Vec::new();
+    let mut measure = |name: &str, out: &[(SocketAddrV4, Vec<u8>)], req: &[u8]| {
+        let r = bytes_to(out, victim) as f64 / req.len() as f64;
+        ratios.push((name.to_string(), r));
+    };
+    // To the manager: punts (interest matches, IP-packet-only), each deny
+    // code, a report, and a message with an unknown required segment.
+    for (i, t) in [
+        MessageType::InterestMatchWildcard,
+        MessageType::InterestMatchFixed,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let req = interest_match(t, *victim.ip(), &syn(41000 + i as u16));
+        let out = mgr.handle_datagram(SEC, victim, &req);
+        measure(
+            &format!("manager, interest match type {}", t as u8),
+            &out,
+            &req,
+        );
+    }
+    let req = ip_packet_only(*victim.ip(), 1, &syn(41010), None);
+    let out = mgr.handle_datagram(SEC, victim, &req);
+    measure("manager, IP packet only", &out, &req);
+    for code in 1..=7u16 {
+        let mut b = MessageBuilder::new(MessageType::AffinityUpdateDeny, 1);
+        b.push(Segment::DenyReason(DenyReason {
+            denied_type: 2,
+            code,
+            denied_sequence: 1,
+        }));
+        let req = b.finish().unwrap();
+        let out = mgr.handle_datagram(SEC, victim, &req);
+        measure(&format!("manager, deny code {code}"), &out, &req);
+    }
+    let unknown_required = |t: MessageType| {
+        let mut b = MessageBuilder::new(t, 1);
+        b.push_with(
+            Segment::Unknown {
+                seg_type: 31,
+                body: &[],
+            },
+            true,
+        );
+        b.finish().unwrap()
+    };
+    let req = unknown_required(MessageType::InterestMatchWildcard);
+    let out = mgr.handle_datagram(SEC, victim, &req);
+    measure("manager, unknown required segment", &out, &req);
+    // To an agent in open mode that takes control from anyone: messages
+    // with an unknown required segment, a wildcard with a required action
+    // it does not perform, and a keepalive challenge.
+    let agent = Agent::new(AgentConfig {
+        agent_addr: *A1.ip(),
+        disabled_actions: vec![affinity_api::seg::NAT_ACTION],
+        ..Default::default()
+    });
+    for t in [
+        MessageType::AffinityUpdateWildcard,
+        MessageType::AffinityUpdateFixed,
+        MessageType::Keepalive,
+    ] {
+        let req = unknown_required(t);
+        let out = agent.handle_control(0, victim, &req);
+        measure(
+            &format!("agent, unknown required segment in type {}", t as u8),
+            &out.replies,
+            &req,
+        );
+    }
+    let mut b = MessageBuilder::new(MessageType::AffinityUpdateWildcard, 2);
+    b.push(Segment::WildcardAffinity(affinity_api::WildcardAffinity {
+        key: affinity_api::AffinityKey {
+            protocol: 6,
+            src_addr: Ipv4Addr::UNSPECIFIED,
+            dst_addr: VIP,
+            src_port: 0,
+            dst_port: 80,
+        },
+        src_mask: Ipv4Addr::UNSPECIFIED,
+        dst_mask: Ipv4Addr::BROADCAST,
+        dispatch_flags: 0,
+        info_flags: 0,
+        forward_addr: Ipv4Addr::UNSPECIFIED,
+        ttl: 30,
+    }));
+    b.push(Segment::NatAction(affinity_api::NatAction::default()));
+    let req = b.finish().unwrap();
+    let out = agent.handle_control(0, victim, &req);
+    measure("agent, unsupported required action", &out.replies, &req);
+    assert!(agent.counter(Counter::CtlReplyLargerThanRequest) >= 1);
+    let mut b = MessageBuilder::new(MessageType::Keepalive, 3);
+    b.push(Segment::SmInterestData(&[7; 8]));
+    let req = b.finish().unwrap();
+    let out = agent.handle_control(0, victim, &req);
+    measure("agent, keepalive challenge", &out.replies, &req);
+    assert_eq!(out.replies.len(), 1, "a challenge is echoed");
+    for (name, r) in &ratios {
+        println!("{name}: bytes out / bytes in {r:.2}");
+        assert!(*r <= 1.0, "{name}: {r:.2} bytes answered per byte received");
+    }
+    // Nothing placed for the forged punts, nothing kept for ever.
+    assert_eq!(mgr.flow_count(), 0);
+    assert_eq!(mgr.counters.get("challenges-sent"), Some(&3));
+    let _ = mgr.tick(3 * SEC);
+    assert_eq!(mgr.counters.get("unvalidated-expired"), Some(&3));
+}
+
+/// The other side of item 7: a real agent in open mode that is not a
+/// configured unicast agent (multicast only) answers the challenge its
+/// first punt draws; the punt, kept meanwhile, is then answered in full
+/// (no packet lost), and later punts at once.
+#[test]
+fn an_agent_that_answers_the_challenge_gets_its_punts_answered() {
+    let mut mgr = open_manager();
+    let _ = mgr.tick(0);
+    let at = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 3), AGENT_PORT);
+    let agent = Agent::new(AgentConfig {
+        agent_addr: *at.ip(),
+        ..Default::default()
+    });
+    let punt = interest_match(MessageType::InterestMatchWildcard, *at.ip(), &syn(42000));
+    let out = mgr.handle_datagram(SEC, at, &punt);
+    assert_eq!(out.len(), 1);
+    assert!(out[0].1.len() <= punt.len());
+    assert_eq!(mgr.flow_count(), 0);
+    let echo = agent.handle_control(SEC, MGR, &out[0].1);
+    assert_eq!(echo.replies.len(), 1);
+    assert_eq!(agent.counter(Counter::CtlChallengeAnswered), 1);
+    let (to, cookie) = &echo.replies[0];
+    assert_eq!(*to, MGR);
+    // A wrong cookie, or the right one from another address, does nothing.
+    let mut forged = cookie.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    assert!(mgr.handle_datagram(SEC, at, &forged).is_empty());
+    let elsewhere = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 4), AGENT_PORT);
+    assert!(mgr.handle_datagram(SEC, elsewhere, cookie).is_empty());
+    assert_eq!(mgr.counters.get("challenge-bad-cookie"), Some(&2));
+    // The right one: the kept punt is placed and answered.
+    let out = mgr.handle_datagram(SEC, at, cookie);
+    assert_eq!(mgr.flow_count(), 1);
+    assert!(out.iter().any(|(to, m)| *to == at && m.len() > punt.len()));
+    assert!(mgr.status(SEC).contains("table validated-agents 1 of 4096"));
+    // Later punts are answered at once, without a challenge.
+    let punt = interest_match(MessageType::InterestMatchWildcard, *at.ip(), &syn(42001));
+    let out = mgr.handle_datagram(2 * SEC, at, &punt);
+    assert_eq!(mgr.flow_count(), 2);
+    assert!(bytes_to(&out, at) > punt.len());
+    assert_eq!(mgr.counters.get("challenges-sent"), Some(&1));
+    // Half way through its validity it is challenged again, unasked.
+    let out = mgr.tick(301 * SEC);
+    assert!(out.iter().any(|(to, m)| *to == at && m.len() == 28));
+}

@@ -181,6 +181,7 @@ impl Agent {
         let limits = WildcardLimits {
             per_owner: q.wildcards,
             patterns_per_owner: q.wildcard_patterns,
+            patterns_total: self.config.max_wildcard_patterns,
         };
         match self.wildcards.upsert_limited(entry, limits) {
             Upsert::Refreshed => {
@@ -199,9 +200,13 @@ impl Agent {
                 let t = seg::WILDCARD_AFFINITY;
                 return self.deny(st, out, inc, &[t], DenyReason::TABLE_FULL, Some(e));
             }
-            Upsert::OwnerQuota | Upsert::PatternQuota => {
+            q @ (Upsert::OwnerQuota | Upsert::PatternQuota | Upsert::PatternsFull) => {
                 self.actions.release(action, now_ns);
-                st.counters.inc(Counter::WildcardQuota);
+                st.counters.inc(if matches!(q, Upsert::PatternsFull) {
+                    Counter::WildcardPatternsFull
+                } else {
+                    Counter::WildcardQuota
+                });
                 let t = seg::WILDCARD_AFFINITY;
                 return self.deny(st, out, inc, &[t], DenyReason::QUOTA_EXCEEDED, Some(e));
             }

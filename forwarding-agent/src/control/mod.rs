@@ -50,6 +50,9 @@ pub(crate) struct Incoming<'a, 'm> {
     /// Table time (deciseconds) and the caller's monotonic nanoseconds.
     pub now: u32,
     pub now_ns: u64,
+    /// Signed and verified: its answers carry identity info. Otherwise they
+    /// do not (the sender may be forged; see [`Agent::handle_message`]).
+    pub authenticated: bool,
 }
 
 impl Agent {
@@ -100,6 +103,14 @@ impl Agent {
         }
     }
 
+    /// Handles one message. What it makes the agent answer (denies, an
+    /// echo) is bounded, unless the message was authenticated, by the
+    /// message's own size in bytes: an unauthenticated sender's source
+    /// address may be forged, and the agent must not be a reflector that
+    /// amplifies (issue 16, item 7). Such answers leave out identity info
+    /// (a deny is then smaller than the affinity segments it answers), are
+    /// kept in order while they fit, and the rest are dropped and counted
+    /// (`control-reply-larger-than-request`, one per answer).
     fn handle_message(
         &self,
         out: &mut ControlOutput,
@@ -107,15 +118,54 @@ impl Agent {
         from: SocketAddrV4,
         bytes: &[u8],
     ) {
+        let before = out.replies.len();
+        if self.handle_one(out, now_ns, from, bytes) {
+            return;
+        }
+        // In order, while they fit in the message's own size.
+        let mut budget = bytes.len();
+        let mut kept = before;
+        while let Some((_, m)) = out.replies.get(kept) {
+            if m.len() > budget {
+                break;
+            }
+            budget -= m.len();
+            kept += 1;
+        }
+        if kept < out.replies.len() {
+            let dropped = (out.replies.len() - kept) as u64;
+            out.replies.truncate(kept);
+            let mut st = self.control.lock();
+            st.counters.add(Counter::CtlReplyLargerThanRequest, dropped);
+            self.publish_control(&st);
+        }
+    }
+
+    /// [`Agent::handle_message`] without the reply bound; whether the
+    /// message was authenticated (signed and verified).
+    fn handle_one(
+        &self,
+        out: &mut ControlOutput,
+        now_ns: u64,
+        from: SocketAddrV4,
+        bytes: &[u8],
+    ) -> bool {
         let mut st = self.control.lock();
         st.counters.inc(Counter::CtlMessages);
         let Some(msg) = self.parse(&mut st, out, now_ns, from, bytes) else {
             self.publish_control(&st);
-            return;
+            // A deny for an unparsable message is queued, with
+            // authentication required, only after its digest verified.
+            return self.auth().require;
         };
         let Some(owner) = self.verify(&mut st, out, now_ns, from, &msg) else {
             self.publish_control(&st);
-            return;
+            // Refused: only a signed, verified sender is told (stale).
+            return true;
+        };
+        let authenticated = {
+            let policy = self.auth();
+            msg.security().is_some() && (policy.require || !policy.keys.is_empty())
         };
         let interval_ns = self.config.activity_report_interval_ms * 1_000_000;
         st.activity.note_manager(owner, from, now_ns, interval_ns);
@@ -125,6 +175,7 @@ impl Agent {
             owner,
             now: ds(now_ns),
             now_ns,
+            authenticated,
         };
         if matches!(
             msg.msg_type(),
@@ -141,7 +192,7 @@ impl Agent {
                 let code = DenyReason::UNSUPPORTED_REQUIRED_ACTION;
                 self.deny(&mut st, out, &inc, &refused, code, first.as_ref());
                 self.publish_control(&st);
-                return;
+                return authenticated;
             }
         }
         match msg.msg_type() {
@@ -193,13 +244,22 @@ impl Agent {
                 let data = self.own_interest_data(&msg);
                 self.return_packet(out, &msg, data);
             }
-            MessageType::Keepalive => {}
+            MessageType::Keepalive => {
+                // A manager's return-routability challenge (EXCHANGES.md,
+                // "Return routability"): the manager interest data goes
+                // back as it came, in a keepalive no larger than this one.
+                if let Some(cookie) = msg.sm_interest_data() {
+                    out.replies.push((from, self.build_echo(cookie)));
+                    st.counters.inc(Counter::CtlChallengeAnswered);
+                }
+            }
             _ => st.counters.inc(Counter::CtlUnexpected),
         }
         if !st.batching {
             self.wildcards.commit();
         }
         self.publish_control(&st);
+        authenticated
     }
 
     /// The message's FA interest data, if it is this agent's.

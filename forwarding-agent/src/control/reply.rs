@@ -7,7 +7,7 @@ use crate::config::SUPPORTED_ACTIONS;
 use crate::counters::Counter;
 use affinity_api::{
     encode_action_list, ActionList, AffinityEntry, AffinityIdentifier, AffinityRef, Capabilities,
-    DenyReason, MessageType, Segment,
+    DenyReason, MessageBuilder, MessageType, Segment,
 };
 
 impl Agent {
@@ -36,15 +36,14 @@ impl Agent {
         } else {
             &[]
         };
-        out.replies.push((
-            inc.from,
-            self.build_deny(
-                reason,
-                listed,
-                e.and_then(|e| e.identifier),
-                e.map(|e| e.affinity),
-            ),
-        ));
+        let deny = self.deny_message(
+            inc.authenticated,
+            reason,
+            listed,
+            e.and_then(|e| e.identifier),
+            e.map(|e| e.affinity),
+        );
+        out.replies.push((inc.from, deny));
     }
 
     /// An affinity update-deny (the encoded message; empty if it could not
@@ -58,7 +57,26 @@ impl Agent {
         id: Option<AffinityIdentifier>,
         affinity: Option<AffinityRef>,
     ) -> Vec<u8> {
-        let mut b = self.builder(MessageType::AffinityUpdateDeny);
+        self.deny_message(true, reason, unsupported, id, affinity)
+    }
+
+    /// [`Agent::build_deny`], with identity info only when `identify`
+    /// (the answer to an unauthenticated message goes without: its
+    /// sender learns nothing it needs from it, and it keeps the deny
+    /// smaller than what it answers).
+    pub(super) fn deny_message(
+        &self,
+        identify: bool,
+        reason: DenyReason,
+        unsupported: &[u16],
+        id: Option<AffinityIdentifier>,
+        affinity: Option<AffinityRef>,
+    ) -> Vec<u8> {
+        let mut b = if identify {
+            self.builder(MessageType::AffinityUpdateDeny)
+        } else {
+            self.bare_builder(MessageType::AffinityUpdateDeny)
+        };
         b.push(Segment::DenyReason(reason));
         let entries: Vec<(u16, bool)> = unsupported.iter().map(|&t| (t, true)).collect();
         let raw = encode_action_list(&entries);
@@ -74,6 +92,27 @@ impl Agent {
             None => &mut b,
         };
         b.finish().unwrap_or_default()
+    }
+
+    /// The answer to a manager's return-routability challenge: a keepalive
+    /// carrying `cookie` (the challenge's manager interest data) unchanged,
+    /// signed when the agent signs, without identity info, so it is no
+    /// larger than the challenge (the encoded message; empty if it could
+    /// not be built).
+    pub fn build_echo(&self, cookie: &[u8]) -> Vec<u8> {
+        let mut b = self.bare_builder(MessageType::Keepalive);
+        b.push(Segment::SmInterestData(cookie));
+        b.finish().unwrap_or_default()
+    }
+
+    /// A message of type `t` with the next sequence number, signed when
+    /// the agent signs, without identity info.
+    fn bare_builder(&self, t: MessageType) -> MessageBuilder {
+        let seq = self.next_sequence();
+        match &self.published.load().signing_key {
+            Some(k) => MessageBuilder::signed(t, seq, k),
+            None => MessageBuilder::new(t, seq),
+        }
     }
 
     /// An agent hello announcing capabilities (the encoded message).

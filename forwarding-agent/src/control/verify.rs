@@ -41,14 +41,16 @@ impl Agent {
             let known = st.managers.iter_mut().find(|m| m.address == *from.ip());
             let window = known.map(|m| &mut m.replay);
             let now = now_ns / 1_000_000_000;
+            let require = self.auth().require;
             if verify_unparsed_ok(&self.auth(), now, bytes, h.sequence, window) {
                 let deny = DenyReason {
                     denied_type: seg_type & !REQUIRED_FLAG,
                     code: DenyReason::UNKNOWN_REQUIRED_SEGMENT,
                     denied_sequence: h.sequence,
                 };
-                out.replies
-                    .push((from, self.build_deny(deny, &[], None, None)));
+                // Identity info only when the digest was checked.
+                let m = self.deny_message(require, deny, &[], None, None);
+                out.replies.push((from, m));
                 st.counters.inc(Counter::DenySent);
             }
         }

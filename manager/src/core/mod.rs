@@ -33,6 +33,7 @@ mod operator;
 mod placement;
 mod receive;
 mod reports;
+mod routability;
 mod services;
 mod stats;
 mod timers;
@@ -143,6 +144,9 @@ pub struct ManagerCore {
     /// The latest time the core was given (ns): for events that come
     /// without one ([`Self::health`]).
     clock: u64,
+    /// Addresses that showed they receive what is sent to them, and punts
+    /// waiting for that (open mode: `routability.rs`).
+    routability: routability::Routability,
 }
 
 /// The 5-tuple and TCP flags (FIN..URG, else 0) of the IPv4 packet an
@@ -172,6 +176,7 @@ impl ManagerCore {
             last_auth_log: 0,
             last_deny_log: 0,
             clock: now,
+            routability: Default::default(),
             cfg,
         }
     }
@@ -255,6 +260,11 @@ impl ManagerCore {
             tables: [
                 ("agents", self.agents.len(), MAX_PEERS),
                 ("replay-windows", self.replay.len(), MAX_PEERS),
+                (
+                    "validated-agents",
+                    self.routability.validated.len(),
+                    MAX_PEERS,
+                ),
             ],
         }
     }

@@ -96,6 +96,21 @@ impl ManagerCore {
                 }
             }
         }
+        // Open mode: an address not shown to receive what is sent to it
+        // gets a challenge no larger than its message instead of a full
+        // answer (return routability, `routability.rs`).
+        let answers_full = signed || self.routable(now, from);
+        if !answers_full
+            && matches!(
+                msg.msg_type(),
+                MessageType::InterestMatchWildcard
+                    | MessageType::InterestMatchFixed
+                    | MessageType::IpPacketOnly
+            )
+        {
+            self.challenge_for(now, from, bytes, &mut out);
+            return out;
+        }
         match msg.msg_type() {
             MessageType::InterestMatchWildcard | MessageType::InterestMatchFixed => {
                 self.count("rx-interest-match");
@@ -149,8 +164,22 @@ impl ManagerCore {
                 self.on_hello(from, &msg);
                 self.resync_agent(now, from, signed, &mut out);
             }
-            MessageType::Keepalive => self.count("rx-hello"),
+            MessageType::Keepalive => match msg.sm_interest_data() {
+                Some(cookie) => self.on_cookie(now, from, cookie, &mut out),
+                None => self.count("rx-hello"),
+            },
             _ => self.count("rx-unexpected-type"),
+        }
+        // Whatever else an unauthenticated message drew to its claimed
+        // source (e.g. deletions resent for an activity report) goes only
+        // if it is no larger than the message: never an amplifier.
+        if !signed && !self.routable(now, from) {
+            let to_sender = |o: &Outgoing| o.0.ip() == from.ip();
+            let sent: usize = out.iter().filter(|o| to_sender(o)).map(|o| o.1.len()).sum();
+            if sent > bytes.len() {
+                out.retain(|o| !to_sender(o));
+                self.count("answers-larger-than-request-dropped");
+            }
         }
         out
     }

@@ -20,6 +20,7 @@ impl ManagerCore {
             self.last_wildcards = now;
             self.agents
                 .retain(|_, a| now.saturating_sub(a.last_heard) < AGENT_EXPIRY);
+            self.routability_tick(now, &mut out);
             self.next_wildcards = now + (ttl as u64 * SEC / 3).max(MIN_WILDCARD_REFRESH);
         }
         for f in self.flows.take_due(now) {

@@ -239,6 +239,17 @@ pub unsafe extern "C" fn affinity_rs_init(cfg: *const sys::affinity_config_t) ->
             ..Default::default()
         };
         let agent = Agent::new(config);
+        // `warm-up-ms` (~0: not given), started before the hellos go out:
+        // their answers end it (as the host agent does).
+        let warm_up_ms = match c.warm_up_ms {
+            u32::MAX => affinity_forwarding_agent::DEFAULT_WARM_UP_MS,
+            ms => u64::from(ms),
+        };
+        let managers: Vec<Ipv4Addr> = c.managers[..(c.n_managers as usize).min(8)]
+            .iter()
+            .map(|m| Ipv4Addr::from(u32::from_be(*m)))
+            .collect();
+        agent.start_warm_up(ns(c.start_time), warm_up_ms, &managers);
         let n = c.n_threads.max(1) as usize;
         let state = State {
             workers: (0..n)

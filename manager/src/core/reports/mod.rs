@@ -29,9 +29,10 @@ pub(super) struct Report<'a> {
     pub by_state: Vec<(&'static str, usize)>,
     pub agents: &'a BTreeMap<SocketAddrV4, AgentSeen>,
     pub counters: &'a BTreeMap<&'static str, u64>,
-    /// Bounded tables: (name, entries, capacity) — agents heard from and
-    /// replay windows (peers), each at most `MAX_PEERS`.
-    pub tables: [(&'static str, usize, usize); 2],
+    /// Bounded tables: (name, entries, capacity) — agents heard from,
+    /// replay windows (peers) and addresses validated by a returned cookie
+    /// (open mode), each at most `MAX_PEERS`.
+    pub tables: [(&'static str, usize, usize); 3],
 }
 
 impl Report<'_> {
@@ -549,6 +550,7 @@ mod tests {
             include_str!("../services.rs"),
             include_str!("../messages.rs"),
             include_str!("../stats.rs"),
+            include_str!("../routability.rs"),
         ];
         for src in sources {
             for pattern in ["count(\"", "counters.entry(\""] {
