@@ -6,6 +6,11 @@
 #   pg_vpp_start NAME HEAP BUFFERS STATSEG "PLUGIN.so ..." "AFFINITY SECTION" ["UNIX EXTRA"] ["CPU SECTION"]
 #   pg_vpp_cli < lines     one vppctl command per line, output on stdout
 #   V ARGS...              one vppctl command
+# Optional, in the environment: PG_PLUGIN_DIR (where affinity_plugin.so is,
+# default target/vpp-plugins: A/B runs of two builds), PG_RT (run VPP
+# SCHED_FIFO at this priority: a busy host cannot preempt it mid-frame,
+# which VPP's clocks would count), PG_NICE (nice value), PG_ONLINE_CPUS
+# (below).
 P=${VPP_PREFIX:-/opt/vpp}
 
 V() { "$P/bin/vppctl" -s "$PG_DIR/cli.sock" "$@" | tr -d '\r'; }
@@ -28,7 +33,7 @@ socksvr { socket-name $PG_DIR/api.sock }
 memory { main-heap-size $heap main-heap-page-size 4k }
 buffers { buffers-per-numa $buffers page-size 4k }
 statseg { size $statseg page-size 4k socket-name $PG_DIR/stats.sock }
-plugins { path $P/lib/x86_64-linux-gnu/vpp_plugins:$PWD/target/vpp-plugins
+plugins { path $P/lib/x86_64-linux-gnu/vpp_plugins:${PG_PLUGIN_DIR:-$PWD/target/vpp-plugins}
   plugin default { disable }$plugins plugin affinity_plugin.so { enable } }
 affinity { $6 }
 cpu { ${8:-} }
@@ -43,9 +48,9 @@ CONF
         # core (cpu modulo the host's count), so threads share cores.
         echo "$PG_ONLINE_CPUS" >"$PG_DIR/online"
         cc -O2 -shared -fPIC -o "$PG_DIR/cpuwrap.so" test/vpp-cpu-wrap.c -ldl || return 1
-        PG_REAL_CPUS=$(nproc) LD_PRELOAD="$PG_DIR/cpuwrap.so" ip netns exec "$PG_NS" sh -c 'mount --bind "$1/online" /sys/devices/system/cpu/online && exec "$2/bin/vpp" -c "$1/startup.conf"' sh "$PG_DIR" "$P" >"$PG_DIR/out.log" 2>&1 &
+        PG_REAL_CPUS=$(nproc) LD_PRELOAD="$PG_DIR/cpuwrap.so" ip netns exec "$PG_NS" ${PG_NICE:+nice -n "$PG_NICE"} sh -c 'mount --bind "$1/online" /sys/devices/system/cpu/online && exec "$2/bin/vpp" -c "$1/startup.conf"' sh "$PG_DIR" "$P" >"$PG_DIR/out.log" 2>&1 &
     else
-        ip netns exec "$PG_NS" "$P/bin/vpp" -c "$PG_DIR/startup.conf" >"$PG_DIR/out.log" 2>&1 &
+        ip netns exec "$PG_NS" ${PG_RT:+chrt -f "$PG_RT"} ${PG_NICE:+nice -n "$PG_NICE"} "$P/bin/vpp" -c "$PG_DIR/startup.conf" >"$PG_DIR/out.log" 2>&1 &
     fi
     PG_PID=$!
     for _ in $(seq 50); do "$P/bin/vppctl" -s "$PG_DIR/cli.sock" show version >/dev/null 2>&1 && return; sleep 0.2; done
