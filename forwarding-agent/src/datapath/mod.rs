@@ -23,7 +23,7 @@
 //! batch first 123 ns per packet; one packet ahead, far worse; groups of
 //! 16, one group ahead, 93–98 ns (the first group's prefetch goes out
 //! during parsing); groups of 8 since, with both lines prefetched
-//! ([`GROUP`]). Packets are rewritten in place; punts are written into
+//! (`GROUP`). Packets are rewritten in place; punts are written into
 //! the packet's own headroom.
 //!
 //! What a worker reads from the control side: the wildcard set and
