@@ -29,7 +29,11 @@
 # lb's sticky table is sized for the flows (lb conf buckets-log2 20: 1 M
 # buckets of 4 entries, 64 MiB per thread), as lb needs to keep each flow
 # on its application server; with the default 1024 buckets it forgets
-# nearly every flow and the node costs ~45 clocks, a table in L1.
+# nearly every flow and the node costs ~45 clocks, a table in L1. lb's
+# table lives in VPP's main heap, on 4 KiB pages here (the lab's setting,
+# no hugepages reserved); ours is advised for transparent huge pages
+# (forwarding-agent/src/huge_pages.rs). With a hugepage main heap lb's
+# figure would be lower, its TLB misses gone.
 set -u
 cd "$(dirname "$0")/.."
 P=${VPP_PREFIX:-/opt/vpp}
