@@ -135,6 +135,8 @@ uninstall: ## Remove what `make install` installed (configs in SYSCONFDIR are ke
 bench: ## Benchmarks; ends with one `name value unit` line per figure
 	@rm -f target/bench-figures.txt
 	$(CARGO) bench --workspace
+	@# With VPP found: the plugin built, then our node next to lb and nat44-ed.
+	@$(MAKE) --no-print-directory plugin
 	@test/vpp-runtime-bench.sh | tee -a target/bench-figures.txt
 	@echo "== figures =="; cat target/bench-figures.txt 2>/dev/null || echo "no figures recorded"
 

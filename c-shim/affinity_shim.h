@@ -90,7 +90,8 @@ typedef struct affinity_trace
   affinity_tuple_t after;   /* as it leaves (a punt: agent -> manager) */
 } affinity_trace_t;
 
-/* One packet of a frame, filled by C, completed by Rust. */
+/* One packet of a frame: C fills the inputs, Rust writes every output
+   (whatever it decides, also before init and after a panic). */
 typedef struct affinity_pkt
 {
   /* inputs (C) */

@@ -22,7 +22,8 @@
 //! misses. Measured at 16 M flows (home line only): prefetching the whole
 //! batch first 123 ns per packet; one packet ahead, far worse; groups of
 //! 16, one group ahead, 93–98 ns (the first group's prefetch goes out
-//! during parsing). Packets are rewritten in place; punts are written into
+//! during parsing); groups of 8 since, with both lines prefetched
+//! (`GROUP`). Packets are rewritten in place; punts are written into
 //! the packet's own headroom.
 //!
 //! What a worker reads from the control side: the wildcard set and
@@ -55,9 +56,14 @@ use std::sync::Arc;
 pub const BATCH: usize = 256;
 
 /// Packets whose fixed-table lines are prefetched together, one group
-/// ahead of the group being processed (8: 8 % slower at 16 M flows, 32:
-/// 3 %; see the module comment).
-const GROUP: usize = 16;
+/// ahead of the group being processed (see the module comment). 8, not
+/// 16: a group's 2 x 16 prefetches at once outnumber the core's L1 miss
+/// buffers and stall it (perf: the samples sit on the prefetch and on the
+/// key load). Measured alternately, same sitting: the datapath bench 1 M
+/// flows 113-115 -> 92-95 ns/packet, 16 M 116-119 -> 111-115 (4: 90-92 at
+/// 1 M but 123 at 16 M); the VPP node at 1.18 M flows 299-320 -> 248-285
+/// clocks/packet (test/vpp-runtime-bench.sh).
+const GROUP: usize = 8;
 
 /// A packet in a buffer: the IPv4 packet is `buf[start..start + len]`;
 /// `buf[..start]` is headroom the agent may write a punt header into.

@@ -8,7 +8,8 @@
 //! Nothing is allocated per frame: the packet and disposition vectors are
 //! the thread's, reused (see [`recycle`]).
 
-use super::{control_source, flush, ns, send_released, send_udp, sys, IP_ID, STATE};
+use super::send::{control_source, flush, send_released, send_udp};
+use super::{ns, sys, IP_ID, STATE};
 use affinity_forwarding_agent::counters::N_COUNTERS;
 use affinity_forwarding_agent::wire::{self, IPV4_UDP_HEADER_LEN};
 use affinity_forwarding_agent::{Counter, Decision, Disposition, Matched, PacketBuf, Worker};
@@ -124,8 +125,12 @@ pub unsafe extern "C" fn affinity_rs_process(
     // SAFETY: `n` initialised descriptors, by this function's contract.
     let descs = unsafe { std::slice::from_raw_parts_mut(pkts, n as usize) };
     // Before init nothing is decided: every packet passes.
-    let Some(st) = STATE.get() else { return };
+    let Some(st) = STATE.get() else {
+        descs.iter_mut().for_each(pass);
+        return;
+    };
     let Some(thread) = st.workers.get(thread_index as usize) else {
+        descs.iter_mut().for_each(pass);
         return;
     };
     let r = catch_unwind(AssertUnwindSafe(|| {
@@ -138,14 +143,23 @@ pub unsafe extern "C" fn affinity_rs_process(
         // A bug must not take the router down: drop this frame's packets,
         // under their own reason.
         for d in descs.iter_mut() {
+            pass(d);
             d.next = sys::AFFINITY_NEXT_DROP as u16;
             d.error = Counter::DropInternalError as u16;
-            d.advance = 0;
         }
         counts.fill(0);
         st.shim_counters
             .add(Counter::DropInternalError, u64::from(n));
     }
+}
+
+/// Writes a pass into `d`'s outputs: on along the feature arc, unchanged.
+fn pass(d: &mut sys::affinity_pkt_t) {
+    d.next = sys::AFFINITY_NEXT_FEATURE as u16;
+    d.error = 0;
+    d.advance = 0;
+    d.new_len = d.len;
+    d.forward_address = 0;
 }
 
 /// [`affinity_rs_process`] once the state is found.
@@ -193,12 +207,19 @@ unsafe fn process(
     // Packets sent to error-drop, per counter: error-drop counts them.
     let mut dropped = [0u32; N_COUNTERS];
     for (i, (d, p)) in descs.iter_mut().zip(bufs.iter_mut()).enumerate() {
-        // A pass or forward leaves with the core's length: it may have
-        // rewritten the packet in place to another size (the SYN proxy's
-        // SYN-ACK). Punts set their own below.
+        // Every output is written here (C leaves them unset). A pass or
+        // forward leaves with the core's length: it may have rewritten the
+        // packet in place to another size (the SYN proxy's SYN-ACK). Punts
+        // set their own below.
         d.new_len = p.len as u32;
+        d.advance = 0;
+        d.forward_address = 0;
         let verdict = match ts.out[i] {
-            Disposition::Pass => sys::AFFINITY_VERDICT_PASS,
+            Disposition::Pass => {
+                d.next = sys::AFFINITY_NEXT_FEATURE as u16;
+                d.error = 0;
+                sys::AFFINITY_VERDICT_PASS
+            }
             Disposition::Forward(to) => {
                 d.next = sys::AFFINITY_NEXT_LOAD_BALANCE as u16;
                 d.forward_address = u32::from(to).to_be();
