@@ -608,3 +608,36 @@ fn ten_thousand_spoofed_syns_at_the_syn_proxy_punt_nothing_and_install_nothing()
     assert_eq!(a.fixed_count(2 * SEC), 0);
     assert_eq!(a.held_packets(), 0);
 }
+
+/// The actions bits of the capabilities segment in `hello`.
+fn hello_actions(hello: &[u8]) -> Option<u32> {
+    let m = ServiceMessage::parse(hello).ok()?;
+    assert_eq!(m.msg_type(), MessageType::AgentHello);
+    m.segments().find_map(|(s, _)| match s {
+        affinity_api::Segment::Capabilities(c) => Some(c.actions),
+        _ => None,
+    })
+}
+
+#[test]
+fn the_hello_lists_the_admission_action_with_the_seed_actions() {
+    use affinity_api::seg;
+    let (a, _) = agent();
+    let bit = |t: u16| 1u32 << t;
+    // Bits 10-14 (NAT, advertise, sequence adjust, interest, action list)
+    // and 20 (admission): PROTOCOL.md, segment 17.
+    assert_eq!(hello_actions(&a.build_hello()), Some(0x0010_7c00));
+    assert_ne!(
+        hello_actions(&a.build_hello()).unwrap_or(0) & bit(seg::ADMISSION_ACTION),
+        0
+    );
+    // A disabled action leaves the list; admission stays.
+    let b = Agent::new(AgentConfig {
+        disabled_actions: vec![seg::NAT_ACTION],
+        ..AgentConfig::default()
+    });
+    assert_eq!(
+        hello_actions(&b.build_hello()),
+        Some(0x0010_7c00 & !bit(seg::NAT_ACTION))
+    );
+}

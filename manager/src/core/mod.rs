@@ -113,6 +113,7 @@ fn action_name(t: u16) -> &'static str {
         seg::ADVERTISE_ACTION => "advertise",
         seg::SEQ_ADJUST_ACTION => "seq-adjust",
         seg::INTEREST_CRITERIA_ACTION => "interest",
+        seg::ADMISSION_ACTION => "admission",
         _ => "unknown action",
     }
 }
