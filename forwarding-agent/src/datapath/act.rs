@@ -71,6 +71,19 @@ impl Worker {
                 }
             }
         }
+        // A client packet of a SYN-proxied flow whose backend has not
+        // answered yet: dropped (the client retransmits; the kept ACK goes
+        // first once spliced). The lock is taken only while a connection
+        // is pending, and never for SYNs (the backend SYN takes this path).
+        if hit.wildcard.is_none()
+            && hit.info.key.protocol == wire::TCP
+            && hit.info.tcp_flags & wire::tcp::flags::SYN == 0
+            && ctx.agent.splice.any_pending()
+            && ctx.agent.splice.is_pending(&hit.info.key)
+        {
+            self.counters.inc(Counter::SynProxyEarlyData);
+            return Disposition::Drop(Counter::SynProxyEarlyData);
+        }
         // Rewrite.
         let mut info = *hit.info;
         let partial = p.l4_partial;

@@ -69,6 +69,12 @@ impl SpliceTable {
         self.pending_n.load(std::sync::atomic::Ordering::Relaxed) != 0
     }
 
+    /// Whether client flow `key` (client → VIP) waits for its backend's
+    /// SYN-ACK (takes the lock: callers check [`Self::any_pending`] first).
+    pub fn is_pending(&self, key: &affinity_api::AffinityKey) -> bool {
+        self.pending.lock().contains_key(key)
+    }
+
     /// Takes the pending connection of client flow `key`, if live.
     pub fn take_pending(&self, key: &affinity_api::AffinityKey, now_ns: u64) -> Option<Pending> {
         let mut m = self.pending.lock();
