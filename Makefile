@@ -132,10 +132,11 @@ uninstall: ## Remove what `make install` installed (configs in SYSCONFDIR are ke
 	rm -rf $(DESTDIR)$(PREFIX)/share/doc/affinity
 	@echo "uninstall: done (kept $(DESTDIR)$(SYSCONFDIR)/affinity/manager.toml and $(DESTDIR)$(SYSCONFDIR)/default/affinity-agent if present)"
 
-bench: ## Benchmarks; ends with one `name value unit` line per figure
+bench: ## Benchmarks (cargo benches, VPP runtime where found, the lab SYN flood as root); ends with one `name value unit` line per figure
 	@rm -f target/bench-figures.txt
 	$(CARGO) bench --workspace
 	@test/vpp-runtime-bench.sh | tee -a target/bench-figures.txt
+	@test/flood-bench.sh | tee -a target/bench-figures.txt
 	@echo "== figures =="; cat target/bench-figures.txt 2>/dev/null || echo "no figures recorded"
 
 fuzz: ## Run each fuzz target for FUZZ_SECONDS (needs cargo-fuzz; installed if missing)
