@@ -14,6 +14,10 @@
 #   manager  aff-m1, services web :80 and echo :9000 with syn_proxy = true
 #   backends aff-b1..b3 (all routed back through agent 1: the SYN proxy
 #            needs a connection's answers back at the agent that proxied it)
+#   compare  then, for COMPARE_SECS s (0 = skipped), the same flood with
+#            syn_proxy off (a reload): the SYNs reach the manager within the
+#            agent's punt budget and the manager's own bounds take over
+#            (max_half_open_flows = HALF_OPEN, the receive queue)
 #
 # Reuses test/lab.sh: its per-run namespace prefix, record and teardown
 # (only what this run created is removed). Needs root, ip netns and
@@ -25,6 +29,8 @@ FLOOD_SECS=${FLOOD_SECS:-30}
 LEGIT_RATE=${LEGIT_RATE:-20}
 BASE_SECS=${BASE_SECS:-10}
 HELD=${HELD:-4}
+COMPARE_SECS=${COMPARE_SECS:-10}
+HALF_OPEN=${HALF_OPEN:-20000}
 log() { echo "flood-bench: $*" >&2; }
 if [ "$(id -u)" != 0 ] || ! ip netns list >/dev/null 2>&1 || [ ! -c /dev/net/tun ]; then
     log "skipped, needs root, network namespaces (ip netns) and /dev/net/tun"
@@ -82,6 +88,7 @@ name = "manager-1"
 control_socket = "$LAB_DIR/m1.sock"
 wildcard_ttl = 3
 fixed_ttl = 12
+max_half_open_flows = $HALF_OPEN
 
 [agents]
 multicast_group = "239.255.16.37"
@@ -213,3 +220,31 @@ echo "flood_legit_attempts ${attempts:-0} connections"
 echo "baseline_legit_success $(pct "$base_ok" "$base_attempts") %"
 echo "flood_established_held ${held_n:-0} connections"
 echo "flood_established_survived ${held_ok:-0} connections"
+
+# Without the SYN proxy: the same flood, for comparison.
+[ "$COMPARE_SECS" -gt 0 ] || exit 0
+sed -i 's/^syn_proxy = true$/syn_proxy = false/' "$M1"
+kill -HUP "$MGR_PID"
+wait_for 10 grep -q "configuration reloaded" "$LAB_DIR/m1.log" || { log "manager did not reload"; exit 1; }
+sleep 2
+rx0=$(mgr_counter rx-interest-match); created0=$(mgr_counter flows-created)
+refused0=$(mgr_counter half-open-limit-refused); qdrop0=$(mgr_counter rx-queue-dropped)
+admit0=$(agent_counter punt-admission-drop-new-flow); fixed0=$(fixed_count)
+log "compare: $FLOOD_RATE spoofed SYNs/s for $COMPARE_SECS s with syn_proxy off (max_half_open_flows $HALF_OPEN)"
+c0=$(cpu_ticks $MGR_PID); t0=$(now_ms)
+cmp_out=$(traffic c1 syn $VIP 80 "$FLOOD_RATE" "$COMPARE_SECS")
+sleep 1
+c1=$(cpu_ticks $MGR_PID); t1=$(now_ms)
+rx1=$(mgr_counter rx-interest-match); created1=$(mgr_counter flows-created)
+refused1=$(mgr_counter half-open-limit-refused); qdrop1=$(mgr_counter rx-queue-dropped)
+admit1=$(agent_counter punt-admission-drop-new-flow); fixed1=$(fixed_count)
+log "compare: generator $cmp_out"
+echo "noproxy_syn_rate_achieved $(num "$cmp_out" rate) syn/s"
+echo "noproxy_agent_admission_dropped $((${admit1:-0} - ${admit0:-0})) syns"
+echo "noproxy_manager_interest_matches $((rx1 - rx0)) messages"
+echo "noproxy_manager_flows_created $((created1 - created0)) flows"
+echo "noproxy_manager_half_open_refused $((refused1 - refused0)) syns"
+echo "noproxy_manager_rx_queue_dropped $((qdrop1 - qdrop0)) datagrams"
+echo "noproxy_manager_cpu $(cpu_pct $((c1 - c0)) $((t1 - t0))) %core"
+echo "noproxy_agent_fixed_before $fixed0 entries"
+echo "noproxy_agent_fixed_after $fixed1 entries"
