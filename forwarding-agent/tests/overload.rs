@@ -656,8 +656,9 @@ fn syn_proxy_keeps_the_clients_first_data_from_the_backend_until_the_splice() {
     let (cookie, tsval) = handshake_syn(&a, &mut w, SEC, cport);
     let ack = cookie_ack(cport, cookie, tsval);
     // The client's request right behind its ACK, with the same valid
-    // cookie: only the pure ACK proves (PROTOCOL.md), so the manager hears
-    // of the connection once.
+    // cookie: it proves the connection too (as with SYNPROXY: were the ACK
+    // lost, it would be all that comes), so both reach the manager before
+    // its first answer is back.
     let opts = TcpOptions {
         timestamps: Some((12346, tsval)),
         ..TcpOptions::default()
@@ -674,32 +675,41 @@ fn syn_proxy_keeps_the_clients_first_data_from_the_backend_until_the_splice() {
         &opts,
         b"GET / HTTP/1.0\r\n\r\n",
     );
-    let (d, buf) = run(&mut w, SEC, &ack);
-    let Disposition::Punt { start, .. } = d else {
-        panic!("{d:?}")
-    };
-    assert_eq!(
-        run(&mut w, SEC, &req).0,
-        Disposition::Drop(Counter::SynProxyBadCookie)
-    );
-    assert_eq!(a.counter(Counter::SynProxyProved), 1);
-    let msg = ServiceMessage::parse(&buf[start..]).unwrap();
-    let echo = msg.fa_interest_data().unwrap().to_vec();
+    let mut echoes = Vec::new();
+    for p in [&ack, &req] {
+        let (d, buf) = run(&mut w, SEC, p);
+        let Disposition::Punt { start, .. } = d else {
+            panic!("{d:?}")
+        };
+        let msg = ServiceMessage::parse(&buf[start..]).unwrap();
+        echoes.push(msg.fa_interest_data().unwrap().to_vec());
+    }
+    assert_eq!(a.counter(Counter::SynProxyProved), 2);
+    // The answer to the ACK: kept, the backend SYN goes out.
     let out = a.handle_control(
         SEC,
         from(MGR),
-        &flow_msg(MGR, 3, cport, 30, Some(&echo), Some(&ack)),
+        &flow_msg(MGR, 3, cport, 30, Some(&echoes[0]), Some(&ack)),
     );
     assert_eq!(out.returned.len(), 1, "the backend SYN");
-    // The fixed affinity is in place, the backend has not answered: the
-    // request (a retransmission) would reach it with an acknowledgment in
-    // the cookie's space and draw a reset. Dropped; the client sends it
-    // again.
+    // The answer to the request: the connection is pending, its SYN out;
+    // no second SYN, the request is dropped (the client sends it again).
+    let out = a.handle_control(
+        SEC,
+        from(MGR),
+        &flow_msg(MGR, 4, cport, 30, Some(&echoes[1]), Some(&req)),
+    );
+    assert!(out.returned.is_empty(), "{:?}", out.returned.len());
+    assert_eq!(a.counter(Counter::SynProxyBackendSyn), 1);
+    assert_eq!(a.counter(Counter::SynProxyEarlyData), 1);
+    // Its retransmission on the fixed affinity, the backend not yet
+    // answered: it would reach the backend with an acknowledgment in the
+    // cookie's space and draw a reset. Dropped too.
     assert_eq!(
         run(&mut w, SEC, &req).0,
         Disposition::Drop(Counter::SynProxyEarlyData)
     );
-    assert_eq!(a.counter(Counter::SynProxyEarlyData), 1);
+    assert_eq!(a.counter(Counter::SynProxyEarlyData), 2);
     let synack = tcp_opts(
         BACKEND,
         8080,
@@ -724,5 +734,15 @@ fn syn_proxy_keeps_the_clients_first_data_from_the_backend_until_the_splice() {
     let info = wire::parse_ipv4(out_req).unwrap();
     assert_eq!((info.key.dst_addr, info.key.dst_port), (BACKEND, 8080));
     assert_eq!(seq_ack(out_req), (1001, 0x1234_5679));
-    assert_eq!(a.counter(Counter::SynProxyEarlyData), 1);
+    // A late answer to a second proof, after the splice: the packet goes
+    // on as returned, through the adjusted flow; no new SYN.
+    let out = a.handle_control(
+        SEC,
+        from(MGR),
+        &flow_msg(MGR, 5, cport, 30, Some(&echoes[1]), Some(&req)),
+    );
+    assert_eq!(out.returned.len(), 1);
+    assert_eq!(out.returned[0].packet, req);
+    assert_eq!(a.counter(Counter::SynProxyBackendSyn), 1);
+    assert_eq!(a.counter(Counter::SynProxyEarlyData), 2);
 }

@@ -418,9 +418,10 @@ pub fn answer_syn(
 
 /// Checks the client's ACK in `pkt`: a valid cookie gives the proxied
 /// connection's state (the options decoded from the cookie and, with
-/// timestamps, from the TSecr). Only a pure ACK proves (PROTOCOL.md,
-/// segment 20): the client's first data, sent right behind it, would
-/// otherwise prove the same connection again and reach the manager twice.
+/// timestamps, from the TSecr). Data may ride on it, as SYNPROXY accepts:
+/// when the pure ACK is lost, the client's data is all that comes (a second
+/// proof of a connection already proved is settled in the control path,
+/// `Agent::syn_proxy_update`).
 pub fn prove_ack(
     pkt: &[u8],
     info: &wire::PacketInfo,
@@ -429,9 +430,6 @@ pub fn prove_ack(
 ) -> Option<SynProxyState> {
     let l4 = pkt.get(info.l4_offset..info.total_len)?;
     let doff = tcp::header_len(*l4.get(tcp::field::DATA_OFF)?);
-    if l4.len() > doff {
-        return None;
-    }
     let seq = get_u32(l4, tcp::field::SEQ_NUM);
     let cookie = get_u32(l4, tcp::field::ACK_NUM).wrapping_sub(1);
     let k = info.key;
