@@ -746,3 +746,42 @@ fn syn_proxy_keeps_the_clients_first_data_from_the_backend_until_the_splice() {
     assert_eq!(a.counter(Counter::SynProxyBackendSyn), 1);
     assert_eq!(a.counter(Counter::SynProxyEarlyData), 2);
 }
+
+#[test]
+fn a_proved_flow_is_held_back_before_the_control_path_makes_it_pending() {
+    let (a, mut w) = agent();
+    install(&a, Some(proxied_admission()));
+    let out = a.handle_control(
+        0,
+        from(MGR),
+        &wildcard_msg(MGR, 2, &[Wc::from_backends(11)], None),
+    );
+    assert!(out.replies.is_empty());
+    let cport = 40000;
+    let (cookie, tsval) = handshake_syn(&a, &mut w, SEC, cport);
+    let ack = cookie_ack(cport, cookie, tsval);
+    assert!(matches!(run(&mut w, SEC, &ack).0, Disposition::Punt { .. }));
+    // The flow's fixed affinity alone, as a worker can see it between the
+    // control thread installing the manager's answer and making the flow
+    // pending: the client's request must not reach the backend yet.
+    let out = a.handle_control(SEC, from(MGR), &flow_msg(MGR, 3, cport, 30, None, None));
+    assert!(out.replies.is_empty(), "{:?}", out.replies);
+    let req = build::tcp(
+        CLIENT,
+        cport,
+        VIP,
+        80,
+        build::TCP_ACK | build::TCP_PSH,
+        1001,
+        cookie.wrapping_add(1),
+        b"GET /",
+    );
+    assert_eq!(
+        run(&mut w, SEC, &req).0,
+        Disposition::Drop(Counter::SynProxyEarlyData)
+    );
+    // Never spliced: forgotten after the pending time (10 s).
+    let later = SEC + affinity_forwarding_agent::synproxy::PENDING_NS + 1;
+    assert_eq!(run(&mut w, later, &req).0, Disposition::Pass);
+    assert_eq!(a.counter(Counter::SynProxyEarlyData), 1);
+}
