@@ -71,6 +71,21 @@ impl SpliceTable {
             .store(m.len(), std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Forgets the proved and pending flows past their deadline at
+    /// `now_ns` (a manager that never answered, a backend that never did),
+    /// so workers stop taking the lock for them (`Agent::tick`).
+    pub fn expire(&self, now_ns: u64) {
+        let mut m = self.pending.lock();
+        m.retain(|_, v| v.deadline_ns > now_ns);
+        self.pending_n
+            .store(m.len(), std::sync::atomic::Ordering::Relaxed);
+        drop(m);
+        let mut m = self.proved.lock();
+        m.retain(|_, d| *d > now_ns);
+        self.proved_n
+            .store(m.len(), std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Whether client flow `key` proved and is not spliced yet at `now_ns`:
     /// its packets are held back from the backend. No lock while nothing
     /// is noted.
