@@ -132,12 +132,13 @@ uninstall: ## Remove what `make install` installed (configs in SYSCONFDIR are ke
 	rm -rf $(DESTDIR)$(PREFIX)/share/doc/affinity
 	@echo "uninstall: done (kept $(DESTDIR)$(SYSCONFDIR)/affinity/manager.toml and $(DESTDIR)$(SYSCONFDIR)/default/affinity-agent if present)"
 
-bench: ## Benchmarks; ends with one `name value unit` line per figure
+bench: ## Benchmarks (cargo benches, VPP runtime where found, the lab SYN flood as root); ends with one `name value unit` line per figure
 	@rm -f target/bench-figures.txt
 	$(CARGO) bench --workspace
 	@# With VPP found: the plugin built, then our node next to lb and nat44-ed.
 	@$(MAKE) --no-print-directory plugin
 	@test/vpp-runtime-bench.sh | tee -a target/bench-figures.txt
+	@test/flood-bench.sh | tee -a target/bench-figures.txt
 	@echo "== figures =="; cat target/bench-figures.txt 2>/dev/null || echo "no figures recorded"
 
 fuzz: ## Run each fuzz target for FUZZ_SECONDS (needs cargo-fuzz; installed if missing)

@@ -135,20 +135,24 @@ impl Default for AgentConfig {
 }
 
 impl AgentConfig {
-    /// Whether this agent performs action segment type `t` (10–13): one it
+    /// Whether this agent performs action segment type `t` (10–13, 20): one it
     /// implements ([`SUPPORTED_ACTIONS`]) and the operator has not disabled.
     pub fn supports_action(&self, t: u16) -> bool {
         SUPPORTED_ACTIONS.contains(&t) && !self.disabled_actions.contains(&t)
     }
 }
 
-/// Actions this agent implements (segment types, `affinity_api::seg`).
-pub const SUPPORTED_ACTIONS: [u16; 5] = [
+/// Actions this agent implements (segment types, `affinity_api::seg`),
+/// announced as bits of its hello's capabilities (PROTOCOL.md, segment 17):
+/// the seed's four actions and action list (10-14), and the admission
+/// action (20: punt budgets and the SYN proxy, `datapath::admission`).
+pub const SUPPORTED_ACTIONS: [u16; 6] = [
     seg::NAT_ACTION,
     seg::ADVERTISE_ACTION,
     seg::SEQ_ADJUST_ACTION,
     seg::INTEREST_CRITERIA_ACTION,
     seg::ACTION_LIST,
+    seg::ADMISSION_ACTION,
 ];
 
 /// Largest key file read (bytes): `/dev/zero` must not be read until

@@ -119,6 +119,10 @@ counters! {
     SynProxyPendingFull => "syn-proxy-pending-full",
     SynProxySpliced => "syn-proxy-spliced",
     SynProxyAckNotReleased => "syn-proxy-client-ack-not-released",
+    // A client packet of a SYN-proxied flow before its splice (the
+    // backend's SYN-ACK not yet back): unadjusted, its acknowledgment is in
+    // the cookie's space and the backend would answer with a reset.
+    SynProxyEarlyData => "syn-proxy-early-data-dropped",
 }
 
 pub const N_COUNTERS: usize = Counter::ALL.len();

@@ -20,6 +20,7 @@ impl Agent {
     /// manager. Returns datagrams to send (destination, encoded message).
     pub fn tick(&self, now_ns: u64) -> Vec<(SocketAddrV4, Vec<u8>)> {
         let now = ds(now_ns);
+        self.splice.expire(now_ns);
         let mut st = self.control.lock();
         let due: Vec<u32> = st.wheel.range(..=now / 10).map(|(k, _)| *k).collect();
         for sec in due {

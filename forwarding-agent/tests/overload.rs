@@ -546,3 +546,184 @@ fn ten_thousand_spoofed_syns_at_the_syn_proxy_punt_nothing_and_install_nothing()
     assert_eq!(a.fixed_count(2 * SEC), 0);
     assert_eq!(a.held_packets(), 0);
 }
+
+/// The actions bits of the capabilities segment in `hello`.
+fn hello_actions(hello: &[u8]) -> Option<u32> {
+    let m = ServiceMessage::parse(hello).ok()?;
+    assert_eq!(m.msg_type(), MessageType::AgentHello);
+    m.segments().find_map(|(s, _)| match s {
+        affinity_api::Segment::Capabilities(c) => Some(c.actions),
+        _ => None,
+    })
+}
+
+#[test]
+fn the_hello_lists_the_admission_action_with_the_seed_actions() {
+    use affinity_api::seg;
+    let (a, _) = agent();
+    let bit = |t: u16| 1u32 << t;
+    // Bits 10-14 (NAT, advertise, sequence adjust, interest, action list)
+    // and 20 (admission): PROTOCOL.md, segment 17.
+    assert_eq!(hello_actions(&a.build_hello()), Some(0x0010_7c00));
+    assert_ne!(
+        hello_actions(&a.build_hello()).unwrap_or(0) & bit(seg::ADMISSION_ACTION),
+        0
+    );
+    // A disabled action leaves the list; admission stays.
+    let b = Agent::new(AgentConfig {
+        disabled_actions: vec![seg::NAT_ACTION],
+        ..AgentConfig::default()
+    });
+    assert_eq!(
+        hello_actions(&b.build_hello()),
+        Some(0x0010_7c00 & !bit(seg::NAT_ACTION))
+    );
+}
+
+#[test]
+fn syn_proxy_keeps_the_clients_first_data_from_the_backend_until_the_splice() {
+    let (a, mut w) = agent();
+    install(&a, Some(proxied_admission()));
+    let out = a.handle_control(
+        0,
+        from(MGR),
+        &wildcard_msg(MGR, 2, &[Wc::from_backends(11)], None),
+    );
+    assert!(out.replies.is_empty());
+    let cport = 40000;
+    let (cookie, tsval) = handshake_syn(&a, &mut w, SEC, cport);
+    let ack = cookie_ack(cport, cookie, tsval);
+    // The client's request right behind its ACK, with the same valid
+    // cookie: it proves the connection too (as with SYNPROXY: were the ACK
+    // lost, it would be all that comes), so both reach the manager before
+    // its first answer is back.
+    let opts = TcpOptions {
+        timestamps: Some((12346, tsval)),
+        ..TcpOptions::default()
+    };
+    let flags = build::TCP_ACK | build::TCP_PSH;
+    let req = with_options(
+        build::tcp(
+            CLIENT,
+            cport,
+            VIP,
+            80,
+            flags,
+            1001,
+            cookie.wrapping_add(1),
+            b"GET / HTTP/1.0\r\n\r\n",
+        ),
+        &opts,
+    );
+    let mut echoes = Vec::new();
+    for p in [&ack, &req] {
+        let (d, buf) = run(&mut w, SEC, p);
+        let Disposition::Punt { start, .. } = d else {
+            panic!("{d:?}")
+        };
+        let msg = ServiceMessage::parse(&buf[start..]).unwrap();
+        echoes.push(msg.fa_interest_data().unwrap().to_vec());
+    }
+    assert_eq!(a.counter(Counter::SynProxyProved), 2);
+    // The answer to the ACK: kept, the backend SYN goes out.
+    let out = a.handle_control(
+        SEC,
+        from(MGR),
+        &flow_msg(MGR, 3, cport, 30, Some(&echoes[0]), Some(&ack)),
+    );
+    assert_eq!(out.returned.len(), 1, "the backend SYN");
+    // The answer to the request: the connection is pending, its SYN out;
+    // no second SYN, the request is dropped (the client sends it again).
+    let out = a.handle_control(
+        SEC,
+        from(MGR),
+        &flow_msg(MGR, 4, cport, 30, Some(&echoes[1]), Some(&req)),
+    );
+    assert!(out.returned.is_empty(), "{:?}", out.returned.len());
+    assert_eq!(a.counter(Counter::SynProxyBackendSyn), 1);
+    assert_eq!(a.counter(Counter::SynProxyEarlyData), 1);
+    // Its retransmission on the fixed affinity, the backend not yet
+    // answered: it would reach the backend with an acknowledgment in the
+    // cookie's space and draw a reset. Dropped too.
+    assert_eq!(
+        run(&mut w, SEC, &req).0,
+        Disposition::Drop(Counter::SynProxyEarlyData)
+    );
+    assert_eq!(a.counter(Counter::SynProxyEarlyData), 2);
+    let synack = with_options(
+        build::tcp(
+            BACKEND,
+            8080,
+            CLIENT,
+            cport,
+            build::TCP_SYN | build::TCP_ACK,
+            0x1234_5678,
+            1001,
+            &[],
+        ),
+        &TcpOptions {
+            timestamps: Some((777, 12346)),
+            ..TcpOptions::default()
+        },
+    );
+    assert_eq!(run(&mut w, SEC, &synack).0, Disposition::Pass);
+    assert_eq!(a.counter(Counter::SynProxySpliced), 1);
+    // Spliced: the request goes to the backend, acknowledging its ISN.
+    let (d, buf) = run(&mut w, SEC, &req);
+    assert_eq!(d, Disposition::Pass);
+    let out_req = &buf[HEADROOM..HEADROOM + req.len()];
+    assert!(checksums_ok(out_req));
+    let info = wire::parse_ipv4(out_req).unwrap();
+    assert_eq!((info.key.dst_addr, info.key.dst_port), (BACKEND, 8080));
+    assert_eq!(seq_ack(out_req), (1001, 0x1234_5679));
+    // A late answer to a second proof, after the splice: the packet goes
+    // on as returned, through the adjusted flow; no new SYN.
+    let out = a.handle_control(
+        SEC,
+        from(MGR),
+        &flow_msg(MGR, 5, cport, 30, Some(&echoes[1]), Some(&req)),
+    );
+    assert_eq!(out.returned.len(), 1);
+    assert_eq!(out.returned[0].packet, req);
+    assert_eq!(a.counter(Counter::SynProxyBackendSyn), 1);
+    assert_eq!(a.counter(Counter::SynProxyEarlyData), 2);
+}
+
+#[test]
+fn a_proved_flow_is_held_back_before_the_control_path_makes_it_pending() {
+    let (a, mut w) = agent();
+    install(&a, Some(proxied_admission()));
+    let out = a.handle_control(
+        0,
+        from(MGR),
+        &wildcard_msg(MGR, 2, &[Wc::from_backends(11)], None),
+    );
+    assert!(out.replies.is_empty());
+    let cport = 40000;
+    let (cookie, tsval) = handshake_syn(&a, &mut w, SEC, cport);
+    let ack = cookie_ack(cport, cookie, tsval);
+    assert!(matches!(run(&mut w, SEC, &ack).0, Disposition::Punt { .. }));
+    // The flow's fixed affinity alone, as a worker can see it between the
+    // control thread installing the manager's answer and making the flow
+    // pending: the client's request must not reach the backend yet.
+    let out = a.handle_control(SEC, from(MGR), &flow_msg(MGR, 3, cport, 30, None, None));
+    assert!(out.replies.is_empty(), "{:?}", out.replies);
+    let req = build::tcp(
+        CLIENT,
+        cport,
+        VIP,
+        80,
+        build::TCP_ACK | build::TCP_PSH,
+        1001,
+        cookie.wrapping_add(1),
+        b"GET /",
+    );
+    assert_eq!(
+        run(&mut w, SEC, &req).0,
+        Disposition::Drop(Counter::SynProxyEarlyData)
+    );
+    // Never spliced: forgotten after the pending time (10 s).
+    let later = SEC + affinity_forwarding_agent::synproxy::PENDING_NS + 1;
+    assert_eq!(run(&mut w, later, &req).0, Disposition::Pass);
+    assert_eq!(a.counter(Counter::SynProxyEarlyData), 1);
+}

@@ -227,9 +227,11 @@ fn daemon_figures(cfg: Config) -> Vec<(&'static str, f64, &'static str)> {
 }
 
 fn main() {
+    // No half-open limit: the bench's SYN flows get no activity reports,
+    // so all FLOWS stay half-open (the limit is tested in tests/overload.rs).
     let sock = std::env::temp_dir().join(format!("affinity-bench-{}.sock", std::process::id()));
     let cfg = Config::parse(&format!(
-        "[manager]\nlisten = \"127.0.0.1:0\"\ncontrol_socket = \"{}\"\nfixed_ttl = 300\n[agents]\nunicast = []\n[[service]]\nname = \"web\"\nvirtual = \"203.0.113.10:80\"\nalgorithm = \"maglev\"\n[[service.backend]]\naddress = \"198.51.100.1:80\"\n[[service.backend]]\naddress = \"198.51.100.2:80\"\n[[service.backend]]\naddress = \"198.51.100.3:80\"\n",
+        "[manager]\nlisten = \"127.0.0.1:0\"\ncontrol_socket = \"{}\"\nfixed_ttl = 300\nmax_half_open_flows = 0\n[agents]\nunicast = []\n[[service]]\nname = \"web\"\nvirtual = \"203.0.113.10:80\"\nalgorithm = \"maglev\"\n[[service.backend]]\naddress = \"198.51.100.1:80\"\n[[service.backend]]\naddress = \"198.51.100.2:80\"\n[[service.backend]]\naddress = \"198.51.100.3:80\"\n",
         sock.display()
     ))
     .expect("bench config");

@@ -6,6 +6,7 @@
 //! matches in bursts (a VPP frame punts many SYNs at once), so a receive
 //! usually finds several queued, and the answers go out together.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -86,6 +87,102 @@ impl RecvBatch {
     /// IPv4) and bytes.
     pub fn iter(&self) -> impl Iterator<Item = (Option<SocketAddrV4>, &[u8])> {
         (0..self.n).map(|i| (self.from[i], &self.bufs[i][..self.lens[i]]))
+    }
+}
+
+/// Datagrams received and not yet handled, oldest first, bounded in count
+/// and in bytes: past either bound the newest is dropped and counted
+/// (drop-newest, as a full socket buffer does, but counted by the manager
+/// and bounded in its own terms). The daemon reads its socket into it
+/// faster than it handles what it holds, so under overload its own limit,
+/// not the kernel's buffer, decides what is dropped, and each round's work
+/// stays bounded.
+#[derive(Debug)]
+pub struct RecvQueue {
+    q: VecDeque<(SocketAddrV4, Vec<u8>)>,
+    bytes: usize,
+    limit: usize,
+    byte_limit: usize,
+    dropped: u64,
+}
+
+impl RecvQueue {
+    /// A queue of at most `limit` datagrams and `byte_limit` bytes of them.
+    pub fn new(limit: usize, byte_limit: usize) -> RecvQueue {
+        RecvQueue {
+            q: VecDeque::new(),
+            bytes: 0,
+            limit,
+            byte_limit,
+            dropped: 0,
+        }
+    }
+
+    /// Its limits: (datagrams, bytes).
+    pub fn limits(&self) -> (usize, usize) {
+        (self.limit, self.byte_limit)
+    }
+
+    /// Sets the limits (a reload); what it holds beyond them stays until
+    /// handled.
+    pub fn set_limits(&mut self, limit: usize, byte_limit: usize) {
+        self.limit = limit;
+        self.byte_limit = byte_limit;
+    }
+
+    /// Queues a copy of `bytes` from `from` at the back; false (and
+    /// counted as dropped) when the queue is at either limit.
+    pub fn push(&mut self, from: SocketAddrV4, bytes: &[u8]) -> bool {
+        if self.q.len() >= self.limit || self.bytes + bytes.len() > self.byte_limit {
+            self.dropped += 1;
+            return false;
+        }
+        self.bytes += bytes.len();
+        self.q.push_back((from, bytes.to_vec()));
+        true
+    }
+
+    /// The oldest datagram, taken out.
+    pub fn pop(&mut self) -> Option<(SocketAddrV4, Vec<u8>)> {
+        let d = self.q.pop_front()?;
+        self.bytes -= d.1.len();
+        Some(d)
+    }
+
+    /// Datagrams held.
+    pub fn len(&self) -> usize {
+        self.q.len()
+    }
+
+    /// Nothing held.
+    pub fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+
+    /// Datagrams dropped since the last call (the count is reset).
+    pub fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
+    }
+
+    /// Reads what `sock` (non-blocking) has queued into the queue, through
+    /// `batch`, until the socket is empty or `max_reads` datagrams were
+    /// read (bounds one round's reading under a flood); datagrams past the
+    /// limits are dropped (counted), non-IPv4 senders skipped. How many
+    /// were read.
+    pub fn fill(&mut self, sock: &UdpSocket, batch: &mut RecvBatch, max_reads: usize) -> usize {
+        let mut read = 0;
+        while read < max_reads {
+            let Ok(n) = batch.recv(sock) else {
+                break;
+            };
+            for (from, bytes) in batch.iter() {
+                if let Some(from) = from {
+                    self.push(from, bytes);
+                }
+            }
+            read += n.max(1);
+        }
+        read
     }
 }
 
@@ -308,7 +405,7 @@ fn wait(s: &UdpSocket, events: libc::c_short, ms: i32) {
 
 #[cfg(test)]
 mod tests {
-    use super::{send_all, RecvBatch, BATCH};
+    use super::{send_all, RecvBatch, RecvQueue, BATCH};
     use std::io;
     use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
     use std::sync::atomic::Ordering::Relaxed;
@@ -380,5 +477,68 @@ mod tests {
             batch.recv(&b).unwrap_err().kind(),
             io::ErrorKind::WouldBlock
         );
+    }
+
+    #[test]
+    fn the_receive_queue_keeps_the_oldest_and_drops_the_newest_past_its_limits() {
+        let from = SocketAddrV4::new(std::net::Ipv4Addr::new(192, 0, 2, 1), 1637);
+        // By count: 3 datagrams.
+        let mut q = RecvQueue::new(3, 1 << 20);
+        for i in 0..5u8 {
+            assert_eq!(q.push(from, &[i]), i < 3);
+        }
+        assert_eq!((q.len(), q.take_dropped(), q.take_dropped()), (3, 2, 0));
+        assert_eq!(q.pop(), Some((from, vec![0])), "oldest first");
+        assert!(q.push(from, &[9]), "room again after one was handled");
+        let rest: Vec<u8> = std::iter::from_fn(|| q.pop()).map(|(_, b)| b[0]).collect();
+        assert_eq!(rest, [1, 2, 9]);
+        assert!(q.is_empty());
+        // By bytes: 1000 bytes hold two 400-byte datagrams, not a third;
+        // a smaller one still fits.
+        let mut q = RecvQueue::new(100, 1000);
+        assert!(q.push(from, &[0; 400]) && q.push(from, &[0; 400]));
+        assert!(!q.push(from, &[0; 400]));
+        assert!(q.push(from, &[0; 200]));
+        assert_eq!((q.len(), q.take_dropped()), (3, 1));
+        q.pop();
+        assert!(q.push(from, &[0; 400]), "bytes freed by a pop");
+    }
+
+    #[test]
+    fn filling_from_a_socket_past_the_limit_drops_and_counts_the_newest() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        b.set_nonblocking(true).unwrap();
+        let SocketAddr::V4(to) = b.local_addr().unwrap() else {
+            unreachable!()
+        };
+        let msgs: Vec<(SocketAddrV4, Vec<u8>)> = (0..200u8).map(|i| (to, vec![i; 10])).collect();
+        assert_eq!(send_all(&a, &msgs, false), (200, 0));
+        let mut batch = RecvBatch::default();
+        let mut q = RecvQueue::new(50, 1 << 20);
+        // Bounded: 100 rounds of at most 10 ms for the 200 to arrive.
+        let mut read = 0;
+        for _ in 0..100 {
+            read += q.fill(&b, &mut batch, 1000);
+            if read >= 200 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(read, 200);
+        assert_eq!((q.len(), q.take_dropped()), (50, 150));
+        let kept: Vec<u8> = std::iter::from_fn(|| q.pop()).map(|(_, b)| b[0]).collect();
+        assert_eq!(
+            kept,
+            (0..50).collect::<Vec<u8>>(),
+            "the oldest 50, in order"
+        );
+        // A read bound stops a round early: 70 queued, 64 read (one batch).
+        let more: Vec<(SocketAddrV4, Vec<u8>)> = (0..70u8).map(|i| (to, vec![i; 10])).collect();
+        assert_eq!(send_all(&a, &more, false), (70, 0));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut q = RecvQueue::new(1000, 1 << 20);
+        assert_eq!(q.fill(&b, &mut batch, 1), BATCH);
+        assert_eq!(q.fill(&b, &mut batch, 1000), 70 - BATCH);
     }
 }

@@ -86,6 +86,14 @@ pub struct Daemon {
     action_log: crate::logging::RateLimit,
 }
 
+/// Datagrams handled at most per round of the loop (then timers, health
+/// results and commands run): bounds how late they can be under a flood.
+const ROUND_HANDLED: usize = 1024;
+/// Datagrams read at most per round: four times what a round handles, so
+/// the manager's receive queue, not the socket buffer, drops (and counts)
+/// what it cannot handle, while a flood cannot keep one round reading.
+const ROUND_READS: usize = 4 * ROUND_HANDLED;
+
 /// How long the loop keeps polling after the last datagram before sleeping.
 const BUSY_POLL: Duration = Duration::from_micros(200);
 
@@ -254,6 +262,10 @@ impl Daemon {
     /// or waits up to [`MAX_SLEEP_MS`].
     pub fn run(&mut self, stop: &AtomicBool, reload: &AtomicBool) {
         let mut batch = crate::batch_io::RecvBatch::default();
+        let mut queue = crate::batch_io::RecvQueue::new(
+            self.core.config().manager.receive_queue as usize,
+            crate::config::RECEIVE_QUEUE_BYTES,
+        );
         let mut out = Vec::new();
         // Non-blocking for good: a round drains everything queued, then
         // waits in poll(2) for at most the next timer.
@@ -262,6 +274,8 @@ impl Daemon {
         while !stop.load(Ordering::Relaxed) {
             if reload.swap(false, Ordering::Relaxed) {
                 self.reload();
+                let limit = self.core.config().manager.receive_queue as usize;
+                queue.set_limits(limit, crate::config::RECEIVE_QUEUE_BYTES);
             }
             while let Ok(ev) = self.rx.try_recv() {
                 match ev {
@@ -312,24 +326,31 @@ impl Daemon {
                 let out = self.core.tick(now);
                 self.send(out);
             }
-            let mut got = 0;
-            while got < 1024 {
-                match batch.recv(&self.socket) {
-                    Ok(n) => {
-                        let now = self.now();
-                        for (from, bytes) in batch.iter() {
-                            if let Some(from) = from {
-                                out.extend(self.core.handle_datagram(now, from, bytes));
-                            }
-                        }
-                        // The answers to a batch go out together.
-                        self.send(std::mem::take(&mut out));
-                        got += n.max(1);
-                    }
-                    Err(_) => break,
-                }
+            // Read what arrived (the oldest up to the queue's limits kept,
+            // the newest past them dropped and counted), then handle at
+            // most a round's share, so timers, health results and commands
+            // get their turn under a flood.
+            let got = queue.fill(&self.socket, &mut batch, ROUND_READS);
+            let dropped = queue.take_dropped();
+            if dropped > 0 {
+                let now = self.now();
+                let limit = queue.limits().0;
+                self.core.receive_queue_dropped(now, dropped, limit);
             }
-            if got > 0 {
+            let mut handled = 0;
+            while handled < ROUND_HANDLED && !queue.is_empty() {
+                let now = self.now();
+                for _ in 0..crate::batch_io::BATCH {
+                    let Some((from, bytes)) = queue.pop() else {
+                        break;
+                    };
+                    out.extend(self.core.handle_datagram(now, from, &bytes));
+                    handled += 1;
+                }
+                // The answers to a batch go out together.
+                self.send(std::mem::take(&mut out));
+            }
+            if got > 0 || !queue.is_empty() {
                 busy_until = Instant::now() + BUSY_POLL;
             } else if Instant::now() >= busy_until {
                 let ms = sleep_ms(self.core.poll_timeout(), self.now());

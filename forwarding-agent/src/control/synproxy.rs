@@ -49,6 +49,22 @@ impl Agent {
         if self.fixed.lookup(&info.key).is_none() {
             return false;
         }
+        // A second proof of one connection (its request right behind the
+        // ACK, punted before the manager's answer to the ACK came back).
+        // Spliced already: it goes on through the adjusted flow. Still
+        // waiting for the backend: the first proof's SYN is out and its ACK
+        // kept, so this one is dropped (the client retransmits) rather than
+        // sending the backend a second SYN.
+        // (The same connection: the adjust installed starts at its cookie;
+        // a new connection on the 4-tuple has another cookie.)
+        let joined = self.splice.installed(&info.key).map(|(adj, _)| adj.3);
+        if joined == Some(state.cookie_isn.wrapping_add(1)) {
+            return false;
+        }
+        if self.splice.any_pending() && self.splice.is_pending(&info.key) {
+            st.counters.inc(Counter::SynProxyEarlyData);
+            return true;
+        }
         let p = Pending {
             state,
             packet: pkt.to_vec(),

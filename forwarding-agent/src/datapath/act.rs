@@ -73,6 +73,18 @@ impl Worker {
                 }
             }
         }
+        // A client packet of a SYN-proxied flow proved but not spliced
+        // yet: dropped (the client retransmits; the kept ACK goes first
+        // once spliced). The lock is taken only while such a flow exists,
+        // and never for SYNs (the backend SYN takes this path).
+        if hit.wildcard.is_none()
+            && hit.info.key.protocol == wire::TCP
+            && hit.info.tcp_flags & wire::tcp::flags::SYN == 0
+            && ctx.agent.splice.holds_back(&hit.info.key, ctx.now_ns)
+        {
+            self.counters.inc(Counter::SynProxyEarlyData);
+            return Disposition::Drop(Counter::SynProxyEarlyData);
+        }
         // Rewrite.
         let mut info = *hit.info;
         let partial = p.l4_partial;

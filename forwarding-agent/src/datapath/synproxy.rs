@@ -57,6 +57,15 @@ impl Worker {
         if f & (syn | ack | other) == ack {
             if let Some(s) = synproxy::prove_ack(p.packet(), info, &mut self.cookies, ctx.now_ns) {
                 self.counters.inc(Counter::SynProxyProved);
+                // From here the manager's answer may install the flow
+                // before the control path makes it pending.
+                let deadline = ctx.now_ns.saturating_add(synproxy::PENDING_NS);
+                ctx.agent.splice.note_proved(
+                    info.key,
+                    deadline,
+                    ctx.now_ns,
+                    ctx.agent.config.hold_limit,
+                );
                 return Ok(s);
             }
         }

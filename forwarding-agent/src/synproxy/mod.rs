@@ -418,7 +418,10 @@ pub fn answer_syn(
 
 /// Checks the client's ACK in `pkt`: a valid cookie gives the proxied
 /// connection's state (the options decoded from the cookie and, with
-/// timestamps, from the TSecr).
+/// timestamps, from the TSecr). Data may ride on it, as SYNPROXY accepts:
+/// when the pure ACK is lost, the client's data is all that comes (a second
+/// proof of a connection already proved is settled in the control path,
+/// `Agent::syn_proxy_update`).
 pub fn prove_ack(
     pkt: &[u8],
     info: &wire::PacketInfo,

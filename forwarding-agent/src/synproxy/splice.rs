@@ -40,9 +40,61 @@ pub struct SpliceTable {
     /// Entries of `pending`: a worker checks this before taking the lock.
     pending_n: std::sync::atomic::AtomicUsize,
     spliced: parking_lot::Mutex<std::collections::HashMap<affinity_api::AffinityKey, Installed>>,
+    /// Client flows whose cookie ACK proved, not yet spliced, with when
+    /// they are forgotten (ns): from the proof on, the flow's fixed
+    /// affinity can appear (the manager's answer) before the control path
+    /// has made it pending, and the client's request must not slip through
+    /// it to the backend in that gap.
+    proved: parking_lot::Mutex<std::collections::HashMap<affinity_api::AffinityKey, u64>>,
+    /// Entries of `proved`: checked before taking the lock.
+    proved_n: std::sync::atomic::AtomicUsize,
 }
 
 impl SpliceTable {
+    /// Notes client flow `key` as proved until `deadline_ns` (at most `cap`
+    /// flows; expired ones are pruned first; past that it is not noted).
+    pub fn note_proved(
+        &self,
+        key: affinity_api::AffinityKey,
+        deadline_ns: u64,
+        now_ns: u64,
+        cap: usize,
+    ) {
+        let mut m = self.proved.lock();
+        if m.len() >= cap {
+            m.retain(|_, d| *d > now_ns);
+        }
+        if m.len() < cap || m.contains_key(&key) {
+            m.insert(key, deadline_ns);
+        }
+        self.proved_n
+            .store(m.len(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Forgets the proved and pending flows past their deadline at
+    /// `now_ns` (a manager that never answered, a backend that never did),
+    /// so workers stop taking the lock for them (`Agent::tick`).
+    pub fn expire(&self, now_ns: u64) {
+        let mut m = self.pending.lock();
+        m.retain(|_, v| v.deadline_ns > now_ns);
+        self.pending_n
+            .store(m.len(), std::sync::atomic::Ordering::Relaxed);
+        drop(m);
+        let mut m = self.proved.lock();
+        m.retain(|_, d| *d > now_ns);
+        self.proved_n
+            .store(m.len(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether client flow `key` proved and is not spliced yet at `now_ns`:
+    /// its packets are held back from the backend. No lock while nothing
+    /// is noted.
+    #[inline]
+    pub fn holds_back(&self, key: &affinity_api::AffinityKey, now_ns: u64) -> bool {
+        self.proved_n.load(std::sync::atomic::Ordering::Relaxed) != 0
+            && self.proved.lock().get(key).is_some_and(|d| *d > now_ns)
+    }
+
     /// Adds a pending connection (at most `cap`; expired ones are pruned
     /// first); false when full.
     pub fn add_pending(
@@ -69,12 +121,24 @@ impl SpliceTable {
         self.pending_n.load(std::sync::atomic::Ordering::Relaxed) != 0
     }
 
+    /// Whether client flow `key` (client → VIP) waits for its backend's
+    /// SYN-ACK (takes the lock: callers check [`Self::any_pending`] first).
+    pub fn is_pending(&self, key: &affinity_api::AffinityKey) -> bool {
+        self.pending.lock().contains_key(key)
+    }
+
     /// Takes the pending connection of client flow `key`, if live.
     pub fn take_pending(&self, key: &affinity_api::AffinityKey, now_ns: u64) -> Option<Pending> {
         let mut m = self.pending.lock();
         let p = m.remove(key);
         self.pending_n
             .store(m.len(), std::sync::atomic::Ordering::Relaxed);
+        if p.is_some() {
+            let mut proved = self.proved.lock();
+            proved.remove(key);
+            self.proved_n
+                .store(proved.len(), std::sync::atomic::Ordering::Relaxed);
+        }
         p.filter(|p| p.deadline_ns > now_ns)
     }
 

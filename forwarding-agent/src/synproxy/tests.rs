@@ -57,3 +57,38 @@ fn options_round_trip_and_mss_table() {
     };
     assert_eq!(SynProxyState::decode(&s.encode()), Some(s));
 }
+
+#[test]
+fn proved_flows_are_held_back_until_spliced_or_expired() {
+    use super::{Pending, SpliceTable, PENDING_NS};
+    let t = SpliceTable::default();
+    let key = |port| affinity_api::AffinityKey {
+        protocol: 6,
+        src_addr: C.src,
+        dst_addr: C.dst,
+        src_port: port,
+        dst_port: 80,
+    };
+    assert!(!t.holds_back(&key(1), 0), "nothing noted: no lock taken");
+    t.note_proved(key(1), PENDING_NS, 0, 2);
+    t.note_proved(key(2), PENDING_NS, 0, 2);
+    t.note_proved(key(3), PENDING_NS, 0, 2);
+    assert!(t.holds_back(&key(1), 1) && t.holds_back(&key(2), 1));
+    assert!(!t.holds_back(&key(3), 1), "past the cap: not noted");
+    // Spliced (its pending entry taken): no longer held back.
+    let p = Pending {
+        state: SynProxyState::default(),
+        packet: vec![],
+        deadline_ns: PENDING_NS,
+    };
+    assert!(t.add_pending(key(1), p, 1, 8));
+    assert!(t.take_pending(&key(1), 2).is_some());
+    assert!(!t.holds_back(&key(1), 2));
+    // Never spliced: past its deadline it is not held back, and the
+    // agent's timers forget it.
+    assert!(!t.holds_back(&key(2), PENDING_NS));
+    t.expire(PENDING_NS);
+    assert!(!t.any_pending());
+    t.note_proved(key(3), 2 * PENDING_NS, PENDING_NS, 2);
+    assert!(t.holds_back(&key(3), PENDING_NS + 1), "room again");
+}

@@ -3,7 +3,7 @@
 
 use super::{
     parse_port_range, parse_prefix, read_key_file, Config, ConfigError, MAX_HEALTH_MS,
-    MAX_WILDCARD_TTL,
+    MAX_RECEIVE_QUEUE, MAX_WILDCARD_TTL,
 };
 use std::collections::HashSet;
 
@@ -110,6 +110,13 @@ impl Config {
                 None,
                 "fixed_ttl",
                 format!("fixed_ttl must be 3..={MAX_FIXED_TTL} seconds (renewed every third; a dead manager's flows live one TTL)"),
+            );
+        }
+        if cfg.manager.receive_queue == 0 || cfg.manager.receive_queue > MAX_RECEIVE_QUEUE {
+            err(
+                None,
+                "receive_queue",
+                format!("receive_queue must be 1..={MAX_RECEIVE_QUEUE} datagrams"),
             );
         }
         for a in &cfg.agents.unicast {

@@ -69,7 +69,30 @@ pub struct ManagerSection {
     /// where the kernel refuses it.
     #[serde(default = "default_true")]
     pub udp_gso: bool,
+    /// Half-open TCP flows (placed on a SYN, not yet seen established,
+    /// closed or ended) each service (its virtual address and client
+    /// domain) may have; a SYN past it is refused (not placed, counted as
+    /// `half-open-limit-refused`, logged at most once a second). Bounds what
+    /// a SYN flood makes the manager keep. Flows leave the state when an
+    /// activity report shows packets both ways, so the limit should exceed
+    /// new connections per second × 2 activity-report intervals (default
+    /// 10 s). 0 = no limit. Default 100 000.
+    #[serde(default = "default_max_half_open")]
+    pub max_half_open_flows: u32,
+    /// Datagrams received and not yet handled the daemon keeps, oldest
+    /// first (and at most [`RECEIVE_QUEUE_BYTES`]); past it the newest are
+    /// dropped, counted as `rx-queue-dropped` and logged at most once a
+    /// second. Default 8192 (a few tens of ms of work at the manager's
+    /// flow-setup cost), 1..=1 048 576.
+    #[serde(default = "default_receive_queue")]
+    pub receive_queue: u32,
 }
+
+/// Bytes of datagrams the daemon's receive queue holds at most (16 MiB),
+/// whatever `receive_queue` says: large datagrams fill it sooner.
+pub const RECEIVE_QUEUE_BYTES: usize = 16 << 20;
+/// Largest `receive_queue` accepted (datagrams).
+pub const MAX_RECEIVE_QUEUE: u32 = 1 << 20;
 
 fn default_name() -> String {
     "affinity-manager".into()
@@ -82,6 +105,12 @@ fn default_wildcard_ttl() -> u32 {
 }
 fn default_fixed_ttl() -> u32 {
     30
+}
+fn default_max_half_open() -> u32 {
+    100_000
+}
+fn default_receive_queue() -> u32 {
+    8192
 }
 fn default_true() -> bool {
     true

@@ -283,6 +283,25 @@ pub struct FlowTable {
     /// Keys other managers installed, from the agents' activity reports,
     /// with when the agent that reported them stops holding them (ns).
     foreign: FlowMap<AffinityKey, u64>,
+    /// Half-open flows by service name, for `max_half_open_flows`.
+    half_open: FlowMap<Arc<str>, HalfOpen>,
+}
+
+/// Shortest time (ns) between two prunings of one service's half-open
+/// set: at the limit, a flood's SYNs are refused at the cost of a length
+/// check, and the set (up to the limit, e.g. 100 000 keys) is walked at
+/// most ten times a second.
+pub const HALF_OPEN_PRUNE_INTERVAL: u64 = SEC / 10;
+
+/// The forward keys of one service's flows placed on a SYN that were in
+/// SYN seen when last looked at; a key whose flow moved on (established,
+/// closing, closed, ended, removed) is dropped when the set is pruned, so
+/// its length over-counts between prunings, never under-counts.
+#[derive(Debug, Default)]
+struct HalfOpen {
+    keys: std::collections::HashSet<AffinityKey, foldhash::fast::RandomState>,
+    /// When the set was last pruned (ns; 0 = never).
+    pruned_at: u64,
 }
 
 impl FlowTable {
@@ -519,6 +538,39 @@ impl FlowTable {
             }
         }
         per_agent
+    }
+
+    /// Whether `service` may place one more half-open flow at `now` (ns)
+    /// with at most `limit` of them (0 = no limit): below the limit, yes;
+    /// at it, the set is pruned of flows no longer in SYN seen (at most once
+    /// per [`HALF_OPEN_PRUNE_INTERVAL`]) and looked at again.
+    pub(super) fn half_open_room(&mut self, service: &str, now: u64, limit: usize) -> bool {
+        if limit == 0 {
+            return true;
+        }
+        let Some(h) = self.half_open.get_mut(service) else {
+            return true;
+        };
+        if h.keys.len() < limit {
+            return true;
+        }
+        if h.pruned_at != 0 && now.saturating_sub(h.pruned_at) < HALF_OPEN_PRUNE_INTERVAL {
+            return false;
+        }
+        h.pruned_at = now.max(1);
+        let flows = &self.flows;
+        h.keys
+            .retain(|k| flows.get(k).is_some_and(|f| f.state == FlowState::SynSeen));
+        h.keys.len() < limit
+    }
+
+    /// Notes flow `fwd` of `service`, just placed in SYN seen, as half-open.
+    pub(super) fn note_half_open(&mut self, service: &Arc<str>, fwd: AffinityKey) {
+        self.half_open
+            .entry(service.clone())
+            .or_default()
+            .keys
+            .insert(fwd);
     }
 
     /// Flows per state name, for `status`.

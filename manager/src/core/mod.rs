@@ -115,6 +115,7 @@ fn action_name(t: u16) -> &'static str {
         seg::ADVERTISE_ACTION => "advertise",
         seg::SEQ_ADJUST_ACTION => "seq-adjust",
         seg::INTEREST_CRITERIA_ACTION => "interest",
+        seg::ADMISSION_ACTION => "admission",
         _ => "unknown action",
     }
 }
@@ -147,6 +148,9 @@ pub struct ManagerCore {
     /// Addresses that showed they receive what is sent to them, and punts
     /// waiting for that (open mode: `routability.rs`).
     routability: routability::Routability,
+    /// Overload lines (half-open limit, receive queue drops): a flood
+    /// costs at most one line a second, the rest are counted.
+    overload_log: crate::logging::RateLimit,
 }
 
 /// The 5-tuple and TCP flags (FIN..URG, else 0) of the IPv4 packet an
@@ -177,12 +181,26 @@ impl ManagerCore {
             last_deny_log: 0,
             clock: now,
             routability: Default::default(),
+            overload_log: crate::logging::RateLimit::new(1),
             cfg,
         }
     }
 
     fn count(&mut self, name: &'static str) {
         *self.counters.entry(name).or_default() += 1;
+    }
+
+    /// Notes `n` datagrams the daemon's receive queue (at most `limit`
+    /// datagrams, `[manager] receive_queue`) dropped at `now` (ns), being
+    /// full: counted as `rx-queue-dropped`, logged at most once a second.
+    pub fn receive_queue_dropped(&mut self, now: u64, n: u64, limit: usize) {
+        if n == 0 {
+            return;
+        }
+        *self.counters.entry("rx-queue-dropped").or_default() += n;
+        if self.overload_log.allow(now) {
+            tracing::warn!(dropped = n, limit, "receive queue full: newest datagrams dropped (counted as rx-queue-dropped; logged at most once a second)");
+        }
     }
 
     /// Where wildcard updates go: the multicast group and unicast agents.

@@ -159,6 +159,17 @@ impl ManagerCore {
             self.count("unknown-flow-dropped");
             return;
         }
+        if is_tcp && syn {
+            let limit = self.cfg.manager.max_half_open_flows as usize;
+            if !self.flows.half_open_room(&s.name, now, limit) {
+                let name = s.name.clone();
+                self.count("half-open-limit-refused");
+                if self.overload_log.allow(now) {
+                    tracing::warn!(service = %name, limit, "half-open flows at max_half_open_flows: new SYNs refused (counted as half-open-limit-refused; logged at most once a second)");
+                }
+                return;
+            }
+        }
         let adopted = is_tcp && !syn;
         let flows = &self.flows;
         let placed = s.place(&key, |rev| {
@@ -195,9 +206,13 @@ impl ManagerCore {
         // A new connection: the backend's rates and the service's role.
         self.services
             .note_traffic(now, &name, to.placement.backend, true, 0, 0);
-        let mut flow = Flow::new(name, vip, key, to.placement, from, now);
+        let mut flow = Flow::new(name.clone(), vip, key, to.placement, from, now);
         flow.state = Self::start_state(&key, reason);
+        let half_open = flow.state == FlowState::SynSeen;
         self.flows.insert(flow);
+        if half_open && self.cfg.manager.max_half_open_flows > 0 {
+            self.flows.note_half_open(&name, key);
+        }
         self.install(now, &key, &[from], echo, packet, out);
         self.count("flows-created");
     }
