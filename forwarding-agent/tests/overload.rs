@@ -227,6 +227,25 @@ fn from_client(cport: u16, flags: u8, seq: u32, ack: u32, payload: &[u8]) -> Vec
     build::tcp(CLIENT, cport, VIP, 80, flags, seq, ack, payload)
 }
 
+/// A SYN-proxied service with its backends' side installed, and a client
+/// (port `cport`) through the handshake: the agent, its worker, the cookie
+/// ACK that proves the connection (not yet sent), the cookie and the
+/// SYN-ACK's TSval.
+fn proved(cport: u16) -> (Arc<Agent>, Worker, Vec<u8>, u32, u32) {
+    let (a, mut w) = agent();
+    install(&a, Some(proxied_admission()));
+    // The backends' side (supports the reverse fixed affinity).
+    let out = a.handle_control(
+        0,
+        from(MGR),
+        &wildcard_msg(MGR, 2, &[Wc::from_backends(11)], None),
+    );
+    assert!(out.replies.is_empty());
+    let (cookie, tsval) = handshake_syn(&a, &mut w, SEC, cport);
+    let ack = cookie_ack(cport, cookie, tsval);
+    (a, w, ack, cookie, tsval)
+}
+
 fn cookie_ack(cport: u16, cookie: u32, tsval: u32) -> Vec<u8> {
     let opts = TcpOptions {
         timestamps: Some((12346, tsval)),
@@ -299,18 +318,8 @@ fn seq_ack(p: &[u8]) -> (u32, u32) {
 
 #[test]
 fn syn_proxy_splices_the_backend_connection_with_sequence_adjust_both_ways() {
-    let (a, mut w) = agent();
-    install(&a, Some(proxied_admission()));
-    // The backends' side (supports the reverse fixed affinity).
-    let out = a.handle_control(
-        0,
-        from(MGR),
-        &wildcard_msg(MGR, 2, &[Wc::from_backends(11)], None),
-    );
-    assert!(out.replies.is_empty());
     let cport = 40000;
-    let (cookie, tsval) = handshake_syn(&a, &mut w, SEC, cport);
-    let ack = cookie_ack(cport, cookie, tsval);
+    let (a, mut w, ack, cookie, tsval) = proved(cport);
     let (d, buf) = run(&mut w, SEC, &ack);
     let Disposition::Punt { start, .. } = d else {
         panic!("{d:?}")
@@ -582,17 +591,8 @@ fn the_hello_lists_the_admission_action_with_the_seed_actions() {
 
 #[test]
 fn syn_proxy_keeps_the_clients_first_data_from_the_backend_until_the_splice() {
-    let (a, mut w) = agent();
-    install(&a, Some(proxied_admission()));
-    let out = a.handle_control(
-        0,
-        from(MGR),
-        &wildcard_msg(MGR, 2, &[Wc::from_backends(11)], None),
-    );
-    assert!(out.replies.is_empty());
     let cport = 40000;
-    let (cookie, tsval) = handshake_syn(&a, &mut w, SEC, cport);
-    let ack = cookie_ack(cport, cookie, tsval);
+    let (a, mut w, ack, cookie, tsval) = proved(cport);
     // The client's request right behind its ACK, with the same valid
     // cookie: it proves the connection too (as with SYNPROXY: were the ACK
     // lost, it would be all that comes), so both reach the manager before
@@ -691,17 +691,8 @@ fn syn_proxy_keeps_the_clients_first_data_from_the_backend_until_the_splice() {
 
 #[test]
 fn a_proved_flow_is_held_back_before_the_control_path_makes_it_pending() {
-    let (a, mut w) = agent();
-    install(&a, Some(proxied_admission()));
-    let out = a.handle_control(
-        0,
-        from(MGR),
-        &wildcard_msg(MGR, 2, &[Wc::from_backends(11)], None),
-    );
-    assert!(out.replies.is_empty());
     let cport = 40000;
-    let (cookie, tsval) = handshake_syn(&a, &mut w, SEC, cport);
-    let ack = cookie_ack(cport, cookie, tsval);
+    let (a, mut w, ack, cookie, _) = proved(cport);
     assert!(matches!(run(&mut w, SEC, &ack).0, Disposition::Punt { .. }));
     // The flow's fixed affinity alone, as a worker can see it between the
     // control thread installing the manager's answer and making the flow
