@@ -139,6 +139,8 @@ bench: ## Benchmarks (cargo benches, VPP runtime where found, the lab SYN flood 
 	@$(MAKE) --no-print-directory plugin
 	@test/vpp-runtime-bench.sh | tee -a target/bench-figures.txt
 	@test/flood-bench.sh | tee -a target/bench-figures.txt
+	@# The same flood at a VPP agent (the plugin), where VPP is found.
+	@AGENT_KIND=vpp test/flood-bench.sh | sed 's/^/vpp_/' | tee -a target/bench-figures.txt
 	@echo "== figures =="; cat target/bench-figures.txt 2>/dev/null || echo "no figures recorded"
 
 fuzz: ## Run each fuzz target for FUZZ_SECONDS (needs cargo-fuzz; installed if missing)

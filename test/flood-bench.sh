@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The SYN flood bench (issue 14's anchor figures) in the namespace lab with a
-# host agent: spoofed SYNs at the SYN-proxied virtual address while
-# legitimate clients open new connections and a few held connections carry
-# lines. Prints `name value unit` lines on stdout (run by `make bench`);
-# progress and diagnostics go to stderr.
+# host agent (AGENT_KIND=vpp: a VPP agent with the plugin): spoofed SYNs at
+# the SYN-proxied virtual address while legitimate clients open new
+# connections and a few held connections carry lines. Prints `name value
+# unit` lines on stdout (run by `make bench`); progress and diagnostics go
+# to stderr.
 #
 #   flood    aff-c1 -> agent 1: FLOOD_RATE SYNs/s for FLOOD_SECS s from
 #            spoofed 198.19.0.0/16 (test/flood.py syn), never answered
@@ -38,6 +39,12 @@ if [ "$(id -u)" != 0 ] || ! ip netns list >/dev/null 2>&1 || [ ! -c /dev/net/tun
 fi
 cargo build --release -q -p affinity-manager -p affinity-host-agent --bins >&2 || exit 1
 source test/lab.sh
+# AGENT_KIND=vpp: the agent is VPP with the plugin (VPP_PREFIX, `make
+# plugin`), as in the VPP lab (test/run-vpp.sh); skipped without them.
+if [ "$AGENT_KIND" = vpp ] && { [ ! -x "$VPP_BIN/vpp" ] || [ ! -f "$VPP_PLUGIN_DIR/affinity_plugin.so" ]; }; then
+    log "skipped with AGENT_KIND=vpp, needs $VPP_BIN/vpp and $VPP_PLUGIN_DIR/affinity_plugin.so (make plugin)"
+    exit 0
+fi
 # KEEP_LAB_DIR=1 keeps the run's logs and captures (the namespaces go).
 trap 'lab_down; [ -n "${KEEP_LAB_DIR:-}" ] || rm -rf "$LAB_DIR"' EXIT
 trap 'exit 130' INT TERM
@@ -55,6 +62,11 @@ fixed_count() { agent_cmd 1 fixed | awk '/^fixed affinities:/ {print $3}'; }
 # Fixed affinities on agent 1 with a flood address (198.19.0.0/16) as
 # source or destination.
 fixed_flood() {
+    if [ "$AGENT_KIND" = vpp ]; then
+        # VPP's CLI prints rows as text: one fixed affinity per line.
+        agent_cmd 1 fixed limit 1000000 | grep -c '198\.19\.'
+        return
+    fi
     agent_cmd 1 fixed --json limit 1000000 | python3 -c '
 import json, sys
 rows = json.load(sys.stdin)["rows"]
@@ -78,8 +90,15 @@ for b in 2 3; do
     ip -n $LAB-b$b route replace 198.51.100.250/32 via 198.51.100.1
 done
 start_agent 1
-wait_for 5 test -S "$LAB_DIR/a1.sock" || { log "agent 1 did not start"; exit 1; }
 AGENT_PID=$LAST_PID
+if [ "$AGENT_KIND" = vpp ]; then
+    wait_for 15 vppctl_a 1 show version >/dev/null || { log "VPP agent 1 did not start"; exit 1; }
+    # VPP daemonises (no `nodaemon` in the lab's startup.conf): its CPU is
+    # the running vpp's, not the spawned PID's.
+    AGENT_PID=$(pgrep -f -- "$LAB_DIR/vpp-a1/startup.conf" | head -n 1)
+else
+    wait_for 5 test -S "$LAB_DIR/a1.sock" || { log "agent 1 did not start"; exit 1; }
+fi
 M1="$LAB_DIR/m1.toml"
 cat >"$M1" <<TOML
 [manager]
