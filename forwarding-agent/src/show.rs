@@ -133,7 +133,33 @@ fn fixed(agent: &Agent, now: u64, filters: &[&str]) -> String {
         );
         if verbose {
             let a = &r.actions;
-            let _ = writeln!(s, "      affinity-id {} dispatch {:#x} info {:#x} forward {} seq-adjust {:?} interest {:?}", a.affinity_id, a.dispatch_flags, a.info_flags, Ipv4Addr::from(a.forward_addr), a.seq_adjust, a.interest);
+            // Operator's words, not Rust's Debug: seq-adjust as the
+            // segment's fields, interest as where it goes and its mask.
+            let seq = a.seq_adjust.map_or("none".into(), |q| {
+                format!(
+                    "seq {:+} from {} ack {:+} from {}",
+                    q.0 as i32, q.1, q.2 as i32, q.3
+                )
+            });
+            let interest = a.interest.map_or("none".into(), |c| {
+                format!(
+                    "{}:{} mask {:#06x} flags {:#04x}",
+                    Ipv4Addr::from(c.address),
+                    c.port,
+                    c.mask,
+                    c.flags
+                )
+            });
+            let _ = writeln!(
+                s,
+                "      affinity-id {} dispatch {:#x} info {:#x} forward {} seq-adjust {} interest {}",
+                a.affinity_id,
+                a.dispatch_flags,
+                a.info_flags,
+                Ipv4Addr::from(a.forward_addr),
+                seq,
+                interest
+            );
         }
     }
     s
@@ -242,4 +268,47 @@ fn stats(agent: &Agent) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::actions::{ActionSet, InterestKey, SeqAdjustKey};
+    use crate::{Agent, AgentConfig};
+    use affinity_api::AffinityKey;
+    use std::net::Ipv4Addr;
+
+    /// `fixed verbose` speaks the operator's words: no Rust `Some(..)` or
+    /// struct names, the sequence adjust signed, the interest's address.
+    #[test]
+    fn fixed_verbose_has_no_debug_text() {
+        let a = Agent::new(AgentConfig::default());
+        let key = AffinityKey {
+            protocol: 6,
+            src_addr: Ipv4Addr::new(198, 18, 0, 11),
+            dst_addr: Ipv4Addr::new(203, 0, 113, 10),
+            src_port: 40000,
+            dst_port: 80,
+        };
+        let set = ActionSet {
+            seq_adjust: Some(SeqAdjustKey(5, 100, (-5i32) as u32, 200)),
+            interest: Some(InterestKey {
+                address: u32::from(Ipv4Addr::new(192, 0, 2, 10)),
+                port: 1638,
+                mask: 7,
+                flags: 2,
+            }),
+            ..Default::default()
+        };
+        a.install_fixed_local(0, key, &set, 60).unwrap();
+        let text = super::render(&a, 0, "fixed verbose");
+        assert!(
+            text.contains("seq-adjust seq +5 from 100 ack -5 from 200"),
+            "{text}"
+        );
+        assert!(
+            text.contains("interest 192.0.2.10:1638 mask 0x0007 flags 0x02"),
+            "{text}"
+        );
+        assert!(!text.contains("Some(") && !text.contains("Key {"), "{text}");
+    }
 }

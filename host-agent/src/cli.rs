@@ -28,7 +28,8 @@ pub(crate) struct Cli {
     #[arg(long)]
     name: Option<String>,
     /// UDP port for service messages from managers.
-    #[arg(long, value_name = "PORT", default_value_t = AGENT_PORT)]
+    #[arg(long, value_name = "PORT", default_value_t = AGENT_PORT,
+          value_parser = clap::value_parser!(u16).range(1..))]
     listen: u16,
     /// Multicast group of wildcard updates to join.
     #[arg(long, value_name = "GROUP")]
@@ -53,20 +54,22 @@ pub(crate) struct Cli {
     #[arg(long = "key-identity", value_name = "ADDR")]
     key_identities: Vec<Ipv4Addr>,
     /// Fixed affinities one manager may hold (default: the core's).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = in_range::<1, MAX_TABLE>)]
     fixed_quota: Option<usize>,
     /// Wildcards one manager may hold (default: the core's).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = in_range::<1, MAX_TABLE>)]
     wildcard_quota: Option<usize>,
     /// Distinct wildcard mask patterns one manager may use (default 8).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = in_range::<1, MAX_PATTERNS>)]
     pattern_quota: Option<usize>,
     /// Distinct wildcard mask patterns all managers together may use
-    /// (default 12, `AgentConfig::max_wildcard_patterns`).
-    #[arg(long, value_name = "N")]
+    /// (default 12; each costs a probe per packet that matches no fixed
+    /// affinity).
+    #[arg(long, value_name = "N", value_parser = in_range::<1, MAX_PATTERNS>)]
     max_wildcard_patterns: Option<usize>,
     /// Control socket receive buffer (bytes).
-    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20,
+          value_parser = in_range::<4096, { 1 << 30 }>)]
     rcvbuf: usize,
     /// How often each manager gets an activity report of the fixed
     /// affinities that carried packets (ms; 0 = never). Managers renew only
@@ -83,8 +86,10 @@ pub(crate) struct Cli {
     /// Treat an action as unsupported (repeatable): nat, advertise, seq-adjust, interest.
     #[arg(long = "disable-action", value_name = "ACTION", value_parser = parse_action)]
     disabled_actions: Vec<u16>,
-    /// Fixed affinity table size.
-    #[arg(long, value_name = "N", default_value_t = 1 << 18)]
+    /// Fixed affinity table size (entries; two per flow; the table takes
+    /// about 64 bytes per entry).
+    #[arg(long, value_name = "N", default_value_t = 1 << 18,
+          value_parser = in_range::<1, MAX_TABLE>)]
     fixed_capacity: usize,
     /// Advertised prefixes become kernel routes through the TUN with this
     /// route protocol number (0 = install no routes).
@@ -200,6 +205,25 @@ pub(crate) fn read_key_file(path: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("{path}: {e}"))
 }
 
+/// Largest table size or quota the options take (entries): 2^28 fixed
+/// entries are some 16 GiB of table, past any machine this runs on.
+const MAX_TABLE: usize = 1 << 28;
+/// Largest wildcard mask-pattern cap the options take: each pattern in
+/// use is a probe per packet that matches no fixed affinity.
+const MAX_PATTERNS: usize = 1024;
+
+/// A count option within `LO..=HI`: clap's error names the option and the
+/// range (e.g. `--max-wildcard-patterns 0`: an agent that could install
+/// no wildcard at all).
+fn in_range<const LO: usize, const HI: usize>(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if (LO..=HI).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{n} is not in {LO}..={HI}"))
+    }
+}
+
 pub(crate) fn opts(cli: Cli) -> Result<Opts, String> {
     let (Some(tun), Some(address)) = (cli.tun, cli.address) else {
         return Err("to run, give --tun NAME and --address ADDR (or a command)".into());
@@ -254,4 +278,46 @@ pub(crate) fn opts(cli: Cli) -> Result<Opts, String> {
         warm_up_ms: cli.warm_up_ms,
         cfg,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<Cli, String> {
+        let mut v = vec!["affinity-agent", "--tun", "t0", "--address", "192.0.2.1"];
+        v.extend_from_slice(args);
+        Cli::try_parse_from(v).map_err(|e| e.to_string())
+    }
+
+    /// Values that would leave an agent that installs nothing, listens
+    /// nowhere or has no real table bound are refused by name; the
+    /// bounds themselves are taken.
+    #[test]
+    fn nonsense_counts_are_refused_and_bounds_taken() {
+        for bad in [
+            &["--max-wildcard-patterns", "0"][..],
+            &["--max-wildcard-patterns", "18446744073709551615"],
+            &["--pattern-quota", "0"],
+            &["--wildcard-quota", "0"],
+            &["--fixed-quota", "0"],
+            &["--fixed-capacity", "0"],
+            &["--fixed-capacity", "18446744073709551615"],
+            &["--listen", "0"],
+            &["--rcvbuf", "0"],
+        ] {
+            let e = parse(bad).err().unwrap_or_default();
+            assert!(e.contains(bad[0]), "{bad:?} accepted or unnamed: {e}");
+        }
+        for good in [
+            &["--max-wildcard-patterns", "1"][..],
+            &["--max-wildcard-patterns", "1024"],
+            &["--fixed-capacity", "268435456"],
+            &["--listen", "1637"],
+            &["--rcvbuf", "4096"],
+        ] {
+            assert!(parse(good).is_ok(), "{good:?} refused");
+        }
+    }
 }

@@ -43,6 +43,13 @@ fn main() -> ExitCode {
         }
     };
     affinity_daemon_common::init_logging();
+    if o.cfg.max_wildcard_patterns < o.cfg.owner_quota.wildcard_patterns {
+        tracing::warn!(
+            max_wildcard_patterns = o.cfg.max_wildcard_patterns,
+            pattern_quota = o.cfg.owner_quota.wildcard_patterns,
+            "the agent-wide pattern cap is below one manager's pattern quota: the cap applies first"
+        );
+    }
     match run(o) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -216,6 +216,44 @@ fn open_manager_never_unicasts_wildcards_to_an_unverified_deny() {
     assert!(later.iter().any(|(to, _)| *to == A1));
 }
 
+/// An agent that refuses updates for a full table (code 4) or a full
+/// quota or pattern cap (code 7): each counted under its own name, so an
+/// operator sees why a service does not work through that agent.
+#[test]
+fn full_table_and_quota_denies_are_counted_by_name() {
+    let mut mgr = open_manager();
+    let _ = mgr.tick(0);
+    for (i, code) in [
+        DenyReason::TABLE_FULL,
+        DenyReason::QUOTA_EXCEEDED,
+        DenyReason::QUOTA_EXCEEDED,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut b = MessageBuilder::new(MessageType::AffinityUpdateDeny, i as u64 + 1);
+        b.push(Segment::DenyReason(DenyReason {
+            denied_type: 2,
+            code,
+            denied_sequence: 1,
+        }));
+        let _ = mgr.handle_datagram(SEC, A1, &b.finish().unwrap());
+    }
+    let status = mgr.status(SEC);
+    let counter = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() == 3 && f[0] == "counter" && f[1] == name).then(|| f[2].to_string())
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(counter("deny-table-full"), "1");
+    assert_eq!(counter("deny-quota-exceeded"), "2");
+    assert_eq!(counter("deny-other"), "0");
+}
+
 const SEC: u64 = 1_000_000_000;
 
 #[test]

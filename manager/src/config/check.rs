@@ -192,6 +192,15 @@ impl Config {
                     format!("protocol must be tcp or udp, not {:?}", s.protocol),
                 );
             }
+            if s.syn_proxy && s.protocol != "tcp" {
+                // SYN cookies are TCP's (RFC 4987): on a UDP service the
+                // option would do nothing, silently.
+                err(
+                    Some(i),
+                    "syn_proxy",
+                    format!("syn_proxy is for tcp services, not {:?}", s.protocol),
+                );
+            }
             if parse_prefix(&s.client_domain).is_none() {
                 err(
                     Some(i),

@@ -160,3 +160,19 @@ fn addresses_health_requests_ttls_and_key_ids_that_break_the_service_are_refused
         .iter()
         .any(|m| m.contains("key id 7 listed twice")));
 }
+
+#[test]
+fn syn_proxy_on_a_udp_service_is_refused() {
+    let svc = "virtual = \"203.0.113.10:53\"\nsyn_proxy = true\n[[service.backend]]\naddress = \"198.51.100.11:5353\"\n";
+    let udp = errors(&svc.replace("virtual", "protocol = \"udp\"\nvirtual"));
+    assert!(
+        udp.iter()
+            .any(|e| e.contains("syn_proxy is for tcp services")),
+        "{udp:?}"
+    );
+    assert_eq!(
+        errors(svc),
+        Vec::<String>::new(),
+        "tcp (the default) takes it"
+    );
+}

@@ -71,7 +71,14 @@ impl ManagerCore {
             // One line a second at most: denies come in bursts (and in open
             // mode from anyone); the counters have every one.
             self.last_deny_log = now.max(1);
-            tracing::info!(%from, code = r.code, denied_type = r.denied_type, "agent denied an update (logged at most once a second)");
+            if matches!(r.code, DenyReason::TABLE_FULL | DenyReason::QUOTA_EXCEEDED) {
+                // The agent keeps refusing until the operator acts (its
+                // table or its wildcard quota or pattern cap is full): the
+                // service does not work through it.
+                tracing::warn!(%from, code = r.code, denied_type = r.denied_type, "agent refused an update: its table or quota is full (deny-table-full / deny-quota-exceeded; logged at most once a second)");
+            } else {
+                tracing::info!(%from, code = r.code, denied_type = r.denied_type, "agent denied an update (logged at most once a second)");
+            }
         }
         match r.code {
             DenyReason::UNSUPPORTED_REQUIRED_ACTION => {
@@ -135,6 +142,7 @@ impl ManagerCore {
                 }
             }
             DenyReason::TABLE_FULL => self.count("deny-table-full"),
+            DenyReason::QUOTA_EXCEEDED => self.count("deny-quota-exceeded"),
             _ => self.count("deny-other"),
         }
     }

@@ -143,6 +143,7 @@ pub const EVENTS: &[&str] = &[
     "deletions-resent",
     "deny-no-supporting-wildcard",
     "deny-other",
+    "deny-quota-exceeded",
     "deny-stale-sequence",
     "deny-table-full",
     "deny-unsupported-action",
