@@ -65,10 +65,16 @@ fn buffers() -> Vec<u8> {
 
 /// Packets for random installed flows, laid out as batches in buffers with headroom.
 fn pool(flows: u32) -> Vec<u8> {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    pool_of(0x9e37_79b9_7f4a_7c15, flows, key)
+}
+
+/// `POOL` packets, each of `key(i)` for `i` drawn at random below `n`
+/// (xorshift from `seed`), laid out as [`pool`]'s.
+fn pool_of(seed: u64, n: u32, key: impl Fn(u32) -> AffinityKey) -> Vec<u8> {
+    let mut rng = Rng(seed);
     let mut v = buffers();
     for i in 0..POOL {
-        let p = packet(&key((rng.next() % flows as u64) as u32));
+        let p = packet(&key((rng.next() % n as u64) as u32));
         v[i * SLOT + HEAD..(i + 1) * SLOT].copy_from_slice(&p);
     }
     v
@@ -290,19 +296,13 @@ fn main() {
             }
             agent.handle_control(0, mgr, &b.finish().unwrap());
         }
-        let mut rng = Rng(7);
-        let mut pristine = buffers();
-        for i in 0..POOL {
-            let d = (rng.next() % n as u64) as u32;
-            let k = AffinityKey {
-                protocol: wire::TCP,
-                src_addr: Ipv4Addr::new(198, 18, 0, 1),
-                dst_addr: Ipv4Addr::from(0xcb00_7100u32 + d),
-                src_port: 5000,
-                dst_port: 80,
-            };
-            pristine[i * SLOT + HEAD..(i + 1) * SLOT].copy_from_slice(&packet(&k));
-        }
+        let pristine = pool_of(7, n, |d| AffinityKey {
+            protocol: wire::TCP,
+            src_addr: Ipv4Addr::new(198, 18, 0, 1),
+            dst_addr: Ipv4Addr::from(0xcb00_7100u32 + d),
+            src_port: 5000,
+            dst_port: 80,
+        });
         wc.push(agent_case(&agent, pristine));
     }
     if wildcards {
@@ -396,19 +396,13 @@ fn patterns(figures: &mut Vec<(String, f64, &'static str)>, pkts: usize, rounds:
             refused as f64,
             "wildcards",
         ));
-        let mut rng = Rng(11);
-        let mut pristine = buffers();
-        for i in 0..POOL {
-            let d = (rng.next() % N as u64) as u32;
-            let k = AffinityKey {
-                protocol: wire::TCP,
-                src_addr: Ipv4Addr::new(198, 18, 9, 9),
-                dst_addr: Ipv4Addr::from(0xc613_0000u32 + d),
-                src_port: 5000,
-                dst_port: 443,
-            };
-            pristine[i * SLOT + HEAD..(i + 1) * SLOT].copy_from_slice(&packet(&k));
-        }
+        let pristine = pool_of(11, N, |d| AffinityKey {
+            protocol: wire::TCP,
+            src_addr: Ipv4Addr::new(198, 18, 9, 9),
+            dst_addr: Ipv4Addr::from(0xc613_0000u32 + d),
+            src_port: 5000,
+            dst_port: 443,
+        });
         cases.push(agent_case(&agent, pristine));
         agents.push(agent);
     }

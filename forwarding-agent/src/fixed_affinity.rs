@@ -298,14 +298,7 @@ impl FixedTable {
     /// Lock-free lookup: the value and slot of the entry, if present.
     #[inline]
     pub fn lookup(&self, key: &AffinityKey) -> Option<(FixedValue, usize)> {
-        self.lookup_from(key, self.bucket_of(key))
-    }
-
-    /// [`lookup`](Self::lookup) given the key's [`bucket_of`](Self::bucket_of).
-    #[inline]
-    pub fn lookup_from(&self, key: &AffinityKey, start: usize) -> Option<(FixedValue, usize)> {
-        let (w0, w1) = key_words(key);
-        self.lookup_probe(&Probe { w0, w1, start })
+        self.lookup_probe(&self.probe(key))
     }
 
     /// [`lookup`](Self::lookup) of a key prepared with [`FixedTable::probe`].

@@ -194,7 +194,7 @@ pub struct Worker {
     /// Per packet of the chunk: its fixed-table lookup, prepared (key
     /// packed and hashed to its home line; none for packets looked up
     /// later).
-    buckets: Vec<Option<crate::fixed_affinity::Probe>>,
+    probes: Vec<Option<crate::fixed_affinity::Probe>>,
     /// Per packet of the last batch, while tracing ([`Worker::decisions`]).
     decisions: Vec<Decision>,
     /// The decision for the packet being processed.
@@ -230,7 +230,7 @@ impl Agent {
             messages: Vec::new(),
             released: Vec::new(),
             infos: Vec::with_capacity(BATCH),
-            buckets: Vec::with_capacity(BATCH),
+            probes: Vec::with_capacity(BATCH),
             decisions: Vec::with_capacity(BATCH),
             cur: Decision::default(),
             tracing: false,
@@ -252,19 +252,19 @@ impl Worker {
         self.decisions.clear();
         for (chunk, outs) in pkts[..n].chunks_mut(BATCH).zip(out[..n].chunks_mut(BATCH)) {
             self.infos.clear();
-            self.buckets.clear();
+            self.probes.clear();
             for p in chunk.iter_mut() {
                 let info = wire::parse_ipv4(p.packet());
                 // A later fragment's flow is known only once the first
                 // fragment (maybe in this batch) has been processed.
-                let bucket = match &info {
+                let probe = match &info {
                     Ok(i) if i.fragment != Fragment::Later => Some(agent.fixed.probe(&i.key)),
                     _ => None,
                 };
                 self.infos.push(info);
-                self.buckets.push(bucket);
+                self.probes.push(probe);
                 // The first group's lines come in while the rest is parsed.
-                if self.buckets.len() == GROUP {
+                if self.probes.len() == GROUP {
                     self.prefetch(&agent, 0..GROUP);
                 }
             }
@@ -290,7 +290,7 @@ impl Worker {
                 // whatever is still on its way.
                 let mut pre = [Lookup::Later; GROUP];
                 for (i, l) in (start..end).zip(pre.iter_mut()) {
-                    if let Some(b) = &self.buckets[i] {
+                    if let Some(b) = &self.probes[i] {
                         *l = Lookup::Done(agent.fixed.lookup_probe(b));
                     }
                 }
@@ -400,7 +400,7 @@ impl Worker {
     /// Prefetches the fixed-table buckets of packets `range` of the chunk.
     #[inline]
     fn prefetch(&self, agent: &Agent, range: std::ops::Range<usize>) {
-        for b in self.buckets[range].iter().flatten() {
+        for b in self.probes[range].iter().flatten() {
             agent.fixed.prefetch(b.start());
         }
     }

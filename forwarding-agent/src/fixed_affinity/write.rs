@@ -2,7 +2,7 @@
 //! of one entry, insert and remove. Readers never wait for it; they retry
 //! the rare read that raced with [`FixedTable::write`].
 
-use super::{holds, key_words, FixedTable, FixedValue, InsertError, Inserted};
+use super::{holds, FixedTable, FixedValue, InsertError, Inserted, Probe};
 use super::{MAX_PROBE, TOMB, VALID, VERSION_MASK, VERSION_ONE};
 use affinity_api::AffinityKey;
 use std::sync::atomic::fence;
@@ -28,8 +28,7 @@ impl FixedTable {
 
     /// Inserts or updates (single writer).
     pub fn insert(&self, key: &AffinityKey, value: FixedValue) -> Result<Inserted, InsertError> {
-        let (w0, w1) = key_words(key);
-        let start = self.bucket_of(key);
+        let Probe { w0, w1, start } = self.probe(key);
         let mut free: Option<usize> = None;
         for p in 0..MAX_PROBE {
             let slot = (start + p) & self.mask;
@@ -69,8 +68,7 @@ impl FixedTable {
 
     /// Removes an entry (single writer); its value if it was present.
     pub fn remove(&self, key: &AffinityKey) -> Option<FixedValue> {
-        let (w0, w1) = key_words(key);
-        let start = self.bucket_of(key);
+        let Probe { w0, w1, start } = self.probe(key);
         for p in 0..MAX_PROBE {
             let slot = (start + p) & self.mask;
             let e = self.entry(slot)?;

@@ -4,19 +4,17 @@
 
 use super::checksum;
 use super::parse::{Fragment, PacketError, PacketInfo};
-use super::{
-    get_u16, get_u32, icmp, ipv4, set_u16, set_u32, tcp, udp, Field, IpProtocol, SeqNumber,
-};
+use super::{get_u16, get_u32, icmp, ipv4, set_u16, set_u32, tcp, udp, IpProtocol, SeqNumber};
 use affinity_api::{NatAction, SeqAdjustAction};
 use std::net::SocketAddrV4;
 
-/// Source and destination ports: the same bytes in TCP and UDP, so NAT
-/// rewrites them (and takes one checksum delta over them) the same way.
-const PORTS: Field = tcp::field::SRC_PORT.start..tcp::field::DST_PORT.end;
+// Source and destination ports are the same bytes in TCP and UDP, so NAT
+// reads and rewrites both protocols' ports through `tcp::field`.
 const _: () = assert!(
     udp::field::SRC_PORT.start == tcp::field::SRC_PORT.start
+        && udp::field::SRC_PORT.end == tcp::field::SRC_PORT.end
+        && udp::field::DST_PORT.start == tcp::field::DST_PORT.start
         && udp::field::DST_PORT.end == tcp::field::DST_PORT.end
-        && PORTS.end - PORTS.start == 4
 );
 
 /// Length of the IPv4 + UDP headers [`write_ipv4_udp_header`] writes, bytes.
