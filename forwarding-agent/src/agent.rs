@@ -115,6 +115,10 @@ pub struct Agent {
     /// End of the warm-up window (caller's monotonic ns); 0 = warm (the
     /// default: no warm-up). See [`Agent::start_warm_up`].
     pub(crate) warm_until_ns: AtomicU64,
+    /// The managers named to [`Agent::start_warm_up`]: their own TCP
+    /// connections (health checks) are not dropped by the warm-up. Read by
+    /// a worker only inside the window.
+    pub(crate) warm_exempt: ArcSwap<Vec<Ipv4Addr>>,
 }
 
 impl Agent {
@@ -155,6 +159,7 @@ impl Agent {
             syn_secret: crate::synproxy::random_secret(),
             splice: crate::synproxy::SpliceTable::default(),
             warm_until_ns: AtomicU64::new(0),
+            warm_exempt: ArcSwap::from_pointee(Vec::new()),
             config,
         })
     }
@@ -188,8 +193,14 @@ impl Agent {
     /// retransmitted by the backend and translated once the wildcards are
     /// in. Bare SYNs (new connections) and other protocols still pass: a
     /// new connection is not harmed by the window, and UDP or ICMP draw no
-    /// reset. With `managers` empty or `hold_ms` 0 the agent is warm at once.
+    /// reset. Segments from or to one of `managers` pass too: they are a
+    /// manager's own connections (its health checks of the backends, which
+    /// cross the agent on their way), never a client's, and a backup
+    /// manager that is down would otherwise hold them up for the whole
+    /// window. With `managers` empty or `hold_ms` 0 the agent is warm at once.
     pub fn start_warm_up(&self, now_ns: u64, hold_ms: u64, managers: &[Ipv4Addr]) {
+        self.warm_exempt
+            .store(std::sync::Arc::new(managers.to_vec()));
         let mut st = self.control.lock();
         if managers.is_empty() || hold_ms == 0 {
             st.warm_waiting.clear();
@@ -206,6 +217,16 @@ impl Agent {
     #[inline]
     pub fn warming(&self, now_ns: u64) -> bool {
         now_ns < self.warm_until_ns.load(Relaxed)
+    }
+
+    /// Whether a segment between `src` and `dst` is a manager's own
+    /// connection, which the warm-up lets through ([`Agent::start_warm_up`]).
+    #[inline(never)]
+    pub(crate) fn warm_exempt(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+        self.warm_exempt
+            .load()
+            .iter()
+            .any(|m| *m == src || *m == dst)
     }
 
     /// A manager at `from` had a wildcard update accepted: it no longer

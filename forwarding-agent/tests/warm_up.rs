@@ -91,3 +91,28 @@ fn warm_up_leaves_matched_packets_alone() {
     assert_eq!(a.counter(Counter::WildcardHit), 1);
     assert_eq!(a.counter(Counter::DropWarmUp), 0);
 }
+
+#[test]
+fn warm_up_lets_a_managers_own_connections_through() {
+    // A manager's health check crosses the agent on its way to a backend
+    // (the e2e lab routes the control LAN's traffic to the backends through
+    // agent 1). With the backup manager down, the window runs its full
+    // length: dropping the backend's SYN-ACK to the manager there marked
+    // every backend down after each agent restart. Failed before the
+    // exemption: both segments were dropped.
+    let a = agent();
+    a.start_warm_up(0, 5_000, &[MGR, MGR2]);
+    let build = |src, sport, dst, dport, flags| {
+        affinity_forwarding_agent::wire::build::tcp(src, sport, dst, dport, flags, 7, 8, &[])
+    };
+    let syn_ack = build(BACKEND, 8080, MGR, 40000, 0x12);
+    let ack = build(MGR, 40000, BACKEND, 8080, 0x10);
+    assert_eq!(run(&a, SEC, &syn_ack), Disposition::Pass);
+    assert_eq!(run(&a, SEC, &ack), Disposition::Pass);
+    assert_eq!(a.counter(Counter::DropWarmUp), 0);
+    // The same reply to a client is still held back.
+    assert_eq!(
+        run(&a, SEC, &build(BACKEND, 8080, CLIENT, 40000, 0x12)),
+        DROP
+    );
+}

@@ -273,6 +273,7 @@ impl Worker {
             && info.tcp_flags & (wire::build::TCP_SYN | wire::build::TCP_ACK)
                 != wire::build::TCP_SYN
             && agent.warming(ctx.now_ns)
+            && !agent.warm_exempt(info.key.src_addr, info.key.dst_addr)
         {
             // Warm-up after a start: maybe a backend's reply the wildcards
             // (not yet here) would translate; routed bare it would draw a
