@@ -122,7 +122,21 @@ counters! {
     // A client packet of a SYN-proxied flow before its splice (the
     // backend's SYN-ACK not yet back): unadjusted, its acknowledgment is in
     // the cookie's space and the backend would answer with a reset.
+    // Past the early-data bounds (`synproxy::EARLY_DATA_PACKETS`,
+    // `EARLY_DATA_BYTES` per connection, `EARLY_DATA_TOTAL_BYTES`
+    // agent-wide), or proved past the proved-flow cap: dropped, the
+    // client retransmits.
     SynProxyEarlyData => "syn-proxy-early-data-dropped",
+    // A client packet of a SYN-proxied flow before its splice, kept to be
+    // sent on (adjusted, translated) right after the splice.
+    SynProxyEarlyDataHeld => "syn-proxy-early-data-held",
+    // Held early data sent on after the splice, in order, behind the
+    // client's kept ACK.
+    SynProxyEarlyDataReleased => "syn-proxy-early-data-released",
+    // Held early data dropped with a connection that was never spliced
+    // (the manager or the backend did not answer within
+    // `synproxy::PENDING_NS`).
+    SynProxyEarlyDataExpired => "syn-proxy-early-data-expired",
 }
 
 pub const N_COUNTERS: usize = Counter::ALL.len();

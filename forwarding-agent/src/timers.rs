@@ -20,8 +20,12 @@ impl Agent {
     /// manager. Returns datagrams to send (destination, encoded message).
     pub fn tick(&self, now_ns: u64) -> Vec<(SocketAddrV4, Vec<u8>)> {
         let now = ds(now_ns);
-        self.splice.expire(now_ns);
+        // Proxied connections never spliced: their held early data goes
+        // (run at least every activity report interval while a manager is
+        // known, which a proxied connection needs).
+        let expired = self.splice.expire(now_ns);
         let mut st = self.control.lock();
+        st.counters.add(Counter::SynProxyEarlyDataExpired, expired);
         let due: Vec<u32> = st.wheel.range(..=now / 10).map(|(k, _)| *k).collect();
         for sec in due {
             for key in st.wheel.remove(&sec).unwrap_or_default() {

@@ -3,7 +3,9 @@
 //! data with the proxied state, and returns the ACK), the agent does not
 //! release the ACK: it keeps it pending and sends the backend a SYN with the
 //! client's ISN and original options instead, through the flow's new fixed
-//! affinity. The backend's SYN-ACK completes the splice on the packet path
+//! affinity. The answer to a second proof of a connection still pending
+//! (its request right behind the ACK) holds that packet with the
+//! connection's early data. The backend's SYN-ACK completes the splice on the packet path
 //! (`datapath::synproxy`). Refreshes of a spliced flow keep the sequence
 //! adjust the agent installed (managers do not know it).
 
@@ -53,8 +55,9 @@ impl Agent {
         // ACK, punted before the manager's answer to the ACK came back).
         // Spliced already: it goes on through the adjusted flow. Still
         // waiting for the backend: the first proof's SYN is out and its ACK
-        // kept, so this one is dropped (the client retransmits) rather than
-        // sending the backend a second SYN.
+        // kept, so this one is held with the connection's early data (sent
+        // on right after the splice; past the bounds dropped, and the
+        // client retransmits) rather than sending the backend a second SYN.
         // (The same connection: the adjust installed starts at its cookie;
         // a new connection on the 4-tuple has another cookie.)
         let joined = self.splice.installed(&info.key).map(|(adj, _)| adj.3);
@@ -62,7 +65,12 @@ impl Agent {
             return false;
         }
         if self.splice.any_pending() && self.splice.is_pending(&info.key) {
-            st.counters.inc(Counter::SynProxyEarlyData);
+            // A returned packet's checksum is complete (it crossed the wire).
+            let c = match self.splice.hold_early(&info.key, pkt, false, now_ns) {
+                synproxy::Early::Held => Counter::SynProxyEarlyDataHeld,
+                synproxy::Early::Full | synproxy::Early::Pass => Counter::SynProxyEarlyData,
+            };
+            st.counters.inc(c);
             return true;
         }
         let p = Pending {

@@ -7,6 +7,7 @@ use super::lookup::Origin;
 use super::{BatchCtx, Disposition, PacketBuf, Worker};
 use crate::actions::ActionView;
 use crate::counters::Counter;
+use crate::synproxy::Early;
 use crate::wildcard_affinity::WildcardEntry;
 use crate::wire::{self, PacketInfo};
 use affinity_api::{dispatch, info, InterestCriteria};
@@ -74,16 +75,19 @@ impl Worker {
             }
         }
         // A client packet of a SYN-proxied flow proved but not spliced
-        // yet: dropped (the client retransmits; the kept ACK goes first
-        // once spliced). The lock is taken only while such a flow exists,
+        // yet (its request right behind the cookie ACK): a copy is held,
+        // to go on adjusted right after the splice; past the bounds it is
+        // dropped (the client retransmits). Unadjusted, its acknowledgment
+        // is in the cookie's space and the backend would answer with a
+        // reset. No lock for any other flow (the splice table's filter),
         // and never for SYNs (the backend SYN takes this path).
         if hit.wildcard.is_none()
             && hit.info.key.protocol == wire::TCP
             && hit.info.tcp_flags & wire::tcp::flags::SYN == 0
-            && ctx.agent.splice.holds_back(&hit.info.key, ctx.now_ns)
         {
-            self.counters.inc(Counter::SynProxyEarlyData);
-            return Disposition::Drop(Counter::SynProxyEarlyData);
+            if let Some(d) = self.hold_early(ctx, p, hit.info) {
+                return d;
+            }
         }
         // Rewrite.
         let mut info = *hit.info;
@@ -118,6 +122,36 @@ impl Worker {
             crate::synproxy::apply_ts_adjust(p.packet(), &info, t);
         }
         self.next_hop(a)
+    }
+
+    /// [`crate::synproxy::SpliceTable::hold_early`] for a client packet on
+    /// a fixed affinity: `None` when it goes on, else its disposition (held
+    /// or dropped, counted).
+    #[inline(always)]
+    fn hold_early(
+        &mut self,
+        ctx: &BatchCtx<'_>,
+        p: &mut PacketBuf<'_>,
+        info: &PacketInfo,
+    ) -> Option<Disposition> {
+        let partial = p.l4_partial;
+        let pkt = p.packet();
+        let pkt = pkt.get(..info.total_len).unwrap_or(pkt);
+        match ctx
+            .agent
+            .splice
+            .hold_early(&info.key, pkt, partial, ctx.now_ns)
+        {
+            Early::Pass => None,
+            Early::Held => {
+                self.counters.inc(Counter::SynProxyEarlyDataHeld);
+                Some(Disposition::Consumed(Counter::SynProxyEarlyDataHeld))
+            }
+            Early::Full => {
+                self.counters.inc(Counter::SynProxyEarlyData);
+                Some(Disposition::Drop(Counter::SynProxyEarlyData))
+            }
+        }
     }
 
     /// The next hop an action set gives: its forward address, or normal

@@ -99,7 +99,7 @@ impl Worker {
             src_port: k.dst_port,
             dst_port: k.src_port,
         };
-        let pending = agent.splice.take_pending(&client_flow, ctx.now_ns)?;
+        let (pending, held) = agent.splice.take_pending(&client_flow, ctx.now_ns)?;
         let l4 = p.packet().get(info.l4_offset..info.total_len)?;
         let backend_isn = wire::get_u32(l4, tcp::field::SEQ_NUM);
         let ack = wire::get_u32(l4, tcp::field::ACK_NUM);
@@ -144,15 +144,47 @@ impl Worker {
             }
         }
         self.counters.inc(Counter::SynProxySpliced);
-        // The client's ACK takes the SYN-ACK's buffer, if it fits.
+        // The client's ACK takes the SYN-ACK's buffer, if it fits; the
+        // early data held meanwhile follows it, in order.
         let end = p.start + pending.packet.len();
-        let Some(dst) = p.buf.get_mut(p.start..end) else {
-            self.counters.inc(Counter::SynProxyAckNotReleased);
-            return Some(Disposition::Consumed(Counter::SynProxyAckNotReleased));
+        let d = match p.buf.get_mut(p.start..end) {
+            Some(dst) => {
+                dst.copy_from_slice(&pending.packet);
+                p.len = pending.packet.len();
+                let parsed = wire::parse_ipv4(p.packet());
+                self.process_one(ctx, p, &parsed, Lookup::Later, Origin::Wire)
+            }
+            None => {
+                self.counters.inc(Counter::SynProxyAckNotReleased);
+                Disposition::Consumed(Counter::SynProxyAckNotReleased)
+            }
         };
-        dst.copy_from_slice(&pending.packet);
-        p.len = pending.packet.len();
-        let parsed = wire::parse_ipv4(p.packet());
-        Some(self.process_one(ctx, p, &parsed, Lookup::Later, Origin::Wire))
+        if !held.is_empty() {
+            self.release_early(ctx, held);
+        }
+        Some(d)
+    }
+
+    /// Sends a spliced connection's held early data on through its now
+    /// adjusted fixed affinity (sequence adjust, NAT, timestamps: the
+    /// normal act path), in order, each rewritten with its disposition for
+    /// [`super::Worker::take_released`] — the way held fragments leave, so
+    /// the host agent and the VPP plugin send them the same way. They were
+    /// counted as packets when they came.
+    #[cold]
+    #[inline(never)]
+    fn release_early(&mut self, ctx: &BatchCtx<'_>, held: Vec<Vec<u8>>) {
+        for mut pkt in held {
+            let len = pkt.len();
+            let info = wire::parse_ipv4(&pkt);
+            let cur = self.cur;
+            let mut q = PacketBuf::new(&mut pkt, 0, len);
+            let d = self.process_counted(ctx, &mut q, &info, Lookup::Later, Origin::Wire);
+            let len = q.len;
+            self.cur = cur;
+            pkt.truncate(len);
+            self.counters.inc(Counter::SynProxyEarlyDataReleased);
+            self.released.push((pkt, d));
+        }
     }
 }

@@ -28,31 +28,161 @@ pub struct Pending {
 /// about a SYN's first three retransmissions).
 pub const PENDING_NS: u64 = 10_000_000_000;
 
+/// Early data held per proxied connection, packets: a request right behind
+/// the handshake is one or two segments; four leave room for a pure ACK
+/// and a retransmission (Linux clients send up to 10 segments, RFC 6928,
+/// into the cookie SYN-ACK's 65535-byte window; past the bounds the rest is
+/// dropped and retransmitted, as before early data was held).
+pub const EARLY_DATA_PACKETS: usize = 4;
+
+/// Early data held per proxied connection, bytes of IPv4 packets (8 KiB:
+/// an HTTP request with its headers and cookies).
+pub const EARLY_DATA_BYTES: usize = 8 << 10;
+
+/// Early data held agent-wide, bytes of IPv4 packets (4 MiB: 512
+/// connections at their per-connection bound, some 2800 at one full-size
+/// segment each; the connections themselves are bounded by
+/// `AgentConfig::hold_limit`).
+pub const EARLY_DATA_TOTAL_BYTES: usize = 4 << 20;
+
+/// Slots of the counted filter over the proved flows' keys (a power of
+/// two; 4096 × 4 bytes): with the default 1024 proved flows at most, a
+/// packet of an unrelated flow finds its slot taken (and takes the lock)
+/// at most about a quarter of the time, and nearly never at ordinary
+/// connection rates.
+const FILTER_SLOTS: usize = 1 << 12;
+
+/// What [`SpliceTable::hold_early`] did with a client packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Early {
+    /// The flow is not held back (not proved, or spliced, or expired): the
+    /// packet goes on.
+    Pass,
+    /// A copy is held, released after the splice.
+    Held,
+    /// Held back but past the bounds (per connection or agent-wide): the
+    /// packet is dropped (the client retransmits).
+    Full,
+}
+
+/// A proved flow: until when it is held back (ns), and the client packets
+/// held for it meanwhile (IPv4 packets, in arrival order; their bytes).
+#[derive(Debug)]
+struct Proof {
+    deadline_ns: u64,
+    held: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+/// The proved flows and the bytes of early data they hold (all of them).
+#[derive(Debug, Default)]
+struct Proved {
+    flows: std::collections::HashMap<affinity_api::AffinityKey, Proof>,
+    held_bytes: usize,
+}
+
+/// The filter slot of a flow key (a multiplicative hash of its fields).
+#[inline]
+fn filter_slot(key: &affinity_api::AffinityKey) -> usize {
+    let addrs = (u64::from(u32::from(key.src_addr)) << 32) | u64::from(u32::from(key.dst_addr));
+    let rest = (u64::from(key.protocol) << 32)
+        | (u64::from(key.src_port) << 16)
+        | u64::from(key.dst_port);
+    let h = addrs.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ rest.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - FILTER_SLOTS.trailing_zeros())) as usize
+}
+
 /// The agent's proxied connections between the manager's answer and the
 /// backend's SYN-ACK (`pending`, keyed by the client flow: client → VIP),
-/// and the sequence adjusts the agent installed for them (`spliced`, kept
-/// across the manager's refreshes, which do not carry them). Locked by the
-/// control thread and, for a backend SYN-ACK while something is pending,
-/// by a worker: once per proxied connection, never per data packet.
-#[derive(Debug, Default)]
+/// the flows proved and not yet spliced with the early data held for them
+/// (`proved`), and the sequence adjusts the agent installed (`spliced`,
+/// kept across the manager's refreshes, which do not carry them). Locked by
+/// the control thread and by a worker: for a backend SYN-ACK while
+/// something is pending, and for a client packet of a proved flow (once
+/// per early packet). A packet of any other flow takes no lock: the
+/// counted filter over the proved keys (`filter`) answers first.
 pub struct SpliceTable {
     pending: parking_lot::Mutex<std::collections::HashMap<affinity_api::AffinityKey, Pending>>,
     /// Entries of `pending`: a worker checks this before taking the lock.
     pending_n: std::sync::atomic::AtomicUsize,
     spliced: parking_lot::Mutex<std::collections::HashMap<affinity_api::AffinityKey, Installed>>,
     /// Client flows whose cookie ACK proved, not yet spliced, with when
-    /// they are forgotten (ns): from the proof on, the flow's fixed
-    /// affinity can appear (the manager's answer) before the control path
-    /// has made it pending, and the client's request must not slip through
-    /// it to the backend in that gap.
-    proved: parking_lot::Mutex<std::collections::HashMap<affinity_api::AffinityKey, u64>>,
+    /// they are forgotten (ns) and their held early data: from the proof
+    /// on, the flow's fixed affinity can appear (the manager's answer)
+    /// before the control path has made it pending, and the client's
+    /// request must not slip through it to the backend in that gap.
+    proved: parking_lot::Mutex<Proved>,
     /// Entries of `proved`: checked before taking the lock.
     proved_n: std::sync::atomic::AtomicUsize,
+    /// Per [`filter_slot`], how many keys of `proved` fall there (changed
+    /// under the `proved` lock, read without it): a zero slot means the
+    /// flow is not proved.
+    filter: Box<[std::sync::atomic::AtomicU32]>,
+    /// Held packets dropped by a splice that came too late, for the next
+    /// [`SpliceTable::expire`] to report.
+    late_dropped: std::sync::atomic::AtomicU64,
+}
+
+impl Default for SpliceTable {
+    fn default() -> Self {
+        SpliceTable {
+            pending: Default::default(),
+            pending_n: Default::default(),
+            spliced: Default::default(),
+            proved: Default::default(),
+            proved_n: Default::default(),
+            filter: (0..FILTER_SLOTS)
+                .map(|_| std::sync::atomic::AtomicU32::new(0))
+                .collect(),
+            late_dropped: Default::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SpliceTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpliceTable")
+            .field("pending", &self.pending_n)
+            .field("proved", &self.proved_n)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SpliceTable {
+    fn filter_add(&self, key: &affinity_api::AffinityKey, n: i32) {
+        let slot = &self.filter[filter_slot(key)];
+        if n > 0 {
+            slot.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            slot.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Removes the proved flows `drop` selects from `m` (filter kept in
+    /// step); the held packets they had.
+    fn prune(&self, m: &mut Proved, mut drop: impl FnMut(&affinity_api::AffinityKey, &Proof) -> bool) -> u64 {
+        let mut dropped = 0u64;
+        let mut bytes = 0usize;
+        m.flows.retain(|k, p| {
+            if drop(k, p) {
+                dropped += p.held.len() as u64;
+                bytes += p.bytes;
+                self.filter_add(k, -1);
+                false
+            } else {
+                true
+            }
+        });
+        m.held_bytes -= bytes;
+        self.proved_n
+            .store(m.flows.len(), std::sync::atomic::Ordering::Relaxed);
+        dropped
+    }
+
     /// Notes client flow `key` as proved until `deadline_ns` (at most `cap`
-    /// flows; expired ones are pruned first; past that it is not noted).
+    /// flows; expired ones are pruned first; past that it is not noted). A
+    /// flow proved again (its request right behind the ACK proves it too)
+    /// keeps what it holds.
     pub fn note_proved(
         &self,
         key: affinity_api::AffinityKey,
@@ -61,38 +191,120 @@ impl SpliceTable {
         cap: usize,
     ) {
         let mut m = self.proved.lock();
-        if m.len() >= cap {
-            m.retain(|_, d| *d > now_ns);
+        if m.flows.len() >= cap {
+            let dropped = self.prune(&mut m, |_, p| p.deadline_ns <= now_ns);
+            self.late_dropped
+                .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
         }
-        if m.len() < cap || m.contains_key(&key) {
-            m.insert(key, deadline_ns);
+        if let Some(p) = m.flows.get_mut(&key) {
+            p.deadline_ns = deadline_ns;
+        } else if m.flows.len() < cap {
+            m.flows.insert(
+                key,
+                Proof {
+                    deadline_ns,
+                    held: Vec::new(),
+                    bytes: 0,
+                },
+            );
+            self.filter_add(&key, 1);
         }
         self.proved_n
-            .store(m.len(), std::sync::atomic::Ordering::Relaxed);
+            .store(m.flows.len(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Forgets the proved and pending flows past their deadline at
     /// `now_ns` (a manager that never answered, a backend that never did),
-    /// so workers stop taking the lock for them (`Agent::tick`).
-    pub fn expire(&self, now_ns: u64) {
+    /// so workers stop taking the lock for them (`Agent::tick`). Returns
+    /// the held early-data packets dropped with them (and with splices that
+    /// came too late since the last call), for `syn-proxy-early-data-expired`.
+    pub fn expire(&self, now_ns: u64) -> u64 {
         let mut m = self.pending.lock();
         m.retain(|_, v| v.deadline_ns > now_ns);
         self.pending_n
             .store(m.len(), std::sync::atomic::Ordering::Relaxed);
         drop(m);
         let mut m = self.proved.lock();
-        m.retain(|_, d| *d > now_ns);
-        self.proved_n
-            .store(m.len(), std::sync::atomic::Ordering::Relaxed);
+        let dropped = self.prune(&mut m, |_, p| p.deadline_ns <= now_ns);
+        drop(m);
+        dropped
+            + self
+                .late_dropped
+                .swap(0, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether client flow `key` proved and is not spliced yet at `now_ns`:
-    /// its packets are held back from the backend. No lock while nothing
-    /// is noted.
+    /// its packets are held back from the backend. No lock while the flow's
+    /// filter slot is empty (nearly always, for any other flow).
     #[inline]
     pub fn holds_back(&self, key: &affinity_api::AffinityKey, now_ns: u64) -> bool {
+        self.maybe_proved(key)
+            && self
+                .proved
+                .lock()
+                .flows
+                .get(key)
+                .is_some_and(|p| p.deadline_ns > now_ns)
+    }
+
+    /// Whether `key` may be proved: no lock, a few loads.
+    #[inline]
+    fn maybe_proved(&self, key: &affinity_api::AffinityKey) -> bool {
         self.proved_n.load(std::sync::atomic::Ordering::Relaxed) != 0
-            && self.proved.lock().get(key).is_some_and(|d| *d > now_ns)
+            && self.filter[filter_slot(key)].load(std::sync::atomic::Ordering::Relaxed) != 0
+    }
+
+    /// A client packet `pkt` (IPv4, client → VIP, before any rewrite) of
+    /// flow `key` at `now_ns`: when the flow is held back
+    /// ([`Self::holds_back`]), a copy is kept for the splice within
+    /// [`EARLY_DATA_PACKETS`] and [`EARLY_DATA_BYTES`] per connection and
+    /// [`EARLY_DATA_TOTAL_BYTES`] agent-wide. `l4_partial`: its TCP
+    /// checksum holds only the pseudo-header sum (offload); the copy's is
+    /// computed in full, since it leaves later as an ordinary packet. No
+    /// lock while the flow's filter slot is empty.
+    #[inline]
+    pub fn hold_early(
+        &self,
+        key: &affinity_api::AffinityKey,
+        pkt: &[u8],
+        l4_partial: bool,
+        now_ns: u64,
+    ) -> Early {
+        if !self.maybe_proved(key) {
+            return Early::Pass;
+        }
+        self.hold_early_locked(key, pkt, l4_partial, now_ns)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn hold_early_locked(
+        &self,
+        key: &affinity_api::AffinityKey,
+        pkt: &[u8],
+        l4_partial: bool,
+        now_ns: u64,
+    ) -> Early {
+        let mut m = self.proved.lock();
+        let total = m.held_bytes;
+        let Some(p) = m.flows.get_mut(key).filter(|p| p.deadline_ns > now_ns) else {
+            return Early::Pass;
+        };
+        let n = pkt.len();
+        if p.held.len() >= EARLY_DATA_PACKETS
+            || p.bytes + n > EARLY_DATA_BYTES
+            || total + n > EARLY_DATA_TOTAL_BYTES
+        {
+            return Early::Full;
+        }
+        let mut copy = pkt.to_vec();
+        if l4_partial {
+            complete_l4_checksum(&mut copy);
+        }
+        p.held.push(copy);
+        p.bytes += n;
+        m.held_bytes += n;
+        Early::Held
     }
 
     /// Adds a pending connection (at most `cap`; expired ones are pruned
@@ -127,19 +339,47 @@ impl SpliceTable {
         self.pending.lock().contains_key(key)
     }
 
-    /// Takes the pending connection of client flow `key`, if live.
-    pub fn take_pending(&self, key: &affinity_api::AffinityKey, now_ns: u64) -> Option<Pending> {
+    /// Takes the pending connection of client flow `key`, if live, with the
+    /// early data held for it (IPv4 packets as they came, in order); the
+    /// flow is no longer held back. A pending connection past its time is
+    /// dropped with its held packets (reported by the next
+    /// [`Self::expire`]).
+    pub fn take_pending(
+        &self,
+        key: &affinity_api::AffinityKey,
+        now_ns: u64,
+    ) -> Option<(Pending, Vec<Vec<u8>>)> {
         let mut m = self.pending.lock();
         let p = m.remove(key);
         self.pending_n
             .store(m.len(), std::sync::atomic::Ordering::Relaxed);
-        if p.is_some() {
-            let mut proved = self.proved.lock();
-            proved.remove(key);
-            self.proved_n
-                .store(proved.len(), std::sync::atomic::Ordering::Relaxed);
+        let p = p?;
+        let mut proved = self.proved.lock();
+        let held = match proved.flows.remove(key) {
+            Some(proof) => {
+                self.filter_add(key, -1);
+                proved.held_bytes -= proof.bytes;
+                proof.held
+            }
+            None => Vec::new(),
+        };
+        self.proved_n
+            .store(proved.flows.len(), std::sync::atomic::Ordering::Relaxed);
+        drop(proved);
+        drop(m);
+        if p.deadline_ns <= now_ns {
+            self.late_dropped
+                .fetch_add(held.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            return None;
         }
-        p.filter(|p| p.deadline_ns > now_ns)
+        Some((p, held))
+    }
+
+    /// Early data held agent-wide: (packets, bytes).
+    pub fn held(&self) -> (usize, usize) {
+        let m = self.proved.lock();
+        let n = m.flows.values().map(|p| p.held.len()).sum();
+        (n, m.held_bytes)
     }
 
     /// Remembers the adjusts installed on fixed affinity `key` (at most
@@ -159,6 +399,21 @@ impl SpliceTable {
     /// Forgets `key` (its fixed affinity was deleted).
     pub fn forget(&self, key: &affinity_api::AffinityKey) {
         self.spliced.lock().remove(key);
+    }
+}
+
+/// Computes the TCP checksum of `pkt` (an IPv4 packet) in full, in
+/// place (for a copy of a packet whose checksum was left partial for the
+/// NIC); a packet that does not parse is left alone.
+fn complete_l4_checksum(pkt: &mut [u8]) {
+    let Ok(info) = wire::parse_ipv4(pkt) else {
+        return;
+    };
+    if let Some(c) = checksum::l4_checksum(pkt, &info) {
+        let at = info.l4_offset + tcp::field::CHECKSUM.start;
+        if let Some(f) = pkt.get_mut(at..at + 2) {
+            f.copy_from_slice(&c.to_be_bytes());
+        }
     }
 }
 
