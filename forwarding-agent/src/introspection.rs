@@ -240,6 +240,13 @@ impl Agent {
         self.hold.len()
     }
 
+    /// Early data the SYN proxy holds for connections not yet spliced, all
+    /// of them: (packets, bytes of IPv4 packets); bounded by
+    /// `synproxy::EARLY_DATA_TOTAL_BYTES`.
+    pub fn syn_proxy_held(&self) -> (usize, usize) {
+        self.splice.held()
+    }
+
     /// How full every table is (entries used, capacity), and each
     /// manager's share: for `show`/`status` and export.
     pub fn occupancy(&self) -> Occupancy {

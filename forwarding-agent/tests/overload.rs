@@ -590,7 +590,7 @@ fn the_hello_lists_the_admission_action_with_the_seed_actions() {
 }
 
 #[test]
-fn syn_proxy_keeps_the_clients_first_data_from_the_backend_until_the_splice() {
+fn syn_proxy_keeps_the_clients_first_data_from_the_backend_until_the_splice_then_sends_it() {
     let cport = 40000;
     let (a, mut w, ack, cookie, tsval) = proved(cport);
     // The client's request right behind its ACK, with the same valid
@@ -633,7 +633,7 @@ fn syn_proxy_keeps_the_clients_first_data_from_the_backend_until_the_splice() {
     );
     assert_eq!(out.returned.len(), 1, "the backend SYN");
     // The answer to the request: the connection is pending, its SYN out;
-    // no second SYN, the request is dropped (the client sends it again).
+    // no second SYN, the request is held for the splice.
     let out = a.handle_control(
         SEC,
         from(MGR),
@@ -641,15 +641,17 @@ fn syn_proxy_keeps_the_clients_first_data_from_the_backend_until_the_splice() {
     );
     assert!(out.returned.is_empty(), "{:?}", out.returned.len());
     assert_eq!(a.counter(Counter::SynProxyBackendSyn), 1);
-    assert_eq!(a.counter(Counter::SynProxyEarlyData), 1);
+    assert_eq!(a.counter(Counter::SynProxyEarlyDataHeld), 1);
     // Its retransmission on the fixed affinity, the backend not yet
     // answered: it would reach the backend with an acknowledgment in the
-    // cookie's space and draw a reset. Dropped too.
+    // cookie's space and draw a reset. Held too, nothing leaves.
     assert_eq!(
         run(&mut w, SEC, &req).0,
-        Disposition::Drop(Counter::SynProxyEarlyData)
+        Disposition::Consumed(Counter::SynProxyEarlyDataHeld)
     );
-    assert_eq!(a.counter(Counter::SynProxyEarlyData), 2);
+    assert_eq!(a.counter(Counter::SynProxyEarlyDataHeld), 2);
+    assert_eq!(a.counter(Counter::SynProxyEarlyData), 0);
+    assert!(w.take_released().is_empty());
     let synack = with_options(
         build::tcp(
             BACKEND,
@@ -668,6 +670,17 @@ fn syn_proxy_keeps_the_clients_first_data_from_the_backend_until_the_splice() {
     );
     assert_eq!(run(&mut w, SEC, &synack).0, Disposition::Pass);
     assert_eq!(a.counter(Counter::SynProxySpliced), 1);
+    // Both held copies follow the kept ACK, adjusted, to the backend.
+    let released = w.take_released();
+    assert_eq!(released.len(), 2);
+    for (p, d) in &released {
+        assert_eq!(*d, Disposition::Pass);
+        assert!(checksums_ok(p));
+        let info = wire::parse_ipv4(p).unwrap();
+        assert_eq!((info.key.dst_addr, info.key.dst_port), (BACKEND, 8080));
+        assert_eq!(seq_ack(p), (1001, 0x1234_5679));
+    }
+    assert_eq!(a.counter(Counter::SynProxyEarlyDataReleased), 2);
     // Spliced: the request goes to the backend, acknowledging its ISN.
     let (d, buf) = run(&mut w, SEC, &req);
     assert_eq!(d, Disposition::Pass);
@@ -686,7 +699,8 @@ fn syn_proxy_keeps_the_clients_first_data_from_the_backend_until_the_splice() {
     assert_eq!(out.returned.len(), 1);
     assert_eq!(out.returned[0].packet, req);
     assert_eq!(a.counter(Counter::SynProxyBackendSyn), 1);
-    assert_eq!(a.counter(Counter::SynProxyEarlyData), 2);
+    assert_eq!(a.counter(Counter::SynProxyEarlyDataHeld), 2);
+    assert_eq!(a.counter(Counter::SynProxyEarlyData), 0);
 }
 
 #[test]
@@ -711,10 +725,337 @@ fn a_proved_flow_is_held_back_before_the_control_path_makes_it_pending() {
     );
     assert_eq!(
         run(&mut w, SEC, &req).0,
-        Disposition::Drop(Counter::SynProxyEarlyData)
+        Disposition::Consumed(Counter::SynProxyEarlyDataHeld)
     );
     // Never spliced: forgotten after the pending time (10 s).
     let later = SEC + affinity_forwarding_agent::synproxy::PENDING_NS + 1;
     assert_eq!(run(&mut w, later, &req).0, Disposition::Pass);
+    assert_eq!(a.counter(Counter::SynProxyEarlyDataHeld), 1);
+    assert_eq!(a.counter(Counter::SynProxyEarlyData), 0);
+    assert!(w.take_released().is_empty());
+}
+
+/// Where the client's request, sent right behind its cookie ACK, meets the
+/// agent before the splice.
+#[derive(Debug, Clone, Copy)]
+enum EarlyPath {
+    /// Before the manager's answer: it proves the connection a second
+    /// time and comes back in the manager's answer to that.
+    SecondProof,
+    /// After the manager's answer: on the flow's fixed affinity.
+    FixedAffinity,
+}
+
+/// The SNAT address and port of `snat_flow_msg`'s flows.
+const SNAT: (Ipv4Addr, u16) = (Ipv4Addr::new(198, 51, 100, 200), 61000);
+
+/// [`flow_msg`] with source NAT: client:cport → VIP:80 ⇒ SNAT → BACKEND:8080,
+/// and back BACKEND:8080 → SNAT ⇒ VIP:80 → client:cport.
+fn snat_flow_msg(seq: u64, cport: u16, echo: Option<&[u8]>, packet: Option<&[u8]>) -> Vec<u8> {
+    use affinity_api::{AffinityIdentifier, AffinityKey, NatAction, Segment};
+    let key = |s: (Ipv4Addr, u16), d: (Ipv4Addr, u16)| AffinityKey {
+        protocol: wire::TCP,
+        src_addr: s.0,
+        dst_addr: d.0,
+        src_port: s.1,
+        dst_port: d.1,
+    };
+    let id = |id| Segment::AffinityIdentifier(AffinityIdentifier { id, reason: 0 });
+    let both =
+        NatAction::SRC_ADDR | NatAction::SRC_PORT | NatAction::DST_ADDR | NatAction::DST_PORT;
+    let fwd_nat = Segment::NatAction(NatAction {
+        flags: both,
+        src_addr: SNAT.0,
+        src_port: SNAT.1,
+        dst_addr: BACKEND,
+        dst_port: 8080,
+    });
+    let rev_nat = Segment::NatAction(NatAction {
+        flags: both,
+        src_addr: VIP,
+        src_port: 80,
+        dst_addr: CLIENT,
+        dst_port: cport,
+    });
+    let fwd: &[Segment<'_>] = &[id(1), fwd_nat];
+    let rev: &[Segment<'_>] = &[id(2), rev_nat];
+    common::fixed_msg(
+        MGR,
+        seq,
+        &[
+            (key((CLIENT, cport), (VIP, 80)), 30, fwd),
+            (key((BACKEND, 8080), SNAT), 30, rev),
+        ],
+        echo,
+        packet,
+    )
+}
+
+#[test]
+fn early_request_reaches_the_backend_once_after_the_splice_adjusted_and_translated() {
+    for snat in [false, true] {
+        for path in [EarlyPath::SecondProof, EarlyPath::FixedAffinity] {
+            early_request_case(snat, path);
+        }
+    }
+}
+
+fn early_request_case(snat: bool, path: EarlyPath) {
+    let case = format!("snat {snat}, {path:?}");
+    let cport = 40000;
+    let (a, mut w, ack, cookie, tsval) = proved(cport);
+    let ts = |val, ecr| TcpOptions {
+        timestamps: Some((val, ecr)),
+        ..TcpOptions::default()
+    };
+    let body = b"GET / HTTP/1.1\r\nHost: example\r\n\r\n";
+    let push = build::TCP_ACK | build::TCP_PSH;
+    let req = with_options(
+        from_client(cport, push, 1001, cookie.wrapping_add(1), body),
+        &ts(12347, tsval),
+    );
+    let answer = |seq: u64, echo: Option<&[u8]>, pkt: Option<&[u8]>| {
+        if snat {
+            snat_flow_msg(seq, cport, echo, pkt)
+        } else {
+            flow_msg(MGR, seq, cport, 30, echo, pkt)
+        }
+    };
+    // Where the backend sees the client.
+    let client_seen = if snat { SNAT } else { (CLIENT, cport) };
+    // What left the agent toward the backend, with its disposition.
+    let mut sent: Vec<(Disposition, Vec<u8>)> = Vec::new();
+    let echo_of = |d: Disposition, buf: &[u8]| {
+        let Disposition::Punt { start, .. } = d else {
+            panic!("{case}: {d:?}")
+        };
+        let msg = ServiceMessage::parse(&buf[start..]).unwrap();
+        msg.fa_interest_data().unwrap().to_vec()
+    };
+    let (d, buf) = run(&mut w, SEC, &ack);
+    let echo_ack = echo_of(d, &buf);
+    let echo_req = match path {
+        EarlyPath::SecondProof => {
+            let (d, buf) = run(&mut w, SEC, &req);
+            Some(echo_of(d, &buf))
+        }
+        EarlyPath::FixedAffinity => None,
+    };
+    // The manager's answer to the ACK: the backend SYN goes out.
+    let out = a.handle_control(SEC, from(MGR), &answer(3, Some(&echo_ack), Some(&ack)));
+    assert!(out.replies.is_empty(), "{case}: {:?}", out.replies);
+    assert_eq!(out.returned.len(), 1, "{case}: the backend SYN");
+    let r = &out.returned[0];
+    let mut sbuf = buffer(&r.packet, 64);
+    let len = r.packet.len();
+    let d = w.process_returned(SEC, &mut PacketBuf::new(&mut sbuf, 64, len), r.rank_limit);
+    assert_eq!(d, Disposition::Pass, "{case}");
+    let syn = sbuf[64..].to_vec();
+    let info = wire::parse_ipv4(&syn).unwrap();
+    assert_eq!(info.tcp_flags, build::TCP_SYN, "{case}");
+    assert_eq!(
+        (info.key.src_addr, info.key.src_port),
+        client_seen,
+        "{case}"
+    );
+    // The request meets the agent before the backend answers: held.
+    match path {
+        EarlyPath::SecondProof => {
+            let out = a.handle_control(SEC, from(MGR), &answer(4, echo_req.as_deref(), Some(&req)));
+            assert!(out.returned.is_empty(), "{case}: no second SYN, no request");
+        }
+        EarlyPath::FixedAffinity => {
+            let (d, _) = run(&mut w, SEC, &req);
+            assert_eq!(
+                d,
+                Disposition::Consumed(Counter::SynProxyEarlyDataHeld),
+                "{case}"
+            );
+        }
+    }
+    assert_eq!(a.counter(Counter::SynProxyEarlyDataHeld), 1, "{case}");
+    assert_eq!(a.counter(Counter::SynProxyBackendSyn), 1, "{case}");
+    assert!(
+        w.take_released().is_empty(),
+        "{case}: nothing before the splice"
+    );
+
+    // The backend's SYN-ACK: the kept ACK goes out in its place, then the
+    // held request.
+    let b_isn = 0xffff_fff0u32; // the backend's sequence space wraps
+    let (bsrc, bdst) = ((BACKEND, 8080), client_seen);
+    let synack = with_options(
+        build::tcp(
+            bsrc.0,
+            bsrc.1,
+            bdst.0,
+            bdst.1,
+            build::TCP_SYN | build::TCP_ACK,
+            b_isn,
+            1001,
+            &[],
+        ),
+        &ts(777, 12346),
+    );
+    let (d, buf) = run(&mut w, SEC, &synack);
+    sent.push((d, buf[HEADROOM..HEADROOM + ack.len()].to_vec()));
+    sent.extend(w.take_released().into_iter().map(|(p, d)| (d, p)));
+    assert_eq!(a.counter(Counter::SynProxySpliced), 1, "{case}");
+    assert_eq!(sent.len(), 2, "{case}: the ACK, then the request");
+    // Exactly as the client would have sent them to the backend directly
+    // (checksums computed in full by the builder).
+    let to_backend = |flags, ack, payload: &[u8], opts: &TcpOptions| {
+        with_options(
+            build::tcp(
+                client_seen.0,
+                client_seen.1,
+                BACKEND,
+                8080,
+                flags,
+                1001,
+                ack,
+                payload,
+            ),
+            opts,
+        )
+    };
+    let want_ack = to_backend(build::TCP_ACK, b_isn.wrapping_add(1), &[], &ts(12346, 777));
+    let want_req = to_backend(push, b_isn.wrapping_add(1), body, &ts(12347, 777));
+    assert_eq!(sent[0], (Disposition::Pass, want_ack), "{case}: the ACK");
+    assert_eq!(
+        sent[1],
+        (Disposition::Pass, want_req),
+        "{case}: the request"
+    );
+    for (_, p) in &sent {
+        assert!(checksums_ok(p), "{case}");
+    }
+    assert_eq!(a.counter(Counter::SynProxyEarlyDataReleased), 1, "{case}");
+    assert_eq!(a.counter(Counter::SynProxyEarlyData), 0, "{case}");
+    assert_eq!(a.counter(Counter::SynProxyEarlyDataExpired), 0, "{case}");
+    // Nothing else comes out later, and nothing is left held.
+    a.tick(2 * SEC);
+    w.poll_fragments(2 * SEC);
+    assert!(w.take_released().is_empty(), "{case}");
+    assert_eq!(a.syn_proxy_held(), (0, 0), "{case}");
+}
+
+#[test]
+fn early_data_past_the_per_connection_bounds_is_dropped_and_counted() {
+    use affinity_forwarding_agent::synproxy::{EARLY_DATA_BYTES, EARLY_DATA_PACKETS};
+    let cport = 40000;
+    let (a, mut w, ack, cookie, _) = proved(cport);
+    assert!(matches!(run(&mut w, SEC, &ack).0, Disposition::Punt { .. }));
+    let out = a.handle_control(SEC, from(MGR), &flow_msg(MGR, 3, cport, 30, None, None));
+    assert!(out.replies.is_empty());
+    let seg = |i: u32, size: usize| {
+        let body = vec![b'x'; size];
+        from_client(
+            cport,
+            build::TCP_ACK,
+            1001 + i * 2000,
+            cookie.wrapping_add(1),
+            &body,
+        )
+    };
+    // Packets: the first EARLY_DATA_PACKETS small ones are held, the next dropped.
+    for i in 0..EARLY_DATA_PACKETS as u32 + 2 {
+        let want = if (i as usize) < EARLY_DATA_PACKETS {
+            Disposition::Consumed(Counter::SynProxyEarlyDataHeld)
+        } else {
+            Disposition::Drop(Counter::SynProxyEarlyData)
+        };
+        assert_eq!(run(&mut w, SEC, &seg(i, 100)).0, want, "packet {i}");
+    }
+    assert_eq!(a.counter(Counter::SynProxyEarlyDataHeld), 4);
+    assert_eq!(a.counter(Counter::SynProxyEarlyData), 2);
+    assert_eq!(a.syn_proxy_held(), (4, 4 * (40 + 100)));
+
+    // Bytes: on another connection, two 3000-byte packets fit in 8 KiB, a
+    // third does not; a small one still does.
+    let cport = 40001;
+    let (a, mut w, ack, cookie, _) = proved(cport);
+    assert!(matches!(run(&mut w, SEC, &ack).0, Disposition::Punt { .. }));
+    a.handle_control(SEC, from(MGR), &flow_msg(MGR, 3, cport, 30, None, None));
+    let seg = |i: u32, size: usize| {
+        let body = vec![b'y'; size];
+        from_client(
+            cport,
+            build::TCP_ACK,
+            1001 + i * 3000,
+            cookie.wrapping_add(1),
+            &body,
+        )
+    };
+    let held = Disposition::Consumed(Counter::SynProxyEarlyDataHeld);
+    assert_eq!(run(&mut w, SEC, &seg(0, 2960)).0, held);
+    assert_eq!(run(&mut w, SEC, &seg(1, 2960)).0, held);
+    const { assert!(3 * 3000 > EARLY_DATA_BYTES && 2 * 3000 + 140 <= EARLY_DATA_BYTES) };
+    assert_eq!(
+        run(&mut w, SEC, &seg(2, 2960)).0,
+        Disposition::Drop(Counter::SynProxyEarlyData)
+    );
+    assert_eq!(run(&mut w, SEC, &seg(3, 100)).0, held);
+    assert_eq!(a.counter(Counter::SynProxyEarlyDataHeld), 3);
     assert_eq!(a.counter(Counter::SynProxyEarlyData), 1);
+    assert_eq!(a.syn_proxy_held(), (3, 6000 + 140));
+}
+
+#[test]
+fn early_data_of_a_connection_never_spliced_expires_and_is_counted() {
+    let cport = 40000;
+    let (a, mut w, ack, cookie, _) = proved(cport);
+    let (d, buf) = run(&mut w, SEC, &ack);
+    let Disposition::Punt { start, .. } = d else {
+        panic!("{d:?}")
+    };
+    let echo = ServiceMessage::parse(&buf[start..])
+        .unwrap()
+        .fa_interest_data()
+        .unwrap()
+        .to_vec();
+    let out = a.handle_control(
+        SEC,
+        from(MGR),
+        &flow_msg(MGR, 3, cport, 30, Some(&echo), Some(&ack)),
+    );
+    assert_eq!(out.returned.len(), 1, "the backend SYN (never answered)");
+    let req = from_client(
+        cport,
+        build::TCP_ACK | build::TCP_PSH,
+        1001,
+        cookie.wrapping_add(1),
+        b"GET /",
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            run(&mut w, SEC, &req).0,
+            Disposition::Consumed(Counter::SynProxyEarlyDataHeld)
+        );
+    }
+    assert_eq!(a.syn_proxy_held().0, 2);
+    // Within the pending time nothing goes.
+    a.tick(5 * SEC);
+    assert_eq!(a.counter(Counter::SynProxyEarlyDataExpired), 0);
+    assert_eq!(a.syn_proxy_held().0, 2);
+    // Past it the connection and its held packets are dropped, counted.
+    let later = SEC + affinity_forwarding_agent::synproxy::PENDING_NS + 1;
+    a.tick(later);
+    assert_eq!(a.counter(Counter::SynProxyEarlyDataExpired), 2);
+    assert_eq!(a.syn_proxy_held(), (0, 0));
+    // A backend SYN-ACK after that splices nothing and releases nothing.
+    let synack = build::tcp(
+        BACKEND,
+        8080,
+        CLIENT,
+        cport,
+        build::TCP_SYN | build::TCP_ACK,
+        0x1234_5678,
+        1001,
+        &[],
+    );
+    let _ = run(&mut w, later, &synack);
+    assert_eq!(a.counter(Counter::SynProxySpliced), 0);
+    assert!(w.take_released().is_empty());
+    assert_eq!(a.counter(Counter::SynProxyEarlyDataReleased), 0);
 }

@@ -99,18 +99,28 @@ impl Worker {
             src_port: k.dst_port,
             dst_port: k.src_port,
         };
-        let (pending, held) = agent.splice.take_pending(&client_flow, ctx.now_ns)?;
+        // The adjusts go in before the connection stops being held back, so
+        // a client packet another worker looks up meanwhile is either held
+        // or already adjusted (the window left is between its look-up and
+        // its hold check, not the whole installation).
+        let state = agent.splice.pending_state(&client_flow, ctx.now_ns)?;
         let l4 = p.packet().get(info.l4_offset..info.total_len)?;
         let backend_isn = wire::get_u32(l4, tcp::field::SEQ_NUM);
         let ack = wire::get_u32(l4, tcp::field::ACK_NUM);
-        if ack != pending.state.client_isn.wrapping_add(1) {
+        if ack != state.client_isn.wrapping_add(1) {
+            // Not the backend's answer to our SYN: the connection is given
+            // up, with its early data.
+            if let Some((_, held)) = agent.splice.take_pending(&client_flow, ctx.now_ns) {
+                self.counters
+                    .add(Counter::SynProxyEarlyData, held.len() as u64);
+            }
             self.counters.inc(Counter::SynProxyBadCookie);
             return Some(Disposition::Drop(Counter::SynProxyBadCookie));
         }
-        let (fwd, rev) = synproxy::splice_adjusts(pending.state.cookie_isn, backend_isn);
+        let (fwd, rev) = synproxy::splice_adjusts(state.cookie_isn, backend_isn);
         // Timestamps (when both sides use them): the client knows the
         // agent's TSval clock (its ACK echoed `ours`), the backend its own.
-        let ours = pending.state.timestamps.map(|(_, ecr)| ecr);
+        let ours = state.timestamps.map(|(_, ecr)| ecr);
         let (fwd_ts, rev_ts) = match (ours, synproxy::tsval(p.packet(), info)) {
             (Some(ours), Some(theirs)) => (
                 Some(TsAdjustKey {
@@ -143,6 +153,9 @@ impl Worker {
                     .remember(key, installed, agent.config.fixed_capacity);
             }
         }
+        // Another worker spliced it meanwhile (a duplicate SYN-ACK): this
+        // one goes on as any packet of the flow.
+        let (pending, held) = agent.splice.take_pending(&client_flow, ctx.now_ns)?;
         self.counters.inc(Counter::SynProxySpliced);
         // The client's ACK takes the SYN-ACK's buffer, if it fits; the
         // early data held meanwhile follows it, in order.

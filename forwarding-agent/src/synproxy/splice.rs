@@ -85,9 +85,8 @@ struct Proved {
 #[inline]
 fn filter_slot(key: &affinity_api::AffinityKey) -> usize {
     let addrs = (u64::from(u32::from(key.src_addr)) << 32) | u64::from(u32::from(key.dst_addr));
-    let rest = (u64::from(key.protocol) << 32)
-        | (u64::from(key.src_port) << 16)
-        | u64::from(key.dst_port);
+    let rest =
+        (u64::from(key.protocol) << 32) | (u64::from(key.src_port) << 16) | u64::from(key.dst_port);
     let h = addrs.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ rest.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
     (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - FILTER_SLOTS.trailing_zeros())) as usize
 }
@@ -160,7 +159,11 @@ impl SpliceTable {
 
     /// Removes the proved flows `drop` selects from `m` (filter kept in
     /// step); the held packets they had.
-    fn prune(&self, m: &mut Proved, mut drop: impl FnMut(&affinity_api::AffinityKey, &Proof) -> bool) -> u64 {
+    fn prune(
+        &self,
+        m: &mut Proved,
+        mut drop: impl FnMut(&affinity_api::AffinityKey, &Proof) -> bool,
+    ) -> u64 {
         let mut dropped = 0u64;
         let mut bytes = 0usize;
         m.flows.retain(|k, p| {
@@ -339,6 +342,21 @@ impl SpliceTable {
         self.pending.lock().contains_key(key)
     }
 
+    /// The proxied state of client flow `key`'s pending connection, if
+    /// live at `now_ns`, leaving it pending (the splice installs the
+    /// adjusts before it takes the connection).
+    pub fn pending_state(
+        &self,
+        key: &affinity_api::AffinityKey,
+        now_ns: u64,
+    ) -> Option<SynProxyState> {
+        self.pending
+            .lock()
+            .get(key)
+            .filter(|p| p.deadline_ns > now_ns)
+            .map(|p| p.state)
+    }
+
     /// Takes the pending connection of client flow `key`, if live, with the
     /// early data held for it (IPv4 packets as they came, in order); the
     /// flow is no longer held back. A pending connection past its time is
@@ -500,4 +518,50 @@ pub fn apply_ts_adjust(pkt: &mut [u8], info: &wire::PacketInfo, t: TsAdjustKey) 
     let c = get_u16(l4, tcp::field::CHECKSUM);
     let c = checksum::update(c, &old[..n], &l4[words]);
     set_u16(l4, tcp::field::CHECKSUM, c);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{filter_slot, SpliceTable, PENDING_NS};
+    use std::net::Ipv4Addr;
+
+    fn key(port: u16) -> affinity_api::AffinityKey {
+        affinity_api::AffinityKey {
+            protocol: 6,
+            src_addr: Ipv4Addr::new(198, 18, 0, 5),
+            dst_addr: Ipv4Addr::new(203, 0, 113, 10),
+            src_port: port,
+            dst_port: 80,
+        }
+    }
+
+    #[test]
+    fn other_flows_take_no_lock_while_a_proof_is_pending() {
+        let t = std::sync::Arc::new(SpliceTable::default());
+        t.note_proved(key(1), PENDING_NS, 0, 8);
+        let other = (2..100)
+            .map(key)
+            .find(|k| filter_slot(k) != filter_slot(&key(1)))
+            .unwrap();
+        // Hold the lock, as a control thread or another worker would: a
+        // packet of another flow must not wait for it.
+        let guard = t.proved.lock();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t2 = t.clone();
+        std::thread::spawn(move || {
+            let r = (
+                t2.holds_back(&other, 1),
+                t2.hold_early(&other, &[0; 40], false, 1),
+            );
+            let _ = tx.send(r);
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(5));
+        drop(guard);
+        assert_eq!(
+            got,
+            Ok((false, super::Early::Pass)),
+            "answered without the lock"
+        );
+        assert!(t.holds_back(&key(1), 1));
+    }
 }

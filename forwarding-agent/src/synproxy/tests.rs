@@ -92,3 +92,84 @@ fn proved_flows_are_held_back_until_spliced_or_expired() {
     t.note_proved(key(3), 2 * PENDING_NS, PENDING_NS, 2);
     assert!(t.holds_back(&key(3), PENDING_NS + 1), "room again");
 }
+
+#[test]
+fn early_data_is_bounded_agent_wide_and_leaves_in_order_with_its_splice() {
+    use super::{
+        Early, Pending, SpliceTable, EARLY_DATA_BYTES, EARLY_DATA_TOTAL_BYTES, PENDING_NS,
+    };
+    let t = SpliceTable::default();
+    let key = |i: u32| affinity_api::AffinityKey {
+        protocol: 6,
+        src_addr: Ipv4Addr::from(0xc612_0000 + i),
+        dst_addr: C.dst,
+        src_port: 40000,
+        dst_port: 80,
+    };
+    // Connections at their per-connection byte bound fill the agent-wide
+    // one exactly; the next connection's first packet finds no room.
+    let size = EARLY_DATA_BYTES / 2;
+    let conns = (EARLY_DATA_TOTAL_BYTES / EARLY_DATA_BYTES) as u32;
+    for i in 0..=conns {
+        t.note_proved(key(i), PENDING_NS, 0, 4096);
+    }
+    for i in 0..conns {
+        for j in 0..2u8 {
+            let pkt = vec![j; size];
+            assert_eq!(t.hold_early(&key(i), &pkt, false, 1), Early::Held);
+        }
+    }
+    assert_eq!(t.held(), (2 * conns as usize, EARLY_DATA_TOTAL_BYTES));
+    assert_eq!(t.hold_early(&key(conns), &[0; 60], false, 1), Early::Full);
+    assert_eq!(
+        t.hold_early(&key(conns + 1), &[0; 60], false, 1),
+        Early::Pass
+    );
+    // A splice takes its connection's packets, in order, and frees room.
+    let p = Pending {
+        state: SynProxyState::default(),
+        packet: vec![],
+        deadline_ns: PENDING_NS,
+    };
+    assert!(t.add_pending(key(0), p, 1, 8));
+    let (_, held) = t.take_pending(&key(0), 2).unwrap();
+    assert_eq!(held, vec![vec![0u8; size], vec![1u8; size]]);
+    assert_eq!(t.hold_early(&key(conns), &[0; 60], false, 2), Early::Held);
+    // Past their time, the rest are dropped and reported once.
+    assert_eq!(t.expire(PENDING_NS), 2 * (conns as u64 - 1) + 1);
+    assert_eq!(t.expire(PENDING_NS), 0);
+    assert_eq!(t.held(), (0, 0));
+}
+
+#[test]
+fn early_data_with_a_partial_checksum_is_held_with_a_complete_one() {
+    use super::{Early, Pending, SpliceTable, PENDING_NS};
+    use crate::wire::{self, build, checksum};
+    let pkt = build::tcp(
+        C.src,
+        C.sport,
+        C.dst,
+        C.dport,
+        build::TCP_ACK,
+        1001,
+        7,
+        b"GET /",
+    );
+    let info = wire::parse_ipv4(&pkt).unwrap();
+    // As an offloading sender leaves it: the pseudo-header sum only.
+    let mut partial = pkt.clone();
+    let at = info.l4_offset + 16;
+    partial[at..at + 2].copy_from_slice(&[0x12, 0x34]);
+    let t = SpliceTable::default();
+    t.note_proved(info.key, PENDING_NS, 0, 8);
+    assert_eq!(t.hold_early(&info.key, &partial, true, 1), Early::Held);
+    let p = Pending {
+        state: SynProxyState::default(),
+        packet: vec![],
+        deadline_ns: PENDING_NS,
+    };
+    assert!(t.add_pending(info.key, p, 1, 8));
+    let (_, held) = t.take_pending(&info.key, 2).unwrap();
+    assert_eq!(held, vec![pkt.clone()]);
+    assert!(checksum::verify_l4(&held[0], &info));
+}
