@@ -403,8 +403,10 @@ fn emit(tun: &tun::Tun, sock: &UdpSocket, d: Disposition, buf: &[u8], start: usi
     }
 }
 
-/// Sends the fragments the core held until their first fragment's
-/// decision (out of order, or the first was with the manager).
+/// Sends the packets the core held and has released
+/// (`Worker::take_released`): fragments held until their first fragment's
+/// decision (out of order, or the first was with the manager), and a
+/// SYN-proxied connection's early data, released by its splice.
 fn emit_released(worker: &mut Worker, tun: &tun::Tun, sock: &UdpSocket) {
     for (pkt, d) in worker.take_released() {
         emit(tun, sock, d, &pkt, 0, pkt.len());

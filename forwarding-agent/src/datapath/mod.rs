@@ -30,8 +30,12 @@
 //! [`crate::agent::Published`] (manager addresses, signing key), each an
 //! arc-swap snapshot loaded once per batch (per packet, the wildcard load
 //! cost the 10 k-wildcard case about 10 ns). It writes only its own
-//! counters and forward statistics ([`forward_stats`]). The one lock a
-//! packet can take is the hold queue's, and only when it is held.
+//! counters and forward statistics ([`forward_stats`]). The locks a
+//! packet can take: the hold queue's, only when it is held; the SYN
+//! proxy's splice table, only for a client packet of a proved flow not yet
+//! spliced (held as early data) and for a SYN-ACK while connections are
+//! pending — a packet of any other flow is turned away lock-free by the
+//! table's counted filter ([`crate::synproxy::SpliceTable`]).
 
 mod act;
 mod admission;
@@ -188,7 +192,8 @@ pub struct Worker {
     proxied: Option<crate::synproxy::SynProxyState>,
     forward: Arc<ForwardTally>,
     messages: Vec<(SocketAddrV4, Vec<u8>)>,
-    /// Held fragments released since the last `take_released`.
+    /// Held fragments and SYN-proxy early data released since the last
+    /// `take_released`.
     released: Vec<(Vec<u8>, Disposition)>,
     infos: Vec<Result<PacketInfo, wire::PacketError>>,
     /// Per packet of the chunk: its fixed-table lookup, prepared (key
@@ -363,10 +368,13 @@ impl Worker {
         !self.frag.is_empty()
     }
 
-    /// Held fragments released since the last call (their first fragment's
-    /// decision came): each IPv4 packet, rewritten, with its disposition (a
-    /// `Punt`'s `start` indexes that packet's own bytes). The caller sends
-    /// them as it sends a batch's packets.
+    /// Held packets released since the last call: fragments whose first
+    /// fragment's decision came, and the early data of a SYN-proxied
+    /// connection spliced in the last batch or returned packet (in the
+    /// order the client sent it, after the client's kept ACK). Each IPv4
+    /// packet, rewritten, with its disposition (a `Punt`'s `start` indexes
+    /// that packet's own bytes). The caller sends them as it sends a
+    /// batch's packets, after them.
     pub fn take_released(&mut self) -> Vec<(Vec<u8>, Disposition)> {
         std::mem::take(&mut self.released)
     }

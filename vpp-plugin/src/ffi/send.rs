@@ -39,8 +39,11 @@ pub(super) fn send_ip(pkt: &[u8]) {
     unsafe { sys::affinity_shim_send_ip(pkt.as_ptr(), pkt.len() as u32) };
 }
 
-/// Sends the fragments a worker held until their first fragment's decision
-/// came (`Worker::take_released`), as returned packets are sent.
+/// Sends the packets a worker held and has released
+/// (`Worker::take_released`), as returned packets are sent: fragments held
+/// until their first fragment's decision came, and a SYN-proxied
+/// connection's early data, released by its splice (the backend's SYN-ACK
+/// in a frame, or a returned packet).
 pub(super) fn send_released(w: &mut Worker) {
     for (pkt, d) in w.take_released() {
         match d {
