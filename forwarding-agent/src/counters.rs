@@ -137,6 +137,10 @@ counters! {
     // (the manager or the backend did not answer within
     // `synproxy::PENDING_NS`).
     SynProxyEarlyDataExpired => "syn-proxy-early-data-expired",
+    // A bare SYN on a spliced flow's fixed affinity (the client reused the
+    // 5-tuple while the old connection's affinities are installed):
+    // answered with a new cookie (also counted `syn-proxy-syn-answered`).
+    SynProxyReuseAnswered => "syn-proxy-reused-tuple-syn-answered",
 }
 
 pub const N_COUNTERS: usize = Counter::ALL.len();

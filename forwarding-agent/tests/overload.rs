@@ -1059,3 +1059,204 @@ fn early_data_of_a_connection_never_spliced_expires_and_is_counted() {
     assert!(w.take_released().is_empty());
     assert_eq!(a.counter(Counter::SynProxyEarlyDataReleased), 0);
 }
+
+/// The agent interest data of the punt `d` in `buf`.
+fn punt_echo(d: Disposition, buf: &[u8]) -> Vec<u8> {
+    let Disposition::Punt { start, .. } = d else {
+        panic!("{d:?}")
+    };
+    let msg = ServiceMessage::parse(&buf[start..]).unwrap();
+    assert_eq!(msg.msg_type(), MessageType::InterestMatchWildcard);
+    msg.fa_interest_data().unwrap().to_vec()
+}
+
+/// The IPv4 packet at `buf[HEADROOM..]`, to its total length.
+fn packet_at(buf: &[u8]) -> Vec<u8> {
+    let info = wire::parse_ipv4(&buf[HEADROOM..]).unwrap();
+    buf[HEADROOM..HEADROOM + info.total_len].to_vec()
+}
+
+/// Through the manager's answer (`seq`) to proof `ack` (echo `echo`) and
+/// the backend's SYN-ACK (ISN `b_isn`, TSval `b_ts`): the backend SYN's
+/// sequence number and the client's kept ACK as it left.
+fn answer_and_splice(
+    a: &Agent,
+    w: &mut Worker,
+    now: u64,
+    seq: u64,
+    (cport, echo, ack): (u16, &[u8], &[u8]),
+    (b_isn, b_ts, client_ts): (u32, u32, u32),
+) -> (u32, Vec<u8>) {
+    let out = a.handle_control(
+        now,
+        from(MGR),
+        &flow_msg(MGR, seq, cport, 30, Some(echo), Some(ack)),
+    );
+    assert!(out.replies.is_empty(), "{:?}", out.replies);
+    assert_eq!(out.returned.len(), 1, "the backend SYN");
+    let r = &out.returned[0];
+    let mut sbuf = buffer(&r.packet, 64);
+    let len = r.packet.len();
+    let d = w.process_returned(now, &mut PacketBuf::new(&mut sbuf, 64, len), r.rank_limit);
+    assert_eq!(d, Disposition::Pass);
+    let syn = &sbuf[64..];
+    assert!(checksums_ok(syn));
+    let info = wire::parse_ipv4(syn).unwrap();
+    assert_eq!(info.tcp_flags, build::TCP_SYN);
+    assert_eq!((info.key.dst_addr, info.key.dst_port), (BACKEND, 8080));
+    let syn_seq = seq_ack(syn).0;
+    let synack = with_options(
+        build::tcp(
+            BACKEND,
+            8080,
+            CLIENT,
+            cport,
+            build::TCP_SYN | build::TCP_ACK,
+            b_isn,
+            syn_seq.wrapping_add(1),
+            &[],
+        ),
+        &TcpOptions {
+            timestamps: Some((b_ts, client_ts)),
+            ..TcpOptions::default()
+        },
+    );
+    let (d, buf) = run(w, now, &synack);
+    assert_eq!(d, Disposition::Pass);
+    (syn_seq, packet_at(&buf))
+}
+
+#[test]
+fn a_reused_tuple_is_answered_by_the_proxy_again_and_spliced_with_new_adjusts() {
+    let cport = 40000;
+    let (a, mut w, ack, cookie, _) = proved(cport);
+    let (d, buf) = run(&mut w, SEC, &ack);
+    let echo = punt_echo(d, &buf);
+    let (b_isn, b_ts) = (0x1000_0000u32, 777);
+    let (syn_seq, out_ack) = answer_and_splice(
+        &a,
+        &mut w,
+        SEC,
+        3,
+        (cport, &echo, &ack),
+        (b_isn, b_ts, 12346),
+    );
+    assert_eq!(syn_seq, 1000);
+    assert_eq!(seq_ack(&out_ack), (1001, b_isn.wrapping_add(1)));
+    assert_eq!(a.counter(Counter::SynProxySpliced), 1);
+
+    // The client closes and, the affinities still installed, opens a new
+    // connection on the same 5-tuple with another ISN. Its SYN is answered
+    // by the proxy with a new cookie; the backend and the manager hear
+    // nothing of it.
+    let punted = a.counter(Counter::Punted);
+    let syn2 = with_options(
+        from_client(cport, build::TCP_SYN, 9000, 0, &[]),
+        &CLIENT_OPTS,
+    );
+    let (d, buf) = run(&mut w, 3 * SEC, &syn2);
+    assert_eq!(d, Disposition::Pass);
+    let sa = packet_at(&buf);
+    assert!(checksums_ok(&sa));
+    let info = wire::parse_ipv4(&sa).unwrap();
+    assert_eq!(
+        (info.key.src_addr, info.key.src_port, info.key.dst_addr),
+        (VIP, 80, CLIENT)
+    );
+    assert_eq!(info.tcp_flags, build::TCP_SYN | build::TCP_ACK);
+    let (cookie2, acked) = seq_ack(&sa);
+    assert_eq!(acked, 9001);
+    assert_ne!(cookie2, cookie);
+    let tsval2 = options_of(&sa).timestamps.unwrap().0;
+    assert_eq!(a.counter(Counter::SynProxyReuseAnswered), 1);
+    assert_eq!(a.counter(Counter::Punted), punted);
+    assert!(w.take_messages().is_empty(), "not even a tracking copy");
+
+    // A late packet of the old connection still goes on as before.
+    let old = from_client(cport, build::TCP_ACK, 1001, cookie.wrapping_add(1), &[]);
+    let (d, buf) = run(&mut w, 3 * SEC, &old);
+    assert_eq!(d, Disposition::Pass);
+    assert_eq!(seq_ack(&packet_at(&buf)), (1001, b_isn.wrapping_add(1)));
+
+    // The new cookie ACK proves the connection: an interest match of the
+    // proxy's wildcard, as a new connection's.
+    let ack2 = with_options(
+        from_client(cport, build::TCP_ACK, 9001, cookie2.wrapping_add(1), &[]),
+        &TcpOptions {
+            timestamps: Some((20000, tsval2)),
+            ..TcpOptions::default()
+        },
+    );
+    let (d, buf) = run(&mut w, 3 * SEC, &ack2);
+    let echo2 = punt_echo(d, &buf);
+    let state = SynProxyState::decode(&echo2[16..]).unwrap();
+    assert_eq!((state.client_isn, state.cookie_isn), (9000, cookie2));
+    assert_eq!(a.counter(Counter::Punted), punted + 1);
+    // Its request right behind, on the fixed affinity: held.
+    let req = with_options(
+        from_client(
+            cport,
+            build::TCP_ACK | build::TCP_PSH,
+            9001,
+            cookie2.wrapping_add(1),
+            b"GET /again",
+        ),
+        &TcpOptions {
+            timestamps: Some((20001, tsval2)),
+            ..TcpOptions::default()
+        },
+    );
+    assert_eq!(
+        run(&mut w, 3 * SEC, &req).0,
+        Disposition::Consumed(Counter::SynProxyEarlyDataHeld)
+    );
+    // The manager's answer opens the backend connection again (the
+    // client's new ISN); the backend's SYN-ACK joins the new halves.
+    let (b_isn2, b_ts2) = (0x7000_0000u32, 5000);
+    let (syn_seq, out_ack) = answer_and_splice(
+        &a,
+        &mut w,
+        3 * SEC,
+        4,
+        (cport, &echo2, &ack2),
+        (b_isn2, b_ts2, 20000),
+    );
+    assert_eq!(syn_seq, 9000, "the new connection's ISN");
+    assert_eq!(a.counter(Counter::SynProxySpliced), 2);
+    assert!(checksums_ok(&out_ack));
+    assert_eq!(seq_ack(&out_ack), (9001, b_isn2.wrapping_add(1)));
+    assert_eq!(options_of(&out_ack).timestamps, Some((20000, b_ts2)));
+    let released = w.take_released();
+    assert_eq!(released.len(), 1);
+    let (p, d) = &released[0];
+    assert_eq!(*d, Disposition::Pass);
+    assert!(checksums_ok(p));
+    assert_eq!(seq_ack(p), (9001, b_isn2.wrapping_add(1)));
+    assert_eq!(options_of(p).timestamps, Some((20001, b_ts2)));
+    // The backend's data reaches the client in the new cookie's space.
+    let bdata = with_options(
+        build::tcp(
+            BACKEND,
+            8080,
+            CLIENT,
+            cport,
+            build::TCP_ACK,
+            b_isn2.wrapping_add(1),
+            9011,
+            b"OK",
+        ),
+        &TcpOptions {
+            timestamps: Some((b_ts2 + 1, 20001)),
+            ..TcpOptions::default()
+        },
+    );
+    let (d, buf) = run(&mut w, 3 * SEC, &bdata);
+    assert_eq!(d, Disposition::Pass);
+    let got = packet_at(&buf);
+    assert!(checksums_ok(&got));
+    assert_eq!(seq_ack(&got), (cookie2.wrapping_add(1), 9011));
+    assert_eq!(
+        options_of(&got).timestamps,
+        Some((tsval2.wrapping_add(1), 20001))
+    );
+}

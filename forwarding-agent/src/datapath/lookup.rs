@@ -164,6 +164,13 @@ impl Worker {
                             bits
                         }
                     };
+                    // SYN proxy: a client reusing a spliced flow's
+                    // 5-tuple (`Worker::syn_proxy_reuse`).
+                    if info.key.protocol == wire::TCP && origin == Origin::Wire {
+                        if let Some(d) = self.syn_proxy_reuse(ctx, p, info, &actions) {
+                            return d;
+                        }
+                    }
                     let hit = Hit {
                         info,
                         actions: &actions,

@@ -201,3 +201,128 @@ impl Worker {
         }
     }
 }
+
+impl Worker {
+    /// A 5-tuple reused while the old connection's fixed affinities (with
+    /// the sequence adjust the SYN proxy installed) are still there, as
+    /// Linux's SYNPROXY with conntrack treats it (every bare SYN answered
+    /// by the proxy, a SYN on a closed tuple a new connection): a bare SYN
+    /// on such a flow is answered with a new cookie instead of reaching the
+    /// backend with the old adjust, and the ACK that proves it becomes an
+    /// interest match of the proxy's wildcard, as a new connection's does;
+    /// the manager's answer opens the backend connection again and its
+    /// SYN-ACK installs the new adjusts. `None`: the packet goes on through
+    /// the fixed affinity. Cheap for everything else: a flag test, and for
+    /// an ACK a lock-free filter.
+    #[inline(always)]
+    pub(super) fn syn_proxy_reuse(
+        &mut self,
+        ctx: &BatchCtx<'_>,
+        p: &mut PacketBuf<'_>,
+        info: &PacketInfo,
+        actions: &crate::actions::ActionView,
+    ) -> Option<Disposition> {
+        let f = info.tcp_flags
+            & (tcp::flags::SYN | tcp::flags::ACK | tcp::flags::RST | tcp::flags::FIN);
+        if f == tcp::flags::SYN && actions.seq_adjust().is_some() {
+            return self.reuse_syn(ctx, p, info);
+        }
+        if f == tcp::flags::ACK && ctx.agent.splice.may_reopen(&info.key) {
+            return self.reuse_ack(ctx, p, info);
+        }
+        None
+    }
+
+    /// The SYN proxy's wildcard for `info`, if one covers it.
+    fn proxy_wildcard<'c>(
+        ctx: &'c BatchCtx<'_>,
+        info: &PacketInfo,
+    ) -> Option<&'c crate::wildcard_affinity::Member> {
+        ctx.wild
+            .lookup(&info.key, true, ctx.now, |_| true)
+            .filter(|w| applies(&w.entry, info))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn reuse_syn(
+        &mut self,
+        ctx: &BatchCtx<'_>,
+        p: &mut PacketBuf<'_>,
+        info: &PacketInfo,
+    ) -> Option<Disposition> {
+        // Only an adjust the proxy installed (a manager's own sequence
+        // adjust is left alone), on a flow its wildcard still covers.
+        ctx.agent.splice.installed(&info.key)?;
+        Self::proxy_wildcard(ctx, info)?;
+        let d = match synproxy::answer_syn(p.packet(), info, &mut self.cookies, ctx.now_ns) {
+            Some(len) => {
+                p.len = len;
+                self.counters.inc(Counter::SynProxyAnswered);
+                self.counters.inc(Counter::SynProxyReuseAnswered);
+                let deadline = ctx.now_ns.saturating_add(synproxy::PENDING_NS);
+                ctx.agent.splice.note_reopening(
+                    info.key,
+                    deadline,
+                    ctx.now_ns,
+                    ctx.agent.config.hold_limit,
+                );
+                Disposition::Pass
+            }
+            None => {
+                self.counters.inc(Counter::SynProxyNoRoom);
+                Disposition::Drop(Counter::SynProxyNoRoom)
+            }
+        };
+        Some(d)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn reuse_ack(
+        &mut self,
+        ctx: &BatchCtx<'_>,
+        p: &mut PacketBuf<'_>,
+        info: &PacketInfo,
+    ) -> Option<Disposition> {
+        let agent = ctx.agent;
+        if !agent.splice.is_reopening(&info.key, ctx.now_ns) {
+            return None;
+        }
+        // Not a cookie ACK (the old connection's last packets): goes on.
+        let state = synproxy::prove_ack(p.packet(), info, &mut self.cookies, ctx.now_ns)?;
+        // The old connection's own cookie (its pure ACK again, before any
+        // data either way): not a new connection, goes on.
+        let joined = agent.splice.installed(&info.key).map(|(adj, _)| adj.3);
+        if joined == Some(state.cookie_isn.wrapping_add(1)) {
+            return None;
+        }
+        let w = Self::proxy_wildcard(ctx, info)?;
+        agent.splice.end_reopening(&info.key);
+        self.counters.inc(Counter::SynProxyProved);
+        let deadline = ctx.now_ns.saturating_add(synproxy::PENDING_NS);
+        agent
+            .splice
+            .note_proved(info.key, deadline, ctx.now_ns, agent.config.hold_limit);
+        self.cur.matched = super::Matched::Wildcard { id: w.entry.id };
+        self.cur.action = w.action;
+        let mut bits = wire::interest_bits(info) | affinity_api::interest::ALL;
+        bits |= affinity_api::interest::SYN;
+        if bits & affinity_api::interest::DATA != 0 {
+            bits |= affinity_api::interest::FIRST_DATA;
+        }
+        let actions = agent.actions.view(w.action);
+        let hit = super::act::Hit {
+            info,
+            actions: &actions,
+            bits,
+            wildcard: Some(&w.entry),
+            origin: Origin::Wire,
+            no_interest: false,
+        };
+        self.proxied = Some(state);
+        let d = self.act(ctx, p, &hit);
+        self.proxied = None;
+        Some(d)
+    }
+}

@@ -120,6 +120,34 @@ pub struct SpliceTable {
     /// Held packets dropped by a splice that came too late, for the next
     /// [`SpliceTable::expire`] to report.
     late_dropped: std::sync::atomic::AtomicU64,
+    /// Spliced flows whose client sent a bare SYN again (the 5-tuple
+    /// reused while the old connection's fixed affinities are installed),
+    /// answered with a new cookie, with when they are forgotten (ns):
+    /// only their ACKs are checked for a cookie.
+    reopening: parking_lot::Mutex<std::collections::HashMap<affinity_api::AffinityKey, u64>>,
+    /// Entries of `reopening`, and its counted filter (as `filter`).
+    reopening_n: std::sync::atomic::AtomicUsize,
+    reopening_filter: Box<[std::sync::atomic::AtomicU32]>,
+}
+
+fn new_filter() -> Box<[std::sync::atomic::AtomicU32]> {
+    (0..FILTER_SLOTS)
+        .map(|_| std::sync::atomic::AtomicU32::new(0))
+        .collect()
+}
+
+/// Counts `key` in or out of `filter` (a counted filter of [`FILTER_SLOTS`]).
+fn filter_count(
+    filter: &[std::sync::atomic::AtomicU32],
+    key: &affinity_api::AffinityKey,
+    up: bool,
+) {
+    let slot = &filter[filter_slot(key)];
+    if up {
+        slot.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    } else {
+        slot.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Default for SpliceTable {
@@ -130,10 +158,11 @@ impl Default for SpliceTable {
             spliced: Default::default(),
             proved: Default::default(),
             proved_n: Default::default(),
-            filter: (0..FILTER_SLOTS)
-                .map(|_| std::sync::atomic::AtomicU32::new(0))
-                .collect(),
+            filter: new_filter(),
             late_dropped: Default::default(),
+            reopening: Default::default(),
+            reopening_n: Default::default(),
+            reopening_filter: new_filter(),
         }
     }
 }
@@ -149,12 +178,62 @@ impl std::fmt::Debug for SpliceTable {
 
 impl SpliceTable {
     fn filter_add(&self, key: &affinity_api::AffinityKey, n: i32) {
-        let slot = &self.filter[filter_slot(key)];
-        if n > 0 {
-            slot.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        } else {
-            slot.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        filter_count(&self.filter, key, n > 0);
+    }
+
+    /// Notes spliced flow `key` as reopening (its client sent a bare SYN
+    /// again and was answered with a cookie) until `deadline_ns` (at most
+    /// `cap` flows; expired ones are pruned first; past that it is not
+    /// noted, and the flow's cookie ACK goes on as before).
+    pub fn note_reopening(
+        &self,
+        key: affinity_api::AffinityKey,
+        deadline_ns: u64,
+        now_ns: u64,
+        cap: usize,
+    ) {
+        let mut m = self.reopening.lock();
+        if m.len() >= cap {
+            m.retain(|k, d| {
+                let live = *d > now_ns;
+                if !live {
+                    filter_count(&self.reopening_filter, k, false);
+                }
+                live
+            });
         }
+        if m.len() < cap || m.contains_key(&key) {
+            if m.insert(key, deadline_ns).is_none() {
+                filter_count(&self.reopening_filter, &key, true);
+            }
+        }
+        self.reopening_n
+            .store(m.len(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether spliced flow `key` may be reopening: no lock, a few loads
+    /// (false for nearly every packet of an established flow).
+    #[inline]
+    pub fn may_reopen(&self, key: &affinity_api::AffinityKey) -> bool {
+        self.reopening_n.load(std::sync::atomic::Ordering::Relaxed) != 0
+            && self.reopening_filter[filter_slot(key)].load(std::sync::atomic::Ordering::Relaxed)
+                != 0
+    }
+
+    /// Whether spliced flow `key` is reopening at `now_ns` (takes the lock:
+    /// callers check [`Self::may_reopen`] first).
+    pub fn is_reopening(&self, key: &affinity_api::AffinityKey, now_ns: u64) -> bool {
+        self.reopening.lock().get(key).is_some_and(|d| *d > now_ns)
+    }
+
+    /// Forgets reopening flow `key` (its cookie ACK proved).
+    pub fn end_reopening(&self, key: &affinity_api::AffinityKey) {
+        let mut m = self.reopening.lock();
+        if m.remove(key).is_some() {
+            filter_count(&self.reopening_filter, key, false);
+        }
+        self.reopening_n
+            .store(m.len(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Removes the proved flows `drop` selects from `m` (filter kept in
@@ -229,6 +308,17 @@ impl SpliceTable {
         drop(m);
         let mut m = self.proved.lock();
         let dropped = self.prune(&mut m, |_, p| p.deadline_ns <= now_ns);
+        drop(m);
+        let mut m = self.reopening.lock();
+        m.retain(|k, d| {
+            let live = *d > now_ns;
+            if !live {
+                filter_count(&self.reopening_filter, k, false);
+            }
+            live
+        });
+        self.reopening_n
+            .store(m.len(), std::sync::atomic::Ordering::Relaxed);
         drop(m);
         dropped
             + self
