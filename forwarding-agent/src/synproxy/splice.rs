@@ -202,10 +202,8 @@ impl SpliceTable {
                 live
             });
         }
-        if m.len() < cap || m.contains_key(&key) {
-            if m.insert(key, deadline_ns).is_none() {
-                filter_count(&self.reopening_filter, &key, true);
-            }
+        if (m.len() < cap || m.contains_key(&key)) && m.insert(key, deadline_ns).is_none() {
+            filter_count(&self.reopening_filter, &key, true);
         }
         self.reopening_n
             .store(m.len(), std::sync::atomic::Ordering::Relaxed);
@@ -295,8 +293,9 @@ impl SpliceTable {
             .store(m.flows.len(), std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Forgets the proved and pending flows past their deadline at
-    /// `now_ns` (a manager that never answered, a backend that never did),
+    /// Forgets the proved, pending and reopening flows past their deadline
+    /// at `now_ns` (a manager that never answered, a backend that never
+    /// did, a client that never proved its new SYN),
     /// so workers stop taking the lock for them (`Agent::tick`). Returns
     /// the held early-data packets dropped with them (and with splices that
     /// came too late since the last call), for `syn-proxy-early-data-expired`.
