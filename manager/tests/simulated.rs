@@ -478,3 +478,104 @@ fn syn_proxy_service_punts_only_the_proved_handshake_and_splices_the_backend() {
     );
     assert_eq!(s.agents[0].1.counter(Counter::SynProxySpliced), 1);
 }
+
+#[test]
+fn syn_proxy_port_reuse_is_answered_by_the_agent_and_the_manager_reopens_the_flow() {
+    let mut s = Sim::new(config("syn_proxy = true", ""));
+    let c = (client(7), 41000);
+    let be32 = |p: &[u8], at: usize| u32::from_be_bytes([p[at], p[at + 1], p[at + 2], p[at + 3]]);
+    // One proxied connection, spliced: (cookie, backend, backend ISN).
+    let connect = |s: &mut Sim, isn: u32, b_isn: u32| {
+        let syn = tcp_ts(c, (VIP, 80), build::TCP_SYN, isn, 0, (100, 0));
+        assert_eq!(s.send(0, &syn), Disposition::Pass);
+        let (k, synack) = s.last(0);
+        assert_eq!(
+            (k.src_addr, k.dst_addr),
+            (VIP, client(7)),
+            "the agent's SYN-ACK"
+        );
+        assert_eq!(be32(&synack, 28), isn.wrapping_add(1));
+        let (cookie, tsval) = (be32(&synack, 24), be32(&synack, 44));
+        let ack = tcp_ts(
+            c,
+            (VIP, 80),
+            build::TCP_ACK,
+            isn.wrapping_add(1),
+            cookie.wrapping_add(1),
+            (101, tsval),
+        );
+        assert!(matches!(s.send(0, &ack), Disposition::Punt { .. }));
+        let (k, bsyn) = s.last(0);
+        assert!(B.contains(&k.dst_addr) && k.dst_port == 8080, "{k:?}");
+        assert_eq!((bsyn[33], be32(&bsyn, 24)), (build::TCP_SYN, isn));
+        let backend = k.dst_addr;
+        let bsa = tcp_ts(
+            (backend, 8080),
+            c,
+            build::TCP_SYN | build::TCP_ACK,
+            b_isn,
+            isn.wrapping_add(1),
+            (5, 101),
+        );
+        assert_eq!(s.send(0, &bsa), Disposition::Pass);
+        let (k, out) = s.last(0);
+        assert_eq!((k.dst_addr, out[33]), (backend, build::TCP_ACK));
+        assert_eq!(be32(&out, 28), b_isn.wrapping_add(1));
+        (cookie, backend)
+    };
+    let (cookie, backend) = connect(&mut s, 500, 90_000);
+    // Both sides close.
+    let fin = |seq, ack| {
+        tcp_ts(
+            c,
+            (VIP, 80),
+            build::TCP_FIN | build::TCP_ACK,
+            seq,
+            ack,
+            (102, 6),
+        )
+    };
+    assert_eq!(
+        s.send(0, &fin(501, cookie.wrapping_add(1))),
+        Disposition::Pass
+    );
+    let bfin = tcp_ts(
+        (backend, 8080),
+        c,
+        build::TCP_FIN | build::TCP_ACK,
+        90_001,
+        502,
+        (6, 102),
+    );
+    assert_eq!(s.send(0, &bfin), Disposition::Pass);
+    // The client reuses the 5-tuple at once, the old affinities still
+    // installed: the agent answers its SYN, and the new connection is
+    // spliced with its own adjusts, on the same backend.
+    let reopened = s.counter("flows-reopened");
+    let (cookie2, backend2) = connect(&mut s, 7_000, 300_000);
+    assert_ne!(cookie2, cookie);
+    assert_eq!(backend2, backend, "the flow's backend");
+    assert_eq!(s.agents[0].1.counter(Counter::SynProxySpliced), 2);
+    assert_eq!(s.agents[0].1.counter(Counter::SynProxyReuseAnswered), 1);
+    assert_eq!(
+        s.counter("flows-reopened"),
+        reopened + 1,
+        "the backend SYN's tracking copy reopens the closed flow"
+    );
+    // The reopened flow outlives the closed one's sticky timer.
+    let t = s.now;
+    s.run_until(t + 10 * SEC);
+    assert_eq!(s.agents[0].1.fixed_count(s.now), 2);
+    let data = tcp_ts(
+        c,
+        (VIP, 80),
+        build::TCP_ACK,
+        7_001,
+        cookie2.wrapping_add(1),
+        (103, 7),
+    );
+    assert_eq!(s.send(0, &data), Disposition::Pass);
+    let (k, out) = s.last(0);
+    assert_eq!((k.dst_addr, k.dst_port), (backend, 8080));
+    assert_eq!(be32(&out, 28), 300_001);
+}
