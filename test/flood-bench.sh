@@ -237,6 +237,15 @@ echo "flood_agent_fixed_flood_addresses $flood_fixed1 entries"
 echo "flood_legit_success $(pct "$ok" "$attempts") %"
 echo "flood_legit_attempts ${attempts:-0} connections"
 echo "baseline_legit_success $(pct "$base_ok" "$base_attempts") %"
+# Connection setup and answer time (connect() to the whole HTTP answer) of
+# the successful connections, and those that took a retransmission (200 ms
+# or more: Linux's minimum RTO), without and during the flood.
+echo "baseline_legit_request_p50 $(num "$base_out" setup_p50_ms) ms"
+echo "baseline_legit_request_p90 $(num "$base_out" setup_p90_ms) ms"
+echo "baseline_legit_slow $(pct "$(num "$base_out" slow_200ms)" "$base_ok") %"
+echo "flood_legit_request_p50 $(num "$legit_out" setup_p50_ms) ms"
+echo "flood_legit_request_p90 $(num "$legit_out" setup_p90_ms) ms"
+echo "flood_legit_slow $(pct "$(num "$legit_out" slow_200ms)" "$ok") %"
 echo "flood_established_held ${held_n:-0} connections"
 echo "flood_established_survived ${held_ok:-0} connections"
 

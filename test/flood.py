@@ -7,7 +7,12 @@
   flood.py connect HOST PORT RATE SECS  new connections at RATE per second for
                                         SECS s, each an HTTP GET answered by a
                                         lab backend; prints "attempts N ok N
-                                        failed N" and the failures by reason
+                                        failed N" and the failures by reason,
+                                        then the successful connections' time
+                                        from connect() to the whole answer
+                                        (ms: p50, p90, max) and how many took
+                                        200 ms or more (a retransmission:
+                                        Linux's minimum RTO)
 """
 import socket
 import struct
@@ -94,9 +99,11 @@ def syn_flood():
 
 def connect_load():
     results = []
+    took_ms = []
     lock = threading.Lock()
 
     def one():
+        t0 = time.monotonic()
         try:
             with socket.create_connection((host, port), timeout=3) as s:
                 s.settimeout(3)
@@ -109,6 +116,9 @@ def connect_load():
                     data += b
             body = data.split(b"\r\n\r\n", 1)[-1]
             r = "ok" if body.startswith(b"backend-") else "bad-answer"
+            if r == "ok":
+                with lock:
+                    took_ms.append((time.monotonic() - t0) * 1000)
         except socket.timeout:
             r = "timeout"
         except OSError as e:
@@ -131,8 +141,15 @@ def connect_load():
     ok = results.count("ok")
     reasons = {r: results.count(r) for r in set(results) if r != "ok"}
     unfinished = total - len(results)
+    took_ms.sort()
+
+    def pct(q):
+        return took_ms[min(len(took_ms) - 1, int(q * len(took_ms)))] if took_ms else 0.0
+
+    slow = sum(1 for t in took_ms if t >= 200)
     print(f"attempts {total} ok {ok} failed {total - ok} unfinished {unfinished} "
-          f"reasons {reasons}", flush=True)
+          f"reasons {reasons} setup_p50_ms {pct(0.5):.1f} setup_p90_ms {pct(0.9):.1f} "
+          f"setup_max_ms {pct(1.0):.1f} slow_200ms {slow}", flush=True)
 
 
 if cmd == "syn":
