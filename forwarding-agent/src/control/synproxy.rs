@@ -5,9 +5,9 @@
 //! client's ISN and original options instead, through the flow's new fixed
 //! affinity. The answer to a second proof of a connection still pending
 //! (its request right behind the ACK) holds that packet with the
-//! connection's early data. The backend's SYN-ACK completes the splice on the packet path
-//! (`datapath::synproxy`). Refreshes of a spliced flow keep the sequence
-//! adjust the agent installed (managers do not know it).
+//! connection's early data. The backend's SYN-ACK completes the splice on
+//! the packet path (`datapath::synproxy`). Refreshes of a spliced flow keep
+//! the sequence adjust the agent installed (managers do not know it).
 
 use super::{ControlOutput, ReturnedPacket};
 use crate::actions::ActionSet;
