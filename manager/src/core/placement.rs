@@ -2,8 +2,10 @@
 //! finds its known flow, or reopens a closed one), installs both directions'
 //! fixed affinities, and follows FIN/RST (connection tracking).
 
+use super::flows::HalfOpenAdmit;
 use super::services::Refusal;
 use super::{Flow, FlowState, Interest, ManagerCore, Outgoing, SEC};
+use crate::config::HALF_OPEN_MIN_AGE_NS;
 use affinity_api::{interest, AffinityKey};
 use affinity_forwarding_agent::wire;
 use std::net::SocketAddrV4;
@@ -161,15 +163,39 @@ impl ManagerCore {
         }
         if is_tcp && syn {
             let limit = self.cfg.manager.max_half_open_flows as usize;
-            if !self.flows.half_open_room(&s.name, now, limit) {
-                let name = s.name.clone();
-                self.count("half-open-limit-refused");
-                if self.overload_log.allow(now) {
-                    tracing::warn!(service = %name, limit, "half-open flows at max_half_open_flows: new SYNs refused (counted as half-open-limit-refused; logged at most once a second)");
+            let policy = s.cfg.half_open_policy();
+            let name = s.name.clone();
+            match self
+                .flows
+                .half_open_admit(&name, now, limit, policy, HALF_OPEN_MIN_AGE_NS)
+            {
+                HalfOpenAdmit::Room => {}
+                HalfOpenAdmit::Refuse => {
+                    self.count("half-open-limit-refused");
+                    if self.overload_log.allow(now) {
+                        tracing::warn!(service = %name, limit, policy = policy.name(), "half-open flows at max_half_open_flows and none old enough to evict: new SYNs refused (counted as half-open-limit-refused; logged at most once a second)");
+                    }
+                    return;
                 }
-                return;
+                HalfOpenAdmit::Evict(old) => {
+                    // As nat44-ed frees the oldest transitory session at its
+                    // limit: its agents get TTL 0, and its keys and SNAT
+                    // port are free at once (a flood's flows would otherwise
+                    // hold them for a fixed TTL more, at the flood's rate).
+                    self.end_flow(&old, "half-open-evicted", out);
+                    if let Some(f) = self.flows.remove(&old) {
+                        self.services.release(&f);
+                    }
+                    if self.overload_log.allow(now) {
+                        tracing::warn!(service = %name, limit, "half-open flows at max_half_open_flows: the oldest evicted for each new SYN (counted as half-open-evicted; logged at most once a second)");
+                    }
+                }
             }
         }
+        // Looked up again: an eviction above needed the whole core.
+        let Some(s) = self.services.serving(&key) else {
+            return;
+        };
         let adopted = is_tcp && !syn;
         let flows = &self.flows;
         let placed = s.place(&key, |rev| {
@@ -211,7 +237,7 @@ impl ManagerCore {
         let half_open = flow.state == FlowState::SynSeen;
         self.flows.insert(flow);
         if half_open && self.cfg.manager.max_half_open_flows > 0 {
-            self.flows.note_half_open(&name, key);
+            self.flows.note_half_open(&name, key, now);
         }
         self.install(now, &key, &[from], echo, packet, out);
         self.count("flows-created");
