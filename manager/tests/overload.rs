@@ -442,3 +442,36 @@ address = "198.51.100.2:53"
     assert_eq!(a["half_open_policy"], "evict-oldest");
     assert_eq!(v["services"][1]["admission"]["syn_proxy"], false);
 }
+
+/// A reload that lowers `max_half_open_flows` evicts an `evict-oldest`
+/// service's oldest half-open flows past the new limit at once (else each
+/// new SYN would evict one and the count never come down); a `refuse`
+/// service keeps its flows, as before.
+#[test]
+fn a_reload_lowering_the_limit_evicts_the_oldest_past_it() {
+    let both = |limit: u32| {
+        let mut c = two_services(limit);
+        c.services[1].half_open_policy = Some(affinity_manager::config::HalfOpenPolicy::Refuse);
+        c
+    };
+    let mut s = Sim::new(both(4));
+    s.tick(SEC);
+    for p in 1000..1004 {
+        s.send(0, &syn(p, 80));
+        s.send(0, &syn(p, 81));
+    }
+    assert_eq!(s.mgr.flow_count(), 8);
+    s.now = 2 * SEC;
+    let out = s.mgr.reload(both(2), s.now);
+    s.deliver(out);
+    assert_eq!(s.counter("half-open-evicted"), 2);
+    for p in [1000, 1001] {
+        assert!(s.mgr.flow(&key(p, 80)).is_none(), "{p} evicted");
+        assert_eq!(held(&s, 0, p), 2, "{p}: the :81 flow's keys only");
+    }
+    assert!(s.mgr.flow(&key(1002, 80)).is_some() && s.mgr.flow(&key(1003, 80)).is_some());
+    let r = s.mgr.status_report(s.now);
+    assert_eq!(r.services[0].admission.half_open_flows, 2);
+    assert_eq!(r.services[0].admission.half_open_evicted, 2);
+    assert_eq!(r.services[1].admission.half_open_flows, 4, "refuse: kept");
+}

@@ -687,6 +687,37 @@ impl FlowTable {
             .push_back((created, fwd));
     }
 
+    /// After a reload: forgets the half-open queues of services `keep`
+    /// says are gone, and takes out of `service`'s queue (compacted first)
+    /// its oldest half-open flows past `limit` when it is lower than
+    /// before, counted as evicted: the flows for the caller to end. One
+    /// walk of each queue, once per reload.
+    pub(super) fn half_open_reconfigure(
+        &mut self,
+        keep: impl Fn(&str) -> bool,
+        trim: impl Fn(&str) -> Option<usize>,
+    ) -> Vec<AffinityKey> {
+        self.half_open.retain(|name, _| keep(name));
+        let mut out = Vec::new();
+        for (name, h) in &mut self.half_open {
+            let Some(limit) = trim(name) else {
+                continue;
+            };
+            if limit == 0 || h.order.len() <= limit {
+                continue;
+            }
+            h.compact(&self.flows);
+            while h.order.len() > limit {
+                let Some((_, k)) = h.order.pop_front() else {
+                    break;
+                };
+                h.evicted += 1;
+                out.push(k);
+            }
+        }
+        out
+    }
+
     /// `service`'s half-open flows now (counted exactly: one walk of its
     /// queue, for `status` and metrics), refusals and evictions.
     pub fn half_open_stats(&self, service: &str) -> HalfOpenStats {
