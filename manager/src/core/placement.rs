@@ -207,7 +207,12 @@ impl ManagerCore {
                 HalfOpenAdmit::Refuse => {
                     self.count("half-open-limit-refused");
                     if self.overload_log.allow(now) {
-                        tracing::warn!(service = %name, limit, policy = policy.name(), "half-open flows at max_half_open_flows and none old enough to evict: new SYNs refused (counted as half-open-limit-refused; logged at most once a second)");
+                        let why = match policy {
+                            HalfOpenPolicy::Refuse => "half_open_policy refuse",
+                            // More than the limit's SYNs a second.
+                            HalfOpenPolicy::EvictOldest => "the oldest is younger than 1 s",
+                        };
+                        tracing::warn!(service = %name, limit, why, "half-open flows at max_half_open_flows: new SYNs refused (counted as half-open-limit-refused; logged at most once a second)");
                     }
                     return;
                 }
