@@ -18,7 +18,8 @@
 #   compare  then, for COMPARE_SECS s (0 = skipped), the same flood with
 #            syn_proxy off (a reload): the SYNs reach the manager within the
 #            agent's punt budget and the manager's own bounds take over
-#            (max_half_open_flows = HALF_OPEN, the receive queue)
+#            (max_half_open_flows = HALF_OPEN, the receive queue), with
+#            LEGIT_RATE new connections/s beside it (noproxy_legit_*)
 #
 # Reuses test/lab.sh: its per-run namespace prefix, record and teardown
 # (only what this run created is removed). Needs root, ip netns and
@@ -257,21 +258,33 @@ wait_for 10 grep -q "configuration reloaded" "$LAB_DIR/m1.log" || { log "manager
 sleep 2
 rx0=$(mgr_counter rx-interest-match); created0=$(mgr_counter flows-created)
 refused0=$(mgr_counter half-open-limit-refused); qdrop0=$(mgr_counter rx-queue-dropped)
+evicted0=$(mgr_counter half-open-evicted)
 admit0=$(agent_counter punt-admission-drop-new-flow); fixed0=$(fixed_count)
-log "compare: $FLOOD_RATE spoofed SYNs/s for $COMPARE_SECS s with syn_proxy off (max_half_open_flows $HALF_OPEN)"
+log "compare: $FLOOD_RATE spoofed SYNs/s for $COMPARE_SECS s with syn_proxy off (max_half_open_flows $HALF_OPEN), $LEGIT_RATE new connections/s beside it"
 c0=$(cpu_ticks $MGR_PID); t0=$(now_ms)
-cmp_out=$(traffic c1 syn $VIP 80 "$FLOOD_RATE" "$COMPARE_SECS")
+traffic c1 syn $VIP 80 "$FLOOD_RATE" "$COMPARE_SECS" >"$LAB_DIR/cmp.out" 2>&1 &
+FLOOD_PID=$!
+cmp_legit=$(traffic c2 connect $VIP 80 "$LEGIT_RATE" "$COMPARE_SECS")
+wait $FLOOD_PID
+cmp_out=$(cat "$LAB_DIR/cmp.out")
 sleep 1
 c1=$(cpu_ticks $MGR_PID); t1=$(now_ms)
 rx1=$(mgr_counter rx-interest-match); created1=$(mgr_counter flows-created)
 refused1=$(mgr_counter half-open-limit-refused); qdrop1=$(mgr_counter rx-queue-dropped)
+evicted1=$(mgr_counter half-open-evicted)
 admit1=$(agent_counter punt-admission-drop-new-flow); fixed1=$(fixed_count)
 log "compare: generator $cmp_out"
+log "compare: legitimate during the flood: $cmp_legit"
+manager_cmd 1 status | grep -E '^  admission|^receive-queue' | sed 's/^/flood-bench: compare: manager /' >&2
+cmp_attempts=$(num "$cmp_legit" attempts); cmp_ok=$(num "$cmp_legit" ok)
 echo "noproxy_syn_rate_achieved $(num "$cmp_out" rate) syn/s"
 echo "noproxy_agent_admission_dropped $((${admit1:-0} - ${admit0:-0})) syns"
 echo "noproxy_manager_interest_matches $((rx1 - rx0)) messages"
 echo "noproxy_manager_flows_created $((created1 - created0)) flows"
 echo "noproxy_manager_half_open_refused $((refused1 - refused0)) syns"
+echo "noproxy_manager_half_open_evicted $((${evicted1:-0} - ${evicted0:-0})) flows"
+echo "noproxy_legit_success $(pct "$cmp_ok" "$cmp_attempts") %"
+echo "noproxy_legit_attempts ${cmp_attempts:-0} connections"
 echo "noproxy_manager_rx_queue_dropped $((qdrop1 - qdrop0)) datagrams"
 echo "noproxy_manager_cpu $(cpu_pct $((c1 - c0)) $((t1 - t0))) %core"
 echo "noproxy_agent_fixed_before $fixed0 entries"

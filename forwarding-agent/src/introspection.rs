@@ -266,6 +266,7 @@ impl Agent {
             actions: (self.actions.in_use(), self.actions.capacity()),
             wildcards: (self.wildcards.len(), self.config.wildcard_capacity),
             wildcard_patterns: self.wildcards.pattern_count(),
+            wildcard_patterns_cap: self.config.max_wildcard_patterns,
             managers: (st.managers.len(), self.config.max_managers),
             held: (self.hold.len(), self.config.hold_limit),
             per_owner,
@@ -285,6 +286,10 @@ pub struct Occupancy {
     pub wildcards: (usize, usize),
     /// Distinct wildcard mask patterns (groups a look-up may probe).
     pub wildcard_patterns: usize,
+    /// The agent-wide cap on them ([`crate::AgentConfig::max_wildcard_patterns`],
+    /// the host agent's `--max-wildcard-patterns`, default 12): a wildcard
+    /// that would add one more is denied (`wildcard-patterns-full`).
+    pub wildcard_patterns_cap: usize,
     /// Managers remembered (entries, against `max_managers`).
     pub managers: (usize, usize),
     /// Held packets (all workers, against `hold_limit`).

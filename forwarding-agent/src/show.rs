@@ -206,7 +206,14 @@ fn tables(agent: &Agent) -> String {
     ] {
         let _ = writeln!(s, "  {name:<10} {used} / {cap}");
     }
-    let _ = writeln!(s, "  wildcard mask patterns {}", o.wildcard_patterns);
+    // Used / the agent-wide cap: every pattern is one more probe for a
+    // packet that misses the fixed table, so an operator sees how close
+    // the managers' wildcards are to having one denied.
+    let _ = writeln!(
+        s,
+        "  wildcard mask patterns {} / {} (agent-wide cap)",
+        o.wildcard_patterns, o.wildcard_patterns_cap
+    );
     for m in &o.per_owner {
         let _ = writeln!(
             s,
@@ -276,6 +283,17 @@ mod tests {
     use crate::{Agent, AgentConfig};
     use affinity_api::AffinityKey;
     use std::net::Ipv4Addr;
+
+    /// `tables` shows the wildcard mask patterns in use against the
+    /// agent-wide cap (default 12).
+    #[test]
+    fn tables_show_the_wildcard_pattern_cap() {
+        let text = super::render(&Agent::new(AgentConfig::default()), 0, "tables");
+        assert!(
+            text.contains("\n  wildcard mask patterns 0 / 12 (agent-wide cap)\n"),
+            "{text}"
+        );
+    }
 
     /// `fixed verbose` speaks the operator's words: no Rust `Some(..)` or
     /// struct names, the sequence adjust signed, the interest's address.

@@ -388,6 +388,12 @@ fn wildcard_mask_patterns_are_capped_agent_wide_without_losing_any() {
     assert_eq!(a.counter(Counter::WildcardQuota), 0);
     let o = a.occupancy();
     assert_eq!((o.wildcards.0, o.wildcard_patterns), (4, 4));
+    assert_eq!(o.wildcard_patterns_cap, 4);
+    let text = affinity_forwarding_agent::show::render(&a, 0, "tables");
+    assert!(
+        text.contains("\n  wildcard mask patterns 4 / 4 (agent-wide cap)\n"),
+        "{text}"
+    );
     // A pattern already in use costs no probe more: another manager's
     // wildcard with it is installed, and refreshes of installed ones go on.
     let mut same = patterned(1);

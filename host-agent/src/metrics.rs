@@ -53,6 +53,19 @@ pub fn encode(agent: &Agent, now: u64, uptime_s: f64) -> String {
         "Wildcard affinities installed",
         n(agent.wildcard_entries(now).len()),
     );
+    let o = agent.occupancy();
+    gauge(
+        &mut reg,
+        "wildcard_patterns",
+        "Distinct wildcard mask patterns in use (each one more probe for a packet that misses the fixed table)",
+        n(o.wildcard_patterns),
+    );
+    gauge(
+        &mut reg,
+        "wildcard_patterns_cap",
+        "Agent-wide cap on distinct wildcard mask patterns (--max-wildcard-patterns); past it a wildcard is denied (wildcard-patterns-full)",
+        n(o.wildcard_patterns_cap),
+    );
     gauge(
         &mut reg,
         "held_packets",
@@ -151,6 +164,8 @@ mod tests {
             "affinity_agent_events_total{counter=\"packets\"} 0",
             "affinity_agent_uptime_seconds 1.5",
             "affinity_agent_fixed_affinities 0",
+            "affinity_agent_wildcard_patterns 0",
+            "affinity_agent_wildcard_patterns_cap 12",
             "affinity_agent_build_info{version=\"",
         ] {
             assert!(text.contains(want), "no {want:?} in:\n{text}");

@@ -151,7 +151,45 @@ pub fn encode(r: &StatusReport, daemon: Option<&DaemonStats>) -> String {
         "service_role",
         "1 for this manager's role for the service: serving, standing-by (another manager's affinities are live) or idle",
     );
+    let syn_proxy = gauge_family(
+        &mut reg,
+        "service_syn_proxy",
+        "1 when agents answer the service's SYNs with SYN cookies (syn_proxy), else 0",
+    );
+    let half_open = gauge_family(
+        &mut reg,
+        "service_half_open_flows",
+        "Half-open TCP flows of the service (placed on a SYN, still syn-seen)",
+    );
+    let half_open_max = gauge_family(
+        &mut reg,
+        "service_max_half_open_flows",
+        "max_half_open_flows: half-open flows per service at most (0 = no limit)",
+    );
+    let half_open_refused = counter_family(
+        &mut reg,
+        "service_half_open_refused",
+        "SYNs of the service refused at max_half_open_flows (half-open-limit-refused)",
+    );
+    let half_open_evicted = counter_family(
+        &mut reg,
+        "service_half_open_evicted",
+        "Half-open flows of the service evicted, oldest first, for new SYNs at max_half_open_flows (half-open-evicted)",
+    );
     for s in &r.services {
+        let l: Labels = vec![("service", s.name.clone())];
+        let a = &s.admission;
+        syn_proxy.get_or_create(&l).set(i64::from(a.syn_proxy));
+        half_open.get_or_create(&l).set(g(a.half_open_flows));
+        half_open_max
+            .get_or_create(&l)
+            .set(i64::from(a.max_half_open_flows));
+        half_open_refused
+            .get_or_create(&l)
+            .inc_by(a.half_open_refused);
+        half_open_evicted
+            .get_or_create(&l)
+            .inc_by(a.half_open_evicted);
         for name in crate::core::SERVICE_ROLES {
             role.get_or_create(&vec![
                 ("service", s.name.clone()),
@@ -207,6 +245,15 @@ pub fn encode(r: &StatusReport, daemon: Option<&DaemonStats>) -> String {
             ])
             .set(a.last_heard_s);
     }
+    let rxq = gauge_family(
+        &mut reg,
+        "receive_queue_limit",
+        "The receive queue's limits (receive_queue datagrams, and bytes); past either the newest datagrams are dropped (rx-queue-dropped)",
+    );
+    rxq.get_or_create(&vec![("unit", "datagrams".into())])
+        .set(i64::from(r.receive_queue.limit_datagrams));
+    rxq.get_or_create(&vec![("unit", "bytes".into())])
+        .set(g(r.receive_queue.limit_bytes));
     let entries = gauge_family(
         &mut reg,
         "table_entries",
@@ -301,6 +348,13 @@ mod tests {
             "affinity_manager_backend_bytes_total{service=\"web\",backend=\"198.51.100.11:8080\",direction=\"out\"} 0",
             "affinity_manager_backend_state{service=\"web\",backend=\"198.51.100.11:8080\",state=\"up\"} 1",
             "affinity_manager_service_role{service=\"web\",role=\"idle\"} 1",
+            "affinity_manager_service_syn_proxy{service=\"web\"} 0",
+            "affinity_manager_service_half_open_flows{service=\"web\"} 0",
+            "affinity_manager_service_max_half_open_flows{service=\"web\"} 100000",
+            "affinity_manager_service_half_open_refused_total{service=\"web\"} 0",
+            "affinity_manager_service_half_open_evicted_total{service=\"web\"} 0",
+            "affinity_manager_receive_queue_limit{unit=\"datagrams\"} 8192",
+            "affinity_manager_receive_queue_limit{unit=\"bytes\"} 16777216",
         ] {
             assert!(text.contains(want), "no {want:?} in:\n{text}");
         }

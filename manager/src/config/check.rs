@@ -201,6 +201,15 @@ impl Config {
                     format!("syn_proxy is for tcp services, not {:?}", s.protocol),
                 );
             }
+            if s.half_open_policy.is_some() && s.protocol != "tcp" {
+                // Half-open is a TCP state: on a UDP service the option
+                // would do nothing, silently.
+                err(
+                    Some(i),
+                    "half_open_policy",
+                    format!("half_open_policy is for tcp services, not {:?}", s.protocol),
+                );
+            }
             if parse_prefix(&s.client_domain).is_none() {
                 err(
                     Some(i),

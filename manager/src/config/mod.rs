@@ -71,8 +71,11 @@ pub struct ManagerSection {
     pub udp_gso: bool,
     /// Half-open TCP flows (placed on a SYN, not yet seen established,
     /// closed or ended) each service (its virtual address and client
-    /// domain) may have; a SYN past it is refused (not placed, counted as
-    /// `half-open-limit-refused`, logged at most once a second). Bounds what
+    /// domain) may have; what a SYN past it does is the service's
+    /// `half_open_policy`: by default the oldest half-open flow is evicted
+    /// (`half-open-evicted`), with `refuse` the SYN is refused (not placed,
+    /// counted as `half-open-limit-refused`); either logged at most once a
+    /// second. Bounds what
     /// a SYN flood makes the manager keep. Flows leave the state when an
     /// activity report shows packets both ways, so the limit should exceed
     /// new connections per second × 2 activity-report intervals (default
@@ -218,6 +221,46 @@ fn default_alg() -> String {
     "hmac-sha256".into()
 }
 
+/// What a new TCP flow of a service (a SYN) does when the service has
+/// `max_half_open_flows` half-open flows already (`half_open_policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HalfOpenPolicy {
+    /// The default: the service's oldest half-open flow is ended (TTL 0 to
+    /// its agents, its keys and source-NAT port freed at once; counted as
+    /// `half-open-evicted`) and the new one placed, as VPP nat44-ed frees
+    /// the oldest transitory session of its LRU at its session limit. A
+    /// flood of spoofed SYNs then costs each of its flows its place after
+    /// `max_half_open_flows` / (SYNs per second) seconds (10 s at 10 000
+    /// SYN/s and the default 100 000), and new clients keep being placed.
+    /// Refused still (`half-open-limit-refused`) when the oldest half-open
+    /// flow is younger than [`HALF_OPEN_MIN_AGE_NS`]: it may be a handshake
+    /// in progress, and SYNs come faster than `max_half_open_flows` a
+    /// second.
+    EvictOldest,
+    /// SYNs past the limit are refused (`half-open-limit-refused`) until
+    /// half-open flows leave the state (established, closed, or ended idle
+    /// after `tcp_transitory_timeout`).
+    Refuse,
+}
+
+impl HalfOpenPolicy {
+    /// The name the configuration file uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            HalfOpenPolicy::EvictOldest => "evict-oldest",
+            HalfOpenPolicy::Refuse => "refuse",
+        }
+    }
+}
+
+/// Youngest half-open flow `evict-oldest` ends (ns): 1 s, the initial
+/// retransmission timeout of RFC 6298 section 2.1 (a client whose SYN or
+/// SYN-ACK was lost sends its SYN again after it), so a handshake under
+/// way is not cut; a service whose oldest half-open flow is younger takes
+/// more than `max_half_open_flows` SYNs a second, and the SYN is refused.
+pub const HALF_OPEN_MIN_AGE_NS: u64 = 1_000_000_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Algorithm {
@@ -273,6 +316,11 @@ pub struct ServiceConfig {
     /// "19 — admission action"). The backends should use window scale 7.
     #[serde(default)]
     pub syn_proxy: bool,
+    /// TCP only: what a SYN does when the service already has
+    /// `[manager] max_half_open_flows` half-open flows. Absent =
+    /// [`HalfOpenPolicy::EvictOldest`]; see [`HalfOpenPolicy`].
+    #[serde(default)]
+    pub half_open_policy: Option<HalfOpenPolicy>,
     /// After a close, keep the flow's affinities this long (ms).
     #[serde(default = "default_sticky")]
     pub sticky_timeout_ms: u64,
@@ -455,6 +503,10 @@ impl ServiceConfig {
     }
     pub fn action_optional(&self, name: &str) -> bool {
         self.optional_actions.iter().any(|a| a == name)
+    }
+    /// The `half_open_policy` in force (`evict-oldest` when absent).
+    pub fn half_open_policy(&self) -> HalfOpenPolicy {
+        self.half_open_policy.unwrap_or(HalfOpenPolicy::EvictOldest)
     }
 }
 

@@ -176,3 +176,39 @@ fn syn_proxy_on_a_udp_service_is_refused() {
         "tcp (the default) takes it"
     );
 }
+
+#[test]
+fn half_open_policy_is_checked() {
+    use super::HalfOpenPolicy;
+    let svc = |line: &str| {
+        format!("virtual = \"203.0.113.10:80\"\n{line}\n[[service.backend]]\naddress = \"198.51.100.11:8080\"\n")
+    };
+    let parse = |line: &str| Config::parse(&format!("{HEAD}{}", svc(line)));
+    // Absent: evict-oldest; both names parse.
+    let policy = |line: &str| parse(line).map(|c| c.services[0].half_open_policy());
+    assert_eq!(policy(""), Ok(HalfOpenPolicy::EvictOldest));
+    assert_eq!(
+        policy("half_open_policy = \"evict-oldest\""),
+        Ok(HalfOpenPolicy::EvictOldest)
+    );
+    assert_eq!(
+        policy("half_open_policy = \"refuse\""),
+        Ok(HalfOpenPolicy::Refuse)
+    );
+    // Another word is refused where it stands (line 6), naming the choices.
+    let bad = errors(&svc("half_open_policy = \"drop\""));
+    assert!(
+        bad.iter()
+            .any(|e| e.starts_with("6:") && e.contains("evict-oldest") && e.contains("refuse")),
+        "{bad:?}"
+    );
+    // Half-open is a TCP state: on a UDP service the option is an error.
+    let udp = errors(
+        &svc("half_open_policy = \"refuse\"").replace("virtual", "protocol = \"udp\"\nvirtual"),
+    );
+    assert!(
+        udp.iter()
+            .any(|e| e.starts_with("7:") && e.contains("half_open_policy is for tcp services")),
+        "{udp:?}"
+    );
+}

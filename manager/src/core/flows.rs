@@ -9,6 +9,7 @@
 //! is not installed (see `ManagerCore::on_interest`).
 
 use super::services::Placement;
+use crate::config::HalfOpenPolicy;
 use affinity_api::{interest, AffinityKey};
 use affinity_forwarding_agent::wire;
 use std::collections::{HashMap, VecDeque};
@@ -283,25 +284,84 @@ pub struct FlowTable {
     /// Keys other managers installed, from the agents' activity reports,
     /// with when the agent that reported them stops holding them (ns).
     foreign: FlowMap<AffinityKey, u64>,
-    /// Half-open flows by service name, for `max_half_open_flows`.
+    /// Half-open flows by service name, for `max_half_open_flows` and
+    /// `half_open_policy`.
     half_open: FlowMap<Arc<str>, HalfOpen>,
 }
 
 /// Shortest time (ns) between two prunings of one service's half-open
-/// set: at the limit, a flood's SYNs are refused at the cost of a length
-/// check, and the set (up to the limit, e.g. 100 000 keys) is walked at
-/// most ten times a second.
+/// queue under `half_open_policy = "refuse"`: at the limit, a flood's SYNs
+/// are refused at the cost of a length check, and the queue (up to the
+/// limit, e.g. 100 000 keys) is walked at most ten times a second.
 pub const HALF_OPEN_PRUNE_INTERVAL: u64 = SEC / 10;
 
-/// The forward keys of one service's flows placed on a SYN that were in
-/// SYN seen when last looked at; a key whose flow moved on (established,
-/// closing, closed, ended, removed) is dropped when the set is pruned, so
-/// its length over-counts between prunings, never under-counts.
+/// Under `evict-oldest`, a SYN at the limit compacts the queue (drops the
+/// entries of flows that moved on) only once this fraction of its length
+/// (1/4) of such SYNs came since the last compaction: each compaction walks
+/// the queue once, so its cost is at most 4 look-ups per SYN, amortised.
+const HALF_OPEN_COMPACT_DIVISOR: usize = 4;
+
+/// One service's flows placed on a SYN, in placement order (oldest first):
+/// (`Flow::created` in ns, forward key). An entry stands for a half-open
+/// flow while that flow is still in SYN seen with that creation time; one
+/// whose flow moved on (established, closing, closed, ended, removed,
+/// reopened) is dropped lazily: when it reaches the front, or when the
+/// queue is compacted. So the queue's length over-counts the half-open
+/// flows between compactions, never under-counts (the `closing` queue's
+/// scheme: O(1) amortised per flow, no scan per SYN).
 #[derive(Debug, Default)]
 struct HalfOpen {
-    keys: std::collections::HashSet<AffinityKey, foldhash::fast::RandomState>,
-    /// When the set was last pruned (ns; 0 = never).
+    order: VecDeque<(u64, AffinityKey)>,
+    /// When the queue was last pruned under `refuse` (ns; 0 = never).
     pruned_at: u64,
+    /// SYNs at the limit since the last compaction under `evict-oldest`.
+    since_compaction: usize,
+    /// SYNs refused at the limit (`half-open-limit-refused`, this service's
+    /// share).
+    refused: u64,
+    /// Half-open flows evicted for a new one (`half-open-evicted`, this
+    /// service's share).
+    evicted: u64,
+}
+
+impl HalfOpen {
+    /// Drops the entries of flows no longer half-open from the queue.
+    fn compact(&mut self, flows: &FlowMap<AffinityKey, Flow>) {
+        self.order.retain(|(c, k)| half_open_entry(flows, *c, k));
+        self.since_compaction = 0;
+    }
+}
+
+/// Whether queue entry (`created` ns, `fwd`) still stands for a half-open
+/// flow: the flow is there, in SYN seen, and was not placed anew since.
+fn half_open_entry(flows: &FlowMap<AffinityKey, Flow>, created: u64, fwd: &AffinityKey) -> bool {
+    flows
+        .get(fwd)
+        .is_some_and(|f| f.state == FlowState::SynSeen && f.created == created)
+}
+
+/// What a new half-open flow of a service may do (see
+/// [`FlowTable::half_open_admit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum HalfOpenAdmit {
+    /// Below the limit (or no limit): place it.
+    Room,
+    /// At the limit: end this flow (the service's oldest half-open one,
+    /// already out of the queue), then place the new one.
+    Evict(AffinityKey),
+    /// At the limit and nothing may be evicted: refuse the SYN.
+    Refuse,
+}
+
+/// One service's half-open flows for `status` and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HalfOpenStats {
+    /// Half-open flows now (flows placed on a SYN still in SYN seen).
+    pub flows: usize,
+    /// SYNs refused at the limit since start.
+    pub refused: u64,
+    /// Half-open flows evicted for a new one since start.
+    pub evicted: u64,
 }
 
 impl FlowTable {
@@ -541,36 +601,137 @@ impl FlowTable {
     }
 
     /// Whether `service` may place one more half-open flow at `now` (ns)
-    /// with at most `limit` of them (0 = no limit): below the limit, yes;
-    /// at it, the set is pruned of flows no longer in SYN seen (at most once
-    /// per [`HALF_OPEN_PRUNE_INTERVAL`]) and looked at again.
-    pub(super) fn half_open_room(&mut self, service: &str, now: u64, limit: usize) -> bool {
+    /// with at most `limit` of them (0 = no limit), and at what cost, by
+    /// `policy`:
+    /// - `refuse`: below the limit, yes; at it, the queue is pruned of
+    ///   flows no longer in SYN seen (at most once per
+    ///   [`HALF_OPEN_PRUNE_INTERVAL`]) and looked at again; still at it,
+    ///   refused.
+    /// - `evict-oldest`: entries of flows that moved on are dropped from
+    ///   the front; below the limit, yes; at it, the queue is compacted when
+    ///   enough SYNs came since the last time (see
+    ///   [`HALF_OPEN_COMPACT_DIVISOR`]); still at it, the oldest half-open
+    ///   flow is taken out of the queue for the caller to end
+    ///   ([`HalfOpenAdmit::Evict`]), unless it is younger than
+    ///   `min_age` ns (a handshake that may be under way): refused.
+    ///
+    /// Refusals and evictions are counted in the service's
+    /// [`HalfOpenStats`].
+    pub(super) fn half_open_admit(
+        &mut self,
+        service: &str,
+        now: u64,
+        limit: usize,
+        policy: HalfOpenPolicy,
+        min_age: u64,
+    ) -> HalfOpenAdmit {
         if limit == 0 {
-            return true;
+            return HalfOpenAdmit::Room;
         }
         let Some(h) = self.half_open.get_mut(service) else {
-            return true;
+            return HalfOpenAdmit::Room;
         };
-        if h.keys.len() < limit {
-            return true;
-        }
-        if h.pruned_at != 0 && now.saturating_sub(h.pruned_at) < HALF_OPEN_PRUNE_INTERVAL {
-            return false;
-        }
-        h.pruned_at = now.max(1);
         let flows = &self.flows;
-        h.keys
-            .retain(|k| flows.get(k).is_some_and(|f| f.state == FlowState::SynSeen));
-        h.keys.len() < limit
+        if policy == HalfOpenPolicy::Refuse {
+            if h.order.len() < limit {
+                return HalfOpenAdmit::Room;
+            }
+            if h.pruned_at == 0 || now.saturating_sub(h.pruned_at) >= HALF_OPEN_PRUNE_INTERVAL {
+                h.pruned_at = now.max(1);
+                h.compact(flows);
+                if h.order.len() < limit {
+                    return HalfOpenAdmit::Room;
+                }
+            }
+            h.refused += 1;
+            return HalfOpenAdmit::Refuse;
+        }
+        while let Some((c, k)) = h.order.front() {
+            if half_open_entry(flows, *c, k) {
+                break;
+            }
+            h.order.pop_front();
+        }
+        if h.order.len() < limit {
+            return HalfOpenAdmit::Room;
+        }
+        h.since_compaction += 1;
+        if h.since_compaction > h.order.len() / HALF_OPEN_COMPACT_DIVISOR {
+            h.compact(flows);
+            if h.order.len() < limit {
+                return HalfOpenAdmit::Room;
+            }
+        }
+        // The front is a live half-open flow (dropped otherwise above, and
+        // compaction keeps only those).
+        match h.order.front() {
+            Some(&(created, fwd)) if now.saturating_sub(created) >= min_age => {
+                h.order.pop_front();
+                h.evicted += 1;
+                HalfOpenAdmit::Evict(fwd)
+            }
+            _ => {
+                h.refused += 1;
+                HalfOpenAdmit::Refuse
+            }
+        }
     }
 
-    /// Notes flow `fwd` of `service`, just placed in SYN seen, as half-open.
-    pub(super) fn note_half_open(&mut self, service: &Arc<str>, fwd: AffinityKey) {
+    /// Notes flow `fwd` of `service`, just placed in SYN seen at `created`
+    /// (ns, its `Flow::created`), as half-open: the newest of its queue.
+    pub(super) fn note_half_open(&mut self, service: &Arc<str>, fwd: AffinityKey, created: u64) {
         self.half_open
             .entry(service.clone())
             .or_default()
-            .keys
-            .insert(fwd);
+            .order
+            .push_back((created, fwd));
+    }
+
+    /// After a reload: forgets the half-open queues of services `keep`
+    /// says are gone, and takes out of `service`'s queue (compacted first)
+    /// its oldest half-open flows past `limit` when it is lower than
+    /// before, counted as evicted: the flows for the caller to end. One
+    /// walk of each queue, once per reload.
+    pub(super) fn half_open_reconfigure(
+        &mut self,
+        keep: impl Fn(&str) -> bool,
+        trim: impl Fn(&str) -> Option<usize>,
+    ) -> Vec<AffinityKey> {
+        self.half_open.retain(|name, _| keep(name));
+        let mut out = Vec::new();
+        for (name, h) in &mut self.half_open {
+            let Some(limit) = trim(name) else {
+                continue;
+            };
+            if limit == 0 || h.order.len() <= limit {
+                continue;
+            }
+            h.compact(&self.flows);
+            while h.order.len() > limit {
+                let Some((_, k)) = h.order.pop_front() else {
+                    break;
+                };
+                h.evicted += 1;
+                out.push(k);
+            }
+        }
+        out
+    }
+
+    /// `service`'s half-open flows now (counted exactly: one walk of its
+    /// queue, for `status` and metrics), refusals and evictions.
+    pub fn half_open_stats(&self, service: &str) -> HalfOpenStats {
+        self.half_open
+            .get(service)
+            .map_or_else(HalfOpenStats::default, |h| HalfOpenStats {
+                flows: h
+                    .order
+                    .iter()
+                    .filter(|(c, k)| half_open_entry(&self.flows, *c, k))
+                    .count(),
+                refused: h.refused,
+                evicted: h.evicted,
+            })
     }
 
     /// Flows per state name, for `status`.

@@ -39,7 +39,7 @@ mod stats;
 mod timers;
 
 pub use command::{Command, DEFAULT_CONNECTIONS_LIMIT};
-pub use flows::{Flow, FlowState, FlowTable, Timeouts};
+pub use flows::{Flow, FlowState, FlowTable, HalfOpenStats, Timeouts};
 pub use messages::Messages;
 pub use services::{backend_state, Backend, HealthDetail, Service, ServiceRegistry};
 pub use stats::{RateWindow, Rates, Traffic, RATE_WINDOW};
@@ -49,9 +49,9 @@ use affinity_api::{seg, AffinityKey, AuthError, AuthPolicy, ReplayWindow, AGENT_
 use affinity_forwarding_agent::wire;
 use reports::Report;
 pub use reports::{
-    AgentReport, BackendReport, BackendStats, ConnectionReport, ConnectionsReport, ManagerReport,
-    ServiceReport, ServiceStats, SnatReport, StatsReport, StatusReport, TrafficReport, EVENTS,
-    SERVICE_ROLES,
+    AdmissionReport, AgentReport, BackendReport, BackendStats, ConnectionReport, ConnectionsReport,
+    ManagerReport, ReceiveQueueReport, ServiceReport, ServiceStats, SnatReport, StatsReport,
+    StatusReport, TrafficReport, EVENTS, SERVICE_ROLES,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddrV4};

@@ -168,6 +168,7 @@ impl ManagerCore {
         self.cfg = cfg;
         self.services.rebuild(&self.cfg.services);
         self.end_flows_without_backend(&mut out);
+        self.half_open_reconfigure(&mut out);
         self.next_wildcards = now;
         self.count("config-reloads");
         out.extend(self.tick(now));

@@ -2,8 +2,10 @@
 //! finds its known flow, or reopens a closed one), installs both directions'
 //! fixed affinities, and follows FIN/RST (connection tracking).
 
+use super::flows::HalfOpenAdmit;
 use super::services::Refusal;
 use super::{Flow, FlowState, Interest, ManagerCore, Outgoing, SEC};
+use crate::config::{HalfOpenPolicy, HALF_OPEN_MIN_AGE_NS};
 use affinity_api::{interest, AffinityKey};
 use affinity_forwarding_agent::wire;
 use std::net::SocketAddrV4;
@@ -62,6 +64,40 @@ impl ManagerCore {
                 }
             }
             self.count(why);
+        }
+    }
+
+    /// Ends half-open flow `fwd` for a new one (`half_open_policy =
+    /// "evict-oldest"`), as nat44-ed frees the oldest transitory session
+    /// at its limit: its agents get TTL 0, and its keys and SNAT port are
+    /// free at once (a flood's flows would otherwise hold them for a
+    /// fixed TTL more, at the flood's rate). Counted as `half-open-evicted`.
+    fn evict_half_open(&mut self, fwd: &AffinityKey, out: &mut Vec<Outgoing>) {
+        self.end_flow(fwd, "half-open-evicted", out);
+        if let Some(f) = self.flows.remove(fwd) {
+            self.services.release(&f);
+        }
+    }
+
+    /// After a reload: the half-open queues of removed services are
+    /// forgotten, and an `evict-oldest` service with more half-open flows
+    /// than a lowered `max_half_open_flows` has its oldest past it evicted
+    /// (else each new SYN would evict one and the count never come down).
+    pub(super) fn half_open_reconfigure(&mut self, out: &mut Vec<Outgoing>) {
+        let limit = self.cfg.manager.max_half_open_flows as usize;
+        let services = &self.cfg.services;
+        let evict = self.flows.half_open_reconfigure(
+            |name| services.iter().any(|s| s.name == name),
+            |name| {
+                services
+                    .iter()
+                    .find(|s| s.name == name)
+                    .filter(|s| s.half_open_policy() == HalfOpenPolicy::EvictOldest)
+                    .map(|_| limit)
+            },
+        );
+        for k in evict {
+            self.evict_half_open(&k, out);
         }
     }
 
@@ -161,15 +197,37 @@ impl ManagerCore {
         }
         if is_tcp && syn {
             let limit = self.cfg.manager.max_half_open_flows as usize;
-            if !self.flows.half_open_room(&s.name, now, limit) {
-                let name = s.name.clone();
-                self.count("half-open-limit-refused");
-                if self.overload_log.allow(now) {
-                    tracing::warn!(service = %name, limit, "half-open flows at max_half_open_flows: new SYNs refused (counted as half-open-limit-refused; logged at most once a second)");
+            let policy = s.cfg.half_open_policy();
+            let name = s.name.clone();
+            match self
+                .flows
+                .half_open_admit(&name, now, limit, policy, HALF_OPEN_MIN_AGE_NS)
+            {
+                HalfOpenAdmit::Room => {}
+                HalfOpenAdmit::Refuse => {
+                    self.count("half-open-limit-refused");
+                    if self.overload_log.allow(now) {
+                        let why = match policy {
+                            HalfOpenPolicy::Refuse => "half_open_policy refuse",
+                            // More than the limit's SYNs a second.
+                            HalfOpenPolicy::EvictOldest => "the oldest is younger than 1 s",
+                        };
+                        tracing::warn!(service = %name, limit, why, "half-open flows at max_half_open_flows: new SYNs refused (counted as half-open-limit-refused; logged at most once a second)");
+                    }
+                    return;
                 }
-                return;
+                HalfOpenAdmit::Evict(old) => {
+                    self.evict_half_open(&old, out);
+                    if self.overload_log.allow(now) {
+                        tracing::warn!(service = %name, limit, "half-open flows at max_half_open_flows: the oldest evicted for each new SYN (counted as half-open-evicted; logged at most once a second)");
+                    }
+                }
             }
         }
+        // Looked up again: an eviction above needed the whole core.
+        let Some(s) = self.services.serving(&key) else {
+            return;
+        };
         let adopted = is_tcp && !syn;
         let flows = &self.flows;
         let placed = s.place(&key, |rev| {
@@ -211,7 +269,7 @@ impl ManagerCore {
         let half_open = flow.state == FlowState::SynSeen;
         self.flows.insert(flow);
         if half_open && self.cfg.manager.max_half_open_flows > 0 {
-            self.flows.note_half_open(&name, key);
+            self.flows.note_half_open(&name, key, now);
         }
         self.install(now, &key, &[from], echo, packet, out);
         self.count("flows-created");

@@ -10,9 +10,9 @@ use crate::config::Config;
 mod shapes;
 
 pub use shapes::{
-    AgentReport, BackendReport, BackendStats, ConnectionReport, ConnectionsReport, ManagerReport,
-    ServiceReport, ServiceStats, SnatReport, StatsReport, StatusReport, TableReport, TrafficReport,
-    EVENTS,
+    AdmissionReport, AgentReport, BackendReport, BackendStats, ConnectionReport, ConnectionsReport,
+    ManagerReport, ReceiveQueueReport, ServiceReport, ServiceStats, SnatReport, StatsReport,
+    StatusReport, TableReport, TrafficReport, EVENTS,
 };
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -60,6 +60,13 @@ impl Report<'_> {
                 format!("{}s", m.flow_max_lifetime)
             }
         );
+        let _ = writeln!(
+            s,
+            "receive-queue limit {} datagrams {} bytes dropped {}",
+            m.receive_queue,
+            crate::config::RECEIVE_QUEUE_BYTES,
+            self.counters.get("rx-queue-dropped").copied().unwrap_or(0)
+        );
         let states: Vec<String> = self
             .by_state
             .iter()
@@ -88,6 +95,23 @@ impl Report<'_> {
             );
             if let Some(p) = &svc.snat {
                 let _ = writeln!(s, "  snat ports in use {} of {}", p.in_use(), p.size());
+            }
+            if c.protocol_number() == 6 {
+                let a = self.admission(svc);
+                let _ = writeln!(
+                    s,
+                    "  admission syn-proxy {} half-open {} of {} policy {} refused {} evicted {}",
+                    if a.syn_proxy { "on" } else { "off" },
+                    a.half_open_flows,
+                    if a.max_half_open_flows == 0 {
+                        "unlimited".to_string()
+                    } else {
+                        a.max_half_open_flows.to_string()
+                    },
+                    a.half_open_policy,
+                    a.half_open_refused,
+                    a.half_open_evicted
+                );
             }
             for b in &svc.backends {
                 let _ = writeln!(
@@ -167,6 +191,7 @@ impl Report<'_> {
                         backup_precedence: c.backup_precedence,
                         advertise: svc.advertise,
                         role: self.role(svc, now),
+                        admission: self.admission(svc),
                         snat: c.snat.as_ref().map(|n| SnatReport {
                             address: n.address,
                             ports: n.ports.clone(),
@@ -212,6 +237,11 @@ impl Report<'_> {
                     denies: info.denies,
                 })
                 .collect(),
+            receive_queue: ReceiveQueueReport {
+                limit_datagrams: self.cfg.manager.receive_queue,
+                limit_bytes: crate::config::RECEIVE_QUEUE_BYTES,
+                dropped: self.counters.get("rx-queue-dropped").copied().unwrap_or(0),
+            },
             tables: self
                 .tables
                 .iter()
@@ -264,6 +294,20 @@ fn health_text(b: &Backend, now: u64) -> String {
 }
 
 impl Report<'_> {
+    /// `svc`'s admission control: SYN proxy, half-open flows against
+    /// `max_half_open_flows`, the policy past it and what it did.
+    fn admission(&self, svc: &Service) -> AdmissionReport {
+        let h = self.flow_table.half_open_stats(&svc.cfg.name);
+        AdmissionReport {
+            syn_proxy: svc.cfg.syn_proxy,
+            half_open_flows: h.flows,
+            max_half_open_flows: self.cfg.manager.max_half_open_flows,
+            half_open_policy: svc.cfg.half_open_policy().name(),
+            half_open_refused: h.refused,
+            half_open_evicted: h.evicted,
+        }
+    }
+
     /// The manager's role for `svc` at `now` (ns): one of [`SERVICE_ROLES`].
     fn role(&self, svc: &Service, now: u64) -> &'static str {
         let recent = svc.last_served > 0 && now.saturating_sub(svc.last_served) < SERVING_WINDOW;

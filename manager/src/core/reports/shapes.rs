@@ -158,6 +158,7 @@ pub const EVENTS: &[&str] = &[
     "flows-reopened",
     "flows-revived",
     "hairpin-flows",
+    "half-open-evicted",
     "half-open-limit-refused",
     "install-collision-refused",
     "install-collision-remapped",
@@ -212,6 +213,8 @@ pub struct StatusReport {
     pub services: Vec<ServiceReport>,
     /// Agents heard from, by address.
     pub agents: Vec<AgentReport>,
+    /// The daemon's receive queue: its limits and what it dropped.
+    pub receive_queue: ReceiveQueueReport,
     /// The manager's bounded tables and how full they are.
     pub tables: Vec<TableReport>,
     /// Event counters by name (every name in [`EVENTS`], 0 if none yet).
@@ -228,6 +231,38 @@ pub struct TableReport {
     pub entries: usize,
     /// The cap.
     pub capacity: usize,
+}
+
+/// The daemon's queue of datagrams received and not yet handled
+/// (`[manager] receive_queue`): past either limit the newest are dropped.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReceiveQueueReport {
+    /// Datagrams it holds at most (`receive_queue`, default 8192).
+    pub limit_datagrams: u32,
+    /// Bytes it holds at most (16 MiB, whatever `receive_queue` says).
+    pub limit_bytes: usize,
+    /// Datagrams dropped since start (`rx-queue-dropped`).
+    pub dropped: u64,
+}
+
+/// A service's admission control: what bounds the work a flood of new
+/// flows makes the manager do.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdmissionReport {
+    /// Agents answer SYNs with SYN cookies (`syn_proxy`).
+    pub syn_proxy: bool,
+    /// Half-open flows now (placed on a SYN, still `syn-seen`).
+    pub half_open_flows: usize,
+    /// `[manager] max_half_open_flows` (0 = no limit).
+    pub max_half_open_flows: u32,
+    /// `half_open_policy`: `evict-oldest` or `refuse`.
+    pub half_open_policy: &'static str,
+    /// SYNs refused at the limit since start (this service's share of
+    /// `half-open-limit-refused`).
+    pub half_open_refused: u64,
+    /// Half-open flows evicted for new ones since start (this service's
+    /// share of `half-open-evicted`).
+    pub half_open_evicted: u64,
 }
 
 /// This manager: its name and the address service messages arrive on.
@@ -260,6 +295,8 @@ pub struct ServiceReport {
     pub advertise: bool,
     /// `serving`, `standing-by` or `idle`: see [`SERVICE_ROLES`].
     pub role: &'static str,
+    /// SYN proxy and half-open flows (TCP; zeros for UDP).
+    pub admission: AdmissionReport,
     /// Source NAT toward the backends, if configured.
     pub snat: Option<SnatReport>,
     /// Backends in configuration order.
