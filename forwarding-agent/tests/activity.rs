@@ -185,7 +185,18 @@ fn reports_mark_the_affinities_a_handshake_complete_segment_hit() {
         common::run_one(&mut w, now, p, 256);
     };
     let client = |f: u8| build::tcp(common::CLIENT, cport, common::VIP, 80, f, 1000, 0, &[]);
-    let server = |f: u8| build::tcp(common::BACKEND, 8080, common::CLIENT, cport, f, 5000, 1001, &[]);
+    let server = |f: u8| {
+        build::tcp(
+            common::BACKEND,
+            8080,
+            common::CLIENT,
+            cport,
+            f,
+            5000,
+            1001,
+            &[],
+        )
+    };
     // The attack: the same SYN twice, the backend's SYN-ACK; UDP with the
     // byte at TCP's flags offset holding ACK.
     send(2 * SEC, &common::syn(cport));
@@ -216,9 +227,15 @@ fn reports_mark_the_affinities_a_handshake_complete_segment_hit() {
         vec![(cport, TRACKED | HANDSHAKE_COMPLETE)]
     );
     // The backend's first data: the reverse one.
-    send(31 * SEC, &common::reply(cport, build::TCP_ACK | build::TCP_PSH));
+    send(
+        31 * SEC,
+        &common::reply(cport, build::TCP_ACK | build::TCP_PSH),
+    );
     send(31 * SEC, &common::data(cport, build::TCP_ACK));
-    send(31 * SEC, &build::udp(common::CLIENT, 7000, common::VIP, 53, &ack_like));
+    send(
+        31 * SEC,
+        &build::udp(common::CLIENT, 7000, common::VIP, 53, &ack_like),
+    );
     assert_eq!(
         flags(&a.tick(40 * SEC)),
         vec![

@@ -5,10 +5,10 @@
 
 use affinity_forwarding_agent::wire::build;
 use affinity_forwarding_agent::Disposition;
-use affinity_manager::Config;
+use affinity_manager::{Config, FlowState};
 
 mod common;
-use common::{client, config, Sim, SEC, VIP};
+use common::{client, config, Sim, B, SEC, VIP};
 
 /// Two TCP services on the virtual address (:80 and :81), one backend
 /// each, with `max_half_open_flows = limit`.
@@ -114,4 +114,104 @@ fn queue_drops_reported_by_the_daemon_are_counted() {
     s.mgr.receive_queue_dropped(SEC, 5, 8192);
     s.mgr.receive_queue_dropped(2 * SEC, 7, 8192);
     assert_eq!(s.counter("rx-queue-dropped"), 12);
+}
+
+/// Issue 14 (punt admission): spoofed SYNs sent twice (a retransmission)
+/// with the backend's SYN-ACK are packets both ways, 2 forward and 1
+/// reverse, what made the manager count a flow established (2 h, outside
+/// `max_half_open_flows`). Through agents that mark handshakes, no such
+/// flow leaves SYN seen, the cap stays full and they end at the
+/// transitory timeout; a client that completes its handshake, and whose
+/// backend answers, is established.
+#[test]
+fn spoofed_syns_sent_twice_with_the_syn_ack_stay_half_open_under_the_cap() {
+    let mut s = Sim::reporting(two_services(3), 4096);
+    s.tick(SEC);
+    let spoofed = |i: u8, flags: u8, to_client: bool| {
+        let c = std::net::Ipv4Addr::new(198, 19, 7, i);
+        if to_client {
+            build::tcp(B[0], 8080, c, 3000, flags, 7000, 2, &[])
+        } else {
+            build::tcp(c, 3000, VIP, 80, flags, 1, 0, &[])
+        }
+    };
+    for i in 1..=3 {
+        s.send(0, &spoofed(i, build::TCP_SYN, false));
+        s.send(0, &spoofed(i, build::TCP_SYN, false));
+        s.send(0, &spoofed(i, build::TCP_SYN | build::TCP_ACK, true));
+    }
+    assert_eq!(s.counter("flows-created"), 3);
+    // Reports every 10 s: the SYNs and SYN-ACKs are reported.
+    s.run_until(21 * SEC);
+    for i in 1..=3 {
+        let k = affinity_api::AffinityKey {
+            protocol: 6,
+            src_addr: std::net::Ipv4Addr::new(198, 19, 7, i),
+            dst_addr: VIP,
+            src_port: 3000,
+            dst_port: 80,
+        };
+        let f = s.mgr.flow(&k).expect("placed");
+        assert_eq!((f.packets_fwd, f.packets_rev), (2, 1), "reported");
+        assert_eq!(f.state, FlowState::SynSeen, "not established by counts");
+    }
+    // The cap holds: a fourth SYN is refused.
+    s.send(0, &syn(4000, 80));
+    assert_eq!(s.counter("half-open-limit-refused"), 1);
+    assert_eq!(s.counter("flows-created"), 3);
+    // They end at the transitory timeout (240 s after the last forward
+    // packet reported), freeing the room for a real client, whose
+    // handshake and the backend's answer establish its flow.
+    s.run_until(260 * SEC);
+    assert_eq!(
+        s.mgr
+            .flow(&affinity_api::AffinityKey {
+                protocol: 6,
+                src_addr: std::net::Ipv4Addr::new(198, 19, 7, 1),
+                dst_addr: VIP,
+                src_port: 3000,
+                dst_port: 80,
+            })
+            .map(|f| f.state)
+            .unwrap_or(FlowState::Ended),
+        FlowState::Ended
+    );
+    let c = client(1);
+    let k = s
+        .through(0, &build::tcp(c, 4001, VIP, 80, build::TCP_SYN, 1, 0, &[]))
+        .expect("placed");
+    assert_eq!(k.dst_addr, B[0]);
+    s.send(
+        0,
+        &build::tcp(
+            B[0],
+            8080,
+            c,
+            4001,
+            build::TCP_SYN | build::TCP_ACK,
+            9,
+            2,
+            &[],
+        ),
+    );
+    s.send(
+        0,
+        &build::tcp(c, 4001, VIP, 80, build::TCP_ACK, 2, 10, b"GET /"),
+    );
+    s.send(
+        0,
+        &build::tcp(B[0], 8080, c, 4001, build::TCP_ACK, 10, 7, b"200"),
+    );
+    s.run_until(271 * SEC);
+    let key = affinity_api::AffinityKey {
+        protocol: 6,
+        src_addr: c,
+        dst_addr: VIP,
+        src_port: 4001,
+        dst_port: 80,
+    };
+    assert_eq!(
+        s.mgr.flow(&key).map(|f| f.state),
+        Some(FlowState::Established)
+    );
 }

@@ -6,8 +6,8 @@ use crate::agent::{Agent, ControlState};
 use crate::config::SUPPORTED_ACTIONS;
 use crate::counters::Counter;
 use affinity_api::{
-    capability, encode_action_list, ActionList, AffinityEntry, AffinityIdentifier, AffinityRef, Capabilities,
-    DenyReason, MessageBuilder, MessageType, Segment,
+    capability, encode_action_list, ActionList, AffinityEntry, AffinityIdentifier, AffinityRef,
+    Capabilities, DenyReason, MessageBuilder, MessageType, Segment,
 };
 
 impl Agent {

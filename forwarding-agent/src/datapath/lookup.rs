@@ -145,9 +145,7 @@ impl Worker {
                         // (activity reports carry it: a manager promotes a
                         // half-open flow only on both directions' marks).
                         let mark = Mark::of(info.key.protocol, info.tcp_flags);
-                        agent
-                            .fixed
-                            .count_marked(slot, info.total_len as u64, mark);
+                        agent.fixed.count_marked(slot, info.total_len as u64, mark);
                     }
                     let actions = agent.actions.view(v.action);
                     // The packet's interest bits matter only to an

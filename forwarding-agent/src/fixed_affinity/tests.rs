@@ -184,7 +184,10 @@ fn the_handshake_mark_follows_tcp_flags() {
     assert!(t.handshake_complete(slot), "a refresh keeps the mark");
     t.remove(&key(1));
     assert!(matches!(t.insert(&key(1), v), Ok(Inserted::New(s)) if s == slot));
-    assert!(!t.handshake_complete(slot), "a new entry does not inherit it");
+    assert!(
+        !t.handshake_complete(slot),
+        "a new entry does not inherit it"
+    );
     assert!(!t.handshake_complete(usize::MAX));
 }
 
