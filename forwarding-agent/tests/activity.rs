@@ -248,4 +248,18 @@ fn reports_mark_the_affinities_a_handshake_complete_segment_hit() {
     // forward mark.
     send(41 * SEC, &common::syn(cport));
     assert_eq!(flags(&a.tick(50 * SEC)), vec![(cport, TRACKED)]);
+    // The dumps show the same marks (`fixed verbose`, `fixed --json`).
+    let marks: Vec<(u16, bool)> = {
+        let mut m: Vec<_> = a
+            .fixed_entries(50 * SEC, 10, |_| true)
+            .iter()
+            .map(|r| (r.key.src_port, r.handshake_complete))
+            .collect();
+        m.sort();
+        m
+    };
+    assert_eq!(marks, vec![(7000, false), (8080, true), (cport, false)]);
+    let text =
+        affinity_forwarding_agent::show::render(&a, 50 * SEC, "fixed src 198.51.100.2 verbose");
+    assert!(text.contains("handshake complete"), "{text}");
 }
