@@ -41,7 +41,7 @@ local segments = {
         end },
     [2] = { name = "fixed affinity", len = { 24, 24, 1 },
         fields = { { "protocol", 0, 1 }, { "dispatch_flags", 1, 1 }, { "info_flags", 2, 1 },
-            { "reserved8", 3, 1 }, { "src", 4, 4 }, { "dst", 8, 4 }, { "src_port", 12, 2 },
+            { "activity_flags", 3, 1 }, { "src", 4, 4 }, { "dst", 8, 4 }, { "src_port", 12, 2 },
             { "dst_port", 14, 2 }, { "forward", 16, 4 }, { "ttl", 20, 4 } },
         summary = function(b)
             return string.format(": %s:%d -> %s:%d ttl %d", ipv4(b, 4), b(12, 2):uint(),
@@ -136,6 +136,7 @@ local fields = {
     { "uint8", "dispatch_flags", "Dispatch flags", base.HEX },
     { "uint8", "info_flags", "Information flags", base.HEX },
     { "uint8", "reserved8", "Reserved", base.HEX },
+    { "uint8", "activity_flags", "Activity flags (activity reports)", base.HEX },
     { "ipv4", "src", "Source address" },
     { "ipv4", "src_mask", "Source mask" },
     { "ipv4", "dst", "Destination address" },
@@ -191,6 +192,10 @@ local fields = {
 local flag_bits = {
     ["dispatch_flags"] = { { "dispatch_flags.forward", "FORWARD", 0x01 } },
     ["info_flags"] = { { "info_flags.statistics", "STATISTICS", 0x01 } },
+    ["activity_flags"] = {
+        { "activity_flags.handshake_complete", "HANDSHAKE_COMPLETE", 0x01 },
+        { "activity_flags.tracked", "TRACKED", 0x02 },
+    },
     ["service_precedence.flags"] = {
         { "service_precedence.search_first", "SEARCH-FIRST", 0x01 },
     },
@@ -220,6 +225,7 @@ local flag_bits = {
     },
     ["action"] = { { "action.required", "Required", 0x8000 } },
     ["capabilities.actions"] = {
+        { "capabilities.actions.handshake_marks", "HANDSHAKE_MARKS (feature)", 0x1 },
         { "capabilities.actions.nat", "NAT", 0x400 },
         { "capabilities.actions.advertise", "advertise", 0x800 },
         { "capabilities.actions.seq_adjust", "sequence adjust", 0x1000 },

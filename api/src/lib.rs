@@ -62,8 +62,8 @@ pub use error::{EmitError, ParseError, SegmentErrorKind};
 pub use header::Header;
 pub use message::ServiceMessage;
 pub use numbers::{
-    dispatch, info, interest, seg, MessageType, AF_INET, HEADER_LEN, REQUIRED_FLAG,
-    SEGMENT_HEADER_LEN, VERSION,
+    activity, capability, dispatch, info, interest, seg, MessageType, AF_INET, HEADER_LEN,
+    REQUIRED_FLAG, SEGMENT_HEADER_LEN, VERSION,
 };
 pub use security::{unix_now, AuthAlgorithm, Key, KeyRing, ReplayWindow, SequenceSource};
 pub use segment::{

@@ -146,6 +146,40 @@ pub mod info {
     pub const DEFINED: u8 = STATISTICS;
 }
 
+/// Activity flags: byte 3 of a fixed affinity segment (reserved before
+/// this extension), meaningful only in an activity report (statistics
+/// report, type 19); sent 0 elsewhere, and bits not listed here are sent 0
+/// and ignored on receipt, so receivers that predate it (which ignore the
+/// reserved byte) read the report as before (PROTOCOL.md, "Activity
+/// reports").
+pub mod activity {
+    /// A TCP segment with ACK set and neither SYN nor RST (a
+    /// *handshake-complete* segment, Linux conntrack's ESTABLISHED notion)
+    /// has hit the fixed affinity since it was added or since the last SYN
+    /// that hit it (a new connection on the same 5-tuple, RFC 9293 section
+    /// 3.10.7.4). Never set for UDP or ICMP.
+    pub const HANDSHAKE_COMPLETE: u8 = 0x01;
+    /// The agent marks handshake-complete segments on this affinity:
+    /// [`HANDSHAKE_COMPLETE`] clear means none was seen (not "unknown").
+    /// Set on every TCP pair from an agent with
+    /// [`crate::capability::HANDSHAKE_MARKS`], so a manager that missed the
+    /// agent's hello (it restarted after the agent) still knows.
+    pub const TRACKED: u8 = 0x02;
+    /// The bits defined; others are sent 0 and ignored.
+    pub const DEFINED: u8 = HANDSHAKE_COMPLETE | TRACKED;
+}
+
+/// Feature bits of the capabilities segment's (type 17) first word. Bit n
+/// of that word for n in 10–31 says action segment type n is performed;
+/// segment types 0–9 are no actions (0 is no segment at all), so bits 0–9
+/// name features instead (PROTOCOL.md, "17 — capabilities").
+pub mod capability {
+    /// The agent marks handshake-complete TCP segments on its fixed
+    /// affinities and reports them ([`crate::activity`]): a manager
+    /// promotes a half-open flow it reports only on both directions' marks.
+    pub const HANDSHAKE_MARKS: u32 = 1 << 0;
+}
+
 /// Interest mask bits: why a packet interests a manager.
 pub mod interest {
     /// TCP FIN set.

@@ -299,6 +299,67 @@ fn extensions_16_to_19() {
     );
 }
 
+/// An activity report (type 19) whose pair carries the activity flags
+/// (byte 3 of the fixed affinity, PROTOCOL.md "Activity reports"):
+/// TRACKED | HANDSHAKE_COMPLETE = 0x03; and a hello advertising the
+/// handshake marks (bit 0 of the capabilities' first word) with the
+/// seed's actions and admission (0x0010_7c01).
+#[test]
+fn activity_report_pair_with_handshake_flags() {
+    use affinity_api::{activity, capability};
+    assert_eq!(activity::HANDSHAKE_COMPLETE, 0x01);
+    assert_eq!(activity::TRACKED, 0x02);
+    assert_eq!(capability::HANDSHAKE_MARKS, 0x0000_0001);
+    let report = hex("
+        01 13 00 5c 01 00 00 00  00 00 00 00 00 00 00 04   # v1 type19 len 92, seq 4
+        00 12 00 18 00 00 00 00 00 00 00 00 00 00 00 03 00 00 00 00 00 00 00 b4  # summary: 3 packets, 180 bytes
+        00 02 00 1c 06 00 00 03 c6 12 00 05 cb 00 71 0a    # fixed: tcp, flags 0 0, activity 0x03
+        9c 40 00 50 00 00 00 00 00 00 00 1c                # 198.18.0.5:40000 -> 203.0.113.10:80, ttl 28
+        00 12 00 18 00 00 00 00 00 00 00 00 00 00 00 03 00 00 00 00 00 00 00 b4  # 3 packets, 180 bytes
+    ");
+    let counts = Statistics {
+        forward_addr: Ipv4Addr::UNSPECIFIED,
+        packets: 3,
+        bytes: 180,
+    };
+    check(
+        &report,
+        MessageType::StatisticsReport,
+        &[
+            Segment::Statistics(counts),
+            Segment::FixedAffinity(FixedAffinity {
+                key: FLOW,
+                activity_flags: activity::TRACKED | activity::HANDSHAKE_COMPLETE,
+                ttl: 28,
+                ..Default::default()
+            }),
+            Segment::Statistics(counts),
+        ],
+    );
+    // Bits past the defined ones were reserved (ignored on receipt): still
+    // a valid segment, read as they are.
+    let mut odd = report.clone();
+    odd[47] = 0x83;
+    let msg = ServiceMessage::parse(&odd).expect("undefined activity bits are not malformed");
+    assert!(msg.segments().any(|(s, _)| matches!(
+        s,
+        Segment::FixedAffinity(f) if f.activity_flags & activity::DEFINED == 0x03
+    )));
+    let hello = hex("
+        01 10 00 20 01 00 00 00  00 00 00 00 00 00 00 02
+        00 11 00 10 00 10 7c 01 00 10 00 00 00 00 40 00    # capabilities: marks, 10-14, 20; 1 M fixed, 16 k wildcards
+    ");
+    check(
+        &hello,
+        MessageType::AgentHello,
+        &[Segment::Capabilities(Capabilities {
+            actions: 0x0010_7c00 | capability::HANDSHAKE_MARKS,
+            fixed_capacity: 1 << 20,
+            wildcard_capacity: 16384,
+        })],
+    );
+}
+
 #[test]
 fn emit_prefix_writes_every_byte_in_front_of_the_packet() {
     let pkt = hex("45 00 00 14 00 00 00 00 40 06 00 00 c6 12 00 05 cb 00 71 0a");

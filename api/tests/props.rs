@@ -131,6 +131,7 @@ fn update() -> impl Strategy<Value = (bool, Vec<Owned>)> {
                         key: k,
                         dispatch_flags: flags & 1,
                         info_flags: flags >> 1,
+                        activity_flags: (ttl >> 8) as u8,
                         forward_addr: m1,
                         ttl,
                     })

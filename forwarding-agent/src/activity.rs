@@ -4,7 +4,11 @@
 //! in use and lets idle ones expire, and learns the keys other managers'
 //! flows use (a backup that takes over, another client domain's manager)
 //! so it never installs over them (issue 11; layout in `api/PROTOCOL.md`,
-//! "Activity reports", exchange in `api/EXCHANGES.md`).
+//! "Activity reports", exchange in `api/EXCHANGES.md`). Each TCP pair
+//! also says whether a handshake-complete segment (ACK without SYN or RST)
+//! hit the affinity (`affinity_api::activity`, the fixed table's handshake
+//! mark), which a manager needs from both directions before it takes a
+//! half-open flow as established.
 //!
 //! Cost: one scan of the fixed table per interval on the control thread
 //! (the table's own per-entry counters, `per_flow_counters`, are read, no
@@ -14,7 +18,7 @@
 
 use crate::agent::{ds, Agent, ControlState};
 use crate::counters::Counter;
-use affinity_api::{AffinityKey, FixedAffinity, MessageType, Segment, Statistics};
+use affinity_api::{activity, AffinityKey, FixedAffinity, MessageType, Segment, Statistics};
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
 
@@ -69,6 +73,9 @@ struct Entry {
     ttl: u32,
     packets: u64,
     bytes: u64,
+    /// `affinity_api::activity` bits: TCP entries are TRACKED, and
+    /// HANDSHAKE_COMPLETE when the entry's handshake mark is set.
+    flags: u8,
 }
 
 impl Agent {
@@ -110,11 +117,22 @@ impl Agent {
                 (p, b)
             };
             if dp > 0 {
+                // Every TCP pair says the agent marks handshakes, so a
+                // manager that missed this agent's hello still applies
+                // the mark rule (PROTOCOL.md, "Activity reports").
+                let flags = if key.protocol != crate::wire::TCP {
+                    0
+                } else if self.fixed.handshake_complete(slot) {
+                    activity::TRACKED | activity::HANDSHAKE_COMPLETE
+                } else {
+                    activity::TRACKED
+                };
                 entries.push(Entry {
                     key,
                     ttl: (v.expires_ds - now).div_ceil(10),
                     packets: dp,
                     bytes: db,
+                    flags,
                 });
             }
             true
@@ -145,6 +163,7 @@ impl Agent {
                     b.push(Segment::FixedAffinity(FixedAffinity {
                         key: e.key,
                         ttl: e.ttl,
+                        activity_flags: e.flags,
                         ..Default::default()
                     }));
                     b.push(Segment::Statistics(Statistics {

@@ -17,7 +17,8 @@
 //! kept here) 88 % of keys are in their home line and 96.6 % in the two.
 //! An entry holds the
 //! key, the value, the state bits and a version (a seqlock) in one word with
-//! the ports, and the low 32 bits of its packet and byte counters. Why: with
+//! the ports, the low 31 bits of its packet counter with the handshake mark
+//! (bit 31, [`Mark`]) and the low 32 bits of its byte counter. Why: with
 //! millions of flows every line is a cache *and* a TLB miss, so what costs is
 //! lines and pages per packet; the line is prefetchable from the hash alone,
 //! which is how the batch loop hides the latency, and halving the entry
@@ -27,8 +28,8 @@
 //! next line too, measured A/B in one sitting (40 rounds, 3 runs each):
 //! 16 M flows 108–109 ns instead of 116–118, 1 M flows 103–104 instead of
 //! 100–101; the few keys further away cost a miss the loop cannot hide.
-//! A counter's high bits move to a side table the rare time its low 32 bits
-//! wrap (once per 4 Gi packets or 4 GiB of one entry).
+//! A counter's high bits move to a side table the rare time its low bits
+//! wrap (once per 2 Gi packets or 4 GiB of one entry).
 //! Workers never take a lock; the only shared writes are the counters,
 //! outside the version check, as a relaxed load and store each, not an
 //! atomic add: a locked read-modify-write is a full barrier that stalls
@@ -69,6 +70,56 @@ const VERSION_ONE: u64 = 1 << 2;
 const VERSION_MASK: u64 = 0x00ff_fffc;
 /// The key's bits in key word 1: ports and protocol.
 const KEY1_MASK: u64 = !0x00ff_ffff;
+/// The entry's packets word: bit 31 is the handshake mark (see
+/// [`Mark`]), bits 0–30 the low bits of the packet count. The mark lives
+/// in the word each hit already loads and stores (the entry has no spare
+/// bit elsewhere: key words, value and counters fill its 32 bytes), so it
+/// costs no extra cache line and no extra write; the count carries into the
+/// side table past 2^31 packets instead of 2^32.
+const HANDSHAKE: u32 = 1 << 31;
+/// The packet count's bits in the packets word.
+const PACKETS_MASK: u32 = !HANDSHAKE;
+
+/// What a hit does to its entry's handshake mark: whether a TCP segment
+/// that completes a handshake (ACK set, neither SYN nor RST: Linux
+/// conntrack's ESTABLISHED notion) has hit the entry since it was added or
+/// since the last SYN that hit it. Reported in activity reports
+/// (`affinity_api::activity::HANDSHAKE_COMPLETE`), where a manager needs it
+/// from both directions before it takes a flow as established (a spoofed
+/// SYN sent twice plus the backend's SYN-ACK counts as packets both ways,
+/// never as a mark on both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// Not TCP, or a TCP segment that neither completes nor restarts a
+    /// handshake (a later fragment, an RST, a segment without ACK): the
+    /// mark stays as it is.
+    Keep,
+    /// TCP with ACK and without SYN and RST: the mark is set.
+    Set,
+    /// TCP with SYN (with or without ACK): a connection (re)starting on
+    /// the 5-tuple (RFC 9293 section 3.10.7.4: a SYN on a closed
+    /// connection's tuple opens a new one), so the mark is cleared.
+    Clear,
+}
+
+impl Mark {
+    /// The mark a packet of IP `protocol` with TCP `flags` (the header's
+    /// flags byte; 0 when there is no TCP header, as in a later fragment)
+    /// leaves on its fixed entry.
+    #[inline]
+    pub fn of(protocol: u8, flags: u8) -> Mark {
+        use crate::wire::tcp::flags::{ACK, RST, SYN};
+        if protocol != crate::wire::TCP {
+            Mark::Keep
+        } else if flags & SYN != 0 {
+            Mark::Clear
+        } else if flags & (ACK | RST) == ACK {
+            Mark::Set
+        } else {
+            Mark::Keep
+        }
+    }
+}
 
 /// One entry; its index in the table is the entry's slot.
 #[repr(align(32))]
@@ -79,8 +130,11 @@ struct Entry {
     /// Ports and protocol (KEY1_MASK), version, state bits.
     key1: AtomicU64,
     value: AtomicU64,
-    /// Low 32 bits of the counts; added to by workers, outside the seqlock.
+    /// Low 31 bits of the packet count and the handshake mark (bit 31,
+    /// [`HANDSHAKE`]); written by workers, outside the seqlock.
     packets: AtomicU32,
+    /// Low 32 bits of the byte count; added to by workers, outside the
+    /// seqlock.
     bytes: AtomicU32,
 }
 
@@ -271,28 +325,57 @@ impl FixedTable {
         }
     }
 
-    /// Counts a packet of `bytes` for the entry at `slot` (workers).
+    /// Counts a packet of `bytes` for the entry at `slot` (workers),
+    /// leaving the handshake mark as it is ([`FixedTable::count_marked`]
+    /// with [`Mark::Keep`]).
+    #[inline]
+    pub fn count(&self, slot: usize, bytes: u64) {
+        self.count_marked(slot, bytes, Mark::Keep);
+    }
+
+    /// Counts a packet of `bytes` for the entry at `slot` and applies its
+    /// handshake `mark` (workers).
     ///
     /// A plain load and store, not an atomic add: a locked add fences the
     /// worker's loads and stores on every packet (measured in VPP, 1.18 M
     /// flows: see test/vpp-runtime-bench.sh), and a flow's packets come to
     /// one worker (RSS), so two workers rarely count one entry at once;
-    /// when they do, one of the two counts is lost. The counts feed
-    /// activity reports (a flow counted at all is active) and dumps.
+    /// when they do, one of the two counts is lost (and a mark written in
+    /// the same nanoseconds may be too: the next handshake-complete
+    /// segment sets it again). The mark rides in the packets word's store
+    /// the count makes anyway: no extra write, and none at all beyond the
+    /// count's when the mark is unchanged. The counts feed activity reports
+    /// (a flow counted at all is active) and dumps.
     #[inline]
-    pub fn count(&self, slot: usize, bytes: u64) {
+    pub fn count_marked(&self, slot: usize, bytes: u64, mark: Mark) {
         if let Some(e) = self.entry(slot) {
             // A packet is < 64 KiB; the clamp only keeps the carry exact.
             let b = bytes.min(u32::MAX as u64) as u32;
             let (p, by) = (e.packets.load(Relaxed), e.bytes.load(Relaxed));
-            e.packets.store(p.wrapping_add(1), Relaxed);
+            let flag = match mark {
+                Mark::Keep => p & HANDSHAKE,
+                Mark::Set => HANDSHAKE,
+                Mark::Clear => 0,
+            };
+            let low = p & PACKETS_MASK;
+            e.packets
+                .store(low.wrapping_add(1) & PACKETS_MASK | flag, Relaxed);
             e.bytes.store(by.wrapping_add(b), Relaxed);
-            let p_wrapped = p == u32::MAX;
+            let p_wrapped = low == PACKETS_MASK;
             let b_wrapped = by.checked_add(b).is_none();
             if p_wrapped || b_wrapped {
                 self.carry(slot, p_wrapped, b_wrapped);
             }
         }
+    }
+
+    /// Whether a handshake-complete TCP segment hit the entry at `slot`
+    /// since it was added or since the last SYN that hit it (see
+    /// [`Mark`]); false for a slot out of range. Only packets counted
+    /// (`per_flow_counters`) mark it.
+    pub fn handshake_complete(&self, slot: usize) -> bool {
+        self.entry(slot)
+            .is_some_and(|e| e.packets.load(Relaxed) & HANDSHAKE != 0)
     }
 
     /// Lock-free lookup: the value and slot of the entry, if present.

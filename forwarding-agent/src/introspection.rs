@@ -43,6 +43,11 @@ pub struct FixedRow {
     pub expires_in_ds: i64,
     pub packets: u64,
     pub bytes: u64,
+    /// Whether a handshake-complete TCP segment (ACK without SYN or RST)
+    /// hit it since it was added or since the last SYN on it: the mark the
+    /// activity reports carry (`affinity_api::activity`); always false for
+    /// UDP and ICMP, and without `per_flow_counters`.
+    pub handshake_complete: bool,
 }
 
 /// One row of `show affinity wildcard`.
@@ -128,6 +133,7 @@ impl Agent {
                     expires_in_ds: v.expires_ds as i64 - now,
                     packets: self.fixed.counters(slot).0,
                     bytes: self.fixed.counters(slot).1,
+                    handshake_complete: self.fixed.handshake_complete(slot),
                 });
             }
             rows.len() < limit

@@ -152,13 +152,15 @@ fn fixed(agent: &Agent, now: u64, filters: &[&str]) -> String {
             });
             let _ = writeln!(
                 s,
-                "      affinity-id {} dispatch {:#x} info {:#x} forward {} seq-adjust {} interest {}",
+                "      affinity-id {} dispatch {:#x} info {:#x} forward {} seq-adjust {} interest {} handshake {}",
                 a.affinity_id,
                 a.dispatch_flags,
                 a.info_flags,
                 Ipv4Addr::from(a.forward_addr),
                 seq,
-                interest
+                interest,
+                // The activity reports' mark (manager: SYN seen → established).
+                if r.handshake_complete { "complete" } else { "-" }
             );
         }
     }

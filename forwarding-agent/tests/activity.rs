@@ -118,3 +118,148 @@ fn a_packet_whose_affinity_was_refused_is_dropped_and_counted() {
     assert_eq!(a.counter(Counter::ReturnedDroppedRefused), 1);
     assert!(a.counter(Counter::DenySent) >= 1, "and the manager is told");
 }
+
+/// (fixed affinity key's source port, activity flags) per reported entry.
+fn flags(msgs: &[(std::net::SocketAddrV4, Vec<u8>)]) -> Vec<(u16, u8)> {
+    let mut out = Vec::new();
+    for (_, m) in msgs {
+        let msg = ServiceMessage::parse(m).expect("a valid message");
+        let mut cur = None;
+        for (seg, _) in msg.segments() {
+            match seg {
+                Segment::FixedAffinity(f) => cur = Some(f),
+                Segment::Statistics(_) => {
+                    if let Some(f) = cur.take() {
+                        out.push((f.key.src_port, f.activity_flags));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Issue 14 (punt admission): the reports mark which fixed affinities a
+/// handshake-complete TCP segment (ACK, no SYN, no RST) hit. A spoofed
+/// SYN sent twice and the backend's SYN-ACK (packets both ways: what made
+/// a manager count the flow established) mark nothing; RSTs neither; the
+/// client's ACK marks the forward affinity, the backend's data the
+/// reverse one; every TCP pair says the agent tracks the mark; UDP pairs
+/// carry no flags whatever the bytes where TCP flags would be.
+#[test]
+fn reports_mark_the_affinities_a_handshake_complete_segment_hit() {
+    use affinity_api::activity::{HANDSHAKE_COMPLETE, TRACKED};
+    use affinity_forwarding_agent::wire::{self, build};
+    let a = agent(1024);
+    let mut udp_wc = Wc::to_vip(12);
+    udp_wc.key.protocol = wire::UDP;
+    udp_wc.key.dst_port = 53;
+    a.handle_control(
+        SEC,
+        from(MGR),
+        &wildcard_msg(
+            MGR,
+            2,
+            &[Wc::to_vip(10), Wc::from_backends(11), udp_wc],
+            None,
+        ),
+    );
+    let cport = 40000;
+    a.handle_control(SEC, from(MGR), &flow_msg(MGR, 3, cport, 60, None, None));
+    let udp_key = affinity_api::AffinityKey {
+        protocol: wire::UDP,
+        src_addr: common::CLIENT,
+        dst_addr: common::VIP,
+        src_port: 7000,
+        dst_port: 53,
+    };
+    a.handle_control(
+        SEC,
+        from(MGR),
+        &common::fixed_msg(MGR, 4, &[(udp_key, 60, &[])], None, None),
+    );
+    let mut w = a.worker();
+    let mut send = |now: u64, p: &[u8]| {
+        common::run_one(&mut w, now, p, 256);
+    };
+    let client = |f: u8| build::tcp(common::CLIENT, cport, common::VIP, 80, f, 1000, 0, &[]);
+    let server = |f: u8| {
+        build::tcp(
+            common::BACKEND,
+            8080,
+            common::CLIENT,
+            cport,
+            f,
+            5000,
+            1001,
+            &[],
+        )
+    };
+    // The attack: the same SYN twice, the backend's SYN-ACK; UDP with the
+    // byte at TCP's flags offset holding ACK.
+    send(2 * SEC, &common::syn(cport));
+    send(2 * SEC, &common::syn(cport));
+    send(2 * SEC, &server(build::TCP_SYN | build::TCP_ACK));
+    let ack_like = [0x10u8; 16];
+    send(
+        2 * SEC,
+        &build::udp(common::CLIENT, 7000, common::VIP, 53, &ack_like),
+    );
+    assert_eq!(
+        flags(&a.tick(10 * SEC)),
+        vec![(7000, 0), (8080, TRACKED), (cport, TRACKED)],
+        "SYN, SYN again, SYN-ACK: no mark"
+    );
+    // A blind attacker's RST, the backend's RST to a bogus ACK: no mark.
+    send(11 * SEC, &client(build::TCP_RST));
+    send(11 * SEC, &server(build::TCP_RST | build::TCP_ACK));
+    assert_eq!(
+        flags(&a.tick(20 * SEC)),
+        vec![(8080, TRACKED), (cport, TRACKED)],
+        "RSTs mark nothing"
+    );
+    // The client's ACK completes the handshake on the forward affinity.
+    send(21 * SEC, &client(build::TCP_ACK));
+    assert_eq!(
+        flags(&a.tick(30 * SEC)),
+        vec![(cport, TRACKED | HANDSHAKE_COMPLETE)]
+    );
+    // The backend's first data: the reverse one.
+    send(
+        31 * SEC,
+        &common::reply(cport, build::TCP_ACK | build::TCP_PSH),
+    );
+    send(31 * SEC, &common::data(cport, build::TCP_ACK));
+    send(
+        31 * SEC,
+        &build::udp(common::CLIENT, 7000, common::VIP, 53, &ack_like),
+    );
+    assert_eq!(
+        flags(&a.tick(40 * SEC)),
+        vec![
+            (7000, 0),
+            (8080, TRACKED | HANDSHAKE_COMPLETE),
+            (cport, TRACKED | HANDSHAKE_COMPLETE)
+        ]
+    );
+    // A new SYN on the 5-tuple (a connection restarting) clears the
+    // forward mark.
+    send(41 * SEC, &common::syn(cport));
+    assert_eq!(flags(&a.tick(50 * SEC)), vec![(cport, TRACKED)]);
+    // The dumps show the same marks (`fixed verbose`, `fixed --json`).
+    let marks: Vec<(u16, bool)> = {
+        let mut m: Vec<_> = a
+            .fixed_entries(50 * SEC, 10, |_| true)
+            .iter()
+            .map(|r| (r.key.src_port, r.handshake_complete))
+            .collect();
+        m.sort();
+        m
+    };
+    assert_eq!(marks, vec![(7000, false), (8080, true), (cport, false)]);
+    let text =
+        affinity_forwarding_agent::show::render(&a, 50 * SEC, "fixed src 198.51.100.2 verbose");
+    assert!(text.contains("handshake complete"), "{text}");
+}

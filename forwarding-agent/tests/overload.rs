@@ -572,8 +572,9 @@ fn the_hello_lists_the_admission_action_with_the_seed_actions() {
     let (a, _) = agent();
     let bit = |t: u16| 1u32 << t;
     // Bits 10-14 (NAT, advertise, sequence adjust, interest, action list)
-    // and 20 (admission): PROTOCOL.md, segment 17.
-    assert_eq!(hello_actions(&a.build_hello()), Some(0x0010_7c00));
+    // and 20 (admission), with feature bit 0 (handshake marks):
+    // PROTOCOL.md, segment 17.
+    assert_eq!(hello_actions(&a.build_hello()), Some(0x0010_7c01));
     assert_ne!(
         hello_actions(&a.build_hello()).unwrap_or(0) & bit(seg::ADMISSION_ACTION),
         0
@@ -585,8 +586,15 @@ fn the_hello_lists_the_admission_action_with_the_seed_actions() {
     });
     assert_eq!(
         hello_actions(&b.build_hello()),
-        Some(0x0010_7c00 & !bit(seg::NAT_ACTION))
+        Some(0x0010_7c01 & !bit(seg::NAT_ACTION))
     );
+    // Without per-flow counters there are no marks (nor reports): the
+    // feature bit is not advertised.
+    let c = Agent::new(AgentConfig {
+        per_flow_counters: false,
+        ..AgentConfig::default()
+    });
+    assert_eq!(hello_actions(&c.build_hello()), Some(0x0010_7c00));
 }
 
 #[test]

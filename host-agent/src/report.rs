@@ -37,6 +37,9 @@ pub struct FixedEntry {
     pub expires_in_s: f64,
     pub packets: u64,
     pub bytes: u64,
+    /// A TCP segment with ACK and neither SYN nor RST hit it since it was
+    /// added or since the last SYN on it (the activity reports' mark).
+    pub handshake_complete: bool,
 }
 
 /// The fields a NAT action replaces.
@@ -122,6 +125,7 @@ fn fixed_entry(r: &FixedRow) -> FixedEntry {
         expires_in_s: r.expires_in_ds as f64 / 10.0,
         packets: r.packets,
         bytes: r.bytes,
+        handshake_complete: r.handshake_complete,
     }
 }
 

@@ -9,7 +9,7 @@ use affinity_forwarding_agent::Disposition;
 use affinity_manager::{Config, FlowState};
 
 mod common;
-use common::{client, config, Sim, SEC, VIP};
+use common::{client, config, Sim, B, SEC, VIP};
 
 /// Two TCP services on the virtual address (:80 and :81), one backend
 /// each, with `max_half_open_flows = limit` and the default
@@ -265,8 +265,8 @@ address = "198.51.100.1:8080"
     assert!(s.mgr.status(s.now).contains("snat ports in use 3 of 3"));
 }
 
-/// Only half-open flows are evicted: a flow seen established (packets
-/// both ways in an activity report) stays, however old, while the
+/// Only half-open flows are evicted: a flow seen established (its
+/// handshake completed both ways in an activity report) stays, however old, while the
 /// half-open ones after it are evicted oldest first.
 #[test]
 fn an_established_flow_is_never_evicted() {
@@ -296,6 +296,11 @@ fn an_established_flow_is_never_evicted() {
     s.send(
         0,
         &build::tcp(client(1), 2000, VIP, 80, build::TCP_ACK, 2, 8, b"GET /"),
+    );
+    // The backend's answer: the reverse affinity's handshake mark.
+    s.send(
+        0,
+        &build::tcp(b, 8080, client(1), 2000, build::TCP_ACK, 8, 7, b"200"),
     );
     s.run_until(11 * SEC);
     assert_eq!(
@@ -474,4 +479,111 @@ fn a_reload_lowering_the_limit_evicts_the_oldest_past_it() {
     assert_eq!(r.services[0].admission.half_open_flows, 2);
     assert_eq!(r.services[0].admission.half_open_evicted, 2);
     assert_eq!(r.services[1].admission.half_open_flows, 4, "refuse: kept");
+}
+
+/// Issue 14 (punt admission): spoofed SYNs sent twice (a retransmission)
+/// with the backend's SYN-ACK are packets both ways, 2 forward and 1
+/// reverse, what made the manager count a flow established (2 h, outside
+/// `max_half_open_flows`). Through agents that mark handshakes, no such
+/// flow leaves SYN seen, the cap stays full and they end at the
+/// transitory timeout; a client that completes its handshake, and whose
+/// backend answers, is established.
+#[test]
+fn spoofed_syns_sent_twice_with_the_syn_ack_stay_half_open_under_the_cap() {
+    let mut s = Sim::reporting(two_services(3), 4096);
+    s.tick(SEC);
+    let spoofed = |i: u8, flags: u8, to_client: bool| {
+        let c = std::net::Ipv4Addr::new(198, 19, 7, i);
+        if to_client {
+            build::tcp(B[0], 8080, c, 3000, flags, 7000, 2, &[])
+        } else {
+            build::tcp(c, 3000, VIP, 80, flags, 1, 0, &[])
+        }
+    };
+    for i in 1..=3 {
+        s.send(0, &spoofed(i, build::TCP_SYN, false));
+        s.send(0, &spoofed(i, build::TCP_SYN, false));
+        s.send(0, &spoofed(i, build::TCP_SYN | build::TCP_ACK, true));
+    }
+    assert_eq!(s.counter("flows-created"), 3);
+    // Reports every 10 s: the SYNs and SYN-ACKs are reported.
+    s.run_until(21 * SEC);
+    for i in 1..=3 {
+        let k = affinity_api::AffinityKey {
+            protocol: 6,
+            src_addr: std::net::Ipv4Addr::new(198, 19, 7, i),
+            dst_addr: VIP,
+            src_port: 3000,
+            dst_port: 80,
+        };
+        let f = s.mgr.flow(&k).expect("placed");
+        assert_eq!((f.packets_fwd, f.packets_rev), (2, 1), "reported");
+        assert_eq!(f.state, FlowState::SynSeen, "not established by counts");
+    }
+    // They still fill the cap: a fourth SYN evicts the oldest of them
+    // (`evict-oldest`; only a half-open flow can be evicted).
+    assert_eq!(
+        s.mgr.status_report(s.now).services[0]
+            .admission
+            .half_open_flows,
+        3
+    );
+    s.send(0, &syn(4000, 80));
+    assert_eq!(s.counter("half-open-evicted"), 1);
+    assert_eq!(s.counter("flows-created"), 4);
+    // The rest end at the transitory timeout (240 s after the last
+    // forward packet reported), freeing the room for a real client, whose
+    // handshake and the backend's answer establish its flow.
+    s.run_until(260 * SEC);
+    assert_eq!(
+        s.mgr
+            .flow(&affinity_api::AffinityKey {
+                protocol: 6,
+                src_addr: std::net::Ipv4Addr::new(198, 19, 7, 1),
+                dst_addr: VIP,
+                src_port: 3000,
+                dst_port: 80,
+            })
+            .map(|f| f.state)
+            .unwrap_or(FlowState::Ended),
+        FlowState::Ended
+    );
+    let c = client(1);
+    let k = s
+        .through(0, &build::tcp(c, 4001, VIP, 80, build::TCP_SYN, 1, 0, &[]))
+        .expect("placed");
+    assert_eq!(k.dst_addr, B[0]);
+    s.send(
+        0,
+        &build::tcp(
+            B[0],
+            8080,
+            c,
+            4001,
+            build::TCP_SYN | build::TCP_ACK,
+            9,
+            2,
+            &[],
+        ),
+    );
+    s.send(
+        0,
+        &build::tcp(c, 4001, VIP, 80, build::TCP_ACK, 2, 10, b"GET /"),
+    );
+    s.send(
+        0,
+        &build::tcp(B[0], 8080, c, 4001, build::TCP_ACK, 10, 7, b"200"),
+    );
+    s.run_until(271 * SEC);
+    let key = affinity_api::AffinityKey {
+        protocol: 6,
+        src_addr: c,
+        dst_addr: VIP,
+        src_port: 4001,
+        dst_port: 80,
+    };
+    assert_eq!(
+        s.mgr.flow(&key).map(|f| f.state),
+        Some(FlowState::Established)
+    );
 }

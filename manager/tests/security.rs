@@ -534,6 +534,7 @@ fn interest_match(t: MessageType, identity: Ipv4Addr, pkt: &[u8]) -> Vec<u8> {
         key,
         dispatch_flags: 0,
         info_flags: 0,
+        activity_flags: 0,
         forward_addr: Ipv4Addr::UNSPECIFIED,
         ttl: 0,
     }));

@@ -127,6 +127,12 @@ pub struct FixedAffinity {
     pub dispatch_flags: u8,
     /// [`crate::info`] bits, as for wildcards.
     pub info_flags: u8,
+    /// [`crate::activity`] bits (byte 3, reserved before the extension):
+    /// in an activity report (type 19), what the agent saw of the flow's
+    /// TCP handshake; 0 in every other message. Bits outside
+    /// [`crate::activity::DEFINED`] are kept as read (not malformed: the
+    /// byte was reserved, ignored on receipt), and senders write them 0.
+    pub activity_flags: u8,
     /// Next hop for FORWARD; 0 = none.
     pub forward_addr: Ipv4Addr,
     /// Seconds; 0 deletes.
@@ -139,6 +145,7 @@ impl Default for FixedAffinity {
             key: AffinityKey::default(),
             dispatch_flags: 0,
             info_flags: 0,
+            activity_flags: 0,
             forward_addr: ANY,
             ttl: 0,
         }
@@ -156,7 +163,7 @@ fixed_layout! {
     u8(key.protocol),
     u8(dispatch_flags),
     u8(info_flags),
-    zero(1),
+    u8(activity_flags),
     addr(key.src_addr),
     addr(key.dst_addr),
     u16(key.src_port),

@@ -6,8 +6,8 @@ use crate::agent::{Agent, ControlState};
 use crate::config::SUPPORTED_ACTIONS;
 use crate::counters::Counter;
 use affinity_api::{
-    encode_action_list, ActionList, AffinityEntry, AffinityIdentifier, AffinityRef, Capabilities,
-    DenyReason, MessageBuilder, MessageType, Segment,
+    capability, encode_action_list, ActionList, AffinityEntry, AffinityIdentifier, AffinityRef,
+    Capabilities, DenyReason, MessageBuilder, MessageType, Segment,
 };
 
 impl Agent {
@@ -115,12 +115,21 @@ impl Agent {
         }
     }
 
-    /// An agent hello announcing capabilities (the encoded message).
+    /// An agent hello announcing capabilities (the encoded message): the
+    /// actions performed (bit n: action segment type n) and the feature
+    /// bits, [`capability::HANDSHAKE_MARKS`] (the activity reports mark
+    /// handshake-complete TCP segments; only with `per_flow_counters`, which
+    /// the marks and the reports need; PROTOCOL.md, segment 17).
     pub fn build_hello(&self) -> Vec<u8> {
+        let features = if self.config.per_flow_counters {
+            capability::HANDSHAKE_MARKS
+        } else {
+            0
+        };
         let actions = SUPPORTED_ACTIONS
             .iter()
             .filter(|t| !self.config.disabled_actions.contains(t))
-            .fold(0u32, |m, &t| m | 1 << t);
+            .fold(features, |m, &t| m | 1 << t);
         let mut b = self.builder(MessageType::AgentHello);
         b.push(Segment::Capabilities(Capabilities {
             actions,

@@ -9,7 +9,7 @@ use super::act::Hit;
 use super::fragments::{Decision, Later};
 use super::{BatchCtx, Disposition, Matched, PacketBuf, Worker};
 use crate::counters::Counter;
-use crate::fixed_affinity::FixedValue;
+use crate::fixed_affinity::{FixedValue, Mark};
 use crate::wildcard_affinity::WildcardEntry;
 use crate::wire::{self, Fragment, PacketInfo};
 use affinity_api::{interest, AffinityKey};
@@ -141,7 +141,11 @@ impl Worker {
                     self.cur.matched = Matched::Fixed { slot };
                     self.cur.action = v.action;
                     if agent.config.per_flow_counters {
-                        agent.fixed.count(slot, info.total_len as u64);
+                        // The handshake mark rides in the count's store
+                        // (activity reports carry it: a manager promotes a
+                        // half-open flow only on both directions' marks).
+                        let mark = Mark::of(info.key.protocol, info.tcp_flags);
+                        agent.fixed.count_marked(slot, info.total_len as u64, mark);
                     }
                     let actions = agent.actions.view(v.action);
                     // The packet's interest bits matter only to an

@@ -2,7 +2,7 @@
 //! under concurrent readers, the counters' carry and the probe bounds at
 //! full load.
 
-use super::{FixedTable, FixedValue, InsertError, Inserted, Line};
+use super::{FixedTable, FixedValue, InsertError, Inserted, Line, Mark, PACKETS_MASK};
 use crate::wire::TCP;
 use affinity_api::AffinityKey;
 use std::net::Ipv4Addr;
@@ -115,16 +115,21 @@ fn counters_accumulate_and_restart_with_a_new_entry() {
     assert_eq!(t.counters(usize::MAX), (0, 0));
 }
 
+/// The packet count's low word is 31 bits (bit 31 is the handshake mark),
+/// the byte count's 32: each carries into the side table as it wraps, and
+/// the mark survives the packet carry.
 #[test]
-fn counters_carry_past_32_bits() {
+fn counters_carry_past_their_low_bits() {
     let (t, v, slot) = one_entry();
     let e = t.entry(slot).unwrap();
-    e.packets.store(u32::MAX, Relaxed);
+    e.packets.store(PACKETS_MASK, Relaxed);
     e.bytes.store(u32::MAX - 10, Relaxed);
-    t.count(slot, 100);
-    assert_eq!(t.counters(slot), (1 << 32, (1 << 32) + 89));
+    t.count_marked(slot, 100, Mark::Set);
+    assert_eq!(t.counters(slot), (1 << 31, (1 << 32) + 89));
+    assert!(t.handshake_complete(slot), "the mark survives the carry");
     t.count(slot, 11);
-    assert_eq!(t.counters(slot), ((1 << 32) + 1, (1 << 32) + 100));
+    assert_eq!(t.counters(slot), ((1 << 31) + 1, (1 << 32) + 100));
+    assert!(t.handshake_complete(slot));
     // The entry's next tenant starts from zero, high words included.
     t.remove(&key(1));
     let Ok(Inserted::New(again)) = t.insert(&key(1), v) else {
@@ -132,6 +137,58 @@ fn counters_carry_past_32_bits() {
     };
     assert_eq!(again, slot);
     assert_eq!(t.counters(slot), (0, 0));
+    assert!(!t.handshake_complete(slot), "nor the mark");
+}
+
+/// The handshake mark (issue 14, punt admission): set only by a TCP
+/// segment with ACK and neither SYN nor RST, cleared by a SYN, kept by
+/// everything else; not counted as packets; kept by a refresh, cleared
+/// for a new entry in the slot.
+#[test]
+fn the_handshake_mark_follows_tcp_flags() {
+    use crate::wire::build::{TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN};
+    use crate::wire::{ICMP, TCP, UDP};
+    assert_eq!(Mark::of(TCP, TCP_SYN), Mark::Clear);
+    assert_eq!(Mark::of(TCP, TCP_SYN | TCP_ACK), Mark::Clear);
+    assert_eq!(Mark::of(TCP, TCP_RST), Mark::Keep);
+    assert_eq!(Mark::of(TCP, TCP_RST | TCP_ACK), Mark::Keep);
+    assert_eq!(Mark::of(TCP, 0), Mark::Keep, "a later fragment");
+    assert_eq!(Mark::of(TCP, TCP_FIN), Mark::Keep);
+    assert_eq!(Mark::of(TCP, TCP_ACK), Mark::Set);
+    assert_eq!(Mark::of(TCP, TCP_ACK | TCP_PSH), Mark::Set);
+    assert_eq!(Mark::of(TCP, TCP_ACK | TCP_FIN), Mark::Set);
+    // Not TCP: whatever the byte where TCP flags would be.
+    for p in [UDP, ICMP] {
+        for f in [0, TCP_ACK, TCP_SYN, 0xff] {
+            assert_eq!(Mark::of(p, f), Mark::Keep);
+        }
+    }
+    let (t, v, slot) = one_entry();
+    assert!(!t.handshake_complete(slot), "a new entry starts unmarked");
+    for (mark, marked) in [
+        (Mark::of(TCP, TCP_SYN), false),
+        (Mark::of(TCP, TCP_SYN), false),
+        (Mark::of(TCP, TCP_SYN | TCP_ACK), false),
+        (Mark::of(TCP, TCP_RST), false),
+        (Mark::of(TCP, TCP_ACK), true),
+        (Mark::of(TCP, TCP_ACK | TCP_PSH), true),
+        (Mark::of(TCP, TCP_RST | TCP_ACK), true),
+        (Mark::of(TCP, TCP_SYN), false),
+        (Mark::of(TCP, TCP_ACK), true),
+    ] {
+        t.count_marked(slot, 40, mark);
+        assert_eq!(t.handshake_complete(slot), marked, "{mark:?}");
+    }
+    assert_eq!(t.counters(slot), (9, 360), "the mark is not a count");
+    assert!(matches!(t.insert(&key(1), v), Ok(Inserted::Replaced(s, _)) if s == slot));
+    assert!(t.handshake_complete(slot), "a refresh keeps the mark");
+    t.remove(&key(1));
+    assert!(matches!(t.insert(&key(1), v), Ok(Inserted::New(s)) if s == slot));
+    assert!(
+        !t.handshake_complete(slot),
+        "a new entry does not inherit it"
+    );
+    assert!(!t.handshake_complete(usize::MAX));
 }
 
 #[test]

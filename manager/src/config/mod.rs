@@ -75,9 +75,11 @@ pub struct ManagerSection {
     /// `half_open_policy`: by default the oldest half-open flow is evicted
     /// (`half-open-evicted`), with `refuse` the SYN is refused (not placed,
     /// counted as `half-open-limit-refused`); either logged at most once a
-    /// second. Bounds what
-    /// a SYN flood makes the manager keep. Flows leave the state when an
-    /// activity report shows packets both ways, so the limit should exceed
+    /// second. Bounds what a SYN flood makes the manager keep. Flows leave
+    /// the state when the activity reports show the handshake completed
+    /// both ways (each affinity marked by a TCP ACK without SYN or RST;
+    /// packets both ways from agents without the marks:
+    /// `Flow::note_activity`), so the limit should exceed
     /// new connections per second × 2 activity-report intervals (default
     /// 10 s). 0 = no limit. Default 100 000.
     #[serde(default = "default_max_half_open")]

@@ -3,9 +3,12 @@
 //! reports (renewal by activity, keys in use elsewhere, traffic counts).
 
 use super::messages;
-use super::{action_name, FlowState, ManagerCore, Outgoing, Service, MIN_WILDCARD_REFRESH, SEC};
+use super::{
+    action_name, FlowState, Handshake, ManagerCore, Outgoing, Service, MIN_WILDCARD_REFRESH, SEC,
+};
 use affinity_api::{
-    seg, unix_now, AffinityKey, AffinityRef, DenyReason, Segment, ServiceMessage, AGENT_PORT,
+    activity, capability, seg, unix_now, AffinityKey, AffinityRef, DenyReason, Segment,
+    ServiceMessage, AGENT_PORT,
 };
 use std::net::SocketAddrV4;
 
@@ -255,13 +258,21 @@ impl ManagerCore {
         if let Some(a) = self.agents.get_mut(&from) {
             a.activity_reports += 1;
         }
-        let mut current: Option<(AffinityKey, u32)> = None;
+        // An agent that advertised handshake marks in its hello, or whose
+        // pair says it tracks them (a manager restarted after the agent's
+        // hello has only that), is judged by its marks, never its counts.
+        let marks = self
+            .agents
+            .get(&from)
+            .and_then(|a| a.capabilities)
+            .is_some_and(|c| c & capability::HANDSHAKE_MARKS != 0);
+        let mut current: Option<(AffinityKey, u32, u8)> = None;
         let mut resend = Vec::new();
         for (seg, _) in msg.segments() {
             match seg {
-                Segment::FixedAffinity(f) => current = Some((f.key, f.ttl)),
+                Segment::FixedAffinity(f) => current = Some((f.key, f.ttl, f.activity_flags)),
                 Segment::Statistics(st) => {
-                    let Some((key, ttl)) = current.take() else {
+                    let Some((key, ttl, flags)) = current.take() else {
                         continue;
                     };
                     let Some(fk) = self.flows.lookup(&key) else {
@@ -288,7 +299,12 @@ impl ManagerCore {
                         resend.push(fk);
                         continue;
                     }
-                    f.note_activity(now, fk == key, st.packets, st.bytes);
+                    let handshake = if marks || flags & activity::TRACKED != 0 {
+                        Handshake::Tracked(flags & activity::HANDSHAKE_COMPLETE != 0)
+                    } else {
+                        Handshake::Untracked
+                    };
+                    f.note_activity(now, fk == key, st.packets, st.bytes, handshake);
                     if !f.agents.contains(&from) {
                         f.agents.push(from);
                     }

@@ -27,9 +27,11 @@ const SEC: u64 = 1_000_000_000;
 /// [`Timeouts::idle`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlowState {
-    /// TCP: SYN seen, not yet packets both ways (transitory timeout).
+    /// TCP: SYN seen, the handshake not yet seen complete both ways
+    /// (transitory timeout; see [`Flow::note_activity`]).
     SynSeen,
-    /// TCP: packets seen both ways (established timeout).
+    /// TCP: the handshake seen complete both ways, or adopted
+    /// mid-connection (established timeout).
     Established,
     /// TCP: a FIN seen in one direction (transitory timeout).
     Closing,
@@ -126,6 +128,48 @@ pub struct Flow {
     pub bytes_fwd: u64,
     /// Bytes (IP length) reported on the reverse key.
     pub bytes_rev: u64,
+    /// The handshake evidence per direction since the flow was placed or
+    /// reopened, what [`Flow::note_activity`] promotes a flow in SYN seen by.
+    handshake: HandshakeSeen,
+}
+
+/// What activity reports said of a TCP flow's handshake, per direction:
+/// marks from agents that track handshake-complete segments
+/// (`affinity_api::activity::TRACKED` in the pair, or
+/// `affinity_api::capability::HANDSHAKE_MARKS` in the agent's hello), and
+/// packets from agents that do not (older agents: the count rule).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct HandshakeSeen {
+    /// A tracking agent marked the forward affinity handshake-complete.
+    fwd: bool,
+    /// A tracking agent marked the reverse affinity handshake-complete.
+    rev: bool,
+    /// Forward packets reported by agents that do not track the mark.
+    untracked_fwd: u64,
+    /// Reverse packets reported by agents that do not track the mark.
+    untracked_rev: u64,
+}
+
+impl HandshakeSeen {
+    /// Whether both directions showed a completed handshake: each by a
+    /// tracking agent's mark, or (untracked agents only) by the count rule
+    /// (≥ 2 forward packets, the SYN and one more; ≥ 1 reverse).
+    fn complete(&self) -> bool {
+        (self.fwd || self.untracked_fwd >= 2) && (self.rev || self.untracked_rev >= 1)
+    }
+}
+
+/// What one activity report pair says of the handshake of the affinity it
+/// names (the `affinity_api::activity` flags, read with what the agent's
+/// hello advertised).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handshake {
+    /// The agent does not mark handshakes (an agent that predates the
+    /// marks, or one without per-flow counters): its packets count.
+    Untracked,
+    /// The agent marks handshakes; whether a handshake-complete segment
+    /// (TCP ACK without SYN or RST) hit the affinity.
+    Tracked(bool),
 }
 
 impl Flow {
@@ -173,6 +217,7 @@ impl Flow {
             packets_rev: 0,
             bytes_fwd: 0,
             bytes_rev: 0,
+            handshake: HandshakeSeen::default(),
         }
     }
 
@@ -216,6 +261,7 @@ impl Flow {
         self.packets_rev = 0;
         self.bytes_fwd = 0;
         self.bytes_rev = 0;
+        self.handshake = HandshakeSeen::default();
         if !self.agents.contains(&from) {
             self.agents.push(from);
         }
@@ -245,23 +291,53 @@ impl Flow {
     }
 
     /// Notes an agent's activity report for one of the flow's keys:
-    /// `packets` (and `bytes`, IP length) since its last report. A TCP flow with packets both ways
-    /// after its SYN (≥ 2 forward, ≥ 1 reverse) is established. A flow in
-    /// SYN seen stays idle for reverse packets alone: a backend
+    /// `packets` (and `bytes`, IP length) since its last report, and what
+    /// the pair said of the handshake (`handshake`).
+    ///
+    /// A TCP flow in SYN seen is established once both directions showed
+    /// a completed handshake: from agents that mark handshakes, a
+    /// handshake-complete segment (ACK without SYN or RST, conntrack's
+    /// notion) on the forward affinity (the client's ACK) and on the
+    /// reverse one (the backend's ACK or data after its SYN-ACK); from
+    /// agents that do not, packets both ways (≥ 2 forward, ≥ 1 reverse),
+    /// each direction judged by the kind of agent that reported it. Counts
+    /// alone are what a spoofed SYN sent twice plus the backend's SYN-ACK
+    /// also give, and an established flow is neither bounded by
+    /// `max_half_open_flows` nor ends before the established timeout; a
+    /// blind attacker's ACK draws an RST from the backend, no mark. A
+    /// connection whose server never sends a segment other than SYN-ACK or
+    /// RST stays half-open until the transitory timeout (manager README).
+    /// A flow in SYN seen stays idle for reverse packets alone: a backend
     /// retransmitting its SYN-ACK to a spoofed client keeps no half-open
     /// flow alive.
-    pub(super) fn note_activity(&mut self, now: u64, is_fwd: bool, packets: u64, bytes: u64) {
+    pub(super) fn note_activity(
+        &mut self,
+        now: u64,
+        is_fwd: bool,
+        packets: u64,
+        bytes: u64,
+        handshake: Handshake,
+    ) {
         if packets == 0 {
             return;
         }
+        let h = &mut self.handshake;
         if is_fwd {
             self.packets_fwd = self.packets_fwd.saturating_add(packets);
             self.bytes_fwd = self.bytes_fwd.saturating_add(bytes);
+            match handshake {
+                Handshake::Untracked => h.untracked_fwd = h.untracked_fwd.saturating_add(packets),
+                Handshake::Tracked(seen) => h.fwd |= seen,
+            }
         } else {
             self.packets_rev = self.packets_rev.saturating_add(packets);
             self.bytes_rev = self.bytes_rev.saturating_add(bytes);
+            match handshake {
+                Handshake::Untracked => h.untracked_rev = h.untracked_rev.saturating_add(packets),
+                Handshake::Tracked(seen) => h.rev |= seen,
+            }
         }
-        if self.state == FlowState::SynSeen && self.packets_fwd >= 2 && self.packets_rev >= 1 {
+        if self.state == FlowState::SynSeen && h.complete() {
             self.state = FlowState::Established;
         }
         if is_fwd || self.state != FlowState::SynSeen {

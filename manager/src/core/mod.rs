@@ -39,7 +39,7 @@ mod stats;
 mod timers;
 
 pub use command::{Command, DEFAULT_CONNECTIONS_LIMIT};
-pub use flows::{Flow, FlowState, FlowTable, HalfOpenStats, Timeouts};
+pub use flows::{Flow, FlowState, FlowTable, HalfOpenStats, Handshake, Timeouts};
 pub use messages::Messages;
 pub use services::{backend_state, Backend, HealthDetail, Service, ServiceRegistry};
 pub use stats::{RateWindow, Rates, Traffic, RATE_WINDOW};
@@ -322,5 +322,7 @@ struct Interest<'m> {
     packet: Option<&'m [u8]>,
 }
 
+#[cfg(test)]
+mod handshake_tests;
 #[cfg(test)]
 mod tests;
