@@ -15,7 +15,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 const AGENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 1637);
 
-/// One backend, `max_half_open_flows = 1`.
+/// One backend, `max_half_open_flows = 1` with `half_open_policy =
+/// "refuse"`: a refused SYN is these tests' probe that a flow still counts
+/// as half-open (`evict-oldest` would end the flow under test).
 fn core() -> ManagerCore {
     let mut cfg = Config::parse(
         r#"
@@ -27,6 +29,7 @@ unicast = ["192.0.2.1:1637"]
 [[service]]
 name = "web"
 virtual = "203.0.113.10:80"
+half_open_policy = "refuse"
 [[service.backend]]
 address = "198.51.100.1:8080"
 "#,
