@@ -88,35 +88,46 @@ const PACKETS_MASK: u32 = !HANDSHAKE;
 /// from both directions before it takes a flow as established (a spoofed
 /// SYN sent twice plus the backend's SYN-ACK counts as packets both ways,
 /// never as a mark on both).
+///
+/// Held as the two masks the count's store applies (`(old & keep) | set`),
+/// so that neither working it out nor applying it branches: it is on every
+/// counted fixed hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mark {
-    /// Not TCP, or a TCP segment that neither completes nor restarts a
-    /// handshake (a later fragment, an RST, a segment without ACK): the
-    /// mark stays as it is.
-    Keep,
-    /// TCP with ACK and without SYN and RST: the mark is set.
-    Set,
-    /// TCP with SYN (with or without ACK): a connection (re)starting on
-    /// the 5-tuple (RFC 9293 section 3.10.7.4: a SYN on a closed
-    /// connection's tuple opens a new one), so the mark is cleared.
-    Clear,
+pub struct Mark {
+    keep: u32,
+    set: u32,
 }
 
 impl Mark {
+    /// Not TCP, or a TCP segment that neither completes nor restarts a
+    /// handshake (a later fragment, an RST, a segment without ACK): the
+    /// mark stays as it is.
+    pub const KEEP: Mark = Mark {
+        keep: HANDSHAKE,
+        set: 0,
+    };
+    /// TCP with ACK and without SYN and RST: the mark is set.
+    pub const SET: Mark = Mark {
+        keep: HANDSHAKE,
+        set: HANDSHAKE,
+    };
+    /// TCP with SYN (with or without ACK): a connection (re)starting on
+    /// the 5-tuple (RFC 9293 section 3.10.7.4: a SYN on a closed
+    /// connection's tuple opens a new one), so the mark is cleared.
+    pub const CLEAR: Mark = Mark { keep: 0, set: 0 };
+
     /// The mark a packet of IP `protocol` with TCP `flags` (the header's
     /// flags byte; 0 when there is no TCP header, as in a later fragment)
     /// leaves on its fixed entry.
     #[inline]
     pub fn of(protocol: u8, flags: u8) -> Mark {
         use crate::wire::tcp::flags::{ACK, RST, SYN};
-        if protocol != crate::wire::TCP {
-            Mark::Keep
-        } else if flags & SYN != 0 {
-            Mark::Clear
-        } else if flags & (ACK | RST) == ACK {
-            Mark::Set
-        } else {
-            Mark::Keep
+        let tcp = u32::from(protocol == crate::wire::TCP);
+        let syn = u32::from(flags & SYN != 0);
+        let ack_only = u32::from(flags & (ACK | RST | SYN) == ACK);
+        Mark {
+            keep: HANDSHAKE & !((tcp & syn) * HANDSHAKE),
+            set: (tcp & ack_only) * HANDSHAKE,
         }
     }
 }
@@ -327,10 +338,10 @@ impl FixedTable {
 
     /// Counts a packet of `bytes` for the entry at `slot` (workers),
     /// leaving the handshake mark as it is ([`FixedTable::count_marked`]
-    /// with [`Mark::Keep`]).
+    /// with [`Mark::KEEP`]).
     #[inline]
     pub fn count(&self, slot: usize, bytes: u64) {
-        self.count_marked(slot, bytes, Mark::Keep);
+        self.count_marked(slot, bytes, Mark::KEEP);
     }
 
     /// Counts a packet of `bytes` for the entry at `slot` and applies its
@@ -352,11 +363,7 @@ impl FixedTable {
             // A packet is < 64 KiB; the clamp only keeps the carry exact.
             let b = bytes.min(u32::MAX as u64) as u32;
             let (p, by) = (e.packets.load(Relaxed), e.bytes.load(Relaxed));
-            let flag = match mark {
-                Mark::Keep => p & HANDSHAKE,
-                Mark::Set => HANDSHAKE,
-                Mark::Clear => 0,
-            };
+            let flag = (p & mark.keep) | mark.set;
             let low = p & PACKETS_MASK;
             e.packets
                 .store(low.wrapping_add(1) & PACKETS_MASK | flag, Relaxed);

@@ -326,7 +326,7 @@ impl Worker {
         let info = wire::parse_ipv4(pkt.packet());
         let origin = Origin::Returned(rank_limit);
         let d = self.with_snapshots(now_ns, |w, ctx| {
-            w.process_one(ctx, pkt, &info, Lookup::Later, origin)
+            w.process_one_cold(ctx, pkt, &info, Lookup::Later, origin)
         });
         self.flush();
         d

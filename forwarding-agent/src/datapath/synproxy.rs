@@ -165,7 +165,7 @@ impl Worker {
                 dst.copy_from_slice(&pending.packet);
                 p.len = pending.packet.len();
                 let parsed = wire::parse_ipv4(p.packet());
-                self.process_one(ctx, p, &parsed, Lookup::Later, Origin::Wire)
+                self.process_one_cold(ctx, p, &parsed, Lookup::Later, Origin::Wire)
             }
             None => {
                 self.counters.inc(Counter::SynProxyAckNotReleased);

@@ -124,7 +124,7 @@ fn counters_carry_past_their_low_bits() {
     let e = t.entry(slot).unwrap();
     e.packets.store(PACKETS_MASK, Relaxed);
     e.bytes.store(u32::MAX - 10, Relaxed);
-    t.count_marked(slot, 100, Mark::Set);
+    t.count_marked(slot, 100, Mark::SET);
     assert_eq!(t.counters(slot), (1 << 31, (1 << 32) + 89));
     assert!(t.handshake_complete(slot), "the mark survives the carry");
     t.count(slot, 11);
@@ -148,19 +148,19 @@ fn counters_carry_past_their_low_bits() {
 fn the_handshake_mark_follows_tcp_flags() {
     use crate::wire::build::{TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN};
     use crate::wire::{ICMP, TCP, UDP};
-    assert_eq!(Mark::of(TCP, TCP_SYN), Mark::Clear);
-    assert_eq!(Mark::of(TCP, TCP_SYN | TCP_ACK), Mark::Clear);
-    assert_eq!(Mark::of(TCP, TCP_RST), Mark::Keep);
-    assert_eq!(Mark::of(TCP, TCP_RST | TCP_ACK), Mark::Keep);
-    assert_eq!(Mark::of(TCP, 0), Mark::Keep, "a later fragment");
-    assert_eq!(Mark::of(TCP, TCP_FIN), Mark::Keep);
-    assert_eq!(Mark::of(TCP, TCP_ACK), Mark::Set);
-    assert_eq!(Mark::of(TCP, TCP_ACK | TCP_PSH), Mark::Set);
-    assert_eq!(Mark::of(TCP, TCP_ACK | TCP_FIN), Mark::Set);
+    assert_eq!(Mark::of(TCP, TCP_SYN), Mark::CLEAR);
+    assert_eq!(Mark::of(TCP, TCP_SYN | TCP_ACK), Mark::CLEAR);
+    assert_eq!(Mark::of(TCP, TCP_RST), Mark::KEEP);
+    assert_eq!(Mark::of(TCP, TCP_RST | TCP_ACK), Mark::KEEP);
+    assert_eq!(Mark::of(TCP, 0), Mark::KEEP, "a later fragment");
+    assert_eq!(Mark::of(TCP, TCP_FIN), Mark::KEEP);
+    assert_eq!(Mark::of(TCP, TCP_ACK), Mark::SET);
+    assert_eq!(Mark::of(TCP, TCP_ACK | TCP_PSH), Mark::SET);
+    assert_eq!(Mark::of(TCP, TCP_ACK | TCP_FIN), Mark::SET);
     // Not TCP: whatever the byte where TCP flags would be.
     for p in [UDP, ICMP] {
         for f in [0, TCP_ACK, TCP_SYN, 0xff] {
-            assert_eq!(Mark::of(p, f), Mark::Keep);
+            assert_eq!(Mark::of(p, f), Mark::KEEP);
         }
     }
     let (t, v, slot) = one_entry();
