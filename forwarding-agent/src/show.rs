@@ -303,7 +303,7 @@ mod tests {
     fn fixed_verbose_has_no_debug_text() {
         let a = Agent::new(AgentConfig::default());
         let key = AffinityKey {
-            protocol: 6,
+            protocol: crate::wire::TCP,
             src_addr: Ipv4Addr::new(198, 18, 0, 11),
             dst_addr: Ipv4Addr::new(203, 0, 113, 10),
             src_port: 40000,

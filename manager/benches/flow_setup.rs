@@ -42,7 +42,7 @@ fn interest_match(seq: u64, i: u32) -> Vec<u8> {
     let client = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + (i >> 14));
     let port = 1024 + (i & 0x3fff) as u16;
     let key = AffinityKey {
-        protocol: 6,
+        protocol: affinity_forwarding_agent::wire::TCP,
         src_addr: client,
         dst_addr: Ipv4Addr::new(203, 0, 113, 10),
         src_port: port,

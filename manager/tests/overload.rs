@@ -53,7 +53,7 @@ fn two_services_refusing(limit: u32) -> Config {
 /// The forward key of client 1's `port` toward the virtual address.
 fn key(port: u16, vport: u16) -> AffinityKey {
     AffinityKey {
-        protocol: 6,
+        protocol: affinity_forwarding_agent::wire::TCP,
         src_addr: client(1),
         dst_addr: VIP,
         src_port: port,
@@ -510,7 +510,7 @@ fn spoofed_syns_sent_twice_with_the_syn_ack_stay_half_open_under_the_cap() {
     s.run_until(21 * SEC);
     for i in 1..=3 {
         let k = affinity_api::AffinityKey {
-            protocol: 6,
+            protocol: affinity_forwarding_agent::wire::TCP,
             src_addr: std::net::Ipv4Addr::new(198, 19, 7, i),
             dst_addr: VIP,
             src_port: 3000,
@@ -538,7 +538,7 @@ fn spoofed_syns_sent_twice_with_the_syn_ack_stay_half_open_under_the_cap() {
     assert_eq!(
         s.mgr
             .flow(&affinity_api::AffinityKey {
-                protocol: 6,
+                protocol: affinity_forwarding_agent::wire::TCP,
                 src_addr: std::net::Ipv4Addr::new(198, 19, 7, 1),
                 dst_addr: VIP,
                 src_port: 3000,
@@ -576,7 +576,7 @@ fn spoofed_syns_sent_twice_with_the_syn_ack_stay_half_open_under_the_cap() {
     );
     s.run_until(271 * SEC);
     let key = affinity_api::AffinityKey {
-        protocol: 6,
+        protocol: affinity_forwarding_agent::wire::TCP,
         src_addr: c,
         dst_addr: VIP,
         src_port: 4001,

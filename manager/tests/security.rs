@@ -628,7 +628,7 @@ fn open_mode_answers_unverified_senders_with_no_more_bytes_than_they_sent() {
     let mut b = MessageBuilder::new(MessageType::AffinityUpdateWildcard, 2);
     b.push(Segment::WildcardAffinity(affinity_api::WildcardAffinity {
         key: affinity_api::AffinityKey {
-            protocol: 6,
+            protocol: affinity_forwarding_agent::wire::TCP,
             src_addr: Ipv4Addr::UNSPECIFIED,
             dst_addr: VIP,
             src_port: 0,

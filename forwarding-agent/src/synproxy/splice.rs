@@ -616,7 +616,7 @@ mod tests {
 
     fn key(port: u16) -> affinity_api::AffinityKey {
         affinity_api::AffinityKey {
-            protocol: 6,
+            protocol: crate::wire::TCP,
             src_addr: Ipv4Addr::new(198, 18, 0, 5),
             dst_addr: Ipv4Addr::new(203, 0, 113, 10),
             src_port: port,

@@ -63,7 +63,7 @@ fn proved_flows_are_held_back_until_spliced_or_expired() {
     use super::{Pending, SpliceTable, PENDING_NS};
     let t = SpliceTable::default();
     let key = |port| affinity_api::AffinityKey {
-        protocol: 6,
+        protocol: crate::wire::TCP,
         src_addr: C.src,
         dst_addr: C.dst,
         src_port: port,
@@ -100,7 +100,7 @@ fn early_data_is_bounded_agent_wide_and_leaves_in_order_with_its_splice() {
     };
     let t = SpliceTable::default();
     let key = |i: u32| affinity_api::AffinityKey {
-        protocol: 6,
+        protocol: crate::wire::TCP,
         src_addr: Ipv4Addr::from(0xc612_0000 + i),
         dst_addr: C.dst,
         src_port: 40000,

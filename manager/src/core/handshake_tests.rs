@@ -44,7 +44,7 @@ address = "198.51.100.1:8080"
 /// Client 198.18.0.1:`port` → 203.0.113.10:80.
 fn key(port: u16) -> AffinityKey {
     AffinityKey {
-        protocol: 6,
+        protocol: affinity_forwarding_agent::wire::TCP,
         src_addr: Ipv4Addr::new(198, 18, 0, 1),
         dst_addr: Ipv4Addr::new(203, 0, 113, 10),
         src_port: port,

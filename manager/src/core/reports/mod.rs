@@ -96,7 +96,7 @@ impl Report<'_> {
             if let Some(p) = &svc.snat {
                 let _ = writeln!(s, "  snat ports in use {} of {}", p.in_use(), p.size());
             }
-            if c.protocol_number() == 6 {
+            if c.protocol_number() == affinity_forwarding_agent::wire::TCP {
                 let a = self.admission(svc);
                 let _ = writeln!(
                     s,
