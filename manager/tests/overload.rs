@@ -178,8 +178,9 @@ fn at_the_half_open_limit_the_oldest_is_evicted_and_the_new_syn_placed() {
     assert_eq!(s.counter("half-open-limit-refused"), 1);
     assert_eq!(s.counter("half-open-evicted"), 0);
     assert!(s.mgr.flow(&key(1003, 80)).is_none());
-    // 2 s after the oldest: it is evicted, the new SYN placed.
-    s.now = 3 * SEC;
+    // No activity reports here: the oldest is evictable once 30 s old
+    // (`HALF_OPEN_UNREPORTED_AGE_NS`); it is evicted, the new SYN placed.
+    s.run_until(32 * SEC);
     s.send(0, &syn(1004, 80));
     assert_eq!(s.counter("half-open-evicted"), 1);
     assert_eq!(s.counter("half-open-limit-refused"), 1);
@@ -257,7 +258,7 @@ address = "198.51.100.1:8080"
     }
     let oldest = s.mgr.flow(&key(1000, 80)).and_then(|f| f.snat);
     assert!(oldest.is_some());
-    s.now = 3 * SEC;
+    s.run_until(32 * SEC);
     s.send(0, &syn(1003, 80));
     assert_eq!(s.counter("half-open-evicted"), 1);
     assert_eq!(s.counter("snat-ports-exhausted"), 0);
@@ -311,17 +312,24 @@ fn an_established_flow_is_never_evicted() {
     s.send(0, &syn(1000, 80));
     s.send(0, &syn(1001, 80));
     assert_eq!(s.counter("half-open-evicted"), 0);
-    s.run_until(13 * SEC);
+    // Not reported yet, 1 s old: not evictable (a real connection's first
+    // report may still be to come).
+    s.run_until(12 * SEC);
+    s.send(0, &syn(1002, 80));
+    assert_eq!(s.counter("half-open-evicted"), 0);
+    assert_eq!(s.counter("half-open-limit-refused"), 1);
+    // The 20 s report shows them half-open (their SYNs, no handshake).
+    s.run_until(21 * SEC);
     for p in 1002..1004 {
         s.send(0, &syn(p, 80));
     }
     assert_eq!(s.counter("half-open-evicted"), 2);
-    s.run_until(15 * SEC);
+    s.run_until(31 * SEC);
     for p in 1004..1006 {
         s.send(0, &syn(p, 80));
     }
     assert_eq!(s.counter("half-open-evicted"), 4);
-    assert_eq!(s.counter("half-open-limit-refused"), 0);
+    assert_eq!(s.counter("half-open-limit-refused"), 1);
     assert_eq!(
         s.mgr.flow(&real).map(|f| f.state),
         Some(FlowState::Established)
@@ -365,9 +373,12 @@ fn with_policy_refuse_nothing_is_evicted() {
 
 /// A flood much longer than the limit: every SYN after the first `limit`
 /// evicts one, the table stays at the limit, and every flood SYN is placed.
+/// The agents report every second, so each flood flow (its SYN counted on
+/// the fixed affinity, no handshake) is reported half-open, and evictable,
+/// before it is the oldest.
 #[test]
 fn a_long_flood_keeps_the_table_at_the_limit() {
-    let mut s = Sim::new(two_services(200));
+    let mut s = Sim::reporting_every(two_services(200), 4096, 1_000);
     s.tick(SEC);
     for i in 0..2000u64 {
         // 100 SYNs/s: at the limit the oldest is 2 s old.
@@ -586,4 +597,59 @@ fn spoofed_syns_sent_twice_with_the_syn_ack_stay_half_open_under_the_cap() {
         s.mgr.flow(&key).map(|f| f.state),
         Some(FlowState::Established)
     );
+}
+
+/// Fault: `evict-oldest` ended the oldest half-open flow once it was 1 s
+/// old, but a real connection is seen established only in its agents'
+/// next activity report (10 s by default): a flood of more than
+/// `max_half_open_flows` SYNs per report interval evicted real
+/// connections, established but not yet reported, and broke them. Now a
+/// flow younger than 30 s is evicted only once a report showed it still
+/// half-open.
+#[test]
+fn a_real_connection_not_yet_reported_is_not_evicted() {
+    let mut s = Sim::reporting(two_services(2), 4096);
+    s.run_until(12 * SEC);
+    let c = client(1);
+    let b = s
+        .through(0, &build::tcp(c, 2000, VIP, 80, build::TCP_SYN, 1, 0, &[]))
+        .expect("placed")
+        .dst_addr;
+    let synack = build::TCP_SYN | build::TCP_ACK;
+    s.send(0, &build::tcp(b, 8080, c, 2000, synack, 7, 2, &[]));
+    let get = build::tcp(c, 2000, VIP, 80, build::TCP_ACK, 2, 8, b"GET /");
+    s.send(0, &get);
+    s.send(
+        0,
+        &build::tcp(b, 8080, c, 2000, build::TCP_ACK, 8, 7, b"200"),
+    );
+    let real = key(2000, 80);
+    assert_eq!(s.mgr.flow(&real).map(|f| f.state), Some(FlowState::SynSeen));
+    // A flood fills the limit; 2.5 s on, the real flow is the oldest
+    // half-open one, not yet reported: the SYN is refused, the real flow
+    // kept (before: evicted, its affinities deleted on the agent).
+    s.run_until(13 * SEC);
+    s.send(0, &syn(1000, 80));
+    s.run_until(14 * SEC + SEC / 2);
+    s.send(0, &syn(1001, 80));
+    assert_eq!(s.counter("half-open-evicted"), 0);
+    assert_eq!(s.counter("half-open-limit-refused"), 1);
+    assert_eq!(held(&s, 0, 2000), 2, "the real connection's affinities");
+    // The next report shows its handshake complete both ways: established,
+    // out of the count; the flood's flow it shows half-open is evictable.
+    s.run_until(25 * SEC);
+    assert_eq!(
+        s.mgr.flow(&real).map(|f| f.state),
+        Some(FlowState::Established)
+    );
+    s.send(0, &syn(1002, 80));
+    s.send(0, &syn(1003, 80));
+    assert_eq!(s.counter("half-open-evicted"), 1);
+    assert!(
+        s.mgr.flow(&key(1000, 80)).is_none(),
+        "the reported flood flow"
+    );
+    assert_eq!(held(&s, 0, 2000), 2);
+    // The request still crosses the agent to the backend.
+    assert!(s.through(0, &get).is_some());
 }

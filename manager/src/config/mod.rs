@@ -236,9 +236,11 @@ pub enum HalfOpenPolicy {
     /// `max_half_open_flows` / (SYNs per second) seconds (10 s at 10 000
     /// SYN/s and the default 100 000), and new clients keep being placed.
     /// Refused still (`half-open-limit-refused`) when the oldest half-open
-    /// flow is younger than [`HALF_OPEN_MIN_AGE_NS`]: it may be a handshake
-    /// in progress, and SYNs come faster than `max_half_open_flows` a
-    /// second.
+    /// flow may not be evicted yet: younger than [`HALF_OPEN_MIN_AGE_NS`]
+    /// (a handshake may be in progress), or younger than 30 s and not yet
+    /// shown half-open by an activity report (it may be a real connection
+    /// whose agents have not reported it established yet; see
+    /// `Flow::evictable`).
     EvictOldest,
     /// SYNs past the limit are refused (`half-open-limit-refused`) until
     /// half-open flows leave the state (established, closed, or ended idle

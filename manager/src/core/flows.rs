@@ -148,6 +148,11 @@ struct HandshakeSeen {
     untracked_fwd: u64,
     /// Reverse packets reported by agents that do not track the mark.
     untracked_rev: u64,
+    /// An activity report came for the flow and left it half-open: what a
+    /// flood's flow looks like (the backend's SYN-ACKs, no handshake), and
+    /// what makes it evictable before [`HALF_OPEN_UNREPORTED_AGE_NS`]
+    /// (see [`Flow::evictable`]).
+    reported_half_open: bool,
 }
 
 impl HandshakeSeen {
@@ -290,6 +295,24 @@ impl Flow {
         false
     }
 
+    /// Whether `evict-oldest` may end this half-open flow at `now` (ns):
+    /// it is at least `min_age` old (a handshake may be under way before;
+    /// [`crate::config::HALF_OPEN_MIN_AGE_NS`]), and either an activity
+    /// report since it was placed left it half-open, or it is
+    /// [`HALF_OPEN_UNREPORTED_AGE_NS`] old. Why not by age alone: a real
+    /// connection is seen established only in its agents' next report (up
+    /// to an interval, 10 s by default, after its handshake), and a flood
+    /// faster than `max_half_open_flows` per interval would otherwise evict
+    /// real connections, established but not yet reported, and break them.
+    /// A flow whose handshake straddles a report's scan is exposed until
+    /// the next one.
+    pub(super) fn evictable(&self, now: u64, min_age: u64) -> bool {
+        let age = now.saturating_sub(self.created);
+        self.state == FlowState::SynSeen
+            && age >= min_age
+            && (self.handshake.reported_half_open || age >= HALF_OPEN_UNREPORTED_AGE_NS)
+    }
+
     /// Notes an agent's activity report for one of the flow's keys:
     /// `packets` (and `bytes`, IP length) since its last report, and what
     /// the pair said of the handshake (`handshake`).
@@ -340,6 +363,7 @@ impl Flow {
         if self.state == FlowState::SynSeen && h.complete() {
             self.state = FlowState::Established;
         }
+        h.reported_half_open |= self.state == FlowState::SynSeen;
         if is_fwd || self.state != FlowState::SynSeen {
             self.last_active = self.last_active.max(now);
         }
@@ -415,6 +439,16 @@ fn half_open_entry(flows: &FlowMap<AffinityKey, Flow>, created: u64, fwd: &Affin
         .get(fwd)
         .is_some_and(|f| f.state == FlowState::SynSeen && f.created == created)
 }
+
+/// Age (ns) from which `evict-oldest` may end a half-open flow no
+/// activity report has covered yet ([`Flow::evictable`]): 30 s, three of
+/// the agents' default report intervals (10 s; `--activity-report-
+/// interval-ms`, VPP `activity-report-interval-ms`): a flow that carried
+/// any packet through an agent has been in a report by then, so one that
+/// has not is a SYN nobody answered. Agents reporting less often than a
+/// third of this make their real connections evictable before they are
+/// seen established (manager README).
+pub const HALF_OPEN_UNREPORTED_AGE_NS: u64 = 30 * SEC;
 
 /// What a new half-open flow of a service may do (see
 /// [`FlowTable::half_open_admit`]).
@@ -688,8 +722,8 @@ impl FlowTable {
     ///   enough SYNs came since the last time (see
     ///   [`HALF_OPEN_COMPACT_DIVISOR`]); still at it, the oldest half-open
     ///   flow is taken out of the queue for the caller to end
-    ///   ([`HalfOpenAdmit::Evict`]), unless it is younger than
-    ///   `min_age` ns (a handshake that may be under way): refused.
+    ///   ([`HalfOpenAdmit::Evict`]), unless it may not be evicted yet
+    ///   ([`Flow::evictable`] with `min_age` ns): refused.
     ///
     /// Refusals and evictions are counted in the service's
     /// [`HalfOpenStats`].
@@ -741,7 +775,7 @@ impl FlowTable {
         // The front is a live half-open flow (dropped otherwise above, and
         // compaction keeps only those).
         match h.order.front() {
-            Some(&(created, fwd)) if now.saturating_sub(created) >= min_age => {
+            Some(&(_, fwd)) if flows.get(&fwd).is_some_and(|f| f.evictable(now, min_age)) => {
                 h.order.pop_front();
                 h.evicted += 1;
                 HalfOpenAdmit::Evict(fwd)

@@ -131,6 +131,11 @@ impl Sim {
         Sim::build(cfg, fixed_capacity, 10_000, true)
     }
 
+    /// [`Sim::reporting`] with reports every `interval_ms` ms.
+    pub fn reporting_every(cfg: Config, fixed_capacity: usize, interval_ms: u64) -> Sim {
+        Sim::build(cfg, fixed_capacity, interval_ms, true)
+    }
+
     fn build(
         cfg: Config,
         fixed_capacity: usize,
