@@ -276,6 +276,8 @@ admit1=$(agent_counter punt-admission-drop-new-flow); fixed1=$(fixed_count)
 log "compare: generator $cmp_out"
 log "compare: legitimate during the flood: $cmp_legit"
 manager_cmd 1 status | grep -E '^  admission|^receive-queue' | sed 's/^/flood-bench: compare: manager /' >&2
+log "compare: manager rx-activity-report $(mgr_counter rx-activity-report), agent activity-reports $(agent_counter activity-reports)"
+agent_cmd 1 fixed verbose 2>/dev/null | grep -m3 '198\.19\.' | sed 's/^/flood-bench: compare: agent /' >&2
 cmp_attempts=$(num "$cmp_legit" attempts); cmp_ok=$(num "$cmp_legit" ok)
 echo "noproxy_syn_rate_achieved $(num "$cmp_out" rate) syn/s"
 echo "noproxy_agent_admission_dropped $((${admit1:-0} - ${admit0:-0})) syns"

@@ -4,9 +4,13 @@
 //! - [`ask`]: one command line to a running daemon's Unix control socket,
 //!   its answer back;
 //! - [`print_answer`]: that answer on stdout, and the exit code a command
-//!   run gives.
+//!   run gives;
+//! - [`udp`]: a service-message socket's receive buffer and the kernel's
+//!   drops on it.
 //!
 //! No I/O happens here beyond those; the daemons' cores know nothing of it.
+
+pub mod udp;
 
 use std::io::{IsTerminal, Read, Write};
 use std::os::unix::net::UnixStream;

@@ -206,7 +206,7 @@ fn run(o: Opts) -> std::io::Result<()> {
     let mut returned = vec![0u8; HEAD + 65536];
     let mut routes =
         (o.route_protocol != 0).then(|| routes::Advertiser::new(&o.tun, o.route_protocol));
-    let mut drops_seen = udp_drops(o.listen).unwrap_or(0);
+    let mut drops_seen = affinity_daemon_common::udp::kernel_drops(o.listen).unwrap_or(0);
     let mut drops_checked = now();
     while !stop.load(Ordering::Relaxed) {
         // Advertised prefixes follow the live wildcards (at least once per
@@ -219,7 +219,7 @@ fn run(o: Opts) -> std::io::Result<()> {
             // Loss is counted and visible: the kernel's drops on the
             // control socket (a burst overflowing the receive buffer).
             drops_checked = t;
-            if let Some(d) = udp_drops(o.listen) {
+            if let Some(d) = affinity_daemon_common::udp::kernel_drops(o.listen) {
                 if d > drops_seen {
                     tracing::warn!(
                         dropped = d - drops_seen,
@@ -302,60 +302,20 @@ fn run(o: Opts) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The kernel's drop count for UDP sockets bound to `port` (the last
-/// column of `/proc/net/udp`), `None` if it cannot be read.
-fn udp_drops(port: u16) -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/net/udp").ok()?;
-    let want = format!(":{port:04X}");
-    let sum = text
-        .lines()
-        .skip(1)
-        .filter(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .is_some_and(|local| local.ends_with(&want))
-        })
-        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
-        .sum();
-    Some(sum)
-}
-
 /// Datagrams applied as one batch at most (see `handle_control_batch`).
 const MAX_BURST: usize = 1024;
 
 /// Sets the control socket's receive buffer to `bytes` (the kernel caps it
 /// at net.core.rmem_max; the value granted is reported if smaller).
 fn set_rcvbuf(sock: &UdpSocket, bytes: usize) {
-    use std::os::fd::AsRawFd;
-    let v = bytes.min(i32::MAX as usize) as libc::c_int;
-    // SAFETY: setsockopt/getsockopt on our own socket with an int of the
-    // size passed (FFI, the only unsafe here).
-    let (rc, got) = unsafe {
-        let rc = libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        let mut got: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&mut got as *mut libc::c_int).cast(),
-            &mut len,
-        );
-        (rc, got)
-    };
-    // Linux reports double the requested size (bookkeeping overhead).
-    if rc != 0 || (got as usize) < bytes {
-        tracing::warn!(
-            granted = got,
+    match affinity_daemon_common::udp::set_receive_buffer(sock, bytes) {
+        // Linux reports double the requested size (bookkeeping overhead).
+        Ok(got) if got >= bytes => {}
+        granted => tracing::warn!(
+            granted = ?granted.ok(),
             asked = bytes,
             "control socket receive buffer smaller than asked (raise net.core.rmem_max)"
-        );
+        ),
     }
 }
 

@@ -117,6 +117,16 @@ impl Daemon {
             let _ = socket2::SockRef::from(&socket).set_multicast_if_v4(&ifaddr);
         }
         socket_multicast_ttl(&socket);
+        let asked = cfg.manager.receive_buffer as usize;
+        match affinity_daemon_common::udp::set_receive_buffer(&socket, asked) {
+            // Linux reports double what it keeps for data.
+            Ok(granted) if granted >= asked => {}
+            granted => tracing::warn!(
+                granted = ?granted.ok(),
+                asked,
+                "service-message socket receive buffer smaller than receive_buffer (raise net.core.rmem_max)"
+            ),
+        }
         let mut cfg = cfg;
         if let Ok(SocketAddr::V4(a)) = socket.local_addr() {
             cfg.manager.listen = SocketAddrV4::new(*cfg.manager.listen.ip(), a.port());
@@ -271,11 +281,32 @@ impl Daemon {
         // waits in poll(2) for at most the next timer.
         let _ = self.socket.set_nonblocking(true);
         let mut busy_until = Instant::now();
+        // The kernel's drops on our socket (receive buffer full), checked
+        // once a second: loss is counted and visible (rx-kernel-dropped).
+        let port = self.core.config().manager.listen.port();
+        let mut kernel_drops = affinity_daemon_common::udp::kernel_drops(port).unwrap_or(0);
+        let mut drops_checked = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             if reload.swap(false, Ordering::Relaxed) {
                 self.reload();
                 let limit = self.core.config().manager.receive_queue as usize;
                 queue.set_limits(limit, crate::config::RECEIVE_QUEUE_BYTES);
+                let asked = self.core.config().manager.receive_buffer as usize;
+                if !affinity_daemon_common::udp::set_receive_buffer(&self.socket, asked)
+                    .is_ok_and(|granted| granted >= asked)
+                {
+                    tracing::warn!(asked, "service-message socket receive buffer smaller than receive_buffer (raise net.core.rmem_max)");
+                }
+            }
+            if drops_checked.elapsed() >= Duration::from_secs(1) {
+                drops_checked = Instant::now();
+                if let Some(d) = affinity_daemon_common::udp::kernel_drops(port) {
+                    if d > kernel_drops {
+                        let now = self.now();
+                        self.core.receive_kernel_dropped(now, d - kernel_drops);
+                    }
+                    kernel_drops = d;
+                }
             }
             while let Ok(ev) = self.rx.try_recv() {
                 match ev {

@@ -131,6 +131,7 @@ fn with_limit_zero_or_the_default_a_flood_of_syns_is_placed() {
     let cfg = config("", "");
     assert_eq!(cfg.manager.max_half_open_flows, 100_000);
     assert_eq!(cfg.manager.receive_queue, 8192);
+    assert_eq!(cfg.manager.receive_buffer, 8 << 20);
 }
 
 #[test]
@@ -144,6 +145,55 @@ fn a_receive_queue_out_of_range_is_refused() {
             "{bad}: {errs:?}"
         );
     }
+}
+
+#[test]
+fn a_receive_buffer_out_of_range_is_refused() {
+    for bad in ["receive_buffer = 4095", "receive_buffer = 1073741825"] {
+        let text = format!("{}\n", common::manager_section(bad));
+        let errs = Config::parse(&text).err().unwrap_or_default();
+        assert!(
+            errs.iter().any(|e| e
+                .message
+                .contains("receive_buffer must be 4096..=1073741824 bytes")),
+            "{bad}: {errs:?}"
+        );
+    }
+    let text = format!("{}\n", common::manager_section("receive_buffer = 65536"));
+    assert_eq!(
+        Config::parse(&text).map(|c| c.manager.receive_buffer).ok(),
+        Some(65536)
+    );
+}
+
+/// The kernel's drops on the service-message socket (its receive buffer
+/// full), which the daemon reads once a second: lost activity reports
+/// leave flows unrenewed, so the loss is counted, in status, JSON and
+/// metrics.
+#[test]
+fn kernel_drops_reported_by_the_daemon_are_counted_and_shown() {
+    let mut s = Sim::new(two_services_refusing(3));
+    s.mgr.receive_kernel_dropped(SEC, 0);
+    assert_eq!(s.counter("rx-kernel-dropped"), 0);
+    s.mgr.receive_kernel_dropped(SEC, 40);
+    s.mgr.receive_kernel_dropped(2 * SEC, 2);
+    assert_eq!(s.counter("rx-kernel-dropped"), 42);
+    let text = s.mgr.status(2 * SEC);
+    assert!(
+        text.contains("bytes dropped 0 kernel-buffer 8388608 bytes kernel-dropped 42\n"),
+        "{text}"
+    );
+    let j = s
+        .mgr
+        .command(affinity_manager::Command::StatusJson, 2 * SEC)
+        .expect("status");
+    let v: serde_json::Value = serde_json::from_str(&j).expect("JSON");
+    assert_eq!(v["receive_queue"]["kernel_dropped"], 42, "{j}");
+    assert_eq!(v["receive_queue"]["kernel_buffer_bytes"], 8 << 20);
+    assert!(s
+        .mgr
+        .metrics(2 * SEC)
+        .contains(r#"event="rx-kernel-dropped"} 42"#));
 }
 
 #[test]
@@ -435,7 +485,7 @@ address = "198.51.100.2:53"
     s.mgr.receive_queue_dropped(SEC, 5, 8192);
     let text = s.mgr.status(SEC);
     assert!(
-        text.contains("\nreceive-queue limit 8192 datagrams 16777216 bytes dropped 5\n"),
+        text.contains("\nreceive-queue limit 8192 datagrams 16777216 bytes dropped 5 kernel-buffer 8388608 bytes kernel-dropped 0\n"),
         "{text}"
     );
     assert!(

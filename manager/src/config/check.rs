@@ -3,7 +3,7 @@
 
 use super::{
     parse_port_range, parse_prefix, read_key_file, Config, ConfigError, MAX_HEALTH_MS,
-    MAX_RECEIVE_QUEUE, MAX_WILDCARD_TTL,
+    MAX_RECEIVE_BUFFER, MAX_RECEIVE_QUEUE, MAX_WILDCARD_TTL,
 };
 use std::collections::HashSet;
 
@@ -117,6 +117,13 @@ impl Config {
                 None,
                 "receive_queue",
                 format!("receive_queue must be 1..={MAX_RECEIVE_QUEUE} datagrams"),
+            );
+        }
+        if !(4096..=MAX_RECEIVE_BUFFER).contains(&cfg.manager.receive_buffer) {
+            err(
+                None,
+                "receive_buffer",
+                format!("receive_buffer must be 4096..={MAX_RECEIVE_BUFFER} bytes"),
             );
         }
         for a in &cfg.agents.unicast {

@@ -91,7 +91,19 @@ pub struct ManagerSection {
     /// flow-setup cost), 1..=1 048 576.
     #[serde(default = "default_receive_queue")]
     pub receive_queue: u32,
+    /// The service-message socket's kernel receive buffer (bytes,
+    /// `SO_RCVBUF`; the kernel caps it at `net.core.rmem_max`, and a
+    /// smaller grant is logged). What arrives faster than the loop reads
+    /// (an agent's activity report of 20 000 flows is about 1 700
+    /// datagrams, back to back) waits here; past it the kernel drops,
+    /// counted as `rx-kernel-dropped`. Default 8 MiB, as the host agent's
+    /// `--rcvbuf`; 4096..=1 GiB.
+    #[serde(default = "default_receive_buffer")]
+    pub receive_buffer: u32,
 }
+
+/// Largest `receive_buffer` accepted (bytes): 1 GiB.
+pub const MAX_RECEIVE_BUFFER: u32 = 1 << 30;
 
 /// Bytes of datagrams the daemon's receive queue holds at most (16 MiB),
 /// whatever `receive_queue` says: large datagrams fill it sooner.
@@ -116,6 +128,9 @@ fn default_max_half_open() -> u32 {
 }
 fn default_receive_queue() -> u32 {
     8192
+}
+fn default_receive_buffer() -> u32 {
+    8 << 20
 }
 fn default_true() -> bool {
     true

@@ -203,6 +203,25 @@ impl ManagerCore {
         }
     }
 
+    /// Notes `n` datagrams the kernel dropped on the service-message socket
+    /// (its receive buffer full, `[manager] receive_buffer`) seen at `now`
+    /// (ns): counted as `rx-kernel-dropped`, logged at most once a second.
+    /// Activity reports lost this way leave flows unrenewed and half-open
+    /// flows unpromoted, so the loss must show.
+    pub fn receive_kernel_dropped(&mut self, now: u64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        *self.counters.entry("rx-kernel-dropped").or_default() += n;
+        if self.overload_log.allow(now) {
+            tracing::warn!(
+                dropped = n,
+                buffer = self.cfg.manager.receive_buffer,
+                "service-message datagrams dropped by the kernel: receive buffer full (counted as rx-kernel-dropped; raise [manager] receive_buffer and net.core.rmem_max)"
+            );
+        }
+    }
+
     /// Where wildcard updates go: the multicast group and unicast agents.
     fn wildcard_destinations(&self) -> Vec<SocketAddrV4> {
         let mut d: Vec<SocketAddrV4> = self.cfg.agents.unicast.clone();

@@ -62,10 +62,12 @@ impl Report<'_> {
         );
         let _ = writeln!(
             s,
-            "receive-queue limit {} datagrams {} bytes dropped {}",
+            "receive-queue limit {} datagrams {} bytes dropped {} kernel-buffer {} bytes kernel-dropped {}",
             m.receive_queue,
             crate::config::RECEIVE_QUEUE_BYTES,
-            self.counters.get("rx-queue-dropped").copied().unwrap_or(0)
+            self.counters.get("rx-queue-dropped").copied().unwrap_or(0),
+            m.receive_buffer,
+            self.counters.get("rx-kernel-dropped").copied().unwrap_or(0)
         );
         let states: Vec<String> = self
             .by_state
@@ -241,6 +243,8 @@ impl Report<'_> {
                 limit_datagrams: self.cfg.manager.receive_queue,
                 limit_bytes: crate::config::RECEIVE_QUEUE_BYTES,
                 dropped: self.counters.get("rx-queue-dropped").copied().unwrap_or(0),
+                kernel_buffer_bytes: self.cfg.manager.receive_buffer,
+                kernel_dropped: self.counters.get("rx-kernel-dropped").copied().unwrap_or(0),
             },
             tables: self
                 .tables

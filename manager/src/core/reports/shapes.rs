@@ -181,6 +181,7 @@ pub const EVENTS: &[&str] = &[
     "rx-hello",
     "rx-interest-match",
     "rx-ip-packet-only",
+    "rx-kernel-dropped",
     "rx-parse-error",
     "rx-peer-table-full",
     "rx-queue-dropped",
@@ -243,6 +244,12 @@ pub struct ReceiveQueueReport {
     pub limit_bytes: usize,
     /// Datagrams dropped since start (`rx-queue-dropped`).
     pub dropped: u64,
+    /// The socket's kernel receive buffer asked for (bytes,
+    /// `receive_buffer`).
+    pub kernel_buffer_bytes: u32,
+    /// Datagrams the kernel dropped since start, its receive buffer full
+    /// (`rx-kernel-dropped`).
+    pub kernel_dropped: u64,
 }
 
 /// A service's admission control: what bounds the work a flood of new
