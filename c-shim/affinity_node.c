@@ -213,8 +213,9 @@ VLIB_NODE_FN (affinity_node)
   if (PREDICT_FALSE (unresolved))
     affinity_rs_count (AFFINITY_ERROR_DROP_FORWARD_ADDRESS_UNRESOLVED,
 		       unresolved);
-  /* A held packet has a deadline the timer process may not know yet. */
-  if (PREDICT_FALSE (held))
+  /* A held packet has a deadline the timer process may not know yet; a
+     newly marked handshake is reported promptly (Agent::prompt_reports). */
+  if (PREDICT_FALSE (held || counts[AFFINITY_ERROR_HANDSHAKE_MARKED]))
     affinity_wake_timers (vm);
   return n;
 }

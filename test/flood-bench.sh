@@ -276,8 +276,7 @@ admit1=$(agent_counter punt-admission-drop-new-flow); fixed1=$(fixed_count)
 log "compare: generator $cmp_out"
 log "compare: legitimate during the flood: $cmp_legit"
 manager_cmd 1 status | grep -E '^  admission|^receive-queue' | sed 's/^/flood-bench: compare: manager /' >&2
-log "compare: manager rx-activity-report $(mgr_counter rx-activity-report), agent activity-reports $(agent_counter activity-reports)"
-agent_cmd 1 fixed verbose 2>/dev/null | grep -m3 '198\.19\.' | sed 's/^/flood-bench: compare: agent /' >&2
+log "compare: manager rx-activity-report $(mgr_counter rx-activity-report), agent activity-reports-sent $(agent_counter activity-reports-sent) activity-reports-prompt-sent $(agent_counter activity-reports-prompt-sent)"
 cmp_attempts=$(num "$cmp_legit" attempts); cmp_ok=$(num "$cmp_legit" ok)
 echo "noproxy_syn_rate_achieved $(num "$cmp_out" rate) syn/s"
 echo "noproxy_agent_admission_dropped $((${admit1:-0} - ${admit0:-0})) syns"
@@ -288,6 +287,7 @@ echo "noproxy_manager_half_open_evicted $((${evicted1:-0} - ${evicted0:-0})) flo
 echo "noproxy_legit_success $(pct "$cmp_ok" "$cmp_attempts") %"
 echo "noproxy_legit_attempts ${cmp_attempts:-0} connections"
 echo "noproxy_manager_rx_queue_dropped $((qdrop1 - qdrop0)) datagrams"
+echo "noproxy_manager_rx_kernel_dropped $(mgr_counter rx-kernel-dropped) datagrams"
 echo "noproxy_manager_cpu $(cpu_pct $((c1 - c0)) $((t1 - t0))) %core"
 echo "noproxy_agent_fixed_before $fixed0 entries"
 echo "noproxy_agent_fixed_after $fixed1 entries"

@@ -28,6 +28,19 @@ use std::net::SocketAddrV4;
 /// under about 1400 bytes (no IP fragmentation on a 1500-byte path).
 pub const ENTRIES_PER_REPORT: usize = 24;
 
+/// Shortest time between two prompt reports (ns): 200 ms. A connection's
+/// handshake marks reach its manager within about this after the segments
+/// that set them, so a half-open flow is seen established in a fraction of
+/// a second, not at the next interval (10 s by default); at most five
+/// extra report rounds a second, each of the affinities newly marked since
+/// the previous one only.
+pub const PROMPT_REPORT_INTERVAL_NS: u64 = 200_000_000;
+
+/// Newly marked fixed slots a worker queues at most between two prompt
+/// reports; past it they wait for the periodic report
+/// (`handshake-marks-dropped`).
+pub const MARKS_QUEUED: usize = 65_536;
+
 /// The control thread's activity bookkeeping.
 #[derive(Debug, Default)]
 pub(crate) struct ActivityState {
@@ -37,6 +50,8 @@ pub(crate) struct ActivityState {
     /// Per fixed affinity that carried packets: the (packets, bytes)
     /// totals at the last report.
     last: HashMap<AffinityKey, (u64, u64)>,
+    /// When the last prompt report went (ns); 0 = none yet.
+    pub last_prompt_ns: u64,
     /// Address and port each manager (by owner index) sends from: where its
     /// reports go (PROTOCOL.md: "to the address and port that manager's
     /// messages come from", never the address its identity claims).
@@ -138,16 +153,32 @@ impl Agent {
             true
         });
         st.activity.last = seen;
+        self.report_messages(st, &entries, true, Counter::ActivityReports)
+    }
+
+    /// Type-19 reports of `entries` to every manager heard from, at most
+    /// [`ENTRIES_PER_REPORT`] pairs a message, each message counted as
+    /// `counter`. With `always`, a manager gets one message even when
+    /// `entries` is empty (the periodic report: it tells the manager this
+    /// agent reports).
+    fn report_messages(
+        &self,
+        st: &mut ControlState,
+        entries: &[Entry],
+        always: bool,
+        counter: Counter,
+    ) -> Vec<(SocketAddrV4, Vec<u8>)> {
         let mut sends = Vec::new();
+        if entries.is_empty() && !always {
+            return sends;
+        }
+        let (packets, bytes) = entries
+            .iter()
+            .fold((0u64, 0u64), |(p, b), e| (p + e.packets, b + e.bytes));
         for i in 0..st.managers.len() {
             let Some(to) = st.activity.sources.get(i).copied().flatten() else {
                 continue;
             };
-            let (packets, bytes) = entries
-                .iter()
-                .fold((0u64, 0u64), |(p, b), e| (p + e.packets, b + e.bytes));
-            // The first message always goes (it tells the manager this
-            // agent reports, even when nothing was active).
             let mut chunks: Vec<&[Entry]> = entries.chunks(ENTRIES_PER_REPORT).collect();
             if chunks.is_empty() {
                 chunks.push(&[]);
@@ -174,10 +205,92 @@ impl Agent {
                 }
                 if let Ok(bytes) = b.finish() {
                     sends.push((to, bytes));
-                    st.counters.inc(Counter::ActivityReports);
+                    st.counters.inc(counter);
                 }
             }
         }
         sends
+    }
+
+    /// When the next prompt report may go (ns), if a worker queued newly
+    /// marked affinities: for `poll_timeout`.
+    pub(crate) fn prompt_due(&self, st: &ControlState) -> Option<u64> {
+        if !self
+            .marks_pending
+            .load(std::sync::atomic::Ordering::Relaxed)
+            || st.activity.next_ns.is_none()
+        {
+            return None;
+        }
+        Some(st.activity.last_prompt_ns + PROMPT_REPORT_INTERVAL_NS)
+    }
+
+    /// The prompt reports due at `now_ns` (called from `tick`): the TCP
+    /// affinities the workers saw marked handshake-complete for the first
+    /// time since the last prompt report, with their packets since their
+    /// last report (which then counts from here, so no packet is reported
+    /// twice), to every manager heard from; at most one round per
+    /// [`PROMPT_REPORT_INTERVAL_NS`]. Why: a manager takes a half-open flow
+    /// as established on both directions' marks, and a flow it still sees
+    /// half-open is one `evict-oldest` may end under a flood; the periodic
+    /// report alone would leave a real connection half-open up to an
+    /// interval (PROTOCOL.md, "Activity reports"). Nothing when reports are
+    /// off.
+    pub(crate) fn prompt_reports(
+        &self,
+        st: &mut ControlState,
+        now_ns: u64,
+    ) -> Vec<(SocketAddrV4, Vec<u8>)> {
+        let Some(due) = self.prompt_due(st) else {
+            return Vec::new();
+        };
+        if now_ns < due {
+            return Vec::new();
+        }
+        self.marks_pending
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        st.activity.last_prompt_ns = now_ns;
+        let mut slots: Vec<u32> = Vec::new();
+        for q in self.worker_marks.lock().iter() {
+            slots.append(&mut q.lock());
+        }
+        slots.sort_unstable();
+        slots.dedup();
+        let now = ds(now_ns);
+        let mut entries = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let slot = slot as usize;
+            let Some((key, v)) = self.fixed.entry_at(slot) else {
+                continue;
+            };
+            // The slot may have been reused since it was noted: only a
+            // live, marked TCP entry is reported.
+            if v.expires_ds <= now
+                || key.protocol != crate::wire::TCP
+                || !self.fixed.handshake_complete(slot)
+            {
+                continue;
+            }
+            let (p, b) = self.fixed.counters(slot);
+            let (lp, lb) = st.activity.last.get(&key).copied().unwrap_or((0, 0));
+            let (dp, db) = if p >= lp {
+                (p - lp, b.saturating_sub(lb))
+            } else {
+                (p, b)
+            };
+            if dp == 0 {
+                // A periodic report since carried it, marks and all.
+                continue;
+            }
+            st.activity.last.insert(key, (p, b));
+            entries.push(Entry {
+                key,
+                ttl: (v.expires_ds - now).div_ceil(10),
+                packets: dp,
+                bytes: db,
+                flags: activity::TRACKED | activity::HANDSHAKE_COMPLETE,
+            });
+        }
+        self.report_messages(st, &entries, false, Counter::ActivityReportsPrompt)
     }
 }

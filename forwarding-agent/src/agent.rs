@@ -95,6 +95,13 @@ pub struct Agent {
     /// when the worker is made; read by introspection).
     pub(crate) worker_counters: Mutex<Vec<Arc<SharedCounters>>>,
     pub(crate) worker_forward: Mutex<Vec<Arc<ForwardTally>>>,
+    /// Each worker's fixed slots newly marked handshake-complete, for the
+    /// prompt activity reports (`Agent::prompt_reports`): a worker appends
+    /// once per batch that marked any, the control thread takes them.
+    pub(crate) worker_marks: Mutex<Vec<Arc<Mutex<Vec<u32>>>>>,
+    /// Some worker queued newly marked slots since the control thread last
+    /// took them (checked by `poll_timeout` without taking any lock).
+    pub(crate) marks_pending: std::sync::atomic::AtomicBool,
     /// Sums at the last `clear stats`, subtracted when shown (the threads'
     /// own counters only ever grow: no reset races a worker's publish).
     pub(crate) cleared: Mutex<[u64; N_COUNTERS]>,
@@ -149,6 +156,8 @@ impl Agent {
             control_counters: SharedCounters::default(),
             worker_counters: Mutex::new(Vec::new()),
             worker_forward: Mutex::new(Vec::new()),
+            worker_marks: Mutex::new(Vec::new()),
+            marks_pending: std::sync::atomic::AtomicBool::new(false),
             cleared: Mutex::new([0; N_COUNTERS]),
             forward_cleared: Mutex::new(HashMap::new()),
             hold: HoldQueue::new(config.hold_limit),

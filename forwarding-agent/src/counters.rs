@@ -107,6 +107,14 @@ counters! {
     ManagerDataFull => "manager-interest-data-table-full",
     ReturnedAdvertisedRouted => "returned-advertised-routed",
     ActivityReports => "activity-reports-sent",
+    // A fixed affinity's first handshake-complete TCP segment (ACK without
+    // SYN or RST): the agent reports it promptly (`Agent::prompt_reports`).
+    HandshakeMarked => "handshake-marked",
+    // Newly marked affinities past the worker's queue: they wait for the
+    // periodic activity report.
+    HandshakeMarksDropped => "handshake-marks-dropped",
+    // Prompt activity reports: the newly marked affinities alone.
+    ActivityReportsPrompt => "activity-reports-prompt-sent",
     ReturnedDroppedRefused => "returned-dropped-install-refused",
     CtlManagerReused => "control-manager-slot-reused",
     PuntAdmitDropNew => "punt-admission-drop-new-flow",

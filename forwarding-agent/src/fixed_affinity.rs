@@ -341,7 +341,7 @@ impl FixedTable {
     /// with [`Mark::KEEP`]).
     #[inline]
     pub fn count(&self, slot: usize, bytes: u64) {
-        self.count_marked(slot, bytes, Mark::KEEP);
+        let _ = self.count_marked(slot, bytes, Mark::KEEP);
     }
 
     /// Counts a packet of `bytes` for the entry at `slot` and applies its
@@ -356,24 +356,28 @@ impl FixedTable {
     /// segment sets it again). The mark rides in the packets word's store
     /// the count makes anyway: no extra write, and none at all beyond the
     /// count's when the mark is unchanged. The counts feed activity reports
-    /// (a flow counted at all is active) and dumps.
+    /// (a flow counted at all is active) and dumps. Returns whether this
+    /// packet set the mark (it was clear): the agent reports such an
+    /// affinity at once (`Agent::prompt_reports`).
     #[inline]
-    pub fn count_marked(&self, slot: usize, bytes: u64, mark: Mark) {
-        if let Some(e) = self.entry(slot) {
-            // A packet is < 64 KiB; the clamp only keeps the carry exact.
-            let b = bytes.min(u32::MAX as u64) as u32;
-            let (p, by) = (e.packets.load(Relaxed), e.bytes.load(Relaxed));
-            let flag = (p & mark.keep) | mark.set;
-            let low = p & PACKETS_MASK;
-            e.packets
-                .store(low.wrapping_add(1) & PACKETS_MASK | flag, Relaxed);
-            e.bytes.store(by.wrapping_add(b), Relaxed);
-            let p_wrapped = low == PACKETS_MASK;
-            let b_wrapped = by.checked_add(b).is_none();
-            if p_wrapped || b_wrapped {
-                self.carry(slot, p_wrapped, b_wrapped);
-            }
+    pub fn count_marked(&self, slot: usize, bytes: u64, mark: Mark) -> bool {
+        let Some(e) = self.entry(slot) else {
+            return false;
+        };
+        // A packet is < 64 KiB; the clamp only keeps the carry exact.
+        let b = bytes.min(u32::MAX as u64) as u32;
+        let (p, by) = (e.packets.load(Relaxed), e.bytes.load(Relaxed));
+        let flag = (p & mark.keep) | mark.set;
+        let low = p & PACKETS_MASK;
+        e.packets
+            .store(low.wrapping_add(1) & PACKETS_MASK | flag, Relaxed);
+        e.bytes.store(by.wrapping_add(b), Relaxed);
+        let p_wrapped = low == PACKETS_MASK;
+        let b_wrapped = by.checked_add(b).is_none();
+        if p_wrapped || b_wrapped {
+            self.carry(slot, p_wrapped, b_wrapped);
         }
+        flag & !p != 0
     }
 
     /// Whether a handshake-complete TCP segment hit the entry at `slot`

@@ -72,6 +72,7 @@ impl Agent {
             }
         });
         sends.extend(self.activity_reports(&mut st, now_ns));
+        sends.extend(self.prompt_reports(&mut st, now_ns));
         self.publish_control(&st);
         sends
     }
@@ -101,8 +102,14 @@ impl Agent {
         // The next activity report, once a manager has been heard from
         // (never when reports are off).
         let report = st.activity.next_ns;
+        // Affinities a worker newly marked handshake-complete: reported
+        // within PROMPT_REPORT_INTERVAL_NS (`Agent::prompt_reports`).
+        let prompt = self.prompt_due(&st);
         drop(st);
         let hold = self.hold.next_deadline();
-        [fixed, wildcard, hold, report].into_iter().flatten().min()
+        [fixed, wildcard, hold, report, prompt]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }

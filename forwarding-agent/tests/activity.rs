@@ -263,3 +263,59 @@ fn reports_mark_the_affinities_a_handshake_complete_segment_hit() {
         affinity_forwarding_agent::show::render(&a, 50 * SEC, "fixed src 198.51.100.2 verbose");
     assert!(text.contains("handshake complete"), "{text}");
 }
+
+/// A fixed affinity's first handshake-complete segment is reported within
+/// `PROMPT_REPORT_INTERVAL_NS` (200 ms), not at the next interval: a
+/// manager sees a real connection established at once, before a flood's
+/// `evict-oldest` could take it for half-open. Only newly marked
+/// affinities are listed, their packets are not reported twice, and a
+/// second handshake-complete segment sends nothing more. Failed before:
+/// nothing went before the 10 s interval.
+#[test]
+fn a_new_handshake_mark_is_reported_at_once() {
+    let a = agent(1024);
+    let mut w = a.worker();
+    for port in 1..=3u16 {
+        a.handle_control(
+            SEC,
+            from(MGR),
+            &flow_msg(MGR, 1 + port as u64, port, 30, None, None),
+        );
+    }
+    let send = |w: &mut affinity_forwarding_agent::Worker, now: u64, port: u16, flags: u8| {
+        let p = data(port, flags);
+        let mut buf = common::buffer(&p, 256);
+        let mut out = [Disposition::Pass];
+        w.process_batch(now, &mut [PacketBuf::new(&mut buf, 256, p.len())], &mut out);
+        assert_eq!(out[0], Disposition::Pass);
+    };
+    // Flow 1: the handshake's ACK and one more; flow 2: a SYN (no mark);
+    // flow 3: nothing.
+    send(&mut w, 2 * SEC, 1, 0x10);
+    send(&mut w, 2 * SEC, 1, 0x18);
+    send(&mut w, 2 * SEC, 2, 0x02);
+    assert_eq!(a.counter(Counter::HandshakeMarked), 1);
+    // Due at once (no prompt report in the last 200 ms): the next tick.
+    let due = a.poll_timeout().expect("a prompt report is due");
+    assert!(due <= 2 * SEC, "before the interval: {due}");
+    let r = a.tick(2 * SEC + SEC / 10);
+    assert_eq!(entries(&r), vec![vec![(1, 29, 2)]]);
+    assert_eq!(
+        flags(&r),
+        vec![(
+            1,
+            affinity_api::activity::TRACKED | affinity_api::activity::HANDSHAKE_COMPLETE
+        )]
+    );
+    assert_eq!(a.counter(Counter::ActivityReportsPrompt), 1);
+    // Already marked: more packets send no prompt report.
+    send(&mut w, 3 * SEC, 1, 0x10);
+    assert!(a.poll_timeout().is_some_and(|t| t >= 10 * SEC));
+    assert!(a.tick(3 * SEC + SEC / 2).is_empty());
+    // The periodic report lists flow 1's packets since the prompt one (1)
+    // and flow 2's SYN.
+    let mut r = entries(&a.tick(10 * SEC));
+    r.iter_mut().for_each(|m| m.sort());
+    assert_eq!(r, vec![vec![(1, 21, 1), (2, 21, 1)]]);
+    assert_eq!(a.counter(Counter::ActivityReportsPrompt), 1);
+}

@@ -650,56 +650,88 @@ fn spoofed_syns_sent_twice_with_the_syn_ack_stay_half_open_under_the_cap() {
 }
 
 /// Fault: `evict-oldest` ended the oldest half-open flow once it was 1 s
-/// old, but a real connection is seen established only in its agents'
+/// old, but a real connection was seen established only in its agents'
 /// next activity report (10 s by default): a flood of more than
 /// `max_half_open_flows` SYNs per report interval evicted real
-/// connections, established but not yet reported, and broke them. Now a
-/// flow younger than 30 s is evicted only once a report showed it still
-/// half-open.
+/// connections, established but not yet reported, and broke them. Now the
+/// agents report new handshake marks within about 200 ms (prompt reports),
+/// and a flow younger than 30 s is evicted only once a report showed it
+/// half-open with the client's side of the handshake unseen: a client that
+/// completed its handshake is kept even while its backend has sent
+/// nothing since the SYN-ACK.
 #[test]
-fn a_real_connection_not_yet_reported_is_not_evicted() {
-    let mut s = Sim::reporting(two_services(2), 4096);
+fn real_connections_are_not_evicted_by_a_flood() {
+    let mut s = Sim::reporting(two_services(3), 4096);
     s.run_until(12 * SEC);
-    let c = client(1);
-    let b = s
-        .through(0, &build::tcp(c, 2000, VIP, 80, build::TCP_SYN, 1, 0, &[]))
-        .expect("placed")
-        .dst_addr;
     let synack = build::TCP_SYN | build::TCP_ACK;
-    s.send(0, &build::tcp(b, 8080, c, 2000, synack, 7, 2, &[]));
-    let get = build::tcp(c, 2000, VIP, 80, build::TCP_ACK, 2, 8, b"GET /");
-    s.send(0, &get);
+    let open = |s: &mut Sim, port: u16| {
+        let c = client(1);
+        let b = s
+            .through(0, &build::tcp(c, port, VIP, 80, build::TCP_SYN, 1, 0, &[]))
+            .expect("placed")
+            .dst_addr;
+        s.send(0, &build::tcp(b, 8080, c, port, synack, 7, 2, &[]));
+        let get = build::tcp(c, port, VIP, 80, build::TCP_ACK, 2, 8, b"GET /");
+        s.send(0, &get);
+        (b, get)
+    };
+    // A real connection whose backend answers, and one whose backend has
+    // sent nothing since its SYN-ACK (the client's side alone).
+    let (b, get) = open(&mut s, 2000);
     s.send(
         0,
-        &build::tcp(b, 8080, c, 2000, build::TCP_ACK, 8, 7, b"200"),
+        &build::tcp(b, 8080, client(1), 2000, build::TCP_ACK, 8, 7, b"200"),
     );
-    let real = key(2000, 80);
-    assert_eq!(s.mgr.flow(&real).map(|f| f.state), Some(FlowState::SynSeen));
-    // A flood fills the limit; 2.5 s on, the real flow is the oldest
-    // half-open one, not yet reported: the SYN is refused, the real flow
-    // kept (before: evicted, its affinities deleted on the agent).
+    let (_, quiet_get) = open(&mut s, 2001);
+    // Within a second (prompt reports, not the 10 s interval): the first
+    // is established and out of the count, the second still half-open.
     s.run_until(13 * SEC);
-    s.send(0, &syn(1000, 80));
-    s.run_until(14 * SEC + SEC / 2);
-    s.send(0, &syn(1001, 80));
-    assert_eq!(s.counter("half-open-evicted"), 0);
-    assert_eq!(s.counter("half-open-limit-refused"), 1);
-    assert_eq!(held(&s, 0, 2000), 2, "the real connection's affinities");
-    // The next report shows its handshake complete both ways: established,
-    // out of the count; the flood's flow it shows half-open is evictable.
-    s.run_until(25 * SEC);
     assert_eq!(
-        s.mgr.flow(&real).map(|f| f.state),
+        s.mgr.flow(&key(2000, 80)).map(|f| f.state),
         Some(FlowState::Established)
     );
-    s.send(0, &syn(1002, 80));
-    s.send(0, &syn(1003, 80));
-    assert_eq!(s.counter("half-open-evicted"), 1);
-    assert!(
-        s.mgr.flow(&key(1000, 80)).is_none(),
-        "the reported flood flow"
+    assert_eq!(
+        s.mgr.flow(&key(2001, 80)).map(|f| f.state),
+        Some(FlowState::SynSeen)
     );
-    assert_eq!(held(&s, 0, 2000), 2);
-    // The request still crosses the agent to the backend.
+    assert!(s.counter("rx-activity-report") > 0);
+    // The client's side of the handshake is done: it left the half-open
+    // count, as the established one did.
+    let half_open = |s: &Sim| {
+        s.mgr.status_report(s.now).services[0]
+            .admission
+            .half_open_flows
+    };
+    assert_eq!(half_open(&s), 0);
+    // A flood fills the limit; its flows reach a report (their SYNs, no
+    // handshake) and are evicted oldest first; flows no report covered
+    // yet are not (they might be real), so past them SYNs are refused.
+    for p in 1000..1003 {
+        s.send(0, &syn(p, 80));
+    }
+    s.run_until(14 * SEC + SEC / 2);
+    s.send(0, &syn(1003, 80));
+    assert_eq!(s.counter("half-open-limit-refused"), 1, "none reported yet");
+    s.run_until(23 * SEC);
+    for p in 1004..1008 {
+        s.send(0, &syn(p, 80));
+    }
+    assert_eq!(
+        s.counter("half-open-evicted"),
+        3,
+        "the reported flood flows"
+    );
+    assert_eq!(
+        s.counter("half-open-limit-refused"),
+        2,
+        "then the unreported"
+    );
+    for p in 1000..1003 {
+        assert!(s.mgr.flow(&key(p, 80)).is_none(), "{p} evicted");
+    }
+    for p in [2000, 2001] {
+        assert_eq!(held(&s, 0, p), 2, "{p}: the real connection's affinities");
+    }
     assert!(s.through(0, &get).is_some());
+    assert!(s.through(0, &quiet_get).is_some());
 }

@@ -163,7 +163,12 @@ impl Worker {
                         // (activity reports carry it: a manager promotes a
                         // half-open flow only on both directions' marks).
                         let mark = Mark::of(info.key.protocol, info.tcp_flags);
-                        agent.fixed.count_marked(slot, info.total_len as u64, mark);
+                        if agent.fixed.count_marked(slot, info.total_len as u64, mark) {
+                            // First handshake-complete segment: reported
+                            // at once, not at the next interval.
+                            self.counters.inc(Counter::HandshakeMarked);
+                            self.marked.push(slot as u32);
+                        }
                     }
                     let actions = agent.actions.view(v.action);
                     // The packet's interest bits matter only to an

@@ -191,6 +191,11 @@ pub struct Worker {
     cookies: crate::synproxy::SynCookies,
     proxied: Option<crate::synproxy::SynProxyState>,
     forward: Arc<ForwardTally>,
+    /// Fixed slots this batch marked handshake-complete for the first
+    /// time, and where they go at the batch's end (the worker's own queue,
+    /// which the control thread takes for prompt activity reports).
+    marked: Vec<u32>,
+    marks_out: Arc<parking_lot::Mutex<Vec<u32>>>,
     messages: Vec<(SocketAddrV4, Vec<u8>)>,
     /// Held fragments and SYN-proxy early data released since the last
     /// `take_released`.
@@ -223,6 +228,8 @@ impl Agent {
         self.worker_counters.lock().push(shared.clone());
         let forward = Arc::new(ForwardTally::new());
         self.worker_forward.lock().push(forward.clone());
+        let marks_out = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        self.worker_marks.lock().push(marks_out.clone());
         Worker {
             agent: self.clone(),
             counters: LocalCounters::default(),
@@ -232,6 +239,8 @@ impl Agent {
             cookies: crate::synproxy::SynCookies::new(self.syn_secret),
             proxied: None,
             forward,
+            marked: Vec::new(),
+            marks_out,
             messages: Vec::new(),
             released: Vec::new(),
             infos: Vec::with_capacity(BATCH),
@@ -416,5 +425,30 @@ impl Worker {
     /// Publishes the batch's counters (no lock: the worker's own slots).
     fn flush(&mut self) {
         self.shared.publish(&self.counters);
+        if !self.marked.is_empty() {
+            self.hand_over_marks();
+        }
+    }
+
+    /// The batch's newly marked slots to the worker's queue (its own lock,
+    /// which only the control thread also takes, to empty it; once per
+    /// batch that marked any, so at most once per new connection's batch).
+    /// Past [`crate::activity::MARKS_QUEUED`] they are dropped, counted:
+    /// the periodic report still carries their marks.
+    #[cold]
+    fn hand_over_marks(&mut self) {
+        let mut q = self.marks_out.lock();
+        let room = crate::activity::MARKS_QUEUED.saturating_sub(q.len());
+        let n = self.marked.len();
+        q.extend(self.marked.drain(..).take(room));
+        drop(q);
+        if n > room {
+            self.counters
+                .add(Counter::HandshakeMarksDropped, (n - room) as u64);
+            self.shared.publish(&self.counters);
+        }
+        self.agent
+            .marks_pending
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -124,10 +124,10 @@ fn counters_carry_past_their_low_bits() {
     let e = t.entry(slot).unwrap();
     e.packets.store(PACKETS_MASK, Relaxed);
     e.bytes.store(u32::MAX - 10, Relaxed);
-    t.count_marked(slot, 100, Mark::SET);
+    assert!(t.count_marked(slot, 100, Mark::SET), "newly set");
     assert_eq!(t.counters(slot), (1 << 31, (1 << 32) + 89));
     assert!(t.handshake_complete(slot), "the mark survives the carry");
-    t.count(slot, 11);
+    assert!(!t.count_marked(slot, 11, Mark::SET), "already set");
     assert_eq!(t.counters(slot), ((1 << 31) + 1, (1 << 32) + 100));
     assert!(t.handshake_complete(slot));
     // The entry's next tenant starts from zero, high words included.
@@ -176,7 +176,7 @@ fn the_handshake_mark_follows_tcp_flags() {
         (Mark::of(TCP, TCP_SYN), false),
         (Mark::of(TCP, TCP_ACK), true),
     ] {
-        t.count_marked(slot, 40, mark);
+        let _ = t.count_marked(slot, 40, mark);
         assert_eq!(t.handshake_complete(slot), marked, "{mark:?}");
     }
     assert_eq!(t.counters(slot), (9, 360), "the mark is not a count");

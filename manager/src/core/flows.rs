@@ -148,10 +148,11 @@ struct HandshakeSeen {
     untracked_fwd: u64,
     /// Reverse packets reported by agents that do not track the mark.
     untracked_rev: u64,
-    /// An activity report came for the flow and left it half-open: what a
-    /// flood's flow looks like (the backend's SYN-ACKs, no handshake), and
-    /// what makes it evictable before [`HALF_OPEN_UNREPORTED_AGE_NS`]
-    /// (see [`Flow::evictable`]).
+    /// An activity report came for the flow and left it half-open (with
+    /// the client's side of the handshake unseen, it is what a flood's flow
+    /// looks like: the backend's SYN-ACKs, no handshake), which makes it
+    /// evictable before [`HALF_OPEN_UNREPORTED_AGE_NS`] (see
+    /// [`Flow::evictable`]).
     reported_half_open: bool,
 }
 
@@ -160,7 +161,13 @@ impl HandshakeSeen {
     /// tracking agent's mark, or (untracked agents only) by the count rule
     /// (≥ 2 forward packets, the SYN and one more; ≥ 1 reverse).
     fn complete(&self) -> bool {
-        (self.fwd || self.untracked_fwd >= 2) && (self.rev || self.untracked_rev >= 1)
+        self.client_done() && (self.rev || self.untracked_rev >= 1)
+    }
+
+    /// Whether the client's side of the handshake showed: its ACK marked
+    /// the forward affinity (or, untracked, a second forward packet).
+    fn client_done(&self) -> bool {
+        self.fwd || self.untracked_fwd >= 2
     }
 }
 
@@ -298,18 +305,25 @@ impl Flow {
     /// Whether `evict-oldest` may end this half-open flow at `now` (ns):
     /// it is at least `min_age` old (a handshake may be under way before;
     /// [`crate::config::HALF_OPEN_MIN_AGE_NS`]), and either an activity
-    /// report since it was placed left it half-open, or it is
+    /// report since it was placed left it half-open with no sign of the
+    /// client's side of the handshake, or it is
     /// [`HALF_OPEN_UNREPORTED_AGE_NS`] old. Why not by age alone: a real
-    /// connection is seen established only in its agents' next report (up
-    /// to an interval, 10 s by default, after its handshake), and a flood
-    /// faster than `max_half_open_flows` per interval would otherwise evict
-    /// real connections, established but not yet reported, and break them.
-    /// A flow whose handshake straddles a report's scan is exposed until
-    /// the next one.
+    /// connection is seen established only once its agents report its
+    /// handshake marks (promptly, within about 200 ms, from agents of this
+    /// release; at the next interval, 10 s by default, from older ones, or
+    /// when a prompt report is lost), and a flood faster than
+    /// `max_half_open_flows` per that delay would otherwise evict real
+    /// connections, established but not yet reported, and break them. A
+    /// client that completed its handshake to a backend that has sent
+    /// nothing since its SYN-ACK (a server that waits for the client, an
+    /// idle connection) is never evicted: it has left the half-open count
+    /// (`half_open_entry`); a blind attacker's ACK that fakes that side
+    /// draws the backend's RST, which ends the flow.
     pub(super) fn evictable(&self, now: u64, min_age: u64) -> bool {
         let age = now.saturating_sub(self.created);
         self.state == FlowState::SynSeen
             && age >= min_age
+            && !self.handshake.client_done()
             && (self.handshake.reported_half_open || age >= HALF_OPEN_UNREPORTED_AGE_NS)
     }
 
@@ -433,11 +447,16 @@ impl HalfOpen {
 }
 
 /// Whether queue entry (`created` ns, `fwd`) still stands for a half-open
-/// flow: the flow is there, in SYN seen, and was not placed anew since.
+/// flow: the flow is there, in SYN seen, was not placed anew since, and
+/// no report showed the client's side of its handshake (a client whose
+/// ACK marked the forward affinity has done its part, as conntrack's
+/// ESTABLISHED on the third packet: it leaves the count and is never
+/// evicted, and a blind attacker's forged ACK draws the backend's RST,
+/// which ends the flow).
 fn half_open_entry(flows: &FlowMap<AffinityKey, Flow>, created: u64, fwd: &AffinityKey) -> bool {
-    flows
-        .get(fwd)
-        .is_some_and(|f| f.state == FlowState::SynSeen && f.created == created)
+    flows.get(fwd).is_some_and(|f| {
+        f.state == FlowState::SynSeen && f.created == created && !f.handshake.client_done()
+    })
 }
 
 /// Age (ns) from which `evict-oldest` may end a half-open flow no
