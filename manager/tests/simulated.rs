@@ -451,6 +451,21 @@ fn syn_proxy_service_punts_only_the_proved_handshake_and_splices_the_backend() {
     );
     assert!(matches!(s.send(0, &ack), Disposition::Punt { .. }));
     assert_eq!(s.mgr.flow_count(), 1);
+    // Placed half-open, as a SYN is (the backend has not answered yet),
+    // not adopted as established: a dead backend would pin it for the
+    // established timeout (2 h) instead of the transitory one.
+    let fwd = affinity_api::AffinityKey {
+        protocol: affinity_forwarding_agent::wire::TCP,
+        src_addr: c.0,
+        dst_addr: VIP,
+        src_port: c.1,
+        dst_port: 80,
+    };
+    assert_eq!(
+        s.mgr.flow(&fwd).map(|f| f.state),
+        Some(affinity_manager::FlowState::SynSeen)
+    );
+    assert_eq!(s.counter("flow-adopted"), 0);
     let (k, bsyn) = s.last(0);
     assert!(B.contains(&k.dst_addr) && k.dst_port == 8080, "{k:?}");
     assert_eq!(bsyn[33], build::TCP_SYN);
@@ -477,6 +492,13 @@ fn syn_proxy_service_punts_only_the_proved_handshake_and_splices_the_backend() {
         90_001
     );
     assert_eq!(s.agents[0].1.counter(Counter::SynProxySpliced), 1);
+    // A reply that crosses the other agent (FIGURE 5): it has no sequence
+    // adjust for the flow, so the manager says so (the connection cannot
+    // work on that path; manager README, "SYN proxy and asymmetric paths").
+    assert_eq!(s.counter("syn-proxy-flow-on-second-agent"), 0);
+    let reply = tcp_ts((backend, 8080), c, build::TCP_ACK, 90_001, 501, (6, 101));
+    s.send(1, &reply);
+    assert_eq!(s.counter("syn-proxy-flow-on-second-agent"), 1);
 }
 
 #[test]

@@ -144,10 +144,12 @@ impl ManagerCore {
                 // Known flow punted (duplicate SYN, or another agent: FIGURE 5).
                 let reopen =
                     f.state == FlowState::Closed && fk == key && state == FlowState::SynSeen;
+                let proxied = self.services.syn_proxy(&f.service);
                 let Some(f) = self.flows.get_mut(&fk) else {
                     return;
                 };
-                if !f.agents.contains(&from) {
+                let second_agent = !f.agents.contains(&from);
+                if second_agent {
                     f.agents.push(from);
                 }
                 f.last_active = now;
@@ -157,6 +159,17 @@ impl ManagerCore {
                 let f = f.clone();
                 if reopen {
                     self.count("flows-reopened");
+                }
+                if second_agent && proxied {
+                    // The SYN proxy's sequence adjust lives on the agent
+                    // that spliced the connection, which this one does not
+                    // have: its packets go on unadjusted and the connection
+                    // breaks (manager README, "SYN proxy and asymmetric
+                    // paths").
+                    self.count("syn-proxy-flow-on-second-agent");
+                    if self.overload_log.allow(now) {
+                        tracing::warn!(agent = %from, service = %f.service, "a SYN-proxied flow crosses a second agent: its replies must return through the agent that answered the SYN (counted as syn-proxy-flow-on-second-agent; logged at most once a second)");
+                    }
                 }
                 if f.closed_at.is_some() {
                     let ttl = (self.services.sticky_ms(&f.service) / 1000).max(1) as u32;
@@ -190,7 +203,13 @@ impl ManagerCore {
             return;
         }
         let is_tcp = key.protocol == wire::TCP;
-        let syn = reason & interest::SYN != 0 && reason & interest::ACK == 0;
+        // A SYN proxy's proof (the client's cookie ACK, punted with SYN and
+        // ACK set): a new connection whose backend has not answered yet, so
+        // placed half-open like a SYN, not adopted as established (a dead
+        // backend would otherwise pin it for the established timeout).
+        let proof =
+            is_tcp && s.cfg.syn_proxy && reason & interest::SYN != 0 && reason & interest::ACK != 0;
+        let syn = proof || (reason & interest::SYN != 0 && reason & interest::ACK == 0);
         if is_tcp && !syn && !s.is_consistent() {
             self.count("unknown-flow-dropped");
             return;
@@ -265,7 +284,11 @@ impl ManagerCore {
         self.services
             .note_traffic(now, &name, to.placement.backend, true, 0, 0);
         let mut flow = Flow::new(name.clone(), vip, key, to.placement, from, now);
-        flow.state = Self::start_state(&key, reason);
+        flow.state = if proof {
+            FlowState::SynSeen
+        } else {
+            Self::start_state(&key, reason)
+        };
         let half_open = flow.state == FlowState::SynSeen;
         self.flows.insert(flow);
         if half_open && self.cfg.manager.max_half_open_flows > 0 {

@@ -317,6 +317,15 @@ impl ServiceRegistry {
             .map_or(DEFAULT_STICKY_MS, |s| s.cfg.sticky_timeout_ms)
     }
 
+    /// Whether `service` has its agents answer SYNs with cookies
+    /// (`syn_proxy`); false for a service no longer configured.
+    pub(super) fn syn_proxy(&self, service: &str) -> bool {
+        self.list
+            .iter()
+            .find(|s| *s.name == *service)
+            .is_some_and(|s| s.cfg.syn_proxy)
+    }
+
     /// Whether flows of `service` on `backend` may go on: the service and
     /// the backend are still configured and the backend is healthy.
     pub(super) fn can_take(&self, service: &str, backend: SocketAddrV4) -> bool {

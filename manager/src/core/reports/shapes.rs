@@ -188,6 +188,7 @@ pub const EVENTS: &[&str] = &[
     "rx-replay",
     "rx-unexpected-type",
     "snat-ports-exhausted",
+    "syn-proxy-flow-on-second-agent",
     "tracking-unknown-flow",
     "unknown-flow-dropped",
     "unvalidated-dropped",
