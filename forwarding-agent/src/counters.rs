@@ -145,6 +145,9 @@ counters! {
     // (the manager or the backend did not answer within
     // `synproxy::PENDING_NS`).
     SynProxyEarlyDataExpired => "syn-proxy-early-data-expired",
+    // A backend refused a SYN-proxied connection (RST to the agent's SYN):
+    // relayed to the client, the connection given up.
+    SynProxyBackendRefused => "syn-proxy-backend-refused",
     // A bare SYN on a spliced flow's fixed affinity (the client reused the
     // 5-tuple while the old connection's affinities are installed):
     // answered with a new cookie (also counted `syn-proxy-syn-answered`).

@@ -1268,3 +1268,71 @@ fn a_reused_tuple_is_answered_by_the_proxy_again_and_spliced_with_new_adjusts() 
         Some((tsval2.wrapping_add(1), 20001))
     );
 }
+
+/// A backend that refuses the agent's SYN (RST, closed port): the client's
+/// connection, which the cookie already completed, gets the RST at once,
+/// in its own sequence space (the cookie ISN + 1), checksum right; the
+/// connection is given up. Failed before: the RST went on with sequence 0,
+/// which the client ignores, and it waited for its own timeout (26 s in
+/// the new-user trial).
+#[test]
+fn a_backend_rst_to_a_proxied_syn_reaches_the_client_in_its_sequence_space() {
+    let cport = 40000;
+    let (a, mut w, ack, cookie, _) = proved(cport);
+    let (d, buf) = run(&mut w, SEC, &ack);
+    let echo = punt_echo(d, &buf);
+    let out = a.handle_control(
+        SEC,
+        from(MGR),
+        &flow_msg(MGR, 3, cport, 30, Some(&echo), Some(&ack)),
+    );
+    assert_eq!(out.returned.len(), 1, "the backend SYN");
+    let r = &out.returned[0];
+    let mut sbuf = buffer(&r.packet, 64);
+    let len = r.packet.len();
+    let d = w.process_returned(SEC, &mut PacketBuf::new(&mut sbuf, 64, len), r.rank_limit);
+    assert_eq!(d, Disposition::Pass);
+    // The backend's RST: sequence 0, acknowledging the client's ISN (1000).
+    let rst = build::tcp(
+        BACKEND,
+        8080,
+        CLIENT,
+        cport,
+        build::TCP_RST | build::TCP_ACK,
+        0,
+        1001,
+        &[],
+    );
+    let (d, buf) = run(&mut w, SEC, &rst);
+    assert_eq!(d, Disposition::Pass);
+    let out = packet_at(&buf);
+    let expected = build::tcp(
+        VIP,
+        80,
+        CLIENT,
+        cport,
+        build::TCP_RST | build::TCP_ACK,
+        cookie.wrapping_add(1),
+        1001,
+        &[],
+    );
+    assert_eq!(out, expected, "translated, in the client's sequence space");
+    assert!(checksums_ok(&out));
+    assert_eq!(a.counter(Counter::SynProxyBackendRefused), 1);
+    // Given up: a late SYN-ACK splices nothing.
+    let synack = build::tcp(
+        BACKEND,
+        8080,
+        CLIENT,
+        cport,
+        build::TCP_SYN | build::TCP_ACK,
+        5,
+        1001,
+        &[],
+    );
+    let _ = run(&mut w, SEC, &synack);
+    assert_eq!(a.counter(Counter::SynProxySpliced), 0);
+    // An RST of no pending connection is left alone.
+    let (_, buf) = run(&mut w, SEC, &rst);
+    assert_eq!(seq_ack(&packet_at(&buf)).0, 0);
+}

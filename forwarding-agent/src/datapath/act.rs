@@ -111,6 +111,14 @@ impl Worker {
                 return d;
             }
         }
+        // A backend's RST refusing a SYN-proxied connection goes on to the
+        // client in the cookie's sequence space.
+        if info.tcp_flags & wire::tcp::flags::RST != 0
+            && hit.wildcard.is_none()
+            && ctx.agent.splice.any_pending()
+        {
+            self.refuse_pending(ctx, p, &info, partial);
+        }
         if let Some(s) = a.seq_adjust() {
             if wire::apply_seq_adjust_offload(p.packet(), &info, &s.into(), partial).is_ok()
                 && info.key.protocol == wire::TCP

@@ -12,7 +12,7 @@ use crate::actions::TsAdjustKey;
 use crate::counters::Counter;
 use crate::synproxy::{self, SynProxyState};
 use crate::wildcard_affinity::WildcardEntry;
-use crate::wire::{self, tcp, PacketInfo};
+use crate::wire::{self, checksum, tcp, PacketInfo};
 use affinity_api::AdmissionAction;
 
 /// Whether the SYN proxy handles `info` on wildcard `w` (a TCP packet with
@@ -75,6 +75,66 @@ impl Worker {
 }
 
 impl Worker {
+    /// A backend's RST (`info`: after NAT, so client-bound) on a fixed
+    /// affinity while SYN-proxied connections are pending: if it refuses
+    /// one — its flow reversed is a pending client flow, and it
+    /// acknowledges the client's ISN, as a reset answering the agent's SYN
+    /// does (RFC 9293 section 3.10.7.1: ACK = SYN's sequence + 1, sequence
+    /// 0) — the connection is given up (its held early data dropped,
+    /// counted) and the RST goes on to the client with the sequence number
+    /// the client expects, the cookie's ISN + 1 (the client is already
+    /// synchronized, and accepts a reset only in its window, RFC 5961
+    /// section 3.2), so its connection fails at once ("connection reset")
+    /// instead of at its own timeout. The TCP checksum is updated
+    /// incrementally (RFC 1624), left alone when partial (the sequence
+    /// number is not in the pseudo-header). Anything else: unchanged.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn refuse_pending(
+        &mut self,
+        ctx: &BatchCtx<'_>,
+        p: &mut PacketBuf<'_>,
+        info: &PacketInfo,
+        partial: bool,
+    ) {
+        let agent = ctx.agent;
+        let k = info.key;
+        let client_flow = affinity_api::AffinityKey {
+            protocol: k.protocol,
+            src_addr: k.dst_addr,
+            dst_addr: k.src_addr,
+            src_port: k.dst_port,
+            dst_port: k.src_port,
+        };
+        let Some(state) = agent.splice.pending_state(&client_flow, ctx.now_ns) else {
+            return;
+        };
+        let Some(l4) = p.packet().get(info.l4_offset..info.total_len) else {
+            return;
+        };
+        let ack = wire::get_u32(l4, tcp::field::ACK_NUM);
+        if info.tcp_flags & tcp::flags::ACK == 0 || ack != state.client_isn.wrapping_add(1) {
+            return;
+        }
+        let Some((_, held)) = agent.splice.take_pending(&client_flow, ctx.now_ns) else {
+            return;
+        };
+        self.counters
+            .add(Counter::SynProxyEarlyData, held.len() as u64);
+        self.counters.inc(Counter::SynProxyBackendRefused);
+        let Some(l4) = p.packet().get_mut(info.l4_offset..info.total_len) else {
+            return;
+        };
+        let old = wire::get_u32(l4, tcp::field::SEQ_NUM);
+        let new = state.cookie_isn.wrapping_add(1);
+        if !partial {
+            let c = wire::get_u16(l4, tcp::field::CHECKSUM);
+            let c = checksum::apply(c, checksum::delta32(old, new));
+            wire::set_u16(l4, tcp::field::CHECKSUM, c);
+        }
+        wire::set_u32(l4, tcp::field::SEQ_NUM, new);
+    }
+
     /// A SYN-ACK on a fixed affinity while SYN-proxied connections are
     /// pending: if it answers one (its flow reversed, after NAT, is a
     /// pending client flow, and it acknowledges the client's ISN), installs
