@@ -120,6 +120,9 @@ impl Agent {
         let now = ds(now_ns) as i64;
         let managers = self.manager_addrs();
         let mut rows = Vec::new();
+        if limit == 0 {
+            return rows;
+        }
         self.fixed.for_each(|slot, key, v| {
             if filter(&key) && (v.expires_ds as i64) > now {
                 let actions = self.actions.get(v.action);

@@ -170,6 +170,11 @@ fn fixed_affinities_nat_both_directions_with_valid_checksums() {
     let rows = a.fixed_entries(2 * SEC, 10, |k| k.src_addr == CLIENT);
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].packets, 2);
+    // `fixed limit 0` lists none (it listed one: the limit was checked
+    // after a row was taken).
+    assert!(a.fixed_entries(2 * SEC, 0, |_| true).is_empty());
+    let text = affinity_forwarding_agent::show::render(&a, 2 * SEC, "fixed limit 0");
+    assert!(text.contains("(showing 0)"), "{text}");
 
     // `clear affinity stats`: the summed counters restart from zero while
     // the threads' own keep growing; per-flow counters stay with the flow.

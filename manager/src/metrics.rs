@@ -178,18 +178,21 @@ pub fn encode(r: &StatusReport, daemon: Option<&DaemonStats>) -> String {
     );
     for s in &r.services {
         let l: Labels = vec![("service", s.name.clone())];
-        let a = &s.admission;
-        syn_proxy.get_or_create(&l).set(i64::from(a.syn_proxy));
-        half_open.get_or_create(&l).set(g(a.half_open_flows));
-        half_open_max
-            .get_or_create(&l)
-            .set(i64::from(a.max_half_open_flows));
-        half_open_refused
-            .get_or_create(&l)
-            .inc_by(a.half_open_refused);
-        half_open_evicted
-            .get_or_create(&l)
-            .inc_by(a.half_open_evicted);
+        // TCP services only: a UDP service has no SYN proxy or half-open
+        // flows.
+        if let Some(a) = &s.admission {
+            syn_proxy.get_or_create(&l).set(i64::from(a.syn_proxy));
+            half_open.get_or_create(&l).set(g(a.half_open_flows));
+            half_open_max
+                .get_or_create(&l)
+                .set(i64::from(a.max_half_open_flows));
+            half_open_refused
+                .get_or_create(&l)
+                .inc_by(a.half_open_refused);
+            half_open_evicted
+                .get_or_create(&l)
+                .inc_by(a.half_open_evicted);
+        }
         for name in crate::core::SERVICE_ROLES {
             role.get_or_create(&vec![
                 ("service", s.name.clone()),

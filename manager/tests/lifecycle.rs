@@ -783,6 +783,21 @@ fn stats_count_every_packet_the_agents_carried_per_backend_and_direction() {
             s.now,
         )
         .is_err());
+    // A backend the service does not have: an error, as for an unknown
+    // service (it was an empty list and success).
+    let e = s
+        .mgr
+        .command(
+            Command::Connections {
+                service: Some("web".into()),
+                backend: Some(SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 99), 5)),
+                limit: 10,
+                json: false,
+            },
+            s.now,
+        )
+        .expect_err("unknown backend");
+    assert!(e.contains("has no backend 198.51.100.99:5"), "{e}");
 }
 
 /// Issue 15: health detail — the last failure's reason, latency,

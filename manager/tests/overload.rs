@@ -255,7 +255,7 @@ fn at_the_half_open_limit_the_oldest_is_evicted_and_the_new_syn_placed() {
     assert_eq!(s.counter("half-open-evicted"), 2);
     // Per service in status, status --json and metrics.
     let r = s.mgr.status_report(s.now);
-    let a = &r.services[0].admission;
+    let a = r.services[0].admission.as_ref().expect("tcp");
     assert_eq!(
         (
             a.half_open_flows,
@@ -266,8 +266,22 @@ fn at_the_half_open_limit_the_oldest_is_evicted_and_the_new_syn_placed() {
         (3, 3, 1, 2)
     );
     assert_eq!(a.half_open_policy, "evict-oldest");
-    assert_eq!(r.services[1].admission.half_open_flows, 1);
-    assert_eq!(r.services[1].admission.half_open_evicted, 0);
+    assert_eq!(
+        r.services[1]
+            .admission
+            .as_ref()
+            .expect("tcp")
+            .half_open_flows,
+        1
+    );
+    assert_eq!(
+        r.services[1]
+            .admission
+            .as_ref()
+            .expect("tcp")
+            .half_open_evicted,
+        0
+    );
     assert_eq!(r.counters.get("half-open-evicted"), Some(&2));
     let text = s.mgr.status(s.now);
     assert!(
@@ -393,6 +407,8 @@ fn an_established_flow_is_never_evicted() {
     assert_eq!(
         s.mgr.status_report(s.now).services[0]
             .admission
+            .as_ref()
+            .expect("tcp")
             .half_open_flows,
         2
     );
@@ -506,7 +522,18 @@ address = "198.51.100.2:53"
     assert_eq!(a["half_open_flows"], 0);
     assert_eq!(a["max_half_open_flows"], 100_000);
     assert_eq!(a["half_open_policy"], "evict-oldest");
-    assert_eq!(v["services"][1]["admission"]["syn_proxy"], false);
+    // The UDP service has no admission control to show (it showed the
+    // TCP settings, zeroed, before): null in JSON, no metric rows.
+    assert_eq!(v["services"][1]["protocol"], "udp", "{j}");
+    assert!(v["services"][1]["admission"].is_null(), "{j}");
+    let m = s.mgr.metrics(SEC);
+    let udp = v["services"][1]["name"].as_str().unwrap_or_default();
+    assert!(
+        !m.contains(&format!(
+            r#"affinity_manager_service_syn_proxy{{service="{udp}"}}"#
+        )),
+        "{m}"
+    );
 }
 
 /// A reload that lowers `max_half_open_flows` evicts an `evict-oldest`
@@ -537,9 +564,31 @@ fn a_reload_lowering_the_limit_evicts_the_oldest_past_it() {
     }
     assert!(s.mgr.flow(&key(1002, 80)).is_some() && s.mgr.flow(&key(1003, 80)).is_some());
     let r = s.mgr.status_report(s.now);
-    assert_eq!(r.services[0].admission.half_open_flows, 2);
-    assert_eq!(r.services[0].admission.half_open_evicted, 2);
-    assert_eq!(r.services[1].admission.half_open_flows, 4, "refuse: kept");
+    assert_eq!(
+        r.services[0]
+            .admission
+            .as_ref()
+            .expect("tcp")
+            .half_open_flows,
+        2
+    );
+    assert_eq!(
+        r.services[0]
+            .admission
+            .as_ref()
+            .expect("tcp")
+            .half_open_evicted,
+        2
+    );
+    assert_eq!(
+        r.services[1]
+            .admission
+            .as_ref()
+            .expect("tcp")
+            .half_open_flows,
+        4,
+        "refuse: kept"
+    );
 }
 
 /// Issue 14 (punt admission): spoofed SYNs sent twice (a retransmission)
@@ -586,6 +635,8 @@ fn spoofed_syns_sent_twice_with_the_syn_ack_stay_half_open_under_the_cap() {
     assert_eq!(
         s.mgr.status_report(s.now).services[0]
             .admission
+            .as_ref()
+            .expect("tcp")
             .half_open_flows,
         3
     );
@@ -700,6 +751,8 @@ fn real_connections_are_not_evicted_by_a_flood() {
     let half_open = |s: &Sim| {
         s.mgr.status_report(s.now).services[0]
             .admission
+            .as_ref()
+            .expect("tcp")
             .half_open_flows
     };
     assert_eq!(half_open(&s), 0);

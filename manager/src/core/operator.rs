@@ -81,6 +81,14 @@ impl ManagerCore {
                     limit,
                     &self.timeouts(),
                 );
+                // A backend the service does not have (and no flow is on,
+                // as on one removed by a reload): a typo, said as one, as
+                // for an unknown service, not an empty list.
+                if let (Some(s), Some(b)) = (&service, backend) {
+                    if r.matched == 0 && self.services.backend_mut(s, b).is_err() {
+                        return Err(format!("service {s:?} has no backend {b}"));
+                    }
+                }
                 if json {
                     serde_json::to_string_pretty(&r)
                         .map(|j| j + "\n")

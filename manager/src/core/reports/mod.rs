@@ -193,7 +193,8 @@ impl Report<'_> {
                         backup_precedence: c.backup_precedence,
                         advertise: svc.advertise,
                         role: self.role(svc, now),
-                        admission: self.admission(svc),
+                        admission: (c.protocol_number() == affinity_forwarding_agent::wire::TCP)
+                            .then(|| self.admission(svc)),
                         snat: c.snat.as_ref().map(|n| SnatReport {
                             address: n.address,
                             ports: n.ports.clone(),

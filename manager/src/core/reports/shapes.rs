@@ -303,8 +303,9 @@ pub struct ServiceReport {
     pub advertise: bool,
     /// `serving`, `standing-by` or `idle`: see [`SERVICE_ROLES`].
     pub role: &'static str,
-    /// SYN proxy and half-open flows (TCP; zeros for UDP).
-    pub admission: AdmissionReport,
+    /// SYN proxy and half-open flows: TCP only (`None`, JSON `null`, for a
+    /// UDP service, which has neither).
+    pub admission: Option<AdmissionReport>,
     /// Source NAT toward the backends, if configured.
     pub snat: Option<SnatReport>,
     /// Backends in configuration order.
