@@ -136,8 +136,12 @@ pub(crate) enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Table occupancy (used / capacity) and each manager's share.
-    Tables,
+    /// Table occupancy (used / capacity), each manager's share and the
+    /// warm-up state.
+    Tables {
+        #[arg(long)]
+        json: bool,
+    },
     /// Managers heard from.
     Managers {
         #[arg(long)]
@@ -166,7 +170,7 @@ impl Cmd {
                 (w.join(" "), *json)
             }
             Cmd::Wildcard { json } => ("wildcard".to_string(), *json),
-            Cmd::Tables => ("tables".to_string(), false),
+            Cmd::Tables { json } => ("tables".to_string(), *json),
             Cmd::Managers { json } => ("managers".to_string(), *json),
             Cmd::Stats { json } => ("stats".to_string(), *json),
             Cmd::Clear { what } => (format!("clear {what}"), false),

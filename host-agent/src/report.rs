@@ -93,12 +93,58 @@ pub struct StatsReport {
     pub forward: Vec<ForwardEntry>,
 }
 
+/// Entries used against capacity.
+#[derive(Debug, Serialize)]
+pub struct Usage {
+    pub used: usize,
+    pub capacity: usize,
+}
+
+impl From<(usize, usize)> for Usage {
+    fn from((used, capacity): (usize, usize)) -> Self {
+        Usage { used, capacity }
+    }
+}
+
+/// One manager's share of the tables (against its quota).
+#[derive(Debug, Serialize)]
+pub struct OwnerEntry {
+    pub manager: Ipv4Addr,
+    pub fixed: usize,
+    pub wildcards: usize,
+}
+
+/// `tables --json`: what the text `tables` shows: occupancy of each table,
+/// the wildcard mask patterns against the agent-wide cap, each manager's
+/// share, and the warm-up after a start (`None` once warm).
+#[derive(Debug, Serialize)]
+pub struct TablesReport {
+    pub fixed: Usage,
+    pub actions: Usage,
+    pub wildcards: Usage,
+    pub wildcard_patterns: Usage,
+    pub managers: Usage,
+    pub held: Usage,
+    pub per_manager: Vec<OwnerEntry>,
+    pub warm_up: Option<WarmUpEntry>,
+}
+
+/// The warm-up window still open (see `Agent::start_warm_up`).
+#[derive(Debug, Serialize)]
+pub struct WarmUpEntry {
+    /// Managers whose first wildcard update it still waits for.
+    pub waiting_for: Vec<Ipv4Addr>,
+    /// Seconds left at most.
+    pub left_s: f64,
+}
+
 /// `status --json`: all of the above.
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
     pub fixed: FixedReport,
     pub wildcard: Vec<WildcardEntry>,
     pub managers: Vec<ManagerEntry>,
+    pub tables: TablesReport,
     pub stats: StatsReport,
 }
 
@@ -186,6 +232,34 @@ pub fn managers(agent: &Agent, now: u64) -> Vec<ManagerEntry> {
         .collect()
 }
 
+/// Table occupancy and the warm-up state at `now` (ns).
+pub fn tables(agent: &Agent, now: u64) -> TablesReport {
+    let o = agent.occupancy();
+    TablesReport {
+        fixed: o.fixed.into(),
+        actions: o.actions.into(),
+        wildcards: o.wildcards.into(),
+        wildcard_patterns: (o.wildcard_patterns, o.wildcard_patterns_cap).into(),
+        managers: o.managers.into(),
+        held: o.held.into(),
+        per_manager: o
+            .per_owner
+            .into_iter()
+            .map(|p| OwnerEntry {
+                manager: p.manager,
+                fixed: p.fixed,
+                wildcards: p.wildcards,
+            })
+            .collect(),
+        warm_up: agent
+            .warm_up_state(now)
+            .map(|(waiting_for, left_ns)| WarmUpEntry {
+                waiting_for,
+                left_s: left_ns as f64 / 1e9,
+            }),
+    }
+}
+
 /// Every counter and the forward statistics.
 pub fn stats(agent: &Agent) -> StatsReport {
     StatsReport {
@@ -203,7 +277,7 @@ pub fn stats(agent: &Agent) -> StatsReport {
 }
 
 /// The answer to a status-socket line ending in `--json`: `status`,
-/// `fixed [filters]`, `wildcard`, `managers` or `stats`, as one JSON
+/// `fixed [filters]`, `tables`, `wildcard`, `managers` or `stats`, as one JSON
 /// document and a newline; `error: ...` for anything else.
 pub fn json(agent: &Agent, now: u64, words: &[&str]) -> String {
     let doc = match words.first().copied().unwrap_or("status") {
@@ -212,15 +286,17 @@ pub fn json(agent: &Agent, now: u64, words: &[&str]) -> String {
                 fixed: f,
                 wildcard: wildcard(agent, now),
                 managers: managers(agent, now),
+                tables: tables(agent, now),
                 stats: stats(agent),
             })
         }),
+        "tables" => Ok(serde_json::to_value(tables(agent, now))),
         "fixed" => fixed(agent, now, &words[1..]).map(serde_json::to_value),
         "wildcard" => Ok(serde_json::to_value(wildcard(agent, now))),
         "managers" => Ok(serde_json::to_value(managers(agent, now))),
         "stats" => Ok(serde_json::to_value(stats(agent))),
         other => Err(format!(
-            "unknown command {other:?} for --json (status | fixed | wildcard | managers | stats)"
+            "unknown command {other:?} for --json (status | fixed | tables | wildcard | managers | stats)"
         )),
     };
     match doc {
@@ -229,5 +305,38 @@ pub fn json(agent: &Agent, now: u64, words: &[&str]) -> String {
         }
         Ok(Err(e)) => format!("error: {e}\n"),
         Err(e) => format!("error: {e}\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use affinity_forwarding_agent::AgentConfig;
+
+    /// `tables --json` and the `tables` part of `status --json` carry what
+    /// the text `tables` shows, the pattern cap and the warm-up included
+    /// (they were missing from JSON, and `tables --json` was refused).
+    #[test]
+    fn tables_json_shows_occupancy_the_pattern_cap_and_the_warm_up() {
+        let a = Agent::new(AgentConfig {
+            fixed_capacity: 1024,
+            ..Default::default()
+        });
+        let mgr = Ipv4Addr::new(192, 0, 2, 10);
+        a.start_warm_up(0, 5_000, &[mgr]);
+        let v: serde_json::Value =
+            serde_json::from_str(&json(&a, 1_000_000_000, &["tables"])).expect("JSON");
+        assert_eq!(v["wildcard_patterns"]["used"], 0, "{v}");
+        assert_eq!(v["wildcard_patterns"]["capacity"], 12);
+        assert_eq!(v["held"]["capacity"], a.config.hold_limit);
+        assert_eq!(v["warm_up"]["waiting_for"][0], "192.0.2.10");
+        assert_eq!(v["warm_up"]["left_s"], 4.0);
+        let s: serde_json::Value =
+            serde_json::from_str(&json(&a, 6_000_000_000, &["status"])).expect("JSON");
+        assert!(
+            s["tables"]["warm_up"].is_null(),
+            "warm after the window: {s}"
+        );
+        assert_eq!(s["tables"]["fixed"]["used"], 0);
     }
 }
