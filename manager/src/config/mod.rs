@@ -240,8 +240,10 @@ fn default_alg() -> String {
 
 /// What a new TCP flow of a service (a SYN) does when the service has
 /// `max_half_open_flows` half-open flows already (`half_open_policy`).
+/// Read from a string (`try_from`), so a value of another type is told as
+/// "expected a string", not as TOML's "wanted string or table".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(try_from = "String")]
 pub enum HalfOpenPolicy {
     /// The default: the service's oldest half-open flow is ended (TTL 0 to
     /// its agents, its keys and source-NAT port freed at once; counted as
@@ -261,6 +263,20 @@ pub enum HalfOpenPolicy {
     /// half-open flows leave the state (established, closed, or ended idle
     /// after `tcp_transitory_timeout`).
     Refuse,
+}
+
+impl TryFrom<String> for HalfOpenPolicy {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "evict-oldest" => Ok(HalfOpenPolicy::EvictOldest),
+            "refuse" => Ok(HalfOpenPolicy::Refuse),
+            other => Err(format!(
+                "unknown half_open_policy {other:?}, expected \"evict-oldest\" or \"refuse\""
+            )),
+        }
+    }
 }
 
 impl HalfOpenPolicy {

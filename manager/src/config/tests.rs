@@ -202,6 +202,16 @@ fn half_open_policy_is_checked() {
             .any(|e| e.starts_with("6:") && e.contains("evict-oldest") && e.contains("refuse")),
         "{bad:?}"
     );
+    // Another type is told as such, where it stands (it was "wanted
+    // string or table").
+    for v in ["1", "true", "[\"refuse\"]", "{ refuse = 1 }"] {
+        let bad = errors(&svc(&format!("half_open_policy = {v}")));
+        assert!(
+            bad.iter()
+                .any(|e| e.starts_with("6:") && e.contains("expected a string")),
+            "{v}: {bad:?}"
+        );
+    }
     // Half-open is a TCP state: on a UDP service the option is an error.
     let udp = errors(
         &svc("half_open_policy = \"refuse\"").replace("virtual", "protocol = \"udp\"\nvirtual"),
