@@ -98,14 +98,7 @@ impl Worker {
         partial: bool,
     ) {
         let agent = ctx.agent;
-        let k = info.key;
-        let client_flow = affinity_api::AffinityKey {
-            protocol: k.protocol,
-            src_addr: k.dst_addr,
-            dst_addr: k.src_addr,
-            src_port: k.dst_port,
-            dst_port: k.src_port,
-        };
+        let client_flow = info.key.reversed();
         let Some(state) = agent.splice.pending_state(&client_flow, ctx.now_ns) else {
             return;
         };
@@ -151,14 +144,7 @@ impl Worker {
         info: &PacketInfo,
     ) -> Option<Disposition> {
         let agent = ctx.agent;
-        let k = info.key;
-        let client_flow = affinity_api::AffinityKey {
-            protocol: k.protocol,
-            src_addr: k.dst_addr,
-            dst_addr: k.src_addr,
-            src_port: k.dst_port,
-            dst_port: k.src_port,
-        };
+        let client_flow = info.key.reversed();
         // The adjusts go in before the connection stops being held back, so
         // a client packet another worker looks up meanwhile is either held
         // or already adjusted (the window left is between its look-up and
