@@ -601,3 +601,33 @@ fn syn_proxy_port_reuse_is_answered_by_the_agent_and_the_manager_reopens_the_flo
     assert_eq!((k.dst_addr, k.dst_port), (backend, 8080));
     assert_eq!(be32(&out, 28), 300_001);
 }
+
+/// A SYN proxy's proofs are not held to `max_half_open_flows`: each comes
+/// from a client whose address the cookie proved and whose handshake the
+/// agent completed, so a refusal left it with no answer at all (a client
+/// waiting for a server greeting hung; the new-user trial). Failed before:
+/// the second proof was refused (`half-open-limit-refused`).
+#[test]
+fn syn_proxy_proofs_are_not_held_to_the_half_open_limit() {
+    let mut s = Sim::new(config("syn_proxy = true", "max_half_open_flows = 1"));
+    for (i, port) in [(0u32, 41000u16), (1, 41001), (2, 41002)] {
+        let c = (client(7), port);
+        let syn = tcp_ts(c, (VIP, 80), build::TCP_SYN, 500 + i, 0, (100, 0));
+        assert_eq!(s.send(0, &syn), Disposition::Pass);
+        let (_, synack) = s.last(0);
+        let cookie = u32::from_be_bytes([synack[24], synack[25], synack[26], synack[27]]);
+        let tsval = u32::from_be_bytes([synack[44], synack[45], synack[46], synack[47]]);
+        let ack = tcp_ts(
+            c,
+            (VIP, 80),
+            build::TCP_ACK,
+            501 + i,
+            cookie.wrapping_add(1),
+            (101, tsval),
+        );
+        assert!(matches!(s.send(0, &ack), Disposition::Punt { .. }));
+    }
+    assert_eq!(s.mgr.flow_count(), 3, "every proof placed");
+    assert_eq!(s.counter("half-open-limit-refused"), 0);
+    assert_eq!(s.counter("half-open-evicted"), 0);
+}

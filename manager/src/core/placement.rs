@@ -214,7 +214,12 @@ impl ManagerCore {
             self.count("unknown-flow-dropped");
             return;
         }
-        if is_tcp && syn {
+        // The half-open limit bounds what spoofed SYNs make the manager
+        // keep; a proof proved its client's address, and the client holds a
+        // completed handshake: refused, it would get no answer at all (a
+        // server-first protocol's client would wait for ever). So proofs
+        // are neither refused nor counted.
+        if is_tcp && syn && !proof {
             let limit = self.cfg.manager.max_half_open_flows as usize;
             let policy = s.cfg.half_open_policy();
             let name = s.name.clone();
@@ -291,7 +296,7 @@ impl ManagerCore {
         };
         let half_open = flow.state == FlowState::SynSeen;
         self.flows.insert(flow);
-        if half_open && self.cfg.manager.max_half_open_flows > 0 {
+        if half_open && !proof && self.cfg.manager.max_half_open_flows > 0 {
             self.flows.note_half_open(&name, key, now);
         }
         self.install(now, &key, &[from], echo, packet, out);
