@@ -184,6 +184,10 @@ VLIB_NODE_FN (affinity_node)
 	  b[i]->current_length = p->new_len;
 	  vnet_buffer (b[i])->sw_if_index[VLIB_TX] = 0;
 	  b[i]->flags |= VNET_BUFFER_F_LOCALLY_ORIGINATED;
+	  /* The core completed the punted packet's checksum: no offload may
+	     touch the message's bytes (they may be signed). */
+	  b[i]->flags &= ~VNET_BUFFER_F_OFFLOAD;
+	  vnet_buffer (b[i])->oflags = 0;
 	  break;
 	case AFFINITY_NEXT_LOAD_BALANCE:
 	  if (PREDICT_FALSE (p->new_len != p->len))

@@ -143,6 +143,20 @@ impl Worker {
         p.packet().get(..hit.info.total_len).unwrap_or_default()
     }
 
+    /// A packet about to leave the data path in a form that no longer
+    /// carries its buffer's checksum-offload request (a service message, a
+    /// held copy sent later as a new buffer) gets its TCP/UDP checksum
+    /// computed in full first: left partial, it reached the manager, and
+    /// came back from it or from the hold queue, with a checksum the
+    /// backend drops (every SYN-proxied request waited for a
+    /// retransmission on VPP, whose af_packet input marks a local sender's
+    /// packets partial).
+    #[cold]
+    fn complete_partial(p: &mut PacketBuf<'_>) {
+        crate::wire::checksum::complete_l4(p.packet());
+        p.l4_partial = false;
+    }
+
     /// Sends the manager a copy of the match; the packet carries on.
     pub(super) fn send_copy(&mut self, ctx: &BatchCtx<'_>, p: &mut PacketBuf<'_>, hit: &Hit<'_>) {
         let data = self.interest_data(hit, 0);
@@ -150,6 +164,11 @@ impl Worker {
             .actions
             .interest()
             .is_some_and(|c| c.flags & InterestCriteria::DATA != 0);
+        if with_packet && p.l4_partial {
+            // The copy must be whole; the packet itself goes on complete
+            // too (a full checksum is valid where a partial one was).
+            Self::complete_partial(p);
+        }
         let pkt = if with_packet {
             Some(Self::ip_packet(p, hit))
         } else {
@@ -171,6 +190,11 @@ impl Worker {
         let to = self.destination(ctx, hit.actions);
         let c = hit.actions.interest().unwrap_or_default();
         let with_packet = c.flags & InterestCriteria::DATA != 0;
+        if p.l4_partial {
+            // Held, copied or punted in place, it leaves without its
+            // offload request.
+            Self::complete_partial(p);
+        }
         if c.flags & InterestCriteria::HOLD != 0 {
             let deadline = ctx.now_ns + self.agent.config.hold_timeout_ms * 1_000_000;
             let rank = hit.wildcard.map_or(FIXED_RANK, |w| w.rank());

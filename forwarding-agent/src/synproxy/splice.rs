@@ -391,7 +391,7 @@ impl SpliceTable {
         }
         let mut copy = pkt.to_vec();
         if l4_partial {
-            complete_l4_checksum(&mut copy);
+            checksum::complete_l4(&mut copy);
         }
         p.held.push(copy);
         p.bytes += n;
@@ -506,21 +506,6 @@ impl SpliceTable {
     /// Forgets `key` (its fixed affinity was deleted).
     pub fn forget(&self, key: &affinity_api::AffinityKey) {
         self.spliced.lock().remove(key);
-    }
-}
-
-/// Computes the TCP checksum of `pkt` (an IPv4 packet) in full, in
-/// place (for a copy of a packet whose checksum was left partial for the
-/// NIC); a packet that does not parse is left alone.
-fn complete_l4_checksum(pkt: &mut [u8]) {
-    let Ok(info) = wire::parse_ipv4(pkt) else {
-        return;
-    };
-    if let Some(c) = checksum::l4_checksum(pkt, &info) {
-        let at = info.l4_offset + tcp::field::CHECKSUM.start;
-        if let Some(f) = pkt.get_mut(at..at + 2) {
-            f.copy_from_slice(&c.to_be_bytes());
-        }
     }
 }
 

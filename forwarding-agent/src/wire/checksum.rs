@@ -45,6 +45,33 @@ pub fn l4_checksum_field(protocol: IpProtocol) -> Option<Field> {
     }
 }
 
+/// Writes the full TCP or UDP checksum of IPv4 packet `pkt` into its
+/// field ([`l4_checksum`]): for a packet whose checksum was left partial
+/// for the NIC (its field holds only the pseudo-header sum), before it
+/// leaves in a form that no longer carries the offload request — a punt
+/// or a copy in a service message, a held packet sent later as a new
+/// buffer. Returns whether it was written (false: not TCP or UDP, a
+/// fragment, or not a parsable packet).
+pub fn complete_l4(pkt: &mut [u8]) -> bool {
+    let Ok(info) = super::parse_ipv4(pkt) else {
+        return false;
+    };
+    let (Some(c), Some(f)) = (
+        l4_checksum(pkt, &info),
+        l4_checksum_field(IpProtocol::from(info.key.protocol)),
+    ) else {
+        return false;
+    };
+    let at = info.l4_offset + f.start;
+    match pkt.get_mut(at..at + 2) {
+        Some(field) => {
+            field.copy_from_slice(&c.to_be_bytes());
+            true
+        }
+        None => false,
+    }
+}
+
 /// Full recompute of the TCP or UDP checksum including the pseudo-header
 /// (the checksum field is treated as zero). `None` for other protocols,
 /// fragments and truncated transport headers.
