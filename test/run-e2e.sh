@@ -255,7 +255,10 @@ if [ "${denies:-0}" -gt 0 ] && [ "${retried:-0}" -gt 0 ] && [ "$ok" = 3 ]; then
 else
     fail unsupported-action "denies=${denies:-0} retried=${retried:-0} ok=$ok"
     echo "$u_out" | sed 's/^/  client: /'; agent_cmd 1 wildcard | head -12 | sed 's/^/  a1: /'
-    agent_cmd 1 stats | awk '$1 > 0' | sed 's/^/  a1: /'; grep -i 'deny\|retry' "$LAB_DIR"/m1.log | tail -n 4 | sed 's/^/  m1: /' 
+    agent_cmd 1 stats | awk '$1 > 0' | sed 's/^/  a1: /'; grep -i 'deny\|retry' "$LAB_DIR"/m1.log | tail -n 4 | sed 's/^/  m1: /'
+    manager_cmd 1 status | awk '$1 == "counter" && $3 > 0' | sed 's/^/  m1: /'
+    manager_cmd 1 status | grep -E 'backend|not used|refus' | sed 's/^/  m1: /'
+    tail -n 8 "$LAB_DIR"/m1.log | sed 's/^/  m1 log: /' 
 fi
 
 # 10b. An agent that cannot NAT (issue 13): agent 2 runs with NAT disabled.

@@ -255,6 +255,55 @@ fn unsupported_optional_advertise_is_retried_without_it() {
     assert!(!mgr.status(0).contains("advertise\n"));
 }
 
+/// The same, with the agent's hello (which lacks the advertise action)
+/// reaching the manager before its deny, as a restarted agent that hears
+/// the manager sends both at once: the optional action is dropped, the
+/// agent still used, and its clients' connections placed. Failed before:
+/// the hello stopped the service on the agent for good
+/// (`interest-from-agent-not-used`), the e2e `unsupported-action` flake.
+#[test]
+fn a_hello_lacking_an_optional_action_does_not_stop_the_service() {
+    let cfg = config("advertise = true\noptional_actions = [\"advertise\"]", "");
+    let mgr_addr = cfg.manager.listen;
+    let mut mgr = ManagerCore::new(cfg, 0);
+    let agent = Agent::new(AgentConfig {
+        disabled_actions: vec![seg::ADVERTISE_ACTION],
+        agent_addr: Ipv4Addr::new(192, 0, 2, 1),
+        ..Default::default()
+    });
+    let a1 = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), AGENT_PORT);
+    let _ = mgr.handle_datagram(0, a1, &agent.build_hello());
+    let out = mgr.tick(0);
+    let mut retried = Vec::new();
+    for (_, m) in out.iter().filter(|(to, _)| *to == a1) {
+        for (_, deny) in agent.handle_control(0, mgr_addr, m).replies {
+            retried.extend(mgr.handle_datagram(0, a1, &deny));
+        }
+    }
+    for (_, m) in retried.iter().filter(|(to, _)| *to == a1) {
+        let _ = agent.handle_control(0, mgr_addr, m);
+    }
+    assert_eq!(agent.wildcard_entries(0).len(), 7);
+    // A client's SYN through the agent: punted, and placed.
+    let mut w = agent.worker();
+    let syn = build::tcp(client(7), 4242, VIP, 80, build::TCP_SYN, 1, 0, &[]);
+    let mut buf = vec![0u8; 256 + syn.len()];
+    buf[256..].copy_from_slice(&syn);
+    let mut out = [Disposition::Pass];
+    let n = syn.len();
+    w.process_batch(
+        SEC,
+        &mut [affinity_forwarding_agent::PacketBuf::new(&mut buf, 256, n)],
+        &mut out,
+    );
+    let Disposition::Punt { start, .. } = out[0] else {
+        panic!("{:?}", out[0])
+    };
+    let _ = mgr.handle_datagram(SEC, a1, &buf[start..]);
+    assert_eq!(mgr.counters.get("interest-from-agent-not-used"), None);
+    assert_eq!(mgr.counters.get("flows-created"), Some(&1));
+}
+
 #[test]
 fn unhealthy_and_drained_backends_get_no_new_flows() {
     let mut s = Sim::new(config("", ""));

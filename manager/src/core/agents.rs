@@ -37,7 +37,13 @@ impl ManagerCore {
     }
 
     /// An agent hello: keeps its capabilities and stops using it for the
-    /// services that need an action it lacks.
+    /// services that need an action it lacks — never for a lacking action
+    /// the service lists as optional (`optional_actions`): that one is
+    /// dropped from the service when the agent denies it, and the service
+    /// goes on without it. Before, a hello that came before that deny (a
+    /// restarted agent hearing the manager: its hello and its deny race)
+    /// stopped the service on the agent for good, and its clients' new
+    /// connections timed out (the e2e `unsupported-action` flake).
     pub(super) fn on_hello(&mut self, from: SocketAddrV4, msg: &ServiceMessage<'_>) {
         self.count("rx-hello");
         let Some(caps) = msg.segments().find_map(|(s, _)| match s {
@@ -51,9 +57,10 @@ impl ManagerCore {
             a.refused.clear();
         }
         self.refuse_services(from, |s| {
-            messages::needed_actions(s)
-                .into_iter()
-                .find(|&t| caps & (1u32 << t) == 0)
+            messages::needed_actions(s).into_iter().find(|&t| {
+                caps & (1u32 << t) == 0
+                    && !(t == seg::ADVERTISE_ACTION && s.cfg.action_optional("advertise"))
+            })
         });
     }
 
