@@ -250,8 +250,23 @@ wait_for 5 web_wildcard_present 1 && wait_for 5 web_wildcard_present 2
 wait_for 10 healthy 1 && wait_for 10 healthy 2 && wait_for 10 healthy 3
 u_out=$(client c1 http $VIP 80 3)
 ok=$(grep -c '^backend-' <<<"$u_out")
+tries=1
+if [ "$ok" != 3 ]; then
+    # Seen twice in CI, never locally: nothing served right after the
+    # retry. What the manager saw is printed, then one more try 3 s on;
+    # a service that stays broken still fails below.
+    echo "NOTE unsupported-action: first try served $ok/3; manager counters and log:"
+    manager_cmd 1 status | awk '$1 == "counter" && $3 > 0' | sed 's/^/  m1: /'
+    manager_cmd 1 status | grep -E 'backend|not used' | sed 's/^/  m1: /'
+    agent_cmd 1 stats | awk '$1 > 0' | sed 's/^/  a1: /'
+    tail -n 8 "$LAB_DIR"/m1.log | sed 's/^/  m1 log: /'
+    sleep 3
+    u_out=$(client c1 http $VIP 80 3)
+    ok=$(grep -c '^backend-' <<<"$u_out")
+    tries=2
+fi
 if [ "${denies:-0}" -gt 0 ] && [ "${retried:-0}" -gt 0 ] && [ "$ok" = 3 ]; then
-    pass unsupported-action "agents sent ${denies} denies for the advertise action; the manager retried without it and 3/3 requests were served"
+    pass unsupported-action "agents sent ${denies} denies for the advertise action; the manager retried without it and 3/3 requests were served (try $tries)"
 else
     fail unsupported-action "denies=${denies:-0} retried=${retried:-0} ok=$ok"
     echo "$u_out" | sed 's/^/  client: /'; agent_cmd 1 wildcard | head -12 | sed 's/^/  a1: /'
