@@ -81,6 +81,23 @@ impl ActivityState {
     }
 }
 
+/// The (packets, bytes) `key`'s fixed affinity carried since its last
+/// report, from its totals now and those at that report (`last`). Fewer
+/// packets than then: the slot was reused by a new entry of the same key,
+/// and everything it counted is new.
+fn since_last(
+    last: &HashMap<AffinityKey, (u64, u64)>,
+    key: &AffinityKey,
+    (p, b): (u64, u64),
+) -> (u64, u64) {
+    let (lp, lb) = last.get(key).copied().unwrap_or((0, 0));
+    if p >= lp {
+        (p - lp, b.saturating_sub(lb))
+    } else {
+        (p, b)
+    }
+}
+
 /// One active affinity in a report.
 struct Entry {
     key: AffinityKey,
@@ -123,14 +140,7 @@ impl Agent {
                 return true;
             }
             seen.insert(key, (p, b));
-            // Fewer than last time: the slot was reused by a new entry of
-            // the same key; everything it counted is new.
-            let (lp, lb) = last.get(&key).copied().unwrap_or((0, 0));
-            let (dp, db) = if p >= lp {
-                (p - lp, b.saturating_sub(lb))
-            } else {
-                (p, b)
-            };
+            let (dp, db) = since_last(last, &key, (p, b));
             if dp > 0 {
                 // Every TCP pair says the agent marks handshakes, so a
                 // manager that missed this agent's hello still applies
@@ -272,12 +282,7 @@ impl Agent {
                 continue;
             }
             let (p, b) = self.fixed.counters(slot);
-            let (lp, lb) = st.activity.last.get(&key).copied().unwrap_or((0, 0));
-            let (dp, db) = if p >= lp {
-                (p - lp, b.saturating_sub(lb))
-            } else {
-                (p, b)
-            };
+            let (dp, db) = since_last(&st.activity.last, &key, (p, b));
             if dp == 0 {
                 // A periodic report since carried it, marks and all.
                 continue;

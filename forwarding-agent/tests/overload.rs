@@ -678,8 +678,7 @@ fn syn_proxy_keeps_the_clients_first_data_from_the_backend_until_the_splice_then
     );
     // The SYN-ACK's buffer is consumed: the kept ACK leaves first through
     // the released queue, then both held copies, adjusted, to the backend
-    // (in the SYN-ACK's buffer, VPP sent the ACK after them, and the
-    // backend dropped a request that came before its handshake's ACK).
+    // (in the SYN-ACK's buffer, VPP sent the ACK after them).
     assert_eq!(
         run(&mut w, SEC, &synack).0,
         Disposition::Consumed(Counter::SynProxySpliced)
@@ -916,8 +915,7 @@ fn early_request_case(snat: bool, path: EarlyPath) {
     );
     // Its buffer is consumed; the kept ACK, then the held request, leave in
     // that order through the released queue (the ACK in the SYN-ACK's
-    // buffer left after the queue on VPP, and the backend dropped the
-    // request that came first).
+    // buffer left after the queue on VPP).
     let (d, _) = run(&mut w, SEC, &synack);
     assert_eq!(d, Disposition::Consumed(Counter::SynProxySpliced), "{case}");
     sent.extend(w.take_released().into_iter().map(|(p, d)| (d, p)));

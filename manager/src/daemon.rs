@@ -86,6 +86,22 @@ pub struct Daemon {
     action_log: crate::logging::RateLimit,
 }
 
+/// Sizes the service-message socket's kernel receive buffer to `bytes`
+/// (`[manager] receive_buffer`, at bind and on reload); a smaller grant
+/// (capped by `net.core.rmem_max`) or an error is logged.
+fn size_receive_buffer(socket: &UdpSocket, bytes: u32) {
+    let asked = bytes as usize;
+    match affinity_daemon_common::udp::set_receive_buffer(socket, asked) {
+        // Linux reports double what it keeps for data.
+        Ok(granted) if granted >= asked => {}
+        granted => tracing::warn!(
+            granted = ?granted.ok(),
+            asked,
+            "service-message socket receive buffer smaller than receive_buffer (raise net.core.rmem_max)"
+        ),
+    }
+}
+
 /// Datagrams handled at most per round of the loop (then timers, health
 /// results and commands run): bounds how late they can be under a flood.
 const ROUND_HANDLED: usize = 1024;
@@ -117,16 +133,7 @@ impl Daemon {
             let _ = socket2::SockRef::from(&socket).set_multicast_if_v4(&ifaddr);
         }
         socket_multicast_ttl(&socket);
-        let asked = cfg.manager.receive_buffer as usize;
-        match affinity_daemon_common::udp::set_receive_buffer(&socket, asked) {
-            // Linux reports double what it keeps for data.
-            Ok(granted) if granted >= asked => {}
-            granted => tracing::warn!(
-                granted = ?granted.ok(),
-                asked,
-                "service-message socket receive buffer smaller than receive_buffer (raise net.core.rmem_max)"
-            ),
-        }
+        size_receive_buffer(&socket, cfg.manager.receive_buffer);
         let mut cfg = cfg;
         if let Ok(SocketAddr::V4(a)) = socket.local_addr() {
             cfg.manager.listen = SocketAddrV4::new(*cfg.manager.listen.ip(), a.port());
@@ -291,12 +298,7 @@ impl Daemon {
                 self.reload();
                 let limit = self.core.config().manager.receive_queue as usize;
                 queue.set_limits(limit, crate::config::RECEIVE_QUEUE_BYTES);
-                let asked = self.core.config().manager.receive_buffer as usize;
-                if !affinity_daemon_common::udp::set_receive_buffer(&self.socket, asked)
-                    .is_ok_and(|granted| granted >= asked)
-                {
-                    tracing::warn!(asked, "service-message socket receive buffer smaller than receive_buffer (raise net.core.rmem_max)");
-                }
+                size_receive_buffer(&self.socket, self.core.config().manager.receive_buffer);
             }
             if drops_checked.elapsed() >= Duration::from_secs(1) {
                 drops_checked = Instant::now();

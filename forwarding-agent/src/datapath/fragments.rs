@@ -299,32 +299,17 @@ impl super::Worker {
                 let held = self
                     .frag
                     .decide(info, decision, ctx.now_ns, &mut self.counters);
-                self.release(ctx, held);
+                self.release_fragments(ctx, held);
             }
         }
     }
 
     /// Sends held fragments the way their first fragment's decision says
-    /// (rewritten in place, each with its disposition, for
-    /// [`super::Worker::take_released`]).
-    fn release(&mut self, ctx: &super::BatchCtx<'_>, held: Vec<Vec<u8>>) {
-        for mut pkt in held {
-            let len = pkt.len();
-            let info = crate::wire::parse_ipv4(&pkt);
-            let cur = self.cur;
-            let mut p = super::PacketBuf::new(&mut pkt, 0, len);
-            let d = self.process_counted(
-                ctx,
-                &mut p,
-                &info,
-                super::lookup::Lookup::Later,
-                super::lookup::Origin::Wire,
-            );
-            let len = p.len;
-            self.cur = cur;
-            pkt.truncate(len);
+    /// ([`super::Worker::release`]).
+    fn release_fragments(&mut self, ctx: &super::BatchCtx<'_>, held: Vec<Vec<u8>>) {
+        for pkt in held {
+            self.release(ctx, pkt);
             self.counters.inc(Counter::FragmentReleased);
-            self.released.push((pkt, d));
         }
     }
 
@@ -347,7 +332,7 @@ impl super::Worker {
                 .is_some_and(|(v, _)| v.expires_ds > ctx.now);
             if live {
                 let held = self.frag.decide_awaiting(k, Decision::Fixed(key));
-                self.release(ctx, held);
+                self.release_fragments(ctx, held);
             }
         }
     }

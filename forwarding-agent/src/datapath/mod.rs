@@ -388,6 +388,26 @@ impl Worker {
         std::mem::take(&mut self.released)
     }
 
+    /// A packet the worker kept (an IPv4 packet, already counted) sent on
+    /// through the packet path now — a held fragment once its first
+    /// fragment's decision came, a SYN-proxied connection's kept ACK and
+    /// early data once spliced — rewritten, with its disposition, for
+    /// [`Worker::take_released`]. The decision of the packet in progress
+    /// (`cur`, for the trace) is left as it was.
+    #[cold]
+    #[inline(never)]
+    fn release(&mut self, ctx: &BatchCtx<'_>, mut pkt: Vec<u8>) {
+        let len = pkt.len();
+        let info = wire::parse_ipv4(&pkt);
+        let cur = self.cur;
+        let mut p = PacketBuf::new(&mut pkt, 0, len);
+        let d = self.process_counted(ctx, &mut p, &info, Lookup::Later, Origin::Wire);
+        let len = p.len;
+        self.cur = cur;
+        pkt.truncate(len);
+        self.released.push((pkt, d));
+    }
+
     /// Whether [`Worker::process_batch`] keeps a [`Decision`] per packet
     /// (off by default: VPP turns it on for frames that carry traced
     /// packets).

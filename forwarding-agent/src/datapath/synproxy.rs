@@ -205,17 +205,15 @@ impl Worker {
         self.counters.inc(Counter::SynProxySpliced);
         if !held.is_empty() {
             // Early data behind it: the ACK leaves first through the same
-            // queue as the data, and the SYN-ACK's buffer is consumed. In
-            // the SYN-ACK's buffer the ACK would leave after the queue on
-            // VPP (the frame is enqueued once the node returns, released
-            // packets from inside the call), and the backend, still in
-            // SYN-RECEIVED, dropped a request that came before the ACK:
-            // every connection waited for the client's retransmission
-            // (~200 ms, measured in the VPP flood bench).
+            // queue as the data, and the SYN-ACK's buffer is consumed, so
+            // every agent sends them in the client's order. In the
+            // SYN-ACK's buffer the ACK left after the queue on VPP (the
+            // frame is enqueued once the node returns, released packets
+            // from inside the call).
             self.counters.inc(Counter::Packets);
-            self.release_spliced(ctx, pending.packet);
+            self.release(ctx, pending.packet);
             for pkt in held {
-                self.release_spliced(ctx, pkt);
+                self.release(ctx, pkt);
                 self.counters.inc(Counter::SynProxyEarlyDataReleased);
             }
             return Some(Disposition::Consumed(Counter::SynProxySpliced));
@@ -235,27 +233,6 @@ impl Worker {
             }
         };
         Some(d)
-    }
-
-    /// Sends a spliced connection's packet (its kept ACK, then its held
-    /// early data, in order) on through its now adjusted fixed affinity
-    /// (sequence adjust, NAT, timestamps: the normal act path), rewritten,
-    /// with its disposition, for [`super::Worker::take_released`] — the way
-    /// held fragments leave, so the host agent and the VPP plugin send them
-    /// the same way, in this order. Counted as a packet by the caller (the
-    /// early data when it came).
-    #[cold]
-    #[inline(never)]
-    fn release_spliced(&mut self, ctx: &BatchCtx<'_>, mut pkt: Vec<u8>) {
-        let len = pkt.len();
-        let info = wire::parse_ipv4(&pkt);
-        let cur = self.cur;
-        let mut q = PacketBuf::new(&mut pkt, 0, len);
-        let d = self.process_counted(ctx, &mut q, &info, Lookup::Later, Origin::Wire);
-        let len = q.len;
-        self.cur = cur;
-        pkt.truncate(len);
-        self.released.push((pkt, d));
     }
 }
 
