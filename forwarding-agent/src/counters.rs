@@ -148,6 +148,16 @@ counters! {
     // A backend refused a SYN-proxied connection (RST to the agent's SYN):
     // relayed to the client, the connection given up.
     SynProxyBackendRefused => "syn-proxy-backend-refused",
+    // A proved flow's packet with the cookie, no answer from the manager
+    // within `synproxy::REPROVE_NS` of its last proof (punt or answer
+    // lost): punted as the proof again (also counted
+    // `syn-proxy-cookie-ack-proved`). Within it, such packets are early
+    // data, never a second proof.
+    SynProxyReproved => "syn-proxy-proof-repeated",
+    // A manager's answer to a proof of a connection its backend already
+    // refused (a repeated proof's late answer): no second backend SYN; the
+    // packet is dropped (the client had the RST).
+    SynProxyAnswerAfterRefusal => "syn-proxy-answer-after-refusal",
     // A bare SYN on a spliced flow's fixed affinity (the client reused the
     // 5-tuple while the old connection's affinities are installed):
     // answered with a new cookie (also counted `syn-proxy-syn-answered`).

@@ -597,42 +597,59 @@ fn the_hello_lists_the_admission_action_with_the_seed_actions() {
     assert_eq!(hello_actions(&c.build_hello()), Some(0x0010_7c00));
 }
 
-#[test]
-fn syn_proxy_keeps_the_clients_first_data_from_the_backend_until_the_splice_then_sends_it() {
-    let cport = 40000;
-    let (a, mut w, ack, cookie, tsval) = proved(cport);
-    // The client's request right behind its ACK, with the same valid
-    // cookie: it proves the connection too (as with SYNPROXY: were the ACK
-    // lost, it would be all that comes), so both reach the manager before
-    // its first answer is back.
+/// Packets `pkts` through worker `w` at `now` as one batch (as a VPP frame
+/// carries the client's ACK and its request together): each one's
+/// disposition and its slot of the batch's buffer (`HEADROOM` bytes of
+/// headroom, then the packet, to its length after processing).
+fn run_batch(w: &mut Worker, now: u64, pkts: &[Vec<u8>]) -> Vec<(Disposition, Vec<u8>)> {
+    let slot = HEADROOM + 2048;
+    let mut bufs = vec![0u8; slot * pkts.len()];
+    let mut bs = batch(&mut bufs, slot, HEADROOM, pkts);
+    let mut out = vec![Disposition::Pass; pkts.len()];
+    w.process_batch(now, &mut bs, &mut out);
+    let lens: Vec<usize> = bs.iter().map(|b| b.len).collect();
+    drop(bs);
+    out.into_iter()
+        .zip(bufs.chunks(slot).zip(lens))
+        .map(|(d, (b, len))| (d, b[..HEADROOM + len].to_vec()))
+        .collect()
+}
+
+/// The client's request right behind its cookie ACK (same cookie, TSecr
+/// the SYN-ACK's TSval).
+fn request(cport: u16, cookie: u32, tsval: u32, body: &[u8]) -> Vec<u8> {
     let opts = TcpOptions {
         timestamps: Some((12346, tsval)),
         ..TcpOptions::default()
     };
     let flags = build::TCP_ACK | build::TCP_PSH;
-    let req = with_options(
-        build::tcp(
-            CLIENT,
-            cport,
-            VIP,
-            80,
-            flags,
-            1001,
-            cookie.wrapping_add(1),
-            b"GET / HTTP/1.0\r\n\r\n",
-        ),
+    with_options(
+        from_client(cport, flags, 1001, cookie.wrapping_add(1), body),
         &opts,
+    )
+}
+
+#[test]
+fn syn_proxy_keeps_the_clients_first_data_from_the_backend_until_the_splice_then_sends_it() {
+    let cport = 40000;
+    let (a, mut w, ack, cookie, tsval) = proved(cport);
+    // The client's request right behind its ACK, with the same valid
+    // cookie, in the next batch, before the manager's answer is back: the
+    // connection is proved already, so the request is held as early data,
+    // not punted as a second proof (before, both were punted and the
+    // manager saw two interest matches for one connection).
+    let req = request(cport, cookie, tsval, b"GET / HTTP/1.0\r\n\r\n");
+    let (d, buf) = run(&mut w, SEC, &ack);
+    let echo = punt_echo(d, &buf);
+    assert_eq!(
+        run(&mut w, SEC, &req).0,
+        Disposition::Consumed(Counter::SynProxyEarlyDataHeld)
     );
-    let mut echoes = Vec::new();
-    for p in [&ack, &req] {
-        let (d, buf) = run(&mut w, SEC, p);
-        let Disposition::Punt { start, .. } = d else {
-            panic!("{d:?}")
-        };
-        let msg = ServiceMessage::parse(&buf[start..]).unwrap();
-        echoes.push(msg.fa_interest_data().unwrap().to_vec());
-    }
-    assert_eq!(a.counter(Counter::SynProxyProved), 2);
+    assert!(w.take_messages().is_empty(), "no second match out of line");
+    assert_eq!(a.counter(Counter::SynProxyProved), 1);
+    assert_eq!(a.counter(Counter::Punted), 1);
+    assert_eq!(a.counter(Counter::SynProxyEarlyDataHeld), 1);
+    let echoes = [echo];
     // The answer to the ACK: kept, the backend SYN goes out.
     let out = a.handle_control(
         SEC,
@@ -640,14 +657,6 @@ fn syn_proxy_keeps_the_clients_first_data_from_the_backend_until_the_splice_then
         &flow_msg(MGR, 3, cport, 30, Some(&echoes[0]), Some(&ack)),
     );
     assert_eq!(out.returned.len(), 1, "the backend SYN");
-    // The answer to the request: the connection is pending, its SYN out;
-    // no second SYN, the request is held for the splice.
-    let out = a.handle_control(
-        SEC,
-        from(MGR),
-        &flow_msg(MGR, 4, cport, 30, Some(&echoes[1]), Some(&req)),
-    );
-    assert!(out.returned.is_empty(), "{:?}", out.returned.len());
     assert_eq!(a.counter(Counter::SynProxyBackendSyn), 1);
     assert_eq!(a.counter(Counter::SynProxyEarlyDataHeld), 1);
     // Its retransmission on the fixed affinity, the backend not yet
@@ -705,12 +714,14 @@ fn syn_proxy_keeps_the_clients_first_data_from_the_backend_until_the_splice_then
     let info = wire::parse_ipv4(out_req).unwrap();
     assert_eq!((info.key.dst_addr, info.key.dst_port), (BACKEND, 8080));
     assert_eq!(seq_ack(out_req), (1001, 0x1234_5679));
-    // A late answer to a second proof, after the splice: the packet goes
-    // on as returned, through the adjusted flow; no new SYN.
+    // A late answer to a repeated proof (the request, punted again after
+    // `REPROVE_NS` without an answer; it echoes the same state), after the
+    // splice: the packet goes on as returned, through the adjusted flow; no
+    // new SYN.
     let out = a.handle_control(
         SEC,
         from(MGR),
-        &flow_msg(MGR, 5, cport, 30, Some(&echoes[1]), Some(&req)),
+        &flow_msg(MGR, 5, cport, 30, Some(&echoes[0]), Some(&req)),
     );
     assert_eq!(out.returned.len(), 1);
     assert_eq!(out.returned[0].packet, req);
@@ -755,9 +766,16 @@ fn a_proved_flow_is_held_back_before_the_control_path_makes_it_pending() {
 /// agent before the splice.
 #[derive(Debug, Clone, Copy)]
 enum EarlyPath {
-    /// Before the manager's answer: it proves the connection a second
-    /// time and comes back in the manager's answer to that.
-    SecondProof,
+    /// In the same batch as the ACK (one VPP frame): held on the wildcard,
+    /// the connection proved by the ACK just before it.
+    SameBatch,
+    /// In a later batch, before the manager's answer: held on the wildcard.
+    BeforeAnswer,
+    /// After [`synproxy::REPROVE_NS`] without the manager's answer: it
+    /// proves the connection again (the first punt might be lost) and
+    /// comes back in the manager's answer to that, which arrives while the
+    /// connection is pending.
+    Reproved,
     /// After the manager's answer: on the flow's fixed affinity.
     FixedAffinity,
 }
@@ -810,7 +828,12 @@ fn snat_flow_msg(seq: u64, cport: u16, echo: Option<&[u8]>, packet: Option<&[u8]
 #[test]
 fn early_request_reaches_the_backend_once_after_the_splice_adjusted_and_translated() {
     for snat in [false, true] {
-        for path in [EarlyPath::SecondProof, EarlyPath::FixedAffinity] {
+        for path in [
+            EarlyPath::SameBatch,
+            EarlyPath::BeforeAnswer,
+            EarlyPath::Reproved,
+            EarlyPath::FixedAffinity,
+        ] {
             early_request_case(snat, path);
         }
     }
@@ -848,23 +871,54 @@ fn early_request_case(snat: bool, path: EarlyPath) {
         let msg = ServiceMessage::parse(&buf[start..]).unwrap();
         msg.fa_interest_data().unwrap().to_vec()
     };
-    let (d, buf) = run(&mut w, SEC, &ack);
-    let echo_ack = echo_of(d, &buf);
+    let held = Disposition::Consumed(Counter::SynProxyEarlyDataHeld);
+    let echo_ack = match path {
+        EarlyPath::SameBatch => {
+            let r = run_batch(&mut w, SEC, &[ack.clone(), req.clone()]);
+            assert_eq!(r[1].0, held, "{case}: the request");
+            echo_of(r[0].0, &r[0].1)
+        }
+        _ => {
+            let (d, buf) = run(&mut w, SEC, &ack);
+            echo_of(d, &buf)
+        }
+    };
+    // What the manager's answer to the ACK finds: from here on, time is
+    // `now` (the reproof waits for `REPROVE_NS`).
+    let now = match path {
+        EarlyPath::Reproved => SEC + affinity_forwarding_agent::synproxy::REPROVE_NS,
+        _ => SEC,
+    };
     let echo_req = match path {
-        EarlyPath::SecondProof => {
-            let (d, buf) = run(&mut w, SEC, &req);
+        EarlyPath::BeforeAnswer => {
+            assert_eq!(run(&mut w, SEC, &req).0, held, "{case}");
+            None
+        }
+        EarlyPath::Reproved => {
+            // Just before the reproof time: still early data.
+            let (d, _) = run(&mut w, now - 1, &req);
+            assert_eq!(d, held, "{case}");
+            let (d, buf) = run(&mut w, now, &req);
             Some(echo_of(d, &buf))
         }
-        EarlyPath::FixedAffinity => None,
+        EarlyPath::SameBatch | EarlyPath::FixedAffinity => None,
     };
+    let proofs = match path {
+        EarlyPath::Reproved => 2,
+        _ => 1,
+    };
+    assert_eq!(a.counter(Counter::SynProxyProved), proofs, "{case}");
+    assert_eq!(a.counter(Counter::Punted), proofs, "{case}");
+    assert_eq!(a.counter(Counter::SynProxyReproved), proofs - 1, "{case}");
+    assert!(w.take_messages().is_empty(), "{case}");
     // The manager's answer to the ACK: the backend SYN goes out.
-    let out = a.handle_control(SEC, from(MGR), &answer(3, Some(&echo_ack), Some(&ack)));
+    let out = a.handle_control(now, from(MGR), &answer(3, Some(&echo_ack), Some(&ack)));
     assert!(out.replies.is_empty(), "{case}: {:?}", out.replies);
     assert_eq!(out.returned.len(), 1, "{case}: the backend SYN");
     let r = &out.returned[0];
     let mut sbuf = buffer(&r.packet, 64);
     let len = r.packet.len();
-    let d = w.process_returned(SEC, &mut PacketBuf::new(&mut sbuf, 64, len), r.rank_limit);
+    let d = w.process_returned(now, &mut PacketBuf::new(&mut sbuf, 64, len), r.rank_limit);
     assert_eq!(d, Disposition::Pass, "{case}");
     let syn = sbuf[64..].to_vec();
     let info = wire::parse_ipv4(&syn).unwrap();
@@ -876,20 +930,23 @@ fn early_request_case(snat: bool, path: EarlyPath) {
     );
     // The request meets the agent before the backend answers: held.
     match path {
-        EarlyPath::SecondProof => {
-            let out = a.handle_control(SEC, from(MGR), &answer(4, echo_req.as_deref(), Some(&req)));
+        EarlyPath::Reproved => {
+            let out = a.handle_control(now, from(MGR), &answer(4, echo_req.as_deref(), Some(&req)));
             assert!(out.returned.is_empty(), "{case}: no second SYN, no request");
         }
         EarlyPath::FixedAffinity => {
-            let (d, _) = run(&mut w, SEC, &req);
-            assert_eq!(
-                d,
-                Disposition::Consumed(Counter::SynProxyEarlyDataHeld),
-                "{case}"
-            );
+            let (d, _) = run(&mut w, now, &req);
+            assert_eq!(d, held, "{case}");
         }
+        EarlyPath::SameBatch | EarlyPath::BeforeAnswer => {}
     }
-    assert_eq!(a.counter(Counter::SynProxyEarlyDataHeld), 1, "{case}");
+    // The reproved path held the request twice: before the reproof, and
+    // the reproof's answer.
+    let copies = match path {
+        EarlyPath::Reproved => 2,
+        _ => 1,
+    };
+    assert_eq!(a.counter(Counter::SynProxyEarlyDataHeld), copies, "{case}");
     assert_eq!(a.counter(Counter::SynProxyBackendSyn), 1, "{case}");
     assert!(
         w.take_released().is_empty(),
@@ -916,11 +973,15 @@ fn early_request_case(snat: bool, path: EarlyPath) {
     // Its buffer is consumed; the kept ACK, then the held request, leave in
     // that order through the released queue (the ACK in the SYN-ACK's
     // buffer left after the queue on VPP).
-    let (d, _) = run(&mut w, SEC, &synack);
+    let (d, _) = run(&mut w, now, &synack);
     assert_eq!(d, Disposition::Consumed(Counter::SynProxySpliced), "{case}");
     sent.extend(w.take_released().into_iter().map(|(p, d)| (d, p)));
     assert_eq!(a.counter(Counter::SynProxySpliced), 1, "{case}");
-    assert_eq!(sent.len(), 2, "{case}: the ACK, then the request");
+    assert_eq!(
+        sent.len() as u64,
+        1 + copies,
+        "{case}: the ACK, then the request"
+    );
     // Exactly as the client would have sent them to the backend directly
     // (checksums computed in full by the builder).
     let to_backend = |flags, ack, payload: &[u8], opts: &TcpOptions| {
@@ -941,20 +1002,28 @@ fn early_request_case(snat: bool, path: EarlyPath) {
     let want_ack = to_backend(build::TCP_ACK, b_isn.wrapping_add(1), &[], &ts(12346, 777));
     let want_req = to_backend(push, b_isn.wrapping_add(1), body, &ts(12347, 777));
     assert_eq!(sent[0], (Disposition::Pass, want_ack), "{case}: the ACK");
-    assert_eq!(
-        sent[1],
-        (Disposition::Pass, want_req),
-        "{case}: the request"
-    );
+    // (Reproved: the copy held before the reproof, then the reproof's;
+    // the backend takes the second as a duplicate segment.)
+    for r in &sent[1..] {
+        assert_eq!(
+            *r,
+            (Disposition::Pass, want_req.clone()),
+            "{case}: the request"
+        );
+    }
     for (_, p) in &sent {
         assert!(checksums_ok(p), "{case}");
     }
-    assert_eq!(a.counter(Counter::SynProxyEarlyDataReleased), 1, "{case}");
+    assert_eq!(
+        a.counter(Counter::SynProxyEarlyDataReleased),
+        copies,
+        "{case}"
+    );
     assert_eq!(a.counter(Counter::SynProxyEarlyData), 0, "{case}");
     assert_eq!(a.counter(Counter::SynProxyEarlyDataExpired), 0, "{case}");
     // Nothing else comes out later, and nothing is left held.
-    a.tick(2 * SEC);
-    w.poll_fragments(2 * SEC);
+    a.tick(now + SEC);
+    w.poll_fragments(now + SEC);
     assert!(w.take_released().is_empty(), "{case}");
     assert_eq!(a.syn_proxy_held(), (0, 0), "{case}");
 }
@@ -1359,4 +1428,93 @@ fn a_backend_rst_to_a_proxied_syn_reaches_the_client_in_its_sequence_space() {
     // An RST of no pending connection is left alone.
     let (_, buf) = run(&mut w, SEC, &rst);
     assert_eq!(seq_ack(&packet_at(&buf)).0, 0);
+}
+
+/// The first proof's punt lost on its way to the manager: the client's
+/// retransmissions within `REPROVE_NS` are held (not a second proof), the
+/// first one after it is punted as the proof again, and the connection is
+/// set up from it with what was held behind it. Failed before the reproof
+/// time existed only in the other direction (every retransmission was a
+/// new proof); this pins that recovery still works.
+#[test]
+fn a_lost_proof_is_proved_again_by_a_retransmission_after_the_reproof_time() {
+    use affinity_forwarding_agent::synproxy::REPROVE_NS;
+    let cport = 40000;
+    let (a, mut w, ack, cookie, tsval) = proved(cport);
+    let (d, _) = run(&mut w, SEC, &ack);
+    assert!(matches!(d, Disposition::Punt { .. }), "{d:?} (lost)");
+    // A server-first client sends nothing more; a client-first one its
+    // request, retransmitted at about 200 ms, 600 ms, 1.4 s (Linux).
+    let req = request(cport, cookie, tsval, b"GET /");
+    let held = Disposition::Consumed(Counter::SynProxyEarlyDataHeld);
+    assert_eq!(run(&mut w, SEC + REPROVE_NS / 5, &req).0, held);
+    assert_eq!(run(&mut w, SEC + 3 * REPROVE_NS / 5, &req).0, held);
+    assert_eq!(a.counter(Counter::Punted), 1);
+    let t = SEC + 7 * REPROVE_NS / 5;
+    let (d, buf) = run(&mut w, t, &req);
+    let echo = punt_echo(d, &buf);
+    assert_eq!(a.counter(Counter::Punted), 2);
+    assert_eq!(a.counter(Counter::SynProxyReproved), 1);
+    // Within the next reproof time: held again.
+    assert_eq!(run(&mut w, t + 1, &req).0, held);
+    // The manager's answer to the reproof sets the connection up: the
+    // backend SYN, then at its SYN-ACK the request (the punted one, kept
+    // as the connection's first packet), then the held copies, adjusted.
+    let (syn_seq, first, rest) = answer_and_splice(
+        &a,
+        &mut w,
+        t,
+        3,
+        (cport, &echo, &req),
+        (0x4000_0000, 777, 12346),
+    );
+    assert_eq!(syn_seq, 1000);
+    assert_eq!(a.counter(Counter::SynProxyBackendSyn), 1);
+    assert_eq!(a.counter(Counter::SynProxySpliced), 1);
+    assert_eq!(rest.len(), 3);
+    for p in std::iter::once(&first).chain(rest.iter().map(|(p, _)| p)) {
+        assert!(checksums_ok(p));
+        let info = wire::parse_ipv4(p).unwrap();
+        assert_eq!((info.key.dst_addr, info.key.dst_port), (BACKEND, 8080));
+        assert_eq!(seq_ack(p), (1001, 0x4000_0001));
+        assert_eq!(&p[p.len() - 5..], b"GET /");
+    }
+    assert_eq!(a.syn_proxy_held(), (0, 0));
+}
+
+/// A proof whose punt admission control dropped never reached the
+/// manager: the flow's next cookie packet proves it at once (not held
+/// behind it for the reproof time).
+#[test]
+fn a_proof_dropped_by_admission_is_proved_again_at_once() {
+    let cport = 40000;
+    let (a, mut w) = agent();
+    let admission = AdmissionAction {
+        new_rate: 10,
+        new_burst: 1,
+        ..proxied_admission()
+    };
+    install(&a, Some(admission));
+    let out = a.handle_control(
+        0,
+        from(MGR),
+        &wildcard_msg(MGR, 2, &[Wc::from_backends(11)], None),
+    );
+    assert!(out.replies.is_empty());
+    // Another connection's proof takes the one token.
+    let (c2, t2) = handshake_syn(&a, &mut w, SEC, 40001);
+    assert!(matches!(
+        run(&mut w, SEC, &cookie_ack(40001, c2, t2)).0,
+        Disposition::Punt { .. }
+    ));
+    let (cookie, tsval) = handshake_syn(&a, &mut w, SEC, cport);
+    let ack = cookie_ack(cport, cookie, tsval);
+    let (d, _) = run(&mut w, SEC, &ack);
+    assert!(matches!(d, Disposition::Drop(_)), "{d:?}");
+    // Half a second later (within the reproof time) the bucket has a
+    // token again: the request proves it.
+    let req = request(cport, cookie, tsval, b"GET /");
+    let (d, _) = run(&mut w, SEC + SEC / 2, &req);
+    assert!(matches!(d, Disposition::Punt { .. }), "{d:?}");
+    assert_eq!(a.counter(Counter::SynProxyReproved), 1);
 }

@@ -3,9 +3,10 @@
 //! data with the proxied state, and returns the ACK), the agent does not
 //! release the ACK: it keeps it pending and sends the backend a SYN with the
 //! client's ISN and original options instead, through the flow's new fixed
-//! affinity. The answer to a second proof of a connection still pending
-//! (its request right behind the ACK) holds that packet with the
-//! connection's early data. The backend's SYN-ACK completes the splice on
+//! affinity. The answer to a repeated proof of a connection still pending
+//! (punted again after `synproxy::REPROVE_NS` without an answer) holds that
+//! packet with the connection's early data; the answer to one the backend
+//! already refused starts nothing. The backend's SYN-ACK completes the splice on
 //! the packet path (`datapath::synproxy`). Refreshes of a spliced flow keep
 //! the sequence adjust the agent installed (managers do not know it).
 
@@ -51,9 +52,10 @@ impl Agent {
         if self.fixed.lookup(&info.key).is_none() {
             return false;
         }
-        // A second proof of one connection (its request right behind the
-        // ACK, punted before the manager's answer to the ACK came back).
-        // Spliced already: it goes on through the adjusted flow. Still
+        // A repeated proof of one connection (the agent punts a connection's
+        // proof once, and again only after `synproxy::REPROVE_NS` without
+        // an answer: a lost punt or answer, or a slow manager that then
+        // answers both). Spliced already: it goes on through the adjusted flow. Still
         // waiting for the backend: the first proof's SYN is out and its ACK
         // kept, so this one is held with the connection's early data (sent
         // on right after the splice; past the bounds dropped, and the
@@ -63,6 +65,13 @@ impl Agent {
         let joined = self.splice.installed(&info.key).map(|(adj, _)| adj.3);
         if joined == Some(state.cookie_isn.wrapping_add(1)) {
             return false;
+        }
+        // A late answer to a repeated proof of a connection the backend
+        // refused (the client had the RST): a second SYN would only draw a
+        // second refusal.
+        if self.splice.was_refused(&info.key, state.cookie_isn, now_ns) {
+            st.counters.inc(Counter::SynProxyAnswerAfterRefusal);
+            return true;
         }
         if self.splice.any_pending() && self.splice.is_pending(&info.key) {
             // A returned packet's checksum is complete (it crossed the wire).

@@ -282,7 +282,9 @@ impl Worker {
                 no_interest: false,
             };
             let d = self.act(ctx, p, &hit);
-            self.proxied = None;
+            if self.proxied.take().is_some() {
+                self.proof_sent(ctx, info, d);
+            }
             if info.fragment == Fragment::First {
                 self.first_fragment(ctx, info, Decision::Actions(actions), d);
             }

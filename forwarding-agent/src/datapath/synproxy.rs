@@ -56,21 +56,72 @@ impl Worker {
         }
         if f & (syn | ack | other) == ack {
             if let Some(s) = synproxy::prove_ack(p.packet(), info, &mut self.cookies, ctx.now_ns) {
-                self.counters.inc(Counter::SynProxyProved);
-                // From here the manager's answer may install the flow
-                // before the control path makes it pending.
-                let deadline = ctx.now_ns.saturating_add(synproxy::PENDING_NS);
-                ctx.agent.splice.note_proved(
-                    info.key,
-                    deadline,
-                    ctx.now_ns,
-                    ctx.agent.config.hold_limit,
-                );
-                return Ok(s);
+                return self.prove(ctx, p, info, s);
             }
         }
         self.counters.inc(Counter::SynProxyBadCookie);
         Err(Disposition::Drop(Counter::SynProxyBadCookie))
+    }
+}
+
+impl Worker {
+    /// A packet with a valid cookie (`state`) on flow `info.key`: `Ok` when
+    /// it is the connection's proof (the first, or again after
+    /// `synproxy::REPROVE_NS` without an answer), else the disposition of
+    /// early data of a connection proved already — held for the splice,
+    /// or dropped past the bounds. The client's request right behind its
+    /// ACK carries the same cookie; before this, each proved the
+    /// connection and the manager got two interest matches for it (half
+    /// the connections in the lab trials, and two backend SYNs to a
+    /// closed port). Checked and noted under one lock, so two packets in
+    /// one batch, or on two workers, prove it once. From the proof on the
+    /// manager's answer may install the flow before the control path makes
+    /// it pending (`SpliceTable::holds_back`).
+    fn prove(
+        &mut self,
+        ctx: &BatchCtx<'_>,
+        p: &mut PacketBuf<'_>,
+        info: &PacketInfo,
+        state: SynProxyState,
+    ) -> Result<SynProxyState, Disposition> {
+        let deadline = ctx.now_ns.saturating_add(synproxy::PENDING_NS);
+        let partial = p.l4_partial;
+        let pkt = p.packet();
+        let pkt = pkt.get(..info.total_len).unwrap_or(pkt);
+        let cap = ctx.agent.config.hold_limit;
+        match ctx
+            .agent
+            .splice
+            .prove(info.key, pkt, partial, (ctx.now_ns, deadline, cap))
+        {
+            synproxy::Proving::First => {
+                self.counters.inc(Counter::SynProxyProved);
+                Ok(state)
+            }
+            synproxy::Proving::Again => {
+                self.counters.inc(Counter::SynProxyProved);
+                self.counters.inc(Counter::SynProxyReproved);
+                Ok(state)
+            }
+            synproxy::Proving::Early(synproxy::Early::Held) => {
+                self.counters.inc(Counter::SynProxyEarlyDataHeld);
+                Err(Disposition::Consumed(Counter::SynProxyEarlyDataHeld))
+            }
+            synproxy::Proving::Early(_) => {
+                self.counters.inc(Counter::SynProxyEarlyData);
+                Err(Disposition::Drop(Counter::SynProxyEarlyData))
+            }
+        }
+    }
+
+    /// After a proof's interest match was acted on with disposition `d`:
+    /// when it did not leave (dropped by admission control, or no punt
+    /// could be built), the flow's next cookie packet proves it again at
+    /// once rather than wait behind a proof the manager never got.
+    pub(super) fn proof_sent(&self, ctx: &BatchCtx<'_>, info: &PacketInfo, d: Disposition) {
+        if !matches!(d, Disposition::Punt { .. } | Disposition::Consumed(_)) {
+            ctx.agent.splice.proof_not_sent(&info.key);
+        }
     }
 }
 
@@ -112,6 +163,14 @@ impl Worker {
         let Some((_, held)) = agent.splice.take_pending(&client_flow, ctx.now_ns) else {
             return;
         };
+        // A late answer to a repeated proof of this connection must not
+        // open it again (a second SYN, a second refusal).
+        agent.splice.note_refused(
+            client_flow,
+            state.cookie_isn,
+            ctx.now_ns,
+            agent.config.hold_limit,
+        );
         self.counters
             .add(Counter::SynProxyEarlyData, held.len() as u64);
         self.counters.inc(Counter::SynProxyBackendRefused);
@@ -357,6 +416,7 @@ impl Worker {
         self.proxied = Some(state);
         let d = self.act(ctx, p, &hit);
         self.proxied = None;
+        self.proof_sent(ctx, info, d);
         Some(d)
     }
 }

@@ -491,8 +491,9 @@ pub fn backend_syn(key: &affinity_api::AffinityKey, s: &SynProxyState) -> Vec<u8
 
 mod splice;
 pub use splice::{
-    apply_ts_adjust, splice_adjusts, tsval, Early, Installed, Pending, SpliceTable,
-    EARLY_DATA_BYTES, EARLY_DATA_PACKETS, EARLY_DATA_TOTAL_BYTES, PENDING_NS,
+    apply_ts_adjust, splice_adjusts, tsval, Early, Installed, Pending, Proving, SpliceTable,
+    EARLY_DATA_BYTES, EARLY_DATA_PACKETS, EARLY_DATA_TOTAL_BYTES, PENDING_NS, REFUSED_NS,
+    REPROVE_NS,
 };
 
 #[cfg(test)]

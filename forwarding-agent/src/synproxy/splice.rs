@@ -65,13 +65,44 @@ pub enum Early {
     Full,
 }
 
-/// A proved flow: until when it is held back (ns), and the client packets
-/// held for it meanwhile (IPv4 packets, in arrival order; their bytes).
+/// How long a proved flow's later packets are held rather than proving it
+/// again (1 s, RFC 6298's initial retransmission timeout): a manager
+/// answers a proof within milliseconds, so a proof unanswered for this
+/// long is taken as lost (the punt or the answer), and the client's next
+/// packet with the cookie (its retransmitted request, on Linux at about
+/// 200 ms, 600 ms and 1.4 s) is punted as the proof again. Before it, a
+/// second punt would only make the manager place the connection twice.
+pub const REPROVE_NS: u64 = 1_000_000_000;
+
+/// How long a connection the backend refused is remembered (10 s, as
+/// [`PENDING_NS`]): a manager's late answer to a repeated proof of it
+/// then starts no second backend SYN.
+pub const REFUSED_NS: u64 = PENDING_NS;
+
+/// A proved flow: until when it is held back (ns), when it was last punted
+/// as a proof (ns; `None`: its proof did not leave, so the next packet
+/// proves it), and the client packets held for it meanwhile (IPv4 packets,
+/// in arrival order; their bytes).
 #[derive(Debug)]
 struct Proof {
     deadline_ns: u64,
+    punted_ns: Option<u64>,
     held: Vec<Vec<u8>>,
     bytes: usize,
+}
+
+/// What [`SpliceTable::prove`] made of a valid cookie packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proving {
+    /// The connection's first proof (or the first since it was forgotten,
+    /// or not noted for lack of room): punted as the interest match.
+    First,
+    /// Proved before, but not punted within [`REPROVE_NS`] (or its punt
+    /// did not leave): punted as the proof again; what is held stays.
+    Again,
+    /// Proved and punted within [`REPROVE_NS`]: the packet is early data
+    /// (held, or dropped past the bounds), not a second proof.
+    Early(Early),
 }
 
 /// The proved flows and the bytes of early data they hold (all of them).
@@ -128,6 +159,11 @@ pub struct SpliceTable {
     /// Entries of `reopening`, and its counted filter (as `filter`).
     reopening_n: std::sync::atomic::AtomicUsize,
     reopening_filter: Box<[std::sync::atomic::AtomicU32]>,
+    /// Connections given up after the backend refused them (client flow →
+    /// the cookie ISN and when it is forgotten, ns): a late answer to a
+    /// repeated proof of the same connection starts nothing. Taken only by
+    /// the control thread and on a refusal.
+    refused: parking_lot::Mutex<std::collections::HashMap<affinity_api::AffinityKey, (u32, u64)>>,
 }
 
 fn new_filter() -> Box<[std::sync::atomic::AtomicU32]> {
@@ -163,6 +199,7 @@ impl Default for SpliceTable {
             reopening: Default::default(),
             reopening_n: Default::default(),
             reopening_filter: new_filter(),
+            refused: Default::default(),
         }
     }
 }
@@ -259,10 +296,10 @@ impl SpliceTable {
         dropped
     }
 
-    /// Notes client flow `key` as proved until `deadline_ns` (at most `cap`
-    /// flows; expired ones are pruned first; past that it is not noted). A
-    /// flow proved again (its request right behind the ACK proves it too)
-    /// keeps what it holds.
+    /// Notes client flow `key` as proved, and punted as such at `now_ns`,
+    /// until `deadline_ns` (at most `cap` flows; expired ones are pruned
+    /// first; past that it is not noted). A flow noted again keeps what it
+    /// holds.
     pub fn note_proved(
         &self,
         key: affinity_api::AffinityKey,
@@ -271,18 +308,32 @@ impl SpliceTable {
         cap: usize,
     ) {
         let mut m = self.proved.lock();
+        self.note_locked(&mut m, key, deadline_ns, now_ns, cap);
+    }
+
+    /// [`Self::note_proved`] under the lock.
+    fn note_locked(
+        &self,
+        m: &mut Proved,
+        key: affinity_api::AffinityKey,
+        deadline_ns: u64,
+        now_ns: u64,
+        cap: usize,
+    ) {
         if m.flows.len() >= cap {
-            let dropped = self.prune(&mut m, |_, p| p.deadline_ns <= now_ns);
+            let dropped = self.prune(m, |_, p| p.deadline_ns <= now_ns);
             self.late_dropped
                 .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
         }
         if let Some(p) = m.flows.get_mut(&key) {
             p.deadline_ns = deadline_ns;
+            p.punted_ns = Some(now_ns);
         } else if m.flows.len() < cap {
             m.flows.insert(
                 key,
                 Proof {
                     deadline_ns,
+                    punted_ns: Some(now_ns),
                     held: Vec::new(),
                     bytes: 0,
                 },
@@ -291,6 +342,103 @@ impl SpliceTable {
         }
         self.proved_n
             .store(m.flows.len(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A packet of client flow `key` whose cookie is valid, at `now_ns`
+    /// (`pkt`: the IPv4 packet, client → VIP; `l4_partial` as for
+    /// [`Self::hold_early`]): decides, under one lock, whether it proves
+    /// the connection (noted as proved until `deadline_ns`, at most `cap`
+    /// flows, as [`Self::note_proved`]) or is early data of a connection
+    /// proved already. So a connection is punted as a proof once, however
+    /// its ACK and request come (one batch, two batches, two workers), and
+    /// again only after [`REPROVE_NS`] without the manager's answer (a lost
+    /// punt or answer: the client's retransmission must still get through;
+    /// see [`Proving`]).
+    pub fn prove(
+        &self,
+        key: affinity_api::AffinityKey,
+        pkt: &[u8],
+        l4_partial: bool,
+        (now_ns, deadline_ns, cap): (u64, u64, usize),
+    ) -> Proving {
+        let mut m = self.proved.lock();
+        // None: not proved (or expired); Some(recent): proved, and punted
+        // as such within the reproof time.
+        let recent = m
+            .flows
+            .get(&key)
+            .filter(|p| p.deadline_ns > now_ns)
+            .map(|p| {
+                p.punted_ns
+                    .is_some_and(|t| now_ns.saturating_sub(t) < REPROVE_NS)
+            });
+        match recent {
+            Some(true) => Proving::Early(Self::hold_locked(&mut m, &key, pkt, l4_partial, now_ns)),
+            Some(false) => {
+                self.note_locked(&mut m, key, deadline_ns, now_ns, cap);
+                Proving::Again
+            }
+            None => {
+                // An expired entry goes with its held packets.
+                if let Some(old) = m.flows.remove(&key) {
+                    self.filter_add(&key, -1);
+                    m.held_bytes -= old.bytes;
+                    self.late_dropped
+                        .fetch_add(old.held.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                self.note_locked(&mut m, key, deadline_ns, now_ns, cap);
+                Proving::First
+            }
+        }
+    }
+
+    /// Proof of client flow `key` did not leave the agent (its punt was
+    /// dropped: admission, no room): the flow's next packet with the cookie
+    /// proves it again at once instead of being held behind a proof the
+    /// manager never gets.
+    pub fn proof_not_sent(&self, key: &affinity_api::AffinityKey) {
+        if !self.maybe_proved(key) {
+            return;
+        }
+        if let Some(p) = self.proved.lock().flows.get_mut(key) {
+            p.punted_ns = None;
+        }
+    }
+
+    /// Remembers that the backend refused client flow `key`'s connection
+    /// (cookie ISN `cookie_isn`) at `now_ns`, for [`REFUSED_NS`] (at most
+    /// `cap` connections; expired ones pruned first; past that not
+    /// remembered).
+    pub fn note_refused(
+        &self,
+        key: affinity_api::AffinityKey,
+        cookie_isn: u32,
+        now_ns: u64,
+        cap: usize,
+    ) {
+        let mut m = self.refused.lock();
+        if m.len() >= cap {
+            m.retain(|_, (_, d)| *d > now_ns);
+        }
+        if m.len() < cap || m.contains_key(&key) {
+            m.insert(key, (cookie_isn, now_ns.saturating_add(REFUSED_NS)));
+        }
+    }
+
+    /// Whether the connection of client flow `key` with cookie ISN
+    /// `cookie_isn` was refused by its backend and given up (within
+    /// [`REFUSED_NS`] of `now_ns`). A new connection on the 4-tuple has
+    /// another cookie.
+    pub fn was_refused(
+        &self,
+        key: &affinity_api::AffinityKey,
+        cookie_isn: u32,
+        now_ns: u64,
+    ) -> bool {
+        self.refused
+            .lock()
+            .get(key)
+            .is_some_and(|(c, d)| *c == cookie_isn && *d > now_ns)
     }
 
     /// Forgets the proved, pending and reopening flows past their deadline
@@ -319,6 +467,7 @@ impl SpliceTable {
         self.reopening_n
             .store(m.len(), std::sync::atomic::Ordering::Relaxed);
         drop(m);
+        self.refused.lock().retain(|_, (_, d)| *d > now_ns);
         dropped
             + self
                 .late_dropped
@@ -377,7 +526,17 @@ impl SpliceTable {
         l4_partial: bool,
         now_ns: u64,
     ) -> Early {
-        let mut m = self.proved.lock();
+        Self::hold_locked(&mut self.proved.lock(), key, pkt, l4_partial, now_ns)
+    }
+
+    /// [`Self::hold_early`] under the lock.
+    fn hold_locked(
+        m: &mut Proved,
+        key: &affinity_api::AffinityKey,
+        pkt: &[u8],
+        l4_partial: bool,
+        now_ns: u64,
+    ) -> Early {
         let total = m.held_bytes;
         let Some(p) = m.flows.get_mut(key).filter(|p| p.deadline_ns > now_ns) else {
             return Early::Pass;
