@@ -441,6 +441,18 @@ fn tcp_ts(
     ack: u32,
     ts: (u32, u32),
 ) -> Vec<u8> {
+    tcp_ts_data(src, dst, flags, (seq, ack), ts, &[])
+}
+
+/// [`tcp_ts`] carrying `payload` after its options; (seq, ack).
+fn tcp_ts_data(
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    flags: u8,
+    (seq, ack): (u32, u32),
+    ts: (u32, u32),
+    payload: &[u8],
+) -> Vec<u8> {
     use affinity_forwarding_agent::synproxy::TcpOptions;
     let syn = flags & build::TCP_SYN != 0;
     let opts = TcpOptions {
@@ -453,7 +465,9 @@ fn tcp_ts(
     let n = opts.emit(&mut o);
     // Built without options, then given them: the builder's header plus
     // the options area, lengths and checksums redone.
-    let mut p = build::tcp(src.0, src.1, dst.0, dst.1, flags, seq, ack, &o[..n]);
+    let mut body = o[..n].to_vec();
+    body.extend_from_slice(payload);
+    let mut p = build::tcp(src.0, src.1, dst.0, dst.1, flags, seq, ack, &body);
     p[32] = (((20 + n) / 4) as u8) << 4;
     p[36..38].fill(0);
     let info = wire::parse_ipv4(&p).unwrap();
@@ -679,4 +693,145 @@ fn syn_proxy_proofs_are_not_held_to_the_half_open_limit() {
     assert_eq!(s.mgr.flow_count(), 3, "every proof placed");
     assert_eq!(s.counter("half-open-limit-refused"), 0);
     assert_eq!(s.counter("half-open-evicted"), 0);
+}
+
+/// A manager given two proofs of one SYN-proxied connection (the agent
+/// punted its request as the proof again after `REPROVE_NS` without an
+/// answer, the manager slow to answer the first): one flow, one backend,
+/// one SYN to the backend, the request held and sent on after the splice.
+/// And when the backend refuses (closed port) before the answer to the
+/// second proof arrives, no second SYN (failed before: the late answer
+/// opened the connection again, two SYNs and two refusals in the lab).
+#[test]
+fn two_proofs_of_one_connection_place_one_flow_and_send_one_backend_syn() {
+    use affinity_forwarding_agent::synproxy::REPROVE_NS;
+    let be32 = |p: &[u8], at: usize| u32::from_be_bytes([p[at], p[at + 1], p[at + 2], p[at + 3]]);
+    for refused in [false, true] {
+        let mut s = Sim::new(config("syn_proxy = true", ""));
+        let c = (client(7), 41000);
+        let syn = tcp_ts(c, (VIP, 80), build::TCP_SYN, 500, 0, (100, 0));
+        assert_eq!(s.send(0, &syn), Disposition::Pass);
+        let (_, synack) = s.last(0);
+        let (cookie, tsval) = (be32(&synack, 24), be32(&synack, 44));
+        let from = s.agents[0].0;
+        // The agent's punt, as the manager receives it; its answer is held
+        // back (a slow manager, a congested path).
+        let punt = |s: &mut Sim, pkt: &[u8]| {
+            let (d, buf) = s.process(0, pkt);
+            let Disposition::Punt { start, .. } = d else {
+                panic!("{d:?}")
+            };
+            buf[start..].to_vec()
+        };
+        let ack = tcp_ts(
+            c,
+            (VIP, 80),
+            build::TCP_ACK,
+            501,
+            cookie.wrapping_add(1),
+            (101, tsval),
+        );
+        let m1 = punt(&mut s, &ack);
+        let out1 = s.mgr.handle_datagram(s.now, from, &m1);
+        // The request right behind: held, not a second proof.
+        let req = tcp_ts_data(
+            c,
+            (VIP, 80),
+            build::TCP_ACK | build::TCP_PSH,
+            (501, cookie.wrapping_add(1)),
+            (102, tsval),
+            b"GET /",
+        );
+        assert_eq!(
+            s.process(0, &req).0,
+            Disposition::Consumed(Counter::SynProxyEarlyDataHeld)
+        );
+        // No answer within the reproof time: its retransmission is the
+        // proof again.
+        s.now += REPROVE_NS;
+        let m2 = punt(&mut s, &req);
+        let out2 = s.mgr.handle_datagram(s.now, from, &m2);
+        assert_eq!(s.mgr.flow_count(), 1);
+        assert_eq!(s.counter("flows-created"), 1);
+        assert_eq!(s.counter("syn-proxy-proof-repeated"), 1);
+        // Both answers name the same backend.
+        let backends: Vec<Ipv4Addr> = [&out1, &out2]
+            .iter()
+            .map(|o| {
+                assert_eq!(o.len(), 1, "{o:?}");
+                let msg = affinity_api::ServiceMessage::parse(&o[0].1).unwrap();
+                let a = msg.affinities().next().unwrap();
+                a.nat.unwrap().dst_addr
+            })
+            .collect();
+        assert_eq!(backends[0], backends[1]);
+        let backend = backends[0];
+        assert!(B.contains(&backend));
+        let syns = |s: &Sim| {
+            s.delivered[0]
+                .iter()
+                .filter(|p| {
+                    p[33] == build::TCP_SYN && wire::parse_ipv4(p).unwrap().key.dst_addr == backend
+                })
+                .count()
+        };
+        s.deliver(out1);
+        assert_eq!(syns(&s), 1, "the backend SYN");
+        if refused {
+            // Closed port: the RST reaches the client, the connection is
+            // given up; the late answer to the second proof opens nothing.
+            let rst = build::tcp(
+                backend,
+                8080,
+                c.0,
+                c.1,
+                build::TCP_RST | build::TCP_ACK,
+                0,
+                501,
+                &[],
+            );
+            assert_eq!(s.send(0, &rst), Disposition::Pass);
+            let (k, out) = s.last(0);
+            assert_eq!(
+                (k.dst_addr, k.dst_port, out[33] & build::TCP_RST),
+                (c.0, c.1, build::TCP_RST)
+            );
+            s.deliver(out2);
+            assert_eq!(syns(&s), 1, "no second SYN after the refusal");
+            let a = &s.agents[0].1;
+            assert_eq!(a.counter(Counter::SynProxyBackendRefused), 1);
+            assert_eq!(a.counter(Counter::SynProxyAnswerAfterRefusal), 1);
+            continue;
+        }
+        // Pending: the answer to the second proof holds the request.
+        s.deliver(out2);
+        assert_eq!(syns(&s), 1, "no second SYN");
+        let bsa = tcp_ts(
+            (backend, 8080),
+            c,
+            build::TCP_SYN | build::TCP_ACK,
+            90_000,
+            501,
+            (5, 101),
+        );
+        let before = s.delivered[0].len();
+        assert_eq!(
+            s.send(0, &bsa),
+            Disposition::Consumed(Counter::SynProxySpliced)
+        );
+        let released = s.agents[0].2.take_released();
+        // The ACK, then the request (held twice: before the reproof, and
+        // the reproof's answer), all to the backend, adjusted.
+        assert_eq!(released.len(), 3, "{released:?}");
+        assert_eq!(s.delivered[0].len(), before);
+        for (p, d) in &released {
+            assert_eq!(*d, Disposition::Pass);
+            let info = wire::parse_ipv4(p).unwrap();
+            assert_eq!((info.key.dst_addr, info.key.dst_port), (backend, 8080));
+            assert_eq!(be32(p, 28), 90_001);
+            assert!(wire::checksum::verify_l4(p, &info));
+        }
+        assert_eq!(released[0].0[33], build::TCP_ACK);
+        assert_eq!(s.agents[0].1.counter(Counter::SynProxyBackendSyn), 1);
+    }
 }

@@ -160,6 +160,20 @@ impl ManagerCore {
                 if reopen {
                     self.count("flows-reopened");
                 }
+                // A SYN proxy's proof of a flow already placed (the agent
+                // punted it again after its reproof time without an answer:
+                // a lost punt or answer, or this manager slow): answered as
+                // any match of a known flow — the same backend and SNAT
+                // port, nothing placed anew — and the agent, which knows the
+                // connection by its cookie, starts no second backend SYN
+                // (PROTOCOL.md, the SYN proxy).
+                if proxied
+                    && fk == key
+                    && reason & interest::SYN != 0
+                    && reason & interest::ACK != 0
+                {
+                    self.count("syn-proxy-proof-repeated");
+                }
                 if second_agent && proxied {
                     // The SYN proxy's sequence adjust lives on the agent
                     // that spliced the connection, which this one does not

@@ -189,6 +189,7 @@ pub const EVENTS: &[&str] = &[
     "rx-unexpected-type",
     "snat-ports-exhausted",
     "syn-proxy-flow-on-second-agent",
+    "syn-proxy-proof-repeated",
     "tracking-unknown-flow",
     "unknown-flow-dropped",
     "unvalidated-dropped",
