@@ -1518,3 +1518,104 @@ fn a_proof_dropped_by_admission_is_proved_again_at_once() {
     assert!(matches!(d, Disposition::Punt { .. }), "{d:?}");
     assert_eq!(a.counter(Counter::SynProxyReproved), 1);
 }
+
+/// Once the manager answered a proof, the connection waits for its backend
+/// however long that takes: the client's retransmissions are early data,
+/// never a proof again.
+#[test]
+fn an_answered_proof_is_never_proved_again() {
+    use affinity_forwarding_agent::synproxy::REPROVE_NS;
+    let cport = 40000;
+    let (a, mut w, ack, cookie, tsval) = proved(cport);
+    let (d, buf) = run(&mut w, SEC, &ack);
+    let echo = punt_echo(d, &buf);
+    let out = a.handle_control(
+        SEC,
+        from(MGR),
+        &flow_msg(MGR, 3, cport, 30, Some(&echo), Some(&ack)),
+    );
+    assert_eq!(out.returned.len(), 1, "the backend SYN (slow to answer)");
+    let req = request(cport, cookie, tsval, b"GET /");
+    for i in 1..4 {
+        assert_eq!(
+            run(&mut w, SEC + i * REPROVE_NS, &req).0,
+            Disposition::Consumed(Counter::SynProxyEarlyDataHeld)
+        );
+    }
+    assert_eq!(a.counter(Counter::Punted), 1);
+    assert_eq!(a.counter(Counter::SynProxyReproved), 0);
+}
+
+/// A reused tuple's new proof whose punt is lost: proved again by the
+/// client's retransmission after the reproof time (on the old connection's
+/// fixed affinity, as the proof itself was), and spliced from it.
+#[test]
+fn a_reused_tuples_lost_proof_is_proved_again() {
+    use affinity_forwarding_agent::synproxy::REPROVE_NS;
+    let cport = 40000;
+    let (a, mut w, ack, _, _) = proved(cport);
+    let (d, buf) = run(&mut w, SEC, &ack);
+    let echo = punt_echo(d, &buf);
+    answer_and_splice(
+        &a,
+        &mut w,
+        SEC,
+        3,
+        (cport, &echo, &ack),
+        (0x1000_0000, 777, 12346),
+    );
+    let t = 3 * SEC;
+    let syn2 = with_options(
+        from_client(cport, build::TCP_SYN, 9000, 0, &[]),
+        &CLIENT_OPTS,
+    );
+    let (d, buf) = run(&mut w, t, &syn2);
+    assert_eq!(d, Disposition::Pass);
+    let sa = packet_at(&buf);
+    let (cookie2, _) = seq_ack(&sa);
+    let tsval2 = options_of(&sa).timestamps.unwrap().0;
+    let ts = TcpOptions {
+        timestamps: Some((20000, tsval2)),
+        ..TcpOptions::default()
+    };
+    let ack2 = with_options(
+        from_client(cport, build::TCP_ACK, 9001, cookie2.wrapping_add(1), &[]),
+        &ts,
+    );
+    let punted = a.counter(Counter::Punted);
+    let (d, _) = run(&mut w, t, &ack2);
+    assert!(matches!(d, Disposition::Punt { .. }), "{d:?} (lost)");
+    let req2 = with_options(
+        from_client(
+            cport,
+            build::TCP_ACK | build::TCP_PSH,
+            9001,
+            cookie2.wrapping_add(1),
+            b"GET /again",
+        ),
+        &ts,
+    );
+    let held = Disposition::Consumed(Counter::SynProxyEarlyDataHeld);
+    assert_eq!(run(&mut w, t + REPROVE_NS / 5, &req2).0, held);
+    assert_eq!(a.counter(Counter::Punted), punted + 1);
+    let (d, buf) = run(&mut w, t + REPROVE_NS, &req2);
+    let echo2 = punt_echo(d, &buf);
+    assert_eq!(a.counter(Counter::Punted), punted + 2);
+    assert_eq!(a.counter(Counter::SynProxyReproved), 1);
+    let (syn_seq, first, rest) = answer_and_splice(
+        &a,
+        &mut w,
+        t + REPROVE_NS,
+        4,
+        (cport, &echo2, &req2),
+        (0x7000_0000, 5000, 20000),
+    );
+    assert_eq!(syn_seq, 9000, "the new connection's ISN");
+    assert_eq!(a.counter(Counter::SynProxySpliced), 2);
+    assert_eq!(rest.len(), 1);
+    for p in [&first, &rest[0].0] {
+        assert!(checksums_ok(p));
+        assert_eq!(seq_ack(p), (9001, 0x7000_0001));
+        assert_eq!(&p[p.len() - 10..], b"GET /again");
+    }
+}

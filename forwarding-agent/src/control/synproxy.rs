@@ -52,6 +52,9 @@ impl Agent {
         if self.fixed.lookup(&info.key).is_none() {
             return false;
         }
+        // Answered: the connection's later packets are early data from
+        // here on, never a proof again.
+        self.splice.proof_answered(&info.key);
         // A repeated proof of one connection (the agent punts a connection's
         // proof once, and again only after `synproxy::REPROVE_NS` without
         // an answer: a lost punt or answer, or a slow manager that then

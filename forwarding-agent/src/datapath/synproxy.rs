@@ -320,7 +320,9 @@ impl Worker {
         if f == tcp::flags::SYN && actions.seq_adjust().is_some() {
             return self.reuse_syn(ctx, p, info);
         }
-        if f == tcp::flags::ACK && ctx.agent.splice.may_reopen(&info.key) {
+        if f == tcp::flags::ACK
+            && (ctx.agent.splice.may_reopen(&info.key) || ctx.agent.splice.may_be_proved(&info.key))
+        {
             return self.reuse_ack(ctx, p, info);
         }
         None
@@ -379,7 +381,12 @@ impl Worker {
         info: &PacketInfo,
     ) -> Option<Disposition> {
         let agent = ctx.agent;
-        if !agent.splice.is_reopening(&info.key, ctx.now_ns) {
+        // Reopening, or its new connection's proof unanswered past the
+        // reproof time (the punt lost: the next cookie packet proves it
+        // again, as on the wildcard).
+        if !agent.splice.is_reopening(&info.key, ctx.now_ns)
+            && !agent.splice.reprove_due(&info.key, ctx.now_ns)
+        {
             return None;
         }
         // Not a cookie ACK (the old connection's last packets): goes on.
@@ -392,11 +399,9 @@ impl Worker {
         }
         let w = Self::proxy_wildcard(ctx, info)?;
         agent.splice.end_reopening(&info.key);
-        self.counters.inc(Counter::SynProxyProved);
-        let deadline = ctx.now_ns.saturating_add(synproxy::PENDING_NS);
-        agent
-            .splice
-            .note_proved(info.key, deadline, ctx.now_ns, agent.config.hold_limit);
+        if let Err(d) = self.prove(ctx, p, info, state) {
+            return Some(d);
+        }
         self.cur.matched = super::Matched::Wildcard { id: w.entry.id };
         self.cur.action = w.action;
         let mut bits = wire::interest_bits(info) | affinity_api::interest::ALL;

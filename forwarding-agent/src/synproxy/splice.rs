@@ -81,12 +81,14 @@ pub const REFUSED_NS: u64 = PENDING_NS;
 
 /// A proved flow: until when it is held back (ns), when it was last punted
 /// as a proof (ns; `None`: its proof did not leave, so the next packet
-/// proves it), and the client packets held for it meanwhile (IPv4 packets,
-/// in arrival order; their bytes).
+/// proves it), whether the manager answered it (then it is never proved
+/// again: the connection waits for its backend), and the client packets
+/// held for it meanwhile (IPv4 packets, in arrival order; their bytes).
 #[derive(Debug)]
 struct Proof {
     deadline_ns: u64,
     punted_ns: Option<u64>,
+    answered: bool,
     held: Vec<Vec<u8>>,
     bytes: usize,
 }
@@ -334,6 +336,7 @@ impl SpliceTable {
                 Proof {
                     deadline_ns,
                     punted_ns: Some(now_ns),
+                    answered: false,
                     held: Vec::new(),
                     bytes: 0,
                 },
@@ -368,10 +371,7 @@ impl SpliceTable {
             .flows
             .get(&key)
             .filter(|p| p.deadline_ns > now_ns)
-            .map(|p| {
-                p.punted_ns
-                    .is_some_and(|t| now_ns.saturating_sub(t) < REPROVE_NS)
-            });
+            .map(|p| !Self::due(p, now_ns));
         match recent {
             Some(true) => Proving::Early(Self::hold_locked(&mut m, &key, pkt, l4_partial, now_ns)),
             Some(false) => {
@@ -389,6 +389,47 @@ impl SpliceTable {
                 self.note_locked(&mut m, key, deadline_ns, now_ns, cap);
                 Proving::First
             }
+        }
+    }
+
+    /// Whether proof `p` is due to be punted again at `now_ns`: not
+    /// answered, and not punted within [`REPROVE_NS`].
+    fn due(p: &Proof, now_ns: u64) -> bool {
+        !p.answered
+            && p.punted_ns
+                .is_none_or(|t| now_ns.saturating_sub(t) >= REPROVE_NS)
+    }
+
+    /// Whether client flow `key` is proved, live and due to be proved
+    /// again at `now_ns` (see [`Self::prove`]). No lock while its filter
+    /// slot is empty.
+    #[inline]
+    pub fn reprove_due(&self, key: &affinity_api::AffinityKey, now_ns: u64) -> bool {
+        self.maybe_proved(key)
+            && self
+                .proved
+                .lock()
+                .flows
+                .get(key)
+                .is_some_and(|p| p.deadline_ns > now_ns && Self::due(p, now_ns))
+    }
+
+    /// Whether client flow `key` may be proved: no lock, a few loads (false
+    /// for nearly every packet of any other flow).
+    #[inline]
+    pub fn may_be_proved(&self, key: &affinity_api::AffinityKey) -> bool {
+        self.maybe_proved(key)
+    }
+
+    /// The manager answered client flow `key`'s proof: it is not proved
+    /// again (its packets are early data until the splice, however long
+    /// the backend takes).
+    pub fn proof_answered(&self, key: &affinity_api::AffinityKey) {
+        if !self.maybe_proved(key) {
+            return;
+        }
+        if let Some(p) = self.proved.lock().flows.get_mut(key) {
+            p.answered = true;
         }
     }
 
