@@ -1619,3 +1619,106 @@ fn a_reused_tuples_lost_proof_is_proved_again() {
         assert_eq!(&p[p.len() - 10..], b"GET /again");
     }
 }
+
+/// The backend's RST refusing the agent's SYN, on a service whose fixed
+/// affinities do source NAT too (the backend sees SNAT, not the client):
+/// it reaches the client from VIP:80 to its own address and port, in the
+/// cookie's sequence space, with a checksum equal to a full recompute. The
+/// same RST with a partial checksum (offload: the field holds the
+/// pseudo-header sum) leaves with the client's pseudo-header sum, which
+/// the NIC completes to that same checksum (the sequence number is not in
+/// the pseudo-header).
+#[test]
+fn a_backend_rst_to_a_proxied_syn_with_source_nat_reaches_the_client_in_its_sequence_space() {
+    use affinity_forwarding_agent::wire::checksum;
+    for partial in [false, true] {
+        let cport = 40000;
+        let (a, mut w, ack, cookie, _) = proved(cport);
+        let (d, buf) = run(&mut w, SEC, &ack);
+        let echo = punt_echo(d, &buf);
+        let out = a.handle_control(
+            SEC,
+            from(MGR),
+            &snat_flow_msg(3, cport, Some(&echo), Some(&ack)),
+        );
+        assert!(out.replies.is_empty(), "{:?}", out.replies);
+        assert_eq!(out.returned.len(), 1, "the backend SYN");
+        let r = &out.returned[0];
+        let mut sbuf = buffer(&r.packet, 64);
+        let len = r.packet.len();
+        let d = w.process_returned(SEC, &mut PacketBuf::new(&mut sbuf, 64, len), r.rank_limit);
+        assert_eq!(d, Disposition::Pass);
+        let syn = &sbuf[64..];
+        let info = wire::parse_ipv4(syn).unwrap();
+        assert_eq!(
+            (info.key.src_addr, info.key.src_port),
+            SNAT,
+            "the backend sees the SNAT address"
+        );
+        assert_eq!((info.key.dst_addr, info.key.dst_port), (BACKEND, 8080));
+        // The backend's RST to SNAT: sequence 0, acknowledging the client's
+        // ISN (1000).
+        let mut rst = build::tcp(
+            BACKEND,
+            8080,
+            SNAT.0,
+            SNAT.1,
+            build::TCP_RST | build::TCP_ACK,
+            0,
+            1001,
+            &[],
+        );
+        if partial {
+            // The pseudo-header's sum, not complemented (what an
+            // offloading sender leaves for the NIC).
+            let sum = checksum::sum16(&rst[12..20]) + u32::from(wire::TCP) + 20;
+            rst[36..38].copy_from_slice(&checksum::fold(sum).to_be_bytes());
+        }
+        let mut rbuf = buffer(&rst, HEADROOM);
+        let mut pkts = [PacketBuf::new(&mut rbuf, HEADROOM, rst.len())];
+        if partial {
+            pkts[0].l4_partial = true;
+        }
+        let mut outs = [Disposition::Drop(Counter::Packets)];
+        w.process_batch(SEC, &mut pkts, &mut outs);
+        assert_eq!(outs[0], Disposition::Pass, "partial {partial}");
+        let mut got = packet_at(&rbuf);
+        // As the builder makes it (checksums computed in full).
+        let expected = build::tcp(
+            VIP,
+            80,
+            CLIENT,
+            cport,
+            build::TCP_RST | build::TCP_ACK,
+            cookie.wrapping_add(1),
+            1001,
+            &[],
+        );
+        if partial {
+            let sum = checksum::sum16(&got[12..20]) + u32::from(wire::TCP) + 20;
+            assert_eq!(
+                &got[36..38],
+                &checksum::fold(sum).to_be_bytes(),
+                "the client's pseudo-header sum"
+            );
+            // What the NIC does: the segment's sum with the field as it
+            // is, complemented.
+            let c = !checksum::fold(checksum::sum16(&got[20..]));
+            got[36..38].copy_from_slice(&c.to_be_bytes());
+        }
+        assert_eq!(
+            got, expected,
+            "partial {partial}: translated, in the client's sequence space"
+        );
+        let ginfo = wire::parse_ipv4(&got).unwrap();
+        assert_eq!(
+            checksum::l4_checksum(&got, &ginfo),
+            Some(u16::from_be_bytes([got[36], got[37]])),
+            "partial {partial}: the TCP checksum is a full recompute's"
+        );
+        assert!(checksums_ok(&got));
+        assert_eq!(a.counter(Counter::SynProxyBackendRefused), 1);
+        // Given up: the pending connection and its proof are gone.
+        assert_eq!(a.syn_proxy_held(), (0, 0));
+    }
+}

@@ -949,6 +949,83 @@ fn icmp_errors_go_where_their_flow_is_dispatched() {
     assert_eq!((d, out), (Disposition::Pass, err));
 }
 
+/// clients → VIP:53/udp, punting every packet (with data) to `MGR`.
+fn udp_to_vip(id: u32) -> Wc {
+    let mut w = Wc::to_vip(id);
+    w.key.protocol = wire::UDP;
+    w.key.dst_port = 53;
+    w
+}
+
+/// The service message of punt `d` (in place in `buf`, or copied out by
+/// `w`).
+fn punted_message(w: &mut Worker, d: Disposition, buf: &[u8]) -> Vec<u8> {
+    match d {
+        Disposition::Punt { start, .. } => buf[start..].to_vec(),
+        Disposition::Consumed(Counter::PuntCopiedOut) => {
+            let mut m = w.take_messages();
+            assert_eq!(m.len(), 1);
+            m.remove(0).1
+        }
+        d => panic!("not punted: {d:?}"),
+    }
+}
+
+/// A UDP packet marked partial (offload) whose checksum field is 0. In
+/// IPv4, 0 in a UDP checksum means "none" (RFC 768), but a partial field
+/// is no checksum: it holds the pseudo-header's one's complement sum for
+/// the NIC to finish, and that sum is never 0 — the pseudo-header's
+/// protocol (17) and length (≥ 8) are nonzero, and an end-around-carry sum
+/// with a nonzero term is never +0 (RFC 1071 section 1, RFC 1624 section
+/// 3: +0 arises only from all-zero data). So the field's 0 cannot have
+/// come from a partial sum and does not ask for "no checksum"; the buffer's
+/// offload mark asks for a checksum. Punted (the message carries no
+/// offload request), the packet gets its checksum computed in full,
+/// ignoring the field — never 0 (a computed 0 is sent as 0xffff) — as the
+/// NIC would have given it, had the field held the right partial sum.
+#[test]
+fn a_partial_udp_checksum_field_of_zero_is_punted_with_the_full_checksum() {
+    let a = Agent::new(AgentConfig {
+        fixed_capacity: 1024,
+        agent_addr: Ipv4Addr::new(192, 0, 2, 1),
+        ..Default::default()
+    });
+    a.handle_control(0, from(MGR), &wildcard_msg(MGR, 1, &[udp_to_vip(1)], None));
+    let mut w = a.worker();
+    let vip = Ipv4Addr::new(203, 0, 113, 10);
+    let client = Ipv4Addr::new(198, 18, 0, 5);
+    let whole = build::udp(client, 40000, vip, 53, b"a query");
+    let info = wire::parse_ipv4(&whole).unwrap();
+    let full = checksum::l4_checksum(&whole, &info).unwrap();
+    assert_ne!(full, 0);
+    assert_eq!(&whole[26..28], &full.to_be_bytes());
+    // The pseudo-header sum the field would hold: never 0.
+    let pseudo = with_partial_checksum(whole.clone());
+    assert_ne!(&pseudo[26..28], &[0, 0]);
+    let mut zero = whole.clone();
+    zero[26..28].fill(0);
+    for headroom in [0usize, 256] {
+        let mut buf = vec![0u8; headroom + zero.len()];
+        buf[headroom..].copy_from_slice(&zero);
+        let len = zero.len();
+        let p = PacketBuf::new(&mut buf, headroom, len).with_partial_l4_checksum();
+        let mut pkts = [p];
+        let mut out = [Disposition::Pass];
+        w.process_batch(SEC, &mut pkts, &mut out);
+        let msg = punted_message(&mut w, out[0], &buf);
+        let msg = affinity_api::ServiceMessage::parse(&msg).expect("a message");
+        let got = msg.ip_packet().expect("the packet");
+        assert_eq!(got, &whole[..], "headroom {headroom}: the full checksum");
+        let ginfo = wire::parse_ipv4(got).unwrap();
+        assert_eq!(
+            checksum::l4_checksum(got, &ginfo),
+            Some(u16::from_be_bytes([got[26], got[27]])),
+            "headroom {headroom}: a full recompute's"
+        );
+        assert!(common::checksums_ok(got));
+    }
+}
+
 /// A packet whose TCP/UDP checksum the NIC was to complete (partial:
 /// VPP's af_packet input marks a local sender's packets so) is punted with
 /// its checksum computed in full, in place and copied out alike: the
@@ -964,13 +1041,18 @@ fn a_partial_checksum_is_completed_before_the_packet_is_punted() {
         agent_addr: Ipv4Addr::new(192, 0, 2, 1),
         ..Default::default()
     });
-    a.handle_control(0, from(MGR), &wildcard_msg(MGR, 1, &[Wc::to_vip(1)], None));
+    a.handle_control(
+        0,
+        from(MGR),
+        &wildcard_msg(MGR, 1, &[Wc::to_vip(1), udp_to_vip(2)], None),
+    );
+    assert_eq!(a.wildcard_entries(0).len(), 2);
     let mut w = a.worker();
     let vip = Ipv4Addr::new(203, 0, 113, 10);
     let client = Ipv4Addr::new(198, 18, 0, 5);
     let tcp = build::tcp(client, 40000, vip, 80, build::TCP_SYN, 1000, 0, &[]);
-    // (UDP takes the same path; the wildcard here is TCP's.)
-    for (name, whole) in [("tcp", tcp)] {
+    let udp = build::udp(client, 40000, vip, 53, b"a query");
+    for (name, whole) in [("tcp", tcp), ("udp", udp)] {
         assert!(common::checksums_ok(&whole), "{name}");
         let partial = with_partial_checksum(whole.clone());
         assert!(!common::checksums_ok(&partial), "{name}: partial differs");
