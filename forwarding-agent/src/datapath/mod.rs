@@ -32,10 +32,13 @@
 //! cost the 10 k-wildcard case about 10 ns). It writes only its own
 //! counters and forward statistics ([`forward_stats`]). The locks a
 //! packet can take: the hold queue's, only when it is held; the SYN
-//! proxy's splice table, only for a client packet of a proved flow not yet
-//! spliced (held as early data) and for a SYN-ACK while connections are
-//! pending — a packet of any other flow is turned away lock-free by the
-//! table's counted filter ([`crate::synproxy::SpliceTable`]).
+//! proxy's splice table, only for a client packet with a valid cookie (its
+//! proof, or early data of a connection proved already: checked and noted
+//! under one lock, so a connection is proved once), for a client packet of
+//! a proved flow not yet spliced (held as early data) and for a SYN-ACK
+//! while connections are pending — a packet of any other flow is turned
+//! away lock-free by the table's counted filter
+//! ([`crate::synproxy::SpliceTable`]).
 
 mod act;
 mod admission;
