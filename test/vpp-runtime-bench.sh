@@ -2,7 +2,10 @@
 # Clocks per packet of the affinity node next to VPP's own: the lb
 # plugin's lb4-nat4-port (a VIP with NAT to one application server) and
 # nat44-ed-in2out, in the same VPP run, each fed by the packet generator
-# with 64-byte TCP packets of 1,179,648 flows (131072 sources x 9 ports).
+# with 64-byte TCP packets of 1,179,648 flows (131072 sources x 9 ports;
+# BENCH_SOURCES sets the sources, a power of two up to 131072: at 128,
+# 1152 flows, every table is in cache and what is left is each node's
+# own work).
 # Needs VPP (VPP_PREFIX, default /opt/vpp) and `make plugin`. Prints
 # `name value unit` lines.
 #
@@ -44,7 +47,7 @@ source test/vpp-pg.sh
 # stream NAME[0|1] sends the flows of its half (0: 198.18/16, 1:
 # 198.19/16) or all of them (no suffix), on worker W.
 setup() {
-    pg_vpp_cli <<'CLI' | grep -v "^$" | sed "s/^/  vpp: /" >&2
+    pg_vpp_cli <<CLI | grep -v "^$" | sed "s/^/  vpp: /" >&2
 create packet-generator interface pg0
 create packet-generator interface pg1
 create packet-generator interface pg2
@@ -63,7 +66,7 @@ set interface state pg4 up
 set ip neighbor pg1 198.51.100.2 02:00:00:00:00:02
 set ip neighbor pg3 203.0.113.99 02:00:00:00:00:03
 set interface affinity pg0
-test affinity fill 198.18.0.0 131072 ports 1024 9 dst 203.0.113.10 80 nat 198.51.100.2 8080
+test affinity fill 198.18.0.0 $SOURCES ports 1024 9 dst 203.0.113.10 80 nat 198.51.100.2 8080
 lb conf buckets-log2 20 timeout 3600
 lb vip 203.0.113.11/32 protocol tcp port 80 encap nat4 type clusterip target_port 8080
 lb as 203.0.113.11/32 protocol tcp port 80 198.51.100.2
@@ -73,7 +76,13 @@ CLI
 stream() {
     V packet-generator new "{ name $1 limit $7 size 64-64 interface $2 node ip4-input worker $5 data { TCP: $6 -> $3 TCP: 1024 - 1032 -> 80 $4 incrementing 24 } }" >/dev/null
 }
-ALL="198.18.0.0 - 198.19.255.255" HALF0="198.18.0.0 - 198.18.255.255" HALF1="198.19.0.0 - 198.19.255.255"
+SOURCES=${BENCH_SOURCES:-131072}
+case $SOURCES in 2|4|8|16|32|64|128|256|512|1024|2048|4096|8192|16384|32768|65536|131072) ;;
+    *) echo "vpp-runtime-bench: BENCH_SOURCES must be a power of two from 2 to 131072" >&2; exit 2 ;; esac
+# addr N: the address N past 198.18.0.0 (the sources' first).
+addr() { local a=$((0xc6120000 + $1)); echo "$((a >> 24 & 255)).$((a >> 16 & 255)).$((a >> 8 & 255)).$((a & 255))"; }
+ALL="198.18.0.0 - $(addr $((SOURCES - 1)))"
+HALF0="198.18.0.0 - $(addr $((SOURCES / 2 - 1)))" HALF1="$(addr $((SOURCES / 2))) - $(addr $((SOURCES - 1)))"
 done_stream() { V show packet-generator | awk -v s="$1" '$1 == s {print $2}' | grep -q No; }
 # Runs the given streams at once, until all are done (bounded, 60 s).
 run() {

@@ -220,6 +220,12 @@ mod slot {
     pub fn get(w: &[u64; 8], at: At) -> u64 {
         w[at.0] >> at.1
     }
+
+    /// [`get`] from the one word `at` lies in, already loaded.
+    #[inline(always)]
+    pub fn get_word(word: u64, at: At) -> u64 {
+        word >> at.1
+    }
 }
 
 impl ActionSet {
@@ -401,6 +407,19 @@ impl ActionView {
 #[derive(Default)]
 struct Slot([AtomicU64; 8]);
 
+/// What the data path's common case needs of an action set whose only
+/// parts are NAT and a forward address ([`ActionTable::plain`]): no
+/// interest criteria, sequence or timestamp adjust, or statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlainAction {
+    /// The NAT action, if any.
+    pub nat: Option<NatActionKey>,
+    /// The forward address (host order) when the dispatch flags ask for
+    /// forwarding (`affinity_api::dispatch::FORWARD`; 0 is dropped as the
+    /// general path drops it).
+    pub forward: Option<u32>,
+}
+
 /// Control-thread bookkeeping of the action table.
 struct Book {
     index: HashMap<ActionSet, u32>,
@@ -453,6 +472,35 @@ impl ActionTable {
             Some(s) => ActionView(std::array::from_fn(|i| s.0[i].load(Relaxed))),
             None => ActionView::default(),
         }
+    }
+
+    /// The slot's set as a [`PlainAction`] when it is one (the packet
+    /// path's common case; lock-free): reads the slot's first word, and its
+    /// NAT and forward words only when present. `None` for any other set
+    /// and for an index past the table (the general path decides those).
+    #[inline]
+    pub fn plain(&self, idx: u32) -> Option<PlainAction> {
+        let s = self.slots.get(idx as usize)?;
+        let w0 = s.0[0].load(Relaxed);
+        let present = slot::get_word(w0, slot::PRESENT) as u8;
+        let info_flags = slot::get_word(w0, slot::INFO_FLAGS) as u8;
+        if present & !PRESENT_NAT != 0 || info_flags & affinity_api::info::STATISTICS != 0 {
+            return None;
+        }
+        let nat = (present & PRESENT_NAT != 0).then(|| {
+            let w = [0, s.0[1].load(Relaxed), s.0[2].load(Relaxed), 0, 0, 0, 0, 0];
+            NatActionKey {
+                src_addr: slot::get(&w, slot::NAT_SRC_ADDR) as u32,
+                dst_addr: slot::get(&w, slot::NAT_DST_ADDR) as u32,
+                src_port: slot::get(&w, slot::NAT_SRC_PORT) as u16,
+                dst_port: slot::get(&w, slot::NAT_DST_PORT) as u16,
+                flags: slot::get(&w, slot::NAT_FLAGS) as u8,
+            }
+        });
+        let dispatch = slot::get_word(w0, slot::DISPATCH_FLAGS) as u8;
+        let forward = (dispatch & affinity_api::dispatch::FORWARD != 0)
+            .then(|| slot::get_word(s.0[7].load(Relaxed), slot::FORWARD_ADDR) as u32);
+        Some(PlainAction { nat, forward })
     }
 
     /// Takes a reference on `set`, storing it if new. `None` when full.

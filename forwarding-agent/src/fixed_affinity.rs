@@ -324,6 +324,18 @@ impl FixedTable {
         }
     }
 
+    /// [`FixedTable::probe`] of a [`crate::wire::Plain`] packet's key, from
+    /// the words it was read as (the same probe as its key's).
+    #[inline]
+    pub fn probe_plain(&self, p: &crate::wire::Plain) -> Probe {
+        let (w0, w1) = (p.addrs, (p.ports as u64) << 32 | (p.protocol as u64) << 24);
+        Probe {
+            w0,
+            w1,
+            start: hash(w0, w1) as usize & self.mask & !1,
+        }
+    }
+
     /// Hints the CPU to load the line holding `slot` and the next one,
     /// where most keys displaced from their home line are.
     #[inline]

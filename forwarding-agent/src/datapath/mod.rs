@@ -6,6 +6,9 @@
 //! 2. [`lookup`]: fixed affinity (later fragments: their first fragment's
 //!    flow, or held until it is known: [`fragments`]), an ICMP error's
 //!    quoted flow ([`icmp_error`]), then wildcards in search order;
+//!    The common case — a plain packet on a fixed affinity that only
+//!    translates and routes — goes from step 1 to 5 in one step instead
+//!    ([`fast`]);
 //! 3. [`act`]: the matched action set — statistics, interest, then the
 //!    rewrite (NAT, sequence adjust) and the next hop (forward or pass);
 //! 4. [`punt`]: interest matches — copies, punts in place or out of line,
@@ -42,6 +45,7 @@
 
 mod act;
 mod admission;
+mod fast;
 pub(crate) mod forward_stats;
 mod fragments;
 mod icmp_error;
@@ -165,6 +169,10 @@ struct BatchCtx<'b> {
     /// (deciseconds).
     now_ns: u64,
     now: u32,
+    /// No SYN-proxy connection was in progress when the batch began
+    /// (`SpliceTable::idle`): the common case's path skips its per-flow
+    /// checks.
+    splice_idle: bool,
 }
 
 impl<'b> BatchCtx<'b> {
@@ -177,6 +185,7 @@ impl<'b> BatchCtx<'b> {
             published,
             now_ns,
             now: ds(now_ns),
+            splice_idle: agent.splice.idle(),
         }
     }
 }
@@ -203,7 +212,8 @@ pub struct Worker {
     /// Held fragments and SYN-proxy early data released since the last
     /// `take_released`.
     released: Vec<(Vec<u8>, Disposition)>,
-    infos: Vec<Result<PacketInfo, wire::PacketError>>,
+    /// Per packet of the chunk: what the first pass read of it.
+    parsed: Vec<Parsed>,
     /// Per packet of the chunk: its fixed-table lookup, prepared (key
     /// packed and hashed to its home line; none for packets looked up
     /// later).
@@ -213,6 +223,15 @@ pub struct Worker {
     /// The decision for the packet being processed.
     cur: Decision,
     tracing: bool,
+    /// [`Worker::set_fast_path`].
+    fast_path: bool,
+}
+
+/// A packet as the batch's first pass read it: plain (the common case's
+/// path may take it, [`fast`]) or parsed in full.
+enum Parsed {
+    Plain(wire::Plain),
+    Full(Result<PacketInfo, wire::PacketError>),
 }
 
 impl Agent {
@@ -246,11 +265,12 @@ impl Agent {
             marks_out,
             messages: Vec::new(),
             released: Vec::new(),
-            infos: Vec::with_capacity(BATCH),
+            parsed: Vec::with_capacity(BATCH),
             probes: Vec::with_capacity(BATCH),
             decisions: Vec::with_capacity(BATCH),
             cur: Decision::default(),
             tracing: false,
+            fast_path: true,
         }
     }
 }
@@ -268,17 +288,34 @@ impl Worker {
         let agent = self.agent.clone();
         self.decisions.clear();
         for (chunk, outs) in pkts[..n].chunks_mut(BATCH).zip(out[..n].chunks_mut(BATCH)) {
-            self.infos.clear();
+            // The common case's path (`fast`) for the chunk: not while a
+            // packet is traced (it records no decision).
+            let fast = self.fast_path && !self.tracing;
+            self.parsed.clear();
             self.probes.clear();
             for p in chunk.iter_mut() {
-                let info = wire::parse_ipv4(p.packet());
-                // A later fragment's flow is known only once the first
-                // fragment (maybe in this batch) has been processed.
-                let probe = match &info {
-                    Ok(i) if i.fragment != Fragment::Later => Some(agent.fixed.probe(&i.key)),
-                    _ => None,
+                let plain = if fast && !p.l4_partial {
+                    wire::parse_plain(p.packet())
+                } else {
+                    None
                 };
-                self.infos.push(info);
+                let (parsed, probe) = match plain {
+                    Some(pl) => (Parsed::Plain(pl), Some(agent.fixed.probe_plain(&pl))),
+                    None => {
+                        let info = wire::parse_ipv4(p.packet());
+                        // A later fragment's flow is known only once the
+                        // first fragment (maybe in this batch) has been
+                        // processed.
+                        let probe = match &info {
+                            Ok(i) if i.fragment != Fragment::Later => {
+                                Some(agent.fixed.probe(&i.key))
+                            }
+                            _ => None,
+                        };
+                        (Parsed::Full(info), probe)
+                    }
+                };
+                self.parsed.push(parsed);
                 self.probes.push(probe);
                 // The first group's lines come in while the rest is parsed.
                 if self.probes.len() == GROUP {
@@ -299,7 +336,7 @@ impl Worker {
             }
             // Out of `self` for the chunk, so each packet's info is lent
             // to the packet path instead of copied (put back below).
-            let infos = std::mem::take(&mut self.infos);
+            let parsed = std::mem::take(&mut self.parsed);
             for start in (0..m).step_by(GROUP) {
                 let end = (start + GROUP).min(m);
                 self.prefetch(&agent, end..(end + GROUP).min(m));
@@ -312,18 +349,60 @@ impl Worker {
                     }
                 }
                 for i in start..end {
-                    self.cur = Decision::default();
-                    let origin = Origin::Wire;
-                    outs[i] =
-                        self.process_one(&ctx, &mut chunk[i], &infos[i], pre[i - start], origin);
-                    if self.tracing {
-                        self.decisions.push(self.cur);
-                    }
+                    let pre = pre[i - start];
+                    outs[i] = match &parsed[i] {
+                        Parsed::Plain(pl) => {
+                            let fast = match pre {
+                                Lookup::Done(Some((v, slot))) => {
+                                    self.fast_fixed(&ctx, &mut chunk[i], pl, v, slot)
+                                }
+                                _ => None,
+                            };
+                            match fast {
+                                Some(d) => d,
+                                // Declined (a wildcard's, an expired entry,
+                                // an action set that is not plain): the
+                                // general path, with the look-up done.
+                                None => self.declined(&ctx, &mut chunk[i], pre),
+                            }
+                        }
+                        Parsed::Full(info) => {
+                            self.cur = Decision::default();
+                            let d = self.process_one(&ctx, &mut chunk[i], info, pre, Origin::Wire);
+                            if self.tracing {
+                                self.decisions.push(self.cur);
+                            }
+                            d
+                        }
+                    };
                 }
             }
-            self.infos = infos;
+            self.parsed = parsed;
         }
         self.flush();
+    }
+
+    /// A plain packet [`Worker::fast_fixed`] declined, through the general
+    /// path (parsed in full now; `pre` is its look-up, already done). Out
+    /// of line: the batch loop inlines the general path once, for the
+    /// packets that were never plain.
+    #[inline(never)]
+    fn declined(&mut self, ctx: &BatchCtx<'_>, p: &mut PacketBuf<'_>, pre: Lookup) -> Disposition {
+        let info = wire::parse_ipv4(p.packet());
+        self.cur = Decision::default();
+        let d = self.process_one_cold(ctx, p, &info, pre, Origin::Wire);
+        if self.tracing {
+            self.decisions.push(self.cur);
+        }
+        d
+    }
+
+    /// Whether [`Worker::process_batch`] takes the common case's own path
+    /// (`fast`; on by default). Off, every packet goes through the general
+    /// path: the same dispositions, bytes and counters, more slowly — for
+    /// the differential tests (`tests/fast_path.rs`) and A/B benches.
+    pub fn set_fast_path(&mut self, on: bool) {
+        self.fast_path = on;
     }
 
     /// Processes a packet a manager returned (never punted to the same or a

@@ -619,6 +619,32 @@ impl SpliceTable {
         ok
     }
 
+    /// Whether nothing is pending, proved or reopening (no lock): then no
+    /// packet needs the per-flow SYN-proxy checks (`hold_early`,
+    /// `may_reopen`, a backend's SYN-ACK or RST). Loaded once per batch
+    /// by the data path's common case.
+    #[inline]
+    pub fn idle(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.pending_n.load(Relaxed) == 0
+            && self.proved_n.load(Relaxed) == 0
+            && self.reopening_n.load(Relaxed) == 0
+    }
+
+    /// Whether a TCP segment of flow `key` with control bits `flags` on a
+    /// fixed affinity may need a SYN-proxy check (no lock; false for
+    /// nearly every packet while a few connections are in progress): a
+    /// SYN-ACK or an RST while connections are pending (the splice, the
+    /// refusal relay), or a flow whose filter slot says it may be proved
+    /// or reopening (early data, a reused tuple's cookie ACK).
+    #[inline]
+    pub fn may_concern(&self, key: &affinity_api::AffinityKey, flags: u8) -> bool {
+        use crate::wire::tcp::flags::{ACK, RST, SYN};
+        (self.any_pending() && (flags & RST != 0 || flags & (SYN | ACK) == SYN | ACK))
+            || self.maybe_proved(key)
+            || self.may_reopen(key)
+    }
+
     /// Whether any connection is pending (no lock).
     #[inline]
     pub fn any_pending(&self) -> bool {

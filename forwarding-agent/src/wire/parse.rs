@@ -168,6 +168,102 @@ pub fn parse_ipv4(pkt: &[u8]) -> Result<PacketInfo, PacketError> {
     Ok(info)
 }
 
+/// An unfragmented IPv4 TCP or UDP packet without IP options whose
+/// transport header is whole and consistent: the data path's common case,
+/// read in one pass ([`parse_plain`]) with its key already packed as the
+/// fixed table packs it. The IPv4 header is 20 bytes, so the transport
+/// header starts at byte 20.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plain {
+    /// Source address << 32 | destination address (the header's bytes
+    /// 12..20 read big-endian).
+    pub addrs: u64,
+    /// Source port << 16 | destination port (bytes 20..24, big-endian).
+    pub ports: u32,
+    /// [`super::TCP`] or [`super::UDP`].
+    pub protocol: u8,
+    /// The TCP control bits ([`tcp::flags::ALL`]); 0 for UDP.
+    pub tcp_flags: u8,
+    /// IPv4 total length, bytes (≤ the packet's length; bytes past it are
+    /// link padding).
+    pub total_len: u16,
+}
+
+impl Plain {
+    /// The packet's 5-tuple.
+    pub fn key(&self) -> AffinityKey {
+        AffinityKey {
+            protocol: self.protocol,
+            src_addr: Ipv4Addr::from((self.addrs >> 32) as u32),
+            dst_addr: Ipv4Addr::from(self.addrs as u32),
+            src_port: (self.ports >> 16) as u16,
+            dst_port: self.ports as u16,
+        }
+    }
+}
+
+/// The checks and fields of [`parse_ipv4`] for a [`Plain`] packet only:
+/// `None` for anything else (IPv4 options, a fragment, another protocol,
+/// any error), which the caller then parses with [`parse_ipv4`]. For a
+/// packet this returns `Some` for, [`parse_ipv4`] returns `Ok` with
+/// [`Fragment::None`], `header_len` and `l4_offset` 20, and the same key,
+/// total length and TCP flags (tested over random packets,
+/// `tests/fast_path.rs`).
+#[inline]
+pub fn parse_plain(pkt: &[u8]) -> Option<Plain> {
+    // 28 bytes: the IPv4 header and a UDP header; a TCP header's 20 are
+    // checked below against the total length, itself ≤ the packet's.
+    let h = pkt.first_chunk::<28>()?;
+    if h[ipv4::field::VER_IHL] != (ipv4::VERSION << 4 | 5) {
+        return None;
+    }
+    let total_len = u16::from_be_bytes([h[2], h[3]]);
+    if usize::from(total_len) > pkt.len() {
+        return None;
+    }
+    let frag = u16::from_be_bytes([h[6], h[7]]);
+    if frag & (ipv4::flags::MF | ipv4::flags::FRAG_OFFSET_MASK) != 0 {
+        return None;
+    }
+    let l4_len = total_len.checked_sub(ipv4::HEADER_LEN as u16)?;
+    let protocol = h[ipv4::field::PROTOCOL];
+    let tcp_flags = match IpProtocol::from(protocol) {
+        IpProtocol::Tcp => {
+            let l4 = pkt.get(ipv4::HEADER_LEN..ipv4::HEADER_LEN + tcp::HEADER_LEN)?;
+            let doff = tcp::header_len(l4[tcp::field::DATA_OFF]);
+            if usize::from(l4_len) < tcp::HEADER_LEN
+                || doff < tcp::HEADER_LEN
+                || doff > usize::from(l4_len)
+            {
+                return None;
+            }
+            l4[tcp::field::FLAGS] & tcp::flags::ALL
+        }
+        IpProtocol::Udp => {
+            let ulen = u16::from_be_bytes([h[24], h[25]]);
+            if usize::from(l4_len) < udp::HEADER_LEN
+                || usize::from(ulen) < udp::HEADER_LEN
+                || ulen > l4_len
+            {
+                return None;
+            }
+            0
+        }
+        _ => return None,
+    };
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&h[ipv4::field::SRC_ADDR.start..ipv4::field::DST_ADDR.end]);
+    let mut ports = [0u8; 4];
+    ports.copy_from_slice(&h[ipv4::HEADER_LEN..ipv4::HEADER_LEN + 4]);
+    Some(Plain {
+        addrs: u64::from_be_bytes(a),
+        ports: u32::from_be_bytes(ports),
+        protocol,
+        tcp_flags,
+        total_len,
+    })
+}
+
 /// The interest-mask bits the packet itself carries (TCP flags, data,
 /// fragment); FIRST_DATA and ALL depend on flow state and policy.
 #[inline]

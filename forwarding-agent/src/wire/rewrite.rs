@@ -3,8 +3,11 @@
 //! and the IPv4+UDP header written in front of a punt.
 
 use super::checksum;
-use super::parse::{Fragment, PacketError, PacketInfo};
-use super::{get_u16, get_u32, icmp, ipv4, set_u16, set_u32, tcp, udp, IpProtocol, SeqNumber};
+use super::parse::{Fragment, PacketError, PacketInfo, Plain};
+use super::{
+    get_u16, get_u32, icmp, ipv4, set_u16, set_u32, shifted, tcp, udp, IpProtocol, SeqNumber,
+};
+use crate::actions::NatActionKey;
 use affinity_api::{NatAction, SeqAdjustAction};
 use std::net::SocketAddrV4;
 
@@ -151,6 +154,60 @@ pub fn apply_nat_in_place(
     }
     set_u16(seg, csum_field, new);
     Ok(())
+}
+
+/// [`apply_nat_in_place`] for a [`Plain`] packet (as [`parse_plain`]
+/// read it, unchanged since) with a complete checksum: the same bytes, bit
+/// for bit (the same RFC 1624 sums over both addresses and both ports; a
+/// UDP checksum of 0 stays 0, a computed 0 goes out as all ones), from the
+/// fields already read instead of a [`PacketInfo`]. The data path's common
+/// case (`datapath::fast`); compared with [`apply_nat_in_place`] over
+/// random packets in `tests/fast_path.rs`. A packet shorter than `plain`
+/// says is left as it is (it cannot be one `parse_plain` accepted).
+///
+/// [`parse_plain`]: super::parse::parse_plain
+#[inline]
+pub fn apply_nat_plain(pkt: &mut [u8], plain: &Plain, nat: &NatActionKey) {
+    let is_udp = plain.protocol == IpProtocol::Udp.number();
+    let csum_at = ipv4::HEADER_LEN
+        + if is_udp {
+            udp::field::CHECKSUM.start
+        } else {
+            tcp::field::CHECKSUM.start
+        };
+    if pkt.len() < csum_at + 2 {
+        return;
+    }
+    let (old_src, old_dst) = ((plain.addrs >> 32) as u32, plain.addrs as u32);
+    let (old_sport, old_dport) = ((plain.ports >> 16) as u16, plain.ports as u16);
+    let pick = |bit: u8, new: u32, old: u32| if nat.flags & bit != 0 { new } else { old };
+    let src = pick(NatAction::SRC_ADDR, nat.src_addr, old_src);
+    let dst = pick(NatAction::DST_ADDR, nat.dst_addr, old_dst);
+    let sport = pick(NatAction::SRC_PORT, nat.src_port.into(), old_sport.into()) as u16;
+    let dport = pick(NatAction::DST_PORT, nat.dst_port.into(), old_dport.into()) as u16;
+    set_u32(pkt, ipv4::field::SRC_ADDR, src);
+    set_u32(pkt, ipv4::field::DST_ADDR, dst);
+    let addr_delta = checksum::delta32(old_src, src) + checksum::delta32(old_dst, dst);
+    let ip_csum = get_u16(pkt, ipv4::field::CHECKSUM);
+    set_u16(
+        pkt,
+        ipv4::field::CHECKSUM,
+        checksum::apply(ip_csum, addr_delta),
+    );
+    let l4 = ipv4::HEADER_LEN;
+    set_u16(pkt, shifted(tcp::field::SRC_PORT, l4), sport);
+    set_u16(pkt, shifted(tcp::field::DST_PORT, l4), dport);
+    let old = get_u16(pkt, csum_at..csum_at + 2);
+    if is_udp && old == udp::NO_CHECKSUM {
+        return;
+    }
+    let delta =
+        addr_delta + checksum::delta16(old_sport, sport) + checksum::delta16(old_dport, dport);
+    let mut new = checksum::apply(old, delta);
+    if is_udp && new == udp::NO_CHECKSUM {
+        new = 0xffff;
+    }
+    set_u16(pkt, csum_at..csum_at + 2, new);
 }
 
 /// The identifier of an ICMP echo (NAT'ed like a port: a request's from

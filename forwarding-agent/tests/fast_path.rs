@@ -1,0 +1,392 @@
+//! The common case's own path (`datapath::fast`) against the general one:
+//! two agents with the same affinities, one with the fast path on and one
+//! with it off, get the same random batches; every disposition, every
+//! byte of every buffer (headroom included: punts are written there),
+//! every counter, every fixed affinity's packet and byte counts and
+//! handshake mark, and every message sent out of line must be the same.
+//! The packets cover what the fast path takes (plain TCP and UDP on plain
+//! action sets) and everything it must decline, next to it in the same
+//! batch: IP options, fragments, ICMP, bad lengths, partial checksums,
+//! UDP without a checksum, expired entries, action sets with statistics,
+//! sequence adjust or interest, forward address 0, and flows with no
+//! fixed affinity (a wildcard's punts).
+
+mod common;
+use affinity_api::{AffinityKey, NatAction};
+use affinity_forwarding_agent::actions::{ActionSet, InterestKey, NatActionKey, SeqAdjustKey};
+use affinity_forwarding_agent::wire::{self, build, checksum};
+use affinity_forwarding_agent::{Agent, AgentConfig, Disposition, PacketBuf, Worker};
+use common::{from, wildcard_msg, Wc, MGR, SEC};
+use proptest::prelude::*;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 7);
+const SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+const HEADROOM: usize = 128;
+/// Fixed affinities installed, one per action set below, for each of TCP
+/// and UDP.
+const FLOWS: usize = 10;
+
+/// The action set of flow `i`: plain ones first, then the ones the fast
+/// path must decline.
+fn actions(i: usize) -> ActionSet {
+    let nat = |flags: u8| {
+        Some(NatActionKey::from(NatAction {
+            flags,
+            src_addr: Ipv4Addr::new(198, 51, 100, 1),
+            dst_addr: Ipv4Addr::new(198, 51, 100, 2),
+            src_port: 40000,
+            dst_port: 8080,
+        }))
+    };
+    let fwd = |a: ActionSet, to: u32| ActionSet {
+        dispatch_flags: affinity_api::dispatch::FORWARD,
+        forward_addr: to,
+        ..a
+    };
+    let base = ActionSet::default();
+    match i {
+        0 => ActionSet {
+            nat: nat(NatAction::DST_ADDR | NatAction::DST_PORT),
+            ..base
+        },
+        1 => ActionSet {
+            nat: nat(NatAction::SRC_ADDR | NatAction::SRC_PORT),
+            ..base
+        },
+        2 => fwd(
+            ActionSet {
+                nat: nat(0x0f),
+                ..base
+            },
+            0xc633_6409,
+        ),
+        3 => fwd(base, 0xc633_6409),
+        4 => fwd(base, 0),
+        5 => ActionSet {
+            nat: nat(0),
+            ..base
+        },
+        6 => fwd(
+            ActionSet {
+                info_flags: affinity_api::info::STATISTICS,
+                ..base
+            },
+            0xc633_6409,
+        ),
+        7 => ActionSet {
+            nat: nat(NatAction::DST_ADDR),
+            seq_adjust: Some(SeqAdjustKey(1000, 0, 0xffff_0000, 0)),
+            ..base
+        },
+        8 => ActionSet {
+            interest: Some(InterestKey {
+                address: u32::from(MGR),
+                port: affinity_api::MANAGER_PORT,
+                mask: affinity_api::interest::ALL,
+                flags: 0,
+            }),
+            ..base
+        },
+        // Installed with a TTL that is over by the time packets come.
+        _ => ActionSet {
+            nat: nat(NatAction::DST_ADDR),
+            ..base
+        },
+    }
+}
+
+fn key(protocol: u8, i: usize) -> AffinityKey {
+    AffinityKey {
+        protocol,
+        src_addr: CLIENT,
+        dst_addr: SERVER,
+        src_port: 1000 + i as u16,
+        dst_port: 80,
+    }
+}
+
+fn agent() -> Arc<Agent> {
+    let a = Agent::new(AgentConfig {
+        fixed_capacity: 256,
+        agent_addr: Ipv4Addr::new(192, 0, 2, 1),
+        agent_name: "fa1".into(),
+        ..AgentConfig::default()
+    });
+    // A wildcard for the server's TCP port 80 (punts to the manager).
+    let mut wc = Wc::to_vip(10);
+    wc.key.dst_addr = SERVER;
+    let out = a.handle_control(0, from(MGR), &wildcard_msg(MGR, 1, &[wc], None));
+    assert!(out.replies.is_empty());
+    for protocol in [wire::TCP, wire::UDP] {
+        for i in 0..FLOWS {
+            let ttl = if i == FLOWS - 1 { 1 } else { 3600 };
+            a.install_fixed_local(0, key(protocol, i), &actions(i), ttl)
+                .unwrap();
+        }
+    }
+    a
+}
+
+/// One generated packet: which flow (or an unknown port), its shape, and
+/// the buffer's partial-checksum mark.
+#[derive(Debug, Clone)]
+struct Gen {
+    proto: u8,
+    flow: usize,
+    unknown: bool,
+    flags: u8,
+    payload: usize,
+    shape: u8,
+    padding: usize,
+    partial: bool,
+}
+
+fn gen() -> impl Strategy<Value = Gen> {
+    (
+        prop_oneof![4 => Just(wire::TCP), 3 => Just(wire::UDP), 1 => Just(wire::ICMP)],
+        0..FLOWS,
+        prop::bool::weighted(0.15),
+        prop_oneof![
+            Just(build::TCP_ACK),
+            Just(build::TCP_SYN),
+            Just(build::TCP_SYN | build::TCP_ACK),
+            Just(build::TCP_RST),
+            Just(build::TCP_FIN | build::TCP_ACK),
+            Just(build::TCP_PSH | build::TCP_ACK),
+            any::<u8>()
+        ],
+        0usize..40,
+        prop_oneof![8 => Just(0u8), 1 => 1u8..8],
+        prop_oneof![3 => Just(0usize), 1 => 1usize..6],
+        prop::bool::weighted(0.1),
+    )
+        .prop_map(
+            |(proto, flow, unknown, flags, payload, shape, padding, partial)| Gen {
+                proto,
+                flow,
+                unknown,
+                flags,
+                payload,
+                shape,
+                padding,
+                partial,
+            },
+        )
+}
+
+/// Sets the IPv4 header checksum right after a change to the header.
+fn fix_ip(p: &mut [u8]) {
+    let ihl = usize::from(p[0] & 0x0f) * 4;
+    p[10] = 0;
+    p[11] = 0;
+    let c = checksum::ipv4_header_checksum(&p[..ihl.min(p.len())]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// The packet `g` describes.
+fn packet(g: &Gen) -> Vec<u8> {
+    let port = if g.unknown {
+        5000
+    } else {
+        1000 + g.flow as u16
+    };
+    let payload = vec![0x5a; g.payload];
+    let mut p = match g.proto {
+        wire::TCP => build::tcp(CLIENT, port, SERVER, 80, g.flags, 7, 9, &payload),
+        wire::UDP => build::udp(CLIENT, port, SERVER, 80, &payload),
+        _ => build::icmp_echo(CLIENT, SERVER, port, 1, true, &payload),
+    };
+    match g.shape {
+        // IP options (4 NOPs): IHL 6.
+        1 => {
+            p.splice(20..20, [1u8, 1, 1, 1]);
+            p[0] = 0x46;
+            let len = p.len() as u16;
+            p[2..4].copy_from_slice(&len.to_be_bytes());
+            fix_ip(&mut p);
+        }
+        // A first fragment, and a later one.
+        2 => {
+            p[6] |= 0x20;
+            fix_ip(&mut p);
+        }
+        3 => {
+            p[7] |= 0x03;
+            fix_ip(&mut p);
+        }
+        // A total length past the packet's end, and one cut into the
+        // transport header.
+        4 => {
+            let len = p.len() as u16 + 4;
+            p[2..4].copy_from_slice(&len.to_be_bytes());
+            fix_ip(&mut p);
+        }
+        5 => {
+            p[2..4].copy_from_slice(&24u16.to_be_bytes());
+            fix_ip(&mut p);
+        }
+        // A UDP checksum of 0 (none); for TCP, a data offset past the end.
+        6 => {
+            if g.proto == wire::UDP {
+                p[26] = 0;
+                p[27] = 0;
+            } else if g.proto == wire::TCP {
+                p[32] = 0xf0;
+            }
+        }
+        // Not IPv4 at all.
+        7 => p[0] = 0x65,
+        _ => {}
+    }
+    p.resize(p.len() + g.padding, 0xee);
+    p
+}
+
+/// Runs `gens` as one batch through `w` at `now_ns`: the dispositions and
+/// the buffers afterwards.
+fn run(w: &mut Worker, now_ns: u64, gens: &[Gen]) -> (Vec<Disposition>, Vec<Vec<u8>>) {
+    let mut bufs: Vec<Vec<u8>> = gens
+        .iter()
+        .map(|g| {
+            let mut b = vec![0u8; HEADROOM];
+            b.extend(packet(g));
+            b
+        })
+        .collect();
+    let mut out = vec![Disposition::Pass; gens.len()];
+    {
+        let mut pkts: Vec<PacketBuf<'_>> = bufs
+            .iter_mut()
+            .zip(gens)
+            .map(|(b, g)| {
+                let len = b.len() - HEADROOM;
+                let p = PacketBuf::new(b, HEADROOM, len);
+                if g.partial {
+                    p.with_partial_l4_checksum()
+                } else {
+                    p
+                }
+            })
+            .collect();
+        w.process_batch(now_ns, &mut pkts, &mut out);
+    }
+    for (d, b) in out.iter().zip(bufs.iter_mut()) {
+        if let Disposition::Punt { start, .. } = d {
+            unsequence(&mut b[*start..]);
+        }
+    }
+    (out, bufs)
+}
+
+/// Zeroes a service message's sequence number (header bytes 8..16): the
+/// agents number their messages from a clock, so two agents' punts of the
+/// same packet differ there and nowhere else.
+fn unsequence(msg: &mut [u8]) {
+    if let Some(seq) = msg.get_mut(8..16) {
+        seq.fill(0);
+    }
+}
+
+/// Everything the two agents must agree on besides a batch's output.
+fn state(a: &Agent, w: &mut Worker, now_ns: u64) -> impl PartialEq + std::fmt::Debug {
+    let flows: Vec<_> = a
+        .fixed_entries(now_ns, 1000, |_| true)
+        .into_iter()
+        .map(|r| (r.key, r.packets, r.bytes, r.handshake_complete))
+        .collect();
+    let mut messages = w.take_messages();
+    for (_, m) in messages.iter_mut() {
+        unsequence(m);
+    }
+    (a.counters(), flows, messages, w.take_released())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    #[test]
+    fn fast_and_general_paths_agree(
+        batches in prop::collection::vec(prop::collection::vec(gen(), 1..40), 1..4),
+    ) {
+        let (fa, ga) = (agent(), agent());
+        let (mut fw, mut gw) = (fa.worker(), ga.worker());
+        gw.set_fast_path(false);
+        for (n, batch) in batches.iter().enumerate() {
+            // 2 s on: the last flow's 1 s TTL is over.
+            let now = 2 * SEC + n as u64 * 1000;
+            let f = run(&mut fw, now, batch);
+            let g = run(&mut gw, now, batch);
+            prop_assert_eq!(&f.0, &g.0);
+            prop_assert_eq!(&f.1, &g.1);
+            prop_assert_eq!(state(&fa, &mut fw, now), state(&ga, &mut gw, now));
+        }
+    }
+
+    /// Plain packets only (the fast path's own case), with random NAT
+    /// rewrites: the checksums of what it rewrote verify.
+    #[test]
+    fn plain_nat_keeps_checksums(
+        proto in prop_oneof![Just(wire::TCP), Just(wire::UDP)],
+        flags in 0u8..16, payload in 0usize..64,
+        sa in any::<u32>(), da in any::<u32>(), sp in any::<u16>(), dp in any::<u16>(),
+    ) {
+        let data = vec![0xa5; payload];
+        let mut p = if proto == wire::TCP {
+            build::tcp(CLIENT, 1234, SERVER, 80, build::TCP_ACK, 1, 2, &data)
+        } else {
+            build::udp(CLIENT, 1234, SERVER, 80, &data)
+        };
+        let plain = wire::parse_plain(&p).unwrap();
+        let full = wire::parse_ipv4(&p).unwrap();
+        prop_assert_eq!(plain.key(), full.key);
+        let nat = NatActionKey { flags, src_addr: sa, dst_addr: da, src_port: sp, dst_port: dp };
+        let mut q = p.clone();
+        let mut info = full;
+        wire::apply_nat_in_place(&mut q, &mut info, &nat.into(), false).unwrap();
+        wire::apply_nat_plain(&mut p, &plain, &nat);
+        prop_assert_eq!(&p, &q);
+        prop_assert!(checksum::verify_ipv4(&p));
+        prop_assert!(checksum::verify_l4(&p, &info));
+    }
+
+    /// Whatever the bytes, `parse_plain` accepts only what `parse_ipv4`
+    /// parses as an unfragmented TCP or UDP packet with a 20-byte header,
+    /// and reads the same key, length and flags.
+    #[test]
+    fn parse_plain_agrees_with_parse_ipv4(
+        base in prop_oneof![Just(wire::TCP), Just(wire::UDP), Just(wire::ICMP)],
+        edits in prop::collection::vec((0usize..48, any::<u8>()), 0..4),
+        cut in 0usize..8,
+    ) {
+        let mut p = match base {
+            wire::TCP => build::tcp(CLIENT, 1, SERVER, 2, build::TCP_ACK, 3, 4, &[9; 5]),
+            wire::UDP => build::udp(CLIENT, 1, SERVER, 2, &[9; 5]),
+            _ => build::icmp_echo(CLIENT, SERVER, 1, 2, true, &[9; 5]),
+        };
+        for (at, v) in edits {
+            if at < p.len() {
+                p[at] = v;
+            }
+        }
+        p.truncate(p.len().saturating_sub(cut));
+        if let Some(plain) = wire::parse_plain(&p) {
+            let full = wire::parse_ipv4(&p);
+            prop_assert!(full.is_ok(), "{:?}", full);
+            let full = full.unwrap();
+            prop_assert_eq!(full.fragment, wire::Fragment::None);
+            prop_assert_eq!(full.l4_offset, 20);
+            prop_assert_eq!(plain.key(), full.key);
+            prop_assert_eq!(usize::from(plain.total_len), full.total_len);
+            prop_assert_eq!(plain.tcp_flags, full.tcp_flags);
+        } else if let Ok(full) = wire::parse_ipv4(&p) {
+            // Declined only for what is not plain.
+            prop_assert!(
+                full.header_len != 20
+                    || full.fragment != wire::Fragment::None
+                    || !matches!(full.key.protocol, wire::TCP | wire::UDP),
+                "{:?}", full
+            );
+        }
+    }
+}
