@@ -25,28 +25,36 @@ use std::net::Ipv4Addr;
 
 impl Worker {
     /// Acts on plain packet `p` (read as `plain`) whose fixed affinity at
-    /// `slot` holds `v`: its disposition, or `None` when the entry has
-    /// expired or its action set is not plain — then nothing was counted or
-    /// changed and the general path takes the packet.
+    /// `slot` holds `v`, writing its disposition into `out`; false when the
+    /// entry has expired, its action set is not plain, or a SYN-proxy
+    /// connection in progress may concern it — then nothing was counted,
+    /// changed or written and the general path takes the packet.
+    ///
+    /// `out` is written in place rather than returned: a returned
+    /// disposition was built on the stack field by field and read back
+    /// whole for the copy, and that read waited for the narrower stores
+    /// to retire (VPP perf: 13 % of the batch loop's samples on it).
     #[inline(always)]
     pub(super) fn fast_fixed(
         &mut self,
         ctx: &BatchCtx<'_>,
         p: &mut PacketBuf<'_>,
         plain: &Plain,
-        v: FixedValue,
-        slot: usize,
-    ) -> Option<Disposition> {
+        (v, slot): (FixedValue, usize),
+        out: &mut Disposition,
+    ) -> bool {
         if v.expires_ds <= ctx.now {
-            return None;
+            return false;
         }
         if !ctx.splice_idle
             && plain.protocol == wire::TCP
             && ctx.agent.splice.may_concern(&plain.key(), plain.tcp_flags)
         {
-            return None;
+            return false;
         }
-        let a = ctx.agent.actions.plain(v.action)?;
+        let Some(a) = ctx.agent.actions.plain(v.action) else {
+            return false;
+        };
         self.counters.inc(Counter::Packets);
         self.counters.inc(Counter::FixedHit);
         if ctx.agent.config.per_flow_counters {
@@ -64,16 +72,17 @@ impl Worker {
             wire::apply_nat_plain(p.packet(), plain, &n);
             self.counters.inc(Counter::NatApplied);
         }
-        Some(match a.forward {
-            None => Disposition::Pass,
+        match a.forward {
+            None => *out = Disposition::Pass,
             Some(0) => {
                 self.counters.inc(Counter::DropForwardZero);
-                Disposition::Drop(Counter::DropForwardZero)
+                *out = Disposition::Drop(Counter::DropForwardZero);
             }
             Some(to) => {
                 self.counters.inc(Counter::Forwarded);
-                Disposition::Forward(Ipv4Addr::from(to))
+                *out = Disposition::Forward(Ipv4Addr::from(to));
             }
-        })
+        }
+        true
     }
 }
