@@ -9,6 +9,7 @@
 use super::lookup::{Lookup, Origin};
 use super::{BatchCtx, Disposition, PacketBuf, Worker};
 use crate::actions::TsAdjustKey;
+use affinity_api::{FixedAffinity, MessageType, Segment, Statistics, TsAdjustAction};
 use crate::counters::Counter;
 use crate::synproxy::{self, SynProxyState};
 use crate::wildcard_affinity::WildcardEntry;
@@ -180,6 +181,7 @@ impl Worker {
             ),
             _ => (None, None),
         };
+        let mut report = Vec::with_capacity(2);
         for (key, adj, ts) in [(client_flow, fwd, fwd_ts), (orig.key, rev, rev_ts)] {
             let Some((v, _)) = agent.fixed.lookup(&key) else {
                 continue;
@@ -197,8 +199,10 @@ impl Worker {
                 agent
                     .splice
                     .remember(key, installed, agent.config.fixed_capacity);
+                report.push((key, ttl, adj, ts, crate::actions::ActionView::from(&actions)));
             }
         }
+        self.report_splice(ctx, &report);
         // Another worker spliced it meanwhile (a duplicate SYN-ACK): this
         // one goes on as any packet of the flow.
         let (pending, held) = agent.splice.take_pending(&client_flow, ctx.now_ns)?;
@@ -233,6 +237,65 @@ impl Worker {
             }
         };
         Some(d)
+    }
+}
+
+/// One fixed affinity a splice adjusted, for the splice report: its key,
+/// the seconds left on it, the adjusts installed and its actions (where the
+/// report goes).
+type Spliced = (
+    affinity_api::AffinityKey,
+    u32,
+    affinity_api::SeqAdjustAction,
+    Option<TsAdjustKey>,
+    crate::actions::ActionView,
+);
+
+impl Worker {
+    /// Tells the flow's manager, at once, the adjusts a splice installed
+    /// (PROTOCOL.md, "Splice reports"): a statistics report (type 19) with
+    /// a zero summary statistics segment, then per affinity its fixed
+    /// affinity segment (key, seconds left), sequence adjust (12),
+    /// timestamp adjust (21, when timestamps are on) and a zero statistics
+    /// segment. The manager puts them in every later install of the flow
+    /// (a reply crossing another agent, FIGURE 5; the resynchronisation of
+    /// a restarted agent). Sent from the worker, in the splice's batch:
+    /// the first reply can cross another agent within a round trip. Sent
+    /// where the forward affinity's interest matches go (its manager's
+    /// listen socket). Cold: once per spliced connection.
+    #[cold]
+    #[inline(never)]
+    fn report_splice(&mut self, ctx: &BatchCtx<'_>, spliced: &[Spliced]) {
+        let Some((_, _, _, _, first)) = spliced.first() else {
+            return;
+        };
+        let to = self.destination(ctx, first);
+        if to.ip().is_unspecified() {
+            return;
+        }
+        let mut b = ctx
+            .agent
+            .builder_with(MessageType::StatisticsReport, ctx.published);
+        b.push(Segment::Statistics(Statistics::default()));
+        for &(key, ttl, adj, ts, _) in spliced {
+            b.push(Segment::FixedAffinity(FixedAffinity {
+                key,
+                ttl,
+                ..Default::default()
+            }));
+            b.push(Segment::SeqAdjustAction(adj));
+            if let Some(t) = ts {
+                b.push(Segment::TsAdjustAction(TsAdjustAction {
+                    delta: t.delta,
+                    flags: if t.echo { TsAdjustAction::ECHO } else { 0 },
+                }));
+            }
+            b.push(Segment::Statistics(Statistics::default()));
+        }
+        if let Ok(m) = b.finish() {
+            self.messages.push((to, m));
+            self.counters.inc(Counter::SynProxySpliceReported);
+        }
     }
 }
 
