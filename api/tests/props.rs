@@ -5,8 +5,8 @@ use affinity_api::{
     interest, seg, AdvertiseAction, AffinityIdentifier, AffinityKey, AuthAlgorithm, AuthError,
     AuthPolicy, BackupPrecedence, Capabilities, FixedAffinity, InterestCriteria, Key,
     MessageBuilder, MessageType, NatAction, ParseError, ReplayWindow, Security, Segment,
-    SegmentErrorKind, SeqAdjustAction, TsAdjustAction, ServiceMessage, ServicePrecedence, WildcardAffinity,
-    REQUIRED_FLAG,
+    SegmentErrorKind, SeqAdjustAction, ServiceMessage, ServicePrecedence, TsAdjustAction,
+    WildcardAffinity, REQUIRED_FLAG,
 };
 use proptest::prelude::{any, prop_assert, prop_assert_eq, prop_oneof, proptest, Strategy};
 use std::net::Ipv4Addr;

@@ -9,12 +9,12 @@
 use super::lookup::{Lookup, Origin};
 use super::{BatchCtx, Disposition, PacketBuf, Worker};
 use crate::actions::TsAdjustKey;
-use affinity_api::{FixedAffinity, MessageType, Segment, Statistics, TsAdjustAction};
 use crate::counters::Counter;
 use crate::synproxy::{self, SynProxyState};
 use crate::wildcard_affinity::WildcardEntry;
 use crate::wire::{self, checksum, tcp, PacketInfo};
 use affinity_api::AdmissionAction;
+use affinity_api::{FixedAffinity, MessageType, Segment, Statistics, TsAdjustAction};
 
 /// Whether the SYN proxy handles `info` on wildcard `w` (a TCP packet with
 /// ports, on a wildcard with the `SYN_PROXY` flag).
@@ -199,7 +199,13 @@ impl Worker {
                 agent
                     .splice
                     .remember(key, installed, agent.config.fixed_capacity);
-                report.push((key, ttl, adj, ts, crate::actions::ActionView::from(&actions)));
+                report.push((
+                    key,
+                    ttl,
+                    adj,
+                    ts,
+                    crate::actions::ActionView::from(&actions),
+                ));
             }
         }
         self.report_splice(ctx, &report);

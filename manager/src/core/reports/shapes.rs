@@ -189,6 +189,8 @@ pub const EVENTS: &[&str] = &[
     "rx-unexpected-type",
     "snat-ports-exhausted",
     "syn-proxy-flow-on-second-agent",
+    "syn-proxy-splice-installed-elsewhere",
+    "syn-proxy-splices-reported",
     "tracking-unknown-flow",
     "unknown-flow-dropped",
     "unvalidated-dropped",
