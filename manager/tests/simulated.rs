@@ -594,7 +594,7 @@ impl Proxied {
     /// A packet from the backend to the client: sequence `off` bytes past
     /// the backend's ISN + 1, acknowledging `ack_off` bytes of the client,
     /// TSval `b_ts + dt`, TSecr `ecr`.
-    fn from_backend(&self, off: u32, ack_off: u32, dt: u32, ecr: u32, data: &[u8]) -> Vec<u8> {
+    fn backend_pkt(&self, off: u32, ack_off: u32, dt: u32, ecr: u32, data: &[u8]) -> Vec<u8> {
         tcp_ts_data(
             (self.backend, 8080),
             self.c,
@@ -609,7 +609,7 @@ impl Proxied {
     /// A packet from the client: sequence `off` bytes past its ISN + 1,
     /// acknowledging `ack_off` bytes past the cookie + 1 (the client's
     /// view), TSval `val`, TSecr `ecr` (on the proxy's clock).
-    fn from_client(&self, off: u32, ack_off: u32, val: u32, ecr: u32, data: &[u8]) -> Vec<u8> {
+    fn client_pkt(&self, off: u32, ack_off: u32, val: u32, ecr: u32, data: &[u8]) -> Vec<u8> {
         tcp_ts_data(
             self.c,
             (VIP, 80),
@@ -734,7 +734,7 @@ fn syn_proxy_replies_crossing_a_second_agent_are_adjusted_both_ways() {
     let n = body.len() as u32;
     for (i, off) in [0u32, n].into_iter().enumerate() {
         let dt = 10 + i as u32;
-        let reply = p.from_backend(off, 0, dt, 101, body);
+        let reply = p.backend_pkt(off, 0, dt, 101, body);
         s.send(1, &reply);
         let (k, out) = s.last(1);
         assert_eq!(
@@ -753,7 +753,7 @@ fn syn_proxy_replies_crossing_a_second_agent_are_adjusted_both_ways() {
         );
     }
     // The client's acknowledgment crosses agent 2 as well.
-    let ack = p.from_client(0, 2 * n, 102, p.ours.wrapping_add(11), &[]);
+    let ack = p.client_pkt(0, 2 * n, 102, p.ours.wrapping_add(11), &[]);
     s.send(1, &ack);
     let (k, out) = s.last(1);
     assert_eq!((k.dst_addr, k.dst_port), (p.backend, 8080));
@@ -768,7 +768,7 @@ fn syn_proxy_replies_crossing_a_second_agent_are_adjusted_both_ways() {
         "the backend's space and its clock"
     );
     // And back through agent 1, which spliced: the same.
-    let ack = p.from_client(0, 2 * n, 103, p.ours.wrapping_add(11), &[]);
+    let ack = p.client_pkt(0, 2 * n, 103, p.ours.wrapping_add(11), &[]);
     s.send(0, &ack);
     let (_, out) = s.last(0);
     assert_eq!(
@@ -793,7 +793,7 @@ fn syn_proxy_replies_crossing_a_second_agent_are_adjusted_both_ways() {
 fn syn_proxy_second_agent_before_the_splice_report_is_counted_then_fixed() {
     let mut s = Sim::new(config("syn_proxy = true", ""));
     let (p, held) = proxied_connection(&mut s, 0, (client(7), 41000), (90_000, 5), true);
-    let reply = p.from_backend(0, 0, 1, 101, b"early");
+    let reply = p.backend_pkt(0, 0, 1, 101, b"early");
     s.send(1, &reply);
     assert_eq!(s.counter("syn-proxy-flow-on-second-agent"), 1);
     let (_, out) = s.last(1);
@@ -805,7 +805,7 @@ fn syn_proxy_second_agent_before_the_splice_report_is_counted_then_fixed() {
         s.deliver(out);
     }
     assert_eq!(s.counter("syn-proxy-splice-installed-elsewhere"), 1);
-    let reply = p.from_backend(0, 0, 2, 101, b"early");
+    let reply = p.backend_pkt(0, 0, 2, 101, b"early");
     s.send(1, &reply);
     let (_, out) = s.last(1);
     assert_eq!(
@@ -876,7 +876,7 @@ fn syn_proxy_connection_survives_a_restart_of_the_splicing_agent() {
     // The backend's reply reaches the restarted agent first.
     let body = b"HTTP/1.1 200 OK\r\n\r\n";
     let n = body.len() as u32;
-    s.send(0, &p.from_backend(0, 0, 7, 101, body));
+    s.send(0, &p.backend_pkt(0, 0, 7, 101, body));
     let (k, out) = s.last(0);
     assert_eq!((k.src_addr, k.dst_addr), (VIP, p.c.0));
     assert_eq!(
@@ -889,7 +889,7 @@ fn syn_proxy_connection_survives_a_restart_of_the_splicing_agent() {
         )
     );
     // The client's answer: the backend's space and clock.
-    s.send(0, &p.from_client(0, n, 102, p.ours.wrapping_add(7), &[]));
+    s.send(0, &p.client_pkt(0, n, 102, p.ours.wrapping_add(7), &[]));
     let (k, out) = s.last(0);
     assert_eq!((k.dst_addr, k.dst_port), (p.backend, 8080));
     assert_eq!(
@@ -911,7 +911,7 @@ fn syn_proxy_connection_survives_a_restart_of_the_splicing_agent() {
     assert!(s.agents[0].1.fixed_count(s.now) >= 2, "renewed");
     s.send(
         0,
-        &p.from_client(0, n, 103, p.ours.wrapping_add(7), b"GET / HTTP/1.1\r\n\r\n"),
+        &p.client_pkt(0, n, 103, p.ours.wrapping_add(7), b"GET / HTTP/1.1\r\n\r\n"),
     );
     let (k, out) = s.last(0);
     assert_eq!((k.dst_addr, k.dst_port), (p.backend, 8080));
@@ -924,7 +924,7 @@ fn syn_proxy_connection_survives_a_restart_of_the_splicing_agent() {
             p.b_ts.wrapping_add(7)
         )
     );
-    s.send(0, &p.from_backend(n, 18, 9, 103, b"x"));
+    s.send(0, &p.backend_pkt(n, 18, 9, 103, b"x"));
     let (_, out) = s.last(0);
     assert_eq!(
         seq_ack_ts(&out),

@@ -22,10 +22,10 @@ pub(super) const FLOWS_PER_MESSAGE: usize = 8;
 /// affinities with NAT and tracking, 128 bytes), a spliced SYN-proxied one
 /// (`spliced`) 3 (64 bytes of sequence and timestamp adjusts more), so a
 /// renewal of spliced flows stays under ~1400 bytes too.
-pub(super) fn renewal_chunks<'k>(
-    keys: &'k [AffinityKey],
+pub(super) fn renewal_chunks(
+    keys: &[AffinityKey],
     spliced: impl Fn(&AffinityKey) -> bool,
-) -> Vec<&'k [AffinityKey]> {
+) -> Vec<&[AffinityKey]> {
     let budget = 2 * FLOWS_PER_MESSAGE;
     let mut chunks = Vec::new();
     let (mut start, mut used) = (0, 0);
