@@ -1067,3 +1067,30 @@ fn syn_proxy_proofs_are_not_held_to_the_half_open_limit() {
     assert_eq!(s.counter("half-open-limit-refused"), 0);
     assert_eq!(s.counter("half-open-evicted"), 0);
 }
+
+/// A splice report from an agent that does not hold the flow (a forged or
+/// misrouted one) changes nothing; the splicing agent's is taken.
+#[test]
+fn a_splice_report_from_an_agent_without_the_flow_is_ignored() {
+    let mut s = Sim::new(config("syn_proxy = true", ""));
+    let (p, held) = proxied_connection(&mut s, 0, (client(7), 41000), (90_000, 5), true);
+    let fwd = affinity_api::AffinityKey {
+        protocol: 6,
+        src_addr: p.c.0,
+        dst_addr: VIP,
+        src_port: p.c.1,
+        dst_port: 80,
+    };
+    let other = s.agents[1].0;
+    let out = s.mgr.handle_datagram(s.now, other, &held[0]);
+    s.deliver(out);
+    assert_eq!(s.counter("syn-proxy-splice-report-ignored"), 2);
+    assert_eq!(s.counter("syn-proxy-splices-reported"), 0);
+    let f = s.mgr.flow(&fwd).expect("the flow");
+    assert!(!f.splice_known() && !f.agents.contains(&other));
+    let from = s.agents[0].0;
+    let out = s.mgr.handle_datagram(s.now, from, &held[0]);
+    s.deliver(out);
+    assert_eq!(s.counter("syn-proxy-splices-reported"), 2);
+    assert!(s.mgr.flow(&fwd).expect("the flow").splice_known());
+}

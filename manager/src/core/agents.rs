@@ -361,7 +361,11 @@ impl ManagerCore {
     /// Notes the adjusts agent `from` reports it installed on fixed
     /// affinity `key` at a SYN proxy's splice (a splice report's pair) on
     /// the open flow `key` belongs to; that flow's forward key, or `None`
-    /// (not one of ours, ended or closed: nothing to carry them to).
+    /// (not one of ours, ended or closed: nothing to carry them to; or
+    /// `from` does not hold the flow: the splicing agent always does, it
+    /// punted the proof and got the flow, so another sender's report is
+    /// ignored, `syn-proxy-splice-report-ignored`, and cannot make the
+    /// manager install wrong adjusts elsewhere).
     fn note_splice(
         &mut self,
         from: SocketAddrV4,
@@ -374,14 +378,15 @@ impl ManagerCore {
         if !f.is_open() || !f.is_tcp() {
             return None;
         }
+        if !f.agents.contains(&from) {
+            self.count("syn-proxy-splice-report-ignored");
+            return None;
+        }
         let a = Some(SpliceAdjust { seq, ts });
         if fk == key {
             f.splice_fwd = a;
         } else {
             f.splice_rev = a;
-        }
-        if !f.agents.contains(&from) {
-            f.agents.push(from);
         }
         self.count("syn-proxy-splices-reported");
         Some(fk)

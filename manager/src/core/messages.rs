@@ -352,3 +352,41 @@ fn push_flow(b: &mut MessageBuilder, f: &Flow, ttl: u32, tracking: InterestCrite
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{renewal_chunks, FLOWS_PER_MESSAGE};
+    use affinity_api::AffinityKey;
+
+    fn key(port: u16) -> AffinityKey {
+        AffinityKey {
+            protocol: 6,
+            src_port: port,
+            ..AffinityKey::default()
+        }
+    }
+
+    #[test]
+    fn renewals_of_spliced_flows_take_fewer_flows_a_message() {
+        let keys: Vec<AffinityKey> = (0..20).map(key).collect();
+        let plain: Vec<usize> = renewal_chunks(&keys, |_| false)
+            .iter()
+            .map(|c| c.len())
+            .collect();
+        assert_eq!(plain, [FLOWS_PER_MESSAGE, FLOWS_PER_MESSAGE, 4]);
+        // 3 units each of 16: five spliced flows a message.
+        let spliced: Vec<usize> = renewal_chunks(&keys, |_| true)
+            .iter()
+            .map(|c| c.len())
+            .collect();
+        assert_eq!(spliced, [5, 5, 5, 5]);
+        // Mixed (every other spliced): 2 + 3 + 2 + 3 + 2 + 3 = 15, then 16.
+        let mixed: Vec<usize> = renewal_chunks(&keys, |k| k.src_port % 2 == 1)
+            .iter()
+            .map(|c| c.len())
+            .collect();
+        assert_eq!(mixed.iter().sum::<usize>(), 20);
+        assert_eq!(mixed[0], 6);
+        assert!(renewal_chunks(&[], |_| true).is_empty());
+    }
+}

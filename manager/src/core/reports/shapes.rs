@@ -190,6 +190,7 @@ pub const EVENTS: &[&str] = &[
     "snat-ports-exhausted",
     "syn-proxy-flow-on-second-agent",
     "syn-proxy-splice-installed-elsewhere",
+    "syn-proxy-splice-report-ignored",
     "syn-proxy-splices-reported",
     "tracking-unknown-flow",
     "unknown-flow-dropped",
