@@ -1093,4 +1093,7 @@ fn a_splice_report_from_an_agent_without_the_flow_is_ignored() {
     s.deliver(out);
     assert_eq!(s.counter("syn-proxy-splices-reported"), 2);
     assert!(s.mgr.flow(&fwd).expect("the flow").splice_known());
+    // Not an activity report: agents with reports off are still renewed.
+    assert_eq!(s.counter("rx-splice-report"), 2);
+    assert_eq!(s.counter("rx-activity-report"), 0);
 }

@@ -268,9 +268,20 @@ impl ManagerCore {
         msg: &ServiceMessage<'_>,
         out: &mut Vec<Outgoing>,
     ) {
-        self.count("rx-activity-report");
-        if let Some(a) = self.agents.get_mut(&from) {
-            a.activity_reports += 1;
+        // A splice report (pairs with adjusts, PROTOCOL.md "Splice
+        // reports") is not an activity report: it must not tell the manager
+        // this agent reports activity (flows on agents that never report
+        // are not ended as idle).
+        let splice = msg
+            .segments()
+            .any(|(s, _)| matches!(s, Segment::SeqAdjustAction(_) | Segment::TsAdjustAction(_)));
+        if splice {
+            self.count("rx-splice-report");
+        } else {
+            self.count("rx-activity-report");
+            if let Some(a) = self.agents.get_mut(&from) {
+                a.activity_reports += 1;
+            }
         }
         // An agent that advertised handshake marks in its hello, or whose
         // pair says it tracks them (a manager restarted after the agent's

@@ -186,6 +186,7 @@ pub const EVENTS: &[&str] = &[
     "rx-peer-table-full",
     "rx-queue-dropped",
     "rx-replay",
+    "rx-splice-report",
     "rx-unexpected-type",
     "snat-ports-exhausted",
     "syn-proxy-flow-on-second-agent",
