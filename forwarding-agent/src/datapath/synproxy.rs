@@ -208,11 +208,11 @@ impl Worker {
                 ));
             }
         }
-        self.report_splice(ctx, &report);
         // Another worker spliced it meanwhile (a duplicate SYN-ACK): this
-        // one goes on as any packet of the flow.
+        // one goes on as any packet of the flow (that worker reports it).
         let (pending, held) = agent.splice.take_pending(&client_flow, ctx.now_ns)?;
         self.counters.inc(Counter::SynProxySpliced);
+        self.report_splice(ctx, &report);
         if !held.is_empty() {
             // Early data behind it: the ACK leaves first through the same
             // queue as the data, and the SYN-ACK's buffer is consumed, so
