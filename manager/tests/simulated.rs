@@ -1097,3 +1097,41 @@ fn a_splice_report_from_an_agent_without_the_flow_is_ignored() {
     assert_eq!(s.counter("rx-splice-report"), 2);
     assert_eq!(s.counter("rx-activity-report"), 0);
 }
+
+/// A lost splice report is not lost for good: the agent sends it once more
+/// with its next periodic activity round, and the manager, which missed
+/// the first, takes the repeat (a repeat of one it has changes nothing).
+#[test]
+fn a_lost_splice_report_is_sent_again_with_the_next_activity_round() {
+    let mut s = Sim::reporting_every(config("syn_proxy = true", ""), 4096, 1000);
+    s.run_until(SEC);
+    let (p, lost) = proxied_connection(&mut s, 0, (client(7), 41000), (90_000, 5), true);
+    assert_eq!(lost.len(), 1);
+    let fwd = affinity_api::AffinityKey {
+        protocol: 6,
+        src_addr: p.c.0,
+        dst_addr: VIP,
+        src_port: p.c.1,
+        dst_port: 80,
+    };
+    assert!(!s.mgr.flow(&fwd).expect("the flow").splice_known());
+    s.run_until(s.now + 2 * SEC);
+    assert!(s.mgr.flow(&fwd).expect("the flow").splice_known());
+    assert_eq!(s.counter("syn-proxy-splices-reported"), 2);
+    assert_eq!(s.agents[0].1.counter(Counter::SynProxySpliceReported), 2);
+    // The round after: nothing more.
+    s.run_until(s.now + 2 * SEC);
+    assert_eq!(s.agents[0].1.counter(Counter::SynProxySpliceReported), 2);
+    // A reply through agent 2 is adjusted.
+    s.send(1, &p.backend_pkt(0, 0, 3, 101, b"ok"));
+    let (_, out) = s.last(1);
+    assert_eq!(
+        seq_ack_ts(&out),
+        (
+            p.cookie.wrapping_add(1),
+            p.isn + 1,
+            p.ours.wrapping_add(3),
+            101
+        )
+    );
+}

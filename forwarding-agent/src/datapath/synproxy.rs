@@ -14,7 +14,7 @@ use crate::synproxy::{self, SynProxyState};
 use crate::wildcard_affinity::WildcardEntry;
 use crate::wire::{self, checksum, tcp, PacketInfo};
 use affinity_api::AdmissionAction;
-use affinity_api::{FixedAffinity, MessageType, Segment, Statistics, TsAdjustAction};
+use affinity_api::MessageType;
 
 /// Whether the SYN proxy handles `info` on wildcard `w` (a TCP packet with
 /// ports, on a wildcard with the `SYN_PROXY` flag).
@@ -268,7 +268,9 @@ impl Worker {
     /// a restarted agent). Sent from the worker, in the splice's batch:
     /// the first reply can cross another agent within a round trip. Sent
     /// where the forward affinity's interest matches go (its manager's
-    /// listen socket). Cold: once per spliced connection.
+    /// listen socket), and once more, from the control thread, with the
+    /// next periodic activity round (`Agent::activity_reports`). Cold: once
+    /// per spliced connection.
     #[cold]
     #[inline(never)]
     fn report_splice(&mut self, ctx: &BatchCtx<'_>, spliced: &[Spliced]) {
@@ -282,25 +284,19 @@ impl Worker {
         let mut b = ctx
             .agent
             .builder_with(MessageType::StatisticsReport, ctx.published);
-        b.push(Segment::Statistics(Statistics::default()));
-        for &(key, ttl, adj, ts, _) in spliced {
-            b.push(Segment::FixedAffinity(FixedAffinity {
-                key,
-                ttl,
-                ..Default::default()
-            }));
-            b.push(Segment::SeqAdjustAction(adj));
-            if let Some(t) = ts {
-                b.push(Segment::TsAdjustAction(TsAdjustAction {
-                    delta: t.delta,
-                    flags: if t.echo { TsAdjustAction::ECHO } else { 0 },
-                }));
-            }
-            b.push(Segment::Statistics(Statistics::default()));
-        }
+        let pairs: Vec<crate::activity::SplicePair> = spliced
+            .iter()
+            .map(|&(key, ttl, adj, ts, _)| (key, ttl, adj, ts))
+            .collect();
+        crate::activity::push_splice_report(&mut b, &pairs);
         if let Ok(m) = b.finish() {
             self.messages.push((to, m));
             self.counters.inc(Counter::SynProxySpliceReported);
+            // Once more with the next periodic activity round.
+            let keys: Vec<affinity_api::AffinityKey> = pairs.iter().map(|p| p.0).collect();
+            ctx.agent
+                .splice
+                .note_reported(&keys, 2 * ctx.agent.config.hold_limit);
         }
     }
 }

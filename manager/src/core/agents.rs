@@ -371,8 +371,9 @@ impl ManagerCore {
 
     /// Notes the adjusts agent `from` reports it installed on fixed
     /// affinity `key` at a SYN proxy's splice (a splice report's pair) on
-    /// the open flow `key` belongs to; that flow's forward key, or `None`
-    /// (not one of ours, ended or closed: nothing to carry them to; or
+    /// the open flow `key` belongs to; that flow's forward key when they
+    /// are new for it, or `None` (a repeat; not one of ours, ended or
+    /// closed: nothing to carry them to; or
     /// `from` does not hold the flow: the splicing agent always does, it
     /// punted the proof and got the flow, so another sender's report is
     /// ignored, `syn-proxy-splice-report-ignored`, and cannot make the
@@ -394,13 +395,17 @@ impl ManagerCore {
             return None;
         }
         let a = Some(SpliceAdjust { seq, ts });
-        if fk == key {
-            f.splice_fwd = a;
+        let slot = if fk == key {
+            &mut f.splice_fwd
         } else {
-            f.splice_rev = a;
-        }
+            &mut f.splice_rev
+        };
+        // A repeat (the agent sends each report once more with its next
+        // activity round) changes nothing and installs nothing again.
+        let changed = *slot != a;
+        *slot = a;
         self.count("syn-proxy-splices-reported");
-        Some(fk)
+        changed.then_some(fk)
     }
 
     /// After a splice report from `from`: the flows in `fwd` that other
