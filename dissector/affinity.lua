@@ -97,6 +97,10 @@ local segments = {
     [18] = { name = "statistics", len = { 20, 20, 1 },
         fields = { { "statistics.forward", 0, 4 }, { "statistics.packets", 4, 8 },
             { "statistics.bytes", 12, 8 } } },
+    -- Extension (PROTOCOL.md, "21 — timestamp adjust action").
+    [21] = { name = "timestamp adjust action", len = { 8, 8, 1 },
+        fields = { { "ts_adjust.delta", 0, 4 }, { "ts_adjust.flags", 4, 1 },
+            { "reserved24", 5, 3 } } },
 }
 local seg_types = {}
 for t, s in pairs(segments) do seg_types[t] = s.name end
@@ -170,6 +174,8 @@ local fields = {
     { "uint32", "seq_adjust.initial_seq", "Initial sequence" },
     { "uint32", "seq_adjust.ack_delta", "Acknowledgment delta" },
     { "uint32", "seq_adjust.initial_ack", "Initial acknowledgment" },
+    { "uint32", "ts_adjust.delta", "Timestamp delta" },
+    { "uint8", "ts_adjust.flags", "Timestamp adjust flags", base.HEX },
     { "ipv4", "interest.address", "Interest address" },
     { "uint16", "interest.port", "Interest port" },
     { "uint16", "interest.mask", "Interest mask", base.HEX },
@@ -206,6 +212,7 @@ local flag_bits = {
         { "nat.flags.dst_port", "destination port", 0x08 },
     },
     ["advertise.flags"] = { { "advertise.flags.mask", "mask present", 0x01 } },
+    ["ts_adjust.flags"] = { { "ts_adjust.flags.echo", "ECHO (TSecr)", 0x01 } },
     ["interest.mask"] = {
         { "interest.mask.fin", "FIN", 0x0001 },
         { "interest.mask.syn", "SYN", 0x0002 },

@@ -5,7 +5,7 @@
 use crate::segment::{
     ActionList, AdmissionAction, AdvertiseAction, AffinityIdentifier, BackupPrecedence,
     FixedAffinity, InterestCriteria, NatAction, Segment, Segments, SeqAdjustAction,
-    ServicePrecedence, WildcardAffinity,
+    ServicePrecedence, TsAdjustAction, WildcardAffinity,
 };
 
 /// The affinity an [`AffinityEntry`] is about.
@@ -36,6 +36,8 @@ pub struct AffinityEntry<'a> {
     pub advertise: Option<AdvertiseAction>,
     /// Sequence-number adjust action (type 12) that applies, if any.
     pub seq_adjust: Option<SeqAdjustAction>,
+    /// Timestamp adjust action (type 21) that applies, if any.
+    pub ts_adjust: Option<TsAdjustAction>,
     /// Interest criteria (type 13) that apply, if any.
     pub interest: Option<InterestCriteria>,
     /// Action list (type 14) that applies, if any.
@@ -54,6 +56,7 @@ impl<'a> AffinityEntry<'a> {
             nat: None,
             advertise: None,
             seq_adjust: None,
+            ts_adjust: None,
             interest: None,
             action_list: None,
             admission: None,
@@ -68,6 +71,7 @@ impl<'a> AffinityEntry<'a> {
             Segment::NatAction(v) => self.nat = Some(v),
             Segment::AdvertiseAction(v) => self.advertise = Some(v),
             Segment::SeqAdjustAction(v) => self.seq_adjust = Some(v),
+            Segment::TsAdjustAction(v) => self.ts_adjust = Some(v),
             Segment::InterestCriteria(v) => self.interest = Some(v),
             Segment::ActionList(v) => self.action_list = Some(v),
             Segment::AdmissionAction(v) => self.admission = Some(v),

@@ -70,7 +70,7 @@ pub use segment::{
     encode_action_list, ActionList, AdmissionAction, AdvertiseAction, AffinityIdentifier,
     AffinityKey, BackupPrecedence, Capabilities, DenyReason, FixedAffinity, IdentityInfo,
     InterestCriteria, NatAction, Receiver, Security, Segment, Segments, SeqAdjustAction,
-    ServicePrecedence, Statistics, WildcardAffinity,
+    ServicePrecedence, Statistics, TsAdjustAction, WildcardAffinity,
 };
 
 /// UDP port forwarding agents listen on (the port Cisco's CASA used).

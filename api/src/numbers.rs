@@ -126,6 +126,9 @@ pub mod seg {
     pub const RECEIVER: u16 = 19;
     /// Admission action (punt budgets, SYN proxy), 20 bytes (extension).
     pub const ADMISSION_ACTION: u16 = 20;
+    /// Timestamp adjust action (a SYN-proxied flow's TSval/TSecr offset), 8
+    /// bytes (extension).
+    pub const TS_ADJUST_ACTION: u16 = 21;
 }
 
 /// Dispatch flags of an affinity.

@@ -54,7 +54,7 @@ const X: Cell = Cell::No;
 /// first: an interest match missing both identifier and fixed affinity is
 /// refused naming the identifier.
 #[rustfmt::skip]
-const RULES: [Rule; 20] = [
+const RULES: [Rule; 21] = [
     //   segment type                    once  flag   1  2  3  4  5  6 16 17 18 19
     rule(seg::AFFINITY_IDENTIFIER,       MANY, OPT, [a, a, a, M, M, X, X, X, a, a]),
     rule(seg::WILDCARD_AFFINITY,         MANY, REQ, [M, X, a, X, X, X, X, X, X, X]),
@@ -67,7 +67,7 @@ const RULES: [Rule; 20] = [
     rule(seg::IDENTITY_INFO,             ONCE, OPT, [a, a, a, a, a, a, a, a, a, a]),
     rule(seg::NAT_ACTION,                MANY, REQ, [a, a, X, X, X, X, X, X, X, X]),
     rule(seg::ADVERTISE_ACTION,          MANY, OPT, [a, a, X, X, X, X, X, X, X, X]),
-    rule(seg::SEQ_ADJUST_ACTION,         MANY, REQ, [a, a, X, X, X, X, X, X, X, X]),
+    rule(seg::SEQ_ADJUST_ACTION,         MANY, REQ, [a, a, X, X, X, X, X, X, X, a]),
     rule(seg::INTEREST_CRITERIA_ACTION,  MANY, REQ, [a, a, X, X, X, X, X, X, X, X]),
     rule(seg::ACTION_LIST,               MANY, OPT, [a, a, a, X, X, X, X, X, X, X]),
     rule(seg::IP_PACKET,                 ONCE, REQ, [X, a, X, a, a, M, X, X, X, X]),
@@ -76,6 +76,7 @@ const RULES: [Rule; 20] = [
     rule(seg::STATISTICS,                MANY, OPT, [X, X, X, X, X, X, X, X, X, M]),
     rule(seg::RECEIVER,                  ONCE, OPT, [a, a, a, a, a, a, a, a, a, a]),
     rule(seg::ADMISSION_ACTION,          MANY, OPT, [a, X, X, X, X, X, X, X, X, X]),
+    rule(seg::TS_ADJUST_ACTION,          MANY, OPT, [X, a, X, X, X, X, X, X, X, a]),
 ];
 
 /// Index into [`RULES`] by segment type number (`u8::MAX`: no row), filled

@@ -7,7 +7,8 @@ use affinity_api::{
     emit_prefix, interest, prefix_len, AdmissionAction, AffinityIdentifier, AffinityKey,
     AuthAlgorithm, Capabilities, DenyReason, EmitError, FixedAffinity, IdentityInfo,
     InterestCriteria, Key, MessageBuilder, MessageType, NatAction, ParseError, Segment,
-    ServiceMessage, ServicePrecedence, Statistics, WildcardAffinity,
+    SeqAdjustAction, ServiceMessage, ServicePrecedence, Statistics, TsAdjustAction,
+    WildcardAffinity,
 };
 use std::net::Ipv4Addr;
 
@@ -192,6 +193,72 @@ fn type2_fixed_update_with_packet() {
         Segment::IpPacket(&pkt),
     ];
     check(&g, MessageType::AffinityUpdateFixed, &segs);
+}
+
+/// A spliced SYN-proxied flow's forward affinity as a manager reinstalls
+/// it: the sequence adjust (type 12) and the timestamp adjust (type 21,
+/// optional, ECHO: the TSecr) apply to the fixed affinity before them.
+#[test]
+fn type2_fixed_update_with_sequence_and_timestamp_adjust() {
+    let g = hex("
+        01 02 00 4c 01 00 00 00  00 00 00 00 00 00 00 02   # v1 type2 len 76; seq 2
+        80 02 00 1c                                        # fixed affinity, required, 28
+        06 00 00 00 c6 12 00 05 cb 00 71 0a 9c 40 00 50    # tcp 198.18.0.5:40000 -> 203.0.113.10:80
+        00 00 00 00 00 00 00 1e                            # forward 0, ttl 30
+        80 0c 00 14                                        # sequence adjust, required, 20
+        00 00 00 00 00 00 00 00                            # seq delta 0, initial seq 0
+        12 34 56 78 9a bc de f1                            # ack delta 0x12345678 from 0x9abcdef1
+        00 15 00 0c                                        # timestamp adjust, optional, 12
+        fe dc ba 98 01 00 00 00                            # delta 0xfedcba98, flags ECHO, reserved
+    ");
+    let segs = [
+        Segment::FixedAffinity(FixedAffinity {
+            key: FLOW,
+            ttl: 30,
+            ..Default::default()
+        }),
+        Segment::SeqAdjustAction(SeqAdjustAction {
+            seq_delta: 0,
+            initial_seq: 0,
+            ack_delta: 0x1234_5678,
+            initial_ack: 0x9abc_def1,
+        }),
+        Segment::TsAdjustAction(TsAdjustAction {
+            delta: 0xfedc_ba98,
+            flags: TsAdjustAction::ECHO,
+        }),
+    ];
+    check(&g, MessageType::AffinityUpdateFixed, &segs);
+    // Built with the default flags, the same bytes.
+    let mut b = MessageBuilder::new(MessageType::AffinityUpdateFixed, 2);
+    for s in segs {
+        b.push(s);
+    }
+    assert_eq!(b.finish().unwrap(), g);
+    let msg = ServiceMessage::parse(&g).unwrap();
+    let e = msg.affinities().next().unwrap();
+    assert_eq!(e.ts_adjust.map(|t| t.delta), Some(0xfedc_ba98));
+    assert_eq!(e.seq_adjust.map(|s| s.initial_ack), Some(0x9abc_def1));
+    // An undefined flag bit is malformed.
+    let mut bad = g.clone();
+    bad[16 + 28 + 20 + 8] = 0x03;
+    assert!(ServiceMessage::parse(&bad).is_err());
+    // A reserved byte is ignored on receipt, as everywhere.
+    let mut reserved = g.clone();
+    reserved[16 + 28 + 20 + 9] = 0xff;
+    assert!(ServiceMessage::parse(&reserved).is_ok());
+    // Not allowed on a wildcard update (a per-flow offset).
+    let mut w = g.clone();
+    w[1] = 1;
+    assert!(ServiceMessage::parse(&w).is_err());
+    // A receiver that predates type 21 skips it (no Required flag): as an
+    // unknown optional segment, which is how it parses an unknown type.
+    let mut unknown = g.clone();
+    unknown[16 + 28 + 20 + 1] = 0x7f;
+    let m = ServiceMessage::parse(&unknown).unwrap();
+    assert!(m
+        .segments()
+        .any(|(s, _)| matches!(s, Segment::Unknown { seg_type: 0x7f, .. })));
 }
 
 #[test]

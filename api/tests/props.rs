@@ -5,8 +5,8 @@ use affinity_api::{
     interest, seg, AdvertiseAction, AffinityIdentifier, AffinityKey, AuthAlgorithm, AuthError,
     AuthPolicy, BackupPrecedence, Capabilities, FixedAffinity, InterestCriteria, Key,
     MessageBuilder, MessageType, NatAction, ParseError, ReplayWindow, Security, Segment,
-    SegmentErrorKind, SeqAdjustAction, ServiceMessage, ServicePrecedence, WildcardAffinity,
-    REQUIRED_FLAG,
+    SegmentErrorKind, SeqAdjustAction, ServiceMessage, ServicePrecedence, TsAdjustAction,
+    WildcardAffinity, REQUIRED_FLAG,
 };
 use proptest::prelude::{any, prop_assert, prop_assert_eq, prop_oneof, proptest, Strategy};
 use std::net::Ipv4Addr;
@@ -163,6 +163,46 @@ proptest! {
             let policy = AuthPolicy::with_key(key);
             prop_assert!(policy.verify(&msg, 0).is_ok());
         }
+    }
+
+    /// A spliced flow's two fixed affinities, each with its sequence and
+    /// timestamp adjust (an update-fixed or an agent's splice report),
+    /// round-trip and group per affinity.
+    #[test]
+    fn timestamp_adjust_round_trip(
+        k in key(),
+        seq in any::<[u32; 4]>(),
+        deltas in any::<(u32, u32)>(),
+        report in any::<bool>(),
+    ) {
+        let t = if report { MessageType::StatisticsReport } else { MessageType::AffinityUpdateFixed };
+        let mut segs = Vec::new();
+        if report {
+            segs.push(Segment::Statistics(Default::default()));
+        }
+        for (key, delta, flags) in [(k, deltas.0, TsAdjustAction::ECHO), (k.reversed(), deltas.1, 0)] {
+            segs.push(Segment::FixedAffinity(FixedAffinity { key, ttl: 30, ..Default::default() }));
+            segs.push(Segment::SeqAdjustAction(SeqAdjustAction {
+                seq_delta: seq[0],
+                initial_seq: seq[1],
+                ack_delta: seq[2],
+                initial_ack: seq[3],
+            }));
+            segs.push(Segment::TsAdjustAction(TsAdjustAction { delta, flags }));
+        }
+        let mut b = MessageBuilder::new(t, 9);
+        for s in &segs {
+            b.push(*s);
+        }
+        let bytes = b.finish().unwrap();
+        let msg = ServiceMessage::parse(&bytes).unwrap();
+        let got: Vec<Segment<'_>> = msg.segments().map(|(s, _)| s).collect();
+        prop_assert_eq!(&got, &segs);
+        let ts: Vec<_> = msg.affinities().map(|e| e.ts_adjust).collect();
+        prop_assert_eq!(ts, vec![
+            Some(TsAdjustAction { delta: deltas.0, flags: TsAdjustAction::ECHO }),
+            Some(TsAdjustAction { delta: deltas.1, flags: 0 }),
+        ]);
     }
 
     #[test]

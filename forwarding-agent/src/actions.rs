@@ -19,8 +19,9 @@ pub struct ActionSet {
     pub nat: Option<NatActionKey>,
     pub seq_adjust: Option<SeqAdjustKey>,
     pub interest: Option<InterestKey>,
-    /// TCP timestamp offset of a SYN-proxied flow (installed by the agent
-    /// itself, `crate::synproxy`; no segment carries it).
+    /// TCP timestamp offset of a SYN-proxied flow: installed by the agent
+    /// itself at the splice (`crate::synproxy`), or from a manager's
+    /// timestamp adjust segment (type 21, PROTOCOL.md) on a fixed affinity.
     pub ts_adjust: Option<TsAdjustKey>,
     pub dispatch_flags: u8,
     pub info_flags: u8,

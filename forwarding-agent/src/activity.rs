@@ -18,7 +18,10 @@
 
 use crate::agent::{ds, Agent, ControlState};
 use crate::counters::Counter;
-use affinity_api::{activity, AffinityKey, FixedAffinity, MessageType, Segment, Statistics};
+use affinity_api::{
+    activity, AffinityKey, FixedAffinity, MessageBuilder, MessageType, Segment, SeqAdjustAction,
+    Statistics, TsAdjustAction,
+};
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
 
@@ -40,6 +43,44 @@ pub const PROMPT_REPORT_INTERVAL_NS: u64 = 200_000_000;
 /// reports; past it they wait for the periodic report
 /// (`handshake-marks-dropped`).
 pub const MARKS_QUEUED: usize = 65_536;
+
+/// Pairs per splice report message: each is a fixed affinity (28 bytes),
+/// sequence adjust (20), timestamp adjust (12) and statistics (24) segment;
+/// 14 of them with the header, identity info, the summary and a signature
+/// stay under about 1400 bytes.
+pub const SPLICE_PAIRS_PER_REPORT: usize = 14;
+
+/// One fixed affinity of a splice report: its key, the seconds the agent
+/// still holds it, and the adjusts its splice installed.
+pub(crate) type SplicePair = (
+    AffinityKey,
+    u32,
+    SeqAdjustAction,
+    Option<crate::actions::TsAdjustKey>,
+);
+
+/// Appends a splice report's body to `b` (PROTOCOL.md, "Splice reports"):
+/// the zero summary statistics segment, then per pair its fixed affinity
+/// segment, sequence adjust, timestamp adjust (when there is one) and a
+/// zero statistics segment.
+pub(crate) fn push_splice_report(b: &mut MessageBuilder, pairs: &[SplicePair]) {
+    b.push(Segment::Statistics(Statistics::default()));
+    for &(key, ttl, adj, ts) in pairs {
+        b.push(Segment::FixedAffinity(FixedAffinity {
+            key,
+            ttl,
+            ..Default::default()
+        }));
+        b.push(Segment::SeqAdjustAction(adj));
+        if let Some(t) = ts {
+            b.push(Segment::TsAdjustAction(TsAdjustAction {
+                delta: t.delta,
+                flags: if t.echo { TsAdjustAction::ECHO } else { 0 },
+            }));
+        }
+        b.push(Segment::Statistics(Statistics::default()));
+    }
+}
 
 /// The control thread's activity bookkeeping.
 #[derive(Debug, Default)]
@@ -163,7 +204,57 @@ impl Agent {
             true
         });
         st.activity.last = seen;
-        self.report_messages(st, &entries, true, Counter::ActivityReports)
+        let mut sends = self.report_messages(st, &entries, true, Counter::ActivityReports);
+        sends.extend(self.splice_reports_again(st, now_ns));
+        sends
+    }
+
+    /// The splice reports of the fixed affinities spliced since the last
+    /// periodic round, sent once more with it (the worker sent them at the
+    /// splice; a manager takes a repeat as it took the first), each to the
+    /// address and port its owner's messages come from, at most
+    /// [`SPLICE_PAIRS_PER_REPORT`] pairs a message. Affinities gone or no
+    /// longer carrying the agent's adjusts are left out.
+    fn splice_reports_again(
+        &self,
+        st: &mut ControlState,
+        now_ns: u64,
+    ) -> Vec<(SocketAddrV4, Vec<u8>)> {
+        let keys = self.splice.take_recent();
+        let now = ds(now_ns);
+        let mut by_owner: std::collections::BTreeMap<u16, Vec<SplicePair>> = Default::default();
+        for key in keys {
+            let Some((seq, ts)) = self.splice.installed(&key) else {
+                continue;
+            };
+            let Some((v, _)) = self.fixed.lookup(&key) else {
+                continue;
+            };
+            if v.expires_ds <= now {
+                continue;
+            }
+            let owner = self.actions.view(v.action).owner();
+            let ttl = (v.expires_ds - now).div_ceil(10);
+            by_owner
+                .entry(owner)
+                .or_default()
+                .push((key, ttl, seq.into(), ts));
+        }
+        let mut sends = Vec::new();
+        for (owner, pairs) in by_owner {
+            let Some(to) = st.activity.sources.get(owner as usize).copied().flatten() else {
+                continue;
+            };
+            for chunk in pairs.chunks(SPLICE_PAIRS_PER_REPORT) {
+                let mut b = self.builder(MessageType::StatisticsReport);
+                push_splice_report(&mut b, chunk);
+                if let Ok(m) = b.finish() {
+                    sends.push((to, m));
+                    st.counters.inc(Counter::SynProxySpliceReported);
+                }
+            }
+        }
+        sends
     }
 
     /// Type-19 reports of `entries` to every manager heard from, at most

@@ -162,6 +162,14 @@ counters! {
     // 5-tuple while the old connection's affinities are installed):
     // answered with a new cookie (also counted `syn-proxy-syn-answered`).
     SynProxyReuseAnswered => "syn-proxy-reused-tuple-syn-answered",
+    // A splice report message (the adjusts a splice installed, PROTOCOL.md
+    // "Splice reports") sent to the flow's manager: one per spliced
+    // connection at the splice, and the repeats with the next periodic
+    // activity round (up to 14 affinities, 7 connections, a message).
+    SynProxySpliceReported => "syn-proxy-splice-reported",
+    // A fixed affinity carrying a timestamp adjust (segment 21) that is
+    // not TCP: denied as malformed (code 5), nothing installed.
+    TsAdjustNotTcp => "ts-adjust-not-tcp-refused",
 }
 
 pub const N_COUNTERS: usize = Counter::ALL.len();

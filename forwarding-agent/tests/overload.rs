@@ -1246,6 +1246,8 @@ fn a_reused_tuple_is_answered_by_the_proxy_again_and_spliced_with_new_adjusts() 
     assert_eq!(syn_seq, 1000);
     assert_eq!(seq_ack(&out_ack), (1001, b_isn.wrapping_add(1)));
     assert_eq!(a.counter(Counter::SynProxySpliced), 1);
+    // The splice went to the manager (PROTOCOL.md, "Splice reports").
+    assert_eq!(splice_reports(&mut w).len(), 1);
 
     // The client closes and, the affinities still installed, opens a new
     // connection on the same 5-tuple with another ISN. Its SYN is answered
@@ -1721,4 +1723,280 @@ fn a_backend_rst_to_a_proxied_syn_with_source_nat_reaches_the_client_in_its_sequ
         // Given up: the pending connection and its proof are gone.
         assert_eq!(a.syn_proxy_held(), (0, 0));
     }
+}
+
+/// The splice reports a worker queued for its manager (statistics reports
+/// whose pairs carry adjusts), each as its (key, ttl, sequence adjust,
+/// timestamp adjust) pairs; checks the layout (a zero summary first, each
+/// pair's statistics zero) and that it goes to the manager.
+type SplicePair = (
+    affinity_api::AffinityKey,
+    u32,
+    affinity_api::SeqAdjustAction,
+    Option<affinity_api::TsAdjustAction>,
+);
+fn splice_reports(w: &mut Worker) -> Vec<Vec<SplicePair>> {
+    let mut out = Vec::new();
+    for (to, m) in w.take_messages() {
+        let msg = ServiceMessage::parse(&m).unwrap();
+        if msg.msg_type() != MessageType::StatisticsReport {
+            continue;
+        }
+        assert_eq!(*to.ip(), MGR);
+        let segs: Vec<_> = msg
+            .segments()
+            .map(|(s, _)| s)
+            .filter(|s| !matches!(s, affinity_api::Segment::IdentityInfo(_)))
+            .collect();
+        assert_eq!(
+            segs.first(),
+            Some(&affinity_api::Segment::Statistics(Default::default()))
+        );
+        for s in &segs {
+            if let affinity_api::Segment::Statistics(st) = s {
+                assert_eq!((st.packets, st.bytes), (0, 0));
+            }
+        }
+        out.push(
+            msg.affinities()
+                .map(|e| {
+                    let affinity_api::AffinityRef::Fixed(f) = e.affinity else {
+                        panic!("{e:?}")
+                    };
+                    (
+                        f.key,
+                        f.ttl,
+                        e.seq_adjust.expect("sequence adjust"),
+                        e.ts_adjust,
+                    )
+                })
+                .collect(),
+        );
+    }
+    out
+}
+
+#[test]
+fn a_splice_is_reported_to_the_manager_with_the_adjusts_it_installed() {
+    let cport = 40000;
+    let (a, mut w, ack, cookie, tsval) = proved(cport);
+    let (d, buf) = run(&mut w, SEC, &ack);
+    let echo = punt_echo(d, &buf);
+    let (b_isn, b_ts) = (0x8000_0010u32, 777);
+    let _ = answer_and_splice(
+        &a,
+        &mut w,
+        SEC,
+        3,
+        (cport, &echo, &ack),
+        (b_isn, b_ts, 12346),
+    );
+    assert_eq!(a.counter(Counter::SynProxySpliced), 1);
+    let reports = splice_reports(&mut w);
+    assert_eq!(reports.len(), 1, "one report, at once, from the worker");
+    assert_eq!(a.counter(Counter::SynProxySpliceReported), 1);
+    let client_flow = affinity_api::AffinityKey {
+        protocol: 6,
+        src_addr: CLIENT,
+        dst_addr: VIP,
+        src_port: cport,
+        dst_port: 80,
+    };
+    let pairs = &reports[0];
+    assert_eq!(pairs.len(), 2);
+    let (k, ttl, seq, ts) = pairs[0];
+    assert_eq!(k, client_flow);
+    assert!((29..=30).contains(&ttl), "{ttl}");
+    // Client flow: acknowledgments from the cookie ISN + 1 on move to the
+    // backend's space; its TSecr (the agent's clock) back to the backend's.
+    assert_eq!(
+        seq,
+        affinity_api::SeqAdjustAction {
+            seq_delta: 0,
+            initial_seq: 0,
+            ack_delta: b_isn.wrapping_sub(cookie),
+            initial_ack: cookie.wrapping_add(1),
+        }
+    );
+    assert_eq!(
+        ts,
+        Some(affinity_api::TsAdjustAction {
+            delta: b_ts.wrapping_sub(tsval),
+            flags: affinity_api::TsAdjustAction::ECHO,
+        })
+    );
+    // Backend flow: sequence numbers from the backend ISN + 1 on move to
+    // the cookie's; its TSval onto the agent's clock.
+    let (k, _, seq, ts) = pairs[1];
+    assert_eq!((k.src_addr, k.src_port, k.dst_port), (BACKEND, 8080, cport));
+    assert_eq!(
+        seq,
+        affinity_api::SeqAdjustAction {
+            seq_delta: cookie.wrapping_sub(b_isn),
+            initial_seq: b_isn.wrapping_add(1),
+            ack_delta: 0,
+            initial_ack: 0,
+        }
+    );
+    assert_eq!(
+        ts,
+        Some(affinity_api::TsAdjustAction {
+            delta: tsval.wrapping_sub(b_ts),
+            flags: 0,
+        })
+    );
+}
+
+/// A manager's fixed update carrying a spliced flow's adjusts (sequence,
+/// segment 12, and timestamp, segment 21: a reply crossing this agent, or
+/// this agent restarted) is applied as the splicing agent's own install:
+/// acknowledgments and TSecr moved on the client flow, sequence numbers
+/// and TSval on the backend flow, checksums valid against a full
+/// recompute; a timestamp adjust on a UDP affinity is refused.
+#[test]
+fn a_fixed_update_with_sequence_and_timestamp_adjusts_is_applied_as_a_splice() {
+    use affinity_api::{AffinityIdentifier, AffinityKey, NatAction, Segment};
+    use affinity_api::{DenyReason, SeqAdjustAction, TsAdjustAction};
+    let (a, mut w) = agent();
+    install(&a, None);
+    let out = a.handle_control(
+        0,
+        from(MGR),
+        &wildcard_msg(MGR, 2, &[Wc::from_backends(11)], None),
+    );
+    assert!(out.replies.is_empty());
+    let cport = 40000;
+    // As a splice of cookie ISN 0x7000_0000 with backend ISN 0x0000_0100,
+    // the agent's TSval clock 5000 against the backend's 2_000_000_000.
+    let (cookie, b_isn) = (0x7000_0000u32, 0x0000_0100u32);
+    let (ours, theirs) = (5000u32, 2_000_000_000u32);
+    let id = |id| Segment::AffinityIdentifier(AffinityIdentifier { id, reason: 0 });
+    let fwd_segs = [
+        id(1),
+        Segment::NatAction(NatAction {
+            flags: NatAction::DST_ADDR | NatAction::DST_PORT,
+            dst_addr: BACKEND,
+            dst_port: 8080,
+            ..Default::default()
+        }),
+        Segment::SeqAdjustAction(SeqAdjustAction {
+            ack_delta: b_isn.wrapping_sub(cookie),
+            initial_ack: cookie.wrapping_add(1),
+            ..Default::default()
+        }),
+        Segment::TsAdjustAction(TsAdjustAction {
+            delta: theirs.wrapping_sub(ours),
+            flags: TsAdjustAction::ECHO,
+        }),
+    ];
+    let rev_segs = [
+        id(2),
+        Segment::NatAction(NatAction {
+            flags: NatAction::SRC_ADDR | NatAction::SRC_PORT,
+            src_addr: VIP,
+            src_port: 80,
+            ..Default::default()
+        }),
+        Segment::SeqAdjustAction(SeqAdjustAction {
+            seq_delta: cookie.wrapping_sub(b_isn),
+            initial_seq: b_isn.wrapping_add(1),
+            ..Default::default()
+        }),
+        Segment::TsAdjustAction(TsAdjustAction {
+            delta: ours.wrapping_sub(theirs),
+            flags: 0,
+        }),
+    ];
+    let key = |s: (Ipv4Addr, u16), d: (Ipv4Addr, u16)| AffinityKey {
+        protocol: 6,
+        src_addr: s.0,
+        dst_addr: d.0,
+        src_port: s.1,
+        dst_port: d.1,
+    };
+    let fwd = key((CLIENT, cport), (VIP, 80));
+    let rev = key((BACKEND, 8080), (CLIENT, cport));
+    let msg = common::fixed_msg(
+        MGR,
+        3,
+        &[(fwd, 30, &fwd_segs), (rev, 30, &rev_segs)],
+        None,
+        None,
+    );
+    let out = a.handle_control(SEC, from(MGR), &msg);
+    assert!(out.replies.is_empty(), "{:?}", out.replies);
+    let ts = |val, ecr| TcpOptions {
+        timestamps: Some((val, ecr)),
+        ..TcpOptions::default()
+    };
+    // Client → backend: ACK in the cookie's space, TSecr on our clock.
+    let req = with_options(
+        from_client(
+            cport,
+            build::TCP_ACK | build::TCP_PSH,
+            1001,
+            cookie.wrapping_add(51),
+            b"GET /",
+        ),
+        &ts(777, ours + 3),
+    );
+    let (d, buf) = run(&mut w, SEC, &req);
+    assert_eq!(d, Disposition::Pass);
+    let out = packet_at(&buf);
+    assert!(checksums_ok(&out));
+    assert_eq!(seq_ack(&out), (1001, b_isn.wrapping_add(51)));
+    assert_eq!(
+        options_of(&out).timestamps,
+        Some((777, theirs.wrapping_add(3)))
+    );
+    // Backend → client: sequence in the backend's space, TSval on its
+    // clock; the client sees the cookie's space and our clock.
+    let reply = with_options(
+        build::tcp(
+            BACKEND,
+            8080,
+            CLIENT,
+            cport,
+            build::TCP_ACK | build::TCP_PSH,
+            b_isn.wrapping_add(1),
+            1006,
+            b"200 OK",
+        ),
+        &ts(theirs.wrapping_add(9), 777),
+    );
+    let (d, buf) = run(&mut w, SEC, &reply);
+    assert_eq!(d, Disposition::Pass);
+    let out = packet_at(&buf);
+    assert!(checksums_ok(&out));
+    assert_eq!(seq_ack(&out), (cookie.wrapping_add(1), 1006));
+    assert_eq!(options_of(&out).timestamps, Some((ours + 9, 777)));
+    let info = wire::parse_ipv4(&out).unwrap();
+    assert_eq!((info.key.src_addr, info.key.src_port), (VIP, 80));
+    assert_eq!(a.counter(Counter::TsAdjustNotTcp), 0);
+
+    // Hostile: a timestamp adjust on a UDP affinity is denied as
+    // malformed (naming segment 21), counted, and nothing is installed.
+    let udp = AffinityKey {
+        protocol: 17,
+        ..key((CLIENT, 5353), (VIP, 53))
+    };
+    let bad = [Segment::TsAdjustAction(TsAdjustAction {
+        delta: u32::MAX,
+        flags: 0,
+    })];
+    let before = a.fixed_count(SEC);
+    let out = a.handle_control(
+        SEC,
+        from(MGR),
+        &common::fixed_msg(MGR, 4, &[(udp, 30, &bad)], None, None),
+    );
+    assert_eq!(a.counter(Counter::TsAdjustNotTcp), 1);
+    assert_eq!(a.fixed_count(SEC), before);
+    assert_eq!(out.replies.len(), 1);
+    let deny = ServiceMessage::parse(&out.replies[0].1).unwrap();
+    let r = deny.deny_reason().unwrap();
+    assert_eq!(
+        (r.denied_type, r.code),
+        (affinity_api::seg::TS_ADJUST_ACTION, DenyReason::MALFORMED)
+    );
 }

@@ -9,7 +9,8 @@
 //! released later, keeps a valid IP header checksum.
 use affinity_api::{
     interest, AffinityKey, FixedAffinity, InterestCriteria, MessageBuilder, MessageType,
-    NatAction, Segment, SeqAdjustAction, ServiceMessage, WildcardAffinity, MANAGER_PORT,
+    NatAction, Segment, SeqAdjustAction, ServiceMessage, TsAdjustAction, WildcardAffinity,
+    MANAGER_PORT,
 };
 use affinity_forwarding_agent::wire::{self, build, checksum};
 use affinity_forwarding_agent::{Agent, AgentConfig, Disposition, PacketBuf, Worker};
@@ -53,6 +54,11 @@ pub fn run(data: &[u8]) {
     f.push(Segment::FixedAffinity(FixedAffinity { key, ttl: 60, ..Default::default() }));
     f.push(Segment::NatAction(nat));
     f.push(Segment::SeqAdjustAction(SeqAdjustAction { seq_delta: cfg[39] as u32, ..Default::default() }));
+    // Half the inputs also carry a timestamp adjust (segment 21), TSval or
+    // TSecr by the low bit; on a UDP or protocol-0 key it is refused.
+    if cfg[39] & 0x80 != 0 {
+        f.push(Segment::TsAdjustAction(TsAdjustAction { delta: u32::from(cfg[39]).wrapping_mul(0x0101_0101), flags: cfg[39] & TsAdjustAction::ECHO }));
+    }
     if let Ok(m) = f.finish() {
         agent.handle_control(0, mgr, &m);
     }

@@ -555,13 +555,390 @@ fn syn_proxy_service_punts_only_the_proved_handshake_and_splices_the_backend() {
         90_001
     );
     assert_eq!(s.agents[0].1.counter(Counter::SynProxySpliced), 1);
-    // A reply that crosses the other agent (FIGURE 5): it has no sequence
-    // adjust for the flow, so the manager says so (the connection cannot
-    // work on that path; manager README, "SYN proxy and asymmetric paths").
+    // A reply that crosses the other agent (FIGURE 5): the agent reported
+    // the splice, so the manager installs the flow there with its adjusts
+    // and the reply reaches the client in the cookie's sequence space;
+    // nothing is counted as broken (manager README, "SYN proxy and
+    // asymmetric paths"; the whole exchange: the test after this one).
+    assert_eq!(s.counter("syn-proxy-splices-reported"), 2);
     assert_eq!(s.counter("syn-proxy-flow-on-second-agent"), 0);
     let reply = tcp_ts((backend, 8080), c, build::TCP_ACK, 90_001, 501, (6, 101));
     s.send(1, &reply);
+    assert_eq!(s.counter("syn-proxy-flow-on-second-agent"), 0);
+    let (k, out) = s.last(1);
+    assert_eq!((k.src_addr, k.dst_addr), (VIP, client(7)));
+    assert_eq!(
+        u32::from_be_bytes([out[24], out[25], out[26], out[27]]),
+        cookie.wrapping_add(1)
+    );
+}
+
+/// What a test needs of a spliced proxied connection.
+struct Proxied {
+    /// The client's address and port.
+    c: (Ipv4Addr, u16),
+    /// The client's ISN.
+    isn: u32,
+    /// The SYN proxy's cookie (its ISN toward the client).
+    cookie: u32,
+    /// The proxy's TSval in its SYN-ACK (its timestamp clock).
+    ours: u32,
+    /// The backend chosen, port 8080.
+    backend: Ipv4Addr,
+    /// The backend's ISN and the TSval of its SYN-ACK.
+    b_isn: u32,
+    b_ts: u32,
+}
+
+impl Proxied {
+    /// A packet from the backend to the client: sequence `off` bytes past
+    /// the backend's ISN + 1, acknowledging `ack_off` bytes of the client,
+    /// TSval `b_ts + dt`, TSecr `ecr`.
+    fn backend_pkt(&self, off: u32, ack_off: u32, dt: u32, ecr: u32, data: &[u8]) -> Vec<u8> {
+        tcp_ts_data(
+            (self.backend, 8080),
+            self.c,
+            build::TCP_ACK | build::TCP_PSH,
+            (
+                self.b_isn.wrapping_add(1 + off),
+                self.isn.wrapping_add(1 + ack_off),
+            ),
+            (self.b_ts.wrapping_add(dt), ecr),
+            data,
+        )
+    }
+
+    /// A packet from the client: sequence `off` bytes past its ISN + 1,
+    /// acknowledging `ack_off` bytes past the cookie + 1 (the client's
+    /// view), TSval `val`, TSecr `ecr` (on the proxy's clock).
+    fn client_pkt(&self, off: u32, ack_off: u32, val: u32, ecr: u32, data: &[u8]) -> Vec<u8> {
+        tcp_ts_data(
+            self.c,
+            (VIP, 80),
+            build::TCP_ACK | build::TCP_PSH,
+            (
+                self.isn.wrapping_add(1 + off),
+                self.cookie.wrapping_add(1 + ack_off),
+            ),
+            (val, ecr),
+            data,
+        )
+    }
+}
+
+/// (sequence, acknowledgment, TSval, TSecr) of a TCP packet with timestamps.
+fn seq_ack_ts(p: &[u8]) -> (u32, u32, u32, u32) {
+    use affinity_forwarding_agent::synproxy::TcpOptions;
+    let be32 = |at: usize| u32::from_be_bytes([p[at], p[at + 1], p[at + 2], p[at + 3]]);
+    let thl = (p[32] >> 4) as usize * 4;
+    let (val, ecr) = TcpOptions::parse(&p[40..20 + thl])
+        .timestamps
+        .expect("timestamps");
+    (be32(24), be32(28), val, ecr)
+}
+
+/// A proxied connection of client `c` (ISN 500, TSval 100) through agent
+/// `i`, spliced with backend ISN `b_isn` and TSval `b_ts`; its splice
+/// report reaches the manager unless `hold_report`, in which case it is
+/// returned for the test to deliver.
+fn proxied_connection(
+    s: &mut Sim,
+    i: usize,
+    c: (Ipv4Addr, u16),
+    (b_isn, b_ts): (u32, u32),
+    hold_report: bool,
+) -> (Proxied, Vec<Vec<u8>>) {
+    let be32 = |p: &[u8], at: usize| u32::from_be_bytes([p[at], p[at + 1], p[at + 2], p[at + 3]]);
+    let isn = 500;
+    let syn = tcp_ts(c, (VIP, 80), build::TCP_SYN, isn, 0, (100, 0));
+    assert_eq!(s.send(i, &syn), Disposition::Pass);
+    let (_, synack) = s.last(i);
+    let (cookie, ours) = (be32(&synack, 24), be32(&synack, 44));
+    let ack = tcp_ts(
+        c,
+        (VIP, 80),
+        build::TCP_ACK,
+        isn + 1,
+        cookie.wrapping_add(1),
+        (101, ours),
+    );
+    assert!(matches!(s.send(i, &ack), Disposition::Punt { .. }));
+    let (k, _) = s.last(i);
+    let backend = k.dst_addr;
+    let bsa = tcp_ts(
+        (backend, 8080),
+        c,
+        build::TCP_SYN | build::TCP_ACK,
+        b_isn,
+        isn + 1,
+        (b_ts, 101),
+    );
+    let mut held = Vec::new();
+    if hold_report {
+        let (d, _) = s.process(i, &bsa);
+        assert_eq!(d, Disposition::Pass);
+        let from = s.agents[i].0;
+        for (_, m) in s.agents[i].2.take_messages() {
+            let t = affinity_api::ServiceMessage::parse(&m).map(|m| m.msg_type());
+            if t == Ok(affinity_api::MessageType::StatisticsReport) {
+                held.push(m);
+            } else {
+                let out = s.mgr.handle_datagram(s.now, from, &m);
+                s.deliver(out);
+            }
+        }
+        assert_eq!(held.len(), 1, "the splice report");
+    } else {
+        assert_eq!(s.send(i, &bsa), Disposition::Pass);
+        let (k, out) = s.last(i);
+        assert_eq!((k.dst_addr, out[33]), (backend, build::TCP_ACK));
+    }
+    let p = Proxied {
+        c,
+        isn,
+        cookie,
+        ours,
+        backend,
+        b_isn,
+        b_ts,
+    };
+    (p, held)
+}
+
+/// The backend's replies (and the client's packets) cross agent 2 while
+/// agent 1 answered the SYN and spliced (FIGURE 5): agent 1 reported the
+/// adjusts, the manager installs them on agent 2 with the flow, and every
+/// packet leaves agent 2 as agent 1 would send it — sequence and
+/// acknowledgment numbers and TSval/TSecr in the other side's space, both
+/// checksums valid against a full recompute ([`Sim::last`]).
+#[test]
+fn syn_proxy_replies_crossing_a_second_agent_are_adjusted_both_ways() {
+    let mut s = Sim::new(config("syn_proxy = true", ""));
+    // The backend's clock far from the proxy's, and its ISN just below
+    // 2^32, so both deltas and the sequence space wrap.
+    let (p, _) = proxied_connection(
+        &mut s,
+        0,
+        (client(7), 41000),
+        (0xffff_fff0, 3_000_000_000),
+        false,
+    );
+    assert_eq!(s.counter("syn-proxy-splices-reported"), 2);
+    let fwd = affinity_api::AffinityKey {
+        protocol: 6,
+        src_addr: p.c.0,
+        dst_addr: VIP,
+        src_port: p.c.1,
+        dst_port: 80,
+    };
+    let f = s.mgr.flow(&fwd).expect("the flow");
+    assert!(f.splice_fwd.is_some() && f.splice_rev.is_some());
+    // The response, in two segments, through agent 2.
+    let body = b"HTTP/1.1 200 OK\r\n\r\n";
+    let n = body.len() as u32;
+    for (i, off) in [0u32, n].into_iter().enumerate() {
+        let dt = 10 + i as u32;
+        let reply = p.backend_pkt(off, 0, dt, 101, body);
+        s.send(1, &reply);
+        let (k, out) = s.last(1);
+        assert_eq!(
+            (k.src_addr, k.src_port, k.dst_addr, k.dst_port),
+            (VIP, 80, p.c.0, p.c.1)
+        );
+        assert_eq!(
+            seq_ack_ts(&out),
+            (
+                p.cookie.wrapping_add(1 + off),
+                p.isn + 1,
+                p.ours.wrapping_add(dt),
+                101
+            ),
+            "reply {i}: the cookie's space and the proxy's clock"
+        );
+    }
+    // The client's acknowledgment crosses agent 2 as well.
+    let ack = p.client_pkt(0, 2 * n, 102, p.ours.wrapping_add(11), &[]);
+    s.send(1, &ack);
+    let (k, out) = s.last(1);
+    assert_eq!((k.dst_addr, k.dst_port), (p.backend, 8080));
+    assert_eq!(
+        seq_ack_ts(&out),
+        (
+            p.isn + 1,
+            p.b_isn.wrapping_add(1 + 2 * n),
+            102,
+            p.b_ts.wrapping_add(11)
+        ),
+        "the backend's space and its clock"
+    );
+    // And back through agent 1, which spliced: the same.
+    let ack = p.client_pkt(0, 2 * n, 103, p.ours.wrapping_add(11), &[]);
+    s.send(0, &ack);
+    let (_, out) = s.last(0);
+    assert_eq!(
+        seq_ack_ts(&out),
+        (
+            p.isn + 1,
+            p.b_isn.wrapping_add(1 + 2 * n),
+            103,
+            p.b_ts.wrapping_add(11)
+        )
+    );
+    assert_eq!(s.counter("syn-proxy-flow-on-second-agent"), 0);
+    assert!(s.agents[1].1.counter(Counter::SeqAdjusted) >= 3);
+}
+
+/// What stays broken is counted: a reply that crosses agent 2 before the
+/// splice is known goes on unadjusted (`syn-proxy-flow-on-second-agent`);
+/// once the report comes, the manager installs the flow on agent 2 again
+/// with the adjusts and the next reply is right. A backend's SYN-ACK that
+/// crosses agent 2 is never spliced (agent 2 has nothing pending): counted.
+#[test]
+fn syn_proxy_second_agent_before_the_splice_report_is_counted_then_fixed() {
+    let mut s = Sim::new(config("syn_proxy = true", ""));
+    let (p, held) = proxied_connection(&mut s, 0, (client(7), 41000), (90_000, 5), true);
+    let reply = p.backend_pkt(0, 0, 1, 101, b"early");
+    s.send(1, &reply);
     assert_eq!(s.counter("syn-proxy-flow-on-second-agent"), 1);
+    let (_, out) = s.last(1);
+    assert_eq!(seq_ack_ts(&out).0, p.b_isn + 1, "unadjusted");
+    // The report arrives: agent 2 gets the flow again, with the adjusts.
+    let from = s.agents[0].0;
+    for m in held {
+        let out = s.mgr.handle_datagram(s.now, from, &m);
+        s.deliver(out);
+    }
+    assert_eq!(s.counter("syn-proxy-splice-installed-elsewhere"), 1);
+    let reply = p.backend_pkt(0, 0, 2, 101, b"early");
+    s.send(1, &reply);
+    let (_, out) = s.last(1);
+    assert_eq!(
+        seq_ack_ts(&out),
+        (
+            p.cookie.wrapping_add(1),
+            p.isn + 1,
+            p.ours.wrapping_add(2),
+            101
+        )
+    );
+    assert_eq!(s.counter("syn-proxy-flow-on-second-agent"), 1);
+
+    // Another connection whose backend SYN-ACK takes agent 2's path.
+    let c = (client(8), 42000);
+    let syn = tcp_ts(c, (VIP, 80), build::TCP_SYN, 700, 0, (100, 0));
+    assert_eq!(s.send(0, &syn), Disposition::Pass);
+    let (_, synack) = s.last(0);
+    let cookie = u32::from_be_bytes([synack[24], synack[25], synack[26], synack[27]]);
+    let tsval = u32::from_be_bytes([synack[44], synack[45], synack[46], synack[47]]);
+    let ack = tcp_ts(
+        c,
+        (VIP, 80),
+        build::TCP_ACK,
+        701,
+        cookie.wrapping_add(1),
+        (101, tsval),
+    );
+    assert!(matches!(s.send(0, &ack), Disposition::Punt { .. }));
+    let (k, _) = s.last(0);
+    let bsa = tcp_ts(
+        (k.dst_addr, 8080),
+        c,
+        build::TCP_SYN | build::TCP_ACK,
+        1,
+        701,
+        (5, 101),
+    );
+    s.send(1, &bsa);
+    assert_eq!(s.counter("syn-proxy-flow-on-second-agent"), 2);
+    assert_eq!(s.agents[1].1.counter(Counter::SynProxySpliced), 0);
+}
+
+/// The agent that spliced restarts (a new core instance: its tables and
+/// adjusts gone): the manager's resynchronisation — the flow installed
+/// again from what the agent reported, at the first packet it punts (the
+/// backend's reply, FIGURE 5 on its own path) and at every renewal —
+/// carries the adjusts, and both directions are still adjusted.
+#[test]
+fn syn_proxy_connection_survives_a_restart_of_the_splicing_agent() {
+    let mut s = Sim::new(config("syn_proxy = true", ""));
+    let (p, _) = proxied_connection(
+        &mut s,
+        0,
+        (client(7), 41000),
+        (90_000, 2_000_000_000),
+        false,
+    );
+    s.tick(2 * SEC);
+    s.restart_agent(0);
+    assert_eq!(s.agents[0].1.fixed_count(s.now), 0, "a new instance");
+    // Open mode: the hello brings the wildcard refresh forward (100 ms).
+    s.tick(s.now + SEC / 5);
+    assert!(
+        !s.agents[0].1.wildcard_entries(s.now).is_empty(),
+        "resynchronised"
+    );
+    // The backend's reply reaches the restarted agent first.
+    let body = b"HTTP/1.1 200 OK\r\n\r\n";
+    let n = body.len() as u32;
+    s.send(0, &p.backend_pkt(0, 0, 7, 101, body));
+    let (k, out) = s.last(0);
+    assert_eq!((k.src_addr, k.dst_addr), (VIP, p.c.0));
+    assert_eq!(
+        seq_ack_ts(&out),
+        (
+            p.cookie.wrapping_add(1),
+            p.isn + 1,
+            p.ours.wrapping_add(7),
+            101
+        )
+    );
+    // The client's answer: the backend's space and clock.
+    s.send(0, &p.client_pkt(0, n, 102, p.ours.wrapping_add(7), &[]));
+    let (k, out) = s.last(0);
+    assert_eq!((k.dst_addr, k.dst_port), (p.backend, 8080));
+    assert_eq!(
+        seq_ack_ts(&out),
+        (
+            p.isn + 1,
+            p.b_isn.wrapping_add(1 + n),
+            102,
+            p.b_ts.wrapping_add(7)
+        )
+    );
+    assert_eq!(s.counter("syn-proxy-flow-on-second-agent"), 0);
+
+    // Restarted again, the client speaks first: the renewal brings the
+    // flow back with its adjusts (with keys, the hello's resynchronisation
+    // does at once: the same message), and its request goes on adjusted.
+    s.restart_agent(0);
+    s.run_until(s.now + 11 * SEC);
+    assert!(s.agents[0].1.fixed_count(s.now) >= 2, "renewed");
+    s.send(
+        0,
+        &p.client_pkt(0, n, 103, p.ours.wrapping_add(7), b"GET / HTTP/1.1\r\n\r\n"),
+    );
+    let (k, out) = s.last(0);
+    assert_eq!((k.dst_addr, k.dst_port), (p.backend, 8080));
+    assert_eq!(
+        seq_ack_ts(&out),
+        (
+            p.isn + 1,
+            p.b_isn.wrapping_add(1 + n),
+            103,
+            p.b_ts.wrapping_add(7)
+        )
+    );
+    s.send(0, &p.backend_pkt(n, 18, 9, 103, b"x"));
+    let (_, out) = s.last(0);
+    assert_eq!(
+        seq_ack_ts(&out),
+        (
+            p.cookie.wrapping_add(1 + n),
+            p.isn + 19,
+            p.ours.wrapping_add(9),
+            103
+        )
+    );
 }
 
 #[test]
@@ -834,4 +1211,72 @@ fn two_proofs_of_one_connection_place_one_flow_and_send_one_backend_syn() {
         assert_eq!(released[0].0[33], build::TCP_ACK);
         assert_eq!(s.agents[0].1.counter(Counter::SynProxyBackendSyn), 1);
     }
+}
+
+/// A splice report from an agent that does not hold the flow (a forged or
+/// misrouted one) changes nothing; the splicing agent's is taken.
+#[test]
+fn a_splice_report_from_an_agent_without_the_flow_is_ignored() {
+    let mut s = Sim::new(config("syn_proxy = true", ""));
+    let (p, held) = proxied_connection(&mut s, 0, (client(7), 41000), (90_000, 5), true);
+    let fwd = affinity_api::AffinityKey {
+        protocol: 6,
+        src_addr: p.c.0,
+        dst_addr: VIP,
+        src_port: p.c.1,
+        dst_port: 80,
+    };
+    let other = s.agents[1].0;
+    let out = s.mgr.handle_datagram(s.now, other, &held[0]);
+    s.deliver(out);
+    assert_eq!(s.counter("syn-proxy-splice-report-ignored"), 2);
+    assert_eq!(s.counter("syn-proxy-splices-reported"), 0);
+    let f = s.mgr.flow(&fwd).expect("the flow");
+    assert!(!f.splice_known() && !f.agents.contains(&other));
+    let from = s.agents[0].0;
+    let out = s.mgr.handle_datagram(s.now, from, &held[0]);
+    s.deliver(out);
+    assert_eq!(s.counter("syn-proxy-splices-reported"), 2);
+    assert!(s.mgr.flow(&fwd).expect("the flow").splice_known());
+    // Not an activity report: agents with reports off are still renewed.
+    assert_eq!(s.counter("rx-splice-report"), 2);
+    assert_eq!(s.counter("rx-activity-report"), 0);
+}
+
+/// A lost splice report is not lost for good: the agent sends it once more
+/// with its next periodic activity round, and the manager, which missed
+/// the first, takes the repeat (a repeat of one it has changes nothing).
+#[test]
+fn a_lost_splice_report_is_sent_again_with_the_next_activity_round() {
+    let mut s = Sim::reporting_every(config("syn_proxy = true", ""), 4096, 1000);
+    s.run_until(SEC);
+    let (p, lost) = proxied_connection(&mut s, 0, (client(7), 41000), (90_000, 5), true);
+    assert_eq!(lost.len(), 1);
+    let fwd = affinity_api::AffinityKey {
+        protocol: 6,
+        src_addr: p.c.0,
+        dst_addr: VIP,
+        src_port: p.c.1,
+        dst_port: 80,
+    };
+    assert!(!s.mgr.flow(&fwd).expect("the flow").splice_known());
+    s.run_until(s.now + 2 * SEC);
+    assert!(s.mgr.flow(&fwd).expect("the flow").splice_known());
+    assert_eq!(s.counter("syn-proxy-splices-reported"), 2);
+    assert_eq!(s.agents[0].1.counter(Counter::SynProxySpliceReported), 2);
+    // The round after: nothing more.
+    s.run_until(s.now + 2 * SEC);
+    assert_eq!(s.agents[0].1.counter(Counter::SynProxySpliceReported), 2);
+    // A reply through agent 2 is adjusted.
+    s.send(1, &p.backend_pkt(0, 0, 3, 101, b"ok"));
+    let (_, out) = s.last(1);
+    assert_eq!(
+        seq_ack_ts(&out),
+        (
+            p.cookie.wrapping_add(1),
+            p.isn + 1,
+            p.ours.wrapping_add(3),
+            101
+        )
+    );
 }

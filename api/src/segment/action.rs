@@ -1,7 +1,7 @@
 //! The action segments, which say what an agent does to an affinity's
 //! packets: NAT (type 10), advertise (11), sequence-number adjust (12),
-//! interest criteria (13), the action list (14) and the admission action
-//! (19, an extension). Layouts: PROTOCOL.md, "Segments".
+//! interest criteria (13), the action list (14), the admission action
+//! (20, an extension) and the timestamp adjust (21, an extension). Layouts: PROTOCOL.md, "Segments".
 
 use super::layout::{bad, fixed_layout, one_flag, only_defined, read_whole, SegmentBody};
 use crate::codec::{Reader, Writer};
@@ -134,6 +134,42 @@ fixed_layout! {
     u32(initial_seq),
     u32(ack_delta),
     u32(initial_ack),
+}
+
+/// Timestamp adjust action segment (type 21, 8 bytes, extension), applied
+/// to TCP: `delta` is added (mod 2^32) to the TSval of the RFC 7323
+/// timestamp option (kind 8), or to its TSecr with [`TsAdjustAction::ECHO`],
+/// of every packet of the affinity that carries one (the checksum updated
+/// incrementally, RFC 1624). The SYN proxy's splice (PROTOCOL.md, segment
+/// 20) installs one per direction, as Linux's SYNPROXY
+/// (`synproxy_tstamp_adjust`): the backend's TSval moved onto the agent's
+/// clock on the backend → client flow, the client's TSecr moved back on the
+/// client → backend flow. Any delta is valid (arithmetic mod 2^32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TsAdjustAction {
+    /// Added (mod 2^32) to the TSval, or to the TSecr with [`Self::ECHO`].
+    pub delta: u32,
+    /// [`TsAdjustAction::ECHO`]; other bits undefined (malformed).
+    pub flags: u8,
+}
+
+impl TsAdjustAction {
+    /// Flag bit 0: the delta applies to the TSecr (echo reply) field, not
+    /// the TSval (the client → backend direction of a splice).
+    pub const ECHO: u8 = 1 << 0;
+    /// All flag bits defined; others make the segment malformed.
+    pub const DEFINED: u8 = Self::ECHO;
+
+    fn check_defined(&self) -> Result<(), SegmentErrorKind> {
+        only_defined(self.flags, Self::DEFINED, "timestamp adjust flags")
+    }
+}
+
+fixed_layout! {
+    TsAdjustAction = seg::TS_ADJUST_ACTION, check TsAdjustAction::check_defined;
+    u32(delta),
+    u8(flags),
+    zero(3),
 }
 
 /// Interest criteria action segment (type 13, 12 bytes).

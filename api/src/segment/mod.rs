@@ -7,7 +7,7 @@
 //! live in one file per family:
 //! - `affinity.rs`: the affinity key, wildcard and fixed affinities and the
 //!   per-affinity identifier and precedences (types 1–5);
-//! - `action.rs`: the action segments (types 10–14, 19);
+//! - `action.rs`: the action segments (types 10–14, 20, 21);
 //! - `envelope.rs`: what frames or rides along with a message — security,
 //!   identity, interest data, the IP packet (types 6–9, 15);
 //! - `report.rs`: what an agent reports — deny reason, capabilities,
@@ -26,7 +26,7 @@ mod report;
 
 pub use action::{
     encode_action_list, ActionList, AdmissionAction, AdvertiseAction, InterestCriteria, NatAction,
-    SeqAdjustAction,
+    SeqAdjustAction, TsAdjustAction,
 };
 pub use affinity::{
     AffinityIdentifier, AffinityKey, BackupPrecedence, FixedAffinity, ServicePrecedence,
@@ -152,6 +152,8 @@ segments! {
     Receiver(Receiver) = Receiver,
     /// Type 20: punt budgets and the SYN proxy of a wildcard (extension).
     AdmissionAction(AdmissionAction) = AdmissionAction,
+    /// Type 21: a TCP timestamp (TSval or TSecr) offset (extension).
+    TsAdjustAction(TsAdjustAction) = TsAdjustAction,
 }
 
 impl Segment<'_> {

@@ -4,14 +4,14 @@
 //! applied.
 
 use super::{ControlOutput, Incoming};
-use crate::actions::ActionSet;
+use crate::actions::{ActionSet, TsAdjustKey};
 use crate::agent::{ds, Agent, ControlState};
 use crate::counters::Counter;
 use crate::fixed_affinity::{FixedValue, Inserted};
 use crate::wildcard_affinity::{Upsert, WildcardEntry, WildcardLimits};
 use affinity_api::{
     seg, ActionList, AffinityEntry, AffinityKey, DenyReason, FixedAffinity, ServiceMessage,
-    WildcardAffinity,
+    TsAdjustAction, WildcardAffinity,
 };
 use std::net::Ipv4Addr;
 use std::sync::atomic::AtomicU32;
@@ -92,7 +92,12 @@ impl Agent {
                 .interest
                 .filter(|_| enabled(seg::INTEREST_CRITERIA_ACTION))
                 .map(Into::into),
-            ts_adjust: None,
+            // Only fixed affinities carry one (segment 21 is not allowed in
+            // a wildcard update); `apply_fixed` refuses it off TCP.
+            ts_adjust: e.ts_adjust.map(|t| TsAdjustKey {
+                delta: t.delta,
+                echo: t.flags & TsAdjustAction::ECHO != 0,
+            }),
             dispatch_flags,
             info_flags,
             forward_addr: forward.into(),
@@ -300,6 +305,15 @@ impl Agent {
             st.counters.inc(Counter::UnsupportedAction);
             let code = DenyReason::UNSUPPORTED_REQUIRED_ACTION;
             self.deny(st, out, inc, &refused, code, Some(e));
+            return false;
+        }
+        // A timestamp offset means nothing off TCP: a manager that sends
+        // one there is confused (or hostile); the affinity is refused
+        // rather than installed half-understood (PROTOCOL.md, segment 21).
+        if e.ts_adjust.is_some() && f.key.protocol != crate::wire::TCP {
+            st.counters.inc(Counter::TsAdjustNotTcp);
+            let t = seg::TS_ADJUST_ACTION;
+            self.deny(st, out, inc, &[t], DenyReason::MALFORMED, Some(e));
             return false;
         }
         // Seed rule: a fixed affinity needs a live wildcard of its owner.

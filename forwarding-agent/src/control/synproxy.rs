@@ -6,9 +6,10 @@
 //! affinity. The answer to a repeated proof of a connection still pending
 //! (punted again after `synproxy::REPROVE_NS` without an answer) holds that
 //! packet with the connection's early data; the answer to one the backend
-//! already refused starts nothing. The backend's SYN-ACK completes the splice on
-//! the packet path (`datapath::synproxy`). Refreshes of a spliced flow keep
-//! the sequence adjust the agent installed (managers do not know it).
+//! already refused starts nothing. The backend's SYN-ACK completes the
+//! splice on the packet path (`datapath::synproxy`), which reports the
+//! adjusts to the manager. Refreshes of a flow this agent spliced keep the
+//! adjusts it installed.
 
 use super::{ControlOutput, ReturnedPacket};
 use crate::actions::ActionSet;
@@ -105,12 +106,18 @@ impl Agent {
         true
     }
 
-    /// `a` with the sequence adjust (when the update carries none) and the
-    /// timestamp offset the SYN proxy installed on `key` (a manager's
-    /// refresh of a spliced flow).
+    /// `a` with the sequence adjust and timestamp offset this agent's SYN
+    /// proxy installed on `key`, if it spliced the flow (a manager's
+    /// refresh). The agent's own win over what the update carries: a
+    /// manager learns them from the splice report, and one that carries
+    /// older ones (a 5-tuple reused and spliced again, the new report not
+    /// yet heard) must not undo the new splice. Without a splice here the
+    /// update's own adjusts apply (segments 12 and 21: a reply crossing
+    /// this agent, or this agent restarted; PROTOCOL.md, "Splice
+    /// reports").
     pub(super) fn keep_splice(&self, key: &AffinityKey, mut a: ActionSet) -> ActionSet {
         if let Some((seq, ts)) = self.splice.installed(key) {
-            a.seq_adjust = a.seq_adjust.or(Some(seq));
+            a.seq_adjust = Some(seq);
             a.ts_adjust = ts;
         }
         a

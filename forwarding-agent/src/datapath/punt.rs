@@ -40,7 +40,7 @@ impl std::ops::Deref for InterestBytes {
 impl Worker {
     /// Where the match goes: the interest criteria's address and port, or
     /// else the owning manager at [`MANAGER_PORT`].
-    fn destination(&self, ctx: &BatchCtx<'_>, a: &ActionView) -> SocketAddrV4 {
+    pub(super) fn destination(&self, ctx: &BatchCtx<'_>, a: &ActionView) -> SocketAddrV4 {
         let c = a.interest().unwrap_or_default();
         let addr = if c.address == 0 {
             ctx.published

@@ -14,6 +14,7 @@ use crate::synproxy::{self, SynProxyState};
 use crate::wildcard_affinity::WildcardEntry;
 use crate::wire::{self, checksum, tcp, PacketInfo};
 use affinity_api::AdmissionAction;
+use affinity_api::MessageType;
 
 /// Whether the SYN proxy handles `info` on wildcard `w` (a TCP packet with
 /// ports, on a wildcard with the `SYN_PROXY` flag).
@@ -239,6 +240,7 @@ impl Worker {
             ),
             _ => (None, None),
         };
+        let mut report = Vec::with_capacity(2);
         for (key, adj, ts) in [(client_flow, fwd, fwd_ts), (orig.key, rev, rev_ts)] {
             let Some((v, _)) = agent.fixed.lookup(&key) else {
                 continue;
@@ -256,12 +258,20 @@ impl Worker {
                 agent
                     .splice
                     .remember(key, installed, agent.config.fixed_capacity);
+                report.push((
+                    key,
+                    ttl,
+                    adj,
+                    ts,
+                    crate::actions::ActionView::from(&actions),
+                ));
             }
         }
         // Another worker spliced it meanwhile (a duplicate SYN-ACK): this
-        // one goes on as any packet of the flow.
+        // one goes on as any packet of the flow (that worker reports it).
         let (pending, held) = agent.splice.take_pending(&client_flow, ctx.now_ns)?;
         self.counters.inc(Counter::SynProxySpliced);
+        self.report_splice(ctx, &report);
         if !held.is_empty() {
             // Early data behind it: the ACK leaves first through the same
             // queue as the data, and the SYN-ACK's buffer is consumed, so
@@ -292,6 +302,61 @@ impl Worker {
             }
         };
         Some(d)
+    }
+}
+
+/// One fixed affinity a splice adjusted, for the splice report: its key,
+/// the seconds left on it, the adjusts installed and its actions (where the
+/// report goes).
+type Spliced = (
+    affinity_api::AffinityKey,
+    u32,
+    affinity_api::SeqAdjustAction,
+    Option<TsAdjustKey>,
+    crate::actions::ActionView,
+);
+
+impl Worker {
+    /// Tells the flow's manager, at once, the adjusts a splice installed
+    /// (PROTOCOL.md, "Splice reports"): a statistics report (type 19) with
+    /// a zero summary statistics segment, then per affinity its fixed
+    /// affinity segment (key, seconds left), sequence adjust (12),
+    /// timestamp adjust (21, when timestamps are on) and a zero statistics
+    /// segment. The manager puts them in every later install of the flow
+    /// (a reply crossing another agent, FIGURE 5; the resynchronisation of
+    /// a restarted agent). Sent from the worker, in the splice's batch:
+    /// the first reply can cross another agent within a round trip. Sent
+    /// where the forward affinity's interest matches go (its manager's
+    /// listen socket), and once more, from the control thread, with the
+    /// next periodic activity round (`Agent::activity_reports`). Cold: once
+    /// per spliced connection.
+    #[cold]
+    #[inline(never)]
+    fn report_splice(&mut self, ctx: &BatchCtx<'_>, spliced: &[Spliced]) {
+        let Some((_, _, _, _, first)) = spliced.first() else {
+            return;
+        };
+        let to = self.destination(ctx, first);
+        if to.ip().is_unspecified() {
+            return;
+        }
+        let mut b = ctx
+            .agent
+            .builder_with(MessageType::StatisticsReport, ctx.published);
+        let pairs: Vec<crate::activity::SplicePair> = spliced
+            .iter()
+            .map(|&(key, ttl, adj, ts, _)| (key, ttl, adj, ts))
+            .collect();
+        crate::activity::push_splice_report(&mut b, &pairs);
+        if let Ok(m) = b.finish() {
+            self.messages.push((to, m));
+            self.counters.inc(Counter::SynProxySpliceReported);
+            // Once more with the next periodic activity round.
+            let keys: Vec<affinity_api::AffinityKey> = pairs.iter().map(|p| p.0).collect();
+            ctx.agent
+                .splice
+                .note_reported(&keys, 2 * ctx.agent.config.hold_limit);
+        }
     }
 }
 

@@ -166,6 +166,10 @@ pub struct SpliceTable {
     /// repeated proof of the same connection starts nothing. Taken only by
     /// the control thread and on a refusal.
     refused: parking_lot::Mutex<std::collections::HashMap<affinity_api::AffinityKey, (u32, u64)>>,
+    /// Fixed affinities a splice reported since the last periodic activity
+    /// round, whose splice report that round sends once more (a lost
+    /// datagram must not lose the adjusts for good; `Agent::activity_reports`).
+    recent: parking_lot::Mutex<Vec<affinity_api::AffinityKey>>,
 }
 
 fn new_filter() -> Box<[std::sync::atomic::AtomicU32]> {
@@ -202,6 +206,7 @@ impl Default for SpliceTable {
             reopening_n: Default::default(),
             reopening_filter: new_filter(),
             refused: Default::default(),
+            recent: Default::default(),
         }
     }
 }
@@ -727,6 +732,24 @@ impl SpliceTable {
     /// The adjusts the agent installed on `key`, if any.
     pub fn installed(&self, key: &affinity_api::AffinityKey) -> Option<Installed> {
         self.spliced.lock().get(key).copied()
+    }
+
+    /// Notes fixed affinities `keys` as just reported by a splice (at most
+    /// `cap` noted until the next [`Self::take_recent`]; past that they are
+    /// reported once only).
+    pub fn note_reported(&self, keys: &[affinity_api::AffinityKey], cap: usize) {
+        let mut v = self.recent.lock();
+        for k in keys {
+            if v.len() < cap {
+                v.push(*k);
+            }
+        }
+    }
+
+    /// The fixed affinities noted by [`Self::note_reported`] since the last
+    /// call, in splice order.
+    pub fn take_recent(&self) -> Vec<affinity_api::AffinityKey> {
+        std::mem::take(&mut *self.recent.lock())
     }
 
     /// Forgets `key` (its fixed affinity was deleted).

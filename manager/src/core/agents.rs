@@ -2,13 +2,14 @@
 //! (unsupported actions, missed wildcards, stale sequences) and activity
 //! reports (renewal by activity, keys in use elsewhere, traffic counts).
 
+use super::flows::SpliceAdjust;
 use super::messages;
 use super::{
     action_name, FlowState, Handshake, ManagerCore, Outgoing, Service, MIN_WILDCARD_REFRESH, SEC,
 };
 use affinity_api::{
     activity, capability, seg, unix_now, AffinityKey, AffinityRef, DenyReason, Segment,
-    ServiceMessage, AGENT_PORT,
+    SeqAdjustAction, ServiceMessage, TsAdjustAction, AGENT_PORT,
 };
 use std::net::SocketAddrV4;
 
@@ -238,7 +239,13 @@ impl ManagerCore {
             .renew_by_agent(now, ttl as u64 * SEC)
             .remove(&from)
             .unwrap_or_default();
-        for chunk in keys.chunks(messages::FLOWS_PER_MESSAGE) {
+        let flows = &self.flows;
+        let spliced = |k: &AffinityKey| {
+            flows
+                .get(k)
+                .is_some_and(|f| f.splice_fwd.is_some() || f.splice_rev.is_some())
+        };
+        for chunk in messages::renewal_chunks(&keys, spliced) {
             let flows = chunk.iter().filter_map(|k| self.flows.get(k));
             if let Some(m) = self.messages.renewal(*from.ip(), flows, ttl) {
                 out.push((from, m));
@@ -261,9 +268,20 @@ impl ManagerCore {
         msg: &ServiceMessage<'_>,
         out: &mut Vec<Outgoing>,
     ) {
-        self.count("rx-activity-report");
-        if let Some(a) = self.agents.get_mut(&from) {
-            a.activity_reports += 1;
+        // A splice report (pairs with adjusts, PROTOCOL.md "Splice
+        // reports") is not an activity report: it must not tell the manager
+        // this agent reports activity (flows on agents that never report
+        // are not ended as idle).
+        let splice = msg
+            .segments()
+            .any(|(s, _)| matches!(s, Segment::SeqAdjustAction(_) | Segment::TsAdjustAction(_)));
+        if splice {
+            self.count("rx-splice-report");
+        } else {
+            self.count("rx-activity-report");
+            if let Some(a) = self.agents.get_mut(&from) {
+                a.activity_reports += 1;
+            }
         }
         // An agent that advertised handshake marks in its hello, or whose
         // pair says it tracks them (a manager restarted after the agent's
@@ -274,14 +292,35 @@ impl ManagerCore {
             .and_then(|a| a.capabilities)
             .is_some_and(|c| c & capability::HANDSHAKE_MARKS != 0);
         let mut current: Option<(AffinityKey, u32, u8)> = None;
+        // The splice adjusts of the current pair (a splice report).
+        let mut seq_adjust = None;
+        let mut ts_adjust = None;
         let mut resend = Vec::new();
+        let mut spliced: Vec<AffinityKey> = Vec::new();
         for (seg, _) in msg.segments() {
             match seg {
-                Segment::FixedAffinity(f) => current = Some((f.key, f.ttl, f.activity_flags)),
+                Segment::FixedAffinity(f) => {
+                    current = Some((f.key, f.ttl, f.activity_flags));
+                    (seq_adjust, ts_adjust) = (None, None);
+                }
+                Segment::SeqAdjustAction(a) if current.is_some() => seq_adjust = Some(a),
+                Segment::TsAdjustAction(a) if current.is_some() => ts_adjust = Some(a),
                 Segment::Statistics(st) => {
                     let Some((key, ttl, flags)) = current.take() else {
                         continue;
                     };
+                    if let Some(seq) = seq_adjust.take() {
+                        let ts = ts_adjust.take();
+                        if let Some(fk) = self.note_splice(from, key, seq, ts) {
+                            if !spliced.contains(&fk) {
+                                spliced.push(fk);
+                            }
+                        }
+                        if st.packets == 0 {
+                            // A splice report's pair: no traffic to note.
+                            continue;
+                        }
+                    }
                     let Some(fk) = self.flows.lookup(&key) else {
                         // Another manager's affinity (a primary's, another
                         // client domain's): never install over it.
@@ -326,6 +365,74 @@ impl ManagerCore {
                     self.count("deletions-resent");
                 }
             }
+        }
+        self.splice_installs(now, from, &spliced, out);
+    }
+
+    /// Notes the adjusts agent `from` reports it installed on fixed
+    /// affinity `key` at a SYN proxy's splice (a splice report's pair) on
+    /// the open flow `key` belongs to; that flow's forward key when they
+    /// are new for it, or `None` (a repeat; not one of ours, ended or
+    /// closed: nothing to carry them to; or
+    /// `from` does not hold the flow: the splicing agent always does, it
+    /// punted the proof and got the flow, so another sender's report is
+    /// ignored, `syn-proxy-splice-report-ignored`, and cannot make the
+    /// manager install wrong adjusts elsewhere).
+    fn note_splice(
+        &mut self,
+        from: SocketAddrV4,
+        key: AffinityKey,
+        seq: SeqAdjustAction,
+        ts: Option<TsAdjustAction>,
+    ) -> Option<AffinityKey> {
+        let fk = self.flows.lookup(&key)?;
+        let f = self.flows.get_mut(&fk)?;
+        if !f.is_open() || !f.is_tcp() {
+            return None;
+        }
+        if !f.agents.contains(&from) {
+            self.count("syn-proxy-splice-report-ignored");
+            return None;
+        }
+        let a = Some(SpliceAdjust { seq, ts });
+        let slot = if fk == key {
+            &mut f.splice_fwd
+        } else {
+            &mut f.splice_rev
+        };
+        // A repeat (the agent sends each report once more with its next
+        // activity round) changes nothing and installs nothing again.
+        let changed = *slot != a;
+        *slot = a;
+        self.count("syn-proxy-splices-reported");
+        changed.then_some(fk)
+    }
+
+    /// After a splice report from `from`: the flows in `fwd` that other
+    /// agents hold too (a reply crossed one before the adjusts were known,
+    /// FIGURE 5) are installed again there, now with their adjusts, so the
+    /// connection works on that path from the next packet.
+    fn splice_installs(
+        &mut self,
+        now: u64,
+        from: SocketAddrV4,
+        fwd: &[AffinityKey],
+        out: &mut Vec<Outgoing>,
+    ) {
+        for fk in fwd {
+            let Some(f) = self.flows.get(fk) else {
+                continue;
+            };
+            if !f.splice_known() {
+                continue;
+            }
+            let others: Vec<SocketAddrV4> =
+                f.agents.iter().copied().filter(|a| *a != from).collect();
+            if others.is_empty() {
+                continue;
+            }
+            self.install(now, fk, &others, None, None, out);
+            self.count("syn-proxy-splice-installed-elsewhere");
         }
     }
 }

@@ -10,7 +10,7 @@
 
 use super::services::Placement;
 use crate::config::HalfOpenPolicy;
-use affinity_api::{interest, AffinityKey};
+use affinity_api::{interest, AffinityKey, SeqAdjustAction, TsAdjustAction};
 use affinity_forwarding_agent::wire;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddrV4;
@@ -131,6 +131,24 @@ pub struct Flow {
     /// The handshake evidence per direction since the flow was placed or
     /// reopened, what [`Flow::note_activity`] promotes a flow in SYN seen by.
     handshake: HandshakeSeen,
+    /// The adjusts a SYN-proxying agent installed on the forward affinity
+    /// (client → virtual address) at its splice, from its splice report
+    /// (api/PROTOCOL.md, "Splice reports"); `None` for a flow not proxied
+    /// or not spliced yet. Every later install of the flow carries them.
+    pub splice_fwd: Option<SpliceAdjust>,
+    /// The same for the reverse affinity (backend → client).
+    pub splice_rev: Option<SpliceAdjust>,
+}
+
+/// The adjusts the SYN proxy's splice installed on one fixed affinity: the
+/// sequence adjust (segment 12: backend ISN vs cookie ISN) and, when both
+/// ends use TCP timestamps, the timestamp adjust (segment 21).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpliceAdjust {
+    /// Sequence and acknowledgment deltas and where they start.
+    pub seq: SeqAdjustAction,
+    /// The TSval (or, with ECHO, TSecr) offset, if any.
+    pub ts: Option<TsAdjustAction>,
 }
 
 /// What activity reports said of a TCP flow's handshake, per direction:
@@ -230,7 +248,15 @@ impl Flow {
             bytes_fwd: 0,
             bytes_rev: 0,
             handshake: HandshakeSeen::default(),
+            splice_fwd: None,
+            splice_rev: None,
         }
+    }
+
+    /// Whether the manager knows the splice adjusts of both directions
+    /// (a splice report came since the flow was placed or reopened).
+    pub fn splice_known(&self) -> bool {
+        self.splice_fwd.is_some() && self.splice_rev.is_some()
     }
 
     /// When the flow ends unless more packets come (ns): a closed flow's
@@ -274,6 +300,10 @@ impl Flow {
         self.bytes_fwd = 0;
         self.bytes_rev = 0;
         self.handshake = HandshakeSeen::default();
+        // A new connection on the 5-tuple: a SYN-proxying agent splices it
+        // anew and reports the new adjusts.
+        self.splice_fwd = None;
+        self.splice_rev = None;
         if !self.agents.contains(&from) {
             self.agents.push(from);
         }

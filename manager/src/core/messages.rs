@@ -17,6 +17,32 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 /// Flows per renewal message (two affinities each) to stay under ~1400 bytes.
 pub(super) const FLOWS_PER_MESSAGE: usize = 8;
 
+/// Splits `keys` (flows' forward keys) into renewal messages of at most
+/// [`FLOWS_PER_MESSAGE`] flows' worth of bytes: a flow counts 2 (its two
+/// affinities with NAT and tracking, 128 bytes), a spliced SYN-proxied one
+/// (`spliced`) 3 (64 bytes of sequence and timestamp adjusts more), so a
+/// renewal of spliced flows stays under ~1400 bytes too.
+pub(super) fn renewal_chunks(
+    keys: &[AffinityKey],
+    spliced: impl Fn(&AffinityKey) -> bool,
+) -> Vec<&[AffinityKey]> {
+    let budget = 2 * FLOWS_PER_MESSAGE;
+    let mut chunks = Vec::new();
+    let (mut start, mut used) = (0, 0);
+    for (i, k) in keys.iter().enumerate() {
+        let cost = if spliced(k) { 3 } else { 2 };
+        if used + cost > budget {
+            chunks.push(&keys[start..i]);
+            (start, used) = (i, 0);
+        }
+        used += cost;
+    }
+    if start < keys.len() {
+        chunks.push(&keys[start..]);
+    }
+    chunks
+}
+
 /// The sending side: sequence numbers, the signing key and the identity
 /// every message carries.
 pub struct Messages {
@@ -261,7 +287,8 @@ pub fn needed_actions(s: &Service) -> Vec<u16> {
 /// The two fixed affinities of a flow, appended to `b`: forward with the
 /// NAT to the backend, reverse with the NAT back to the virtual address
 /// (both ways rewritten with source NAT), each with close tracking for TCP
-/// while installed.
+/// while installed and, for a spliced SYN-proxied flow, the splice's
+/// sequence and timestamp adjusts.
 fn push_flow(b: &mut MessageBuilder, f: &Flow, ttl: u32, tracking: InterestCriteria) {
     let all = NatAction::SRC_ADDR | NatAction::SRC_PORT | NatAction::DST_ADDR | NatAction::DST_PORT;
     let fwd_nat = match f.snat {
@@ -298,7 +325,11 @@ fn push_flow(b: &mut MessageBuilder, f: &Flow, ttl: u32, tracking: InterestCrite
         mask: tracking.mask & !interest::SYN,
         ..tracking
     };
-    for (key, nat, tracking) in [(f.fwd, fwd_nat, tracking), (f.rev, rev_nat, rev_tracking)] {
+    let dirs = [
+        (f.fwd, fwd_nat, tracking, f.splice_fwd),
+        (f.rev, rev_nat, rev_tracking, f.splice_rev),
+    ];
+    for (key, nat, tracking, splice) in dirs {
         b.push(Segment::FixedAffinity(FixedAffinity {
             key,
             ttl,
@@ -307,6 +338,55 @@ fn push_flow(b: &mut MessageBuilder, f: &Flow, ttl: u32, tracking: InterestCrite
         b.push(Segment::NatAction(nat));
         if ttl > 0 && f.is_tcp() {
             b.push(Segment::InterestCriteria(tracking));
+            // A SYN-proxied flow's splice, as its agent reported it: any
+            // agent the flow crosses (FIGURE 5, a restarted agent) adjusts
+            // it as the splicing agent does (PROTOCOL.md, "Splice
+            // reports"). The timestamp adjust is optional: an agent that
+            // predates it skips it.
+            if let Some(a) = splice {
+                b.push(Segment::SeqAdjustAction(a.seq));
+                if let Some(t) = a.ts {
+                    b.push(Segment::TsAdjustAction(t));
+                }
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{renewal_chunks, FLOWS_PER_MESSAGE};
+    use affinity_api::AffinityKey;
+
+    fn key(port: u16) -> AffinityKey {
+        AffinityKey {
+            protocol: 6,
+            src_port: port,
+            ..AffinityKey::default()
+        }
+    }
+
+    #[test]
+    fn renewals_of_spliced_flows_take_fewer_flows_a_message() {
+        let keys: Vec<AffinityKey> = (0..20).map(key).collect();
+        let plain: Vec<usize> = renewal_chunks(&keys, |_| false)
+            .iter()
+            .map(|c| c.len())
+            .collect();
+        assert_eq!(plain, [FLOWS_PER_MESSAGE, FLOWS_PER_MESSAGE, 4]);
+        // 3 units each of 16: five spliced flows a message.
+        let spliced: Vec<usize> = renewal_chunks(&keys, |_| true)
+            .iter()
+            .map(|c| c.len())
+            .collect();
+        assert_eq!(spliced, [5, 5, 5, 5]);
+        // Mixed (every other spliced): 2 + 3 + 2 + 3 + 2 + 3 = 15, then 16.
+        let mixed: Vec<usize> = renewal_chunks(&keys, |k| k.src_port % 2 == 1)
+            .iter()
+            .map(|c| c.len())
+            .collect();
+        assert_eq!(mixed.iter().sum::<usize>(), 20);
+        assert_eq!(mixed[0], 6);
+        assert!(renewal_chunks(&[], |_| true).is_empty());
     }
 }

@@ -174,15 +174,18 @@ impl ManagerCore {
                 {
                     self.count("syn-proxy-proof-repeated");
                 }
-                if second_agent && proxied {
-                    // The SYN proxy's sequence adjust lives on the agent
-                    // that spliced the connection, which this one does not
-                    // have: its packets go on unadjusted and the connection
-                    // breaks (manager README, "SYN proxy and asymmetric
-                    // paths").
+                if second_agent && proxied && !f.splice_known() {
+                    // The splice's adjusts are not known yet (the backend's
+                    // SYN-ACK has not reached the proxying agent, or its
+                    // splice report has not reached us): this agent gets
+                    // the flow without them and this packet goes on
+                    // unadjusted. Once the report comes, the flow is
+                    // installed here again with them; a SYN-ACK that
+                    // crosses another agent is never spliced at all
+                    // (manager README, "SYN proxy and asymmetric paths").
                     self.count("syn-proxy-flow-on-second-agent");
                     if self.overload_log.allow(now) {
-                        tracing::warn!(agent = %from, service = %f.service, "a SYN-proxied flow crosses a second agent: its replies must return through the agent that answered the SYN (counted as syn-proxy-flow-on-second-agent; logged at most once a second)");
+                        tracing::warn!(agent = %from, service = %f.service, "a SYN-proxied flow crosses a second agent before its splice is known: the backend's SYN-ACK must return through the agent that answered the SYN (counted as syn-proxy-flow-on-second-agent; logged at most once a second)");
                     }
                 }
                 if f.closed_at.is_some() {

@@ -95,7 +95,13 @@ impl ManagerCore {
             self.services.release(&f);
         }
         for (agent, keys) in self.flows.renew_by_agent(now, margin) {
-            for chunk in keys.chunks(messages::FLOWS_PER_MESSAGE) {
+            let flows = &self.flows;
+            let spliced = |k: &AffinityKey| {
+                flows
+                    .get(k)
+                    .is_some_and(|f| f.splice_fwd.is_some() || f.splice_rev.is_some())
+            };
+            for chunk in messages::renewal_chunks(&keys, spliced) {
                 let flows = chunk.iter().filter_map(|k| self.flows.get(k));
                 if let Some(m) = self.messages.renewal(*agent.ip(), flows, ttl) {
                     out.push((agent, m));

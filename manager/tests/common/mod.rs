@@ -116,6 +116,8 @@ pub struct Sim {
     /// Whether what the agents send on their own timers (activity reports)
     /// goes to the manager.
     relay_agent_timers: bool,
+    /// Each agent's configuration (a restart builds it anew from it).
+    configs: Vec<AgentConfig>,
 }
 
 impl Sim {
@@ -144,18 +146,21 @@ impl Sim {
     ) -> Sim {
         let mgr_addr = cfg.manager.listen;
         let mut agents = Vec::new();
+        let mut configs = Vec::new();
         for i in 1..=2u8 {
             let addr = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, i), AGENT_PORT);
-            let a = Agent::new(AgentConfig {
+            let c = AgentConfig {
                 fixed_capacity,
                 agent_addr: *addr.ip(),
                 agent_name: format!("fa{i}"),
                 instance_id: i as u32,
                 activity_report_interval_ms,
                 ..Default::default()
-            });
+            };
+            let a = Agent::new(c.clone());
             let w = a.worker();
             agents.push((addr, a, w));
+            configs.push(c);
         }
         let mut s = Sim {
             mgr: ManagerCore::new(cfg, 0),
@@ -164,9 +169,23 @@ impl Sim {
             now: 0,
             delivered: vec![vec![], vec![]],
             relay_agent_timers,
+            configs,
         };
         s.tick(0);
         s
+    }
+
+    /// Agent `i` restarts: a new core instance with empty tables (same
+    /// address and configuration), whose hello reaches the manager (and
+    /// what the manager answers, the agent).
+    pub fn restart_agent(&mut self, i: usize) {
+        let a = Agent::new(self.configs[i].clone());
+        let w = a.worker();
+        let addr = self.agents[i].0;
+        self.agents[i] = (addr, a, w);
+        let hello = self.agents[i].1.build_hello();
+        let out = self.mgr.handle_datagram(self.now, addr, &hello);
+        self.deliver(out);
     }
 
     /// Delivers manager output to agents (and agent replies back).
