@@ -112,6 +112,14 @@ impl<'a> PacketBuf<'a> {
         self.l4_partial = true;
         self
     }
+    /// Hints the CPU to load the packet's first line (its IPv4 header).
+    #[inline]
+    fn prefetch(&self) {
+        if let Some(b) = self.buf.get(self.start) {
+            crate::fixed_affinity::prefetch_line((b as *const u8).cast());
+        }
+    }
+
     fn packet(&mut self) -> &mut [u8] {
         let end = (self.start + self.len).min(self.buf.len());
         let start = self.start.min(end);
@@ -304,9 +312,7 @@ impl Worker {
                 // buffer headers and data outgrow L1 by the time the core
                 // reads them).
                 if let Some(q) = chunk.get(j + DATA_AHEAD) {
-                    crate::fixed_affinity::prefetch_line(
-                        q.buf[q.start.min(q.buf.len())..].as_ptr().cast(),
-                    );
+                    q.prefetch();
                 }
                 let p = &mut chunk[j];
                 let plain = if fast && !p.l4_partial {
@@ -354,7 +360,16 @@ impl Worker {
             let parsed = std::mem::take(&mut self.parsed);
             for start in (0..m).step_by(GROUP) {
                 let end = (start + GROUP).min(m);
-                self.prefetch(&agent, end..(end + GROUP).min(m));
+                let next = end..(end + GROUP).min(m);
+                self.prefetch(&agent, next.clone());
+                // And the next group's packets again: the first pass read
+                // them a whole chunk ago, and the chunk's headers, data and
+                // table lines have gone through L1 since (VPP perf: the
+                // rewrite's first read of the IPv4 header was 12 % of the
+                // batch loop's samples).
+                for q in &chunk[next] {
+                    q.prefetch();
+                }
                 // The group's look-ups first: independent loads overlap
                 // whatever is still on its way.
                 let mut pre = [Lookup::Later; GROUP];
