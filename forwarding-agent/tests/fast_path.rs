@@ -303,6 +303,14 @@ fn state(a: &Agent, w: &mut Worker, now_ns: u64) -> impl PartialEq + std::fmt::D
     (a.counters(), flows, messages, w.take_released())
 }
 
+fn edge32() -> impl Strategy<Value = u32> {
+    prop_oneof![4 => any::<u32>(), 1 => Just(0), 1 => Just(u32::MAX), 1 => Just(0xffff_0000), 1 => Just(0x0000_ffff)]
+}
+
+fn edge16() -> impl Strategy<Value = u16> {
+    prop_oneof![4 => any::<u16>(), 1 => Just(0), 1 => Just(u16::MAX)]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
     #[test]
@@ -329,13 +337,17 @@ proptest! {
     fn plain_nat_keeps_checksums(
         proto in prop_oneof![Just(wire::TCP), Just(wire::UDP)],
         flags in 0u8..16, payload in 0usize..64,
-        sa in any::<u32>(), da in any::<u32>(), sp in any::<u16>(), dp in any::<u16>(),
+        // The all-zero and all-ones words are where a one's-complement
+        // shortcut would pick the other zero.
+        (sa, da, osa, oda) in (edge32(), edge32(), edge32(), edge32()),
+        (sp, dp, osp, odp) in (edge16(), edge16(), edge16(), edge16()),
     ) {
         let data = vec![0xa5; payload];
+        let (c, s) = (Ipv4Addr::from(osa), Ipv4Addr::from(oda));
         let mut p = if proto == wire::TCP {
-            build::tcp(CLIENT, 1234, SERVER, 80, build::TCP_ACK, 1, 2, &data)
+            build::tcp(c, osp, s, odp, build::TCP_ACK, 1, 2, &data)
         } else {
-            build::udp(CLIENT, 1234, SERVER, 80, &data)
+            build::udp(c, osp, s, odp, &data)
         };
         let plain = wire::parse_plain(&p).unwrap();
         let full = wire::parse_ipv4(&p).unwrap();
