@@ -236,6 +236,9 @@ pub struct Worker {
     tracing: bool,
     /// [`Worker::set_fast_path`].
     fast_path: bool,
+    /// The chunk's look-ups prefetch the line after the home line too
+    /// ([`crate::fixed_affinity::FixedTable::prefetch_next_line`]).
+    next_line: bool,
 }
 
 /// A packet as the batch's first pass read it: plain (the common case's
@@ -282,6 +285,7 @@ impl Agent {
             cur: Decision::default(),
             tracing: false,
             fast_path: true,
+            next_line: true,
         }
     }
 }
@@ -302,6 +306,7 @@ impl Worker {
             // The common case's path (`fast`) for the chunk: not while a
             // packet is traced (it records no decision).
             let fast = self.fast_path && !self.tracing;
+            self.next_line = agent.fixed.prefetch_next_line();
             self.parsed.clear();
             self.probes.clear();
             for j in 0..chunk.len() {
@@ -553,7 +558,7 @@ impl Worker {
     #[inline]
     fn prefetch(&self, agent: &Agent, range: std::ops::Range<usize>) {
         for b in self.probes[range].iter().flatten() {
-            agent.fixed.prefetch(b.start());
+            agent.fixed.prefetch(b.start(), self.next_line);
         }
     }
 
