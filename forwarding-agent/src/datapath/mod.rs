@@ -2,18 +2,21 @@
 //! file per step:
 //!
 //! 1. parse and batch (this file): [`Worker::process_batch`] parses every
-//!    packet (`crate::wire`) and hashes its key to a fixed-table line;
+//!    packet (`crate::wire`; a plain one, unfragmented TCP or UDP without
+//!    IP options, only as far as the common case needs:
+//!    `wire::parse_plain`) and hashes its key to a fixed-table line;
 //! 2. [`lookup`]: fixed affinity (later fragments: their first fragment's
 //!    flow, or held until it is known: [`fragments`]), an ICMP error's
 //!    quoted flow ([`icmp_error`]), then wildcards in search order;
-//!    The common case — a plain packet on a fixed affinity that only
-//!    translates and routes — goes from step 1 to 5 in one step instead
-//!    ([`fast`]);
 //! 3. [`act`]: the matched action set — statistics, interest, then the
 //!    rewrite (NAT, sequence adjust) and the next hop (forward or pass);
 //! 4. [`punt`]: interest matches — copies, punts in place or out of line,
 //!    and holds (the queue itself is [`crate::hold`]);
 //! 5. next: the [`Disposition`] written per packet for the caller.
+//!
+//! The common case — a plain packet on a live fixed affinity whose action
+//! set only translates and routes — goes from step 1 to 5 in one step
+//! ([`fast`]); whatever it declines takes the steps above.
 //!
 //! Why a batch and groups: the second pass goes through the batch in
 //! groups, prefetching the next group's lines (each key's home line and
@@ -25,8 +28,10 @@
 //! misses. Measured at 16 M flows (home line only): prefetching the whole
 //! batch first 123 ns per packet; one packet ahead, far worse; groups of
 //! 16, one group ahead, 93–98 ns (the first group's prefetch goes out
-//! during parsing); groups of 8 since, with both lines prefetched
-//! (`GROUP`). Packets are rewritten in place; punts are written into
+//! during parsing); groups of 8 since, with both lines prefetched while
+//! over a quarter of the table is in use (`GROUP`,
+//! `FixedTable::prefetch_next_line`); each group's packets are prefetched
+//! again with its lines. Packets are rewritten in place; punts are written into
 //! the packet's own headroom.
 //!
 //! What a worker reads from the control side: the wildcard set and
