@@ -239,19 +239,7 @@ impl ManagerCore {
             .renew_by_agent(now, ttl as u64 * SEC)
             .remove(&from)
             .unwrap_or_default();
-        let flows = &self.flows;
-        let spliced = |k: &AffinityKey| {
-            flows
-                .get(k)
-                .is_some_and(|f| f.splice_fwd.is_some() || f.splice_rev.is_some())
-        };
-        for chunk in messages::renewal_chunks(&keys, spliced) {
-            let flows = chunk.iter().filter_map(|k| self.flows.get(k));
-            if let Some(m) = self.messages.renewal(*from.ip(), flows, ttl) {
-                out.push((from, m));
-                self.count("renewal-messages-sent");
-            }
-        }
+        self.send_renewals(from, &keys, ttl, out);
     }
 
     /// An agent's activity report (statistics report, type 19): each fixed

@@ -95,18 +95,31 @@ impl ManagerCore {
             self.services.release(&f);
         }
         for (agent, keys) in self.flows.renew_by_agent(now, margin) {
-            let flows = &self.flows;
-            let spliced = |k: &AffinityKey| {
-                flows
-                    .get(k)
-                    .is_some_and(|f| f.splice_fwd.is_some() || f.splice_rev.is_some())
-            };
-            for chunk in messages::renewal_chunks(&keys, spliced) {
-                let flows = chunk.iter().filter_map(|k| self.flows.get(k));
-                if let Some(m) = self.messages.renewal(*agent.ip(), flows, ttl) {
-                    out.push((agent, m));
-                    self.count("renewal-messages-sent");
-                }
+            self.send_renewals(agent, &keys, ttl, out);
+        }
+    }
+
+    /// Renews `keys` on `agent` for `ttl` seconds: renewal messages sized
+    /// by bytes (a spliced flow carries its sequence and timestamp
+    /// adjusts, `messages::renewal_chunks`).
+    pub(super) fn send_renewals(
+        &mut self,
+        agent: std::net::SocketAddrV4,
+        keys: &[AffinityKey],
+        ttl: u32,
+        out: &mut Vec<Outgoing>,
+    ) {
+        let flows = &self.flows;
+        let spliced = |k: &AffinityKey| {
+            flows
+                .get(k)
+                .is_some_and(|f| f.splice_fwd.is_some() || f.splice_rev.is_some())
+        };
+        for chunk in messages::renewal_chunks(keys, spliced) {
+            let flows = chunk.iter().filter_map(|k| self.flows.get(k));
+            if let Some(m) = self.messages.renewal(*agent.ip(), flows, ttl) {
+                out.push((agent, m));
+                self.count("renewal-messages-sent");
             }
         }
     }
