@@ -17,7 +17,7 @@
 //! Anything it declines goes through the general path untouched.
 //!
 //! Measured (with the batch-loop changes that came with it): cachegrind,
-//! a fixed hit with NAT, 736 → 509 instructions per packet; VPP v26.06,
+//! a fixed hit with NAT, 754 → 509 instructions per packet; VPP v26.06,
 //! `test/vpp-runtime-bench.sh`, the same sitting alternating the plugin
 //! before and after: 1.18 M flows 175–188 → 119–130 clocks per packet
 //! (0.97–1.00 → 0.64–0.66 × `lb4-nat4-port`, 0.26–0.27 → 0.17–0.19 ×
