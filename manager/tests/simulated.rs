@@ -1243,6 +1243,74 @@ fn a_splice_report_from_an_agent_without_the_flow_is_ignored() {
     assert_eq!(s.counter("rx-activity-report"), 0);
 }
 
+/// A splice report for a connection no SYN-proxy proof placed (a plain
+/// service's flow), even from the agent that holds it, is ignored: taken,
+/// its sequence adjust went into the install a second agent got for the
+/// backend's reply (FIGURE 5) and moved the client's numbers by 12345 and
+/// 777, breaking the connection. Equally a report from a second agent that
+/// holds a proxied flow but did not prove it.
+#[test]
+fn a_splice_report_for_a_flow_no_proof_placed_is_ignored() {
+    use affinity_api::{FixedAffinity, IdentityInfo, MessageBuilder, MessageType, Segment};
+    let mut s = Sim::new(config("", ""));
+    let c = (client(9), 41001u16);
+    let syn = build::tcp(c.0, c.1, VIP, 80, build::TCP_SYN, 1, 0, &[]);
+    assert!(matches!(s.send(0, &syn), Disposition::Punt { .. }));
+    let fwd = affinity_api::AffinityKey {
+        protocol: 6,
+        src_addr: c.0,
+        dst_addr: VIP,
+        src_port: c.1,
+        dst_port: 80,
+    };
+    let from = s.agents[0].0;
+    let mut b = MessageBuilder::new(MessageType::StatisticsReport, 99);
+    b.push(Segment::IdentityInfo(IdentityInfo {
+        address: *from.ip(),
+        host_name: "fa0",
+    }));
+    b.push(Segment::Statistics(Default::default()));
+    b.push(Segment::FixedAffinity(FixedAffinity {
+        key: fwd,
+        ttl: 10,
+        ..Default::default()
+    }));
+    b.push(Segment::SeqAdjustAction(affinity_api::SeqAdjustAction {
+        seq_delta: 12345,
+        initial_seq: 0,
+        ack_delta: 777,
+        initial_ack: 0,
+    }));
+    b.push(Segment::Statistics(Default::default()));
+    let report = b.finish().unwrap();
+    let out = s.mgr.handle_datagram(s.now, from, &report);
+    s.deliver(out);
+    assert_eq!(s.counter("syn-proxy-splice-report-ignored"), 1);
+    assert_eq!(s.counter("syn-proxy-splices-reported"), 0);
+    assert!(s.mgr.flow(&fwd).unwrap().splice_fwd.is_none());
+    // The backend's reply crosses agent 1, then the client's next packet:
+    // both leave with the numbers they came with.
+    let backend = *s.mgr.flow(&fwd).unwrap().backend.ip();
+    let sa = build::tcp(
+        backend,
+        8080,
+        c.0,
+        c.1,
+        build::TCP_SYN | build::TCP_ACK,
+        5000,
+        2,
+        &[],
+    );
+    s.send(1, &sa);
+    let ack = build::tcp(c.0, c.1, VIP, 80, build::TCP_ACK, 2, 5001, &[]);
+    s.send(1, &ack);
+    let (_, out) = s.last(1);
+    let word = |at: usize| u32::from_be_bytes([out[at], out[at + 1], out[at + 2], out[at + 3]]);
+    assert_eq!((word(24), word(28)), (2, 5001));
+    let info = wire::parse_ipv4(&out).unwrap();
+    assert!(wire::checksum::verify_ipv4(&out) && wire::checksum::verify_l4(&out, &info));
+}
+
 /// A lost splice report is not lost for good: the agent sends it once more
 /// with its next periodic activity round, and the manager, which missed
 /// the first, takes the repeat (a repeat of one it has changes nothing).

@@ -361,11 +361,12 @@ impl ManagerCore {
     /// affinity `key` at a SYN proxy's splice (a splice report's pair) on
     /// the open flow `key` belongs to; that flow's forward key when they
     /// are new for it, or `None` (a repeat; not one of ours, ended or
-    /// closed: nothing to carry them to; or
-    /// `from` does not hold the flow: the splicing agent always does, it
-    /// punted the proof and got the flow, so another sender's report is
-    /// ignored, `syn-proxy-splice-report-ignored`, and cannot make the
-    /// manager install wrong adjusts elsewhere).
+    /// closed: nothing to carry them to; or `from` is not the agent whose
+    /// SYN-proxy proof placed the flow, [`Flow::proved_by`], which is the
+    /// only one that answered its SYN and splices it: another sender's
+    /// report, or one for a flow no proof placed, is ignored,
+    /// `syn-proxy-splice-report-ignored`, and cannot make the manager
+    /// install adjusts on a connection that has none).
     fn note_splice(
         &mut self,
         from: SocketAddrV4,
@@ -378,7 +379,10 @@ impl ManagerCore {
         if !f.is_open() || !f.is_tcp() {
             return None;
         }
-        if !f.agents.contains(&from) {
+        // Only from the agent whose proof placed the connection: no other
+        // answered its SYN, and a flow no proof placed has no splice (a
+        // report for it would put adjusts on a plain connection).
+        if f.proved_by != Some(from) || !f.agents.contains(&from) {
             self.count("syn-proxy-splice-report-ignored");
             return None;
         }

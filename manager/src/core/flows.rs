@@ -138,6 +138,13 @@ pub struct Flow {
     pub splice_fwd: Option<SpliceAdjust>,
     /// The same for the reverse affinity (backend → client).
     pub splice_rev: Option<SpliceAdjust>,
+    /// The agent whose SYN-proxy proof (the client's cookie ACK) placed
+    /// the connection, or last proved it again; `None` for a connection no
+    /// proof placed. Only that agent answered the SYN, so only it splices,
+    /// and only its splice reports are taken: a report for any other flow
+    /// would put sequence adjusts on a connection that has none and break
+    /// it (a forged report in open mode, `syn-proxy-splice-report-ignored`).
+    pub proved_by: Option<SocketAddrV4>,
 }
 
 /// The adjusts the SYN proxy's splice installed on one fixed affinity: the
@@ -250,6 +257,7 @@ impl Flow {
             handshake: HandshakeSeen::default(),
             splice_fwd: None,
             splice_rev: None,
+            proved_by: None,
         }
     }
 
@@ -304,6 +312,7 @@ impl Flow {
         // anew and reports the new adjusts.
         self.splice_fwd = None;
         self.splice_rev = None;
+        self.proved_by = None;
         if !self.agents.contains(&from) {
             self.agents.push(from);
         }

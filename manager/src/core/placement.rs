@@ -156,6 +156,15 @@ impl ManagerCore {
                 if reopen {
                     f.reopen(now, state, from);
                 }
+                let proof = proxied
+                    && fk == key
+                    && reason & interest::SYN != 0
+                    && reason & interest::ACK != 0;
+                if proof {
+                    // The agent that proved it is the one that splices it
+                    // (a reused 5-tuple's new connection, or a repeat).
+                    f.proved_by = Some(from);
+                }
                 let f = f.clone();
                 if reopen {
                     self.count("flows-reopened");
@@ -167,11 +176,7 @@ impl ManagerCore {
                 // port, nothing placed anew — and the agent, which knows the
                 // connection by its cookie, starts no second backend SYN
                 // (PROTOCOL.md, the SYN proxy).
-                if proxied
-                    && fk == key
-                    && reason & interest::SYN != 0
-                    && reason & interest::ACK != 0
-                {
+                if proof {
                     self.count("syn-proxy-proof-repeated");
                 }
                 if second_agent && proxied && !f.splice_known() {
@@ -306,6 +311,7 @@ impl ManagerCore {
         self.services
             .note_traffic(now, &name, to.placement.backend, true, 0, 0);
         let mut flow = Flow::new(name.clone(), vip, key, to.placement, from, now);
+        flow.proved_by = proof.then_some(from);
         flow.state = if proof {
             FlowState::SynSeen
         } else {
