@@ -2000,3 +2000,83 @@ fn a_fixed_update_with_sequence_and_timestamp_adjusts_is_applied_as_a_splice() {
         (affinity_api::seg::TS_ADJUST_ACTION, DenyReason::MALFORMED)
     );
 }
+
+/// A timestamp adjust (and the sequence adjust beside it, as a splice or
+/// a manager's install of a spliced flow puts them) on a packet whose TCP
+/// checksum is partial (VPP's checksum offload: the field holds only the
+/// pseudo-header sum the NIC completes over the segment): the field is
+/// left as it is, so the NIC's checksum is right. Before, the timestamp
+/// adjust patched the field as if it held a full checksum and the NIC's
+/// came out wrong (the stop-20 trial); with a full checksum it is updated
+/// as ever. Both directions: TSval moved, and TSecr (echo).
+#[test]
+fn a_timestamp_adjust_keeps_a_partial_checksum_partial() {
+    use affinity_forwarding_agent::actions::{ActionSet, SeqAdjustKey, TsAdjustKey};
+    use wire::checksum;
+    let key = affinity_api::AffinityKey {
+        protocol: wire::TCP,
+        src_addr: CLIENT,
+        dst_addr: VIP,
+        src_port: 41000,
+        dst_port: 80,
+    };
+    for echo in [false, true] {
+        for partial in [false, true] {
+            let (a, mut w) = agent();
+            let actions = ActionSet {
+                seq_adjust: Some(SeqAdjustKey(1000, 0, 0xffff_0000, 0)),
+                ts_adjust: Some(TsAdjustKey {
+                    delta: 0x0102_0304,
+                    echo,
+                }),
+                ..ActionSet::default()
+            };
+            a.install_fixed_local(0, key, &actions, 3600).unwrap();
+            let ts = TcpOptions {
+                timestamps: Some((0x1122_3344, 0x5566_7788)),
+                ..TcpOptions::default()
+            };
+            let sent = with_options(
+                from_client(41000, build::TCP_ACK | build::TCP_PSH, 7, 9, b"data"),
+                &ts,
+            );
+            let mut pkt = sent.clone();
+            if partial {
+                // What the sender's stack leaves for the NIC.
+                let len = (pkt.len() - 20) as u32;
+                let sum = checksum::sum16(&pkt[12..20]) + u32::from(wire::TCP) + len;
+                pkt[36..38].copy_from_slice(&checksum::fold(sum).to_be_bytes());
+            }
+            let len = pkt.len();
+            let mut out = [Disposition::Pass];
+            {
+                let p = PacketBuf::new(&mut pkt, 0, len);
+                let p = if partial {
+                    p.with_partial_l4_checksum()
+                } else {
+                    p
+                };
+                w.process_batch(SEC, &mut [p], &mut out);
+            }
+            assert_eq!(out[0], Disposition::Pass);
+            let (val, ecr) = options_of(&pkt).timestamps.unwrap();
+            let moved = 0x1122_3344u32.wrapping_add(0x0102_0304);
+            let echoed = 0x5566_7788u32.wrapping_add(0x0102_0304);
+            let want = if echo {
+                (0x1122_3344, echoed)
+            } else {
+                (moved, 0x5566_7788)
+            };
+            assert_eq!((val, ecr), want, "echo {echo} partial {partial}");
+            if partial {
+                // Still the pseudo-header sum; then what the NIC does.
+                let len = (pkt.len() - 20) as u32;
+                let sum = checksum::sum16(&pkt[12..20]) + u32::from(wire::TCP) + len;
+                assert_eq!(&pkt[36..38], &checksum::fold(sum).to_be_bytes());
+                let c = !checksum::fold(checksum::sum16(&pkt[20..]));
+                pkt[36..38].copy_from_slice(&c.to_be_bytes());
+            }
+            assert!(checksums_ok(&pkt), "echo {echo} partial {partial}");
+        }
+    }
+}

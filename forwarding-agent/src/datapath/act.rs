@@ -127,7 +127,7 @@ impl Worker {
             }
         }
         if let Some(t) = a.ts_adjust() {
-            crate::synproxy::apply_ts_adjust(p.packet(), &info, t);
+            crate::synproxy::apply_ts_adjust(p.packet(), &info, t, partial);
         }
         self.next_hop(a)
     }

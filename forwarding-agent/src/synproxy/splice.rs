@@ -816,8 +816,12 @@ pub fn tsval(pkt: &[u8], info: &wire::PacketInfo) -> Option<u32> {
 
 /// Applies a timestamp offset (`crate::actions::TsAdjustKey`) to the TCP
 /// packet `pkt` in place, with an incremental checksum update (RFC 1624);
-/// packets without timestamps are left alone.
-pub fn apply_ts_adjust(pkt: &mut [u8], info: &wire::PacketInfo, t: TsAdjustKey) {
+/// packets without timestamps are left alone. With `l4_partial` the
+/// checksum field holds only the pseudo-header sum the NIC completes over
+/// the whole segment (`crate::PacketBuf::l4_partial`): the options are not
+/// in that sum, so the field is left as it is (as the sequence adjust
+/// leaves it); updated, the NIC's checksum came out wrong.
+pub fn apply_ts_adjust(pkt: &mut [u8], info: &wire::PacketInfo, t: TsAdjustKey, l4_partial: bool) {
     if info.key.protocol != wire::TCP || info.fragment == wire::Fragment::Later {
         return;
     }
@@ -838,6 +842,9 @@ pub fn apply_ts_adjust(pkt: &mut [u8], info: &wire::PacketInfo, t: TsAdjustKey) 
     old[..n].copy_from_slice(&l4[words.clone()]);
     let v = get_u32(l4, field.clone()).wrapping_add(t.delta);
     set_u32(l4, field, v);
+    if l4_partial {
+        return;
+    }
     let c = get_u16(l4, tcp::field::CHECKSUM);
     let c = checksum::update(c, &old[..n], &l4[words]);
     set_u16(l4, tcp::field::CHECKSUM, c);
