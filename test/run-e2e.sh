@@ -19,7 +19,18 @@ if [ "$AGENT_KIND" = vpp ]; then
         exit 0
     fi
 fi
-trap 'lab_down; rm -rf "$LAB_DIR"' EXIT
+# On a failure, the tails of the lab's logs go to the output before the lab
+# is removed (CI keeps nothing else of it).
+dump_logs() {
+    [ "${FAILED:-0}" != 0 ] || return 0
+    local f
+    for f in "$LAB_DIR"/*.log "$LAB_DIR"/*.log.before-restart; do
+        [ -s "$f" ] || continue
+        echo "--- last lines of $(basename "$f")"
+        tail -n 25 "$f" | sed 's/^/  /'
+    done
+}
+trap 'dump_logs; lab_down; rm -rf "$LAB_DIR"' EXIT
 trap 'exit 130' INT TERM
 
 PASSED=0
@@ -36,9 +47,31 @@ restart_agents() {
         wait_for 10 vppctl_a 1 show version && wait_for 10 vppctl_a 2 show version
         return
     fi
+    # What each agent logged before it was stopped (a crash's last words).
+    for i in 1 2; do
+        [ -f "$LAB_DIR/a$i.log" ] && cat "$LAB_DIR/a$i.log" >>"$LAB_DIR/a$i.log.before-restart"
+    done
     start_agent 1 "$@"
     start_agent 2 "$@"
     wait_for 5 test -S "$LAB_DIR/a1.sock" && wait_for 5 test -S "$LAB_DIR/a2.sock"
+}
+# lab_back_up WHAT: after a restart, says which agent or manager is not
+# running or not answering, with its log's last lines (the checks after it
+# would otherwise fail with no traffic and no reason).
+lab_back_up() {
+    local i
+    for i in 1 2; do
+        if ! agent_cmd "$i" status >/dev/null 2>&1; then
+            echo "NOTE $1: agent $i does not answer on its socket; its log:"
+            tail -n 15 "$LAB_DIR/a$i.log" 2>/dev/null | sed 's/^/  /'
+        fi
+        if ! manager_cmd "$i" status >/dev/null 2>&1; then
+            echo "NOTE $1: manager $i does not answer on its socket; its log:"
+            tail -n 15 "$LAB_DIR/m$i.log" 2>/dev/null | sed 's/^/  /'
+        fi
+    done
+    echo "NOTE $1: agent 1 wildcards $(wildcard_count 1 2>/dev/null), agent 2 wildcards $(wildcard_count 2 2>/dev/null)"
+    manager_cmd 1 status 2>&1 | head -n 12 | sed 's/^/  m1: /'
 }
 stop_managers() { for i in 1 2; do lab_kill_ns $LAB-m$i 9; done; sleep 0.2; }
 fixed_count() { agent_cmd "$1" fixed | awk '/^fixed affinities:/ {print $3}'; }
@@ -528,7 +561,8 @@ VPP_AFFINITY_EXTRA="activity-report-interval-ms $((REPORT_S * 1000))" \
 M1=$(manager_config 1 0 "tcp_transitory_timeout = 10")
 M2=$(manager_config 2 100 "tcp_transitory_timeout = 10")
 start_manager 1 "$M1"; start_manager 2 "$M2"
-wait_for 20 wildcards_ge 1 30 && wait_for 15 healthy 1 && wait_for 10 healthy 2 && wait_for 10 healthy 3
+wait_for 20 wildcards_ge 1 30 && wait_for 15 healthy 1 && wait_for 10 healthy 2 && wait_for 10 healthy 3 ||
+    lab_back_up lifecycle-lab
 mgr_flows() { manager_cmd 1 status | head -n 1 | sed -E 's/.*\(([0-9]+) flows\).*/\1/'; }
 flows_le() { [ "$(mgr_flows)" -le "$1" ]; }
 

@@ -104,7 +104,11 @@ impl RateWindow {
     }
 
     /// Rates of `total` (as of `now`, ns) over the window: from the newest
-    /// sample at least a window old (else the oldest kept) to now. Zero
+    /// sample at least a window old to now. With less than a window of
+    /// history (a service's first traffic), what grew since the oldest
+    /// sample over the whole window, as a sliding-window rate counter
+    /// does: divided by the few milliseconds since the first sample
+    /// instead, eleven connections in 85 ms read as 130 per second. Zero
     /// before any sample.
     pub fn rates(&self, now: u64, total: &Traffic) -> Rates {
         let base = self
@@ -114,7 +118,7 @@ impl RateWindow {
             .find(|(t, _)| now.saturating_sub(*t) >= RATE_WINDOW)
             .or_else(|| self.samples.front());
         match base {
-            Some((t, v)) => total.rates_since(v, now.saturating_sub(*t)),
+            Some((t, v)) => total.rates_since(v, now.saturating_sub(*t).max(RATE_WINDOW)),
             None => Rates::default(),
         }
     }
@@ -144,5 +148,26 @@ mod tests {
         let r = w.rates(20 * SEC + 2 * RATE_WINDOW, &t);
         assert_eq!(r.packets_in_per_s, 0.0);
         assert!(w.samples.len() <= 12, "bounded: {}", w.samples.len());
+    }
+
+    /// A service's first traffic: eleven connections within 85 ms of its
+    /// first sample read as 10 over the window (1 per second), not 10 over
+    /// 85 ms (118 per second; the stop-20 trial saw 129.6).
+    #[test]
+    fn a_first_burst_is_a_rate_over_the_window_not_over_milliseconds() {
+        let mut w = RateWindow::default();
+        let mut t = Traffic {
+            connections: 1,
+            ..Traffic::default()
+        };
+        let t0 = 5 * SEC;
+        w.record(t0, t);
+        for i in 1..=10u64 {
+            t.connections += 1;
+            w.record(t0 + i * 8_500_000, t);
+        }
+        let r = w.rates(t0 + 85_000_000, &t);
+        let want = 10.0 / (RATE_WINDOW as f64 / SEC as f64);
+        assert!((r.connections_per_s - want).abs() < 1e-9, "{r:?}");
     }
 }
