@@ -8,7 +8,7 @@
 //! slot is reused only after a quarantine, so a worker that read an index
 //! just before its entry was deleted still reads the old, intact actions.
 
-use affinity_api::{InterestCriteria, NatAction, SeqAdjustAction};
+use affinity_api::{InterestCriteria, NatAction, SeqAdjustAction, TsAdjustAction};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -139,6 +139,24 @@ impl From<SeqAdjustKey> for SeqAdjustAction {
 pub struct TsAdjustKey {
     pub delta: u32,
     pub echo: bool,
+}
+
+impl From<TsAdjustAction> for TsAdjustKey {
+    fn from(t: TsAdjustAction) -> Self {
+        TsAdjustKey {
+            delta: t.delta,
+            echo: t.flags & TsAdjustAction::ECHO != 0,
+        }
+    }
+}
+
+impl From<TsAdjustKey> for TsAdjustAction {
+    fn from(t: TsAdjustKey) -> Self {
+        TsAdjustAction {
+            delta: t.delta,
+            flags: if t.echo { TsAdjustAction::ECHO } else { 0 },
+        }
+    }
 }
 
 /// `InterestCriteria` in a hashable form.

@@ -20,7 +20,7 @@ use crate::agent::{ds, Agent, ControlState};
 use crate::counters::Counter;
 use affinity_api::{
     activity, AffinityKey, FixedAffinity, MessageBuilder, MessageType, Segment, SeqAdjustAction,
-    Statistics, TsAdjustAction,
+    Statistics,
 };
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
@@ -73,10 +73,7 @@ pub(crate) fn push_splice_report(b: &mut MessageBuilder, pairs: &[SplicePair]) {
         }));
         b.push(Segment::SeqAdjustAction(adj));
         if let Some(t) = ts {
-            b.push(Segment::TsAdjustAction(TsAdjustAction {
-                delta: t.delta,
-                flags: if t.echo { TsAdjustAction::ECHO } else { 0 },
-            }));
+            b.push(Segment::TsAdjustAction(t.into()));
         }
         b.push(Segment::Statistics(Statistics::default()));
     }

@@ -4,14 +4,14 @@
 //! applied.
 
 use super::{ControlOutput, Incoming};
-use crate::actions::{ActionSet, TsAdjustKey};
+use crate::actions::ActionSet;
 use crate::agent::{ds, Agent, ControlState};
 use crate::counters::Counter;
 use crate::fixed_affinity::{FixedValue, Inserted};
 use crate::wildcard_affinity::{Upsert, WildcardEntry, WildcardLimits};
 use affinity_api::{
     seg, ActionList, AffinityEntry, AffinityKey, DenyReason, FixedAffinity, ServiceMessage,
-    TsAdjustAction, WildcardAffinity,
+    WildcardAffinity,
 };
 use std::net::Ipv4Addr;
 use std::sync::atomic::AtomicU32;
@@ -94,10 +94,7 @@ impl Agent {
                 .map(Into::into),
             // Only fixed affinities carry one (segment 21 is not allowed in
             // a wildcard update); `apply_fixed` refuses it off TCP.
-            ts_adjust: e.ts_adjust.map(|t| TsAdjustKey {
-                delta: t.delta,
-                echo: t.flags & TsAdjustAction::ECHO != 0,
-            }),
+            ts_adjust: e.ts_adjust.map(Into::into),
             dispatch_flags,
             info_flags,
             forward_addr: forward.into(),

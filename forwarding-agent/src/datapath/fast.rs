@@ -27,7 +27,6 @@ use super::{BatchCtx, Disposition, PacketBuf, Worker};
 use crate::counters::Counter;
 use crate::fixed_affinity::{FixedValue, Mark};
 use crate::wire::{self, Plain};
-use std::net::Ipv4Addr;
 
 impl Worker {
     /// Acts on plain packet `p` (read as `plain`) whose fixed affinity at
@@ -78,17 +77,7 @@ impl Worker {
             wire::apply_nat_plain(p.packet(), plain, &n);
             self.counters.inc(Counter::NatApplied);
         }
-        match a.forward {
-            None => *out = Disposition::Pass,
-            Some(0) => {
-                self.counters.inc(Counter::DropForwardZero);
-                *out = Disposition::Drop(Counter::DropForwardZero);
-            }
-            Some(to) => {
-                self.counters.inc(Counter::Forwarded);
-                *out = Disposition::Forward(Ipv4Addr::from(to));
-            }
-        }
+        self.dispatch(a.forward, out);
         true
     }
 }

@@ -240,7 +240,10 @@ impl Worker {
             ),
             _ => (None, None),
         };
-        let mut report = Vec::with_capacity(2);
+        // The splice report's pairs, and the first's actions (where the
+        // report goes: where its interest matches go).
+        let mut report: Vec<crate::activity::SplicePair> = Vec::with_capacity(2);
+        let mut report_to = None;
         for (key, adj, ts) in [(client_flow, fwd, fwd_ts), (orig.key, rev, rev_ts)] {
             let Some((v, _)) = agent.fixed.lookup(&key) else {
                 continue;
@@ -258,20 +261,17 @@ impl Worker {
                 agent
                     .splice
                     .remember(key, installed, agent.config.fixed_capacity);
-                report.push((
-                    key,
-                    ttl,
-                    adj,
-                    ts,
-                    crate::actions::ActionView::from(&actions),
-                ));
+                report.push((key, ttl, adj, ts));
+                report_to.get_or_insert_with(|| crate::actions::ActionView::from(&actions));
             }
         }
         // Another worker spliced it meanwhile (a duplicate SYN-ACK): this
         // one goes on as any packet of the flow (that worker reports it).
         let (pending, held) = agent.splice.take_pending(&client_flow, ctx.now_ns)?;
         self.counters.inc(Counter::SynProxySpliced);
-        self.report_splice(ctx, &report);
+        if let Some(to) = report_to {
+            self.report_splice(ctx, &to, &report);
+        }
         if !held.is_empty() {
             // Early data behind it: the ACK leaves first through the same
             // queue as the data, and the SYN-ACK's buffer is consumed, so
@@ -305,17 +305,6 @@ impl Worker {
     }
 }
 
-/// One fixed affinity a splice adjusted, for the splice report: its key,
-/// the seconds left on it, the adjusts installed and its actions (where the
-/// report goes).
-type Spliced = (
-    affinity_api::AffinityKey,
-    u32,
-    affinity_api::SeqAdjustAction,
-    Option<TsAdjustKey>,
-    crate::actions::ActionView,
-);
-
 impl Worker {
     /// Tells the flow's manager, at once, the adjusts a splice installed
     /// (PROTOCOL.md, "Splice reports"): a statistics report (type 19) with
@@ -326,28 +315,27 @@ impl Worker {
     /// (a reply crossing another agent, FIGURE 5; the resynchronisation of
     /// a restarted agent). Sent from the worker, in the splice's batch:
     /// the first reply can cross another agent within a round trip. Sent
-    /// where the forward affinity's interest matches go (its manager's
-    /// listen socket), and once more, from the control thread, with the
+    /// where the interest matches of `actions` go (the first reported
+    /// affinity's, the forward one's: its manager's listen socket), and
+    /// once more, from the control thread, with the
     /// next periodic activity round (`Agent::activity_reports`). Cold: once
     /// per spliced connection.
     #[cold]
     #[inline(never)]
-    fn report_splice(&mut self, ctx: &BatchCtx<'_>, spliced: &[Spliced]) {
-        let Some((_, _, _, _, first)) = spliced.first() else {
-            return;
-        };
-        let to = self.destination(ctx, first);
+    fn report_splice(
+        &mut self,
+        ctx: &BatchCtx<'_>,
+        actions: &crate::actions::ActionView,
+        pairs: &[crate::activity::SplicePair],
+    ) {
+        let to = self.destination(ctx, actions);
         if to.ip().is_unspecified() {
             return;
         }
         let mut b = ctx
             .agent
             .builder_with(MessageType::StatisticsReport, ctx.published);
-        let pairs: Vec<crate::activity::SplicePair> = spliced
-            .iter()
-            .map(|&(key, ttl, adj, ts, _)| (key, ttl, adj, ts))
-            .collect();
-        crate::activity::push_splice_report(&mut b, &pairs);
+        crate::activity::push_splice_report(&mut b, pairs);
         if let Ok(m) = b.finish() {
             self.messages.push((to, m));
             self.counters.inc(Counter::SynProxySpliceReported);
