@@ -168,6 +168,48 @@ affinity_join_group (vlib_main_t *vm, u32 group)
     }
 }
 
+/* Where the core finds what it reads in a vlib_buffer_t
+   (affinity_buffer_layout_t). oflags is a bit-field, so its byte is found
+   by setting it in a zeroed buffer; 0 when the layout is not the one the
+   core reads (one byte, pre_data right before data). */
+static int
+affinity_buffer_layout (affinity_buffer_layout_t *l)
+{
+  STATIC_ASSERT (sizeof (((vlib_buffer_t *) 0)->current_data) == 2,
+		 "current_data is an i16");
+  STATIC_ASSERT (sizeof (((vlib_buffer_t *) 0)->current_length) == 2,
+		 "current_length is a u16");
+  STATIC_ASSERT (sizeof (((vlib_buffer_t *) 0)->flags) == 4,
+		 "flags is a u32");
+  STATIC_ASSERT (STRUCT_OFFSET_OF (vlib_buffer_t, pre_data) +
+		     VLIB_BUFFER_PRE_DATA_SIZE ==
+		   STRUCT_OFFSET_OF (vlib_buffer_t, data),
+		 "pre_data ends where data begins");
+  static vlib_buffer_t b;
+  clib_memset (&b, 0, sizeof (b));
+  vnet_buffer (&b)->oflags = 0xff;
+  u8 *p = (u8 *) &b;
+  u32 at = ~0, found = 0;
+  for (u32 i = 0; i < sizeof (b); i++)
+    if (p[i])
+      {
+	at = i;
+	found++;
+      }
+  if (found != 1 || p[at] != 0xff)
+    return 0;
+  l->current_data = STRUCT_OFFSET_OF (vlib_buffer_t, current_data);
+  l->current_length = STRUCT_OFFSET_OF (vlib_buffer_t, current_length);
+  l->flags = STRUCT_OFFSET_OF (vlib_buffer_t, flags);
+  l->data = STRUCT_OFFSET_OF (vlib_buffer_t, data);
+  l->pre_data_size = VLIB_BUFFER_PRE_DATA_SIZE;
+  l->offload_flag = VNET_BUFFER_F_OFFLOAD;
+  l->oflags = at;
+  l->l4_cksum_oflags =
+    VNET_BUFFER_OFFLOAD_F_TCP_CKSUM | VNET_BUFFER_OFFLOAD_F_UDP_CKSUM;
+  return 1;
+}
+
 /* The core starts once the worker count is known. */
 static clib_error_t *
 affinity_main_loop_enter (vlib_main_t *vm)
@@ -183,6 +225,9 @@ affinity_main_loop_enter (vlib_main_t *vm)
   am->cfg.auth_key_file = (const char *) am->key_file;
   vec_add1 (am->disabled_actions, 0);
   am->cfg.disabled_actions = (const char *) am->disabled_actions;
+  if (!affinity_buffer_layout (&am->cfg.buffer_layout))
+    return clib_error_return (
+      0, "affinity: vnet_buffer (b)->oflags is not one byte of vlib_buffer_t");
   int32_t rv = affinity_rs_init (&am->cfg);
   switch (rv)
     {

@@ -1,9 +1,10 @@
 /*
  * The data node: `affinity` on the ip4-unicast arc. Per frame, one call into
- * Rust with a descriptor per packet; Rust writes the next slot and the
- * reason (a counter index) into each, and for traced packets the trace
- * record. The only decision left in C is VPP's own: whether a forward
- * address has a usable adjacency yet.
+ * Rust with the frame's buffers; Rust reads each packet from its buffer,
+ * writes its next slot, an exception (the reason, a counter index, and what
+ * to do to the buffer) for each packet that is not a plain pass, and for
+ * traced packets the trace record. The only decision left in C is VPP's
+ * own: whether a forward address has a usable adjacency yet.
  */
 #include <vnet/ip/ip4.h>
 #include <vnet/ip/format.h>
@@ -118,93 +119,84 @@ VLIB_NODE_FN (affinity_node)
 {
   u32 *from = vlib_frame_vector_args (frame);
   u32 n = frame->n_vectors, unresolved = 0, held = 0;
-  vlib_buffer_t *bufs[VLIB_FRAME_SIZE], **b = bufs;
+  vlib_buffer_t *bufs[VLIB_FRAME_SIZE];
   u16 nexts[VLIB_FRAME_SIZE];
-  affinity_pkt_t pkts[VLIB_FRAME_SIZE];
+  affinity_exception_t exc[VLIB_FRAME_SIZE];
+  affinity_trace_t *traces[VLIB_FRAME_SIZE];
   u32 counts[AFFINITY_N_ERROR];
   int tracing = node->flags & VLIB_NODE_FLAG_TRACE;
 
   vlib_get_buffers (vm, from, bufs, n);
-  /* Inputs only: Rust writes every output field of every descriptor. The
-     buffer header is prefetched eight packets ahead and, once it is in,
-     the packet data four ahead (two stages, as cnat's nodes do): this loop
-     reads the header, the core the data, after the whole frame. */
-  for (u32 i = 0; i < clib_min (n, 8); i++)
-    vlib_prefetch_buffer_header (b[i], LOAD);
-  for (u32 i = 0; i < clib_min (n, 4); i++)
-    clib_prefetch_store (b[i]->data + b[i]->current_data);
-  for (u32 i = 0; i < n; i++)
-    {
-      if (i + 8 < n)
-	vlib_prefetch_buffer_header (b[i + 8], LOAD);
-      if (i + 4 < n)
-	clib_prefetch_store (b[i + 4]->data + b[i + 4]->current_data);
-      affinity_pkt_t *p = &pkts[i];
-      p->data = vlib_buffer_get_current (b[i]);
-      p->len = b[i]->current_length;
-      /* Headroom: the buffer's pre-data area plus what precedes current. */
-      p->headroom = VLIB_BUFFER_PRE_DATA_SIZE + b[i]->current_data;
-      p->trace = 0;
-      /* A partial checksum the NIC completes (af_packet/virtio/DPDK rx of
-	 a local sender's packet): the core must keep it partial. */
-      p->l4_partial =
-	(b[i]->flags & VNET_BUFFER_F_OFFLOAD) &&
-	(vnet_buffer (b[i])->oflags &
-	 (VNET_BUFFER_OFFLOAD_F_TCP_CKSUM | VNET_BUFFER_OFFLOAD_F_UDP_CKSUM));
-      if (PREDICT_FALSE (tracing && (b[i]->flags & VLIB_BUFFER_IS_TRACED)))
-	p->trace = vlib_add_trace (vm, node, b[i], sizeof (affinity_trace_t));
-    }
+  if (PREDICT_FALSE (tracing))
+    for (u32 i = 0; i < n; i++)
+      traces[i] = (bufs[i]->flags & VLIB_BUFFER_IS_TRACED) ?
+		    vlib_add_trace (vm, node, bufs[i], sizeof (affinity_trace_t)) :
+		    0;
 
-  affinity_rs_process (vm->thread_index, vlib_time_now (vm), pkts, n, counts);
+  /* The core reads the buffers itself (affinity_buffer_layout_t) and
+     writes every packet's next slot; only packets that need more than that
+     come back as exceptions. */
+  u32 n_exc =
+    affinity_rs_process (vm->thread_index, vlib_time_now (vm), (void *const *) bufs,
+			 n, nexts, exc, tracing ? traces : 0, counts);
 
-  for (u32 i = 0; i < n; i++)
+  for (u32 e = 0; e < clib_min (n_exc, n); e++)
     {
-      affinity_pkt_t *p = &pkts[i];
-      u16 next = p->next;
-      switch (next)
+      affinity_exception_t *x = &exc[e];
+      vlib_buffer_t *b = bufs[x->index];
+      u16 *next = &nexts[x->index];
+      switch (*next)
 	{
 	case AFFINITY_NEXT_FEATURE:
-	  /* The core may have rewritten the packet in place to another
-	     length (a SYN-proxy SYN-ACK answering a SYN). */
-	  if (PREDICT_FALSE (p->new_len != p->len))
-	    b[i]->current_length = p->new_len;
-	  vnet_feature_next_u16 (&next, b[i]);
+	  /* The core rewrote the packet in place to another length (a
+	     SYN-proxy SYN-ACK answering a SYN); the feature arc's next node
+	     is taken below, as for every pass. */
+	  b->current_length = x->new_len;
 	  break;
 	case AFFINITY_NEXT_DROP:
-	  b[i]->error = node->errors[p->error];
+	  b->error = node->errors[x->error];
 	  /* Held packets and held fragments: released or expired by the
 	     timer process (fragments: Worker::poll_fragments). */
-	  held += p->error == AFFINITY_ERROR_HELD ||
-		  p->error == AFFINITY_ERROR_FRAGMENT_HELD;
+	  held += x->error == AFFINITY_ERROR_HELD ||
+		  x->error == AFFINITY_ERROR_FRAGMENT_HELD;
 	  break;
 	case AFFINITY_NEXT_LOOKUP:
 	  /* A punt: the service message's IPv4/UDP headers were written in
 	     front of the packet. Routed in the default table, from us. */
-	  vlib_buffer_advance (b[i], p->advance);
-	  b[i]->current_length = p->new_len;
-	  vnet_buffer (b[i])->sw_if_index[VLIB_TX] = 0;
-	  b[i]->flags |= VNET_BUFFER_F_LOCALLY_ORIGINATED;
+	  vlib_buffer_advance (b, x->advance);
+	  b->current_length = x->new_len;
+	  vnet_buffer (b)->sw_if_index[VLIB_TX] = 0;
+	  b->flags |= VNET_BUFFER_F_LOCALLY_ORIGINATED;
 	  /* The core completed the punted packet's checksum: no offload may
 	     touch the message's bytes (they may be signed). */
-	  b[i]->flags &= ~VNET_BUFFER_F_OFFLOAD;
-	  vnet_buffer (b[i])->oflags = 0;
+	  b->flags &= ~VNET_BUFFER_F_OFFLOAD;
+	  vnet_buffer (b)->oflags = 0;
 	  break;
 	case AFFINITY_NEXT_LOAD_BALANCE:
-	  if (PREDICT_FALSE (p->new_len != p->len))
-	    b[i]->current_length = p->new_len;
-	  next = affinity_forward (vm, node, b[i], p->forward_address,
-				   &unresolved);
+	  b->current_length = x->new_len;
+	  *next =
+	    affinity_forward (vm, node, b, x->forward_address, &unresolved);
 	  break;
 	default:
 	  /* Not a value Rust writes: drop rather than misroute. */
-	  next = AFFINITY_NEXT_DROP;
-	  b[i]->error = node->errors[AFFINITY_ERROR_DROP_INTERNAL_ERROR];
+	  *next = AFFINITY_NEXT_DROP;
+	  b->error = node->errors[AFFINITY_ERROR_DROP_INTERNAL_ERROR];
 	  break;
 	}
-      nexts[i] = next;
-      if (PREDICT_FALSE (p->trace != 0))
-	p->trace->next = next;
     }
+  for (u32 i = 0; i < n; i++)
+    if (nexts[i] == AFFINITY_NEXT_FEATURE)
+      vnet_feature_next_u16 (&nexts[i], bufs[i]);
+    else if (PREDICT_FALSE (nexts[i] >= AFFINITY_N_NEXT))
+      {
+	/* Not a value Rust writes: drop rather than misroute. */
+	nexts[i] = AFFINITY_NEXT_DROP;
+	bufs[i]->error = node->errors[AFFINITY_ERROR_DROP_INTERNAL_ERROR];
+      }
+  if (PREDICT_FALSE (tracing))
+    for (u32 i = 0; i < n; i++)
+      if (traces[i])
+	traces[i]->next = nexts[i];
   vlib_buffer_enqueue_to_next (vm, node, from, nexts, n);
   /* The core's counters grew by counts[] in this frame (less the drops,
      which error-drop counts under b->error). A forward the adjacency

@@ -4,10 +4,11 @@
  * module (vpp-plugin/src/ffi); the C side includes it too, so both agree on
  * every layout, next-node slot, counter index and return code.
  *
- * One decision and one reason per packet: Rust writes into each packet's
- * descriptor the node's next slot and the counter that says why; the node
- * hands both to VPP unchanged (b->error = node->errors[error], as nat44-ed
- * does), so `show errors` names each drop's reason.
+ * One decision and one reason per packet: Rust writes each packet's next
+ * slot and, for any packet that is not a plain pass, an exception with the
+ * counter that says why; the node hands both to VPP unchanged (b->error =
+ * node->errors[error], as nat44-ed does), so `show errors` names each
+ * drop's reason.
  */
 #ifndef AFFINITY_SHIM_H
 #define AFFINITY_SHIM_H
@@ -90,30 +91,42 @@ typedef struct affinity_trace
   affinity_tuple_t after;   /* as it leaves (a punt: agent -> manager) */
 } affinity_trace_t;
 
-/* One packet of a frame: C fills the inputs, Rust writes every output
-   (whatever it decides, also before init and after a panic). */
-typedef struct affinity_pkt
+/* Where the fields the core reads lie in a vlib_buffer_t (byte offsets
+   from the buffer's start), measured by the shim at start
+   (affinity_buffer_layout in affinity.c): the core reads each packet's
+   place, length and checksum state from the frame's buffers themselves,
+   in one pass, instead of from a descriptor the node filled first. */
+typedef struct affinity_buffer_layout
 {
-  /* inputs (C) */
-  uint8_t *data;	   /* IPv4 header of the packet */
-  uint32_t len;		   /* bytes from data to the end of the buffer */
-  uint32_t headroom;	   /* writable bytes before data */
-  affinity_trace_t *trace; /* non-NULL: traced, Rust fills the record */
-  /* 1: the TCP/UDP checksum holds only the pseudo-header sum, for the NIC
-     to complete (VNET_BUFFER_F_OFFLOAD with VNET_BUFFER_OFFLOAD_F_TCP_CKSUM
-     or _UDP_CKSUM, vnet/buffer.h): the core updates it as such (addresses
+  uint32_t current_data;   /* int16_t b->current_data */
+  uint32_t current_length; /* uint16_t b->current_length */
+  uint32_t flags;	   /* uint32_t b->flags */
+  uint32_t data;	   /* b->data[0], where b->pre_data ends */
+  uint32_t pre_data_size;  /* VLIB_BUFFER_PRE_DATA_SIZE */
+  uint32_t offload_flag;   /* VNET_BUFFER_F_OFFLOAD, in b->flags */
+  uint32_t oflags;	   /* the byte holding vnet_buffer (b)->oflags */
+  /* VNET_BUFFER_OFFLOAD_F_TCP_CKSUM | _UDP_CKSUM: with offload_flag, the
+     TCP/UDP checksum holds only the pseudo-header sum, for the NIC to
+     complete (vnet/buffer.h); the core keeps it so (NAT updates addresses
      only, PacketBuf::with_partial_l4_checksum). */
-  uint32_t l4_partial;
-  /* outputs (Rust) */
-  int32_t advance;	    /* add to current_data (negative: prepended) */
-  uint32_t new_len;	    /* packet length after processing (bytes); for a
-			       pass or forward the core's own length, which
-			       differs from len when it rewrote the packet in
-			       place to another size (a SYN-proxy SYN-ACK) */
+  uint32_t l4_cksum_oflags;
+} affinity_buffer_layout_t;
+
+/* A packet whose outcome needs more than its next slot: every one but a
+   pass at its own length. Rust writes one per such packet, in frame
+   order; the node applies it to the packet's buffer. */
+typedef struct affinity_exception
+{
+  uint32_t index;	    /* the packet's place in the frame */
+  int32_t advance;	    /* AFFINITY_NEXT_LOOKUP: add to current_data
+			       (negative: headers prepended) */
+  uint32_t new_len;	    /* packet length after processing (bytes): a
+			       pass or forward the core rewrote in place to
+			       another size (a SYN-proxy SYN-ACK), a punt's
+			       message */
   uint32_t forward_address; /* AFFINITY_NEXT_LOAD_BALANCE: next hop, net order */
-  uint16_t next;  /* enum affinity_next */
   uint16_t error; /* enum affinity_error, why; b->error for NEXT_DROP */
-} affinity_pkt_t;
+} affinity_exception_t;
 
 /* startup.conf `affinity { ... }`, set before affinity_rs_init. */
 typedef struct affinity_config
@@ -145,6 +158,7 @@ typedef struct affinity_config
   uint32_t warm_up_ms;
   /* vlib_time_now when the core starts (s): the warm-up's start. */
   double start_time;
+  affinity_buffer_layout_t buffer_layout;
 } affinity_config_t;
 
 /* ---- implemented in Rust (vpp-plugin/src/ffi) -------------------------- */
@@ -153,11 +167,19 @@ int32_t affinity_rs_init (const affinity_config_t *cfg);
 /* startup.conf's auth-key-file, checked at config time (a bad one stops
    VPP): AFFINITY_RC_OK, _KEY_FILE_UNREADABLE or _KEY_FILE_INVALID. */
 int32_t affinity_rs_check_key_file (const char *path);
-/* One frame: fills each descriptor's outputs, and counts[i] (AFFINITY_N_ERROR
-   entries) with how much counter i grew in this frame, less the packets
-   sent to error-drop under it (error-drop counts those). */
-void affinity_rs_process (uint32_t thread_index, double now,
-			  affinity_pkt_t *pkts, uint32_t n, uint32_t *counts);
+/* One frame of n buffers (vlib_buffer_t *, in the layout given at init):
+   writes nexts[i] for every packet (AFFINITY_NEXT_FEATURE for a pass) and
+   an exception for each packet that needs more than its next slot,
+   returning how many; fills the trace record traces[i] of each traced
+   packet (traces NULL: none traced; an entry NULL: that one not); and
+   counts[i] (AFFINITY_N_ERROR entries) with how much counter i grew in
+   this frame, less the packets sent to error-drop under it (error-drop
+   counts those). exceptions has room for n. */
+uint32_t affinity_rs_process (uint32_t thread_index, double now,
+			      void *const *bufs, uint32_t n, uint16_t *nexts,
+			      affinity_exception_t *exceptions,
+			      affinity_trace_t *const *traces,
+			      uint32_t *counts);
 /* Counts n events the shim decided itself (e.g. an unresolved forward
    address) into the core's counter `error`, for `show affinity stats`. */
 void affinity_rs_count (uint32_t error, uint32_t n);

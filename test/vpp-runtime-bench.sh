@@ -21,6 +21,8 @@
 # thread, shows how much of it the host alone accounts for).
 # BENCH_WORKERS=0 skips that part. Each figure is the median of
 # BENCH_ROUNDS (5) rounds, with the range as NAME_min and NAME_max.
+# BENCH_FIXED_TABLE_SIZE sets startup.conf's fixed-table-size (2400000:
+# the 1.18 M flows with room; the table itself keeps twice its capacity).
 #
 # VPP's clocks are wall-clock cycles: a frame during which the kernel ran
 # another task counts that task's time too. On a shared host the
@@ -115,7 +117,7 @@ figure() {
 ROUNDS=${BENCH_ROUNDS:-5}
 
 # -- one thread (the main thread runs everything) ------------------------
-PG_RT=${BENCH_RT-50} pg_vpp_start vppbench 2G 32768 64M "nat_plugin.so lb_plugin.so" "agent-address 192.0.2.1 fixed-table-size 2400000"
+PG_RT=${BENCH_RT-50} pg_vpp_start vppbench 2G 32768 64M "nat_plugin.so lb_plugin.so" "agent-address 192.0.2.1 fixed-table-size ${BENCH_FIXED_TABLE_SIZE:-2400000}"
 setup
 V nat44 plugin enable sessions 3000000 >/dev/null
 V nat44 add address 203.0.113.20 - 203.0.113.60 >/dev/null
@@ -151,7 +153,7 @@ figure ratio_affinity_vs_nat44_ed x "${RN[@]}"
 kill -9 "$PG_PID" 2>/dev/null; wait "$PG_PID" 2>/dev/null; PG_PID=""
 unset PG_RT
 ip netns del "$PG_NS" 2>/dev/null; rm -rf "$PG_DIR"
-PG_NICE=${BENCH_NICE--20} PG_ONLINE_CPUS=0-3 pg_vpp_start vppbench2w 2G 65536 64M "lb_plugin.so" "agent-address 192.0.2.1 fixed-table-size 2400000" "" "main-core 0 workers 2"
+PG_NICE=${BENCH_NICE--20} PG_ONLINE_CPUS=0-3 pg_vpp_start vppbench2w 2G 65536 64M "lb_plugin.so" "agent-address 192.0.2.1 fixed-table-size ${BENCH_FIXED_TABLE_SIZE:-2400000}" "" "main-core 0 workers 2"
 setup
 # Streams without a limit, measured over timed windows: a stream's end
 # and the CLI polls that find it would fall inside a short run.

@@ -130,7 +130,34 @@ impl Mark {
             set: (tcp & ack_only) * HANDSHAKE,
         }
     }
+
+    /// [`Mark::of`] a TCP segment with control bits `flags`, or of a UDP
+    /// datagram when `flags` is 0 (TCP without flags keeps the mark as UDP
+    /// does): one load from a table made by `of` itself, for the common
+    /// case's path (cachegrind: a dozen instructions fewer a packet).
+    #[inline]
+    pub fn of_flags(flags: u8) -> Mark {
+        MARKS[usize::from(flags)]
+    }
 }
+
+/// [`Mark::of`] for TCP, by control-bits byte ([`Mark::of_flags`]).
+static MARKS: [Mark; 256] = {
+    let mut t = [Mark::KEEP; 256];
+    let mut f = 0;
+    while f < 256 {
+        use crate::wire::tcp::flags::{ACK, RST, SYN};
+        let flags = f as u8;
+        let syn = flags & SYN != 0;
+        let ack_only = flags & (ACK | RST | SYN) == ACK;
+        t[f] = Mark {
+            keep: if syn { 0 } else { HANDSHAKE },
+            set: if ack_only { HANDSHAKE } else { 0 },
+        };
+        f += 1;
+    }
+    t
+};
 
 /// One entry; its index in the table is the entry's slot.
 #[repr(align(32))]
@@ -192,14 +219,15 @@ fn holds(k0: u64, k1: u64, w0: u64, w1: u64) -> bool {
 
 #[inline]
 fn hash(w0: u64, w1: u64) -> u64 {
-    // murmur3's fmix64 over both words: every key bit reaches the low bits
-    // used as the line index.
-    let mut h = w0 ^ w1.rotate_left(29).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
+    // A folded multiply (as foldhash and ahash do): the 128-bit product's
+    // halves xor-ed, so every key bit reaches the low bits used as the line
+    // index. One multiply where murmur3's fmix64 took three in a chain.
+    // The constants keep either factor from being 0: w1's low 24 bits are
+    // always 0 and K1's are not.
+    const K0: u64 = 0x243f_6a88_85a3_08d3;
+    const K1: u64 = 0x1319_8a2e_0370_7344;
+    let m = u128::from(w0 ^ K0) * u128::from(w1 ^ K1);
+    (m as u64) ^ ((m >> 64) as u64)
 }
 
 /// A key prepared for lookup by [`FixedTable::probe`]: its two packed
@@ -425,6 +453,25 @@ impl FixedTable {
     #[inline]
     pub fn lookup_probe(&self, probe: &Probe) -> Option<(FixedValue, usize)> {
         let Probe { w0, w1, start } = *probe;
+        // The common case first, without the probe loop and its retry
+        // bookkeeping: the key in its home line's first entry, no write
+        // under way (a live flow at the load the table is sized for).
+        // Anything else, including a write caught midway, takes the loop.
+        let e = &self.lines.get(start / 2)?.0[0];
+        let k1 = e.key1.load(Acquire);
+        if k1 & (VERSION_ONE | VALID | KEY1_MASK) == w1 | VALID {
+            let k0 = e.key0.load(Relaxed);
+            let val = e.value.load(Relaxed);
+            fence(Acquire);
+            if k0 == w0 && e.key1.load(Relaxed) == k1 {
+                return Some((FixedValue::decode(val), start));
+            }
+        }
+        self.lookup_from(w0, w1, start)
+    }
+
+    /// [`FixedTable::lookup_probe`]'s probe loop, from `start`.
+    fn lookup_from(&self, w0: u64, w1: u64, start: usize) -> Option<(FixedValue, usize)> {
         for p in 0..MAX_PROBE {
             let slot = (start + p) & self.mask;
             let e = self.entry(slot)?;

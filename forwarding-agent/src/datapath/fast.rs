@@ -63,7 +63,8 @@ impl Worker {
         self.counters.inc(Counter::Packets);
         self.counters.inc(Counter::FixedHit);
         if ctx.agent.config.per_flow_counters {
-            let mark = Mark::of(plain.protocol, plain.tcp_flags);
+            // A plain UDP datagram's flags are 0: the mark is kept.
+            let mark = Mark::of_flags(plain.tcp_flags);
             if ctx
                 .agent
                 .fixed
@@ -74,7 +75,12 @@ impl Worker {
             }
         }
         if let Some(n) = a.nat {
-            wire::apply_nat_plain(p.packet(), plain, &n);
+            // From the packet's start to the buffer's end: the headers NAT
+            // rewrites are inside the packet (`parse_plain` checked them
+            // against its length), and this slice costs no clamping.
+            if let Some(pkt) = p.buf.get_mut(p.start..) {
+                wire::apply_nat_plain(pkt, plain, &n);
+            }
             self.counters.inc(Counter::NatApplied);
         }
         self.dispatch(a.forward, out);

@@ -18,21 +18,24 @@
 //! set only translates and routes — goes from step 1 to 5 in one step
 //! ([`fast`]); whatever it declines takes the steps above.
 //!
-//! Why a batch and groups: the second pass goes through the batch in
-//! groups, prefetching the next group's lines (each key's home line and
-//! the next), looking up the current group's keys, then acting on its
-//! packets. At millions of flows each look-up is a cache miss *and* a TLB
+//! Why a batch and groups: the batch goes through in groups of
+//! [`GROUP`] packets, as a two-stage pipeline over a ring of two groups'
+//! per-packet state ([`Worker::stage`]): while group g is looked up and
+//! acted on, group g + 1 has been read — parsed, its keys hashed, its
+//! fixed-table lines prefetched — and the packets of group g + 2 are on
+//! their way. At millions of flows each look-up is a cache miss *and* a TLB
 //! miss, and a prefetch that misses the TLB holds back the instructions
-//! after it until its page walk is done; issued together, a group's walks
-//! overlap each other, and a group's acting hides its successor's cache
-//! misses. Measured at 16 M flows (home line only): prefetching the whole
-//! batch first 123 ns per packet; one packet ahead, far worse; groups of
-//! 16, one group ahead, 93–98 ns (the first group's prefetch goes out
-//! during parsing); groups of 8 since, with both lines prefetched while
-//! over a quarter of the table is in use (`GROUP`,
-//! `FixedTable::prefetch_next_line`); each group's packets are prefetched
-//! again with its lines. Packets are rewritten in place; punts are written into
-//! the packet's own headroom.
+//! after it until its page walk is done; issued a group ahead, a group's
+//! walks overlap each other and the acting on the group before. Measured
+//! at 16 M flows (home line only): prefetching the whole batch first 123 ns
+//! per packet; one packet ahead, far worse; groups of 16, one group ahead,
+//! 93–98 ns; groups of 8 since, with both lines prefetched while over a
+//! quarter of the table is in use (`GROUP`,
+//! `FixedTable::prefetch_next_line`). The ring (stop 21) replaced a first
+//! pass over the whole batch, which put 256 parse results and probes and
+//! every packet through L1 before the first was acted on; reading two
+//! groups ahead instead of one (`AHEAD`) was slower. Packets are rewritten
+//! in place; punts are written into the packet's own headroom.
 //!
 //! What a worker reads from the control side: the wildcard set and
 //! [`crate::agent::Published`] (manager addresses, signing key), each an
@@ -81,8 +84,14 @@ pub const BATCH: usize = 256;
 /// clocks/packet (test/vpp-runtime-bench.sh).
 const GROUP: usize = 8;
 
-/// How many packets ahead the first pass prefetches a packet's first line.
-const DATA_AHEAD: usize = 4;
+/// Slots of the per-packet state ring: the group being acted on and the
+/// group being read (`Worker::stage`).
+const RING: usize = (AHEAD + 1) * GROUP;
+
+/// How many groups ahead of the one acted on are read and have their lines
+/// prefetched. 1: at 2, VPP at 1.18 M flows cost 136–169 clocks/packet
+/// against 123–145 at 1, alternated in one sitting.
+const AHEAD: usize = 1;
 
 /// A packet in a buffer: the IPv4 packet is `buf[start..start + len]`;
 /// `buf[..start]` is headroom the agent may write a punt header into.
@@ -228,11 +237,11 @@ pub struct Worker {
     /// Held fragments and SYN-proxy early data released since the last
     /// `take_released`.
     released: Vec<(Vec<u8>, Disposition)>,
-    /// Per packet of the chunk: what the first pass read of it.
+    /// Per packet of the two groups in flight (ring slot = index in the
+    /// chunk modulo [`RING`]): what the first stage read of it.
     parsed: Vec<Parsed>,
-    /// Per packet of the chunk: its fixed-table lookup, prepared (key
-    /// packed and hashed to its home line; none for packets looked up
-    /// later).
+    /// The same packets' fixed-table look-ups, prepared (key packed and
+    /// hashed to its home line; none for packets looked up later).
     probes: Vec<Option<crate::fixed_affinity::Probe>>,
     /// Per packet of the last batch, while tracing ([`Worker::decisions`]).
     decisions: Vec<Decision>,
@@ -284,8 +293,10 @@ impl Agent {
             marks_out,
             messages: Vec::new(),
             released: Vec::new(),
-            parsed: Vec::with_capacity(BATCH),
-            probes: Vec::with_capacity(BATCH),
+            parsed: (0..RING)
+                .map(|_| Parsed::Full(Err(wire::PacketError::TooShort)))
+                .collect(),
+            probes: vec![None; RING],
             decisions: Vec::with_capacity(BATCH),
             cur: Decision::default(),
             tracing: false,
@@ -312,93 +323,47 @@ impl Worker {
             // packet is traced (it records no decision).
             let fast = self.fast_path && !self.tracing;
             self.next_line = agent.fixed.prefetch_next_line();
-            self.parsed.clear();
-            self.probes.clear();
-            for j in 0..chunk.len() {
-                // The packet data a few packets on, into L1 while this one
-                // is read (VPP perf: the first read of each packet's header
-                // was 12 % of the batch loop's samples; the C node's own
-                // prefetch runs over the whole frame first, and the frame's
-                // buffer headers and data outgrow L1 by the time the core
-                // reads them).
-                if let Some(q) = chunk.get(j + DATA_AHEAD) {
-                    q.prefetch();
-                }
-                let p = &mut chunk[j];
-                let plain = if fast && !p.l4_partial {
-                    wire::parse_plain(p.packet())
-                } else {
-                    None
-                };
-                // Each branch pushes its own: built in place, not moved
-                // through a temporary (cachegrind: the moves cost more than
-                // the plain packet's whole parse).
-                match plain {
-                    Some(pl) => {
-                        self.probes.push(Some(agent.fixed.probe_plain(&pl)));
-                        self.parsed.push(Parsed::Plain(pl));
-                    }
-                    None => {
-                        let info = wire::parse_ipv4(p.packet());
-                        // A later fragment's flow is known only once the
-                        // first fragment (maybe in this batch) has been
-                        // processed.
-                        self.probes.push(match &info {
-                            Ok(i) if i.fragment != Fragment::Later => {
-                                Some(agent.fixed.probe(&i.key))
-                            }
-                            _ => None,
-                        });
-                        self.parsed.push(Parsed::Full(info));
-                    }
-                }
-                // The first group's lines come in while the rest is parsed.
-                if self.probes.len() == GROUP {
-                    self.prefetch(&agent, 0..GROUP);
-                }
-            }
-            let m = chunk.len();
             // One snapshot of each for the chunk: a wildcard, manager or
             // key change shows from the next batch on.
             let wild = agent.wildcards.snapshot();
             let published = agent.published.load();
             let ctx = BatchCtx::new(&agent, &wild, &published, now_ns);
-            if m < GROUP {
-                self.prefetch(&agent, 0..m);
-            }
             if !self.frag.is_empty() {
                 self.fragment_upkeep(&ctx);
             }
-            // Out of `self` for the chunk, so each packet's info is lent
-            // to the packet path instead of copied (put back below).
-            let parsed = std::mem::take(&mut self.parsed);
+            let m = chunk.len();
+            // The first group read, its lines on their way, the second
+            // group's packets on theirs.
+            for q in chunk.iter().take(2 * GROUP).skip(GROUP) {
+                q.prefetch();
+            }
+            for g in 0..AHEAD {
+                if g * GROUP < m {
+                    self.stage(&agent, chunk, g * GROUP, fast);
+                }
+            }
             for start in (0..m).step_by(GROUP) {
                 let end = (start + GROUP).min(m);
-                let next = end..(end + GROUP).min(m);
-                self.prefetch(&agent, next.clone());
-                // And the next group's packets again: the first pass read
-                // them a whole chunk ago, and the chunk's headers, data and
-                // table lines have gone through L1 since (VPP perf: the
-                // rewrite's first read of the IPv4 header was 12 % of the
-                // batch loop's samples).
-                for q in &chunk[next] {
-                    q.prefetch();
+                // A group further on read while this one's lines come in.
+                let ahead = start + AHEAD * GROUP;
+                if ahead < m {
+                    self.stage(&agent, chunk, ahead, fast);
                 }
-                // The group's look-ups first: independent loads overlap
-                // whatever is still on its way.
-                let mut pre = [Lookup::Later; GROUP];
-                for (i, l) in (start..end).zip(pre.iter_mut()) {
-                    if let Some(b) = &self.probes[i] {
-                        *l = Lookup::Done(agent.fixed.lookup_probe(b));
-                    }
-                }
+                // Out of `self` for the group, so each packet's info is
+                // lent to the packet path instead of copied (put back
+                // below).
+                let parsed = std::mem::take(&mut self.parsed);
                 for i in start..end {
-                    let pre = &pre[i - start];
-                    match &parsed[i] {
+                    // The look-up, its line prefetched a group ago.
+                    let pre = match &self.probes[i % RING] {
+                        Some(b) => Lookup::Done(agent.fixed.lookup_probe(b)),
+                        None => Lookup::Later,
+                    };
+                    match &parsed[i % RING] {
                         Parsed::Plain(pl) => {
                             let done = match pre {
                                 Lookup::Done(Some(hit)) => {
-                                    self.fast_fixed(&ctx, &mut chunk[i], pl, *hit, &mut outs[i])
+                                    self.fast_fixed(&ctx, &mut chunk[i], pl, hit, &mut outs[i])
                                 }
                                 _ => false,
                             };
@@ -406,23 +371,70 @@ impl Worker {
                             // action set that is not plain): the general
                             // path, with the look-up done.
                             if !done {
-                                outs[i] = self.declined(&ctx, &mut chunk[i], *pre);
+                                outs[i] = self.declined(&ctx, &mut chunk[i], pre);
                             }
                         }
                         Parsed::Full(info) => {
                             self.cur = Decision::default();
                             outs[i] =
-                                self.process_one(&ctx, &mut chunk[i], info, *pre, Origin::Wire);
+                                self.process_one(&ctx, &mut chunk[i], info, pre, Origin::Wire);
                             if self.tracing {
                                 self.decisions.push(self.cur);
                             }
                         }
                     }
                 }
+                self.parsed = parsed;
             }
-            self.parsed = parsed;
         }
         self.flush();
+    }
+
+    /// The first stage for the group of `chunk` starting at `start`: each
+    /// packet read (plain when `fast` allows and it is, in full otherwise)
+    /// into its ring slot, its key hashed to its fixed-table line and the
+    /// line prefetched as soon as known (spread over the group rather than
+    /// eight at once), and the packets two groups further on prefetched. A
+    /// group of the ring ([`RING`]) is read while the one before it is
+    /// acted on, so the per-packet state stays in L1.
+    #[inline(always)]
+    fn stage(&mut self, agent: &Agent, chunk: &mut [PacketBuf<'_>], start: usize, fast: bool) {
+        let end = (start + GROUP).min(chunk.len());
+        for j in start..end {
+            if let Some(q) = chunk.get(j + 2 * GROUP) {
+                q.prefetch();
+            }
+            let p = &mut chunk[j];
+            let plain = if fast && !p.l4_partial {
+                wire::parse_plain(p.packet())
+            } else {
+                None
+            };
+            // Each branch writes its own: built in place, not moved
+            // through a temporary (cachegrind: the moves cost more than
+            // the plain packet's whole parse).
+            let r = j % RING;
+            match plain {
+                Some(pl) => {
+                    self.probes[r] = Some(agent.fixed.probe_plain(&pl));
+                    self.parsed[r] = Parsed::Plain(pl);
+                }
+                None => {
+                    let info = wire::parse_ipv4(p.packet());
+                    // A later fragment's flow is known only once the
+                    // first fragment (maybe in this batch) has been
+                    // processed.
+                    self.probes[r] = match &info {
+                        Ok(i) if i.fragment != Fragment::Later => Some(agent.fixed.probe(&i.key)),
+                        _ => None,
+                    };
+                    self.parsed[r] = Parsed::Full(info);
+                }
+            }
+            if let Some(b) = &self.probes[r] {
+                agent.fixed.prefetch(b.start(), self.next_line);
+            }
+        }
     }
 
     /// A plain packet [`Worker::fast_fixed`] declined, through the general
@@ -557,14 +569,6 @@ impl Worker {
     /// punts without headroom) since the last call.
     pub fn take_messages(&mut self) -> Vec<(SocketAddrV4, Vec<u8>)> {
         std::mem::take(&mut self.messages)
-    }
-
-    /// Prefetches the fixed-table buckets of packets `range` of the chunk.
-    #[inline]
-    fn prefetch(&self, agent: &Agent, range: std::ops::Range<usize>) {
-        for b in self.probes[range].iter().flatten() {
-            agent.fixed.prefetch(b.start(), self.next_line);
-        }
     }
 
     /// Publishes the batch's counters (no lock: the worker's own slots).

@@ -140,6 +140,17 @@ fn counters_carry_past_their_low_bits() {
     assert!(!t.handshake_complete(slot), "nor the mark");
 }
 
+/// The common case's table gives what `Mark::of` gives: for TCP, every
+/// control-bits byte; for a plain UDP datagram (flags 0), the kept mark.
+#[test]
+fn the_mark_table_agrees_with_mark_of() {
+    use crate::wire::{TCP, UDP};
+    for f in 0..=255u8 {
+        assert_eq!(Mark::of_flags(f), Mark::of(TCP, f), "flags {f:#04x}");
+    }
+    assert_eq!(Mark::of_flags(0), Mark::of(UDP, 0));
+}
+
 /// The handshake mark (issue 14, punt admission): set only by a TCP
 /// segment with ACK and neither SYN nor RST, cleared by a SYN, kept by
 /// everything else; not counted as packets; kept by a refresh, cleared

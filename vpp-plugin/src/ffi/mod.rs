@@ -48,6 +48,9 @@ const _: () = assert!(sys::AFFINITY_N_ERROR as usize == N_COUNTERS);
 
 struct State {
     agent: Arc<Agent>,
+    /// Where a packet's fields lie in a `vlib_buffer_t` (the shim's
+    /// measure, checked at init).
+    layout: packet::BufferLayout,
     /// One per VPP thread (main and workers), by thread index.
     workers: Vec<Mutex<packet::ThreadState>>,
     control: Mutex<Worker>,
@@ -76,7 +79,8 @@ fn ns(now: f64) -> u64 {
 
 /// Starts the core from startup.conf's `affinity { ... }` and sends hellos
 /// to the configured managers. Returns `AFFINITY_RC_OK`, or
-/// `AFFINITY_RC_BAD_ARGUMENT` (NULL), `_KEY_FILE_UNREADABLE`,
+/// `AFFINITY_RC_BAD_ARGUMENT` (NULL, or a buffer layout the data path
+/// cannot read), `_KEY_FILE_UNREADABLE`,
 /// `_UNKNOWN_ACTION` (a `disable-action` name), `_ALREADY_INITIALISED`,
 /// `_PANIC`.
 ///
@@ -90,6 +94,9 @@ pub unsafe extern "C" fn affinity_rs_init(cfg: *const sys::affinity_config_t) ->
     catch_unwind(|| {
         // SAFETY: NULL or valid, by this function's contract.
         let Some(c) = (unsafe { cfg.as_ref() }) else {
+            return sys::AFFINITY_RC_BAD_ARGUMENT;
+        };
+        let Some(layout) = packet::BufferLayout::new(&c.buffer_layout) else {
             return sys::AFFINITY_RC_BAD_ARGUMENT;
         };
         let agent_addr = Ipv4Addr::from(u32::from_be(c.agent_address));
@@ -174,6 +181,7 @@ pub unsafe extern "C" fn affinity_rs_init(cfg: *const sys::affinity_config_t) ->
         agent.start_warm_up(ns(c.start_time), warm_up_ms, &managers);
         let n = c.n_threads.max(1) as usize;
         let state = State {
+            layout,
             workers: (0..n)
                 .map(|_| Mutex::new(packet::ThreadState::new(agent.worker())))
                 .collect(),

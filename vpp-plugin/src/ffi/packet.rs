@@ -1,9 +1,11 @@
-//! The data node's per-frame call: a descriptor per packet in, the core's
-//! decision out — the node's next slot and the counter that says why (the
-//! node sets `b->error = node->errors[error]` from it, as nat44-ed does),
-//! the trace record of traced packets, and how much each counter grew in
-//! the frame (the node's error counters, so `show errors`, `show affinity
-//! stats` and the core count with one list).
+//! The data node's per-frame call: the frame's buffers in, read in place
+//! ([`BufferLayout`]), the core's decision out — every packet's next slot,
+//! and for each packet that is not a plain pass an exception with the
+//! counter that says why (the node sets `b->error = node->errors[error]`
+//! from it, as nat44-ed does) and what to do to its buffer, the trace
+//! record of traced packets, and how much each counter grew in the frame
+//! (the node's error counters, so `show errors`, `show affinity stats` and
+//! the core count with one list).
 //!
 //! Nothing is allocated per frame: the packet and disposition vectors are
 //! the thread's, reused (see [`recycle`]).
@@ -23,6 +25,8 @@ pub(super) struct ThreadState {
     reported: [u64; N_COUNTERS],
     /// Kept empty between frames, for its allocation only.
     bufs: Vec<PacketBuf<'static>>,
+    /// Each packet's length as it came, for the frame being processed.
+    lens: Vec<u32>,
     out: Vec<Disposition>,
 }
 
@@ -43,6 +47,7 @@ impl ThreadState {
             reported: worker.counters().0,
             worker,
             bufs: Vec::with_capacity(affinity_forwarding_agent::BATCH),
+            lens: Vec::with_capacity(affinity_forwarding_agent::BATCH),
             out: Vec::with_capacity(affinity_forwarding_agent::BATCH),
         }
     }
@@ -90,28 +95,155 @@ fn packet(buf: &[u8], start: usize, len: usize) -> &[u8] {
     &buf[start.min(end)..end]
 }
 
-/// Processes one frame: fills each descriptor's `next`, `error`,
-/// `advance`, `new_len` and `forward_address` (and its trace record when
-/// `trace` is set), and `counts[i]` with how much counter `i` grew in this
-/// frame less the packets sent to error-drop under it (error-drop counts
-/// those). `now` is `vlib_time_now` (seconds). A panic drops the frame's
-/// packets under `drop-internal-error`.
+/// Where the fields the data path reads lie in a `vlib_buffer_t` (byte
+/// offsets from the buffer's start; `affinity_buffer_layout_t`, measured by
+/// the shim).
+pub(super) struct BufferLayout {
+    current_data: usize,
+    current_length: usize,
+    flags: usize,
+    data: usize,
+    pre_data: usize,
+    offload_flag: u32,
+    oflags: usize,
+    l4_cksum_oflags: u8,
+}
+
+impl BufferLayout {
+    /// The shim's layout; `None` when it cannot be a buffer's: a field
+    /// inside the packet data, or no pre-data area before it.
+    pub(super) fn new(l: &sys::affinity_buffer_layout_t) -> Option<Self> {
+        let data = l.data as usize;
+        let before_data = |at: u32, size: usize| {
+            (at as usize)
+                .checked_add(size)
+                .is_some_and(|end| end <= data)
+        };
+        let ok = before_data(l.current_data, 2)
+            && before_data(l.current_length, 2)
+            && before_data(l.flags, 4)
+            && before_data(l.oflags, 1)
+            && l.pre_data_size as usize <= data
+            && l.pre_data_size > 0;
+        ok.then_some(BufferLayout {
+            current_data: l.current_data as usize,
+            current_length: l.current_length as usize,
+            flags: l.flags as usize,
+            data,
+            pre_data: l.pre_data_size as usize,
+            offload_flag: l.offload_flag,
+            oflags: l.oflags as usize,
+            l4_cksum_oflags: l.l4_cksum_oflags as u8,
+        })
+    }
+
+    /// The packet in buffer `b`, and its length (bytes): its IPv4 header at
+    /// `current_data` bytes past the buffer's data, `current_length` bytes
+    /// long, with the pre-data area and whatever precedes `current_data`
+    /// as headroom.
+    ///
+    /// # Safety
+    /// `b` points to a `vlib_buffer_t` of this layout that the calling
+    /// thread owns for `'a`, whose `current_data` and `current_length`
+    /// describe bytes inside it (VPP's own invariant: current_data ≥
+    /// -VLIB_BUFFER_PRE_DATA_SIZE, and the packet within the buffer).
+    #[inline(always)]
+    unsafe fn packet<'a>(&self, b: *mut u8) -> (PacketBuf<'a>, u32) {
+        // SAFETY: the fields lie before the data (checked in `new`) in the
+        // buffer `b` points to, by this function's contract.
+        let (cd, len, flags, oflags) = unsafe {
+            (
+                b.add(self.current_data).cast::<i16>().read_unaligned(),
+                b.add(self.current_length).cast::<u16>().read_unaligned(),
+                b.add(self.flags).cast::<u32>().read_unaligned(),
+                b.add(self.oflags).read(),
+            )
+        };
+        let Ok(headroom) = usize::try_from(self.pre_data as isize + isize::from(cd)) else {
+            // Before the buffer's pre-data: not a packet VPP can hand a
+            // node. Seen as empty (dropped as too short, counted).
+            return (PacketBuf::new(&mut [], 0, 0), 0);
+        };
+        // SAFETY: the pre-data area ends where the data begins (the shim
+        // asserts it), so `pre_data` bytes before the data and the packet
+        // after `current_data` are one allocation, the buffer's, which the
+        // caller owns for 'a.
+        let buf = unsafe {
+            std::slice::from_raw_parts_mut(
+                b.add(self.data - self.pre_data),
+                headroom + usize::from(len),
+            )
+        };
+        let p = PacketBuf::new(buf, headroom, usize::from(len));
+        let partial = flags & self.offload_flag != 0 && oflags & self.l4_cksum_oflags != 0;
+        let p = if partial {
+            p.with_partial_l4_checksum()
+        } else {
+            p
+        };
+        (p, u32::from(len))
+    }
+
+    /// Hints the CPU to load the first line of buffer `b`'s packet (its
+    /// header should be in cache or on its way: this reads
+    /// `current_data`).
+    ///
+    /// # Safety
+    /// As for [`BufferLayout::packet`].
+    #[inline(always)]
+    unsafe fn prefetch_data(&self, b: *mut u8) {
+        // SAFETY: `current_data` lies in the buffer (the contract); the
+        // address computed from it is only prefetched, never dereferenced.
+        let cd = unsafe { b.add(self.current_data).cast::<i16>().read_unaligned() };
+        prefetch(b.wrapping_add(self.data).wrapping_offset(isize::from(cd)));
+    }
+}
+
+/// Hints the CPU to load the cache line at `p`: no effect on what the
+/// program computes, and no fault even for an address outside any object.
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it never faults.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(p.cast(), std::arch::x86_64::_MM_HINT_T0)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Processes one frame of `n` buffers (`bufs`, `vlib_buffer_t *` in the
+/// layout given at init): writes every packet's next slot into `nexts`
+/// (`AFFINITY_NEXT_FEATURE` for a pass), an exception into `exceptions`
+/// for each packet that needs more than that, in frame order, returning
+/// how many; fills the trace record of each traced packet (`traces[i]` not
+/// NULL); and `counts[i]` with how much counter `i` grew in this frame
+/// less the packets sent to error-drop under it (error-drop counts those).
+/// `now` is `vlib_time_now` (seconds). A panic drops the frame's packets
+/// under `drop-internal-error`.
+///
+/// One pass over the frame: each packet is read from its buffer, not from
+/// a descriptor the node filled first and read back afterwards.
 ///
 /// # Safety
-/// `pkts` points to `n` initialised descriptors, each of whose `data` has
-/// `headroom` writable bytes before it and `len` after it, in one buffer
-/// owned by the calling thread for the call; `trace` is NULL or points to
-/// a writable `affinity_trace_t`; `counts` is NULL or points to
+/// `bufs` points to `n` buffers, each of the layout given at init and
+/// owned by the calling thread for the call; `nexts` and `exceptions` each
+/// have room for `n`; `traces` is NULL or points to `n` entries, each NULL
+/// or a writable `affinity_trace_t`; `counts` is NULL or points to
 /// `AFFINITY_N_ERROR` writable `u32`s. Only thread `thread_index` calls
 /// with that index (VPP's threads each run their own frames).
 #[no_mangle]
+#[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn affinity_rs_process(
     thread_index: u32,
     now: f64,
-    pkts: *mut sys::affinity_pkt_t,
+    bufs: *const *mut std::ffi::c_void,
     n: u32,
+    nexts: *mut u16,
+    exceptions: *mut sys::affinity_exception_t,
+    traces: *const *mut sys::affinity_trace_t,
     counts: *mut u32,
-) {
+) -> u32 {
     let counts: &mut [u32] = if counts.is_null() {
         &mut []
     } else {
@@ -119,86 +251,130 @@ pub unsafe extern "C" fn affinity_rs_process(
         unsafe { std::slice::from_raw_parts_mut(counts, N_COUNTERS) }
     };
     counts.fill(0);
-    if pkts.is_null() || n == 0 {
-        return;
+    if bufs.is_null() || nexts.is_null() || exceptions.is_null() || n == 0 {
+        return 0;
     }
-    // SAFETY: `n` initialised descriptors, by this function's contract.
-    let descs = unsafe { std::slice::from_raw_parts_mut(pkts, n as usize) };
-    // Before init nothing is decided: every packet passes.
+    let n = n as usize;
+    // SAFETY: `n` entries each, by this function's contract.
+    let (bufs, nexts, exceptions) = unsafe {
+        (
+            std::slice::from_raw_parts(bufs.cast::<*mut u8>(), n),
+            std::slice::from_raw_parts_mut(nexts, n),
+            std::slice::from_raw_parts_mut(exceptions, n),
+        )
+    };
+    let traces = if traces.is_null() {
+        None
+    } else {
+        // SAFETY: `n` entries, by this function's contract.
+        Some(unsafe { std::slice::from_raw_parts(traces, n) })
+    };
+    // Every packet passes unless decided otherwise (before init, nothing
+    // is decided).
+    nexts.fill(sys::AFFINITY_NEXT_FEATURE as u16);
     let Some(st) = STATE.get() else {
-        descs.iter_mut().for_each(pass);
-        return;
+        return 0;
     };
     let Some(thread) = st.workers.get(thread_index as usize) else {
-        descs.iter_mut().for_each(pass);
-        return;
+        return 0;
     };
     let r = catch_unwind(AssertUnwindSafe(|| {
         let mut guard = thread.lock();
         let ts = &mut *guard;
-        // SAFETY: by this function's contract, each descriptor's buffer.
-        unsafe { process(ts, now, descs, counts) }
+        let frame = Frame {
+            bufs,
+            traces,
+            layout: &st.layout,
+        };
+        // SAFETY: by this function's contract, each buffer and trace.
+        unsafe { process(ts, now, frame, nexts, exceptions, counts) }
     }));
-    if r.is_err() {
-        // A bug must not take the router down: drop this frame's packets,
-        // under their own reason.
-        for d in descs.iter_mut() {
-            pass(d);
-            d.next = sys::AFFINITY_NEXT_DROP as u16;
-            d.error = Counter::DropInternalError as u16;
+    match r {
+        Ok(n_exc) => n_exc as u32,
+        Err(_) => {
+            // A bug must not take the router down: drop this frame's
+            // packets, under their own reason.
+            for (i, (next, x)) in nexts.iter_mut().zip(exceptions.iter_mut()).enumerate() {
+                *next = sys::AFFINITY_NEXT_DROP as u16;
+                *x = exception(i, 0);
+                x.error = Counter::DropInternalError as u16;
+            }
+            counts.fill(0);
+            st.shim_counters.add(Counter::DropInternalError, n as u64);
+            n as u32
         }
-        counts.fill(0);
-        st.shim_counters
-            .add(Counter::DropInternalError, u64::from(n));
     }
 }
 
-/// Writes a pass into `d`'s outputs: on along the feature arc, unchanged.
-fn pass(d: &mut sys::affinity_pkt_t) {
-    d.next = sys::AFFINITY_NEXT_FEATURE as u16;
-    d.error = 0;
-    d.advance = 0;
-    d.new_len = d.len;
-    d.forward_address = 0;
+/// A frame's buffers, their trace records and the buffers' layout.
+struct Frame<'f> {
+    bufs: &'f [*mut u8],
+    traces: Option<&'f [*mut sys::affinity_trace_t]>,
+    layout: &'f BufferLayout,
 }
 
-/// [`affinity_rs_process`] once the state is found.
+/// The exception of packet `i`, `new_len` bytes long, with nothing else
+/// set yet.
+fn exception(i: usize, new_len: usize) -> sys::affinity_exception_t {
+    sys::affinity_exception_t {
+        index: i as u32,
+        advance: 0,
+        new_len: new_len as u32,
+        forward_address: 0,
+        error: 0,
+    }
+}
+
+/// How far ahead of the packet being read the first loop prefetches a
+/// buffer's header, and its packet's first line (as the node's C loop did
+/// before, and cnat's nodes do: the header first, then the data it
+/// points to).
+const HEADER_AHEAD: usize = 8;
+const DATA_AHEAD: usize = 4;
+
+/// [`affinity_rs_process`] once the state is found; returns how many
+/// exceptions it wrote.
 ///
 /// # Safety
-/// As for [`affinity_rs_process`]: each descriptor's `headroom` bytes
-/// before `data` and `len` after it are one buffer this thread owns, and
-/// `trace` is NULL or writable.
+/// As for [`affinity_rs_process`]: each buffer of `frame` has its layout
+/// and is this thread's for the call, and each trace entry is NULL or
+/// writable.
 unsafe fn process(
     ts: &mut ThreadState,
     now: f64,
-    descs: &mut [sys::affinity_pkt_t],
+    frame: Frame<'_>,
+    nexts: &mut [u16],
+    exceptions: &mut [sys::affinity_exception_t],
     counts: &mut [u32],
-) {
+) -> usize {
+    let Frame {
+        bufs: raw,
+        traces,
+        layout,
+    } = frame;
     let mut bufs = recycle(std::mem::take(&mut ts.bufs));
-    let mut traced = false;
-    for d in descs.iter() {
-        // SAFETY: a vlib buffer's pre-data area and data area are one
-        // contiguous allocation: `headroom` bytes before `data` and `len`
-        // bytes after it belong to this buffer, which this thread owns for
-        // the duration of the call (the function's contract).
-        let buf = unsafe {
-            std::slice::from_raw_parts_mut(
-                d.data.sub(d.headroom as usize),
-                (d.headroom + d.len) as usize,
-            )
-        };
-        if !d.trace.is_null() {
-            traced = true;
-            // SAFETY: `trace` is writable when not NULL (the contract).
-            let t = unsafe { &mut *d.trace };
-            t.before = tuple(packet(buf, d.headroom as usize, d.len as usize));
+    ts.lens.clear();
+    for (i, &b) in raw.iter().enumerate() {
+        if let Some(&h) = raw.get(i + HEADER_AHEAD) {
+            prefetch(h);
         }
-        let p = PacketBuf::new(buf, d.headroom as usize, d.len as usize);
-        bufs.push(if d.l4_partial != 0 {
-            p.with_partial_l4_checksum()
-        } else {
-            p
-        });
+        if let Some(&d) = raw.get(i + DATA_AHEAD) {
+            // SAFETY: a buffer of the frame (the contract).
+            unsafe { layout.prefetch_data(d) };
+        }
+        // SAFETY: a buffer of the frame, this thread's for the call.
+        let (p, len) = unsafe { layout.packet(b) };
+        bufs.push(p);
+        ts.lens.push(len);
+    }
+    let traced = traces.is_some_and(|t| t.iter().any(|t| !t.is_null()));
+    if let Some(traces) = traces.filter(|_| traced) {
+        for (t, p) in traces.iter().zip(bufs.iter()) {
+            // SAFETY: NULL or writable, by the contract.
+            if let Some(t) = unsafe { t.as_mut() } {
+                t.before = tuple(packet(p.buf, p.start, p.len));
+            }
+        }
     }
     ts.out.clear();
     ts.out.resize(bufs.len(), Disposition::Pass);
@@ -206,37 +382,35 @@ unsafe fn process(
     ts.worker.process_batch(ns(now), &mut bufs, &mut ts.out);
     // Packets sent to error-drop, per counter: error-drop counts them.
     let mut dropped = [0u32; N_COUNTERS];
-    for (i, (d, p)) in descs.iter_mut().zip(bufs.iter_mut()).enumerate() {
-        // Every output is written here (C leaves them unset). A pass or
-        // forward leaves with the core's length: it may have rewritten the
-        // packet in place to another size (the SYN proxy's SYN-ACK). Punts
-        // set their own below.
-        d.new_len = p.len as u32;
-        d.advance = 0;
-        d.forward_address = 0;
-        let verdict = match ts.out[i] {
-            Disposition::Pass => {
-                d.next = sys::AFFINITY_NEXT_FEATURE as u16;
-                d.error = 0;
-                sys::AFFINITY_VERDICT_PASS
-            }
+    let mut n_exc = 0;
+    for (i, p) in bufs.iter_mut().enumerate() {
+        let d = ts.out[i];
+        // A pass at the packet's own length needs nothing but its next
+        // slot, written for every packet already: the common case.
+        let plain_pass = d == Disposition::Pass && p.len as u32 == ts.lens[i];
+        if plain_pass && !traced {
+            continue;
+        }
+        let mut x = exception(i, p.len);
+        let (next, verdict) = match d {
+            Disposition::Pass => (sys::AFFINITY_NEXT_FEATURE, sys::AFFINITY_VERDICT_PASS),
             Disposition::Forward(to) => {
-                d.next = sys::AFFINITY_NEXT_LOAD_BALANCE as u16;
-                d.forward_address = u32::from(to).to_be();
-                d.error = Counter::Forwarded as u16;
-                sys::AFFINITY_VERDICT_FORWARD
+                x.forward_address = u32::from(to).to_be();
+                x.error = Counter::Forwarded as u16;
+                (
+                    sys::AFFINITY_NEXT_LOAD_BALANCE,
+                    sys::AFFINITY_VERDICT_FORWARD,
+                )
             }
             Disposition::Drop(c) => {
-                d.next = sys::AFFINITY_NEXT_DROP as u16;
-                d.error = c as u16;
+                x.error = c as u16;
                 dropped[c as usize] += 1;
-                sys::AFFINITY_VERDICT_DROP
+                (sys::AFFINITY_NEXT_DROP, sys::AFFINITY_VERDICT_DROP)
             }
             Disposition::Consumed(c) => {
-                d.next = sys::AFFINITY_NEXT_DROP as u16;
-                d.error = c as u16;
+                x.error = c as u16;
                 dropped[c as usize] += 1;
-                sys::AFFINITY_VERDICT_CONSUMED
+                (sys::AFFINITY_NEXT_DROP, sys::AFFINITY_VERDICT_CONSUMED)
             }
             Disposition::Punt { to, start } => {
                 let end = p.start + p.len;
@@ -254,33 +428,39 @@ unsafe fn process(
                     Some(h) if written => {
                         // The IPv4/UDP/service-message headers are in the
                         // buffer's headroom, in front of the packet.
-                        d.advance = h as i32 - d.headroom as i32;
-                        d.new_len = (end - h) as u32;
-                        d.next = sys::AFFINITY_NEXT_LOOKUP as u16;
-                        d.error = Counter::Punted as u16;
-                        sys::AFFINITY_VERDICT_PUNT
+                        x.advance = h as i32 - p.start as i32;
+                        x.new_len = (end - h) as u32;
+                        x.error = Counter::Punted as u16;
+                        (sys::AFFINITY_NEXT_LOOKUP, sys::AFFINITY_VERDICT_PUNT)
                     }
                     _ => {
                         // No room for the IPv4/UDP header: sent from a
                         // copy, and this buffer freed under that reason.
                         send_udp(to, &p.buf[start..end]);
-                        d.next = sys::AFFINITY_NEXT_DROP as u16;
-                        d.error = Counter::PuntCopiedOut as u16;
+                        x.error = Counter::PuntCopiedOut as u16;
                         if let Some(st) = STATE.get() {
                             st.shim_counters.add(Counter::PuntCopiedOut, 1);
                         }
-                        sys::AFFINITY_VERDICT_CONSUMED
+                        (sys::AFFINITY_NEXT_DROP, sys::AFFINITY_VERDICT_CONSUMED)
                     }
                 }
             }
         };
-        if !d.trace.is_null() {
-            let decision = ts.worker.decisions().get(i).copied().unwrap_or_default();
-            let after_start = (p.start as i64 + i64::from(d.advance)).max(0) as usize;
-            // SAFETY: `trace` is writable when not NULL (the contract).
-            let t = unsafe { &mut *d.trace };
-            fill_trace(t, &decision, verdict, d);
-            t.after = tuple(packet(p.buf, after_start, d.new_len as usize));
+        nexts[i] = next as u16;
+        if let Some(t) = traces.and_then(|t| t.get(i)) {
+            // SAFETY: NULL or writable, by the contract.
+            if let Some(t) = unsafe { t.as_mut() } {
+                let decision = ts.worker.decisions().get(i).copied().unwrap_or_default();
+                let after_start = (p.start as i64 + i64::from(x.advance)).max(0) as usize;
+                fill_trace(t, &decision, verdict, &x, next);
+                t.after = tuple(packet(p.buf, after_start, x.new_len as usize));
+            }
+        }
+        if !plain_pass {
+            if let Some(slot) = exceptions.get_mut(n_exc) {
+                *slot = x;
+                n_exc += 1;
+            }
         }
     }
     // The frame's counter growth, for the node's error counters.
@@ -296,14 +476,17 @@ unsafe fn process(
     flush(ts.worker.take_messages());
     // Fragments held for a first fragment decided in this frame.
     send_released(&mut ts.worker);
+    n_exc
 }
 
-/// The trace record of one packet: what the core matched and decided.
+/// The trace record of one packet: what the core matched and decided, and
+/// the next slot it gave (the node overwrites it with the one taken).
 fn fill_trace(
     t: &mut sys::affinity_trace_t,
     decision: &Decision,
     verdict: u32,
-    d: &sys::affinity_pkt_t,
+    x: &sys::affinity_exception_t,
+    next: u32,
 ) {
     (t.match_, t.match_id) = match decision.matched {
         Matched::None => (sys::AFFINITY_MATCH_NONE, 0),
@@ -313,7 +496,7 @@ fn fill_trace(
     t.action_set = decision.action;
     t.nat = u32::from(decision.nat);
     t.verdict = verdict;
-    t.error = u32::from(d.error);
-    t.forward_address = d.forward_address;
-    t.next = u32::from(d.next);
+    t.error = u32::from(x.error);
+    t.forward_address = x.forward_address;
+    t.next = next;
 }
