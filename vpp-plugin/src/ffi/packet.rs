@@ -25,8 +25,6 @@ pub(super) struct ThreadState {
     reported: [u64; N_COUNTERS],
     /// Kept empty between frames, for its allocation only.
     bufs: Vec<PacketBuf<'static>>,
-    /// Each packet's length as it came, for the frame being processed.
-    lens: Vec<u32>,
     out: Vec<Disposition>,
 }
 
@@ -47,7 +45,6 @@ impl ThreadState {
             reported: worker.counters().0,
             worker,
             bufs: Vec::with_capacity(affinity_forwarding_agent::BATCH),
-            lens: Vec::with_capacity(affinity_forwarding_agent::BATCH),
             out: Vec::with_capacity(affinity_forwarding_agent::BATCH),
         }
     }
@@ -137,10 +134,11 @@ impl BufferLayout {
         })
     }
 
-    /// The packet in buffer `b`, and its length (bytes): its IPv4 header at
-    /// `current_data` bytes past the buffer's data, `current_length` bytes
-    /// long, with the pre-data area and whatever precedes `current_data`
-    /// as headroom.
+    /// The packet in buffer `b`: its IPv4 header at `current_data` bytes
+    /// past the buffer's data, `current_length` bytes long, with the
+    /// pre-data area and whatever precedes `current_data` as headroom. The
+    /// slice ends where the packet does, so [`arrived_len`] gives its
+    /// length as it came.
     ///
     /// # Safety
     /// `b` points to a `vlib_buffer_t` of this layout that the calling
@@ -148,7 +146,7 @@ impl BufferLayout {
     /// describe bytes inside it (VPP's own invariant: current_data ≥
     /// -VLIB_BUFFER_PRE_DATA_SIZE, and the packet within the buffer).
     #[inline(always)]
-    unsafe fn packet<'a>(&self, b: *mut u8) -> (PacketBuf<'a>, u32) {
+    unsafe fn packet<'a>(&self, b: *mut u8) -> PacketBuf<'a> {
         // SAFETY: the fields lie before the data (checked in `new`) in the
         // buffer `b` points to, by this function's contract.
         let (cd, len, flags, oflags) = unsafe {
@@ -162,7 +160,7 @@ impl BufferLayout {
         let Ok(headroom) = usize::try_from(self.pre_data as isize + isize::from(cd)) else {
             // Before the buffer's pre-data: not a packet VPP can hand a
             // node. Seen as empty (dropped as too short, counted).
-            return (PacketBuf::new(&mut [], 0, 0), 0);
+            return PacketBuf::new(&mut [], 0, 0);
         };
         // SAFETY: the pre-data area ends where the data begins (the shim
         // asserts it), so `pre_data` bytes before the data and the packet
@@ -176,12 +174,11 @@ impl BufferLayout {
         };
         let p = PacketBuf::new(buf, headroom, usize::from(len));
         let partial = flags & self.offload_flag != 0 && oflags & self.l4_cksum_oflags != 0;
-        let p = if partial {
+        if partial {
             p.with_partial_l4_checksum()
         } else {
             p
-        };
-        (p, u32::from(len))
+        }
     }
 
     /// Hints the CPU to load the first line of buffer `b`'s packet (its
@@ -197,6 +194,14 @@ impl BufferLayout {
         let cd = unsafe { b.add(self.current_data).cast::<i16>().read_unaligned() };
         prefetch(b.wrapping_add(self.data).wrapping_offset(isize::from(cd)));
     }
+}
+
+/// The length (bytes) packet `p` had when it came: its buffer slice ends
+/// where the packet did ([`BufferLayout::packet`]), and the core never
+/// moves a packet's start or slice, only its length (a rewrite to another
+/// size).
+fn arrived_len(p: &PacketBuf<'_>) -> usize {
+    p.buf.len().saturating_sub(p.start)
 }
 
 /// Hints the CPU to load the cache line at `p`: no effect on what the
@@ -353,8 +358,9 @@ unsafe fn process(
         layout,
     } = frame;
     let mut bufs = recycle(std::mem::take(&mut ts.bufs));
-    ts.lens.clear();
-    for (i, &b) in raw.iter().enumerate() {
+    // One reservation for the frame (an exact-size iterator), not a
+    // capacity check per packet.
+    bufs.extend(raw.iter().enumerate().map(|(i, &b)| {
         if let Some(&h) = raw.get(i + HEADER_AHEAD) {
             prefetch(h);
         }
@@ -363,10 +369,8 @@ unsafe fn process(
             unsafe { layout.prefetch_data(d) };
         }
         // SAFETY: a buffer of the frame, this thread's for the call.
-        let (p, len) = unsafe { layout.packet(b) };
-        bufs.push(p);
-        ts.lens.push(len);
-    }
+        unsafe { layout.packet(b) }
+    }));
     let traced = traces.is_some_and(|t| t.iter().any(|t| !t.is_null()));
     if let Some(traces) = traces.filter(|_| traced) {
         for (t, p) in traces.iter().zip(bufs.iter()) {
@@ -387,7 +391,7 @@ unsafe fn process(
         let d = ts.out[i];
         // A pass at the packet's own length needs nothing but its next
         // slot, written for every packet already: the common case.
-        let plain_pass = d == Disposition::Pass && p.len as u32 == ts.lens[i];
+        let plain_pass = d == Disposition::Pass && p.len == arrived_len(p);
         if plain_pass && !traced {
             continue;
         }
