@@ -355,26 +355,35 @@ impl Worker {
                 let parsed = std::mem::take(&mut self.parsed);
                 for i in start..end {
                     // The look-up, its line prefetched a group ago.
-                    let pre = match &self.probes[i % RING] {
-                        Some(b) => Lookup::Done(agent.fixed.lookup_probe(b)),
-                        None => Lookup::Later,
-                    };
+                    let probe = self.probes[i % RING].as_ref();
                     match &parsed[i % RING] {
                         Parsed::Plain(pl) => {
-                            let done = match pre {
-                                Lookup::Done(Some(hit)) => {
-                                    self.fast_fixed(&ctx, &mut chunk[i], pl, hit, &mut outs[i])
+                            match probe.and_then(|b| agent.fixed.lookup_probe(b)) {
+                                Some(hit) => {
+                                    // Declined (an expired entry, an action
+                                    // set that is not plain, a SYN-proxy
+                                    // concern): the general path, which
+                                    // looks up again — keeping the result
+                                    // live across the common case cost it
+                                    // stack traffic (cachegrind).
+                                    if !self.fast_fixed(&ctx, &mut chunk[i], pl, hit, &mut outs[i])
+                                    {
+                                        outs[i] = self.declined(&ctx, &mut chunk[i], Lookup::Later);
+                                    }
                                 }
-                                _ => false,
-                            };
-                            // Declined (a wildcard's, an expired entry, an
-                            // action set that is not plain): the general
-                            // path, with the look-up done.
-                            if !done {
-                                outs[i] = self.declined(&ctx, &mut chunk[i], pre);
+                                // No fixed affinity: the general path, with
+                                // the look-up done (wildcards).
+                                None => {
+                                    outs[i] =
+                                        self.declined(&ctx, &mut chunk[i], Lookup::Done(None));
+                                }
                             }
                         }
                         Parsed::Full(info) => {
+                            let pre = match probe {
+                                Some(b) => Lookup::Done(agent.fixed.lookup_probe(b)),
+                                None => Lookup::Later,
+                            };
                             self.cur = Decision::default();
                             outs[i] =
                                 self.process_one(&ctx, &mut chunk[i], info, pre, Origin::Wire);
