@@ -129,9 +129,16 @@ VLIB_NODE_FN (affinity_node)
   vlib_get_buffers (vm, from, bufs, n);
   if (PREDICT_FALSE (tracing))
     for (u32 i = 0; i < n; i++)
-      traces[i] = (bufs[i]->flags & VLIB_BUFFER_IS_TRACED) ?
-		    vlib_add_trace (vm, node, bufs[i], sizeof (affinity_trace_t)) :
-		    0;
+      {
+	traces[i] = 0;
+	if (!(bufs[i]->flags & VLIB_BUFFER_IS_TRACED))
+	  continue;
+	traces[i] =
+	  vlib_add_trace (vm, node, bufs[i], sizeof (affinity_trace_t));
+	/* Zeroed: a record the core does not fill (before it starts, after
+	   a panic) reads "no affinity", "(not parsed)", not stale bytes. */
+	clib_memset (traces[i], 0, sizeof (affinity_trace_t));
+      }
 
   /* The core reads the buffers itself (affinity_buffer_layout_t) and
      writes every packet's next slot; only packets that need more than that

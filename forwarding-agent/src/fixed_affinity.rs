@@ -219,15 +219,20 @@ fn holds(k0: u64, k1: u64, w0: u64, w1: u64) -> bool {
 
 #[inline]
 fn hash(w0: u64, w1: u64) -> u64 {
-    // A folded multiply (as foldhash and ahash do): the 128-bit product's
-    // halves xor-ed, so every key bit reaches the low bits used as the line
-    // index. One multiply where murmur3's fmix64 took three in a chain.
-    // The constants keep either factor from being 0: w1's low 24 bits are
-    // always 0 and K1's are not.
-    const K0: u64 = 0x243f_6a88_85a3_08d3;
-    const K1: u64 = 0x1319_8a2e_0370_7344;
-    let m = u128::from(w0 ^ K0) * u128::from(w1 ^ K1);
-    (m as u64) ^ ((m >> 64) as u64)
+    // murmur3's fmix64 over both words: every key bit reaches the low bits
+    // used as the line index. A folded multiply (one multiply instead of
+    // three, as foldhash does) was tried at stop 21 and dropped: the low
+    // half of `(w0 ^ K0) * (w1 ^ K1)` saw the ports only through its high
+    // half, so one client's consecutive source ports went to an arithmetic
+    // progression of lines and some port pairs sent every source to one
+    // line; inserts were refused at half load
+    // (`structured_keys_fit_at_half_load`).
+    let mut h = w0 ^ w1.rotate_left(29).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 /// A key prepared for lookup by [`FixedTable::probe`]: its two packed
