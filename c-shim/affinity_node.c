@@ -185,9 +185,7 @@ VLIB_NODE_FN (affinity_node)
 	    affinity_forward (vm, node, b, x->forward_address, &unresolved);
 	  break;
 	default:
-	  /* Not a value Rust writes: drop rather than misroute. */
-	  *next = AFFINITY_NEXT_DROP;
-	  b->error = node->errors[AFFINITY_ERROR_DROP_INTERNAL_ERROR];
+	  /* Not a value Rust writes: dropped by the loop below. */
 	  break;
 	}
     }

@@ -508,13 +508,19 @@ impl FixedTable {
     }
 }
 
-/// Hints the CPU to load the cache line at `p` (no effect on correctness).
+/// Hints the CPU to load the 64-byte cache line holding `p` into L1 (no
+/// effect on what the program computes; any address, since a prefetch
+/// never faults). Used by the core's tables and packets and by the VPP
+/// node for buffer headers.
 #[inline]
-pub(crate) fn prefetch_line(p: *const i8) {
+// A prefetch takes the address only: nothing is dereferenced, so the
+// function is safe to call with any pointer (clippy cannot tell).
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
+pub fn prefetch_line(p: *const i8) {
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: prefetch is a hint; it never faults, even on invalid
-        // addresses, and `p` points into a live allocation anyway.
+        // addresses, and reads or writes nothing the program sees.
         unsafe { std::arch::x86_64::_mm_prefetch(p, std::arch::x86_64::_MM_HINT_T0) };
     }
     #[cfg(not(target_arch = "x86_64"))]

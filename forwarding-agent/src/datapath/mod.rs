@@ -446,8 +446,10 @@ impl Worker {
         }
     }
 
-    /// A plain packet [`Worker::fast_fixed`] declined, through the general
-    /// path (parsed in full now; `pre` is its look-up, already done). Out
+    /// A plain packet [`Worker::fast_fixed`] declined, or whose key no
+    /// fixed affinity holds, through the general path (parsed in full
+    /// now; `pre` is its look-up when already done, `Lookup::Later` to look
+    /// up again). Out
     /// of line: the batch loop inlines the general path once, for the
     /// packets that were never plain.
     #[inline(never)]

@@ -13,6 +13,7 @@
 use super::send::{control_source, flush, send_released, send_udp};
 use super::{ns, sys, IP_ID, STATE};
 use affinity_forwarding_agent::counters::N_COUNTERS;
+use affinity_forwarding_agent::fixed_affinity::prefetch_line;
 use affinity_forwarding_agent::wire::{self, IPV4_UDP_HEADER_LEN};
 use affinity_forwarding_agent::{Counter, Decision, Disposition, Matched, PacketBuf, Worker};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -192,7 +193,11 @@ impl BufferLayout {
         // SAFETY: `current_data` lies in the buffer (the contract); the
         // address computed from it is only prefetched, never dereferenced.
         let cd = unsafe { b.add(self.current_data).cast::<i16>().read_unaligned() };
-        prefetch(b.wrapping_add(self.data).wrapping_offset(isize::from(cd)));
+        prefetch_line(
+            b.wrapping_add(self.data)
+                .wrapping_offset(isize::from(cd))
+                .cast(),
+        );
     }
 }
 
@@ -202,19 +207,6 @@ impl BufferLayout {
 /// size).
 fn arrived_len(p: &PacketBuf<'_>) -> usize {
     p.buf.len().saturating_sub(p.start)
-}
-
-/// Hints the CPU to load the cache line at `p`: no effect on what the
-/// program computes, and no fault even for an address outside any object.
-#[inline(always)]
-fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint; it never faults.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch(p.cast(), std::arch::x86_64::_MM_HINT_T0)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// Processes one frame of `n` buffers (`bufs`, `vlib_buffer_t *` in the
@@ -362,7 +354,7 @@ unsafe fn process(
     // capacity check per packet.
     bufs.extend(raw.iter().enumerate().map(|(i, &b)| {
         if let Some(&h) = raw.get(i + HEADER_AHEAD) {
-            prefetch(h);
+            prefetch_line(h.cast());
         }
         if let Some(&d) = raw.get(i + DATA_AHEAD) {
             // SAFETY: a buffer of the frame (the contract).
