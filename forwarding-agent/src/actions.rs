@@ -8,6 +8,7 @@
 //! slot is reused only after a quarantine, so a worker that read an index
 //! just before its entry was deleted still reads the old, intact actions.
 
+use crate::wire::PlainNat;
 use affinity_api::{InterestCriteria, NatAction, SeqAdjustAction, TsAdjustAction};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -428,15 +429,53 @@ struct Slot([AtomicU64; 8]);
 
 /// What the data path's common case needs of an action set whose only
 /// parts are NAT and a forward address ([`ActionTable::plain`]): no
-/// interest criteria, sequence or timestamp adjust, or statistics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PlainAction {
-    /// The NAT action, if any.
-    pub nat: Option<NatActionKey>,
+/// interest criteria, sequence or timestamp adjust, or statistics. A view
+/// of the slot's words, each read when asked for (the common case reads
+/// them where it uses them, not into a copy first).
+#[derive(Clone, Copy)]
+pub struct PlainAction<'a> {
+    words: &'a [AtomicU64; 8],
+    /// The slot's first word, as [`ActionTable::plain`] read it.
+    w0: u64,
+}
+
+impl PlainAction<'_> {
+    /// The NAT action, if any, in the form the common case applies.
+    #[inline(always)]
+    pub fn nat(&self) -> Option<PlainNat> {
+        let present = slot::get_word(self.w0, slot::PRESENT) as u8;
+        if present & PRESENT_NAT == 0 {
+            return None;
+        }
+        const _: () = assert!(
+            slot::NAT_SRC_ADDR.0 == 1
+                && slot::NAT_SRC_ADDR.1 == 32
+                && slot::NAT_DST_ADDR.0 == 1
+                && slot::NAT_DST_ADDR.1 == 0
+                && slot::NAT_SRC_PORT.0 == 2
+                && slot::NAT_SRC_PORT.1 == 48
+                && slot::NAT_DST_PORT.0 == 2
+                && slot::NAT_DST_PORT.1 == 32
+        );
+        // Word 1 is both addresses and word 2's top half both ports, as
+        // `PlainNat::new` takes them.
+        let (w1, w2) = (self.words[1].load(Relaxed), self.words[2].load(Relaxed));
+        Some(PlainNat::new(
+            w1,
+            (w2 >> 32) as u32,
+            slot::get_word(w2, slot::NAT_FLAGS) as u8,
+        ))
+    }
+
     /// The forward address (host order) when the dispatch flags ask for
     /// forwarding (`affinity_api::dispatch::FORWARD`; 0 is dropped as the
     /// general path drops it).
-    pub forward: Option<u32>,
+    #[inline(always)]
+    pub fn forward(&self) -> Option<u32> {
+        let dispatch = slot::get_word(self.w0, slot::DISPATCH_FLAGS) as u8;
+        (dispatch & affinity_api::dispatch::FORWARD != 0)
+            .then(|| slot::get_word(self.words[7].load(Relaxed), slot::FORWARD_ADDR) as u32)
+    }
 }
 
 /// Control-thread bookkeeping of the action table.
@@ -498,7 +537,7 @@ impl ActionTable {
     /// NAT and forward words only when present. `None` for any other set
     /// and for an index past the table (the general path decides those).
     #[inline]
-    pub fn plain(&self, idx: u32) -> Option<PlainAction> {
+    pub fn plain(&self, idx: u32) -> Option<PlainAction<'_>> {
         let s = self.slots.get(idx as usize)?;
         let w0 = s.0[0].load(Relaxed);
         let present = slot::get_word(w0, slot::PRESENT) as u8;
@@ -506,20 +545,7 @@ impl ActionTable {
         if present & !PRESENT_NAT != 0 || info_flags & affinity_api::info::STATISTICS != 0 {
             return None;
         }
-        let nat = (present & PRESENT_NAT != 0).then(|| {
-            let w = [0, s.0[1].load(Relaxed), s.0[2].load(Relaxed), 0, 0, 0, 0, 0];
-            NatActionKey {
-                src_addr: slot::get(&w, slot::NAT_SRC_ADDR) as u32,
-                dst_addr: slot::get(&w, slot::NAT_DST_ADDR) as u32,
-                src_port: slot::get(&w, slot::NAT_SRC_PORT) as u16,
-                dst_port: slot::get(&w, slot::NAT_DST_PORT) as u16,
-                flags: slot::get(&w, slot::NAT_FLAGS) as u8,
-            }
-        });
-        let dispatch = slot::get_word(w0, slot::DISPATCH_FLAGS) as u8;
-        let forward = (dispatch & affinity_api::dispatch::FORWARD != 0)
-            .then(|| slot::get_word(s.0[7].load(Relaxed), slot::FORWARD_ADDR) as u32);
-        Some(PlainAction { nat, forward })
+        Some(PlainAction { words: &s.0, w0 })
     }
 
     /// Takes a reference on `set`, storing it if new. `None` when full.

@@ -253,6 +253,16 @@ impl Probe {
     }
 }
 
+/// A live look-up's result ([`FixedTable::lookup_hit`]): the entry's
+/// value and slot, and the entry itself, so the packet that hit it is
+/// counted ([`FixedTable::count_hit`]) without finding the entry again.
+#[derive(Clone, Copy)]
+pub struct FixedHit<'a> {
+    pub value: FixedValue,
+    pub slot: usize,
+    entry: &'a Entry,
+}
+
 /// Why an insert failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertError {
@@ -420,9 +430,20 @@ impl FixedTable {
     /// affinity at once (`Agent::prompt_reports`).
     #[inline]
     pub fn count_marked(&self, slot: usize, bytes: u64, mark: Mark) -> bool {
-        let Some(e) = self.entry(slot) else {
-            return false;
-        };
+        match self.entry(slot) {
+            Some(e) => self.count_entry(e, slot, bytes, mark),
+            None => false,
+        }
+    }
+
+    /// [`FixedTable::count_marked`] for the entry a look-up just found.
+    #[inline]
+    pub fn count_hit(&self, hit: &FixedHit<'_>, bytes: u64, mark: Mark) -> bool {
+        self.count_entry(hit.entry, hit.slot, bytes, mark)
+    }
+
+    #[inline(always)]
+    fn count_entry(&self, e: &Entry, slot: usize, bytes: u64, mark: Mark) -> bool {
         // A packet is < 64 KiB; the clamp only keeps the carry exact.
         let b = bytes.min(u32::MAX as u64) as u32;
         let (p, by) = (e.packets.load(Relaxed), e.bytes.load(Relaxed));
@@ -457,26 +478,42 @@ impl FixedTable {
     /// [`lookup`](Self::lookup) of a key prepared with [`FixedTable::probe`].
     #[inline]
     pub fn lookup_probe(&self, probe: &Probe) -> Option<(FixedValue, usize)> {
+        self.lookup_hit(probe).map(|h| (h.value, h.slot))
+    }
+
+    /// [`FixedTable::lookup_probe`], with the entry found (the data path's
+    /// common case counts the packet on it: [`FixedTable::count_hit`]).
+    #[inline]
+    pub fn lookup_hit(&self, probe: &Probe) -> Option<FixedHit<'_>> {
         let Probe { w0, w1, start } = *probe;
         // The common case first, without the probe loop and its retry
-        // bookkeeping: the key in its home line's first entry, no write
-        // under way (a live flow at the load the table is sized for).
-        // Anything else, including a write caught midway, takes the loop.
-        let e = &self.lines.get(start / 2)?.0[0];
-        let k1 = e.key1.load(Acquire);
-        if k1 & (VERSION_ONE | VALID | KEY1_MASK) == w1 | VALID {
-            let k0 = e.key0.load(Relaxed);
-            let val = e.value.load(Relaxed);
-            fence(Acquire);
-            if k0 == w0 && e.key1.load(Relaxed) == k1 {
-                return Some((FixedValue::decode(val), start));
+        // bookkeeping: the key in either entry of its home line (at the
+        // load the table is sized for, 0.99 of keys in the benchmark's
+        // 1.18 M flows; 0.87 in the first entry), no write under way. A
+        // key is held once, so finding it in the line's second entry is
+        // the probe loop's answer too. Anything else, including a write
+        // caught midway, takes the loop.
+        let line = &self.lines.get(start / 2)?.0;
+        for (i, e) in line.iter().enumerate() {
+            let k1 = e.key1.load(Acquire);
+            if k1 & (VERSION_ONE | VALID | KEY1_MASK) == w1 | VALID {
+                let k0 = e.key0.load(Relaxed);
+                let val = e.value.load(Relaxed);
+                fence(Acquire);
+                if k0 == w0 && e.key1.load(Relaxed) == k1 {
+                    return Some(FixedHit {
+                        value: FixedValue::decode(val),
+                        slot: start + i,
+                        entry: e,
+                    });
+                }
             }
         }
         self.lookup_from(w0, w1, start)
     }
 
     /// [`FixedTable::lookup_probe`]'s probe loop, from `start`.
-    fn lookup_from(&self, w0: u64, w1: u64, start: usize) -> Option<(FixedValue, usize)> {
+    fn lookup_from(&self, w0: u64, w1: u64, start: usize) -> Option<FixedHit<'_>> {
         for p in 0..MAX_PROBE {
             let slot = (start + p) & self.mask;
             let e = self.entry(slot)?;
@@ -498,7 +535,11 @@ impl FixedTable {
             }
             let (k0, k1, val) = read?;
             if holds(k0, k1, w0, w1) {
-                return Some((FixedValue::decode(val), slot));
+                return Some(FixedHit {
+                    value: FixedValue::decode(val),
+                    slot,
+                    entry: e,
+                });
             }
             if k1 & (VALID | TOMB) == 0 {
                 return None;

@@ -356,7 +356,7 @@ proptest! {
         let mut q = p.clone();
         let mut info = full;
         wire::apply_nat_in_place(&mut q, &mut info, &nat.into(), false).unwrap();
-        wire::apply_nat_plain(&mut p, &plain, &nat);
+        wire::apply_nat_plain(&mut p, &plain, &wire::PlainNat::from(&nat));
         prop_assert_eq!(&p, &q);
         prop_assert!(checksum::verify_ipv4(&p));
         prop_assert!(checksum::verify_l4(&p, &info));

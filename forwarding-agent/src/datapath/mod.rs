@@ -358,7 +358,7 @@ impl Worker {
                     let probe = self.probes[i % RING].as_ref();
                     match &parsed[i % RING] {
                         Parsed::Plain(pl) => {
-                            match probe.and_then(|b| agent.fixed.lookup_probe(b)) {
+                            match probe.and_then(|b| agent.fixed.lookup_hit(b)) {
                                 Some(hit) => {
                                     // Declined (an expired entry, an action
                                     // set that is not plain, a SYN-proxy

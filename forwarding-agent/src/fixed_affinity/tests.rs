@@ -315,3 +315,43 @@ fn structured_keys_fit_at_half_load() {
         );
     }
 }
+
+/// The look-up's home-line check (`lookup_hit`) finds a key in either
+/// entry of its home line, and past it through the probe loop, at the
+/// slot the probe loop gives — also once the first entry is a tombstone —
+/// and `count_hit` counts the entry found, not its neighbour.
+#[test]
+fn home_line_hits_either_entry_and_counts_the_one_found() {
+    let t = FixedTable::new(64);
+    let v = |a| FixedValue {
+        action: a,
+        expires_ds: 9,
+    };
+    // Three keys with one home line: its two entries, then the next line.
+    let home = t.bucket_of(&key(0));
+    let same: Vec<u32> = (0..100_000)
+        .filter(|&i| t.bucket_of(&key(i)) == home)
+        .take(3)
+        .collect();
+    assert_eq!(same.len(), 3);
+    for (n, &i) in same.iter().enumerate() {
+        assert!(t.insert(&key(i), v(n as u32 + 1)).is_ok());
+    }
+    for (n, &i) in same.iter().enumerate() {
+        let hit = t.lookup_hit(&t.probe(&key(i))).unwrap();
+        assert_eq!(
+            (hit.value.action, hit.slot),
+            (n as u32 + 1, (home + n) & t.mask)
+        );
+        assert_eq!(t.lookup(&key(i)).map(|(_, s)| s), Some(hit.slot));
+    }
+    let second = t.lookup_hit(&t.probe(&key(same[1]))).unwrap();
+    assert!(!t.count_hit(&second, 60, Mark::KEEP));
+    assert_eq!(t.counters(home + 1), (1, 60));
+    assert_eq!(t.counters(home), (0, 0));
+    // The first entry gone (a tombstone): the second still found there.
+    assert!(t.remove(&key(same[0])).is_some());
+    let hit = t.lookup_hit(&t.probe(&key(same[1]))).unwrap();
+    assert_eq!((hit.value.action, hit.slot), (2, home + 1));
+    assert!(t.lookup_hit(&t.probe(&key(same[0]))).is_none());
+}

@@ -23,7 +23,7 @@ pub use icmp_error::{quoted_packet, translate_icmp_error, QuotedPacket};
 pub use parse::{interest_bits, parse_ipv4, parse_plain, Fragment, PacketError, PacketInfo, Plain};
 pub use rewrite::{
     apply_nat, apply_nat_in_place, apply_nat_offload, apply_nat_plain, apply_seq_adjust,
-    apply_seq_adjust_offload, decrement_ttl, write_ipv4_udp_header, IPV4_UDP_HEADER_LEN,
+    apply_seq_adjust_offload, decrement_ttl, write_ipv4_udp_header, PlainNat, IPV4_UDP_HEADER_LEN,
 };
 pub use tcp::SeqNumber;
 

@@ -154,6 +154,79 @@ pub fn apply_nat_in_place(
     Ok(())
 }
 
+/// A NAT action in the form [`apply_nat_plain`] applies it: for the
+/// IPv4 header's address bytes (12..20, source then destination) and the
+/// transport header's port bytes (0..4, source then destination), which
+/// bytes keep the packet's own (`*_keep`, all ones there) and the new bytes
+/// elsewhere (`*_set`, zero where kept). Each value is the wire's bytes read
+/// with `from_ne_bytes`, so a rewrite is `old & keep | set` with nothing
+/// swapped per packet. Built by [`PlainNat::new`] from an action set's
+/// fields ([`crate::actions::ActionTable::plain`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlainNat {
+    pub addr_keep: u64,
+    pub addr_set: u64,
+    pub port_keep: u32,
+    pub port_set: u32,
+}
+
+/// [`PlainNat`]'s keep masks per `NatAction` flag combination (bits 0..4:
+/// source address, destination address, source port, destination port).
+const PLAIN_NAT_KEEP: [(u64, u32); 16] = {
+    const fn keep(on: bool) -> u8 {
+        if on {
+            0
+        } else {
+            0xff
+        }
+    }
+    let mut t = [(0u64, 0u32); 16];
+    let mut f = 0;
+    while f < 16 {
+        let fl = f as u8;
+        let (s, d) = (
+            keep(fl & NatAction::SRC_ADDR != 0),
+            keep(fl & NatAction::DST_ADDR != 0),
+        );
+        let (sp, dp) = (
+            keep(fl & NatAction::SRC_PORT != 0),
+            keep(fl & NatAction::DST_PORT != 0),
+        );
+        t[f] = (
+            u64::from_ne_bytes([s, s, s, s, d, d, d, d]),
+            u32::from_ne_bytes([sp, sp, dp, dp]),
+        );
+        f += 1;
+    }
+    t
+};
+
+impl PlainNat {
+    /// The action that writes, where `flags` (`NatAction` bits) ask,
+    /// `addrs` (source << 32 | destination, host order) and `ports`
+    /// (source << 16 | destination, host order).
+    #[inline(always)]
+    pub fn new(addrs: u64, ports: u32, flags: u8) -> Self {
+        let (addr_keep, port_keep) = PLAIN_NAT_KEEP[usize::from(flags & 0xf)];
+        PlainNat {
+            addr_keep,
+            addr_set: u64::from_ne_bytes(addrs.to_be_bytes()) & !addr_keep,
+            port_keep,
+            port_set: u32::from_ne_bytes(ports.to_be_bytes()) & !port_keep,
+        }
+    }
+}
+
+impl From<&NatActionKey> for PlainNat {
+    fn from(n: &NatActionKey) -> Self {
+        PlainNat::new(
+            u64::from(n.src_addr) << 32 | u64::from(n.dst_addr),
+            u32::from(n.src_port) << 16 | u32::from(n.dst_port),
+            n.flags,
+        )
+    }
+}
+
 /// [`apply_nat_in_place`] for a [`Plain`] packet (as [`parse_plain`]
 /// read it, unchanged since) with a complete checksum: the same bytes, bit
 /// for bit (the same RFC 1624 sums over both addresses and both ports; a
@@ -168,7 +241,7 @@ pub fn apply_nat_in_place(
 ///
 /// [`parse_plain`]: super::parse::parse_plain
 #[inline]
-pub fn apply_nat_plain(pkt: &mut [u8], plain: &Plain, nat: &NatActionKey) {
+pub fn apply_nat_plain(pkt: &mut [u8], plain: &Plain, nat: &PlainNat) {
     const UDP_CSUM: usize = ipv4::HEADER_LEN + udp::field::CHECKSUM.start;
     const TCP_CSUM: usize = ipv4::HEADER_LEN + tcp::field::CHECKSUM.start;
     if plain.protocol == IpProtocol::Udp.number() {
@@ -184,67 +257,41 @@ pub fn apply_nat_plain(pkt: &mut [u8], plain: &Plain, nat: &NatActionKey) {
 /// options and the transport header's first `N - 20` bytes, the last two
 /// of them its checksum at `CSUM`).
 #[inline(always)]
-fn nat_headers<const N: usize, const CSUM: usize>(
-    h: &mut [u8; N],
-    is_udp: bool,
-    nat: &NatActionKey,
-) {
-    const SRC: usize = ipv4::field::SRC_ADDR.start;
-    const DST: usize = ipv4::field::DST_ADDR.start;
+fn nat_headers<const N: usize, const CSUM: usize>(h: &mut [u8; N], is_udp: bool, nat: &PlainNat) {
+    const ADDRS: usize = ipv4::field::SRC_ADDR.start;
     const IP_CSUM: usize = ipv4::field::CHECKSUM.start;
-    const SPORT: usize = ipv4::HEADER_LEN + tcp::field::SRC_PORT.start;
-    const DPORT: usize = ipv4::HEADER_LEN + tcp::field::DST_PORT.start;
-    // Values in wire byte order (`from_ne_bytes`), new ones converted once.
-    let rd32 = |h: &[u8; N], at: usize| {
-        let mut b = [0u8; 4];
-        b.copy_from_slice(&h[at..at + 4]);
-        u32::from_ne_bytes(b)
-    };
+    const PORTS: usize = ipv4::HEADER_LEN + tcp::field::SRC_PORT.start;
+    const _: () = assert!(ipv4::field::DST_ADDR.start == ADDRS + 4);
+    const _: () = assert!(tcp::field::DST_PORT.start == tcp::field::SRC_PORT.start + 2);
     let rd16 = |h: &[u8; N], at: usize| u16::from_ne_bytes([h[at], h[at + 1]]);
-    let (old_src, old_dst) = (rd32(h, SRC), rd32(h, DST));
-    let (old_sport, old_dport) = (rd16(h, SPORT), rd16(h, DPORT));
-    let on = |bit: u8| nat.flags & bit != 0;
-    let src = if on(NatAction::SRC_ADDR) {
-        nat.src_addr.to_be()
-    } else {
-        old_src
-    };
-    let dst = if on(NatAction::DST_ADDR) {
-        nat.dst_addr.to_be()
-    } else {
-        old_dst
-    };
-    let sport = if on(NatAction::SRC_PORT) {
-        nat.src_port.to_be()
-    } else {
-        old_sport
-    };
-    let dport = if on(NatAction::DST_PORT) {
-        nat.dst_port.to_be()
-    } else {
-        old_dport
-    };
-    h[SRC..SRC + 4].copy_from_slice(&src.to_ne_bytes());
-    h[DST..DST + 4].copy_from_slice(&dst.to_ne_bytes());
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&h[ADDRS..ADDRS + 8]);
+    let old_addrs = u64::from_ne_bytes(a);
+    let mut p = [0u8; 4];
+    p.copy_from_slice(&h[PORTS..PORTS + 4]);
+    let old_ports = u32::from_ne_bytes(p);
+    let addrs = old_addrs & nat.addr_keep | nat.addr_set;
+    let ports = old_ports & nat.port_keep | nat.port_set;
+    h[ADDRS..ADDRS + 8].copy_from_slice(&addrs.to_ne_bytes());
     // RFC 1624 eqn. 3's sum over the four 16-bit words of the addresses,
     // taken a 32-bit word at a time (2^16 ≡ 1 mod 0xffff, so folding the
     // 32-bit sum gives the 16-bit one, and 0 only when it is 0: the same
     // checksums bit for bit as `checksum::delta32`).
-    let wide = u64::from(!old_src) + u64::from(!old_dst) + u64::from(src) + u64::from(dst);
+    let lo = |x: u64| x & 0xffff_ffff;
+    let wide = lo(!old_addrs) + (!old_addrs >> 32) + lo(addrs) + (addrs >> 32);
     let wide = (wide & 0xffff_ffff) + (wide >> 32);
     let wide = ((wide & 0xffff_ffff) + (wide >> 32)) as u32;
     let addr_delta = (wide >> 16) + (wide & 0xffff);
     let ip_csum = checksum::apply(rd16(h, IP_CSUM), addr_delta);
     h[IP_CSUM..IP_CSUM + 2].copy_from_slice(&ip_csum.to_ne_bytes());
-    h[SPORT..SPORT + 2].copy_from_slice(&sport.to_ne_bytes());
-    h[DPORT..DPORT + 2].copy_from_slice(&dport.to_ne_bytes());
+    h[PORTS..PORTS + 4].copy_from_slice(&ports.to_ne_bytes());
     let old = rd16(h, CSUM);
     if is_udp && old == udp::NO_CHECKSUM {
         return;
     }
-    let delta =
-        addr_delta + checksum::delta16(old_sport, sport) + checksum::delta16(old_dport, dport);
-    let mut new = checksum::apply(old, delta);
+    // The ports' words, as `checksum::delta16` of each port summed.
+    let port_delta = (!old_ports >> 16) + (!old_ports & 0xffff) + (ports >> 16) + (ports & 0xffff);
+    let mut new = checksum::apply(old, addr_delta + port_delta);
     if is_udp && new == udp::NO_CHECKSUM {
         // RFC 768: a computed 0 is sent as all ones (the same in either
         // byte order).
