@@ -355,3 +355,248 @@ fn home_line_hits_either_entry_and_counts_the_one_found() {
     assert_eq!((hit.value.action, hit.slot), (2, home + 1));
     assert!(t.lookup_hit(&t.probe(&key(same[0]))).is_none());
 }
+
+/// Keys of [`key`]'s family whose home slot is one of `homes`, `per` of
+/// each, in `t` (searched over the first 4 M indices; the table has 128
+/// lines, so each home line takes about 32 k tries).
+fn keys_homed_at(t: &FixedTable, homes: &[usize], per: usize) -> Vec<(u32, usize)> {
+    let mut found = vec![Vec::new(); homes.len()];
+    for i in 0..4_000_000u32 {
+        let b = t.bucket_of(&key(i));
+        if let Some(h) = homes.iter().position(|&h| h == b) {
+            if found[h].len() < per {
+                found[h].push((i, b));
+            }
+        }
+        if found.iter().all(|f| f.len() == per) {
+            break;
+        }
+    }
+    assert!(found.iter().all(|f| f.len() == per), "keys not found");
+    found.into_iter().flatten().collect()
+}
+
+/// `lookup_hit` is the probe loop's answer (`lookup_from`): the same slot,
+/// value and entry (the one at that slot), and the model's; for keys that
+/// share home lines — the table's last line (its displaced keys wrap to
+/// slot 0), the first, one in the middle — over random inserts, value
+/// replacements and removes (tombstones, keys displaced past their home
+/// line, tombstones reused). Each hit is counted on the entry found; every
+/// present key's counters are its own packets and bytes (a new entry
+/// restarts them, a replacement keeps them).
+mod lookup_hit_vs_probe_loop {
+    use super::super::{FixedTable, FixedValue, Inserted, Mark};
+    use super::{key, keys_homed_at};
+    use proptest::prelude::{prop, prop_assert, prop_assert_eq, proptest, ProptestConfig};
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+
+    /// 256 slots (128 lines): the last line's home slot is 254.
+    const CAP: usize = 100;
+
+    fn pool() -> &'static [(u32, usize)] {
+        static POOL: OnceLock<Vec<(u32, usize)>> = OnceLock::new();
+        POOL.get_or_init(|| keys_homed_at(&FixedTable::new(CAP), &[254, 0, 2, 126], 7))
+    }
+
+    fn check(
+        t: &FixedTable,
+        model: &HashMap<u32, (FixedValue, u64, u64)>,
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        for &(i, home) in pool() {
+            let p = t.probe(&key(i));
+            prop_assert_eq!(p.start, home);
+            let hit = t.lookup_hit(&p);
+            let reference = t.lookup_from(p.w0, p.w1, p.start);
+            let got = hit.map(|h| (h.value, h.slot));
+            prop_assert_eq!(got, reference.map(|h| (h.value, h.slot)), "key {}", i);
+            prop_assert_eq!(got.map(|g| g.0), model.get(&i).map(|m| m.0), "key {}", i);
+            if let Some(h) = hit {
+                prop_assert!(std::ptr::eq(h.entry, t.entry(h.slot).unwrap()));
+                prop_assert!((h.slot + 256 - home) % 256 < super::super::MAX_PROBE);
+                let (_, packets, bytes) = model[&i];
+                prop_assert_eq!(t.counters(h.slot), (packets, bytes), "key {}", i);
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+        #[test]
+        fn same_answer_in_every_state(
+            ops in prop::collection::vec((0u8..4, 0usize..28, 1u64..1500), 1..120),
+        ) {
+            let t = FixedTable::new(CAP);
+            let mut model: HashMap<u32, (FixedValue, u64, u64)> = HashMap::new();
+            for (n, &(op, k, bytes)) in ops.iter().enumerate() {
+                let (i, _) = pool()[k];
+                match op {
+                    0 | 1 => {
+                        let v = FixedValue { action: i, expires_ds: n as u32 };
+                        match t.insert(&key(i), v).unwrap() {
+                            Inserted::New(_) => {
+                                prop_assert!(!model.contains_key(&i));
+                                model.insert(i, (v, 0, 0));
+                            }
+                            Inserted::Replaced(_, old) => {
+                                let m = model.get_mut(&i).unwrap();
+                                prop_assert_eq!(old, m.0);
+                                m.0 = v;
+                            }
+                        }
+                    }
+                    2 => {
+                        prop_assert_eq!(t.remove(&key(i)), model.remove(&i).map(|m| m.0));
+                    }
+                    _ => {
+                        if let Some(h) = t.lookup_hit(&t.probe(&key(i))) {
+                            let _ = t.count_hit(&h, bytes, Mark::KEEP);
+                            let m = model.get_mut(&i).unwrap();
+                            m.1 += 1;
+                            m.2 += bytes;
+                        }
+                    }
+                }
+                check(&t, &model)?;
+            }
+        }
+    }
+}
+
+/// Concurrent readers of `lookup_hit` while the writer churns keys that
+/// share two home lines (the table's last line and the first, into which
+/// the last one's displaced keys wrap): a hit is always a key's own entry
+/// (its value names it, its slot is the entry's) and never torn; a key the
+/// writer never touches, sitting in its home line's second entry beside an
+/// entry being rewritten, is found every time (the home-line check does
+/// not wait on the first entry) at its slot, and the packets one reader
+/// counts on it are all there.
+#[test]
+fn lookup_hit_under_churn_of_its_home_line() {
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::sync::Arc;
+    let t = Arc::new(FixedTable::new(100));
+    let keys = keys_homed_at(&t, &[254, 0], 6);
+    let v = |i: u32, g: u32| FixedValue {
+        action: i,
+        expires_ds: g,
+    };
+    // First key of each home: inserted first (entry 0), churned; the
+    // second: entry 1, never written again (the stable keys).
+    let stable: Vec<(u32, usize)> = [keys[1], keys[7]].to_vec();
+    for &(i, home) in [keys[0], keys[1], keys[6], keys[7]].iter() {
+        assert!(matches!(t.insert(&key(i), v(i, 1)), Ok(Inserted::New(_))));
+        let _ = home;
+    }
+    for &(i, home) in &stable {
+        assert_eq!(t.lookup(&key(i)).unwrap().1, home + 1);
+    }
+    let churn: Vec<u32> = keys
+        .iter()
+        .map(|k| k.0)
+        .filter(|i| !stable.iter().any(|s| s.0 == *i))
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let hits = Arc::new(AtomicU64::new(0));
+    let readers: Vec<_> = (0..2)
+        .map(|r| {
+            let (t, stop, hits) = (t.clone(), stop.clone(), hits.clone());
+            let (keys, stable) = (keys.clone(), stable.clone());
+            std::thread::spawn(move || {
+                let mut counted = 0u64;
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                while !stop.load(Relaxed) && std::time::Instant::now() < deadline {
+                    for &(i, home) in &keys {
+                        let Some(h) = t.lookup_hit(&t.probe(&key(i))) else {
+                            assert!(!stable.iter().any(|s| s.0 == i), "stable key {i} missed");
+                            continue;
+                        };
+                        assert_eq!(h.value.action, i, "another key's entry (torn read)");
+                        assert!(std::ptr::eq(h.entry, t.entry(h.slot).unwrap()));
+                        assert!(
+                            (h.slot + 256 - home) % 256 < 16,
+                            "slot {} far from {home}",
+                            h.slot
+                        );
+                        if let Some(&(_, s)) = stable.iter().find(|s| s.0 == i) {
+                            assert_eq!(h.slot, s + 1);
+                            assert_eq!(h.value.expires_ds, 1);
+                            // Only reader 0 counts, so none is lost.
+                            if r == 0 {
+                                let _ = t.count_hit(&h, 3, Mark::KEEP);
+                                counted += 1;
+                            }
+                        }
+                    }
+                    hits.fetch_add(1, Relaxed);
+                }
+                counted
+            })
+        })
+        .collect();
+    let mut round = 0u32;
+    while hits.load(Relaxed) < 100_000 && round < 20_000_000 {
+        round += 1;
+        let i = churn[round as usize % churn.len()];
+        if round % 3 == 0 {
+            t.remove(&key(i));
+        } else {
+            t.insert(&key(i), v(i, round)).unwrap();
+        }
+    }
+    stop.store(true, Relaxed);
+    let counted: Vec<u64> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    eprintln!(
+        "churn: {round} writes, {} reader passes, {} counted",
+        hits.load(Relaxed),
+        counted[0]
+    );
+    let (p0, p1) = (t.counters(stable[0].1 + 1), t.counters(stable[1].1 + 1));
+    assert_eq!(p0.0 + p1.0, counted[0]);
+    assert_eq!(p0.1 + p1.1, 3 * counted[0]);
+}
+
+/// A write caught midway (key word 1's version odd: the writer keeps the
+/// old key and state bits there until it is done) is never returned, in
+/// either entry of the home line, even when the words already read as the
+/// key looked up (a remove zeroes key word 0 before the version goes even
+/// again, so a key with both addresses 0 and the removed key's ports
+/// would match): the look-up gives up on it as the probe loop does (after
+/// its bounded retries) and finds it once the version is even again.
+#[test]
+fn lookup_hit_never_returns_an_entry_being_written() {
+    use super::VERSION_ONE;
+    let t = FixedTable::new(64);
+    let home = t.bucket_of(&key(0));
+    let same: Vec<u32> = (0..100_000)
+        .filter(|&i| t.bucket_of(&key(i)) == home)
+        .take(2)
+        .collect();
+    for (n, &i) in same.iter().enumerate() {
+        assert!(t
+            .insert(
+                &key(i),
+                FixedValue {
+                    action: n as u32,
+                    expires_ds: 5
+                }
+            )
+            .is_ok());
+    }
+    for (n, &i) in same.iter().enumerate() {
+        let e = t.entry(home + n).unwrap();
+        let k1 = e.key1.load(Relaxed);
+        e.key1.store(k1 ^ VERSION_ONE, Relaxed);
+        assert!(t.lookup_hit(&t.probe(&key(i))).is_none(), "entry {n}");
+        // The other entry of the line is still found.
+        let other = same[1 - n];
+        assert_eq!(
+            t.lookup_hit(&t.probe(&key(other))).map(|h| h.slot),
+            Some(home + 1 - n)
+        );
+        e.key1.store(k1, Relaxed);
+        let hit = t.lookup_hit(&t.probe(&key(i))).unwrap();
+        assert_eq!((hit.slot, hit.value.action), (home + n, n as u32));
+    }
+}
