@@ -539,7 +539,7 @@ fn lookup_hit_under_churn_of_its_home_line() {
     while hits.load(Relaxed) < 100_000 && round < 20_000_000 {
         round += 1;
         let i = churn[round as usize % churn.len()];
-        if round % 3 == 0 {
+        if round.is_multiple_of(3) {
             t.remove(&key(i));
         } else {
             t.insert(&key(i), v(i, round)).unwrap();
