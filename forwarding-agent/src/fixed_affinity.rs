@@ -258,8 +258,12 @@ impl Probe {
 /// counted ([`FixedTable::count_hit`]) without finding the entry again.
 #[derive(Clone, Copy)]
 pub struct FixedHit<'a> {
+    /// The entry's value as read under its seqlock.
     pub value: FixedValue,
+    /// The entry's slot (index into the table; what trace records and the
+    /// handshake-mark queue carry).
     pub slot: usize,
+    /// The entry at `slot`.
     entry: &'a Entry,
 }
 

@@ -164,9 +164,15 @@ pub fn apply_nat_in_place(
 /// fields ([`crate::actions::ActionTable::plain`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlainNat {
+    /// IPv4 header bytes 12..20 (both addresses) kept from the packet: all
+    /// ones over an address the action leaves, zero over one it writes.
     pub addr_keep: u64,
+    /// The new address bytes where `addr_keep` is zero (zero elsewhere).
     pub addr_set: u64,
+    /// Transport header bytes 0..4 (both ports) kept from the packet, as
+    /// `addr_keep`.
     pub port_keep: u32,
+    /// The new port bytes where `port_keep` is zero (zero elsewhere).
     pub port_set: u32,
 }
 
