@@ -15,8 +15,8 @@ mod common;
 use affinity_api::{AffinityKey, NatAction};
 use affinity_forwarding_agent::actions::{ActionSet, InterestKey, NatActionKey, SeqAdjustKey};
 use affinity_forwarding_agent::wire::{self, build, checksum};
-use affinity_forwarding_agent::{Agent, AgentConfig, Disposition, PacketBuf, Worker};
-use common::{from, wildcard_msg, Wc, MGR, SEC};
+use affinity_forwarding_agent::{Agent, AgentConfig, Disposition, Worker};
+use common::{from, run_batch, state, wildcard_msg, Wc, MGR, SEC};
 use proptest::prelude::*;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -247,60 +247,12 @@ fn packet(g: &Gen) -> Vec<u8> {
 /// Runs `gens` as one batch through `w` at `now_ns`: the dispositions and
 /// the buffers afterwards.
 fn run(w: &mut Worker, now_ns: u64, gens: &[Gen]) -> (Vec<Disposition>, Vec<Vec<u8>>) {
-    let mut bufs: Vec<Vec<u8>> = gens
-        .iter()
-        .map(|g| {
-            let mut b = vec![0u8; HEADROOM];
-            b.extend(packet(g));
-            b
-        })
-        .collect();
-    let mut out = vec![Disposition::Pass; gens.len()];
-    {
-        let mut pkts: Vec<PacketBuf<'_>> = bufs
-            .iter_mut()
-            .zip(gens)
-            .map(|(b, g)| {
-                let len = b.len() - HEADROOM;
-                let p = PacketBuf::new(b, HEADROOM, len);
-                if g.partial {
-                    p.with_partial_l4_checksum()
-                } else {
-                    p
-                }
-            })
-            .collect();
-        w.process_batch(now_ns, &mut pkts, &mut out);
-    }
-    for (d, b) in out.iter().zip(bufs.iter_mut()) {
-        if let Disposition::Punt { start, .. } = d {
-            unsequence(&mut b[*start..]);
-        }
-    }
-    (out, bufs)
-}
-
-/// Zeroes a service message's sequence number (header bytes 8..16): the
-/// agents number their messages from a clock, so two agents' punts of the
-/// same packet differ there and nowhere else.
-fn unsequence(msg: &mut [u8]) {
-    if let Some(seq) = msg.get_mut(8..16) {
-        seq.fill(0);
-    }
-}
-
-/// Everything the two agents must agree on besides a batch's output.
-fn state(a: &Agent, w: &mut Worker, now_ns: u64) -> impl PartialEq + std::fmt::Debug {
-    let flows: Vec<_> = a
-        .fixed_entries(now_ns, 1000, |_| true)
-        .into_iter()
-        .map(|r| (r.key, r.packets, r.bytes, r.handshake_complete))
-        .collect();
-    let mut messages = w.take_messages();
-    for (_, m) in messages.iter_mut() {
-        unsequence(m);
-    }
-    (a.counters(), flows, messages, w.take_released())
+    run_batch(
+        w,
+        now_ns,
+        HEADROOM,
+        gens.iter().map(|g| (packet(g), g.partial)),
+    )
 }
 
 fn edge32() -> impl Strategy<Value = u32> {

@@ -15,10 +15,13 @@
 //!   installed again, with per-flow counters: every disposition, buffer,
 //!   counter and per-flow count the same.
 
+mod common;
+
 use affinity_api::{AffinityKey, NatAction};
 use affinity_forwarding_agent::actions::{ActionSet, NatActionKey};
 use affinity_forwarding_agent::wire::{self, build};
-use affinity_forwarding_agent::{Agent, AgentConfig, Disposition, PacketBuf, Worker};
+use affinity_forwarding_agent::{Agent, AgentConfig, Disposition, Worker};
+use common::{run_batch, state};
 use proptest::prelude::{
     any, prop, prop_assert, prop_assert_eq, prop_oneof, proptest, Just, ProptestConfig, Strategy,
 };
@@ -374,48 +377,12 @@ fn run(
     flows: &[Flow],
     batch: &[Pkt],
 ) -> (Vec<Disposition>, Vec<Vec<u8>>) {
-    let mut bufs: Vec<Vec<u8>> = batch
-        .iter()
-        .map(|g| {
-            let mut b = vec![0u8; HEADROOM];
-            b.extend(bytes_of(flows, g));
-            b
-        })
-        .collect();
-    let mut out = vec![Disposition::Pass; batch.len()];
-    {
-        let mut pkts: Vec<PacketBuf<'_>> = bufs
-            .iter_mut()
-            .map(|b| {
-                let len = b.len() - HEADROOM;
-                PacketBuf::new(b, HEADROOM, len)
-            })
-            .collect();
-        w.process_batch(now_ns, &mut pkts, &mut out);
-    }
-    for (d, b) in out.iter().zip(bufs.iter_mut()) {
-        if let Disposition::Punt { start, .. } = d {
-            if let Some(seq) = b.get_mut(*start + 8..*start + 16) {
-                seq.fill(0);
-            }
-        }
-    }
-    (out, bufs)
-}
-
-fn state(a: &Agent, w: &mut Worker, now_ns: u64) -> impl PartialEq + std::fmt::Debug {
-    let flows: Vec<_> = a
-        .fixed_entries(now_ns, 1000, |_| true)
-        .into_iter()
-        .map(|r| (r.key, r.packets, r.bytes, r.handshake_complete))
-        .collect();
-    let mut messages = w.take_messages();
-    for (_, m) in messages.iter_mut() {
-        if let Some(seq) = m.get_mut(8..16) {
-            seq.fill(0);
-        }
-    }
-    (a.counters(), flows, messages, w.take_released())
+    run_batch(
+        w,
+        now_ns,
+        HEADROOM,
+        batch.iter().map(|g| (bytes_of(flows, g), false)),
+    )
 }
 
 proptest! {

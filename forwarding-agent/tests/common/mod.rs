@@ -389,3 +389,72 @@ impl Rng {
         self.0
     }
 }
+
+/// Zeroes a service message's sequence number (header bytes 8..16): the
+/// agents number their messages from a clock, so two agents' punts of the
+/// same packet differ there and nowhere else.
+pub fn unsequence(msg: &mut [u8]) {
+    if let Some(seq) = msg.get_mut(8..16) {
+        seq.fill(0);
+    }
+}
+
+/// Everything two agents run side by side (the fast path on and off) must
+/// agree on besides a batch's output: counters, fixed entries with their
+/// per-flow counts and marks, out-of-line messages (sequence numbers
+/// zeroed) and released packets.
+pub fn state(a: &Agent, w: &mut Worker, now_ns: u64) -> impl PartialEq + std::fmt::Debug {
+    let flows: Vec<_> = a
+        .fixed_entries(now_ns, 1000, |_| true)
+        .into_iter()
+        .map(|r| (r.key, r.packets, r.bytes, r.handshake_complete))
+        .collect();
+    let mut messages = w.take_messages();
+    for (_, m) in messages.iter_mut() {
+        unsequence(m);
+    }
+    (a.counters(), flows, messages, w.take_released())
+}
+
+/// Runs IPv4 `packets` (each with whether it carries a partial L4 checksum)
+/// as one batch through `w` at `now_ns`, each in a buffer with `headroom`
+/// bytes in front: the dispositions and the buffers afterwards, punts'
+/// sequence numbers zeroed ([`unsequence`]).
+pub fn run_batch(
+    w: &mut Worker,
+    now_ns: u64,
+    headroom: usize,
+    packets: impl IntoIterator<Item = (Vec<u8>, bool)>,
+) -> (Vec<Disposition>, Vec<Vec<u8>>) {
+    let (mut bufs, partial): (Vec<Vec<u8>>, Vec<bool>) = packets
+        .into_iter()
+        .map(|(p, partial)| {
+            let mut b = vec![0u8; headroom];
+            b.extend(p);
+            (b, partial)
+        })
+        .unzip();
+    let mut out = vec![Disposition::Pass; bufs.len()];
+    {
+        let mut pkts: Vec<PacketBuf<'_>> = bufs
+            .iter_mut()
+            .zip(&partial)
+            .map(|(b, &partial)| {
+                let len = b.len() - headroom;
+                let p = PacketBuf::new(b, headroom, len);
+                if partial {
+                    p.with_partial_l4_checksum()
+                } else {
+                    p
+                }
+            })
+            .collect();
+        w.process_batch(now_ns, &mut pkts, &mut out);
+    }
+    for (d, b) in out.iter().zip(bufs.iter_mut()) {
+        if let Disposition::Punt { start, .. } = d {
+            unsequence(&mut b[*start..]);
+        }
+    }
+    (out, bufs)
+}
