@@ -80,12 +80,24 @@ fixed_zero_both() { [ "$(fixed_count 1)" = 0 ] && [ "$(fixed_count 2)" = 0 ]; }
 wildcards_ge() { [ "$(wildcard_count "$1")" -ge "$2" ]; }
 wildcards_zero() { [ "$(wildcard_count "$1")" = 0 ]; }
 manager_status_has() { manager_cmd "$1" status | grep -q "$2"; }
-not_healthy() { ! healthy "$1"; }
+# backend_seen N: how each running manager sees web backend N (healthy or
+# UNHEALTHY), one line per manager that answers. The managers
+# check health on their own, so a test waits for every one that may pick
+# a backend, not only manager 1 (a first request decided while manager 2
+# still counted backends 1-2 as down went all to backend 3).
+backend_seen() {
+    local m
+    for m in 1 2; do
+        manager_cmd "$m" status 2>/dev/null \
+            | awk -v a="198.51.100.1$1:8080" '$1 == "backend" && $2 == a {print $3; exit}'
+    done
+}
+healthy() { local s; s=$(backend_seen "$1"); [ -n "$s" ] && ! grep -vqx healthy <<<"$s"; }
+not_healthy() { ! backend_seen "$1" | grep -qx healthy; }
 web_wildcard_present() { agent_cmd "$1" wildcard | grep -q '203.0.113.10/32:80 '; }
 skip() { echo "SKIP $1: $2"; }
 wildcard_count() { agent_cmd "$1" wildcard | awk '/^wildcard affinities:/ {print $3}'; }
 counter() { agent_cmd "$1" stats | awk -v n="$2" '$2 == n {print $1}'; }
-healthy() { manager_cmd 1 status | grep -q "backend 198.51.100.1$1:8080 *healthy"; }
 
 lab_up
 # The control LAN's traffic, for the dissector check (section 14): captured
