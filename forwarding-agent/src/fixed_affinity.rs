@@ -120,11 +120,11 @@ impl Mark {
     /// flags byte; 0 when there is no TCP header, as in a later fragment)
     /// leaves on its fixed entry.
     #[inline]
-    pub fn of(protocol: u8, flags: u8) -> Mark {
+    pub const fn of(protocol: u8, flags: u8) -> Mark {
         use crate::wire::tcp::flags::{ACK, RST, SYN};
-        let tcp = u32::from(protocol == crate::wire::TCP);
-        let syn = u32::from(flags & SYN != 0);
-        let ack_only = u32::from(flags & (ACK | RST | SYN) == ACK);
+        let tcp = (protocol == crate::wire::TCP) as u32;
+        let syn = (flags & SYN != 0) as u32;
+        let ack_only = (flags & (ACK | RST | SYN) == ACK) as u32;
         Mark {
             keep: HANDSHAKE & !((tcp & syn) * HANDSHAKE),
             set: (tcp & ack_only) * HANDSHAKE,
@@ -146,14 +146,7 @@ static MARKS: [Mark; 256] = {
     let mut t = [Mark::KEEP; 256];
     let mut f = 0;
     while f < 256 {
-        use crate::wire::tcp::flags::{ACK, RST, SYN};
-        let flags = f as u8;
-        let syn = flags & SYN != 0;
-        let ack_only = flags & (ACK | RST | SYN) == ACK;
-        t[f] = Mark {
-            keep: if syn { 0 } else { HANDSHAKE },
-            set: if ack_only { HANDSHAKE } else { 0 },
-        };
+        t[f] = Mark::of(crate::wire::TCP, f as u8);
         f += 1;
     }
     t

@@ -295,8 +295,8 @@ fn nat_headers<const N: usize, const CSUM: usize>(h: &mut [u8; N], is_udp: bool,
     if is_udp && old == udp::NO_CHECKSUM {
         return;
     }
-    // The ports' words, as `checksum::delta16` of each port summed.
-    let port_delta = (!old_ports >> 16) + (!old_ports & 0xffff) + (ports >> 16) + (ports & 0xffff);
+    // Both ports' words at once (the sum of each port's `delta16`).
+    let port_delta = checksum::delta32(old_ports, ports);
     let mut new = checksum::apply(old, addr_delta + port_delta);
     if is_udp && new == udp::NO_CHECKSUM {
         // RFC 768: a computed 0 is sent as all ones (the same in either
