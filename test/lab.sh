@@ -189,6 +189,11 @@ vppctl_a() { local i=$1; shift; "$VPP_BIN/vppctl" -s "$LAB_DIR/vpp-a$i/cli.sock"
 start_agent() {
     if [ "$AGENT_KIND" = vpp ]; then start_vpp_agent "$1"; return; fi
     local i=$1; shift
+    # A SIGKILLed agent leaves its status socket behind: removed here, so
+    # `wait_for ... test -S` waits for this agent's own socket. (CI once saw
+    # the stale one: the wait returned before the new agent had entered its
+    # namespace, the next kill missed it, and two agent 2s raced.)
+    rm -f "$LAB_DIR/a$i.sock"
     lab_spawn $LAB-a$i "$LAB_DIR/a$i.log" "$AGENT_BIN" --tun afftun0 --address 192.0.2.$i --name agent-$i \
         --multicast-group 239.255.16.37 --manager 192.0.2.10 --manager 192.0.2.11 --socket "$LAB_DIR/a$i.sock" "$@"
 }
@@ -255,6 +260,7 @@ TOML
 
 start_manager() {
     local i=$1 cfg=$2
+    rm -f "$LAB_DIR/m$i.sock"  # a SIGKILLed manager's; see start_agent
     lab_spawn $LAB-m$i "$LAB_DIR/m$i.log" env RUST_LOG="${RUST_LOG:-info}" "$BIN/affinity-manager" --config "$cfg"
 }
 

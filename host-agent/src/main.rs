@@ -182,6 +182,7 @@ fn run(o: Opts) -> std::io::Result<()> {
         managers = %list(&o.managers),
         status_socket = %o.socket.display(),
         metrics = %o.metrics.map_or("off".to_string(), |a| a.to_string()),
+        disabled_actions = %disabled_action_names(&agent.config.disabled_actions),
         "affinity-agent running; TUN up"
     );
     // Before the hello: its answers end the warm-up.
@@ -329,6 +330,22 @@ fn list(addrs: &[Ipv4Addr]) -> String {
         .map(Ipv4Addr::to_string)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The `--disable-action` names in force, comma-separated, or "none": the
+/// start line says what this agent will deny (issue 13), so a log shows
+/// why a manager stopped using it.
+fn disabled_action_names(types: &[u16]) -> String {
+    let names: Vec<&str> = affinity_forwarding_agent::actions::DISABLEABLE_ACTIONS
+        .iter()
+        .filter(|(_, t)| types.contains(t))
+        .map(|&(n, _)| n)
+        .collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
 }
 
 /// The longest the control thread sleeps without a datagram: one second
