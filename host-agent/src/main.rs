@@ -452,6 +452,16 @@ mod tests {
     use std::os::unix::net::UnixStream;
     use std::time::Duration;
 
+    #[test]
+    fn start_line_names_the_disabled_actions() {
+        use affinity_api::seg;
+        assert_eq!(super::disabled_action_names(&[]), "none");
+        assert_eq!(
+            super::disabled_action_names(&[seg::SEQ_ADJUST_ACTION, seg::NAT_ACTION]),
+            "nat, seq-adjust"
+        );
+    }
+
     fn ask(agent: &Agent, input: &[u8]) -> String {
         let (mut c, s) = UnixStream::pair().unwrap();
         c.write_all(input).unwrap();
