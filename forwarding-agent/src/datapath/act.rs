@@ -6,7 +6,7 @@
 use super::lookup::Origin;
 use super::{BatchCtx, Disposition, PacketBuf, Worker};
 use crate::actions::ActionView;
-use crate::counters::Counter;
+use crate::counters::{Counter, LocalCounters};
 use crate::synproxy::Early;
 use crate::wildcard_affinity::WildcardEntry;
 use crate::wire::{self, PacketInfo};
@@ -178,17 +178,7 @@ impl Worker {
     /// (`Worker::fast_fixed` says why).
     #[inline(always)]
     pub(super) fn dispatch(&mut self, forward: Option<u32>, out: &mut Disposition) {
-        match forward {
-            None => *out = Disposition::Pass,
-            Some(0) => {
-                self.counters.inc(Counter::DropForwardZero);
-                *out = Disposition::Drop(Counter::DropForwardZero);
-            }
-            Some(to) => {
-                self.counters.inc(Counter::Forwarded);
-                *out = Disposition::Forward(Ipv4Addr::from(to));
-            }
-        }
+        dispatch_to(&mut self.counters, forward, out);
     }
 
     /// A packet whose headers could not be read or rewritten: dropped or
@@ -200,6 +190,23 @@ impl Worker {
         } else {
             self.counters.inc(Counter::MalformedPassed);
             Disposition::Pass
+        }
+    }
+}
+
+/// [`Worker::dispatch`] on the worker's counters alone (the common case's
+/// path borrows them apart from the rest of the worker).
+#[inline(always)]
+pub(super) fn dispatch_to(counters: &mut LocalCounters, forward: Option<u32>, out: &mut Disposition) {
+    match forward {
+        None => *out = Disposition::Pass,
+        Some(0) => {
+            counters.inc(Counter::DropForwardZero);
+            *out = Disposition::Drop(Counter::DropForwardZero);
+        }
+        Some(to) => {
+            counters.inc(Counter::Forwarded);
+            *out = Disposition::Forward(Ipv4Addr::from(to));
         }
     }
 }

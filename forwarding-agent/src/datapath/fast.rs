@@ -31,12 +31,22 @@
 //! 395 → 372: the batch loop's per-packet ring is two fixed-size arrays
 //! (no bounds checks), its entries copied out rather than the ring lent.
 
-use super::{BatchCtx, Disposition, PacketBuf, Worker};
-use crate::counters::Counter;
+use super::act::dispatch_to;
+use super::{BatchCtx, Disposition, PacketBuf};
+use crate::counters::{Counter, LocalCounters};
 use crate::fixed_affinity::{FixedHit, Mark};
 use crate::wire::{self, Plain};
 
-impl Worker {
+/// The worker's state the common case writes: its counters and the slots
+/// it marked handshake-complete (`Worker::marked`). Borrowed field by
+/// field, so the packet's parse can stay borrowed from the worker's ring
+/// meanwhile (copying it out spilled it to the stack: cachegrind).
+pub(super) struct FastState<'w> {
+    pub counters: &'w mut LocalCounters,
+    pub marked: &'w mut Vec<u32>,
+}
+
+impl FastState<'_> {
     /// Acts on plain packet `p` (read as `plain`) whose fixed affinity at
     /// `slot` holds `v`, writing its disposition into `out`; false when the
     /// entry has expired, its action set is not plain, or a SYN-proxy
@@ -92,7 +102,7 @@ impl Worker {
                 self.marked.push(hit.slot as u32);
             }
         }
-        self.dispatch(a.forward(), out);
+        dispatch_to(self.counters, a.forward(), out);
         true
     }
 }

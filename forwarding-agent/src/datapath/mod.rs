@@ -354,13 +354,11 @@ impl Worker {
                 for i in start..end {
                     // The look-up, its line prefetched a group ago. The
                     // ring's arrays are of length RING, so `i % RING`
-                    // needs no bounds check; each packet's state is copied
-                    // out (a plain packet's is two words) so that the
-                    // packet path may borrow the worker.
+                    // needs no bounds check.
                     let r = i % RING;
                     let probe = self.probes[r];
                     let probe = probe.as_ref();
-                    match self.parsed[r] {
+                    match &self.parsed[r] {
                         Parsed::Plain(pl) => {
                             match probe.and_then(|b| agent.fixed.lookup_hit(b)) {
                                 Some(hit) => {
@@ -370,8 +368,11 @@ impl Worker {
                                     // looks up again — keeping the result
                                     // live across the common case cost it
                                     // stack traffic (cachegrind).
-                                    if !self.fast_fixed(&ctx, &mut chunk[i], &pl, hit, &mut outs[i])
-                                    {
+                                    let mut fast = fast::FastState {
+                                        counters: &mut self.counters,
+                                        marked: &mut self.marked,
+                                    };
+                                    if !fast.fast_fixed(&ctx, &mut chunk[i], pl, hit, &mut outs[i]) {
                                         outs[i] = self.declined(&ctx, &mut chunk[i], Lookup::Later);
                                     }
                                 }
@@ -384,6 +385,9 @@ impl Worker {
                             }
                         }
                         Parsed::Full(info) => {
+                            // Copied out: the general path borrows the
+                            // whole worker.
+                            let info = *info;
                             let pre = match probe {
                                 Some(b) => Lookup::Done(agent.fixed.lookup_probe(b)),
                                 None => Lookup::Later,
