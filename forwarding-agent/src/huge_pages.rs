@@ -6,6 +6,14 @@
 //! with huge pages on first touch if it was advised *before* being touched,
 //! so the allocation is advised while still untouched and filled afterwards.
 //! A hint only: with THP disabled nothing changes but speed.
+//!
+//! Under virtualisation a TLB entry covers the smaller of the guest's and
+//! the host's page, so on a host that backs guest memory with 4 KiB pages a
+//! huge guest page still costs a TLB entry per 4 KiB touched: THP then only
+//! shortens the walk. Measured in the project's Firecracker VM (stop 23, a
+//! pointer chase over 4096 lines, one per 4 KiB page, all in L2): 9 TSC
+//! clocks a load packed, 29 spread on THP, 61 spread on 4 KiB pages. There
+//! the fixed table's look-ups at 1.18 M flows still miss the TLB.
 
 const HUGE: usize = 2 << 20;
 
