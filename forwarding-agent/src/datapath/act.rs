@@ -197,7 +197,11 @@ impl Worker {
 /// [`Worker::dispatch`] on the worker's counters alone (the common case's
 /// path borrows them apart from the rest of the worker).
 #[inline(always)]
-pub(super) fn dispatch_to(counters: &mut LocalCounters, forward: Option<u32>, out: &mut Disposition) {
+pub(super) fn dispatch_to(
+    counters: &mut LocalCounters,
+    forward: Option<u32>,
+    out: &mut Disposition,
+) {
     match forward {
         None => *out = Disposition::Pass,
         Some(0) => {

@@ -372,7 +372,8 @@ impl Worker {
                                         counters: &mut self.counters,
                                         marked: &mut self.marked,
                                     };
-                                    if !fast.fast_fixed(&ctx, &mut chunk[i], pl, hit, &mut outs[i]) {
+                                    if !fast.fast_fixed(&ctx, &mut chunk[i], pl, hit, &mut outs[i])
+                                    {
                                         outs[i] = self.declined(&ctx, &mut chunk[i], Lookup::Later);
                                     }
                                 }
