@@ -175,7 +175,7 @@ impl Worker {
     /// Writes into `out` the next hop of a forward address (host order;
     /// `None`: normal routing), counted: a forward address of 0 is
     /// dropped. Written in place for the common case's path
-    /// (`Worker::fast_fixed` says why).
+    /// (`FastState::fast_fixed` says why).
     #[inline(always)]
     pub(super) fn dispatch(&mut self, forward: Option<u32>, out: &mut Disposition) {
         dispatch_to(&mut self.counters, forward, out);

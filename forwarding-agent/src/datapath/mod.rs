@@ -454,7 +454,7 @@ impl Worker {
         }
     }
 
-    /// A plain packet [`Worker::fast_fixed`] declined, or whose key no
+    /// A plain packet `FastState::fast_fixed` declined, or whose key no
     /// fixed affinity holds, through the general path (parsed in full
     /// now; `pre` is its look-up when already done, `Lookup::Later` to look
     /// up again). Out
