@@ -66,9 +66,10 @@ build: ## Build everything (the VPP plugin only where VPP is found)
 test: deps lint unit fuzz-build packaging e2e vpp-test ## fmt, clippy, unit/property tests, fuzz build, packaging, lab end-to-end tests
 	@echo "make test: all stages passed"
 
-lint: ## cargo fmt --check and clippy -D warnings
+lint: ## cargo fmt --check, clippy -D warnings, and rustdoc without warnings
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
 
 unit: ## Unit and property tests (cargo test --workspace)
 	$(CARGO) test --workspace

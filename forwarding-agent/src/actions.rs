@@ -41,7 +41,7 @@ pub struct ActionSet {
     pub service_precedence: u16,
     pub backup_precedence: u16,
     /// Manager interest data echoed in this affinity's interest matches:
-    /// an id in [`crate::interest_data::ManagerDataTable`], 0 = none
+    /// an id in `crate::interest_data::ManagerDataTable`, 0 = none
     /// (below 2^24).
     pub manager_data: u32,
 }
@@ -296,7 +296,7 @@ impl ActionSet {
 }
 
 /// An action set as its slot stores it (eight words, the layout in
-/// [`slot`]), read field by field where used: the packet path reads only
+/// `slot`), read field by field where used: the packet path reads only
 /// the fields it acts on (a fixed hit with NAT: the present bits, the NAT
 /// fields, the flags) instead of decoding the whole set — measured 68
 /// instructions per packet for the full decode. [`ActionView::decode`]

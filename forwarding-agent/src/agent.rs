@@ -3,9 +3,9 @@
 //! the workers.
 //!
 //! Who touches what: workers read the fixed and action tables (lock-free),
-//! the wildcard set and [`Published`] (arc-swap snapshots loaded once per
+//! the wildcard set and `Published` (arc-swap snapshots loaded once per
 //! batch), and write only their own counters and forward-statistics slots.
-//! The control thread owns [`ControlState`] behind a mutex that no worker
+//! The control thread owns `ControlState` behind a mutex that no worker
 //! takes. The one shared structure a worker may lock is the hold queue
 //! ([`crate::hold`]), and only when it holds a packet.
 //!

@@ -270,13 +270,13 @@ impl Daemon {
     }
 
     /// Runs until `stop` is set; `reload` is checked and cleared each round.
-    /// After traffic it keeps polling the socket for [`BUSY_POLL`] before
+    /// After traffic it keeps polling the socket for `BUSY_POLL` before
     /// sleeping in poll(2): under load, the next burst usually arrives within
     /// that time, and sleeping and being woken costs more than the flow.
-    /// The sleep lasts until the core's next timer (see [`sleep_ms`] for the
+    /// The sleep lasts until the core's next timer (see `sleep_ms` for the
     /// bounds), a datagram, or a [`Waker`]; whoever sets `stop` or `reload`
     /// from elsewhere wakes the loop (signals: [`Self::wake_on_signals`])
-    /// or waits up to [`MAX_SLEEP_MS`].
+    /// or waits up to `MAX_SLEEP_MS`.
     pub fn run(&mut self, stop: &AtomicBool, reload: &AtomicBool) {
         let mut batch = crate::batch_io::RecvBatch::default();
         let mut queue = crate::batch_io::RecvQueue::new(

@@ -3,10 +3,10 @@
 //!
 //! 1. receive (this file): split the datagram into messages, take the
 //!    control state, hand each message on, collect what it produced;
-//! 2. [`verify`]: parse, authenticate, check replay, find the owner;
-//! 3. [`apply`]: install, refresh or delete the affinities it carries,
+//! 2. `verify`: parse, authenticate, check replay, find the owner;
+//! 3. `apply`: install, refresh or delete the affinities it carries,
 //!    release held packets, return packets to the data path;
-//! 4. [`reply`]: the messages the agent sends back (denies, hello).
+//! 4. `reply`: the messages the agent sends back (denies, hello).
 //!
 //! Timers (expiry, hold timeouts) are in [`crate::timers`].
 

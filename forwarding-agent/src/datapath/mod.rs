@@ -5,22 +5,22 @@
 //!    packet (`crate::wire`; a plain one, unfragmented TCP or UDP without
 //!    IP options, only as far as the common case needs:
 //!    `wire::parse_plain`) and hashes its key to a fixed-table line;
-//! 2. [`lookup`]: fixed affinity (later fragments: their first fragment's
-//!    flow, or held until it is known: [`fragments`]), an ICMP error's
-//!    quoted flow ([`icmp_error`]), then wildcards in search order;
-//! 3. [`act`]: the matched action set — statistics, interest, then the
+//! 2. `lookup`: fixed affinity (later fragments: their first fragment's
+//!    flow, or held until it is known: `fragments`), an ICMP error's
+//!    quoted flow (`icmp_error`), then wildcards in search order;
+//! 3. `act`: the matched action set — statistics, interest, then the
 //!    rewrite (NAT, sequence adjust) and the next hop (forward or pass);
-//! 4. [`punt`]: interest matches — copies, punts in place or out of line,
+//! 4. `punt`: interest matches — copies, punts in place or out of line,
 //!    and holds (the queue itself is [`crate::hold`]);
 //! 5. next: the [`Disposition`] written per packet for the caller.
 //!
 //! The common case — a plain packet on a live fixed affinity whose action
 //! set only translates and routes — goes from step 1 to 5 in one step
-//! ([`fast`]); whatever it declines takes the steps above.
+//! (`fast`); whatever it declines takes the steps above.
 //!
 //! Why a batch and groups: the batch goes through in groups of
-//! [`GROUP`] packets, as a two-stage pipeline over a ring of two groups'
-//! per-packet state ([`Worker::stage`]): while group g is looked up and
+//! `GROUP` packets, as a two-stage pipeline over a ring of two groups'
+//! per-packet state (`Worker::stage`): while group g is looked up and
 //! acted on, group g + 1 has been read — parsed, its keys hashed, its
 //! fixed-table lines prefetched — and the packets of group g + 2 are on
 //! their way. At millions of flows each look-up is a cache miss *and* a TLB
@@ -38,10 +38,10 @@
 //! in place; punts are written into the packet's own headroom.
 //!
 //! What a worker reads from the control side: the wildcard set and
-//! [`crate::agent::Published`] (manager addresses, signing key), each an
+//! `crate::agent::Published` (manager addresses, signing key), each an
 //! arc-swap snapshot loaded once per batch (per packet, the wildcard load
 //! cost the 10 k-wildcard case about 10 ns). It writes only its own
-//! counters and forward statistics ([`forward_stats`]). The locks a
+//! counters and forward statistics (`forward_stats`). The locks a
 //! packet can take: the hold queue's, only when it is held; the SYN
 //! proxy's splice table, only for a client packet with a valid cookie (its
 //! proof, or early data of a connection proved already: checked and noted
@@ -499,7 +499,7 @@ impl Worker {
 
     /// Fragment upkeep without packets: forgets datagrams whose time is up
     /// and releases held fragments whose first fragment's flow has been
-    /// installed since (see [`fragments`]). A batch does the same; call
+    /// installed since (see `fragments`). A batch does the same; call
     /// this when no batch came for a while (the host agent: after each
     /// idle wait). Released fragments are in [`Worker::take_released`].
     pub fn poll_fragments(&mut self, now_ns: u64) {
@@ -527,7 +527,7 @@ impl Worker {
 
     /// Whether fragments are held or datagrams remembered (bytes or state
     /// [`Worker::poll_fragments`] has to release or expire within
-    /// [`fragments::TIMEOUT_NS`]): a caller that polls only on demand
+    /// `fragments::TIMEOUT_NS`): a caller that polls only on demand
     /// polls again soon while this is true.
     pub fn holds_fragments(&self) -> bool {
         !self.frag.is_empty()

@@ -28,7 +28,7 @@ const SEC: u64 = 1_000_000_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlowState {
     /// TCP: SYN seen, the handshake not yet seen complete both ways
-    /// (transitory timeout; see [`Flow::note_activity`]).
+    /// (transitory timeout; see `Flow::note_activity`).
     SynSeen,
     /// TCP: the handshake seen complete both ways, or adopted
     /// mid-connection (established timeout).

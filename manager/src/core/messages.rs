@@ -254,7 +254,7 @@ impl Messages {
         b.finish().ok()
     }
 
-    /// One renewal of `flows` (at most [`FLOWS_PER_MESSAGE`] keep a
+    /// One renewal of `flows` (at most `FLOWS_PER_MESSAGE` keep a
     /// message under ~1400 bytes) with time to live `ttl` (s), for the
     /// agent at `to`.
     pub fn renewal<'f>(

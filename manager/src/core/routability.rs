@@ -227,7 +227,7 @@ impl ManagerCore {
         }
     }
 
-    /// Addresses validated and still within [`VALIDATED_FOR`] at `now`.
+    /// Addresses validated and still within `VALIDATED_FOR` at `now`.
     pub fn validated_count(&self, now: u64) -> usize {
         self.routability
             .validated

@@ -272,7 +272,7 @@ impl ServiceRegistry {
     }
 
     /// Rebuilds from `cfgs` (a reload), keeping each same-named service's
-    /// run-time state (see [`Service::new`]).
+    /// run-time state (see `Service::new`).
     pub fn rebuild(&mut self, cfgs: &[ServiceConfig]) {
         let mut old: HashMap<String, Service> = self
             .list

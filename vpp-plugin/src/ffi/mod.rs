@@ -1,11 +1,11 @@
 //! The plugin's FFI boundary with VPP: the functions the C shim calls
 //! (`affinity_rs_*`, declared in `c-shim/affinity_shim.h`) and the plugin
 //! registration VPP looks up. Here: the shared state and its start from
-//! startup.conf; the data node's per-frame call is in [`packet`], the
-//! control port's messages in [`control`], the timer process's work in
-//! [`timers`], `show` and the counters in [`show`], the API's table dumps
-//! in [`dump`], what the agent sends in [`send`] and the loader's record
-//! in [`registration`]. Every entry point catches panics — a panic inside
+//! startup.conf; the data node's per-frame call is in `packet`, the
+//! control port's messages in `control`, the timer process's work in
+//! `timers`, `show` and the counters in `show`, the API's table dumps
+//! in `dump`, what the agent sends in `send` and the loader's record
+//! in `registration`. Every entry point catches panics — a panic inside
 //! VPP would kill the router — and turns them into a dropped packet or an
 //! error code (`affinity_rc_t`, named in the shared header).
 

@@ -26,7 +26,7 @@ pub struct ServiceStats {
     /// `tcp` or `udp`.
     pub protocol: String,
     pub virtual_address: SocketAddrV4,
-    /// See [`SERVICE_ROLES`].
+    /// See [`SERVICE_ROLES`](super::SERVICE_ROLES).
     pub role: &'static str,
     pub traffic: TrafficReport,
     /// Backends in configuration order.
@@ -306,7 +306,7 @@ pub struct ServiceReport {
     pub backup_precedence: u16,
     /// Agents are asked to advertise the virtual address.
     pub advertise: bool,
-    /// `serving`, `standing-by` or `idle`: see [`SERVICE_ROLES`].
+    /// `serving`, `standing-by` or `idle`: see [`SERVICE_ROLES`](super::SERVICE_ROLES).
     pub role: &'static str,
     /// SYN proxy and half-open flows: TCP only (`None`, JSON `null`, for a
     /// UDP service, which has neither).
