@@ -211,8 +211,22 @@ fn check(
 
 #[test]
 fn every_packet_is_acted_on_with_its_own_ring_slot() {
+    run_sizes(true);
+}
+
+/// The same with the common case's path off: every packet through the
+/// general path (`Worker::dispatch`), still read through the ring.
+#[test]
+fn the_general_path_alone_also_reads_its_own_slot() {
+    run_sizes(false);
+}
+
+/// Batches of 1..=300 packets through a worker with the common case's path
+/// `fast` on or off, checked against the oracle (see the module's doc).
+fn run_sizes(fast: bool) {
     let a = agent();
     let mut w = a.worker();
+    w.set_fast_path(fast);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut bad = Vec::new();
     let mut sent = vec![0u64; FLOWS];
