@@ -326,9 +326,12 @@ unsafe fn process(
     let mut bufs = recycle(std::mem::take(&mut ts.bufs));
     // No prefetch of the buffers' headers or packet data: a packet reaches
     // the ip4-unicast arc from ip4-input, which has just read both, so they
-    // are in cache. (Stop 23: dropping the header prefetch 8 ahead and the
-    // data prefetch 4 ahead, as cnat's nodes do, took the node from
-    // 99-109 to 93-95 clocks/packet at 1.18 M flows, alternated 3x.)
+    // are at worst in L2 (perf still shows this loop waiting on the header
+    // loads, but a header-only prefetch 16 ahead measured no better). The
+    // prefetches cost more than they saved: dropping the header prefetch 8
+    // ahead and the data prefetch 4 ahead, as cnat's nodes do, took the
+    // node from 99-109 to 93-95 clocks/packet at 1.18 M flows (stop 23,
+    // alternated 3x).
     // One reservation for the frame (an exact-size iterator), not a
     // capacity check per packet.
     bufs.extend(raw.iter().map(|&b| {
