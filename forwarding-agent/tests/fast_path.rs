@@ -15,7 +15,7 @@ mod common;
 use affinity_api::{AffinityKey, NatAction};
 use affinity_forwarding_agent::actions::{ActionSet, InterestKey, NatActionKey, SeqAdjustKey};
 use affinity_forwarding_agent::wire::{self, build, checksum};
-use affinity_forwarding_agent::{Agent, AgentConfig, Disposition, Worker};
+use affinity_forwarding_agent::{Agent, AgentConfig, Counter, Disposition, PacketBuf, Worker};
 use common::{from, run_batch, state, wildcard_msg, Wc, MGR, SEC};
 use proptest::prelude::*;
 use std::net::Ipv4Addr;
@@ -353,4 +353,114 @@ proptest! {
             );
         }
     }
+}
+
+/// Runs `gens` as one batch through `w` at `now_ns`, starting every
+/// disposition as something the batch must overwrite: the dispositions
+/// and each packet's length afterwards, with its length before.
+fn run_lens(w: &mut Worker, now_ns: u64, gens: &[Gen]) -> (Vec<Disposition>, Vec<(usize, usize)>) {
+    let mut bufs: Vec<Vec<u8>> = gens
+        .iter()
+        .map(|g| {
+            let mut b = vec![0u8; HEADROOM];
+            b.extend(packet(g));
+            b
+        })
+        .collect();
+    let before: Vec<usize> = bufs.iter().map(|b| b.len() - HEADROOM).collect();
+    let mut out = vec![Disposition::Drop(Counter::DropInternalError); gens.len()];
+    let mut pkts: Vec<PacketBuf<'_>> = bufs
+        .iter_mut()
+        .zip(gens)
+        .map(|(b, g)| {
+            let len = b.len() - HEADROOM;
+            let p = PacketBuf::new(b, HEADROOM, len);
+            if g.partial {
+                p.with_partial_l4_checksum()
+            } else {
+                p
+            }
+        })
+        .collect();
+    w.process_batch(now_ns, &mut pkts, &mut out);
+    let lens = pkts.iter().zip(before).map(|(p, l)| (l, p.len)).collect();
+    (out, lens)
+}
+
+/// The packets of a batch that are passes at their own length: those the
+/// VPP node need not look at.
+fn unchanged_passes(out: &[Disposition], lens: &[(usize, usize)]) -> usize {
+    out.iter()
+        .zip(lens)
+        .filter(|(d, (before, after))| **d == Disposition::Pass && before == after)
+        .count()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    /// `Worker::plain_passes` never counts a packet whose disposition the
+    /// VPP node must read (it skips its result loop when the count is the
+    /// whole frame): at most the batch's passes at their own length, and
+    /// none with the common case's path off or while tracing. Batches past
+    /// `BATCH` (256) span two chunks.
+    #[test]
+    fn plain_passes_never_hide_an_exception(
+        batch in prop::collection::vec(gen(), 1..300),
+        fast in any::<bool>(),
+        tracing in prop::bool::weighted(0.2),
+    ) {
+        let a = agent();
+        let mut w = a.worker();
+        w.set_fast_path(fast);
+        w.set_tracing(tracing);
+        let (out, lens) = run_lens(&mut w, 2 * SEC, &batch);
+        prop_assert!(w.plain_passes() <= unchanged_passes(&out, &lens));
+        if !fast || tracing {
+            prop_assert_eq!(w.plain_passes(), 0);
+        }
+    }
+}
+
+/// A batch of nothing but plain packets of NAT-only flows (flows 0, 1 and
+/// 5: the bench's case) is all plain passes, and the counters the common
+/// case's path tallies per chunk (`Packets`, `FixedHit`, `NatApplied`)
+/// grow by one a packet, across a chunk boundary too (300 packets); one
+/// packet the general path passes (an unknown port) is not counted as one,
+/// so the VPP node then reads every disposition.
+#[test]
+fn an_all_plain_batch_is_reported_as_such() {
+    let a = agent();
+    let mut w = a.worker();
+    let gen = |i: usize, unknown: bool| Gen {
+        proto: if i % 2 == 0 { wire::TCP } else { wire::UDP },
+        flow: [0, 1, 5][i % 3],
+        unknown,
+        flags: build::TCP_ACK,
+        payload: i % 30,
+        shape: 0,
+        padding: 0,
+        partial: false,
+    };
+    let count = |w: &Worker, c: Counter| w.counters().0[c as usize];
+    let batch: Vec<Gen> = (0..300).map(|i| gen(i, false)).collect();
+    let before = [Counter::Packets, Counter::FixedHit, Counter::NatApplied].map(|c| count(&w, c));
+    let (out, lens) = run_lens(&mut w, 2 * SEC, &batch);
+    assert_eq!(unchanged_passes(&out, &lens), 300);
+    assert_eq!(w.plain_passes(), 300);
+    let after = [Counter::Packets, Counter::FixedHit, Counter::NatApplied].map(|c| count(&w, c));
+    // Flow 5's NAT changes nothing but is still applied, as in the
+    // general path.
+    assert_eq!(
+        [
+            after[0] - before[0],
+            after[1] - before[1],
+            after[2] - before[2]
+        ],
+        [300, 300, 300]
+    );
+    let mut mixed = batch[..20].to_vec();
+    mixed[7] = gen(7, true);
+    let (out, lens) = run_lens(&mut w, 2 * SEC, &mixed);
+    assert_eq!(unchanged_passes(&out, &lens), 20);
+    assert_eq!(w.plain_passes(), 19);
 }

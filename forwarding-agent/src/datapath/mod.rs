@@ -256,6 +256,9 @@ pub struct Worker {
     /// The chunk's look-ups prefetch the line after the home line too
     /// ([`crate::fixed_affinity::FixedTable::prefetch_next_line`]).
     next_line: bool,
+    /// Packets of the last batch the common case's path passed
+    /// ([`Worker::plain_passes`]).
+    plain_passes: usize,
 }
 
 /// A packet as the batch's first pass read it: plain (the common case's
@@ -304,6 +307,7 @@ impl Agent {
             tracing: false,
             fast_path: true,
             next_line: true,
+            plain_passes: 0,
         }
     }
 }
@@ -320,6 +324,7 @@ impl Worker {
         let n = pkts.len().min(out.len());
         let agent = self.agent.clone();
         self.decisions.clear();
+        let mut passes = 0;
         for (chunk, outs) in pkts[..n].chunks_mut(BATCH).zip(out[..n].chunks_mut(BATCH)) {
             // The common case's path (`fast`) for the chunk: not while a
             // packet is traced (it records no decision).
@@ -334,6 +339,7 @@ impl Worker {
                 self.fragment_upkeep(&ctx);
             }
             let m = chunk.len();
+            let (mut hits, mut nat_applied) = (0u64, 0u64);
             // The first group read, its lines on their way, the second
             // group's packets on theirs.
             for q in chunk.iter().take(2 * GROUP).skip(GROUP) {
@@ -373,6 +379,9 @@ impl Worker {
                                     let mut fast = fast::FastState {
                                         counters: &mut self.counters,
                                         marked: &mut self.marked,
+                                        hits: &mut hits,
+                                        nat_applied: &mut nat_applied,
+                                        passes: &mut passes,
                                     };
                                     if !fast.fast_fixed(&ctx, &mut chunk[i], pl, hit, &mut outs[i])
                                     {
@@ -405,7 +414,11 @@ impl Worker {
                     }
                 }
             }
+            self.counters.add(Counter::Packets, hits);
+            self.counters.add(Counter::FixedHit, hits);
+            self.counters.add(Counter::NatApplied, nat_applied);
         }
+        self.plain_passes = passes;
         self.flush();
     }
 
@@ -571,6 +584,15 @@ impl Worker {
     /// packets).
     pub fn set_tracing(&mut self, on: bool) {
         self.tracing = on;
+    }
+
+    /// How many packets of the last [`Worker::process_batch`] the common
+    /// case's path passed ([`Disposition::Pass`], the packet rewritten in
+    /// place at its own length). When that is the whole batch, a caller has
+    /// no disposition to look at (the VPP node then skips its per-packet
+    /// result loop).
+    pub fn plain_passes(&self) -> usize {
+        self.plain_passes
     }
 
     /// Per packet of the last batch, in order: the [`Decision`] made, while
