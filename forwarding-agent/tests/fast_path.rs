@@ -432,7 +432,11 @@ fn an_all_plain_batch_is_reported_as_such() {
     let a = agent();
     let mut w = a.worker();
     let gen = |i: usize, unknown: bool| Gen {
-        proto: if i % 2 == 0 { wire::TCP } else { wire::UDP },
+        proto: if i.is_multiple_of(2) {
+            wire::TCP
+        } else {
+            wire::UDP
+        },
         flow: [0, 1, 5][i % 3],
         unknown,
         flags: build::TCP_ACK,
