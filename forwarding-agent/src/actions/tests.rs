@@ -123,3 +123,50 @@ fn encode_decode_round_trip_and_sharing() {
         "a quarantined slot is reused once its time has passed"
     );
 }
+
+/// The common case's NAT form is the one worked out from the set's NAT
+/// action (`PlainNat::from`), for every flag combination, including the
+/// set bytes' word sums (checked against a sum taken here); and a slot
+/// reused after quarantine for another NAT action reads the new form, not
+/// the old one.
+#[test]
+fn plain_nat_form_is_stored_with_the_set() {
+    let t = ActionTable::new(2);
+    let nat = |flags: u8, port: u16| NatActionKey {
+        flags,
+        src_addr: 0xc633_6401,
+        dst_addr: 0xffff_0001,
+        src_port: port,
+        dst_port: 0xfffe,
+    };
+    let words = |x: u64| (0..4).map(|i| (x >> (16 * i)) & 0xffff).sum::<u64>();
+    let mut now = 1;
+    for flags in 0..16u8 {
+        let n = nat(flags, 1000 + u16::from(flags));
+        let set = ActionSet {
+            nat: Some(n),
+            ..ActionSet::default()
+        };
+        let idx = t.acquire(&set, now).unwrap();
+        let got = t.plain(idx).and_then(|p| p.nat()).unwrap();
+        let want = crate::wire::PlainNat::from(&n);
+        assert_eq!(got, want, "flags {flags:#x}");
+        assert_eq!(
+            u64::from(got.addr_sum),
+            words(got.addr_set),
+            "flags {flags:#x}"
+        );
+        assert_eq!(
+            u64::from(got.port_sum),
+            words(u64::from(got.port_set)),
+            "flags {flags:#x}"
+        );
+        // Released and quarantined: the next set (another port) reuses a
+        // slot only once the quarantine is over.
+        t.release(idx, now);
+        now += QUARANTINE_NS + 1;
+    }
+    // A set without NAT in a slot a NAT set used: no NAT form.
+    let idx = t.acquire(&ActionSet::default(), now).unwrap();
+    assert!(t.plain(idx).is_some_and(|p| p.nat().is_none()));
+}

@@ -160,8 +160,12 @@ pub fn apply_nat_in_place(
 /// bytes keep the packet's own (`*_keep`, all ones there) and the new bytes
 /// elsewhere (`*_set`, zero where kept). Each value is the wire's bytes read
 /// with `from_ne_bytes`, so a rewrite is `old & keep | set` with nothing
-/// swapped per packet. Built by [`PlainNat::new`] from an action set's
-/// fields ([`crate::actions::ActionTable::plain`]).
+/// swapped per packet. With them, the sums of the new bytes' 16-bit words
+/// that the checksum updates add (RFC 1624 eqn. 3's m'), worked out once
+/// per action set rather than per packet. Built by [`PlainNat::new`] from
+/// an action set's fields when the set is stored
+/// ([`crate::actions::ActionTable::acquire`]), and read back whole by the
+/// common case ([`crate::actions::ActionTable::plain`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlainNat {
     /// IPv4 header bytes 12..20 (both addresses) kept from the packet: all
@@ -174,6 +178,11 @@ pub struct PlainNat {
     pub port_keep: u32,
     /// The new port bytes where `port_keep` is zero (zero elsewhere).
     pub port_set: u32,
+    /// The sum of `addr_set`'s four 16-bit words (an integer, not folded:
+    /// at most 4 x 0xffff).
+    pub addr_sum: u32,
+    /// The sum of `port_set`'s two 16-bit words.
+    pub port_sum: u32,
 }
 
 /// [`PlainNat`]'s keep masks per `NatAction` flag combination (bits 0..4:
@@ -214,11 +223,16 @@ impl PlainNat {
     #[inline(always)]
     pub fn new(addrs: u64, ports: u32, flags: u8) -> Self {
         let (addr_keep, port_keep) = PLAIN_NAT_KEEP[usize::from(flags & 0xf)];
+        let addr_set = u64::from_ne_bytes(addrs.to_be_bytes()) & !addr_keep;
+        let port_set = u32::from_ne_bytes(ports.to_be_bytes()) & !port_keep;
+        let words = |x: u64| (0..4).map(|i| (x >> (16 * i)) as u16 as u32).sum::<u32>();
         PlainNat {
             addr_keep,
-            addr_set: u64::from_ne_bytes(addrs.to_be_bytes()) & !addr_keep,
+            addr_set,
             port_keep,
-            port_set: u32::from_ne_bytes(ports.to_be_bytes()) & !port_keep,
+            port_set,
+            addr_sum: words(addr_set),
+            port_sum: words(u64::from(port_set)),
         }
     }
 }
@@ -279,31 +293,44 @@ fn nat_headers<const N: usize, const CSUM: usize>(h: &mut [u8; N], is_udp: bool,
     let addrs = old_addrs & nat.addr_keep | nat.addr_set;
     let ports = old_ports & nat.port_keep | nat.port_set;
     h[ADDRS..ADDRS + 8].copy_from_slice(&addrs.to_ne_bytes());
-    // RFC 1624 eqn. 3's sum over the four 16-bit words of the addresses,
-    // taken a 32-bit word at a time (2^16 ≡ 1 mod 0xffff, so folding the
-    // 32-bit sum gives the 16-bit one, and 0 only when it is 0: the same
-    // checksums bit for bit as `checksum::delta32`).
-    let lo = |x: u64| x & 0xffff_ffff;
-    let wide = lo(!old_addrs) + (!old_addrs >> 32) + lo(addrs) + (addrs >> 32);
-    let wide = (wide & 0xffff_ffff) + (wide >> 32);
-    let wide = ((wide & 0xffff_ffff) + (wide >> 32)) as u32;
-    let addr_delta = (wide >> 16) + (wide & 0xffff);
-    let ip_csum = checksum::apply(rd16(h, IP_CSUM), addr_delta);
-    h[IP_CSUM..IP_CSUM + 2].copy_from_slice(&ip_csum.to_ne_bytes());
     h[PORTS..PORTS + 4].copy_from_slice(&ports.to_ne_bytes());
+    // RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'), over every 16-bit word of
+    // the addresses (and for the transport checksum the ports too). A
+    // written word's m' is a word of the set bytes, summed once per action
+    // (`addr_sum`, `port_sum`); `!old | keep` is its ~m there, and all
+    // ones over a kept word, which is what ~m + m' of a kept word comes to
+    // (one's-complement -0). So the integer sum is the one `checksum::
+    // delta32` sums word by word (a nonzero sum folds to the same
+    // checksum whatever the grouping: 2^16 = 1 mod 0xffff), taken here a
+    // 32-bit half at a time.
+    let x = !old_addrs | nat.addr_keep;
+    let addr = u64::from(nat.addr_sum) + (x & 0xffff_ffff) + (x >> 32);
+    let ip_csum = !fold_small(addr + u64::from(!rd16(h, IP_CSUM)));
+    h[IP_CSUM..IP_CSUM + 2].copy_from_slice(&ip_csum.to_ne_bytes());
     let old = rd16(h, CSUM);
     if is_udp && old == udp::NO_CHECKSUM {
         return;
     }
-    // Both ports' words at once (the sum of each port's `delta16`).
-    let port_delta = checksum::delta32(old_ports, ports);
-    let mut new = checksum::apply(old, addr_delta + port_delta);
+    let y = !old_ports | nat.port_keep;
+    let sum = addr + u64::from(nat.port_sum + (y & 0xffff) + (y >> 16) + u32::from(!old));
+    let mut new = !fold_small(sum);
     if is_udp && new == udp::NO_CHECKSUM {
         // RFC 768: a computed 0 is sent as all ones (the same in either
         // byte order).
         new = 0xffff;
     }
     h[CSUM..CSUM + 2].copy_from_slice(&new.to_ne_bytes());
+}
+
+/// A one's-complement sum `s` (an integer sum of 16-bit words, below
+/// 2^34) folded to 16 bits: 0 only when `s` is.
+#[inline(always)]
+fn fold_small(s: u64) -> u16 {
+    // s < 2^34: after the first fold below 2^16 + 2^18, after the second
+    // at most 0xffff + 4, after the third at most 0xffff.
+    let s = (s & 0xffff) + (s >> 16);
+    let s = (s & 0xffff) + (s >> 16);
+    ((s & 0xffff) + (s >> 16)) as u16
 }
 
 /// The identifier of an ICMP echo (NAT'ed like a port: a request's from
