@@ -15,5 +15,6 @@ cp "$T/release/libaffinity_plugin.so" "$T/vpp-plugins/affinity_plugin.so"
 VPP_PREFIX=$VPP_PREFIX test/vpp-forward-check.sh; fwd=$?
 VPP_PREFIX=$VPP_PREFIX test/vpp-errors-check.sh; err=$?
 VPP_PREFIX=$VPP_PREFIX test/vpp-nat-checksum-check.sh; natck=$?
+VPP_PREFIX=$VPP_PREFIX test/vpp-mixed-frame-check.sh; mixed=$?
 AGENT_KIND=vpp VPP_PREFIX=$VPP_PREFIX test/run-e2e.sh; e2e=$?
-[ "$fwd" = 0 ] && [ "$err" = 0 ] && [ "$natck" = 0 ] && [ "$e2e" = 0 ]
+[ "$fwd" = 0 ] && [ "$err" = 0 ] && [ "$natck" = 0 ] && [ "$mixed" = 0 ] && [ "$e2e" = 0 ]
