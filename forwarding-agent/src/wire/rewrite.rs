@@ -299,10 +299,10 @@ fn nat_headers<const N: usize, const CSUM: usize>(h: &mut [u8; N], is_udp: bool,
     // written word's m' is a word of the set bytes, summed once per action
     // (`addr_sum`, `port_sum`); `!old | keep` is its ~m there, and all
     // ones over a kept word, which is what ~m + m' of a kept word comes to
-    // (one's-complement -0). So the integer sum is the one `checksum::
-    // delta32` sums word by word (a nonzero sum folds to the same
-    // checksum whatever the grouping: 2^16 = 1 mod 0xffff), taken here a
-    // 32-bit half at a time.
+    // (one's-complement -0). So the sum equals, modulo 0xffff, the one
+    // `checksum::delta32` takes word by word, and is 0 only when that one
+    // is: taken here a 32-bit half at a time (2^16 = 1 mod 0xffff), it
+    // folds to the same checksum.
     let x = !old_addrs | nat.addr_keep;
     let addr = u64::from(nat.addr_sum) + (x & 0xffff_ffff) + (x >> 32);
     let ip_csum = !fold_small(addr + u64::from(!rd16(h, IP_CSUM)));
@@ -312,7 +312,13 @@ fn nat_headers<const N: usize, const CSUM: usize>(h: &mut [u8; N], is_udp: bool,
         return;
     }
     let y = !old_ports | nat.port_keep;
-    let sum = addr + u64::from(nat.port_sum + (y & 0xffff) + (y >> 16) + u32::from(!old));
+    // In u64: `PlainNat`'s fields are public, and no value a caller puts
+    // in `port_sum` may overflow here.
+    let sum = addr
+        + u64::from(nat.port_sum)
+        + u64::from(y & 0xffff)
+        + u64::from(y >> 16)
+        + u64::from(!old);
     let mut new = !fold_small(sum);
     if is_udp && new == udp::NO_CHECKSUM {
         // RFC 768: a computed 0 is sent as all ones (the same in either
