@@ -61,20 +61,8 @@ want_stats="packets=$((7 * PER + PLAIN)) fixed-hit=$((6 * PER + PLAIN)) nat-appl
 got_stats="packets=$(stat packets) fixed-hit=$(stat fixed-hit) nat-applied=$(stat nat-applied)"
 summary=$(/usr/bin/python3 - "$PG_DIR/pg1.pcap" "$PG_DIR/pg3.pcap" <<'PY'
 import struct, sys
-def csum(b):
-    if len(b) % 2:
-        b += b"\0"
-    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
-    while s >> 16:
-        s = (s & 0xffff) + (s >> 16)
-    return s
-def frames(path):
-    data = open(path, "rb").read()
-    off = 24
-    while off + 16 <= len(data):
-        incl = struct.unpack_from("<I", data, off + 8)[0]
-        yield data[off + 16: off + 16 + incl]
-        off += 16 + incl
+sys.path.insert(0, "test")
+from pcap_ipv4 import tcp_packets
 # Per kind: (source, destination, destination port, MAC) it must leave with.
 want = {
     "nat": (bytes([198, 18, 0, 10]), bytes([198, 51, 100, 2]), 8080, "020000000002"),
@@ -84,15 +72,7 @@ want = {
 got = {k: 0 for k in want}
 bad = 0
 for path in sys.argv[1:]:
-    for f in frames(path):
-        if struct.unpack_from("!H", f, 12)[0] != 0x0800:
-            continue
-        ip = f[14:]
-        ihl = (ip[0] & 15) * 4
-        tot = struct.unpack_from("!H", ip, 2)[0]
-        l4 = ip[ihl:tot]
-        pseudo = ip[12:20] + struct.pack("!BBH", 0, ip[9], len(l4))
-        valid = csum(ip[:ihl]) == 0xffff and ip[9] == 6 and csum(pseudo + l4) == 0xffff
+    for f, ip, l4, valid in tcp_packets(path):
         kind = [k for k, (s, d, p, m) in want.items()
                 if valid and ip[12:16] == s and ip[16:20] == d
                 and struct.unpack_from("!H", l4, 2)[0] == p and f[0:6].hex() == m]

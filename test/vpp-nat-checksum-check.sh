@@ -89,28 +89,12 @@ V packet-generator capture pg1 disable >/dev/null
 errors=$(V show errors)
 summary=$(/usr/bin/python3 - "$PG_DIR/pg1.pcap" <<'PY'
 import struct, sys
-def csum(b):
-    if len(b) % 2:
-        b += b"\0"
-    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
-    while s >> 16:
-        s = (s & 0xffff) + (s >> 16)
-    return s
-data = open(sys.argv[1], "rb").read()
-off, ok, bad, sports, srcs = 24, 0, 0, set(), set()
-while off + 16 <= len(data):
-    incl = struct.unpack_from("<I", data, off + 8)[0]
-    f = data[off + 16: off + 16 + incl]
-    off += 16 + incl
-    if struct.unpack_from("!H", f, 12)[0] != 0x0800:
-        continue
-    ip = f[14:]
-    ihl = (ip[0] & 15) * 4
-    tot = struct.unpack_from("!H", ip, 2)[0]
-    l4 = ip[ihl:tot]
-    pseudo = ip[12:20] + struct.pack("!BBH", 0, ip[9], len(l4))
-    good = (csum(ip[:ihl]) == 0xffff and ip[9] == 6 and csum(pseudo + l4) == 0xffff
-            and ip[16:20] == bytes([198, 51, 100, 2]) and struct.unpack_from("!H", l4, 2)[0] == 8080)
+sys.path.insert(0, "test")
+from pcap_ipv4 import tcp_packets
+ok, bad, sports, srcs = 0, 0, set(), set()
+for f, ip, l4, valid in tcp_packets(sys.argv[1]):
+    good = (valid and ip[16:20] == bytes([198, 51, 100, 2])
+            and struct.unpack_from("!H", l4, 2)[0] == 8080)
     ok += good
     bad += not good
     sports.add(struct.unpack_from("!H", l4, 0)[0])
