@@ -26,6 +26,21 @@ pub fn fold(sum: u32) -> u16 {
     sum as u16
 }
 
+/// [`fold`] for a sum kept in 64 bits: an integer sum of 16-bit words (or
+/// of 32-bit halves, 2^16 = 1 mod 0xffff) below 2^34, folded to 16 bits,
+/// 0 only when the sum is. The common case's NAT adds its address and port
+/// words this way without first narrowing them (`rewrite::apply_nat_plain`).
+/// Three end-around carries: after the first the sum is below
+/// 2^16 + 2^18, after the second at most 0xffff + 4, after the third at
+/// most 0xffff. A larger sum is not checked (no panic on the packet path):
+/// it folds to a wrong checksum.
+#[inline(always)]
+pub fn fold_wide(sum: u64) -> u16 {
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = (sum & 0xffff) + (sum >> 16);
+    ((sum & 0xffff) + (sum >> 16)) as u16
+}
+
 /// Full checksum of an IPv4 header (the checksum field is treated as zero).
 pub fn ipv4_header_checksum(hdr: &[u8]) -> u16 {
     let c = ipv4::field::CHECKSUM;
@@ -168,7 +183,7 @@ pub fn verify_l4(pkt: &[u8], info: &PacketInfo) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{delta, delta16, delta32, fold};
+    use super::{delta, delta16, delta32, fold, fold_wide};
     use proptest::prelude::{any, proptest};
 
     /// The folding loop [`fold`] replaced: end-around carries until none.
@@ -196,10 +211,42 @@ mod tests {
         assert_eq!(fold(0x1_fffe), 0xffff);
     }
 
+    /// The folding loop over a 64-bit sum.
+    fn fold_loop64(mut sum: u64) -> u16 {
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        sum as u16
+    }
+
+    #[test]
+    fn fold_wide_at_the_edges() {
+        for s in [
+            0,
+            0xffff,
+            0x1_0000,
+            0x1_ffff,
+            0xffff_ffff,
+            0x1_0000_0003,
+            0x2_ffff_fffc,
+            (1 << 34) - 1,
+        ] {
+            assert_eq!(fold_wide(s), fold_loop64(s), "{s:#x}");
+        }
+        // 2^34 - 1 = 4 - 1 mod 0xffff (2^16 = 1), and 0xffff stays 0xffff.
+        assert_eq!(fold_wide((1 << 34) - 1), 3);
+        assert_eq!(fold_wide(0xffff), 0xffff);
+    }
+
     proptest! {
         #[test]
         fn fold_matches_the_loop(s in any::<u32>()) {
             assert_eq!(fold(s), fold_loop(s));
+        }
+
+        #[test]
+        fn fold_wide_matches_the_loop(s in 0u64..1 << 34) {
+            assert_eq!(fold_wide(s), fold_loop64(s));
         }
 
         /// The word-valued deltas the NAT path takes are the byte-wise

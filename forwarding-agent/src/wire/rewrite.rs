@@ -220,7 +220,6 @@ impl PlainNat {
     /// The action that writes, where `flags` (`NatAction` bits) ask,
     /// `addrs` (source << 32 | destination, host order) and `ports`
     /// (source << 16 | destination, host order).
-    #[inline(always)]
     pub fn new(addrs: u64, ports: u32, flags: u8) -> Self {
         let (addr_keep, port_keep) = PLAIN_NAT_KEEP[usize::from(flags & 0xf)];
         let addr_set = u64::from_ne_bytes(addrs.to_be_bytes()) & !addr_keep;
@@ -305,7 +304,7 @@ fn nat_headers<const N: usize, const CSUM: usize>(h: &mut [u8; N], is_udp: bool,
     // folds to the same checksum.
     let x = !old_addrs | nat.addr_keep;
     let addr = u64::from(nat.addr_sum) + (x & 0xffff_ffff) + (x >> 32);
-    let ip_csum = !fold_small(addr + u64::from(!rd16(h, IP_CSUM)));
+    let ip_csum = !checksum::fold_wide(addr + u64::from(!rd16(h, IP_CSUM)));
     h[IP_CSUM..IP_CSUM + 2].copy_from_slice(&ip_csum.to_ne_bytes());
     let old = rd16(h, CSUM);
     if is_udp && old == udp::NO_CHECKSUM {
@@ -319,24 +318,13 @@ fn nat_headers<const N: usize, const CSUM: usize>(h: &mut [u8; N], is_udp: bool,
         + u64::from(y & 0xffff)
         + u64::from(y >> 16)
         + u64::from(!old);
-    let mut new = !fold_small(sum);
+    let mut new = !checksum::fold_wide(sum);
     if is_udp && new == udp::NO_CHECKSUM {
         // RFC 768: a computed 0 is sent as all ones (the same in either
         // byte order).
         new = 0xffff;
     }
     h[CSUM..CSUM + 2].copy_from_slice(&new.to_ne_bytes());
-}
-
-/// A one's-complement sum `s` (an integer sum of 16-bit words, below
-/// 2^34) folded to 16 bits: 0 only when `s` is.
-#[inline(always)]
-fn fold_small(s: u64) -> u16 {
-    // s < 2^34: after the first fold below 2^16 + 2^18, after the second
-    // at most 0xffff + 4, after the third at most 0xffff.
-    let s = (s & 0xffff) + (s >> 16);
-    let s = (s & 0xffff) + (s >> 16);
-    ((s & 0xffff) + (s >> 16)) as u16
 }
 
 /// The identifier of an ICMP echo (NAT'ed like a port: a request's from
