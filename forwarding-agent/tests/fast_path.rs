@@ -16,7 +16,7 @@ use affinity_api::{AffinityKey, NatAction};
 use affinity_forwarding_agent::actions::{ActionSet, InterestKey, NatActionKey, SeqAdjustKey};
 use affinity_forwarding_agent::wire::{self, build, checksum};
 use affinity_forwarding_agent::{Agent, AgentConfig, Counter, Disposition, PacketBuf, Worker};
-use common::{from, run_batch, state, wildcard_msg, Wc, MGR, SEC};
+use common::{fix_ip, from, run_batch, state, wildcard_msg, Wc, MGR, SEC};
 use proptest::prelude::*;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -174,15 +174,6 @@ fn gen() -> impl Strategy<Value = Gen> {
                 partial,
             },
         )
-}
-
-/// Sets the IPv4 header checksum right after a change to the header.
-fn fix_ip(p: &mut [u8]) {
-    let ihl = usize::from(p[0] & 0x0f) * 4;
-    p[10] = 0;
-    p[11] = 0;
-    let c = checksum::ipv4_header_checksum(&p[..ihl.min(p.len())]);
-    p[10..12].copy_from_slice(&c.to_be_bytes());
 }
 
 /// The packet `g` describes.

@@ -20,7 +20,7 @@ use affinity_api::{AffinityKey, NatAction};
 use affinity_forwarding_agent::actions::{ActionSet, NatActionKey};
 use affinity_forwarding_agent::wire::{self, build, checksum};
 use affinity_forwarding_agent::{Agent, AgentConfig, Counter, Disposition, Matched, Worker};
-use common::{run_batch, Rng, SEC};
+use common::{fix_ip, run_batch, Rng, SEC};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -106,13 +106,6 @@ fn shape(r: u64) -> Shape {
         7 => Shape::FirstFragment(k),
         _ => Shape::Unknown,
     }
-}
-
-fn fix_ip(p: &mut [u8]) {
-    let ihl = usize::from(p[0] & 0x0f) * 4;
-    p[10..12].copy_from_slice(&[0, 0]);
-    let c = checksum::ipv4_header_checksum(&p[..ihl]);
-    p[10..12].copy_from_slice(&c.to_be_bytes());
 }
 
 /// The bytes of a packet of shape `s`; `n` varies its payload length (so

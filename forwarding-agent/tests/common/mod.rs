@@ -353,6 +353,15 @@ pub fn run_one(w: &mut Worker, now: u64, pkt: &[u8], headroom: usize) -> (Dispos
     (out[0], buf)
 }
 
+/// Sets IPv4 packet `p`'s header checksum again after a test edited the
+/// header (its length from the IHL, clamped to the packet).
+pub fn fix_ip(p: &mut [u8]) {
+    let ihl = usize::from(p[0] & 0x0f) * 4;
+    p[10..12].copy_from_slice(&[0, 0]);
+    let c = wire::checksum::ipv4_header_checksum(&p[..ihl.min(p.len())]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
 pub fn checksums_ok(pkt: &[u8]) -> bool {
     let info = wire::parse_ipv4(pkt).unwrap();
     wire::checksum::verify_ipv4(pkt) && wire::checksum::verify_l4(pkt, &info)
