@@ -10,18 +10,7 @@ set -u
 cd "$(dirname "$0")/.."
 source test/vpp-pg.sh
 pg_vpp_start vppfwd 256M 8192 16M "" "agent-address 192.0.2.1 fixed-table-size 4096" "poll-sleep-usec 100"
-pg_vpp_cli >/dev/null <<CLI
-create packet-generator interface pg0
-create packet-generator interface pg1
-create packet-generator interface pg3
-set interface ip address pg0 198.18.0.1/15
-set interface ip address pg1 198.51.100.1/24
-set interface ip address pg3 203.0.113.1/24
-set interface state pg0 up
-set interface state pg1 up
-set interface state pg3 up
-set ip neighbor pg1 198.51.100.2 02:00:00:00:00:02
-set interface affinity pg0
+{ pg_lab_interfaces; cat <<CLI; } | pg_vpp_cli >/dev/null
 test affinity fill 198.18.0.10 4 ports 1024 1 dst 203.0.113.10 80 forward 198.51.100.2
 test affinity fill 198.18.0.20 1 ports 1024 1 dst 203.0.113.10 80 forward 198.51.100.3
 packet-generator new { name known limit 8 size 64-64 interface pg0 node ip4-input data { TCP: 198.18.0.10 - 198.18.0.13 -> 203.0.113.10 TCP: 1024 -> 80 ACK incrementing 24 } }

@@ -23,19 +23,8 @@ source test/vpp-pg.sh
 PER=150
 PLAIN=600
 pg_vpp_start vppmix 256M 16384 16M "" "agent-address 192.0.2.1 fixed-table-size 4096" "poll-sleep-usec 100"
-pg_vpp_cli >/dev/null <<CLI
-create packet-generator interface pg0
-create packet-generator interface pg1
-create packet-generator interface pg3
-set interface ip address pg0 198.18.0.1/15
-set interface ip address pg1 198.51.100.1/24
-set interface ip address pg3 203.0.113.1/24
-set interface state pg0 up
-set interface state pg1 up
-set interface state pg3 up
-set ip neighbor pg1 198.51.100.2 02:00:00:00:00:02
+{ pg_lab_interfaces; cat <<CLI; } | pg_vpp_cli >/dev/null
 set ip neighbor pg3 203.0.113.10 02:00:00:00:00:03
-set interface affinity pg0
 test affinity fill 198.18.0.10 1 ports 1024 1 dst 203.0.113.10 80 nat 198.51.100.2 8080
 test affinity fill 198.18.0.11 1 ports 1024 1 dst 203.0.113.10 80 forward 198.51.100.2
 test affinity fill 198.18.0.12 1 ports 1024 1 dst 203.0.113.10 80 forward 0.0.0.0

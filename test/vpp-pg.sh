@@ -5,6 +5,7 @@
 # do not collide; cleanup removes only this run's namespace and VPP.
 #   pg_vpp_start NAME HEAP BUFFERS STATSEG "PLUGIN.so ..." "AFFINITY SECTION" ["UNIX EXTRA"] ["CPU SECTION"]
 #   pg_vpp_cli < lines     one vppctl command per line, output on stdout
+#   pg_lab_interfaces      the checks' common interfaces, as CLI lines
 #   V ARGS...              one vppctl command
 # Optional, in the environment: PG_PLUGIN_DIR (where affinity_plugin.so is,
 # default target/vpp-plugins: A/B runs of two builds), PG_RT (run VPP
@@ -16,6 +17,26 @@ P=${VPP_PREFIX:-/opt/vpp}
 V() { "$P/bin/vppctl" -s "$PG_DIR/cli.sock" "$@" | tr -d '\r'; }
 
 pg_vpp_cli() { while read -r line; do [ -n "$line" ] && V $line; done; }
+
+# The VPP checks' interfaces, as CLI lines for pg_vpp_cli: the clients'
+# side pg0 (198.18.0.1/15, the affinity feature on it), the backends' pg1
+# (198.51.100.1/24, backend 198.51.100.2 at 02:00:00:00:00:02) and the
+# VIPs' pg3 (203.0.113.1/24), all up.
+pg_lab_interfaces() {
+    cat <<CLI
+create packet-generator interface pg0
+create packet-generator interface pg1
+create packet-generator interface pg3
+set interface ip address pg0 198.18.0.1/15
+set interface ip address pg1 198.51.100.1/24
+set interface ip address pg3 203.0.113.1/24
+set interface state pg0 up
+set interface state pg1 up
+set interface state pg3 up
+set ip neighbor pg1 198.51.100.2 02:00:00:00:00:02
+set interface affinity pg0
+CLI
+}
 
 pg_vpp_start() {
     local name=$1 heap=$2 buffers=$3 statseg=$4 plugins="" p
