@@ -26,19 +26,25 @@ pub fn fold(sum: u32) -> u16 {
     sum as u16
 }
 
-/// [`fold`] for a sum kept in 64 bits: an integer sum of 16-bit words (or
-/// of 32-bit halves, 2^16 = 1 mod 0xffff) below 2^34, folded to 16 bits,
-/// 0 only when the sum is. The common case's NAT adds its address and port
-/// words this way without first narrowing them (`rewrite::apply_nat_plain`).
-/// Three end-around carries: after the first the sum is below
-/// 2^16 + 2^18, after the second at most 0xffff + 4, after the third at
-/// most 0xffff. A larger sum is not checked (no panic on the packet path):
-/// it folds to a wrong checksum.
+/// [`fold`] for a sum kept in 64 bits: any integer sum of 16-bit words (or
+/// of 32-bit halves, 2^16 = 1 mod 0xffff), folded to 16 bits with
+/// end-around carries, 0 only when the sum is. The common case's NAT adds
+/// its address and port words this way without first narrowing them
+/// (`rewrite::apply_nat_plain`).
+///
+/// Each step adds the value to itself rotated by half its width: the upper
+/// half of that is the two halves' one's-complement sum, carry included
+/// (Linux's `csum_fold` does the same at 32 bits). First 64 to 32 bits,
+/// then 32 to 16; 2^32 = 1 modulo 0xffff too, so the result is the fold of
+/// the whole sum. Exact for every `u64`, where three masked end-around
+/// carries (stop 24) were exact only below 2^34: a caller's `PlainNat`
+/// with out-of-range sums (its fields are public) can no longer fold to a
+/// wrong checksum. Eight instructions a fold against nine; the common
+/// case's count stayed within one (cachegrind 361 → 362).
 #[inline(always)]
 pub fn fold_wide(sum: u64) -> u16 {
-    let sum = (sum & 0xffff) + (sum >> 16);
-    let sum = (sum & 0xffff) + (sum >> 16);
-    ((sum & 0xffff) + (sum >> 16)) as u16
+    let s = (sum.wrapping_add(sum.rotate_left(32)) >> 32) as u32;
+    (s.wrapping_add(s.rotate_left(16)) >> 16) as u16
 }
 
 /// Full checksum of an IPv4 header (the checksum field is treated as zero).
@@ -230,6 +236,11 @@ mod tests {
             0x1_0000_0003,
             0x2_ffff_fffc,
             (1 << 34) - 1,
+            0xffff_ffff_0000_0000,
+            0xffff_fffe_0000_0001,
+            0x0000_ffff_ffff_0000,
+            u64::MAX - 1,
+            u64::MAX,
         ] {
             assert_eq!(fold_wide(s), fold_loop64(s), "{s:#x}");
         }
@@ -246,6 +257,11 @@ mod tests {
 
         #[test]
         fn fold_wide_matches_the_loop(s in 0u64..1 << 34) {
+            assert_eq!(fold_wide(s), fold_loop64(s));
+        }
+
+        #[test]
+        fn fold_wide_matches_the_loop_for_any_u64(s in any::<u64>()) {
             assert_eq!(fold_wide(s), fold_loop64(s));
         }
 
