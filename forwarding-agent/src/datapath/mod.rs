@@ -90,7 +90,13 @@ const RING: usize = (AHEAD + 1) * GROUP;
 
 /// How many groups ahead of the one acted on are read and have their lines
 /// prefetched. 1: at 2, VPP at 1.18 M flows cost 136–169 clocks/packet
-/// against 123–145 at 1, alternated in one sitting.
+/// against 123–145 at 1, alternated in one sitting. What is left at scale
+/// is address translation more than memory: on this lab's VM (nested
+/// paging, 4 KiB host pages) 147 k flows, whose lines fit in L3, cost as
+/// much as 1.18 M (89–93 clocks against 93–97), and a pass that hashed and
+/// prefetched the whole frame's lines before any other work, so that all
+/// their page walks overlapped, was slower (best rounds 108–126 against
+/// 87–105; stop 25), so the walks do not run many at once.
 const AHEAD: usize = 1;
 
 /// A packet in a buffer: the IPv4 packet is `buf[start..start + len]`;
