@@ -617,3 +617,58 @@ fn plain_nat_agrees_for_every_checksum_value() {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+    /// `PlainNat`'s fields are public, and `checksum::fold_wide` is exact
+    /// for every u64: a hand-built `PlainNat` whose `addr_sum` and
+    /// `port_sum` are the true word sums raised by multiples of 0xffff (the
+    /// same modulo 0xffff, up to within 0xffff of u32::MAX) writes the
+    /// same bytes as the one `PlainNat::new` builds and as the general
+    /// path, and both checksums equal a full recompute, bit for bit (the
+    /// incoming ones verify, so no sum is 0). Fails if the common case
+    /// takes the sums only over the range `PlainNat::new` gives them (say
+    /// `port_sum & 0x3_ffff`), which the tests above do not see, or
+    /// narrows its sum to 32 bits before the fold. (A fold one carry
+    /// short: `plain_nat_agrees_for_every_checksum_value`.)
+    #[test]
+    fn plain_nat_with_sums_raised_by_multiples_of_0xffff(
+        proto in prop_oneof![Just(wire::TCP), Just(wire::UDP)],
+        flags in 0u8..16, payload in 0usize..16,
+        (sa, da, osa, oda) in (edge32(), edge32(), edge32(), edge32()),
+        (sp, dp, osp, odp) in (edge16(), edge16(), edge16(), edge16()),
+        (ka, kp) in (any::<u32>(), any::<u32>()),
+    ) {
+        let data = vec![0x3c; payload];
+        let (c, s) = (Ipv4Addr::from(osa), Ipv4Addr::from(oda));
+        let (mut p, at) = if proto == wire::TCP {
+            (build::tcp(c, osp, s, odp, build::TCP_ACK, 1, 2, &data), 36)
+        } else {
+            (build::udp(c, osp, s, odp, &data), 26)
+        };
+        let plain = wire::parse_plain(&p).unwrap();
+        let mut info = wire::parse_ipv4(&p).unwrap();
+        let nat = NatActionKey { flags, src_addr: sa, dst_addr: da, src_port: sp, dst_port: dp };
+        let fair = wire::PlainNat::from(&nat);
+        // The largest multiple of 0xffff that fits half the time, any
+        // other that fits the rest.
+        let raise = |sum: u32, k: u32| {
+            let most = (u32::MAX - sum) / 0xffff;
+            sum + 0xffff * if k & 1 == 0 { most } else { (k >> 1) % (most + 1) }
+        };
+        let hand = wire::PlainNat {
+            addr_sum: raise(fair.addr_sum, ka),
+            port_sum: raise(fair.port_sum, kp),
+            ..fair
+        };
+        let mut q = p.clone();
+        let mut r = p.clone();
+        wire::apply_nat_in_place(&mut q, &mut info, &nat.into(), false).unwrap();
+        wire::apply_nat_plain(&mut r, &plain, &fair);
+        wire::apply_nat_plain(&mut p, &plain, &hand);
+        prop_assert_eq!(&p, &q);
+        prop_assert_eq!(&p, &r);
+        prop_assert_eq!(&p[10..12], &checksum::ipv4_header_checksum(&p[..20]).to_be_bytes()[..]);
+        prop_assert_eq!(&p[at..at + 2], &checksum::l4_checksum(&p, &info).unwrap().to_be_bytes()[..]);
+    }
+}

@@ -36,11 +36,13 @@ pub fn fold(sum: u32) -> u16 {
 /// half of that is the two halves' one's-complement sum, carry included
 /// (Linux's `csum_fold` does the same at 32 bits). First 64 to 32 bits,
 /// then 32 to 16; 2^32 = 1 modulo 0xffff too, so the result is the fold of
-/// the whole sum. Exact for every `u64`, where three masked end-around
-/// carries (stop 24) were exact only below 2^34: a caller's `PlainNat`
-/// with out-of-range sums (its fields are public) can no longer fold to a
-/// wrong checksum. Eight instructions a fold against nine; the common
-/// case's count stayed within one (cachegrind 361 → 362).
+/// the whole sum. Exact for every `u64`; the three masked end-around
+/// carries it replaces (stop 24) first went wrong at 0x1_0000_0000_ffff,
+/// far above the largest sum `apply_nat_plain` can form with any
+/// `PlainNat` (0x4_0002_fff9), so this fixes nothing reachable: it drops a
+/// bound a caller had to keep in mind. Eight instructions a fold against
+/// nine; the common case's count stayed within one (cachegrind 361 →
+/// 362).
 #[inline(always)]
 pub fn fold_wide(sum: u64) -> u16 {
     let s = (sum.wrapping_add(sum.rotate_left(32)) >> 32) as u32;
