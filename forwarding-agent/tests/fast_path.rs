@@ -286,12 +286,7 @@ proptest! {
         (sp, dp, osp, odp) in (edge16(), edge16(), edge16(), edge16()),
     ) {
         let data = vec![0xa5; payload];
-        let (c, s) = (Ipv4Addr::from(osa), Ipv4Addr::from(oda));
-        let mut p = if proto == wire::TCP {
-            build::tcp(c, osp, s, odp, build::TCP_ACK, 1, 2, &data)
-        } else {
-            build::udp(c, osp, s, odp, &data)
-        };
+        let (mut p, _) = plain_packet(proto, osa, osp, oda, odp, &data);
         let plain = wire::parse_plain(&p).unwrap();
         let full = wire::parse_ipv4(&p).unwrap();
         prop_assert_eq!(plain.key(), full.key);
@@ -460,6 +455,18 @@ fn an_all_plain_batch_is_reported_as_such() {
     assert_eq!(w.plain_passes(), 19);
 }
 
+/// A plain TCP ACK (sequence 1, acknowledgment 2) or UDP datagram of IP
+/// `proto` from `c`:`sp` to `s`:`dp` carrying `data`, and the offset of its
+/// transport checksum (36 for TCP, 26 for UDP: no options).
+fn plain_packet(proto: u8, c: u32, sp: u16, s: u32, dp: u16, data: &[u8]) -> (Vec<u8>, usize) {
+    let (c, s) = (Ipv4Addr::from(c), Ipv4Addr::from(s));
+    if proto == wire::TCP {
+        (build::tcp(c, sp, s, dp, build::TCP_ACK, 1, 2, data), 36)
+    } else {
+        (build::udp(c, sp, s, dp, data), 26)
+    }
+}
+
 /// The one's-complement sum (folded, not complemented) of packet `p`'s
 /// IPv4 header (checksum field included) and of its TCP or UDP segment
 /// with the pseudo-header (RFC 793 section 3.1, RFC 768): what a receiver
@@ -496,12 +503,7 @@ proptest! {
         (ip_csum, l4_csum) in (edge16(), edge16()),
     ) {
         let data = vec![0x5a; payload];
-        let (c, s) = (Ipv4Addr::from(osa), Ipv4Addr::from(oda));
-        let (mut p, at) = if proto == wire::TCP {
-            (build::tcp(c, osp, s, odp, build::TCP_ACK, 1, 2, &data), 36)
-        } else {
-            (build::udp(c, osp, s, odp, &data), 26)
-        };
+        let (mut p, at) = plain_packet(proto, osa, osp, oda, odp, &data);
         p[10..12].copy_from_slice(&ip_csum.to_be_bytes());
         p[at..at + 2].copy_from_slice(&l4_csum.to_be_bytes());
         let before = received_sums(&p);
@@ -640,12 +642,7 @@ proptest! {
         (ka, kp) in (any::<u32>(), any::<u32>()),
     ) {
         let data = vec![0x3c; payload];
-        let (c, s) = (Ipv4Addr::from(osa), Ipv4Addr::from(oda));
-        let (mut p, at) = if proto == wire::TCP {
-            (build::tcp(c, osp, s, odp, build::TCP_ACK, 1, 2, &data), 36)
-        } else {
-            (build::udp(c, osp, s, odp, &data), 26)
-        };
+        let (mut p, at) = plain_packet(proto, osa, osp, oda, odp, &data);
         let plain = wire::parse_plain(&p).unwrap();
         let mut info = wire::parse_ipv4(&p).unwrap();
         let nat = NatActionKey { flags, src_addr: sa, dst_addr: da, src_port: sp, dst_port: dp };
