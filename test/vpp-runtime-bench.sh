@@ -49,29 +49,20 @@ P=${VPP_PREFIX:-/opt/vpp}
 [ -x "$P/bin/vpp" ] && [ -f target/vpp-plugins/affinity_plugin.so ] || { echo "vpp-runtime-bench: skipped, needs $P/bin/vpp and make plugin"; exit 0; }
 source test/vpp-pg.sh
 
-# The interfaces, the affinities, the lb VIP and the nat44-ed set-up;
+# The interfaces (the checks' pg0, pg1 and pg3 from pg_lab_interfaces;
+# pg2, nat44-ed's inside, and pg4, lb's clients), the affinities, the lb
+# VIP and the nat44-ed set-up;
 # stream NAME[0|1] sends the flows of its half (0: 198.18/16, 1:
 # 198.19/16) or all of them (no suffix), on worker W.
 setup() {
-    pg_vpp_cli <<CLI | grep -v "^$" | sed "s/^/  vpp: /" >&2
-create packet-generator interface pg0
-create packet-generator interface pg1
+    { pg_lab_interfaces; cat <<CLI; } | pg_vpp_cli | grep -v "^$" | sed "s/^/  vpp: /" >&2
 create packet-generator interface pg2
-create packet-generator interface pg3
 create packet-generator interface pg4
-set interface ip address pg0 198.18.0.1/15
-set interface ip address pg1 198.51.100.1/24
 set interface ip address pg2 192.0.2.1/25
-set interface ip address pg3 203.0.113.1/25
 set interface ip address pg4 192.0.2.129/25
-set interface state pg0 up
-set interface state pg1 up
 set interface state pg2 up
-set interface state pg3 up
 set interface state pg4 up
-set ip neighbor pg1 198.51.100.2 02:00:00:00:00:02
 set ip neighbor pg3 203.0.113.99 02:00:00:00:00:03
-set interface affinity pg0
 test affinity fill 198.18.0.0 $SOURCES ports 1024 9 dst 203.0.113.10 80 nat 198.51.100.2 8080
 lb conf buckets-log2 20 timeout 3600
 lb vip 203.0.113.11/32 protocol tcp port 80 encap nat4 type clusterip target_port 8080
